@@ -1,0 +1,56 @@
+# perceptlab — two commands do all the set-up: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+export PYTHONPATH := $(CURDIR)/platform:$(CURDIR)
+export PERCEPTLAB_DATA_DIR ?= $(CURDIR)/var
+# Integration tier: real services on loopback (override to point elsewhere).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/perceptlab
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(DEPS_STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip>=24" "setuptools>=68" wheel
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.deps-* && touch $@
+
+install: $(DEPS_STAMP) ## create the virtualenv and install runtime + dev dependencies
+	@# re-point the editable install at this checkout (cheap; matters when the venv is a shared cache)
+	@$(PIP) install -q --no-deps --no-build-isolation -e . >/dev/null
+
+run: install ## migrate, build the demo study, serve web + worker on 127.0.0.1:8000 (Ctrl-C stops both)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py demo_setup
+	$(PY) manage.py rundev
+
+test: install ## run the whole suite: unit (SQLite), integration (Postgres+Redis+worker), browser (chromium)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not integration and not browser" -q
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) CELERY_RESULT_BACKEND=$(TEST_REDIS_URL) \
+	  $(PY) -m pytest -m "integration or browser" -q
+
+test-fast: install ## unit tier only (SQLite, no services)
+	$(PY) -m pytest -m "not integration and not browser and not slow" -q
+
+lint: install ## ruff
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check . || true
+
+bench: install ## benchmarks; writes docs/benchmarks.md
+	$(PY) -m distortions bench --out docs/benchmarks.md
+
+contact-sheet: install ## docs/contact_sheet.png: every distortion at 5 severities
+	$(PY) -m distortions contact-sheet docs/contact_sheet.png
+
+clean: ## remove the local data dir (database, media, broker files)
+	rm -rf var
+
+.PHONY: help install run test test-fast lint bench contact-sheet clean

@@ -1,0 +1,5 @@
+import sys
+
+from distortions.cli import main
+
+sys.exit(main())

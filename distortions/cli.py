@@ -1,0 +1,80 @@
+"""python -m distortions {list, describe, build-study, contact-sheet, bench}"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from distortions.errors import DistortionError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m distortions", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_list = sub.add_parser("list", help="print one registered distortion name per line")
+    p_list.add_argument("--family", help="only this family")
+    sub.add_parser("describe", help="print each distortion's family, params and severity mapping as JSON")
+    p_build = sub.add_parser("build-study", help="build a study from a JSON config into OUTDIR")
+    p_build.add_argument("config", help="path to the JSON config (see distortions/study.py)")
+    p_build.add_argument("outdir")
+    p_build.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    p_build.add_argument("--no-progress", action="store_true")
+    p_sheet = sub.add_parser("contact-sheet", help="PNG of every distortion at 5 severities")
+    p_sheet.add_argument("out", nargs="?", default="docs/contact_sheet.png")
+    p_bench = sub.add_parser("bench", help="items/s per distortion and 2AFC triplets/s")
+    p_bench.add_argument("--out", default=None, help="markdown file whose distortion section is replaced")
+    p_bench.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return _run(args)
+    except DistortionError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+
+
+def _run(args) -> int:
+    from distortions import registry
+
+    out = sys.stdout
+    if args.command == "list":
+        for name in registry.names(args.family):
+            out.write(name + "\n")
+    elif args.command == "describe":
+        rows = []
+        for name in registry.names():
+            cls = registry.get(name)
+            rows.append(
+                {
+                    "name": name,
+                    "family": cls.family,
+                    "summary": cls.summary,
+                    "severity": cls.severity_doc,
+                    "params": {k: [p.kind.__name__, p.low, p.high] for k, p in cls.params_schema.items()},
+                }
+            )
+        out.write(json.dumps(rows, indent=2) + "\n")
+    elif args.command == "build-study":
+        from distortions.study import build_study
+
+        path = Path(args.config)
+        if not path.is_file():
+            raise DistortionError(f"config file not found: {path}")
+        try:
+            config = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DistortionError(f"{path} is not valid JSON: {exc}") from exc
+        summary = build_study(config, args.outdir, jobs=args.jobs, progress=not args.no_progress)
+        out.write(json.dumps({k: summary[k] for k in ("n_items", "counts", "manifest_sha256")}) + "\n")
+    elif args.command == "contact-sheet":
+        from distortions.contact import contact_sheet
+
+        out.write(f"wrote {contact_sheet(args.out)}\n")
+    elif args.command == "bench":
+        from distortions.bench import run_bench
+
+        out.write(run_bench(seconds=args.seconds, out=args.out) + "\n")
+    return 0

@@ -1,0 +1,300 @@
+"""Study building: 2AFC triplets and JND pairs, sentinels and practice items, as PNG files plus a
+JSONL manifest of records. The same config (seed included) gives byte-identical output.
+
+Config (JSON; every key optional except ``kind``)::
+
+    {"kind": "2afc" | "jnd", "seed": 0, "n_items": 100, "patch_size": 64,
+     "source": {"type": "skimage"} | {"type": "folder", "path": ...} | {"type": "files", "paths": [...]},
+     "skip_flat": true, "flat_threshold": 0.02,
+     "families": {"photometric": 1, "noise": 1, "blur": 1, "spatial": 1, "compression": 1},
+     "distortions": null,                # or a list of registry names to draw from
+     "composition": {"p_compose": 0.3, "max_ops": 2},
+     "severity_range": [0.0, 1.0],
+     "splits": {"train": 0.8, "val": 0.2},
+     "category": "traditional",
+     "sentinels": {"n": 15, "light_severity": 0.02, "heavy_severity": 1.0, "identical_fraction": 0.8},
+     "practice": {"n": 4},
+     "jnd": {"identical_fraction": 0.1}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from distortions import record as rec
+from distortions.errors import DistortionError
+from distortions.imageio import pixels_sha256, write_png
+from distortions.pipeline import ChainSampler
+from distortions.registry import get
+from distortions.rng import STREAM_LAYOUT, STREAM_P0, STREAM_P1, STREAM_PATCH, item_generator
+from distortions.sources import PatchSource, source_from_dict
+
+logger = logging.getLogger(__name__)
+
+SENTINEL_OP = "gaussian_white_noise"
+
+
+@dataclass
+class StudyConfig:
+    kind: str
+    seed: int = 0
+    n_items: int = 100
+    patch_size: int = 64
+    source: dict = field(default_factory=lambda: {"type": "skimage"})
+    skip_flat: bool = True
+    flat_threshold: float = 0.02
+    families: dict = field(default_factory=dict)
+    distortions: list | None = None
+    composition: dict = field(default_factory=lambda: {"p_compose": 0.3, "max_ops": 2})
+    severity_range: list = field(default_factory=lambda: [0.0, 1.0])
+    splits: dict = field(default_factory=lambda: {"train": 0.8, "val": 0.2})
+    category: str = "traditional"
+    sentinels: dict = field(default_factory=dict)
+    practice: dict = field(default_factory=dict)
+    jnd: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StudyConfig:
+        if not isinstance(data, dict):
+            raise DistortionError("a study config must be a JSON object")
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise DistortionError(f"unknown study config keys {sorted(unknown)}")
+        if "kind" not in data:
+            raise DistortionError("a study config needs 'kind': '2afc' or 'jnd'")
+        cfg = cls(**data)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> None:
+        if self.kind not in ("2afc", "jnd"):
+            raise DistortionError(f"kind must be '2afc' or 'jnd', got {self.kind!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise DistortionError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.n_items, int) or not (0 <= self.n_items <= 10_000_000):
+            raise DistortionError(f"n_items must be an integer in [0, 10^7], got {self.n_items!r}")
+        if not isinstance(self.patch_size, int) or not (16 <= self.patch_size <= 1024):
+            raise DistortionError(f"patch_size must be an integer in [16, 1024], got {self.patch_size!r}")
+        total = sum(self.splits.values()) if self.splits else 0
+        if not self.splits or set(self.splits) - {"train", "val"} or total <= 0:
+            raise DistortionError(f"splits must weight 'train' and/or 'val', got {self.splits!r}")
+        if not self.category or "/" in self.category:
+            raise DistortionError(f"category must be a plain name, got {self.category!r}")
+        for key in ("n",):
+            for section in (self.sentinels, self.practice):
+                if key in section and (not isinstance(section[key], int) or section[key] < 0):
+                    raise DistortionError(f"{key} must be a non-negative integer in {section!r}")
+        self.sampler()  # validates families, distortions, composition, severity range
+        source_from_dict(self.source)
+
+    def sampler(self) -> ChainSampler:
+        return ChainSampler(
+            family_weights=self.families or None,
+            names=self.distortions,
+            p_compose=float(self.composition.get("p_compose", 0.3)),
+            max_ops=int(self.composition.get("max_ops", 2)),
+            severity_range=tuple(self.severity_range),
+        )
+
+    @property
+    def n_sentinels(self) -> int:
+        return int(self.sentinels.get("n", 15 if self.kind == "2afc" else 40))
+
+    @property
+    def n_practice(self) -> int:
+        return int(self.practice.get("n", 4 if self.kind == "2afc" else 10))
+
+
+class StudyBuilder:
+    """Builds items one by one. Pure given the config: item i depends only on (seed, i)."""
+
+    def __init__(self, config: StudyConfig, images_dir: Path | None = None):
+        self.config = config
+        self.images_dir = images_dir
+        self.source: PatchSource = source_from_dict(config.source)
+        self.chains = config.sampler()
+        self.noise = get(SENTINEL_OP)()
+        split_names = sorted(config.splits)
+        weights = np.array([float(config.splits[s]) for s in split_names])
+        self.split_names, self.split_probs = split_names, weights / weights.sum()
+
+    @property
+    def n_total(self) -> int:
+        return self.config.n_items + self.config.n_sentinels + self.config.n_practice
+
+    def role_of(self, index: int) -> str:
+        c = self.config
+        if index < c.n_practice:
+            return "practice"
+        if index < c.n_practice + c.n_sentinels:
+            return "sentinel"
+        return "test"
+
+    def _distorted(self, ref: np.ndarray, ops: list[dict], seed: dict, patch_meta: dict):
+        return rec.distort(ref, ops, seed=seed, source=patch_meta)
+
+    def build_item(self, index: int) -> dict:
+        """Returns the manifest entry; images are in entry['_images'] (name -> uint8 array)."""
+        c = self.config
+        seed = c.seed
+        patch_rng, patch_seed = item_generator(seed, index, STREAM_PATCH)
+        ref, patch_meta = self.source.sample_patch(
+            patch_rng, size=c.patch_size, skip_flat=c.skip_flat, flat_threshold=c.flat_threshold
+        )
+        patch_meta["seed"] = patch_seed
+        layout_rng, _ = item_generator(seed, index, STREAM_LAYOUT)
+        split = self.split_names[int(layout_rng.choice(len(self.split_names), p=self.split_probs))]
+        role = self.role_of(index)
+        rng0, seed0 = item_generator(seed, index, STREAM_P0)
+        rng1, seed1 = item_generator(seed, index, STREAM_P1)
+        light = float(c.sentinels.get("light_severity", 0.02))
+        heavy = float(c.sentinels.get("heavy_severity", 1.0))
+        expected = None
+        images = {"ref": ref}
+        records: dict[str, dict | None] = {}
+
+        def noise_ops(severity: float, rng) -> list[dict]:
+            return [{"name": SENTINEL_OP, "params": self.noise.params_at(severity, rng)}]
+
+        if c.kind == "2afc":
+            if role == "test":
+                ops0, ops1 = self.chains.sample(rng0), self.chains.sample(rng1)
+            else:  # sentinel / practice: one light and one heavy noise, light side random
+                light_first = bool(layout_rng.random() < 0.5)
+                ops0 = noise_ops(light if light_first else heavy, rng0)
+                ops1 = noise_ops(heavy if light_first else light, rng1)
+                expected = "p0" if light_first else "p1"
+            images["p0"], records["p0"] = self._distorted(ref, ops0, seed0, patch_meta)
+            images["p1"], records["p1"] = self._distorted(ref, ops1, seed1, patch_meta)
+        else:
+            images["p0"], records["p0"] = ref, None
+            if role == "test":
+                identical = bool(layout_rng.random() < float(c.jnd.get("identical_fraction", 0.1)))
+                ops1 = None if identical else self.chains.sample(rng1)
+            else:
+                identical = bool(layout_rng.random() < float(c.sentinels.get("identical_fraction", 0.8)))
+                ops1 = None if identical else noise_ops(heavy, rng1)
+                expected = "same" if identical else "different"
+            if ops1 is None:
+                images["p1"], records["p1"] = ref, None
+            else:
+                images["p1"], records["p1"] = self._distorted(ref, ops1, seed1, patch_meta)
+        entry = {
+            "index": index,
+            "kind": c.kind,
+            "role": role,
+            "split": split,
+            "category": c.category if role == "test" else role,
+            "expected": expected,
+            "patch": patch_meta,
+            "records": records,
+            "pixels_sha256": {k: pixels_sha256(v) for k, v in images.items()},
+        }
+        if self.images_dir is not None:
+            entry["files"] = {k: write_png(v, self.images_dir)[0] for k, v in images.items()}
+        entry["_images"] = images
+        return entry
+
+
+# --- parallel driver --------------------------------------------------------------------------------
+_WORKER: StudyBuilder | None = None
+
+
+def _init_worker(config: dict, images_dir: str | None) -> None:
+    global _WORKER
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _WORKER = StudyBuilder(StudyConfig.from_dict(config), Path(images_dir) if images_dir else None)
+
+
+def _build_one(index: int) -> dict:
+    assert _WORKER is not None
+    entry = _WORKER.build_item(index)
+    entry.pop("_images")
+    return entry
+
+
+def build_study(
+    config: dict | StudyConfig,
+    outdir: str | Path,
+    *,
+    jobs: int | None = None,
+    progress: bool = True,
+    images_dir: str | Path | None = None,
+    on_progress=None,
+) -> dict:
+    """Build a study into ``outdir`` (images/ + manifest.jsonl + study.json); returns the summary."""
+    cfg = config if isinstance(config, StudyConfig) else StudyConfig.from_dict(config)
+    outdir = Path(outdir)
+    images = Path(images_dir) if images_dir else outdir / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    builder = StudyBuilder(cfg, images)
+    total = builder.n_total
+    jobs = max(1, min(jobs or os.cpu_count() or 1, total or 1))
+    manifest_path = outdir / "manifest.jsonl"
+    tmp = manifest_path.with_suffix(".jsonl.tmp")
+    digest = hashlib.sha256()
+    counts: dict[str, int] = {}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=f"build {cfg.kind} study", unit="item", dynamic_ncols=True)
+    with tmp.open("w") as handle:
+        if jobs == 1:
+            builder.source.images  # noqa: B018  (load once)
+            entries = (_strip(builder.build_item(i)) for i in range(total))
+            pool = None
+        else:
+            ctx = multiprocessing.get_context("fork")
+            pool = ctx.Pool(jobs, initializer=_init_worker, initargs=(cfg.to_dict(), str(images)))
+            entries = pool.imap(_build_one, range(total), chunksize=max(1, min(64, total // (jobs * 8) or 1)))
+        try:
+            for done, entry in enumerate(entries, start=1):
+                line = rec.canonical_json(entry) + "\n"
+                handle.write(line)
+                digest.update(line.encode())
+                counts[entry["role"]] = counts.get(entry["role"], 0) + 1
+                if bar is not None:
+                    bar.update(1)
+                if on_progress is not None and (done % 50 == 0 or done == total):
+                    on_progress(done, total)
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+            if bar is not None:
+                bar.close()
+    tmp.replace(manifest_path)
+    summary = {
+        "config": cfg.to_dict(),
+        "engine_version": rec.engine_version(),
+        "env": rec.library_versions(),
+        "counts": counts,
+        "n_items": total,
+        "manifest_sha256": digest.hexdigest(),
+        "images_dir": os.path.relpath(images, outdir),
+    }
+    (outdir / "study.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    logger.info("built %s study: %s items into %s", cfg.kind, total, outdir)
+    return summary
+
+
+def _strip(entry: dict) -> dict:
+    entry.pop("_images", None)
+    return entry
+
+
+def read_manifest(path: str | Path) -> list[dict]:
+    with Path(path).open() as handle:
+        return [json.loads(line) for line in handle if line.strip()]

@@ -1,0 +1,1 @@
+"""LPIPS and baselines."""

@@ -1,0 +1,34 @@
+"""The Celery application. Workers start with `celery -A config.celery_app worker -Q default,gpu`."""
+
+import os
+
+from celery import Celery
+from celery.signals import setup_logging
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+
+app = Celery("perceptlab")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = (Queue("default"), Queue("gpu"))
+app.autodiscover_tasks()
+
+
+@setup_logging.connect
+def _configure_logging(*args, **kwargs) -> None:  # pragma: no cover - wiring
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
+
+
+def ensure_broker_folders() -> None:
+    """The filesystem transport needs its folders before the first message."""
+    from django.conf import settings
+
+    if settings.CELERY_BROKER_URL.startswith("filesystem"):
+        for key in ("data_folder_in", "data_folder_out", "processed_folder"):
+            os.makedirs(settings.CELERY_BROKER_TRANSPORT_OPTIONS[key], exist_ok=True)
+    if settings.CELERY_RESULT_BACKEND.startswith("file://"):
+        os.makedirs(settings.CELERY_RESULT_BACKEND[len("file://") :], exist_ok=True)

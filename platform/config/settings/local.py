@@ -1,0 +1,7 @@
+"""Embedded defaults for `make run`: SQLite, filesystem broker, a generated secret key, DEBUG on."""
+
+from .base import *  # noqa: F403
+from .base import DATA_DIR, env_bool, persistent_secret_key
+
+DEBUG = env_bool("DEBUG", True)
+SECRET_KEY = SECRET_KEY or persistent_secret_key(DATA_DIR)  # noqa: F405

@@ -1,0 +1,35 @@
+"""Production settings: refuse to start with unsafe defaults."""
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .base import *  # noqa: F403
+from .base import ALLOWED_HOSTS, CELERY_BROKER_URL, DATABASES, DEBUG, SECRET_KEY, env_bool, require_secret_key
+
+problems: list[str] = []
+if DEBUG:
+    problems.append("DEBUG must be false")
+try:
+    require_secret_key(SECRET_KEY)
+except ImproperlyConfigured as exc:
+    problems.append(str(exc))
+if not ALLOWED_HOSTS or "*" in ALLOWED_HOSTS:
+    problems.append("ALLOWED_HOSTS must list the real host names (no '*')")
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    problems.append("DATABASE_URL must point at PostgreSQL (SQLite is the embedded default only)")
+if CELERY_BROKER_URL.startswith("filesystem"):
+    problems.append("CELERY_BROKER_URL must point at Redis (the filesystem broker is the embedded default only)")
+if problems:
+    raise ImproperlyConfigured("unsafe production settings: " + "; ".join(problems))
+
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+SECURE_HSTS_SECONDS = 3600
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}

@@ -1,0 +1,17 @@
+import os
+import platform
+import socket
+
+from celery import shared_task
+
+
+@shared_task(name="core.ping", time_limit=30, soft_time_limit=20)
+def ping(payload: dict | None = None) -> dict:
+    """Smoke task: proves a real worker consumed the message, with the stdlib `platform` intact."""
+    return {
+        "echo": payload or {},
+        "system": platform.system(),
+        "python": platform.python_version(),
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+    }

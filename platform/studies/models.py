@@ -1,0 +1,71 @@
+"""Studies and their stimuli. Images live in media storage under content-addressed names."""
+
+from django.conf import settings
+from django.db import models
+
+from core.models import BaseModel
+
+
+class Study(BaseModel):
+    class Kind(models.TextChoices):
+        TWO_AFC = "2afc", "2AFC"
+        JND = "jnd", "JND"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        BUILDING = "building", "Building stimuli"
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        FAILED = "failed", "Build failed"
+
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="studies"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    is_demo = models.BooleanField(default=False)
+    # The distortion-engine config the stimuli were built from (JSON; see distortions.study).
+    build_config = models.JSONField(default=dict, blank=True)
+    # Collection settings (judgments per item by split, sentinel rate, HIT size, lease TTL, ...).
+    config = models.JSONField(default=dict, blank=True)
+    build_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "studies"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"
+
+
+class Item(BaseModel):
+    """One 2AFC triplet or JND pair. Image fields are media-relative, content-addressed paths."""
+
+    class Split(models.TextChoices):
+        TRAIN = "train", "train"
+        VAL = "val", "val"
+
+    class Role(models.TextChoices):
+        TEST = "test", "test"
+        SENTINEL = "sentinel", "sentinel"
+        PRACTICE = "practice", "practice"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="items")
+    index = models.PositiveIntegerField()
+    split = models.CharField(max_length=8, choices=Split.choices, default=Split.TRAIN)
+    category = models.CharField(max_length=64, default="traditional")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.TEST)
+    ref_image = models.CharField(max_length=200)
+    p0_image = models.CharField(max_length=200)
+    p1_image = models.CharField(max_length=200, blank=True)
+    # Known answer for sentinels: 2AFC "p0"/"p1"; JND "same"/"different". Empty for test items.
+    expected = models.CharField(max_length=16, blank=True)
+    records = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["study", "index"]
+        constraints = [models.UniqueConstraint(fields=["study", "index"], name="item_unique_study_index")]
+
+    def __str__(self) -> str:
+        return f"{self.study_id}#{self.index}"

@@ -1,0 +1,16 @@
+from django.db.models import Count, Q, QuerySet
+
+from studies.models import Item, Study
+
+
+def study_list_public() -> QuerySet[Study]:
+    return Study.objects.filter(status=Study.Status.ACTIVE).annotate(n_items=Count("items"))
+
+
+def study_list_for(*, user) -> QuerySet[Study]:
+    qs = Study.objects.annotate(
+        n_items=Count("items"), n_sentinels=Count("items", filter=Q(items__role=Item.Role.SENTINEL))
+    )
+    if user.is_superuser:
+        return qs
+    return qs.filter(owner=user)
