@@ -36,7 +36,8 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 def pixels_sha256(image: np.ndarray) -> str:
     """sha256 over the shape and the raw uint8 pixels (independent of any file encoding)."""
     digest = hashlib.sha256()
-    digest.update(("%dx%dx%d:" % image.shape).encode())
+    h, w, c = image.shape
+    digest.update(f"{h}x{w}x{c}:".encode())
     digest.update(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
     return digest.hexdigest()
 

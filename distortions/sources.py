@@ -79,7 +79,9 @@ class PatchSource:
         candidates = [im for im in self.images if im.image.shape[0] >= size and im.image.shape[1] >= size]
         if not candidates:
             raise DistortionError(f"no source image is at least {size}x{size}")
-        for attempt in range(1, max_tries + 1):
+        tries = 0
+        while tries < max_tries:
+            tries += 1
             src = candidates[int(rng.integers(len(candidates)))]
             h, w = src.image.shape[:2]
             y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
@@ -92,7 +94,7 @@ class PatchSource:
             "source_sha256": src.sha256,
             "box": [y, x, size, size],
             "luminance_std": round(std, 6),
-            "tries": attempt,
+            "tries": tries,
         }
         if skip_flat and std < flat_threshold:
             meta["flat"] = True

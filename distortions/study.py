@@ -238,6 +238,7 @@ def build_study(
     outdir = Path(outdir)
     images = Path(images_dir) if images_dir else outdir / "images"
     images.mkdir(parents=True, exist_ok=True)
+    outdir.mkdir(parents=True, exist_ok=True)
     builder = StudyBuilder(cfg, images)
     total = builder.n_total
     jobs = max(1, min(jobs or os.cpu_count() or 1, total or 1))

@@ -15,3 +15,11 @@ def ping(payload: dict | None = None) -> dict:
         "pid": os.getpid(),
         "host": socket.gethostname(),
     }
+
+
+def enqueue_on_commit(task, *args, **kwargs) -> None:
+    """Send a task once the current transaction commits, so workers never see uncommitted rows.
+    Outside a transaction it is sent at once (Django runs on_commit callbacks immediately)."""
+    from django.db import transaction
+
+    transaction.on_commit(lambda: task.apply_async(args=args, kwargs=kwargs))

@@ -5,3 +5,7 @@ from .base import DATA_DIR, env_bool, persistent_secret_key
 
 DEBUG = env_bool("DEBUG", True)
 SECRET_KEY = SECRET_KEY or persistent_secret_key(DATA_DIR)  # noqa: F405
+# Serve frontend/static straight from the finders (no collectstatic step for make run).
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405
