@@ -1,5 +1,7 @@
-from django.http import JsonResponse
+from django.conf import settings
+from django.http import Http404, JsonResponse
 from django.shortcuts import render
+from django.views.static import serve
 
 from core.services import system_status
 from studies.selectors import study_list_public
@@ -11,3 +13,13 @@ def home(request):
 
 def healthz(request):
     return JsonResponse(system_status())
+
+
+def media(request, path):
+    """Stimulus PNGs are content-addressed and immutable: cache them for a year. In production a
+    reverse proxy serves MEDIA_ROOT unless SERVE_MEDIA is set."""
+    if not settings.SERVE_MEDIA:
+        raise Http404("media are served by the reverse proxy")
+    response = serve(request, path, document_root=settings.MEDIA_ROOT)
+    response["Cache-Control"] = "public, max-age=31536000, immutable"
+    return response

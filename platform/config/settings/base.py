@@ -124,6 +124,8 @@ STATICFILES_DIRS = [FRONTEND_ROOT / "static"]
 STATIC_ROOT = Path(env_str("STATIC_ROOT", str(DATA_DIR / "static")))
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
+# Serve MEDIA_ROOT from Django (embedded default, tests); production leaves it to a reverse proxy.
+SERVE_MEDIA = env_bool("SERVE_MEDIA", False)
 
 LOGIN_URL = "/admin/login/"
 LOGIN_REDIRECT_URL = "/dashboard/"

@@ -9,3 +9,4 @@ SECRET_KEY = SECRET_KEY or persistent_secret_key(DATA_DIR)  # noqa: F405
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405
+SERVE_MEDIA = env_bool("SERVE_MEDIA", True)

@@ -14,3 +14,4 @@ STORAGES = {
 # No collected static files in tests: WhiteNoise serves straight from the finders.
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
+SERVE_MEDIA = True
