@@ -211,7 +211,7 @@ def kmeans_init_(features: nn.Sequential, corpus: torch.Tensor, *, seed: int = 0
     convs = _conv_layers(features)
     for conv in convs:
         captured: list[torch.Tensor] = []
-        handle = conv.register_forward_hook(lambda m, inp, out: captured.append(inp[0]))
+        handle = conv.register_forward_hook(lambda m, inp, out, store=captured: store.append(inp[0]))
         try:
             features(corpus)
         finally:

@@ -1,0 +1,145 @@
+"""Evaluate metrics against human judgments: 2AFC and JND per category, with bootstrap CIs."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from metric.baselines import BASELINES
+from metric.data import JNDData, TwoAFCData, to_tensor
+from metric.errors import MetricError
+from metric.lpips import LPIPS
+from metric.scoring import (
+    bootstrap_ci,
+    human_ceiling_loo_per_item,
+    human_ceiling_plugin,
+    jnd_average_precision,
+    oracle_score,
+    two_afc_per_item,
+)
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision not in PRECISIONS:
+        raise MetricError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _batches(n: int, batch: int, progress: bool, desc: str):
+    starts = range(0, n, batch)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, total=(n + batch - 1) // batch, desc=desc, unit="batch", dynamic_ncols=True)
+    return starts
+
+
+@torch.no_grad()
+def lpips_2afc_distances(
+    model: LPIPS, data: TwoAFCData, *, batch: int = 50, precision: str = "fp32", device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """d(ref, p0), d(ref, p1). The reference patch's features are computed once and reused for both
+    pairs: 3 backbone passes per triplet instead of the reference's 4."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    d0s, d1s = [], []
+    size = tuple(data.ref.shape[1:3])
+    for s in _batches(len(data), batch, progress, "2afc"):
+        ref, p0, p1 = (to_tensor(a[s : s + batch]).to(device) for a in (data.ref, data.p0, data.p1))
+        with _autocast(precision, device):
+            fr, f0, f1 = model.features(ref), model.features(p0), model.features(p1)
+        d0s.append(model.distance_from_features(fr, f0, size).float().flatten().cpu())
+        d1s.append(model.distance_from_features(fr, f1, size).float().flatten().cpu())
+    return torch.cat(d0s).numpy().astype(np.float64), torch.cat(d1s).numpy().astype(np.float64)
+
+
+def baseline_2afc_distances(fn: Callable, data: TwoAFCData, *, batch: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    d0s, d1s = [], []
+    for s in range(0, len(data), batch):
+        ref, p0, p1 = (to_tensor(a[s : s + batch]) for a in (data.ref, data.p0, data.p1))
+        d0s.append(fn(ref, p0).flatten())
+        d1s.append(fn(ref, p1).flatten())
+    return torch.cat(d0s).numpy().astype(np.float64), torch.cat(d1s).numpy().astype(np.float64)
+
+
+@torch.no_grad()
+def pair_distances(metric, p0: np.ndarray, p1: np.ndarray, *, batch: int = 50, device="cpu") -> np.ndarray:
+    out = []
+    for s in range(0, len(p0), batch):
+        a, b = to_tensor(p0[s : s + batch]), to_tensor(p1[s : s + batch])
+        if isinstance(metric, LPIPS):
+            out.append(metric.to(device).eval()(a.to(device), b.to(device)).float().flatten().cpu())
+        else:
+            out.append(metric(a, b).flatten())
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def resolve_metrics(names: list[str], *, backbone_weights: str = "imagenet", version: str = "0.1",
+                    seed: int = 0, heads: dict[str, str] | None = None) -> dict:  # fmt: skip
+    """'l2_lab', 'dssim_rgb', 'psnr', 'ms_ssim', 'lpips-alex', 'lpips-vgg', 'deep-alex' (unweighted) ...;
+    ``heads`` maps a name to a head file for trained heads."""
+    out = {}
+    for name in names:
+        if name in BASELINES:
+            out[name] = BASELINES[name]
+        elif name.startswith(("lpips-", "deep-")):
+            kind, net = name.split("-", 1)
+            head = (heads or {}).get(name, "official") if kind == "lpips" else None
+            out[name] = LPIPS(net=net, version=version, backbone_weights=backbone_weights, head_weights=head, seed=seed)
+        else:
+            raise MetricError(f"unknown metric {name!r}; baselines {sorted(BASELINES)}, or lpips-<net>, deep-<net>")
+    return out
+
+
+def evaluate_2afc(data: TwoAFCData, metrics: dict, *, n_boot: int = 1000, seed: int = 0, precision: str = "fp32",
+                  progress: bool = False) -> dict:  # fmt: skip
+    """Per category and overall ('all' = unweighted mean of per-category scores, as the paper)."""
+    cats = sorted(set(data.categories))
+    cat_idx = {c: np.array([i for i, x in enumerate(data.categories) if x == c]) for c in cats}
+    report: dict = {"n": len(data), "categories": {}, "metrics": {}}
+    for c in cats:
+        p = data.p[cat_idx[c]]
+        entry = {"n": len(p), "oracle": oracle_score(p), "human_plugin": human_ceiling_plugin(p)}
+        if data.n_votes is not None and np.all(data.n_votes[cat_idx[c]] >= 2):
+            n = data.n_votes[cat_idx[c]]
+            entry["human_loo"] = float(human_ceiling_loo_per_item(np.rint(p * n), n).mean())
+        report["categories"][c] = entry
+    for name, metric in metrics.items():
+        if isinstance(metric, LPIPS):
+            d0, d1 = lpips_2afc_distances(metric, data, precision=precision, progress=progress)
+        else:
+            d0, d1 = baseline_2afc_distances(metric, data)
+        per_item = two_afc_per_item(d0, d1, data.p)
+        by_cat = {}
+        for c in cats:
+            scores = per_item[cat_idx[c]]
+            lo, hi = bootstrap_ci(lambda idx, s=scores: s[idx].mean(), len(scores), n_boot=n_boot, seed=seed) if len(scores) > 1 else (float("nan"),) * 2
+            by_cat[c] = {"score": float(scores.mean()), "ci_low": lo, "ci_high": hi}
+        report["metrics"][name] = {
+            "categories": by_cat,
+            "all": float(np.mean([v["score"] for v in by_cat.values()])),
+            "describe": metric.describe() if isinstance(metric, LPIPS) else {"metric": name},
+        }
+    return report
+
+
+def evaluate_jnd(data: JNDData, metrics: dict) -> dict:
+    cats = sorted(set(data.categories))
+    report: dict = {"n": len(data), "metrics": {}}
+    for name, metric in metrics.items():
+        d = pair_distances(metric, data.p0, data.p1)
+        by_cat = {}
+        for c in cats:
+            idx = np.array([i for i, x in enumerate(data.categories) if x == c])
+            by_cat[c] = {"map": jnd_average_precision(d[idx], data.same[idx]), "n": len(idx)}
+        report["metrics"][name] = {"categories": by_cat, "all": float(np.mean([v["map"] for v in by_cat.values()]))}
+    return report
