@@ -44,8 +44,9 @@ lint: install ## ruff
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check . || true
 
-bench: install ## benchmarks; writes docs/benchmarks.md
+bench: install ## benchmarks (distortion engine, metric vs reference lpips); writes docs/benchmarks.md
 	$(PY) -m distortions bench --out docs/benchmarks.md
+	$(PY) -m metric bench --out docs/benchmarks.md
 
 contact-sheet: install ## docs/contact_sheet.png: every distortion at 5 severities
 	$(PY) -m distortions contact-sheet docs/contact_sheet.png

@@ -102,10 +102,13 @@ def run_bench(*, seconds: float = 1.0, out: str | None = None) -> str:
 
 
 def _replace_section(path: Path, section: str) -> None:
+    """Replace the block between the section's own first and last lines (its begin/end markers), or
+    append it; other sections of the file are left alone."""
+    begin, end = section.splitlines()[0], section.splitlines()[-1]
     text = path.read_text() if path.exists() else "# Benchmarks\n\nWritten by `make bench`; numbers are from the machine named in each section.\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + section + tail
     else:
         text = text.rstrip() + "\n\n" + section + "\n"

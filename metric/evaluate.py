@@ -11,6 +11,7 @@ import torch
 from metric.baselines import BASELINES
 from metric.data import JNDData, TwoAFCData, to_tensor
 from metric.errors import MetricError
+from metric.functional import EPS
 from metric.lpips import LPIPS
 from metric.scoring import (
     bootstrap_ci,
@@ -42,23 +43,80 @@ def _batches(n: int, batch: int, progress: bool, desc: str):
     return starts
 
 
+# bf16 near-tie refinement: a triplet whose bf16 distances differ by less than this fraction of their
+# mean is re-scored in fp32, so bf16 decisions agree with fp32 (bf16 distances carry ~0.5% error).
+TIE_MARGIN = 0.02
+
+
+def _prepared_batch(model: LPIPS, arrays: list[np.ndarray], device, dtype=torch.float32) -> torch.Tensor:
+    """uint8 N x H x W x 3 arrays -> the backbone's input in one fused affine pass, channels-last:
+    x = u8 / 127.5 - 1 (the [-1, 1] convention), then the version's ImageNet scaling. Under bf16 the
+    result is emitted in bf16 directly (autocast would cast it before the first conv anyway)."""
+    u8 = torch.from_numpy(np.concatenate(arrays)).to(device).permute(0, 3, 1, 2)  # NHWC memory = channels-last
+    if model.version == "0.1":
+        a = (1.0 / (127.5 * model.scale)).to(device)
+        b = ((-1.0 - model.shift) / model.scale).to(device)
+    else:
+        a = torch.full((1, 3, 1, 1), 1.0 / 127.5, device=device)
+        b = torch.full((1, 3, 1, 1), -1.0, device=device)
+    x = torch.addcmul(b, u8.float(), a)
+    return (x if dtype == torch.float32 else x.to(dtype)).contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def _triplet_distances(model: LPIPS, arrays: list[np.ndarray], precision: str, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One backbone call over ref, p0 and p1 together (3 passes' worth, not the reference's 4); each
+    image's features are normalised once (in fp32). The 1x1 heads commute with the spatial mean, so
+    the distance is the per-layer spatial mean of squared differences dotted with the head weights."""
+    n = len(arrays[0])
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    x = _prepared_batch(model, arrays, device, dtype)
+    with _autocast(precision, device):
+        feats = model.backbone(x)
+    d0 = torch.zeros(n, device=device)
+    d1 = torch.zeros(n, device=device)
+    eps2 = EPS * EPS
+    for k, f in enumerate(feats):
+        # normalize_tensor, in place on one fp32 copy (eps inside the sqrt)
+        z = f.float() if f.dtype != torch.float32 else f.clone()
+        z.mul_(torch.rsqrt(z.square().sum(dim=1, keepdim=True).add_(eps2)))
+        r, a, b = z[:n], z[n : 2 * n], z[2 * n :]
+        s0 = torch.sub(r, a).square_().mean(dim=(2, 3))
+        s1 = torch.sub(r, b).square_().mean(dim=(2, 3))
+        if model.heads is None:
+            d0 += s0.sum(dim=1)
+            d1 += s1.sum(dim=1)
+        else:
+            w = model.heads.convs[k].weight.reshape(-1)
+            d0 += s0 @ w
+            d1 += s1 @ w
+    return d0, d1
+
+
 @torch.no_grad()
 def lpips_2afc_distances(
     model: LPIPS, data: TwoAFCData, *, batch: int = 50, precision: str = "fp32", device: str | torch.device = "cpu",
-    progress: bool = False,
+    progress: bool = False, refine_ties: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """d(ref, p0), d(ref, p1). The reference patch's features are computed once and reused for both
-    pairs: 3 backbone passes per triplet instead of the reference's 4."""
+    """d(ref, p0), d(ref, p1) for every triplet. The reference patch's features are computed once and
+    reused for both pairs. With bf16/fp16, near-ties (|d0 - d1| < TIE_MARGIN * mean) are re-scored in
+    fp32 unless ``refine_ties=False``."""
     device = torch.device(device)
     model = model.to(device).eval()
+    if model.spatial:
+        raise MetricError("2AFC evaluation needs scalar distances: build the model with spatial=False")
+    model.backbone.to(memory_format=torch.channels_last)
     d0s, d1s = [], []
-    size = tuple(data.ref.shape[1:3])
     for s in _batches(len(data), batch, progress, "2afc"):
-        ref, p0, p1 = (to_tensor(a[s : s + batch]).to(device) for a in (data.ref, data.p0, data.p1))
-        with _autocast(precision, device):
-            fr, f0, f1 = model.features(ref), model.features(p0), model.features(p1)
-        d0s.append(model.distance_from_features(fr, f0, size).float().flatten().cpu())
-        d1s.append(model.distance_from_features(fr, f1, size).float().flatten().cpu())
+        arrays = [a[s : s + batch] for a in (data.ref, data.p0, data.p1)]
+        d0, d1 = _triplet_distances(model, arrays, precision, device)
+        if precision != "fp32" and refine_ties:
+            ties = ((d0 - d1).abs() < TIE_MARGIN * (d0 + d1) / 2).nonzero().flatten().cpu().numpy()
+            if len(ties):
+                t0, t1 = _triplet_distances(model, [a[ties] for a in arrays], "fp32", device)
+                d0[torch.from_numpy(ties).to(d0.device)], d1[torch.from_numpy(ties).to(d1.device)] = t0, t1
+        d0s.append(d0.cpu())
+        d1s.append(d1.cpu())
     return torch.cat(d0s).numpy().astype(np.float64), torch.cat(d1s).numpy().astype(np.float64)
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from metric.data import TwoAFCData, to_tensor
 from metric.errors import MetricError
@@ -53,8 +54,13 @@ class RankNet(nn.Module):
         )  # fmt: skip
 
     def forward(self, d0: torch.Tensor, d1: torch.Tensor, eps: float = 0.1) -> torch.Tensor:
-        d0, d1 = d0.reshape(-1, 1, 1, 1), d1.reshape(-1, 1, 1, 1)
-        return self.model(torch.cat([d0, d1, d0 - d1, d0 / (d1 + eps), d1 / (d0 + eps)], dim=1)).reshape(-1)
+        d0, d1 = d0.reshape(-1, 1), d1.reshape(-1, 1)
+        x = torch.cat([d0, d1, d0 - d1, d0 / (d1 + eps), d1 / (d0 + eps)], dim=1)
+        # 1x1 convolutions on 1x1 maps are linear layers: same parameters (and state dict), a faster kernel
+        c0, c1, c2 = self.model[0], self.model[2], self.model[4]
+        x = F.leaky_relu(F.linear(x, c0.weight.flatten(1), c0.bias), 0.2)
+        x = F.leaky_relu(F.linear(x, c1.weight.flatten(1), c1.bias), 0.2)
+        return torch.sigmoid(F.linear(x, c2.weight.flatten(1), c2.bias)).reshape(-1)
 
 
 @dataclass
@@ -141,7 +147,7 @@ def train_lin_fast(s0: np.ndarray, s1: np.ndarray, p: np.ndarray, cfg: TrainConf
     s0t, s1t, pt = torch.from_numpy(s0).float(), torch.from_numpy(s1).float(), torch.from_numpy(np.asarray(p)).float()
     w = nn.Parameter(w_init.detach().clone().float())
     rank = RankNet()
-    opt = torch.optim.Adam([w, *rank.parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    opt = torch.optim.Adam([w, *rank.parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999), foreach=True)
     bce = nn.BCELoss()
     n = len(pt)
     losses = []
@@ -165,7 +171,7 @@ def train_lin_fast(s0: np.ndarray, s1: np.ndarray, p: np.ndarray, cfg: TrainConf
             opt.step()
             with torch.no_grad():
                 w.clamp_(min=0)
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             next(it, None)
         losses.append(total / n)
     if hasattr(bar, "close"):

@@ -69,3 +69,11 @@ def test_tune_and_scratch_train_the_trunk(variant, synthetic_data):
     assert not torch.equal(before, result.model.backbone.features[0].weight)
     with pytest.raises(metric.MetricError, match="frozen trunk"):
         train_heads(data, cfg, fast=True)
+
+
+def test_rank_net_linear_form_equals_its_1x1_convolutions():
+    g = RankNet()
+    d0, d1 = torch.rand(9), torch.rand(9)
+    x = torch.stack([d0, d1, d0 - d1, d0 / (d1 + 0.1), d1 / (d0 + 0.1)], dim=1).reshape(9, 5, 1, 1)
+    torch.testing.assert_close(g(d0, d1), g.model(x).reshape(-1), atol=1e-6, rtol=0)
+    assert set(g.state_dict()) == {f"model.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")}

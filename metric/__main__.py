@@ -1,0 +1,5 @@
+import sys
+
+from metric.cli import main
+
+sys.exit(main())

@@ -1,0 +1,263 @@
+"""Benchmarks against the reference `lpips` package, in the same run on the same machine
+(make bench). Both sides use the same seeded random AlexNet trunk (ImageNet weights cannot be
+downloaded here; the compute is identical) and the official v0.1 heads."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import resource
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+BEGIN, END = "<!-- metric:begin -->", "<!-- metric:end -->"
+
+
+def _triplets(n: int, seed: int = 1):
+    from distortions.study import StudyBuilder, StudyConfig
+
+    b = StudyBuilder(StudyConfig.from_dict({"kind": "2afc", "seed": seed, "n_items": n, "sentinels": {"n": 0},
+                                            "practice": {"n": 0}}))  # fmt: skip
+    items = [b.build_item(i)["_images"] for i in range(n)]
+    return tuple(np.stack([im[k] for im in items]) for k in ("ref", "p0", "p1"))
+
+
+def _reference_model(ours):
+    import lpips
+
+    ref = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
+    feats = ours.backbone.features.state_dict()
+    ref.net.load_state_dict({k: feats[k.split(".", 1)[1]] for k in ref.net.state_dict()})
+    return ref.eval()
+
+
+def _eval_worker(args) -> dict:
+    """One evaluation in a fresh process: throughput and peak RSS."""
+    kind, path, threads = args
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(threads)
+    from metric import LPIPS
+    from metric.data import TwoAFCData, to_tensor
+    from metric.evaluate import lpips_2afc_distances
+
+    arrays = np.load(path)
+    data = TwoAFCData(arrays["ref"], arrays["p0"], arrays["p1"], np.zeros(len(arrays["ref"])), ["x"] * len(arrays["ref"]))
+    ours = LPIPS(net="alex", backbone_weights="random", seed=0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if kind == "reference":
+        model = _reference_model(ours)
+        d0s, d1s = [], []
+        start = time.perf_counter()
+        with torch.no_grad():
+            for s in range(0, len(data), 50):
+                r, a, b = (to_tensor(x[s : s + 50]) for x in (data.ref, data.p0, data.p1))
+                d0s.append(model(r, a).flatten())
+                d1s.append(model(r, b).flatten())
+        seconds = time.perf_counter() - start
+        d0, d1 = torch.cat(d0s).numpy(), torch.cat(d1s).numpy()
+    else:
+        lpips_2afc_distances(ours, data.subset(np.arange(50)), precision=kind)  # warm-up
+        start = time.perf_counter()
+        d0, d1 = lpips_2afc_distances(ours, data, batch=50, precision=kind)
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"kind": kind, "rate": len(data) / seconds, "d0": d0.tolist(), "d1": d1.tolist(),
+            "peak_mb": peak / 1024, "delta_mb": (peak - before) / 1024}  # fmt: skip
+
+
+def _throughput_rounds(path: str, threads: int, rounds: int) -> dict:
+    """Interleaved rounds (reference, fp32, bf16, reference, ...) in one process, so that machine noise
+    hits all three alike; the table reports medians."""
+    from metric import LPIPS
+    from metric.data import TwoAFCData, to_tensor
+    from metric.evaluate import lpips_2afc_distances
+
+    torch.set_num_threads(threads)
+    arrays = np.load(path)
+    n = len(arrays["ref"])
+    data = TwoAFCData(arrays["ref"], arrays["p0"], arrays["p1"], np.zeros(n), ["x"] * n)
+    ours = LPIPS(net="alex", backbone_weights="random", seed=0)
+    reference = _reference_model(ours)
+
+    def run_reference():
+        with torch.no_grad():
+            for s in range(0, n, 50):
+                r, a, b = (to_tensor(x[s : s + 50]) for x in (data.ref, data.p0, data.p1))
+                reference(r, a)
+                reference(r, b)
+
+    runs = {
+        "reference": run_reference,
+        "fp32": lambda: lpips_2afc_distances(ours, data, precision="fp32"),
+        "bf16": lambda: lpips_2afc_distances(ours, data, precision="bf16"),
+    }
+    for fn in runs.values():  # warm-up
+        fn()
+    rates: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(rounds):
+        for kind, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            rates[kind].append(n / (time.perf_counter() - start))
+    return rates
+
+
+def bench_eval(n: int, threads: int, rounds: int = 3) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "triplets.npz"
+        ref, p0, p1 = _triplets(n)
+        np.savez(path, ref=ref, p0=p0, p1=p1)
+        ctx = multiprocessing.get_context("spawn")
+        results = {}
+        for kind in ("reference", "fp32", "bf16"):  # one fresh process each: peak memory and decisions
+            with ctx.Pool(1) as pool:
+                results[kind] = pool.apply(_eval_worker, ((kind, str(path), threads),))
+        with ctx.Pool(1) as pool:
+            rates = pool.apply(_throughput_rounds, (str(path), threads, rounds))
+    fp32 = np.sign(np.array(results["fp32"]["d0"]) - np.array(results["fp32"]["d1"]))
+    for kind in results:
+        other = np.sign(np.array(results[kind]["d0"]) - np.array(results[kind]["d1"]))
+        results[kind]["agreement"] = float((other == fp32).mean())
+        results[kind]["rate"] = float(np.median(rates[kind]))
+        results[kind]["rates"] = rates[kind]
+    for kind in ("fp32", "bf16"):
+        results[kind]["ratio"] = float(np.median(np.array(rates[kind]) / np.array(rates["reference"])))
+    return results
+
+
+def bench_train(n_train: int, n_val: int, threads: int, epochs: int) -> dict:
+    """The same judgments, the same recipe (lr raised to 1e-3 for both: a small set at 1e-4 does not
+    converge in 10 epochs), trained by the reference Trainer and by our fast path."""
+    import lpips
+
+    from metric import LPIPS
+    from metric.data import TwoAFCData, to_tensor
+    from metric.evaluate import lpips_2afc_distances
+    from metric.scoring import two_afc_score
+    from metric.train import TrainConfig, build_model, extract_stats, train_lin_fast
+
+    torch.set_num_threads(threads)
+    ref_img, p0, p1 = _triplets(n_train + n_val, seed=5)
+    n = n_train + n_val
+    observer = LPIPS(net="alex", backbone_weights="random", seed=0)
+    data = TwoAFCData(ref_img, p0, p1, np.zeros(n), ["x"] * n)
+    d0, d1 = lpips_2afc_distances(observer, data)
+    prob = 1 / (1 + np.exp(-(d0 - d1) / (0.3 * np.std(d0 - d1))))
+    data.p = np.random.default_rng(0).binomial(5, prob) / 5
+    train, val = data.subset(np.arange(n_train)), data.subset(np.arange(n_train, n))
+    cfg = TrainConfig(backbone_weights="random", seed=0, lr=1e-3, epochs=epochs // 2, epochs_decay=epochs - epochs // 2)
+
+    # reference Trainer, end to end (it computes the features inside every step)
+    trainer = lpips.Trainer()
+    trainer.initialize(model="lpips", net="alex", pnet_rand=True, use_gpu=False, is_train=True, lr=cfg.lr, beta1=0.5)
+    feats = observer.backbone.features.state_dict()
+    trainer.net.net.load_state_dict({k: feats[k.split(".", 1)[1]] for k in trainer.net.net.state_dict()})
+    gen = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    for epoch in range(1, cfg.total_epochs + 1):
+        for group in trainer.optimizer_net.param_groups:
+            group["lr"] = cfg.lr_at(epoch)
+        perm = torch.randperm(n_train, generator=gen).numpy()
+        for s in range(0, n_train, cfg.batch_size):
+            idx = perm[s : s + cfg.batch_size]
+            trainer.set_input({"ref": to_tensor(train.ref[idx]), "p0": to_tensor(train.p0[idx]),
+                               "p1": to_tensor(train.p1[idx]), "judge": torch.from_numpy(train.p[idx]).float().view(-1, 1, 1, 1)})  # fmt: skip
+            trainer.optimize_parameters()
+    ref_seconds = time.perf_counter() - start
+    trainer.net.eval()
+    with torch.no_grad():
+        rd0, rd1 = [], []
+        for s in range(0, n_val, 50):
+            r, a, b = (to_tensor(x[s : s + 50]) for x in (val.ref, val.p0, val.p1))
+            rd0.append(trainer.net(r, a).flatten())
+            rd1.append(trainer.net(r, b).flatten())
+    ref_score = two_afc_score(torch.cat(rd0).numpy(), torch.cat(rd1).numpy(), val.p)
+
+    model = build_model(cfg)
+    w0 = model.heads.flat_weights().detach()
+    start = time.perf_counter()
+    s0, s1 = extract_stats(model, train)
+    features_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    w, _, _ = train_lin_fast(s0, s1, train.p, cfg, w_init=w0)
+    retrain_seconds = time.perf_counter() - start
+    model.heads.set_flat_weights(w)
+    ours_score = two_afc_score(*lpips_2afc_distances(model, val), val.p)
+    return {"n_train": n_train, "n_val": n_val, "epochs": cfg.total_epochs, "reference_seconds": ref_seconds,
+            "reference_2afc": ref_score, "features_seconds": features_seconds, "retrain_seconds": retrain_seconds,
+            "ours_2afc": ours_score}  # fmt: skip
+
+
+def run_bench(*, out: str | None = None, quick: bool = False) -> str:
+    from distortions.bench import _replace_section, machine_line
+
+    warnings.filterwarnings("ignore")
+    threads = min(2, os.cpu_count() or 1)
+    ev = bench_eval(500 if quick else 3000, threads)
+    tr = bench_train(200 if quick else 1000, 100 if quick else 500, threads, 4 if quick else 10)
+    ref_rate = ev["reference"]["rate"]
+    end_to_end = tr["features_seconds"] + tr["retrain_seconds"]
+    lines = [
+        BEGIN,
+        "## metric: LPIPS evaluation and head training vs the reference `lpips` 0.1.4",
+        "",
+        f"Machine: {machine_line()}, torch {torch.__version__}, {threads} threads. Command: `make bench` "
+        "(`python -m metric bench`). Both sides use the same seeded random AlexNet trunk and the official v0.1 "
+        "heads; each evaluation runs in a fresh process.",
+        "",
+        f"### 2AFC evaluation ({len(ev['fp32']['d0']):,} triplets at 64x64, batch 50, alex)",
+        "",
+        "| implementation | triplets/s | vs reference | decisions agreeing with our fp32 | peak RSS (MB) |",
+        "|---|---:|---:|---:|---:|",
+        f"| reference `lpips` (4 backbone passes per triplet, fp32) | {ref_rate:,.0f} | 1.00x | "
+        f"{ev['reference']['agreement'] * 100:.2f}% | {ev['reference']['peak_mb']:,.0f} |",
+        f"| ours fp32 (one pass over ref+p0+p1, channels-last) | {ev['fp32']['rate']:,.0f} | "
+        f"{ev['fp32']['ratio']:.2f}x | 100% | {ev['fp32']['peak_mb']:,.0f} |",
+        f"| ours bf16 autocast (fp32 normalisation, near-ties re-scored in fp32) | {ev['bf16']['rate']:,.0f} | "
+        f"{ev['bf16']['ratio']:.2f}x | {ev['bf16']['agreement'] * 100:.2f}% | {ev['bf16']['peak_mb']:,.0f} |",
+        "",
+        f"Rates are medians of {len(ev['fp32']['rates'])} interleaved rounds in one process (reference, fp32, bf16, "
+        "reference, ...); the ratio is the median of per-round ratios. Rounds (triplets/s): reference "
+        + ", ".join(f"{r:,.0f}" for r in ev["reference"]["rates"]) + "; fp32 "
+        + ", ".join(f"{r:,.0f}" for r in ev["fp32"]["rates"]) + "; bf16 "
+        + ", ".join(f"{r:,.0f}" for r in ev["bf16"]["rates"]) + ". Peak RSS and decisions come from one run per "
+        "implementation in a fresh process.",
+        "",
+        "Targets: fp32 >= 1.25x the reference (reusing the reference patch's features gives a 1.33x ceiling in "
+        "backbone work; channels-last layout adds a little); bf16 >= 2.5x with >= 99.9% agreement. fp32: "
+        f"**{'met' if ev['fp32']['ratio'] >= 1.25 else 'not met'}**; bf16: "
+        f"**{'met' if ev['bf16']['ratio'] >= 2.5 and ev['bf16']['agreement'] >= 0.999 else 'not met'}**.",
+        "What limits bf16: this VM exposes AVX-512 BF16 but no AMX (`/proc/cpuinfo` has no `amx` flags; "
+        "`torch.backends.cpu.get_cpu_capability()` says AVX512). There the AlexNet trunk under bf16 is about "
+        "1.8x faster than fp32 and already near the AVX-512 BF16 peak (25.7 ms of convolutions per 150 images); "
+        "input preparation, fp32 normalisation and the near-tie re-scoring add the rest.",
+        "",
+        f"### lin-head training ({tr['n_train']:,} training triplets, {tr['epochs']} epochs, 2AFC on {tr['n_val']:,} held out)",
+        "",
+        "| implementation | seconds | speed-up | held-out 2AFC |",
+        "|---|---:|---:|---:|",
+        f"| reference `lpips.Trainer`, end to end | {tr['reference_seconds']:.1f} | 1x | {tr['reference_2afc'] * 100:.2f} |",
+        f"| ours, fast path end to end (features {tr['features_seconds']:.2f} s + heads) | {end_to_end:.2f} | "
+        f"{tr['reference_seconds'] / end_to_end:.0f}x | {tr['ours_2afc'] * 100:.2f} |",
+        f"| ours, retrain on cached features | {tr['retrain_seconds']:.2f} | "
+        f"{tr['reference_seconds'] / tr['retrain_seconds']:.0f}x | (same) |",
+        "",
+        "Targets: >= 30x end to end, >= 200x for a retrain on cached features, at the same 2AFC. Judgments are "
+        "simulated (a hidden LPIPS observer, 5 votes per triplet); lr is 1e-3 for both sides (the recipe's 1e-4 "
+        "does not converge on so few triplets in 10 epochs).",
+        "",
+        "GPU figures: this session had no GPU; none are reported.",
+        END,
+    ]
+    section = "\n".join(lines)
+    if out:
+        _replace_section(Path(out), section)
+        Path(out).with_suffix(".json").write_text(json.dumps({"eval": {k: {kk: vv for kk, vv in v.items() if kk not in ("d0", "d1")}
+                                                                       for k, v in ev.items()}, "train": tr}, indent=2))  # fmt: skip
+    return section
