@@ -24,9 +24,20 @@ def main(argv: list[str] | None = None) -> int:
     p_build.add_argument("--no-progress", action="store_true")
     p_sheet = sub.add_parser("contact-sheet", help="PNG of every distortion at 5 severities")
     p_sheet.add_argument("out", nargs="?", default="docs/contact_sheet.png")
+    p_pool = sub.add_parser("train-cnn-pool", help="train a pool of CNN autoencoders (the 'cnn' family)")
+    p_pool.add_argument("outdir")
+    p_pool.add_argument("--models", type=int, default=16, help="number of architectures (paper: 96)")
+    p_pool.add_argument("--seed", type=int, default=0)
+    p_pool.add_argument("--steps", type=int, default=200, help="training steps per model")
+    p_pool.add_argument("--batch-size", type=int, default=12)
+    p_pool.add_argument("--snapshots", default=None, help="comma-separated steps (default: 2.5%%, 12.5%%, 40%%, 100%% of steps)")
+    p_pool.add_argument("--corpus", type=int, default=512, help="training patches")
+    p_pool.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p_pool.add_argument("--jobs", type=int, default=None, help="parallel models on CPU (default: all cores)")
     p_bench = sub.add_parser("bench", help="items/s per distortion and 2AFC triplets/s")
     p_bench.add_argument("--out", default=None, help="markdown file whose distortion section is replaced")
     p_bench.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    p_bench.add_argument("--no-cnn", action="store_true", help="skip timing the CNN pool training (minutes)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
@@ -73,8 +84,18 @@ def _run(args) -> int:
         from distortions.contact import contact_sheet
 
         out.write(f"wrote {contact_sheet(args.out)}\n")
+    elif args.command == "train-cnn-pool":
+        from distortions.cnn.trainer import Budget, train_pool
+
+        snaps = ([int(x) for x in args.snapshots.split(",")] if args.snapshots
+                 else sorted({max(1, round(args.steps * f)) for f in (0.025, 0.125, 0.4, 1.0)}))  # fmt: skip
+        budget = Budget(steps=args.steps, batch_size=args.batch_size, snapshots=snaps)
+        pool = train_pool(args.outdir, n_models=args.models, seed=args.seed, budget=budget, corpus=args.corpus,
+                          jobs=args.jobs, device=args.device)  # fmt: skip
+        out.write(json.dumps({"pool": str(Path(args.outdir) / "pool.json"), "models": len(pool["models"]),
+                              "device": pool["device"]}) + "\n")  # fmt: skip
     elif args.command == "bench":
         from distortions.bench import run_bench
 
-        out.write(run_bench(seconds=args.seconds, out=args.out) + "\n")
+        out.write(run_bench(seconds=args.seconds, out=args.out, cnn=not args.no_cnn) + "\n")
     return 0

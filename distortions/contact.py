@@ -24,7 +24,7 @@ def contact_sheet(
     path: str | Path, *, patch: np.ndarray | None = None, names: list[str] | None = None, scale: int = 2, seed: int = 0
 ) -> Path:
     patch = default_patch() if patch is None else patch
-    names = names or registry.names()
+    names = names or registry.available_names()
     cell = patch.shape[0] * scale
     label_w, pad, header = 170, 4, 22
     cols = 1 + len(SEVERITIES)

@@ -22,12 +22,15 @@ from distortions.imageio import check_image, to_float, to_uint8
 
 REPEATABLE_FAMILIES = {"photometric"}
 LAST_ONLY = {"jpeg"}
+ALONE_FAMILIES = {"cnn"}  # a CNN autoencoder output is a distortion on its own (BAPPS keeps the families apart)
 
 
 def chain_allowed(op_names: list[str]) -> bool:
     if not op_names or len(set(op_names)) != len(op_names):
         return False
     families = [registry.get(n).family for n in op_names]
+    if len(op_names) > 1 and ALONE_FAMILIES & set(families):
+        return False
     for fam in set(families):
         if fam not in REPEATABLE_FAMILIES and families.count(fam) > 1:
             return False
@@ -50,7 +53,7 @@ def apply_ops(image: np.ndarray, ops: list[dict]) -> np.ndarray:
         raise DistortionError("ops must be a non-empty list of {'name', 'params'}")
     x = to_float(image)
     for op in ops:
-        if not isinstance(op, dict) or set(op) - {"name", "params", "family"} or "name" not in op:
+        if not isinstance(op, dict) or set(op) - {"name", "params", "family", "provenance"} or "name" not in op:
             raise DistortionError(f"each op must be {{'name', 'params'}}, got {op!r}")
         x = registry.get(op["name"])().apply_float(x, op.get("params"))
     return to_uint8(x)
@@ -72,10 +75,11 @@ class ChainSampler:
         max_ops: int = 2,
         severity_range: tuple[float, float] = (0.0, 1.0),
     ):
-        pool = names or [n for n in registry.names() if registry.get(n).family != "cnn"]
+        weights = family_weights or {}
+        # the CNN family joins only when asked for by weight (it needs a trained model pool)
+        pool = names or [n for n in registry.names() if registry.get(n).family != "cnn" or weights.get("cnn", 0) > 0]
         for n in pool:
             registry.get(n)
-        weights = family_weights or {}
         unknown = set(weights) - set(registry.FAMILIES)
         if unknown:
             raise DistortionError(f"unknown families {sorted(unknown)}; known: {list(registry.FAMILIES)}")
@@ -95,6 +99,13 @@ class ChainSampler:
         self.p_compose = float(p_compose)
         self.max_ops = int(max_ops)
         self.ops = {n: registry.get(n)(severity_range=severity_range) for n in self.names}
+
+    def category_of(self, ops: list[dict]) -> str:
+        """BAPPS-style category of a chain: 'cnn' for autoencoder outputs, else 'traditional'. An empty
+        chain (an identical JND pair) takes the sampler's own: 'cnn' only if it draws nothing else."""
+        if not ops:
+            return "cnn" if all(registry.get(n).family == "cnn" for n in self.names) else "traditional"
+        return "cnn" if any(registry.get(op["name"]).family == "cnn" for op in ops) else "traditional"
 
     def sample(self, rng: np.random.Generator) -> list[dict]:
         length = 1

@@ -63,13 +63,23 @@ def library_versions() -> dict:
     return versions
 
 
+def _op_entry(op: dict) -> dict:
+    from distortions.registry import get
+
+    entry = {"name": op["name"], "params": dict(op["params"])}
+    extra = get(op["name"])().provenance(op["params"])
+    if extra:
+        entry["provenance"] = extra
+    return entry
+
+
 def make_record(
     *, ops: list[dict], seed: dict | None, input_image: np.ndarray, output_image: np.ndarray, source: dict | None = None
 ) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "engine_version": engine_version(),
-        "ops": [{"name": op["name"], "params": dict(op["params"])} for op in ops],
+        "ops": [_op_entry(op) for op in ops],
         "seed": seed,
         "input": {"sha256": pixels_sha256(input_image), **({"source": source} if source else {})},
         "output": {"sha256": pixels_sha256(output_image)},

@@ -13,6 +13,7 @@ maps to physical parameters in ``severity_doc``.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -31,11 +32,16 @@ class Param:
     """One physical parameter: its type and the closed range apply() accepts."""
 
     kind: type
-    low: float
-    high: float
+    low: float = 0.0
+    high: float = 0.0
     doc: str = ""
+    pattern: str = ""  # for kind=str: a regular expression the whole value must match
 
     def check(self, name: str, owner: str, value: Any) -> None:
+        if self.kind is str:
+            if not isinstance(value, str) or not re.fullmatch(self.pattern, value):
+                raise DistortionError(f"{owner}: param {name!r} must be a string matching {self.pattern}, got {value!r}")
+            return
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise DistortionError(f"{owner}: param {name!r} must be a number, got {value!r}")
         if self.kind is int and not float(value).is_integer():
@@ -63,6 +69,8 @@ class Distortion:
     summary: ClassVar[str]
     severity_doc: ClassVar[str]
     params_schema: ClassVar[dict[str, Param]]
+    # spec keys besides severity_range that from_dict accepts (e.g. where a model pool lives)
+    extra_spec_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, severity_range: tuple[float, float] | list[float] = (0.0, 1.0)):
         lo, hi = self._check_severity_range(severity_range)
@@ -85,10 +93,11 @@ class Distortion:
     def from_dict(data: dict) -> Distortion:
         if not isinstance(data, dict) or "name" not in data:
             raise DistortionError(f"a distortion spec needs a 'name', got {data!r}")
-        unknown = set(data) - {"name", "severity_range"}
+        cls = get(data["name"])
+        unknown = set(data) - {"name", "severity_range", *cls.extra_spec_keys}
         if unknown:
             raise DistortionError(f"{data['name']}: unknown spec keys {sorted(unknown)}")
-        return get(data["name"])(**{k: v for k, v in data.items() if k != "name"})
+        return cls(**{k: v for k, v in data.items() if k != "name"})
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(severity_range={self.severity_range})"
@@ -132,8 +141,12 @@ class Distortion:
     def apply_float(self, image: np.ndarray, params: dict) -> np.ndarray:
         """Apply to a float32 H x W x 3 image in [0, 1] (used inside chains)."""
         self.validate_params(params)
-        args = {k: (int(params[k]) if s.kind is int else float(params[k])) for k, s in self.params_schema.items()}
+        args = {k: s.kind(params[k]) for k, s in self.params_schema.items()}
         return self._apply(image, **args)
+
+    def provenance(self, params: dict) -> dict | None:
+        """Extra facts a record should carry beside the params (e.g. a model's architecture)."""
+        return None
 
     def apply(self, image: np.ndarray, params: dict) -> np.ndarray:
         """Apply to a uint8 H x W x 3 image; returns uint8 of the same shape. Pure and deterministic."""
@@ -166,9 +179,18 @@ def names(family: str | None = None) -> list[str]:
     return [n for n, cls in _REGISTRY.items() if family is None or cls.family == family]
 
 
+def available_names() -> list[str]:
+    """Names usable here now: every traditional distortion, plus cnn_autoencoder when a pool exists."""
+    from distortions.cnn.distortion import pool_index
+
+    has_pool = bool(pool_index()["models"])
+    return [n for n in names() if get(n).family != "cnn" or has_pool]
+
+
 def create(name: str, **spec) -> Distortion:
     return get(name)(**spec)
 
 
 def _load_builtin() -> None:
     from distortions import transforms  # noqa: F401  (registers the 20 traditional distortions)
+    from distortions.cnn import distortion  # noqa: F401  (registers cnn_autoencoder)

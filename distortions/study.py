@@ -11,7 +11,7 @@ Config (JSON; every key optional except ``kind``)::
      "composition": {"p_compose": 0.3, "max_ops": 2},
      "severity_range": [0.0, 1.0],
      "splits": {"train": 0.8, "val": 0.2},
-     "category": "traditional",
+     "category": "auto",                 # auto: traditional / cnn / mix from the ops (BAPPS categories)
      "sentinels": {"n": 15, "light_severity": 0.02, "heavy_severity": 1.0, "identical_fraction": 0.8},
      "practice": {"n": 4},
      "jnd": {"identical_fraction": 0.1}}
@@ -24,6 +24,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,7 +57,7 @@ class StudyConfig:
     composition: dict = field(default_factory=lambda: {"p_compose": 0.3, "max_ops": 2})
     severity_range: list = field(default_factory=lambda: [0.0, 1.0])
     splits: dict = field(default_factory=lambda: {"train": 0.8, "val": 0.2})
-    category: str = "traditional"
+    category: str = "auto"
     sentinels: dict = field(default_factory=dict)
     practice: dict = field(default_factory=dict)
     jnd: dict = field(default_factory=dict)
@@ -89,7 +90,7 @@ class StudyConfig:
         total = sum(self.splits.values()) if self.splits else 0
         if not self.splits or set(self.splits) - {"train", "val"} or total <= 0:
             raise DistortionError(f"splits must weight 'train' and/or 'val', got {self.splits!r}")
-        if not self.category or "/" in self.category:
+        if not self.category or "/" in self.category or self.category in ("practice", "sentinel"):
             raise DistortionError(f"category must be a plain name, got {self.category!r}")
         for key in ("n",):
             for section in (self.sentinels, self.practice):
@@ -167,9 +168,13 @@ class StudyBuilder:
         def noise_ops(severity: float, rng) -> list[dict]:
             return [{"name": SENTINEL_OP, "params": self.noise.params_at(severity, rng)}]
 
+        category = c.category if role == "test" else role
         if c.kind == "2afc":
             if role == "test":
                 ops0, ops1 = self.chains.sample(rng0), self.chains.sample(rng1)
+                if c.category == "auto":
+                    cats = {self.chains.category_of(ops0), self.chains.category_of(ops1)}
+                    category = cats.pop() if len(cats) == 1 else "mix"
             else:  # sentinel / practice: one light and one heavy noise, light side random
                 light_first = bool(layout_rng.random() < 0.5)
                 ops0 = noise_ops(light if light_first else heavy, rng0)
@@ -182,6 +187,8 @@ class StudyBuilder:
             if role == "test":
                 identical = bool(layout_rng.random() < float(c.jnd.get("identical_fraction", 0.1)))
                 ops1 = None if identical else self.chains.sample(rng1)
+                if c.category == "auto":
+                    category = self.chains.category_of(ops1 or [])
             else:
                 identical = bool(layout_rng.random() < float(c.sentinels.get("identical_fraction", 0.8)))
                 ops1 = None if identical else noise_ops(heavy, rng1)
@@ -195,7 +202,7 @@ class StudyBuilder:
             "kind": c.kind,
             "role": role,
             "split": split,
-            "category": c.category if role == "test" else role,
+            "category": category,
             "expected": expected,
             "patch": patch_meta,
             "records": records,
@@ -211,10 +218,21 @@ class StudyBuilder:
 _WORKER: StudyBuilder | None = None
 
 
-def _init_worker(config: dict, images_dir: str | None) -> None:
+def _init_worker(config: dict, images_dir: str | None, cnn_pools: list[str]) -> None:
     global _WORKER
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if cnn_pools:
+        from distortions.cnn.distortion import add_pool_dir
+
+        for path in reversed(cnn_pools):
+            add_pool_dir(path)
     _WORKER = StudyBuilder(StudyConfig.from_dict(config), Path(images_dir) if images_dir else None)
+
+
+def _pool_context():
+    """fork is fast, but forking a process whose torch (OpenMP) threads have started can deadlock the
+    children: spawn whenever torch is loaded (CNN family, Celery workers, notebooks)."""
+    return multiprocessing.get_context("spawn" if "torch" in sys.modules else "fork")
 
 
 def _build_one(index: int) -> dict:
@@ -257,8 +275,12 @@ def build_study(
             entries = (_strip(builder.build_item(i)) for i in range(total))
             pool = None
         else:
-            ctx = multiprocessing.get_context("fork")
-            pool = ctx.Pool(jobs, initializer=_init_worker, initargs=(cfg.to_dict(), str(images)))
+            cnn_pools = []
+            if "distortions.cnn.distortion" in sys.modules:
+                from distortions.cnn.distortion import pool_dirs
+
+                cnn_pools = [str(p) for p in pool_dirs()]
+            pool = _pool_context().Pool(jobs, initializer=_init_worker, initargs=(cfg.to_dict(), str(images), cnn_pools))
             entries = pool.imap(_build_one, range(total), chunksize=max(1, min(64, total // (jobs * 8) or 1)))
         try:
             for done, entry in enumerate(entries, start=1):

@@ -24,8 +24,8 @@ def check_pair(x0: torch.Tensor, x1: torch.Tensor, *, normalize: bool) -> None:
         raise MetricError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
     lo, hi = (0.0, 1.0) if normalize else (-1.0, 1.0)
     tol = 1e-3
-    mn = float(torch.minimum(x0.min(), x1.min()))
-    mx = float(torch.maximum(x0.max(), x1.max()))
+    mn = float(torch.minimum(x0.detach().min(), x1.detach().min()))
+    mx = float(torch.maximum(x0.detach().max(), x1.detach().max()))
     if mn < lo - tol or mx > hi + tol:
         expected = "[0, 1] (normalize=True)" if normalize else "[-1, 1] (normalize=False)"
         raise MetricError(

@@ -31,12 +31,36 @@ def study_create(*, name: str, kind: str, build_config: dict, owner=None, config
     return study
 
 
+def cnn_pool_train(*, n_models: int = 16, seed: int = 0, budget: dict | None = None, device: str | None = None,
+                   progress: bool = False, on_progress=None) -> dict:  # fmt: skip
+    """Train (or resume, or reuse) the CNN-autoencoder pool under settings.CNN_POOL_DIR; returns
+    {"pool": path, "models": n, "device": ...}. On a GPU when one is present, else on the CPU."""
+    from distortions.cnn.distortion import add_pool_dir
+    from distortions.cnn.trainer import Budget, train_pool
+
+    try:
+        manifest = train_pool(settings.CNN_POOL_DIR, n_models=n_models, seed=seed, budget=Budget(**(budget or {})),
+                              device=device, progress=progress, on_progress=on_progress)  # fmt: skip
+    except (distortions.DistortionError, TypeError) as exc:
+        raise ApplicationError(f"training the CNN pool failed: {exc}") from exc
+    add_pool_dir(settings.CNN_POOL_DIR)
+    return {"pool": str(settings.CNN_POOL_DIR), "models": len(manifest["models"]), "device": manifest["device"]}
+
+
+def _register_cnn_pool() -> None:
+    if (settings.CNN_POOL_DIR / "pool.json").is_file():
+        from distortions.cnn.distortion import add_pool_dir
+
+        add_pool_dir(settings.CNN_POOL_DIR)
+
+
 def study_build_stimuli(*, study: Study, jobs: int | None = None, progress: bool = False, on_progress=None) -> int:
     """Run the engine for the study's build_config and create its Items. Idempotent: a study that
     already has items is left alone. Returns the number of items."""
     if study.items.exists():
         return study.items.count()
     Study.objects.filter(pk=study.pk).update(status=Study.Status.BUILDING, build_error="")
+    _register_cnn_pool()
     media = Path(settings.MEDIA_ROOT)
     images_dir = media / STIMULI_DIR
     workdir = media / "builds" / str(study.pk)
@@ -84,19 +108,25 @@ DEMO_BUILD_CONFIG = {
     "source": {"type": "skimage"},
     "composition": {"p_compose": 0.3, "max_ops": 2},
     "splits": {"train": 0.75, "val": 0.25},
-    "category": "traditional",
+    "category": "auto",
 }
+DEMO_CNN_FAMILIES = {"photometric": 1, "noise": 1, "blur": 1, "spatial": 1, "compression": 1, "cnn": 2}
 
 
-def demo_study_ensure(*, owner=None, n_items: int | None = None) -> tuple[Study, bool]:
-    """The demo study: 2AFC triplets from scikit-image's bundled photographs. Reused if present."""
+def demo_study_ensure(*, owner=None, n_items: int | None = None, with_cnn: bool | None = None) -> tuple[Study, bool]:
+    """The demo study: 2AFC triplets from scikit-image's bundled photographs, traditional distortions
+    plus the CNN family from the default CPU pool (trained here on first use). Reused if present."""
     existing = Study.objects.filter(is_demo=True).first()
     if existing is not None and existing.status == Study.Status.ACTIVE:
         return existing, False
+    with_cnn = settings.PERCEPTLAB["DEMO_CNN"] if with_cnn is None else with_cnn
     if existing is None:
         config = dict(DEMO_BUILD_CONFIG)
         if n_items is not None:
             config["n_items"] = n_items
+        if with_cnn:
+            cnn_pool_train(progress=True, **settings.PERCEPTLAB["DEMO_CNN_POOL"])
+            config["families"] = DEMO_CNN_FAMILIES
         existing = study_create(
             name=settings.PERCEPTLAB["DEMO_STUDY_NAME"], kind="2afc", build_config=config, owner=owner, is_demo=True
         )

@@ -58,3 +58,16 @@ def test_worker_builds_a_study_in_postgres_after_commit(settings, redis_url, pos
     assert Item.objects.filter(study=study).count() == 12 + 15 + 4
     item = Item.objects.filter(study=study, role="test").first()
     assert (Path(settings.MEDIA_ROOT) / item.p0_image).is_file()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_trains_a_cnn_pool_on_the_gpu_queue(settings, redis_url, postgres, tmp_path):
+    from studies.tasks import autoencoder_pool_train
+
+    env = {**_worker_env(settings, redis_url), "PERCEPTLAB_CNN_POOL_DIR": str(tmp_path / "pool")}
+    budget = {"steps": 4, "batch_size": 2, "snapshots": [2, 4], "checkpoint_every": 2}
+    with celery_worker(env, queues="gpu", log_path=tmp_path / "worker.log"):
+        result = autoencoder_pool_train.apply_async(kwargs={"n_models": 2, "budget": budget}).get(timeout=240)
+    assert result["models"] == 2 and result["device"] in ("cpu", "cuda")
+    pool = __import__("json").loads((tmp_path / "pool" / "pool.json").read_text())
+    assert [s["step"] for s in pool["models"][1]["snapshots"]] == [2, 4]

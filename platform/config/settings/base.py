@@ -156,6 +156,7 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "data_folder_in": str(BROKER_DIR / "out"),
         "data_folder_out": str(BROKER_DIR / "out"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -189,10 +190,16 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
+# The CNN-autoencoder pool (distortions.cnn) the engine draws the "cnn" family from.
+CNN_POOL_DIR = Path(env_str("PERCEPTLAB_CNN_POOL_DIR", str(DATA_DIR / "cnn_pool")))
+
 # Demo study defaults (make run).
 PERCEPTLAB = {
-    "DEMO_STUDY_NAME": "Demo: traditional distortions (scikit-image photos)",
+    "DEMO_STUDY_NAME": "Demo: traditional and CNN distortions (scikit-image photos)",
     "DEMO_ADMIN_USERNAME": "admin",
+    # train the default CPU pool (16 models, minutes) for the demo's CNN family
+    "DEMO_CNN": env_bool("PERCEPTLAB_DEMO_CNN", True),
+    "DEMO_CNN_POOL": {"n_models": 16, "budget": {}},  # budget {} = distortions.cnn.trainer.Budget defaults
 }
 
 

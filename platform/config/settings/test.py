@@ -15,3 +15,5 @@ STORAGES = {
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
 SERVE_MEDIA = True
+# Tests that need a CNN pool train a tiny one themselves.
+PERCEPTLAB = {**PERCEPTLAB, "DEMO_CNN": False}  # noqa: F405

@@ -63,8 +63,18 @@ def test_smoke_task_round_trips_through_a_worker_on_the_embedded_broker(tmp_path
     assert payload["echo"] == {"hello": "worker"}
     assert payload["system"] == os.uname().sysname  # stdlib platform inside the worker
     assert payload["pid"] != os.getpid()
+    # every broker folder lives in the data dir: nothing is written into the checkout
+    assert (tmp_path / "broker" / "control").is_dir() and not (ROOT / "control").exists()
 
 
 @pytest.mark.parametrize("queue", ["default", "gpu"])
 def test_queue_names_are_declared(queue):
     assert queue in {q.name for q in app.conf.task_queues}
+
+
+def test_autoencoder_training_goes_to_the_gpu_queue():
+    from studies.tasks import autoencoder_pool_train
+
+    assert autoencoder_pool_train.name == "distortions.autoencoder_pool_train"
+    assert app.amqp.router.route({}, autoencoder_pool_train.name)["queue"].name == "gpu"
+    assert autoencoder_pool_train.acks_late and autoencoder_pool_train.reject_on_worker_lost

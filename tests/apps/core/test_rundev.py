@@ -27,7 +27,7 @@ def test_rundev_serves_pages_and_its_worker_processes_a_task(tmp_path):
            "CELERY_RESULT_BACKEND": "", "PYTHONUNBUFFERED": "1"}  # fmt: skip
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, timeout=120)
-    setup = subprocess.run([*manage, "demo_setup", "--items", "10"], env=env, capture_output=True, text=True, timeout=120)
+    setup = subprocess.run([*manage, "demo_setup", "--items", "10", "--skip-cnn"], env=env, capture_output=True, text=True, timeout=120)
     assert "demo study built" in setup.stdout
     again = subprocess.run([*manage, "demo_setup"], env=env, capture_output=True, text=True, timeout=120)
     assert "demo study reused" in again.stdout

@@ -66,3 +66,18 @@ def test_dashboard_needs_a_login(client, researcher_carol):
     assert client.get("/dashboard/").status_code == 302
     client.force_login(researcher_carol)
     assert client.get("/dashboard/").status_code == 200
+
+
+TINY_POOL = {"n_models": 2, "budget": {"steps": 6, "batch_size": 4, "snapshots": [2, 6], "checkpoint_every": 2}}
+
+
+def test_demo_study_mixes_in_the_cnn_family(settings, tmp_path, researcher_carol):
+    settings.CNN_POOL_DIR = tmp_path / "pool"
+    settings.PERCEPTLAB = {**settings.PERCEPTLAB, "DEMO_CNN": True, "DEMO_CNN_POOL": TINY_POOL}
+    study, _ = demo_study_ensure(owner=researcher_carol, n_items=40)
+    assert (tmp_path / "pool" / "pool.json").is_file()
+    cats = set(study.items.filter(role=Item.Role.TEST).values_list("category", flat=True))
+    assert "cnn" in cats and "traditional" in cats
+    item = study.items.filter(category="cnn").first()
+    op = item.records["p0"]["ops"][0]
+    assert op["name"] == "cnn_autoencoder" and op["provenance"]["arch"]["n_layers"] >= 2

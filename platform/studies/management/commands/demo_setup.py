@@ -37,10 +37,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--items", type=int, default=None, help="number of test triplets (default 200)")
+        parser.add_argument("--skip-cnn", action="store_true",
+                            help="traditional distortions only (no CNN pool training)")
 
-    def handle(self, *args, items=None, **options):
+    def handle(self, *args, items=None, skip_cnn=False, **options):
         username, _ = admin_ensure()
         owner = get_user_model().objects.get(username=username)
-        study, created = demo_study_ensure(owner=owner, n_items=items)
+        study, created = demo_study_ensure(owner=owner, n_items=items, with_cnn=False if skip_cnn else None)
         verb = "built" if created else "reused"
         self.stdout.write(f"demo study {verb}: {study.name} ({study.items.count()} items, id {study.pk})")

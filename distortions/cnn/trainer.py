@@ -1,0 +1,251 @@
+"""Training autoencoders with snapshots, exact resume after a crash, and pools of models.
+
+A run directory holds ``spec.json``, ``latest.pt`` (everything needed to resume: weights, optimiser
+states, RNG states, step; rewritten atomically), ``snapshot_<step>.pt`` (generator weights + spec + step)
+and, when finished, ``done.json``. A killed run restarted on the same directory continues from
+``latest.pt`` and ends with the same weights as an uninterrupted run (on the same machine and threads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import multiprocessing
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from distortions.cnn.model import Discriminator, Generator
+from distortions.cnn.space import ArchSpec, sample_specs
+from distortions.errors import DistortionError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Budget:
+    """CPU default: ~16 models in minutes on 2 cores. Paper scale: see docs/distortions.md."""
+
+    steps: int = 200
+    batch_size: int = 12
+    snapshots: list = field(default_factory=lambda: [5, 25, 80, 200])
+    checkpoint_every: int = 20
+
+    def validate(self) -> Budget:
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise DistortionError("steps, batch_size and checkpoint_every must be >= 1")
+        if not self.snapshots or sorted(set(self.snapshots)) != list(self.snapshots) or self.snapshots[-1] != self.steps:
+            raise DistortionError("snapshots must be increasing step numbers ending at steps")
+        return self
+
+
+# --- input corruption (the "denoising" part) -------------------------------------------------------------
+def _pink(shape, gen: torch.Generator) -> torch.Tensor:
+    n, c, h, w = shape
+    white = torch.randn(shape, generator=gen)
+    fy = torch.fft.fftfreq(h).reshape(-1, 1)
+    fx = torch.fft.rfftfreq(w).reshape(1, -1)
+    f = torch.sqrt(fx**2 + fy**2)
+    f[0, 0] = 1.0
+    amp = f.pow(-0.5)
+    amp[0, 0] = 0.0
+    shaped = torch.fft.irfft2(torch.fft.rfft2(white) * amp, s=(h, w))
+    return shaped / shaped.std(dim=(2, 3), keepdim=True).clamp_min(1e-8)
+
+
+def corrupt(x: torch.Tensor, spec: ArchSpec, gen: torch.Generator) -> torch.Tensor:
+    """x in [-1, 1]; deterministic given the generator's state."""
+    s = spec.corruption_strength
+    if spec.corruption == "none" or s == 0:
+        return x
+    if spec.corruption == "white_noise":
+        return (x + 0.4 * s * torch.randn(x.shape, generator=gen)).clamp(-1, 1)
+    if spec.corruption == "pink_noise":
+        return (x + 0.4 * s * _pink(x.shape, gen)).clamp(-1, 1)
+    if spec.corruption == "grayscale":
+        gray = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
+        return (1 - s) * x + s * gray
+    factor = 4 if s > 0.5 else 2  # downsample
+    small = F.avg_pool2d(x, factor)
+    return F.interpolate(small, size=x.shape[2:], mode="bilinear", align_corners=False)
+
+
+def _feature_net(device):
+    from metric import LPIPS  # the unweighted deep-feature distance on a metric backbone
+
+    weights = os.environ.get("PERCEPTLAB_CNN_FEATURE_BACKBONE", "random")
+    return LPIPS(net="alex", backbone_weights=weights, head_weights=None, seed=0).to(device).eval()
+
+
+def _atomic_save(obj, path: Path) -> str:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+    return hashlib.sha256(data).hexdigest()
+
+
+def train_autoencoder(
+    spec: ArchSpec, patches: torch.Tensor, run_dir: str | os.PathLike, budget: Budget | None = None, *,
+    device: str = "cpu", progress: bool = False, on_step=None,
+) -> list[dict]:  # fmt: skip
+    """Train (or resume) one autoencoder; returns its snapshots [{"step", "file", "sha256"}]."""
+    budget = (budget or Budget()).validate()
+    spec.validate()
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    done = run / "done.json"
+    if done.exists():
+        return json.loads(done.read_text())["snapshots"]
+    (run / "spec.json").write_text(spec.to_json() + "\n")
+    dev = torch.device(device)
+    torch.manual_seed(spec.seed)
+    gen_model = Generator(spec).to(dev)
+    disc = Discriminator(spec.disc_layers).to(dev) if spec.adversarial_weight > 0 else None
+    opt_g = torch.optim.Adam(gen_model.parameters(), lr=spec.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=spec.lr, betas=(0.5, 0.999)) if disc is not None else None
+    feature = _feature_net(dev) if spec.feature_weight > 0 else None
+    data_gen = torch.Generator().manual_seed(spec.seed + 1)
+    step, snapshots = 0, []
+    latest = run / "latest.pt"
+    if latest.exists():
+        state = torch.load(latest, map_location=dev, weights_only=False)
+        gen_model.load_state_dict(state["generator"])
+        opt_g.load_state_dict(state["opt_g"])
+        if disc is not None:
+            disc.load_state_dict(state["disc"])
+            opt_d.load_state_dict(state["opt_d"])
+        data_gen.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        step, snapshots = state["step"], state["snapshots"]
+        logger.info("resuming %s at step %d", run, step)
+    patches = patches.to(dev)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=budget.steps, initial=step, desc=run.name, unit="step", dynamic_ncols=True)
+    gen_model.train()
+    while step < budget.steps:
+        idx = torch.randint(0, len(patches), (budget.batch_size,), generator=data_gen)
+        target = patches[idx]
+        inp = corrupt(target.cpu(), spec, data_gen).to(dev)
+        out = gen_model(inp)
+        loss = F.l1_loss(out, target)
+        if feature is not None:
+            loss = loss + spec.feature_weight * feature(out, target).mean()
+        if disc is not None:
+            logits = disc(out)
+            loss = loss + spec.adversarial_weight * F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+        if disc is not None:
+            real, fake = disc(target), disc(out.detach())
+            d_loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + \
+                F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))  # fmt: skip
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+        step += 1
+        if not math.isfinite(float(loss.detach())):
+            raise DistortionError(f"{run}: loss diverged at step {step}")
+        if step in budget.snapshots:
+            name = f"snapshot_{step:06d}.pt"
+            sha = _atomic_save({"generator": gen_model.state_dict(), "spec": spec.to_dict(), "step": step}, run / name)
+            snapshots.append({"step": step, "file": name, "sha256": sha})
+        if step in budget.snapshots or step % budget.checkpoint_every == 0:
+            _atomic_save({"generator": gen_model.state_dict(), "opt_g": opt_g.state_dict(),
+                          "disc": disc.state_dict() if disc is not None else None,
+                          "opt_d": opt_d.state_dict() if opt_d is not None else None,
+                          "data_rng": data_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                          "step": step, "snapshots": snapshots}, latest)  # fmt: skip
+        if bar is not None:
+            bar.update(1)
+        if on_step is not None:
+            on_step(step, budget.steps)
+    if bar is not None:
+        bar.close()
+    done.write_text(json.dumps({"snapshots": snapshots, "spec": spec.to_dict(), "budget": asdict(budget)}, indent=2))
+    return snapshots
+
+
+# --- pools ------------------------------------------------------------------------------------------------
+def corpus_patches(n: int = 512, seed: int = 0, source: dict | None = None) -> torch.Tensor:
+    """Training patches (N x 3 x 64 x 64 in [-1, 1]) from a patch source (default: scikit-image photos)."""
+    from distortions.sources import source_from_dict
+
+    src = source_from_dict(source)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(99,))))
+    arr = np.stack([src.sample_patch(rng)[0] for _ in range(n)])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def _train_one(args) -> dict:
+    index, spec_dict, run_dir, corpus_path, budget_dict, device = args
+    torch.set_num_threads(1)
+    patches = torch.load(corpus_path, weights_only=True)
+    spec = ArchSpec.from_dict(spec_dict)
+    snaps = train_autoencoder(spec, patches, run_dir, Budget(**budget_dict), device=device)
+    return {"index": index, "dir": Path(run_dir).name, "spec": spec.to_dict(), "snapshots": snaps}
+
+
+def train_pool(
+    out_dir: str | os.PathLike, *, n_models: int = 16, seed: int = 0, budget: Budget | None = None,
+    corpus: int = 512, jobs: int | None = None, device: str | None = None, progress: bool = True, on_progress=None,
+) -> dict:  # fmt: skip
+    """Sample n_models specs with the seed and train each (resumable; finished models are reused).
+    Writes pool.json, the index the cnn_autoencoder distortion reads."""
+    budget = (budget or Budget()).validate()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    corpus_path = out / f"corpus-{seed}-{corpus}.pt"
+    if not corpus_path.exists():
+        _atomic_save(corpus_patches(corpus, seed), corpus_path)
+    specs = sample_specs(n_models, seed)
+    tasks = [(i, s.to_dict(), str(out / f"model_{i:03d}"), str(corpus_path), asdict(budget), device)
+             for i, s in enumerate(specs)]  # fmt: skip
+    jobs = 1 if device != "cpu" else max(1, min(jobs or os.cpu_count() or 1, n_models))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_models, desc="train CNN pool", unit="model", dynamic_ncols=True)
+    models = []
+    if jobs == 1:
+        results = map(_train_one, tasks)
+        pool = None
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(jobs)
+        results = pool.imap(_train_one, tasks)
+    try:
+        for done, result in enumerate(results, start=1):
+            models.append(result)
+            if bar is not None:
+                bar.update(1)
+            if on_progress is not None:
+                on_progress(done, n_models)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+        if bar is not None:
+            bar.close()
+    manifest = {"seed": seed, "n_models": n_models, "budget": asdict(budget), "device": device,
+                "models": sorted(models, key=lambda m: m["index"])}  # fmt: skip
+    tmp = out / "pool.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(out / "pool.json")
+    return manifest
