@@ -175,8 +175,11 @@ def get(name: str) -> type[Distortion]:
 
 
 def names(family: str | None = None) -> list[str]:
+    """Registered names, by family (FAMILIES order), then in definition order: stable whatever the
+    import order."""
     _load_builtin()
-    return [n for n, cls in _REGISTRY.items() if family is None or cls.family == family]
+    ordered = sorted(_REGISTRY.items(), key=lambda kv: FAMILIES.index(kv[1].family))
+    return [n for n, cls in ordered if family is None or cls.family == family]
 
 
 def available_names() -> list[str]:

@@ -13,6 +13,22 @@ from urllib.parse import urlparse
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# Tests see only the CNN pools they train themselves, never one in the home directory.
+os.environ["PERCEPTLAB_CNN_POOL"] = ""
+
+
+@pytest.fixture(autouse=True)
+def _isolate_cnn_pools():
+    """A test that registers a CNN pool folder does not leak it into later tests."""
+    import sys
+
+    module = sys.modules.get("distortions.cnn.distortion")
+    saved = list(module._EXTRA_DIRS) if module else None
+    yield
+    module = sys.modules.get("distortions.cnn.distortion")
+    if module is not None:
+        module._EXTRA_DIRS[:] = saved or []
+        module._index.cache_clear()
 
 
 def require(condition: bool, what: str) -> None:

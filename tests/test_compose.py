@@ -27,10 +27,18 @@ def _compose_cmd():
     return None
 
 
-def test_docker_compose_config_accepts_the_file():
+def test_docker_compose_config_accepts_the_file(tmp_path):
     cmd = _compose_cmd()
     if cmd is None:
         pytest.skip("no docker compose client on this machine")
+    env = {"SECRET_KEY": "x" * 40, "PATH": "/usr/bin:/bin:/usr/local/bin"}
     result = subprocess.run([*cmd, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True,
-                            text=True, env={"SECRET_KEY": "x" * 40, "PATH": "/usr/bin:/bin:/usr/local/bin"})  # fmt: skip
+                            text=True, env=env)  # fmt: skip
     assert result.returncode == 0, result.stderr
+    # the check has teeth: a broken file is rejected, and so is a missing SECRET_KEY
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text("services:\n  web:\n    image: x\n    ports: 8000\n    depends_on: [nowhere]\n")
+    assert subprocess.run([*cmd, "-f", str(broken), "config", "-q"], capture_output=True, env=env).returncode != 0
+    no_key = subprocess.run([*cmd, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True,
+                            text=True, env={"PATH": env["PATH"]})  # fmt: skip
+    assert no_key.returncode != 0 and "SECRET_KEY" in no_key.stderr

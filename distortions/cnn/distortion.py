@@ -1,8 +1,8 @@
 """The registered ``cnn_autoencoder`` distortion: a patch through one trained autoencoder snapshot.
 
 Pools (``pool.json`` + run folders, see ``trainer.train_pool``) are found in, in order: directories
-added with ``add_pool_dir``, ``$PERCEPTLAB_CNN_POOL`` (os.pathsep-separated), and
-``~/.cache/perceptlab/cnn_pool``. Params name the checkpoint by sha256, so re-applying a record finds
+added with ``add_pool_dir``, then ``$PERCEPTLAB_CNN_POOL`` (os.pathsep-separated) or, when that
+variable is unset, ``~/.cache/perceptlab/cnn_pool``. Params name the checkpoint by sha256, so re-applying a record finds
 exactly that file (and fails clearly if it is missing). Severity picks the snapshot: 0 = the last
 (best-trained, lightest), 1 = the first (heaviest). Application runs on CPU in float32 with one thread:
 deterministic.
@@ -39,8 +39,11 @@ def add_pool_dir(path: str | os.PathLike) -> None:
 
 
 def pool_dirs() -> list[Path]:
-    env = [Path(p) for p in os.environ.get("PERCEPTLAB_CNN_POOL", "").split(os.pathsep) if p]
-    return [*_EXTRA_DIRS, *env, Path.home() / ".cache" / "perceptlab" / "cnn_pool"]
+    """Added folders, then $PERCEPTLAB_CNN_POOL; the home default only when that variable is unset."""
+    env = os.environ.get("PERCEPTLAB_CNN_POOL")
+    if env is None:
+        return [*_EXTRA_DIRS, Path.home() / ".cache" / "perceptlab" / "cnn_pool"]
+    return [*_EXTRA_DIRS, *(Path(p) for p in env.split(os.pathsep) if p)]
 
 
 @lru_cache(maxsize=8)

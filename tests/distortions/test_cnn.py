@@ -24,11 +24,20 @@ TINY = Budget(steps=24, batch_size=8, snapshots=[2, 8, 24], checkpoint_every=4)
 
 
 @pytest.fixture(scope="session")
-def pool(tmp_path_factory):
+def trained_pool(tmp_path_factory):
     out = tmp_path_factory.mktemp("cnn_pool")
     manifest = train_pool(out, n_models=3, seed=5, budget=TINY, corpus=48, jobs=2, progress=False)
-    add_pool_dir(out)
     return out, manifest
+
+
+@pytest.fixture
+def pool(trained_pool):
+    """The session's tiny pool, and only it, registered for this test."""
+    from distortions.cnn import distortion
+
+    distortion._EXTRA_DIRS[:] = []
+    add_pool_dir(trained_pool[0])
+    return trained_pool
 
 
 def test_every_sampled_spec_builds_and_runs_on_64x64():
