@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from distortions import record as rec
+from distortions._parallel import ordered_map
 from distortions.errors import DistortionError
 from distortions.imageio import pixels_sha256, write_png
 from distortions.pipeline import ChainSampler
@@ -264,40 +265,32 @@ def build_study(
     tmp = manifest_path.with_suffix(".jsonl.tmp")
     digest = hashlib.sha256()
     counts: dict[str, int] = {}
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    cnn_pools = []
+    if jobs > 1 and "distortions.cnn.distortion" in sys.modules:
+        from distortions.cnn.distortion import pool_dirs
 
-        bar = tqdm(total=total, desc=f"build {cfg.kind} study", unit="item", dynamic_ncols=True)
+        cnn_pools = [str(p) for p in pool_dirs()]
+    if jobs == 1:
+        builder.source.images  # noqa: B018  (load once)
+    entries = ordered_map(
+        _build_one if jobs > 1 else (lambda i: _strip(builder.build_item(i))),
+        range(total),
+        jobs=jobs,
+        context=_pool_context(),
+        initializer=_init_worker,
+        initargs=(cfg.to_dict(), str(images), cnn_pools),
+        chunksize=max(1, min(64, total // (jobs * 8) or 1)),
+        progress=progress,
+        desc=f"build {cfg.kind} study",
+        on_progress=on_progress,
+        report_every=50,
+    )
     with tmp.open("w") as handle:
-        if jobs == 1:
-            builder.source.images  # noqa: B018  (load once)
-            entries = (_strip(builder.build_item(i)) for i in range(total))
-            pool = None
-        else:
-            cnn_pools = []
-            if "distortions.cnn.distortion" in sys.modules:
-                from distortions.cnn.distortion import pool_dirs
-
-                cnn_pools = [str(p) for p in pool_dirs()]
-            pool = _pool_context().Pool(jobs, initializer=_init_worker, initargs=(cfg.to_dict(), str(images), cnn_pools))
-            entries = pool.imap(_build_one, range(total), chunksize=max(1, min(64, total // (jobs * 8) or 1)))
-        try:
-            for done, entry in enumerate(entries, start=1):
-                line = rec.canonical_json(entry) + "\n"
-                handle.write(line)
-                digest.update(line.encode())
-                counts[entry["role"]] = counts.get(entry["role"], 0) + 1
-                if bar is not None:
-                    bar.update(1)
-                if on_progress is not None and (done % 50 == 0 or done == total):
-                    on_progress(done, total)
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
-            if bar is not None:
-                bar.close()
+        for entry in entries:
+            line = rec.canonical_json(entry) + "\n"
+            handle.write(line)
+            digest.update(line.encode())
+            counts[entry["role"]] = counts.get(entry["role"], 0) + 1
     tmp.replace(manifest_path)
     summary = {
         "config": cfg.to_dict(),

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from distortions._parallel import ordered_map
 from distortions.cnn.model import Discriminator, Generator
 from distortions.cnn.space import ArchSpec, sample_specs
 from distortions.errors import DistortionError
@@ -218,31 +219,8 @@ def train_pool(
     tasks = [(i, s.to_dict(), str(out / f"model_{i:03d}"), str(corpus_path), asdict(budget), device)
              for i, s in enumerate(specs)]  # fmt: skip
     jobs = 1 if device != "cpu" else max(1, min(jobs or os.cpu_count() or 1, n_models))
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_models, desc="train CNN pool", unit="model", dynamic_ncols=True)
-    models = []
-    if jobs == 1:
-        results = map(_train_one, tasks)
-        pool = None
-    else:
-        pool = multiprocessing.get_context("spawn").Pool(jobs)
-        results = pool.imap(_train_one, tasks)
-    try:
-        for done, result in enumerate(results, start=1):
-            models.append(result)
-            if bar is not None:
-                bar.update(1)
-            if on_progress is not None:
-                on_progress(done, n_models)
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
-        if bar is not None:
-            bar.close()
+    models = list(ordered_map(_train_one, tasks, jobs=jobs, context=multiprocessing.get_context("spawn"),
+                              progress=progress, desc="train CNN pool", unit="model", on_progress=on_progress))  # fmt: skip
     manifest = {"seed": seed, "n_models": n_models, "budget": asdict(budget), "device": device,
                 "models": sorted(models, key=lambda m: m["index"])}  # fmt: skip
     tmp = out / "pool.json.tmp"
