@@ -17,7 +17,7 @@ from torch import nn
 
 from metric.backbones import Backbone, build_backbone
 from metric.errors import MetricError
-from metric.functional import SCALE, SHIFT, check_pair, normalize_tensor, squared_diffs, upsample
+from metric.functional import SCALE, SHIFT, check_pair, squared_diffs, upsample
 from metric.heads import VERSIONS, LinearHeads, load_head_file, official_head_path, save_head_file
 
 
@@ -109,21 +109,10 @@ class LPIPS(nn.Module):
         """Backbone activations at the taps (reuse them across pairs that share an image)."""
         return self.backbone(self.prepare(x, normalize))
 
-    def normalized_features(self, x: torch.Tensor, normalize: bool = False) -> list[torch.Tensor]:
-        """Unit-normalised tap activations (float32): compute once per image, reuse across pairs."""
-        return [normalize_tensor(f) for f in self.features(x, normalize)]
-
-    def distance_from_normalized(
-        self, n0: list[torch.Tensor], n1: list[torch.Tensor], size: tuple[int, int], retPerLayer: bool = False
-    ):
-        return self._combine([(a - b).pow(2) for a, b in zip(n0, n1, strict=True)], size, retPerLayer)
-
     def distance_from_features(
         self, feats0: list[torch.Tensor], feats1: list[torch.Tensor], size: tuple[int, int], retPerLayer: bool = False
     ):
-        return self._combine(squared_diffs(feats0, feats1), size, retPerLayer)
-
-    def _combine(self, diffs: list[torch.Tensor], size: tuple[int, int], retPerLayer: bool):
+        diffs = squared_diffs(feats0, feats1)
         res = []
         for k, diff in enumerate(diffs):
             layer = self.heads.forward_layer(k, diff) if self.heads is not None else diff.sum(dim=1, keepdim=True)
