@@ -28,13 +28,39 @@ def _triplets(n: int, seed: int = 1):
     return tuple(np.stack([im[k] for im in items]) for k in ("ref", "p0", "p1"))
 
 
+def _copy_trunk(ours, ref_net) -> None:
+    """Give the reference's sliced trunk (`slice{k}.{i}.weight`) our `features.{i}` weights."""
+    feats = ours.backbone.features.state_dict()
+    ref_net.load_state_dict({k: feats[k.split(".", 1)[1]] for k in ref_net.state_dict()})
+
+
 def _reference_model(ours):
     import lpips
 
     ref = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
-    feats = ours.backbone.features.state_dict()
-    ref.net.load_state_dict({k: feats[k.split(".", 1)[1]] for k in ref.net.state_dict()})
+    _copy_trunk(ours, ref.net)
     return ref.eval()
+
+
+@torch.no_grad()
+def _reference_2afc(model, data, batch: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """The reference way: model(ref, p0) and model(ref, p1), 4 backbone passes per triplet."""
+    from metric.data import to_tensor
+
+    d0s, d1s = [], []
+    for s in range(0, len(data), batch):
+        r, a, b = (to_tensor(x[s : s + batch]) for x in (data.ref, data.p0, data.p1))
+        d0s.append(model(r, a).flatten())
+        d1s.append(model(r, b).flatten())
+    return torch.cat(d0s).numpy(), torch.cat(d1s).numpy()
+
+
+def _load_triplets(path: str):
+    from metric.data import TwoAFCData
+
+    arrays = np.load(path)
+    n = len(arrays["ref"])
+    return TwoAFCData(arrays["ref"], arrays["p0"], arrays["p1"], np.zeros(n), ["x"] * n)
 
 
 def _eval_worker(args) -> dict:
@@ -43,24 +69,16 @@ def _eval_worker(args) -> dict:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(threads)
     from metric import LPIPS
-    from metric.data import TwoAFCData, to_tensor
     from metric.evaluate import lpips_2afc_distances
 
-    arrays = np.load(path)
-    data = TwoAFCData(arrays["ref"], arrays["p0"], arrays["p1"], np.zeros(len(arrays["ref"])), ["x"] * len(arrays["ref"]))
+    data = _load_triplets(path)
     ours = LPIPS(net="alex", backbone_weights="random", seed=0)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if kind == "reference":
         model = _reference_model(ours)
-        d0s, d1s = [], []
         start = time.perf_counter()
-        with torch.no_grad():
-            for s in range(0, len(data), 50):
-                r, a, b = (to_tensor(x[s : s + 50]) for x in (data.ref, data.p0, data.p1))
-                d0s.append(model(r, a).flatten())
-                d1s.append(model(r, b).flatten())
+        d0, d1 = _reference_2afc(model, data)
         seconds = time.perf_counter() - start
-        d0, d1 = torch.cat(d0s).numpy(), torch.cat(d1s).numpy()
     else:
         lpips_2afc_distances(ours, data.subset(np.arange(50)), precision=kind)  # warm-up
         start = time.perf_counter()
@@ -75,25 +93,15 @@ def _throughput_rounds(path: str, threads: int, rounds: int) -> dict:
     """Interleaved rounds (reference, fp32, bf16, reference, ...) in one process, so that machine noise
     hits all three alike; the table reports medians."""
     from metric import LPIPS
-    from metric.data import TwoAFCData, to_tensor
     from metric.evaluate import lpips_2afc_distances
 
     torch.set_num_threads(threads)
-    arrays = np.load(path)
-    n = len(arrays["ref"])
-    data = TwoAFCData(arrays["ref"], arrays["p0"], arrays["p1"], np.zeros(n), ["x"] * n)
+    data = _load_triplets(path)
+    n = len(data)
     ours = LPIPS(net="alex", backbone_weights="random", seed=0)
     reference = _reference_model(ours)
-
-    def run_reference():
-        with torch.no_grad():
-            for s in range(0, n, 50):
-                r, a, b = (to_tensor(x[s : s + 50]) for x in (data.ref, data.p0, data.p1))
-                reference(r, a)
-                reference(r, b)
-
     runs = {
-        "reference": run_reference,
+        "reference": lambda: _reference_2afc(reference, data),
         "fp32": lambda: lpips_2afc_distances(ours, data, precision="fp32"),
         "bf16": lambda: lpips_2afc_distances(ours, data, precision="bf16"),
     }
@@ -156,8 +164,7 @@ def bench_train(n_train: int, n_val: int, threads: int, epochs: int) -> dict:
     # reference Trainer, end to end (it computes the features inside every step)
     trainer = lpips.Trainer()
     trainer.initialize(model="lpips", net="alex", pnet_rand=True, use_gpu=False, is_train=True, lr=cfg.lr, beta1=0.5)
-    feats = observer.backbone.features.state_dict()
-    trainer.net.net.load_state_dict({k: feats[k.split(".", 1)[1]] for k in trainer.net.net.state_dict()})
+    _copy_trunk(observer, trainer.net.net)
     gen = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     for epoch in range(1, cfg.total_epochs + 1):
@@ -171,13 +178,7 @@ def bench_train(n_train: int, n_val: int, threads: int, epochs: int) -> dict:
             trainer.optimize_parameters()
     ref_seconds = time.perf_counter() - start
     trainer.net.eval()
-    with torch.no_grad():
-        rd0, rd1 = [], []
-        for s in range(0, n_val, 50):
-            r, a, b = (to_tensor(x[s : s + 50]) for x in (val.ref, val.p0, val.p1))
-            rd0.append(trainer.net(r, a).flatten())
-            rd1.append(trainer.net(r, b).flatten())
-    ref_score = two_afc_score(torch.cat(rd0).numpy(), torch.cat(rd1).numpy(), val.p)
+    ref_score = two_afc_score(*_reference_2afc(trainer.net, val), val.p)
 
     model = build_model(cfg)
     w0 = model.heads.flat_weights().detach()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from metric._util import autocast, progress_iter
 from metric.baselines import BASELINES
 from metric.data import JNDData, TwoAFCData, to_tensor
 from metric.errors import MetricError
@@ -22,25 +22,9 @@ from metric.scoring import (
     two_afc_per_item,
 )
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-def _autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision not in PRECISIONS:
-        raise MetricError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
 
 def _batches(n: int, batch: int, progress: bool, desc: str):
-    starts = range(0, n, batch)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, total=(n + batch - 1) // batch, desc=desc, unit="batch", dynamic_ncols=True)
-    return starts
+    return progress_iter(range(0, n, batch), (n + batch - 1) // batch, desc, progress)
 
 
 # bf16 near-tie refinement: a triplet whose bf16 distances differ by less than this fraction of their
@@ -71,7 +55,7 @@ def _triplet_distances(model: LPIPS, arrays: list[np.ndarray], precision: str, d
     n = len(arrays[0])
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     x = _prepared_batch(model, arrays, device, dtype)
-    with _autocast(precision, device):
+    with autocast(precision, device):
         feats = model.backbone(x)
     d0 = torch.zeros(n, device=device)
     d1 = torch.zeros(n, device=device)

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from metric._util import autocast, progress_iter
 from metric.data import TwoAFCData, to_tensor
 from metric.errors import MetricError
 from metric.functional import layer_stats
@@ -111,27 +112,17 @@ def build_model(cfg: TrainConfig, **kwargs) -> LPIPS:
     return model
 
 
-def _progress(iterable, total, desc, enabled):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit="step", dynamic_ncols=True)
-
-
 # --- sufficient statistics ---------------------------------------------------------------------------
 @torch.no_grad()
 def extract_stats(model: LPIPS, data: TwoAFCData, *, batch: int = 100, precision: str = "fp32",
                   progress: bool = False) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Per triplet, layer_stats(ref, p0) and layer_stats(ref, p1): N x sum(C_l) float32 each.
     The reference's features are computed once (3 backbone passes per triplet)."""
-    from metric.evaluate import _autocast
-
     model.eval()
     s0, s1 = [], []
-    for s in _progress(range(0, len(data), batch), (len(data) + batch - 1) // batch, "features", progress):
+    for s in progress_iter(range(0, len(data), batch), (len(data) + batch - 1) // batch, "features", progress):
         ref, p0, p1 = (to_tensor(a[s : s + batch]) for a in (data.ref, data.p0, data.p1))
-        with _autocast(precision, torch.device("cpu")):
+        with autocast(precision, torch.device("cpu")):
             fr, f0, f1 = model.features(ref), model.features(p0), model.features(p1)
         s0.append(layer_stats(fr, f0))
         s1.append(layer_stats(fr, f1))
@@ -152,7 +143,7 @@ def train_lin_fast(s0: np.ndarray, s1: np.ndarray, p: np.ndarray, cfg: TrainConf
     n = len(pt)
     losses = []
     steps = range(cfg.total_epochs * ((n + cfg.batch_size - 1) // cfg.batch_size))
-    bar = _progress(steps, len(steps), "train lin (fast)", progress)
+    bar = progress_iter(steps, len(steps), "train lin (fast)", progress, unit="step")
     it = iter(bar)
     for epoch in range(1, cfg.total_epochs + 1):
         for group in opt.param_groups:
@@ -198,7 +189,7 @@ def train_reference_style(model: LPIPS, data: TwoAFCData, cfg: TrainConfig, *, p
     losses = []
     model.train()
     steps = cfg.total_epochs * ((n + cfg.batch_size - 1) // cfg.batch_size)
-    it = iter(_progress(range(steps), steps, f"train {cfg.variant}", progress))
+    it = iter(progress_iter(range(steps), steps, f"train {cfg.variant}", progress, unit="step"))
     for epoch in range(1, cfg.total_epochs + 1):
         for group in opt.param_groups:
             group["lr"] = cfg.lr_at(epoch)

@@ -1,0 +1,30 @@
+"""Small helpers shared by evaluation and training: precision contexts and optional progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from metric.errors import MetricError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def autocast(precision: str, device: torch.device):
+    """No-op for fp32, else torch.autocast with bf16/fp16 on the device's type."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision not in PRECISIONS:
+        raise MetricError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def progress_iter(iterable, total: int, desc: str, enabled: bool, unit: str = "batch"):
+    """The iterable, wrapped in a tqdm bar when enabled."""
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True)
