@@ -136,7 +136,8 @@ def read_bapps_jnd(roots: str | os.PathLike | list, *, size: int = 64) -> JNDDat
     return JNDData(np.stack(p0s), np.stack(p1s), np.array(same, np.float64), cats, None, ids)
 
 
-def _stem(i: int, n: int) -> str:
+def bapps_stem(i: int, n: int) -> str:
+    """Zero-padded stem of item i of n (at least 6 digits), shared by every folder of a BAPPS category."""
     return f"{i:0{max(6, len(str(n)))}d}"
 
 
@@ -148,7 +149,7 @@ def write_bapps_2afc(root: str | os.PathLike, data: TwoAFCData) -> Path:
         for sub in ("ref", "p0", "p1", "judge"):
             (root / cat / sub).mkdir(parents=True, exist_ok=True)
         for j, i in enumerate(idx):
-            stem = _stem(j, len(idx))
+            stem = bapps_stem(j, len(idx))
             for sub, arr in (("ref", data.ref), ("p0", data.p0), ("p1", data.p1)):
                 Image.fromarray(arr[i]).save(root / cat / sub / f"{stem}.png")
             np.save(root / cat / "judge" / f"{stem}.npy", np.array([data.p[i]], dtype=np.float32))
@@ -162,7 +163,7 @@ def write_bapps_jnd(root: str | os.PathLike, data: JNDData) -> Path:
         for sub in ("p0", "p1", "same"):
             (root / cat / sub).mkdir(parents=True, exist_ok=True)
         for j, i in enumerate(idx):
-            stem = _stem(j, len(idx))
+            stem = bapps_stem(j, len(idx))
             Image.fromarray(data.p0[i]).save(root / cat / "p0" / f"{stem}.png")
             Image.fromarray(data.p1[i]).save(root / cat / "p1" / f"{stem}.png")
             np.save(root / cat / "same" / f"{stem}.npy", np.array([data.same[i]], dtype=np.float32))

@@ -89,3 +89,100 @@ def api_client():
     from rest_framework.test import APIClient
 
     return APIClient()
+
+
+def _png_patch(seed: int, size: int = 16):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return (rng.random((size, size, 3)) * 255).astype("uint8")
+
+
+@pytest.fixture
+def make_study(settings):
+    """A study with real (tiny, random) content-addressed PNGs and items, without running the engine:
+    make_study(kind="2afc", n_test=20, n_sentinels=15, n_practice=2, config={...}, owner=None)."""
+    from pathlib import Path
+
+    from distortions.imageio import write_png
+    from studies.models import Item, Study
+    from studies.services import study_create
+
+    counter = [0]
+
+    def build(*, kind="2afc", n_test=20, n_sentinels=15, n_practice=2, config=None, owner=None, val_fraction=0.5,
+              categories=("traditional",), name="test study", active=True):  # fmt: skip
+        study = study_create(name=name, kind=kind, build_config={}, owner=owner, config=config or {})
+        images = Path(settings.MEDIA_ROOT) / "stimuli"
+        images.mkdir(parents=True, exist_ok=True)
+        items = []
+        roles = ["practice"] * n_practice + ["sentinel"] * n_sentinels + ["test"] * n_test
+        for index, role in enumerate(roles):
+            files = []
+            for _ in range(3):
+                counter[0] += 1
+                files.append("stimuli/" + write_png(_png_patch(counter[0]), images)[0])
+            test_pos = index - n_practice - n_sentinels
+            split = "val" if role == "test" and test_pos < round(n_test * val_fraction) else "train"
+            expected = "" if role == "test" else (("p0", "p1")[index % 2] if kind == "2afc" else ("same", "different")[index % 2])
+            items.append(Item(study=study, index=index, split=split, role=role, expected=expected,
+                              category=categories[index % len(categories)] if role == "test" else role,
+                              ref_image=files[0], p0_image=files[1], p1_image=files[2],
+                              records={"patch": {"i": index}}))  # fmt: skip
+        Item.objects.bulk_create(items)
+        if active:
+            Study.objects.filter(pk=study.pk).update(status=Study.Status.ACTIVE)
+        study.refresh_from_db()
+        return study
+
+    return build
+
+
+@pytest.fixture
+def captured_tasks(monkeypatch):
+    """Celery messages sent by name (core.tasks.enqueue_on_commit) are captured instead of sent."""
+    from config.celery_app import app
+
+    sent = []
+    monkeypatch.setattr(app, "send_task", lambda name, args=(), kwargs=None, **kw: sent.append((name, tuple(args), kwargs or {})))
+    return sent
+
+
+@pytest.fixture
+def answer_trials():
+    """answer_trials(assignment, policy) answers every unanswered trial through the service layer.
+    policy(trial, item) returns the *item-level* choice (2AFC 'p0'/'p1', JND 'same'/'different');
+    the helper maps it to the screen response through the trial's side swap, as a browser would."""
+    from judgments.models import Trial
+    from judgments.services import judgment_submit
+
+    def run(assignment, policy, *, limit=None):
+        done = 0
+        for trial in Trial.objects.filter(assignment=assignment, answered=False).select_related("item").order_by("position"):
+            if limit is not None and done >= limit:
+                break
+            wanted = policy(trial, trial.item)
+            if wanted in ("p0", "p1"):
+                response = "left" if (wanted == "p0") != trial.swap else "right"
+            else:
+                response = wanted
+            judgment_submit(token=assignment.token, trial_id=trial.public_id, response=response, rt_ms=900.0,
+                            idempotency_key=f"k-{trial.public_id}",
+                            durations={"ref_ms": 1000, "gap_ms": 250, "distorted_ms": 1000},
+                            display={"refresh_hz": 60})  # fmt: skip
+            done += 1
+        return done
+
+    return run
+
+
+def _truthful(trial, item):
+    if item.expected:
+        return item.expected
+    return "p0" if item.study.kind == "2afc" else "different"
+
+
+@pytest.fixture
+def truthful():
+    """An annotator policy for answer_trials: sentinels and practice right, p0 (JND: different) on tests."""
+    return _truthful

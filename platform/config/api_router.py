@@ -3,10 +3,41 @@
 from django.urls import path
 
 from core.apis import PingApi
-from studies.apis import StudyDetailApi, StudyListApi
+from exports.apis import ExportDetailApi, ExportDownloadApi, StudyExportListApi
+from judgments.apis import (
+    AssignmentDetailApi,
+    AssignmentHeartbeatApi,
+    AssignmentReturnApi,
+    AssignmentStartApi,
+    AssignmentSubmitApi,
+    JudgmentSubmitApi,
+)
+from studies.apis import (
+    StudyDetailApi,
+    StudyImportApi,
+    StudyListApi,
+    StudyPauseApi,
+    StudyStartApi,
+    StudyWorkersApi,
+)
 
 urlpatterns = [
     path("ping/", PingApi.as_view(), name="api-ping"),
+    # researchers
     path("studies/", StudyListApi.as_view(), name="api-study-list"),
     path("studies/<uuid:study_id>/", StudyDetailApi.as_view(), name="api-study-detail"),
+    path("studies/<uuid:study_id>/start/", StudyStartApi.as_view(), name="api-study-start"),
+    path("studies/<uuid:study_id>/pause/", StudyPauseApi.as_view(), name="api-study-pause"),
+    path("studies/<uuid:study_id>/import/", StudyImportApi.as_view(), name="api-study-import"),
+    path("studies/<uuid:study_id>/workers/", StudyWorkersApi.as_view(), name="api-study-workers"),
+    path("studies/<uuid:study_id>/exports/", StudyExportListApi.as_view(), name="api-study-exports"),
+    path("exports/<uuid:export_id>/", ExportDetailApi.as_view(), name="api-export-detail"),
+    path("exports/<uuid:export_id>/download/", ExportDownloadApi.as_view(), name="api-export-download"),
+    # annotators (authorised by the assignment token)
+    path("studies/<uuid:study_id>/assignments/", AssignmentStartApi.as_view(), name="api-assignment-start"),
+    path("assignments/<str:token>/", AssignmentDetailApi.as_view(), name="api-assignment-detail"),
+    path("assignments/<str:token>/heartbeat/", AssignmentHeartbeatApi.as_view(), name="api-assignment-heartbeat"),
+    path("assignments/<str:token>/judgments/", JudgmentSubmitApi.as_view(), name="api-judgment-submit"),
+    path("assignments/<str:token>/submit/", AssignmentSubmitApi.as_view(), name="api-assignment-submit"),
+    path("assignments/<str:token>/return/", AssignmentReturnApi.as_view(), name="api-assignment-return"),
 ]

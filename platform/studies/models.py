@@ -30,6 +30,15 @@ class Study(BaseModel):
     # Collection settings (judgments per item by split, sentinel rate, HIT size, lease TTL, ...).
     config = models.JSONField(default=dict, blank=True)
     build_error = models.TextField(blank=True)
+    # {"done": n, "total": m} while the stimulus build runs (read by the API and the dashboard).
+    build_progress = models.JSONField(default=dict, blank=True)
+
+    @property
+    def settings(self) -> dict:
+        """The validated collection config with defaults merged (studies.collection)."""
+        from studies.collection import collection_config
+
+        return collection_config(self.kind, self.config)
 
     class Meta:
         ordering = ["-created_at"]
@@ -62,10 +71,13 @@ class Item(BaseModel):
     # Known answer for sentinels: 2AFC "p0"/"p1"; JND "same"/"different". Empty for test items.
     expected = models.CharField(max_length=16, blank=True)
     records = models.JSONField(default=dict, blank=True)
+    # Accepted judgments (denormalised; excluded assignments' judgments are taken back out).
+    n_judgments = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["study", "index"]
         constraints = [models.UniqueConstraint(fields=["study", "index"], name="item_unique_study_index")]
+        indexes = [models.Index(fields=["study", "role", "n_judgments"], name="item_queue_idx")]
 
     def __str__(self) -> str:
         return f"{self.study_id}#{self.index}"

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Max
 
 import distortions
 from core.exceptions import ApplicationError
+from studies.collection import collection_config, new_completion_code
 from studies.models import Item, Study
 
 logger = logging.getLogger(__name__)
@@ -20,12 +22,18 @@ STIMULI_DIR = "stimuli"  # media-relative; content-addressed PNGs shared by all 
 
 def study_create(*, name: str, kind: str, build_config: dict, owner=None, config: dict | None = None,
                  is_demo: bool = False) -> Study:  # fmt: skip
-    build_config = {**build_config, "kind": kind}
-    try:
-        distortions.StudyConfig.from_dict(build_config)
-    except distortions.DistortionError as exc:
-        raise ApplicationError(f"invalid distortion-engine config: {exc}", {"field": "build_config"}) from exc
-    study = Study(name=name, kind=kind, owner=owner, build_config=build_config, config=config or {}, is_demo=is_demo)
+    if build_config:  # empty: a study whose items are imported (study_import_items)
+        build_config = {**build_config, "kind": kind}
+        try:
+            distortions.StudyConfig.from_dict(build_config)
+        except distortions.DistortionError as exc:
+            raise ApplicationError(f"invalid distortion-engine config: {exc}", {"field": "build_config"}) from exc
+    else:
+        build_config = {}
+    config = dict(config or {})
+    config.setdefault("completion_code", new_completion_code())
+    collection_config(kind, config)  # validates; raises ApplicationError naming the field
+    study = Study(name=name, kind=kind, owner=owner, build_config=build_config, config=config, is_demo=is_demo)
     study.full_clean()
     study.save()
     return study
@@ -59,6 +67,8 @@ def study_build_stimuli(*, study: Study, jobs: int | None = None, progress: bool
     already has items is left alone. Returns the number of items."""
     if study.items.exists():
         return study.items.count()
+    if not study.build_config:
+        raise ApplicationError("this study has no distortion-engine config; import its items instead")
     Study.objects.filter(pk=study.pk).update(status=Study.Status.BUILDING, build_error="")
     _register_cnn_pool()
     media = Path(settings.MEDIA_ROOT)
@@ -133,3 +143,163 @@ def demo_study_ensure(*, owner=None, n_items: int | None = None, with_cnn: bool 
     study_build_stimuli(study=existing, progress=True)
     existing.refresh_from_db()
     return existing, True
+
+
+# --- lifecycle ------------------------------------------------------------------------------------------
+def study_start(*, study: Study) -> Study:
+    """Open a built (or imported) study to annotators."""
+    if study.status == Study.Status.ACTIVE:
+        return study
+    if study.status in (Study.Status.BUILDING,):
+        raise ApplicationError("the stimuli are still being built", {"code": "building"}, status_code=409)
+    if not study.items.filter(role=Item.Role.TEST).exists():
+        raise ApplicationError("the study has no test items yet; build or import some first", status_code=409)
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.ACTIVE)
+    study.status = Study.Status.ACTIVE
+    return study
+
+
+def study_pause(*, study: Study) -> Study:
+    """Stop handing out new assignments. Started assignments may still be finished and submitted."""
+    if study.status not in (Study.Status.ACTIVE, Study.Status.PAUSED):
+        raise ApplicationError(f"only an active study can be paused (this one is {study.status})", status_code=409)
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.PAUSED)
+    study.status = Study.Status.PAUSED
+    return study
+
+
+def study_update_config(*, study: Study, config: dict) -> Study:
+    """Change collection settings (merged over the current ones, validated)."""
+    merged = {**study.config, **config}
+    collection_config(study.kind, merged)
+    Study.objects.filter(pk=study.pk).update(config=merged)
+    study.config = merged
+    return study
+
+
+# --- importing real-algorithm outputs -------------------------------------------------------------------
+IMPORT_LIMITS = {
+    "max_files": 60_000,
+    "max_file_bytes": 8 * 1024 * 1024,
+    "max_total_bytes": 1024 * 1024 * 1024,  # uncompressed
+    "max_side": 1024,  # pixels; real patches are 64x64
+    "max_compression_ratio": 200,  # zip bombs
+}
+IMPORT_FORMATS = {"PNG", "JPEG"}
+
+
+def _image_from_bytes(name: str, data: bytes, limits: dict):
+    """Decode one uploaded image safely: known format, bounded size (checked before decoding)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format not in IMPORT_FORMATS:
+                raise ApplicationError(f"{name}: {img.format or 'unknown'} images are not accepted (use PNG or JPEG)",
+                                       {"file": name})  # fmt: skip
+            w, h = img.size
+            if w > limits["max_side"] or h > limits["max_side"] or w < 8 or h < 8:
+                raise ApplicationError(f"{name}: {w}x{h} pixels is outside 8..{limits['max_side']} per side",
+                                       {"file": name})  # fmt: skip
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except ApplicationError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ApplicationError(f"{name}: too many pixels (a decompression bomb?)", {"file": name}) from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ApplicationError(f"{name}: not a readable image ({exc.__class__.__name__})", {"file": name}) from exc
+
+
+def study_import_items(*, study: Study, archive, split: str = "val", category: str = "imported",
+                       limits: dict | None = None) -> dict:  # fmt: skip
+    """Add test items from a zip of real-algorithm outputs: ``ref/``, ``p0/`` and ``p1/`` (JND: ``p0/`` and
+    ``p1/``) holding images with shared stems, optionally under ``<split>/<category>/``. Each triplet's
+    images must share a size. Items already in the study (same pixels) are skipped. All or nothing."""
+    import re
+    import zipfile
+
+    from distortions.imageio import pixels_sha256, write_png
+
+    limits = {**IMPORT_LIMITS, **(limits or {})}
+    if split not in Item.Split.values:
+        raise ApplicationError(f"split must be one of {Item.Split.values}", {"field": "split"})
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", category or "") or category in ("sentinel", "practice"):
+        raise ApplicationError("category must be 1-64 letters, digits, '_', '.' or '-'", {"field": "category"})
+    if study.status == Study.Status.BUILDING:
+        raise ApplicationError("the study is being built; import when it is done", status_code=409)
+    parts = ("ref", "p0", "p1") if study.kind == "2afc" else ("p0", "p1")
+    pattern = re.compile(r"^(?:(?P<split>train|val)/)?(?:(?P<cat>[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})/)?(?P<part>ref|p0|p1)/"
+                         r"(?P<stem>[^/]{1,200})\.(?:png|jpe?g)$", re.IGNORECASE)  # fmt: skip
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ApplicationError("the upload is not a zip archive", {"field": "archive"}) from exc
+    with zf:
+        members = [m for m in zf.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX/")
+                   and not m.filename.rsplit("/", 1)[-1].startswith(".")]  # fmt: skip
+        if len(members) > limits["max_files"]:
+            raise ApplicationError(f"too many files ({len(members)} > {limits['max_files']})", {"field": "archive"})
+        total = sum(m.file_size for m in members)
+        if total > limits["max_total_bytes"]:
+            raise ApplicationError(f"the archive unpacks to {total} bytes (limit {limits['max_total_bytes']})",
+                                   {"field": "archive"})  # fmt: skip
+        groups: dict = {}
+        for m in members:
+            match = pattern.match(m.filename)
+            if not match:
+                raise ApplicationError(f"unexpected file {m.filename!r}: use {'/'.join(parts)} folders of PNG/JPEG",
+                                       {"file": m.filename})  # fmt: skip
+            if match["part"] not in parts:
+                raise ApplicationError(f"{m.filename}: a {study.kind} study takes only {list(parts)} folders",
+                                       {"file": m.filename})  # fmt: skip
+            if m.file_size > limits["max_file_bytes"] or (
+                m.compress_size and m.file_size / m.compress_size > limits["max_compression_ratio"]
+            ):
+                raise ApplicationError(f"{m.filename}: too large or too compressed to be an image patch",
+                                       {"file": m.filename})  # fmt: skip
+            key = (match["split"] or split, match["cat"] or category, match["stem"])
+            if match["part"] in groups.setdefault(key, {}):
+                raise ApplicationError(f"two files for {match['part']}/{match['stem']}", {"file": m.filename})
+            groups[key][match["part"]] = m
+        if not groups:
+            raise ApplicationError("the archive holds no images", {"field": "archive"})
+        for key, found in groups.items():
+            if set(found) != set(parts):
+                raise ApplicationError(f"{'/'.join(key)}: needs {list(parts)}, found {sorted(found)}",
+                                       {"stem": key[2]})  # fmt: skip
+        images_dir = Path(settings.MEDIA_ROOT) / STIMULI_DIR
+        images_dir.mkdir(parents=True, exist_ok=True)
+        known = {tuple(item.records.get("import_pixels", ())) for item in study.items.filter(records__has_key="import_pixels")}
+        skipped = 0
+        decoded = []
+        for key in sorted(groups):
+            imgs = {part: _image_from_bytes(groups[key][part].filename, zf.read(groups[key][part]), limits) for part in parts}
+            shapes = {img.shape for img in imgs.values()}
+            if len(shapes) != 1:
+                raise ApplicationError(f"{'/'.join(key)}: images differ in size {sorted(shapes)}", {"stem": key[2]})
+            decoded.append((key, imgs))
+    new_rows = []
+    for key, imgs in decoded:
+        hashes = tuple(pixels_sha256(imgs[p]) for p in parts)
+        if hashes in known:
+            skipped += 1
+            continue
+        known.add(hashes)
+        files = {part: write_png(imgs[part], images_dir)[0] for part in parts}
+        new_rows.append(dict(
+            split=key[0], category=key[1], role=Item.Role.TEST,
+            ref_image=f"{STIMULI_DIR}/{files.get('ref', files['p0'])}", p0_image=f"{STIMULI_DIR}/{files['p0']}",
+            p1_image=f"{STIMULI_DIR}/{files['p1']}",
+            records={"source": "import", "stem": key[2], "files": {p: groups[key][p].filename for p in parts},
+                     "import_pixels": list(hashes)},
+        ))  # fmt: skip
+    with transaction.atomic():
+        Study.objects.select_for_update().filter(pk=study.pk).first()  # one import at a time per study
+        last = study.items.aggregate(m=Max("index"))["m"]
+        start = 0 if last is None else last + 1
+        Item.objects.bulk_create([Item(study=study, index=start + n, **row) for n, row in enumerate(new_rows)],
+                                 batch_size=500)  # fmt: skip
+    return {"imported": len(new_rows), "skipped_duplicates": skipped}

@@ -13,6 +13,7 @@ def study_build_stimuli(self, study_id: str) -> dict:
 
     def report(done: int, total: int) -> None:
         self.update_state(state="PROGRESS", meta={"done": done, "total": total})
+        Study.objects.filter(pk=study_id).update(build_progress={"done": done, "total": total})
 
     return {"study": study_id, "items": build(study=study, jobs=1, on_progress=report)}
 

@@ -81,7 +81,7 @@ DJANGO_APPS = [
     "django.contrib.staticfiles",
 ]
 THIRD_PARTY_APPS = ["rest_framework", "rest_framework.authtoken", "drf_spectacular"]
-LOCAL_APPS = ["core", "studies"]
+LOCAL_APPS = ["core", "studies", "judgments", "exports", "training"]
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 
 MIDDLEWARE = [
@@ -138,6 +138,13 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.exceptions.api_exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        # per assignment token: a fast annotator answers about one trial a second
+        "judgments": env_str("THROTTLE_JUDGMENTS", "240/min"),
+        # per client IP
+        "assignment_start": env_str("THROTTLE_ASSIGNMENT_START", "120/min"),
+    },
+    "DEFAULT_PAGINATION_CLASS": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "perceptlab API",
@@ -207,3 +214,10 @@ def require_secret_key(key: str) -> str:
     if len(key) < 32 or key.startswith("django-insecure"):
         raise ImproperlyConfigured("SECRET_KEY must be set to a random string of at least 32 characters")
     return key
+
+# Salt for worker identity hashes (PROLIFIC_PID, MTurk workerId): one per deployment. Keep it stable, or
+# repeat-worker blocking breaks; by default it is derived from SECRET_KEY.
+WORKER_ID_SALT = env_str("WORKER_ID_SALT")
+
+# MTurk hosts a HIT may post back to (turkSubmitTo), live and sandbox.
+MTURK_SUBMIT_HOSTS = env_list("MTURK_SUBMIT_HOSTS", ["https://www.mturk.com", "https://workersandbox.mturk.com"])

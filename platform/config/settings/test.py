@@ -17,3 +17,6 @@ WHITENOISE_USE_FINDERS = True
 SERVE_MEDIA = True
 # Tests that need a CNN pool train a tiny one themselves.
 PERCEPTLAB = {**PERCEPTLAB, "DEMO_CNN": False}  # noqa: F405
+# Many tests start assignments from 127.0.0.1 within a minute; the throttle test sets its own rates.
+REST_FRAMEWORK = {**REST_FRAMEWORK,  # noqa: F405
+                  "DEFAULT_THROTTLE_RATES": {"judgments": "100000/min", "assignment_start": "100000/min"}}  # fmt: skip

@@ -1,0 +1,215 @@
+"""Dataset exports: one immutable, versioned zip per request, built by a Celery job.
+
+Archive layout (``<study-slug>-v<N>.zip``)::
+
+    2afc/<split>/<category>/{ref,p0,p1}/<stem>.png and judge/<stem>.npy   (2AFC studies)
+    jnd/<split>/<category>/{p0,p1}/<stem>.png and same/<stem>.npy         (JND studies)
+    items.jsonl        one row per exported item: BAPPS paths, votes, distortion records (metric.data format)
+    judgments.jsonl    one row per judgment: worker hash, sides, response time, sentinel outcome, flags
+    assignments.jsonl  one row per assignment: platform, status, QC outcome
+    export.json        study, collection config (exclusion rule), counts, file digests
+
+``judge`` is the fraction of counted judgments preferring p1 and ``same`` the fraction saying "same", one
+float32 per .npy. Counted judgments are test-trial judgments from assignments not excluded by QC (or all
+of them with include_excluded). All rows are read in one snapshot (REPEATABLE READ on Postgres; SQLite's
+transaction is a snapshot already), so an export taken while judgments stream in is consistent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+from django.utils.text import slugify
+
+from core.exceptions import ApplicationError
+from core.tasks import enqueue_on_commit
+from exports.models import Export
+from judgments.models import Assignment, Judgment, Trial
+from metric.data import bapps_stem
+from studies.models import Item, Study
+
+logger = logging.getLogger(__name__)
+EXPORTS_DIR = "exports"
+ZIP_DATE = (2018, 1, 1, 0, 0, 0)  # fixed member timestamps: same content, same bytes
+
+
+def export_create(*, study: Study, user=None, include_excluded: bool = False) -> Export:
+    """Reserve the next version number and queue the build job."""
+    for _ in range(5):
+        try:
+            with transaction.atomic():
+                last = study.exports.aggregate(v=Max("version"))["v"] or 0
+                export = Export.objects.create(study=study, version=last + 1, created_by=user,
+                                               include_excluded=include_excluded)  # fmt: skip
+                enqueue_on_commit("exports.export_build", str(export.pk))
+                return export
+        except IntegrityError:  # two requests raced for the same version number
+            continue
+    raise ApplicationError("could not reserve an export version; try again", status_code=409)
+
+
+def _snapshot_rows(study: Study) -> dict:
+    items = list(Item.objects.filter(study=study).order_by("index").values(
+        "id", "index", "split", "category", "role", "ref_image", "p0_image", "p1_image", "expected", "records"))  # fmt: skip
+    judgments = list(
+        Judgment.objects.filter(item__study=study)
+        .exclude(kind=Trial.Kind.PRACTICE)
+        .order_by("created_at", "id")
+        .values("id", "item_id", "assignment_id", "kind", "response", "choice", "presented_left", "correct",
+                "rt_ms", "client_shown_at", "client_answered_at", "durations", "timing_flagged", "display",
+                "created_at", "worker__external_hash", "worker__is_simulated", "assignment__excluded")  # fmt: skip
+    )
+    assignments = list(
+        Assignment.objects.filter(study=study).order_by("created_at", "id")
+        .values("id", "platform", "status", "excluded", "qc", "n_trials", "n_answered", "created_at",
+                "submitted_at", "worker__external_hash", "worker__is_simulated")  # fmt: skip
+    )
+    return {"items": items, "judgments": judgments, "assignments": assignments}
+
+
+def _read_snapshot(study: Study) -> dict:
+    outer = connection.in_atomic_block  # inside an outer transaction the isolation level is already fixed
+    with transaction.atomic():
+        if connection.vendor == "postgresql" and not outer:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        return _snapshot_rows(study)
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def export_archive_bytes(*, study: Study, include_excluded: bool = False, version: int = 0) -> tuple[bytes, dict]:
+    """Build the archive in memory from one consistent snapshot; returns (zip bytes, summary)."""
+    rows = _read_snapshot(study)
+    kind = study.kind
+    items = {row["id"]: row for row in rows["items"]}
+    votes: dict = defaultdict(lambda: [0, 0])  # item id -> [positive votes, counted votes]
+    for j in rows["judgments"]:
+        if j["kind"] == Trial.Kind.TEST and (include_excluded or not j["assignment__excluded"]):
+            votes[j["item_id"]][0] += j["choice"]  # 2AFC: chose p1; JND: said same
+            votes[j["item_id"]][1] += 1
+    exported = [row for row in rows["items"] if row["role"] == Item.Role.TEST and votes[row["id"]][1] > 0]
+    groups: dict = defaultdict(list)
+    for row in exported:
+        groups[(row["split"], row["category"])].append(row)
+
+    media = Path(settings.MEDIA_ROOT)
+    buffer = io.BytesIO()
+    digests = {}
+    item_lines, paths_of = [], {}
+
+    def add(zf: zipfile.ZipFile, name: str, data: bytes, compress: bool = True) -> None:
+        info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+        info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+        info.external_attr = 0o644 << 16
+        zf.writestr(info, data)
+
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for (split, category), group in sorted(groups.items()):
+            base = f"{kind}/{split}/{category}"
+            for n, row in enumerate(group):
+                stem = bapps_stem(n, len(group))
+                positive, total = votes[row["id"]]
+                parts = {"ref": row["ref_image"], "p0": row["p0_image"], "p1": row["p1_image"]}
+                if kind == "jnd":
+                    parts.pop("ref")
+                paths = {}
+                for sub, rel in parts.items():
+                    path = f"{base}/{sub}/{stem}.png"
+                    add(zf, path, (media / rel).read_bytes(), compress=False)
+                    paths[sub] = path
+                npy = io.BytesIO()
+                np.save(npy, np.array([positive / total], dtype=np.float32))
+                add(zf, f"{base}/{'judge' if kind == '2afc' else 'same'}/{stem}.npy", npy.getvalue())
+                paths_of[row["id"]] = f"{split}/{category}/{stem}"
+                line = {"kind": kind, "id": row["index"], "split": split, "category": category, "stem": stem, **paths,
+                        ("p1_votes" if kind == "2afc" else "same_votes"): positive, "n_votes": total,
+                        "records": row["records"]}  # fmt: skip
+                item_lines.append(line)
+        judgment_lines = []
+        for j in rows["judgments"]:
+            item = items[j["item_id"]]
+            excluded = j["assignment__excluded"]
+            judgment_lines.append({
+                "id": str(j["id"]), "item": item["index"], "role": j["kind"], "split": item["split"],
+                "category": item["category"], "bapps": paths_of.get(j["item_id"]), "assignment": str(j["assignment_id"]),
+                "worker": j["worker__external_hash"], "simulated": j["worker__is_simulated"],
+                "choice": (f"p{j['choice']}" if kind == "2afc" else ("same" if j["choice"] else "different")),
+                "response": j["response"], "presented_left": j["presented_left"], "sentinel_correct": j["correct"],
+                "rt_ms": j["rt_ms"], "client_shown_at": j["client_shown_at"], "client_answered_at": j["client_answered_at"],
+                "durations": j["durations"], "timing_flagged": j["timing_flagged"], "display": j["display"],
+                "excluded": excluded, "counted": j["kind"] == Trial.Kind.TEST and (include_excluded or not excluded),
+                "created_at": _iso(j["created_at"]),
+            })  # fmt: skip
+        assignment_lines = [
+            {"id": str(a["id"]), "worker": a["worker__external_hash"], "simulated": a["worker__is_simulated"],
+             "platform": a["platform"], "status": a["status"], "excluded": a["excluded"], "qc": a["qc"],
+             "n_trials": a["n_trials"], "n_answered": a["n_answered"], "created_at": _iso(a["created_at"]),
+             "submitted_at": _iso(a["submitted_at"])}  # fmt: skip
+            for a in rows["assignments"]
+        ]
+        for name, lines in (("items.jsonl", item_lines), ("judgments.jsonl", judgment_lines),
+                            ("assignments.jsonl", assignment_lines)):  # fmt: skip
+            data = "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines).encode()
+            digests[name] = hashlib.sha256(data).hexdigest()
+            add(zf, name, data)
+        summary = {
+            "study": {"id": str(study.pk), "name": study.name, "kind": kind},
+            "version": version,
+            "include_excluded": include_excluded,
+            "n_items": len(item_lines),
+            "n_judgments": len(judgment_lines),
+            "n_counted_judgments": sum(1 for line in judgment_lines if line["counted"]),
+            "n_assignments": len(assignment_lines),
+            "n_excluded_assignments": sum(1 for a in assignment_lines if a["excluded"]),
+            "categories": sorted({f"{s}/{c}" for s, c in groups}),
+            "files": digests,
+        }
+        meta = {**summary, "collection_config": study.settings, "build_config": study.build_config,
+                "format": "perceptlab-export/1"}  # fmt: skip
+        add(zf, "export.json", json.dumps(meta, indent=2, sort_keys=True).encode())
+    return buffer.getvalue(), summary
+
+
+def export_build(*, export: Export) -> Export:
+    """Write the archive for a pending export. A finished export is never rewritten."""
+    if export.status == Export.Status.DONE:
+        return export
+    Export.objects.filter(pk=export.pk).update(status=Export.Status.RUNNING)
+    study = export.study
+    try:
+        data, summary = export_archive_bytes(study=study, include_excluded=export.include_excluded, version=export.version)
+        rel = f"{EXPORTS_DIR}/{study.pk}/{slugify(study.name)[:60] or 'study'}-v{export.version}.zip"
+        path = Path(settings.MEDIA_ROOT) / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".zip.part")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        Export.objects.filter(pk=export.pk).update(
+            status=Export.Status.DONE, archive=rel, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data),
+            summary=summary, finished_at=timezone.now(), error="",
+        )  # fmt: skip
+        logger.info("export %s v%d: %d items, %d judgments, %d bytes", study.pk, export.version,
+                    summary["n_items"], summary["n_judgments"], len(data))  # fmt: skip
+    except Exception as exc:
+        Export.objects.filter(pk=export.pk).update(status=Export.Status.FAILED, error=repr(exc)[:2000])
+        raise
+    export.refresh_from_db()
+    return export

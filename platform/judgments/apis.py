@@ -1,0 +1,194 @@
+"""Annotator API. No login: an assignment's secret token (from starting it) authorises its calls. Payloads
+never name items, distortions, categories, sentinels or p0/p1; sides are screen positions."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.throttling import AssignmentStartThrottle, AssignmentThrottle
+from judgments import services
+from judgments.models import Assignment, Platform
+from judgments.selectors import assignment_trials
+from studies.models import Item, Study
+
+
+class AnnotatorApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [AssignmentThrottle]
+
+
+class TrialSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    position = serializers.IntegerField()
+    practice = serializers.BooleanField()
+    answered = serializers.BooleanField()
+    images = serializers.DictField(child=serializers.CharField())
+    answer = serializers.CharField(required=False, help_text="practice trials only: the correct response")
+
+
+class AssignmentOutputSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    status = serializers.CharField()
+    kind = serializers.CharField()
+    study = serializers.DictField()
+    lease_expires_at = serializers.DateTimeField()
+    n_trials = serializers.IntegerField()
+    n_answered = serializers.IntegerField()
+    next_position = serializers.IntegerField(allow_null=True)
+    trials = TrialSerializer(many=True)
+    completion = serializers.DictField(allow_null=True)
+    worker_id = serializers.CharField(required=False, help_text="anonymous links: the id to send next time")
+
+
+def _study_public(study: Study) -> dict:
+    config = study.settings
+    return {"id": str(study.pk), "name": study.name, "kind": study.kind, "timing": config["timing"],
+            "instructions": config["instructions"]}  # fmt: skip
+
+
+def assignment_output(assignment: Assignment, **extra) -> dict:
+    trials = assignment_trials(assignment=assignment, media_url=settings.MEDIA_URL)
+    pending = [t["position"] for t in trials if not t["answered"]]
+    completion = services.completion_for(assignment) if assignment.status == Assignment.Status.SUBMITTED else None
+    return {
+        "token": assignment.token, "status": assignment.status, "kind": assignment.study.kind,
+        "study": _study_public(assignment.study), "lease_expires_at": assignment.lease_expires_at,
+        "n_trials": assignment.n_trials, "n_answered": sum(1 for t in trials if t["answered"]),
+        "next_position": pending[0] if pending else None, "trials": trials, "completion": completion, **extra,
+    }  # fmt: skip
+
+
+class AssignmentStartApi(AnnotatorApi):
+    """Start a HIT in a study, or resume the worker's unfinished one (same worker id). MTurk preview
+    (assignment_id ASSIGNMENT_ID_NOT_AVAILABLE) returns practice examples and creates nothing."""
+
+    throttle_classes = [AssignmentStartThrottle]
+
+    class InputSerializer(serializers.Serializer):
+        platform = serializers.ChoiceField(choices=[Platform.PROLIFIC, Platform.MTURK, Platform.ANONYMOUS])
+        worker_id = serializers.CharField(required=False, allow_blank=True, max_length=128,
+                                          help_text="PROLIFIC_PID, MTurk workerId, or the anonymous id")  # fmt: skip
+        consent = serializers.BooleanField()
+        study_id = serializers.CharField(required=False, allow_blank=True, max_length=256, help_text="Prolific STUDY_ID")
+        session_id = serializers.CharField(required=False, allow_blank=True, max_length=256, help_text="Prolific SESSION_ID")
+        hit_id = serializers.CharField(required=False, allow_blank=True, max_length=256)
+        assignment_id = serializers.CharField(required=False, allow_blank=True, max_length=256)
+        turk_submit_to = serializers.CharField(required=False, allow_blank=True, max_length=256)
+
+    @extend_schema(request=InputSerializer, responses={200: AssignmentOutputSerializer, 201: AssignmentOutputSerializer})
+    def post(self, request, study_id):
+        study = get_object_or_404(Study, pk=study_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        platform = v["platform"]
+        if platform == Platform.MTURK and v.get("assignment_id") in (None, "", services.MTURK_PREVIEW):
+            examples = study.items.filter(role=Item.Role.PRACTICE).order_by("index")[:2]
+            media = settings.MEDIA_URL
+            images = [{"left": media + i.p0_image, "ref": media + i.ref_image, "right": media + i.p1_image}
+                      if study.kind == "2afc" else {"first": media + i.p0_image, "second": media + i.p1_image}
+                      for i in examples]  # fmt: skip
+            return Response({"preview": True, "study": _study_public(study), "examples": images})
+        if not v["consent"]:
+            return Response({"message": "consent is required to take part", "extra": {"field": "consent"}},
+                            status=status.HTTP_400_BAD_REQUEST)  # fmt: skip
+        worker_id = (v.get("worker_id") or "").strip()
+        extra = {}
+        if not worker_id:
+            if platform != Platform.ANONYMOUS:
+                return Response({"message": f"{platform} links carry the worker id", "extra": {"field": "worker_id"}},
+                                status=status.HTTP_400_BAD_REQUEST)  # fmt: skip
+            worker_id = secrets.token_urlsafe(16)
+            extra["worker_id"] = worker_id
+        info = {k: v[k] for k in ("study_id", "session_id", "hit_id", "assignment_id", "turk_submit_to") if v.get(k)}
+        result = services.assignment_start(study=study, platform=platform, worker_id=worker_id, platform_info=info)
+        code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
+        return Response(AssignmentOutputSerializer(assignment_output(result.assignment, **extra)).data, status=code)
+
+
+def _assignment(token: str) -> Assignment:
+    return get_object_or_404(Assignment.objects.select_related("study"), token=token)
+
+
+class AssignmentDetailApi(AnnotatorApi):
+    """The assignment's state, for resuming after a reload."""
+
+    @extend_schema(responses=AssignmentOutputSerializer)
+    def get(self, request, token):
+        return Response(AssignmentOutputSerializer(assignment_output(_assignment(token))).data)
+
+
+class AssignmentHeartbeatApi(AnnotatorApi):
+    @extend_schema(request=None, responses=inline_serializer("Heartbeat", {"lease_expires_at": serializers.DateTimeField()}))
+    def post(self, request, token):
+        assignment = services.assignment_heartbeat(token=token)
+        return Response({"lease_expires_at": assignment.lease_expires_at})
+
+
+class JudgmentSubmitApi(AnnotatorApi):
+    """Store one trial's answer. Send it as soon as the trial ends, with a fresh idempotency key per trial;
+    retrying with the same key is safe (200 with the stored answer instead of 201)."""
+
+    class InputSerializer(serializers.Serializer):
+        trial = serializers.CharField(max_length=64)
+        response = serializers.CharField(max_length=16, help_text="2AFC: left / right; JND: same / different")
+        rt_ms = serializers.FloatField(min_value=0, max_value=services.MAX_RT_MS)
+        idempotency_key = serializers.CharField(min_length=8, max_length=64)
+        client_shown_at = serializers.FloatField(required=False, allow_null=True, min_value=0)
+        client_answered_at = serializers.FloatField(required=False, allow_null=True, min_value=0)
+        durations = serializers.DictField(required=False, child=serializers.FloatField(),
+                                          help_text="JND: measured on-screen ms for ref_ms, gap_ms, distorted_ms")  # fmt: skip
+        display = serializers.DictField(required=False, help_text="viewport, devicePixelRatio, refresh_hz, ...")
+
+    class OutputSerializer(serializers.Serializer):
+        trial = serializers.CharField()
+        stored = serializers.BooleanField()
+        replayed = serializers.BooleanField()
+        n_answered = serializers.IntegerField()
+        n_trials = serializers.IntegerField()
+        correct = serializers.BooleanField(allow_null=True, help_text="practice trials only")
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer, 201: OutputSerializer})
+    def post(self, request, token):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        result = services.judgment_submit(
+            token=token, trial_id=v["trial"], response=v["response"], rt_ms=v["rt_ms"],
+            idempotency_key=v["idempotency_key"], client_shown_at=v.get("client_shown_at"),
+            client_answered_at=v.get("client_answered_at"), durations=v.get("durations"), display=v.get("display"),
+        )  # fmt: skip
+        judgment = result.judgment
+        assignment = Assignment.objects.only("n_answered", "n_trials").get(pk=judgment.assignment_id)
+        body = {"trial": v["trial"], "stored": True, "replayed": not result.created, "n_answered": assignment.n_answered,
+                "n_trials": assignment.n_trials, "correct": judgment.correct if judgment.kind == "practice" else None}  # fmt: skip
+        return Response(self.OutputSerializer(body).data,
+                        status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)  # fmt: skip
+
+
+class AssignmentSubmitApi(AnnotatorApi):
+    """Finish the HIT. Answers 409 until the server holds every trial; then returns the completion code,
+    the Prolific redirect or the MTurk form to post."""
+
+    @extend_schema(request=None, responses=AssignmentOutputSerializer)
+    def post(self, request, token):
+        assignment = services.assignment_submit(token=token)
+        return Response(AssignmentOutputSerializer(assignment_output(assignment)).data)
+
+
+class AssignmentReturnApi(AnnotatorApi):
+    """Give the HIT back (its unanswered items go to other workers at once)."""
+
+    @extend_schema(request=None, responses=inline_serializer("Returned", {"status": serializers.CharField()}))
+    def post(self, request, token):
+        assignment = services.assignment_return(token=token)
+        return Response({"status": assignment.status})

@@ -1,0 +1,137 @@
+"""Crowd workers, their assignments (HITs), the trials in each, and one Judgment row per answered trial."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.db import models
+from django.db.models import Q
+
+from core.models import BaseModel
+from studies.models import Item, Study
+
+
+class Platform(models.TextChoices):
+    PROLIFIC = "prolific", "Prolific"
+    MTURK = "mturk", "Amazon Mechanical Turk"
+    ANONYMOUS = "anonymous", "Anonymous link"
+    SIMULATED = "simulated", "Simulated crowd"
+
+
+class Worker(BaseModel):
+    """An annotator, known only by a salted hash of their platform id (PROLIFIC_PID, MTurk workerId, or an
+    anonymous browser id). Raw platform ids are never stored or exported."""
+
+    platform = models.CharField(max_length=16, choices=Platform.choices)
+    external_hash = models.CharField(max_length=64)
+    is_simulated = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["platform", "external_hash"], name="worker_unique_identity")]
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.external_hash[:10]}"
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class Assignment(BaseModel):
+    """One worker's HIT: practice, sentinel and test trials. started -> submitted | returned | expired |
+    rejected. The lease (lease_expires_at) holds its unanswered test items; heartbeats extend it."""
+
+    class Status(models.TextChoices):
+        STARTED = "started", "started"
+        SUBMITTED = "submitted", "submitted"
+        RETURNED = "returned", "returned"
+        EXPIRED = "expired", "expired"
+        REJECTED = "rejected", "rejected"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="assignments")
+    worker = models.ForeignKey(Worker, on_delete=models.PROTECT, related_name="assignments")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.STARTED, db_index=True)
+    token = models.CharField(max_length=64, unique=True, default=new_token, editable=False)
+    lease_expires_at = models.DateTimeField(db_index=True)
+    platform = models.CharField(max_length=16, choices=Platform.choices)
+    # Platform context: Prolific STUDY_ID/SESSION_ID, MTurk hitId/assignmentId/turkSubmitTo (no worker ids).
+    platform_info = models.JSONField(default=dict, blank=True)
+    n_trials = models.PositiveIntegerField(default=0)
+    n_answered = models.PositiveIntegerField(default=0)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    completion_code = models.CharField(max_length=64, blank=True)
+    # Quality control, applied when the assignment is submitted.
+    excluded = models.BooleanField(default=False, db_index=True)
+    qc = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "worker"], condition=Q(status="started"),
+                                    name="assignment_one_active_per_worker"),  # fmt: skip
+        ]
+        indexes = [models.Index(fields=["study", "status", "lease_expires_at"], name="assignment_lease_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.study_id}/{self.worker_id} ({self.status})"
+
+
+class Trial(BaseModel):
+    """One position in an assignment. `swap` is the server's left/right draw: False shows p0 on the left
+    (JND: p0 first). `public_id` is what the annotator sees; it reveals nothing about the item."""
+
+    class Kind(models.TextChoices):
+        PRACTICE = "practice", "practice"
+        SENTINEL = "sentinel", "sentinel"
+        TEST = "test", "test"
+
+    assignment = models.ForeignKey(Assignment, on_delete=models.CASCADE, related_name="trials")
+    worker = models.ForeignKey(Worker, on_delete=models.PROTECT, related_name="+")
+    item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="trials")
+    position = models.PositiveIntegerField()
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    swap = models.BooleanField()
+    public_id = models.CharField(max_length=32, unique=True, default=new_token, editable=False)
+    answered = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["assignment", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["assignment", "position"], name="trial_unique_position"),
+            models.UniqueConstraint(fields=["assignment", "item"], name="trial_unique_item_per_assignment"),
+            # A worker never gets the same test item twice, in any assignment.
+            models.UniqueConstraint(fields=["worker", "item"], condition=Q(kind="test"),
+                                    name="trial_unique_test_item_per_worker"),  # fmt: skip
+        ]
+        indexes = [models.Index(fields=["item", "answered"], name="trial_item_answered_idx")]
+
+
+class Judgment(BaseModel):
+    """One answered trial. `choice` is in item terms (2AFC: 0 = p0 closer, 1 = p1 closer; JND: 1 = same,
+    0 = different); `response` is what was pressed (left/right, same/different) and `presented_left` which
+    patch was on the left (JND: shown first). Created once per trial; retries with the same idempotency key
+    return the stored row."""
+
+    trial = models.OneToOneField(Trial, on_delete=models.PROTECT, related_name="judgment")
+    assignment = models.ForeignKey(Assignment, on_delete=models.PROTECT, related_name="judgments")
+    item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="judgments")
+    worker = models.ForeignKey(Worker, on_delete=models.PROTECT, related_name="judgments")
+    kind = models.CharField(max_length=16, choices=Trial.Kind.choices)
+    idempotency_key = models.CharField(max_length=64)
+    response = models.CharField(max_length=16)
+    choice = models.PositiveSmallIntegerField()
+    presented_left = models.CharField(max_length=2)
+    correct = models.BooleanField(null=True)  # sentinels and practice only
+    rt_ms = models.FloatField()
+    client_shown_at = models.FloatField(null=True, blank=True)  # client epoch ms
+    client_answered_at = models.FloatField(null=True, blank=True)
+    durations = models.JSONField(default=dict, blank=True)  # JND: measured on-screen ms per phase
+    timing_flagged = models.BooleanField(default=False)
+    display = models.JSONField(default=dict, blank=True)  # viewport, devicePixelRatio, refresh rate, ...
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["assignment", "idempotency_key"], name="judgment_unique_idempotency"),
+        ]
+        indexes = [models.Index(fields=["item", "kind"], name="judgment_item_kind_idx")]

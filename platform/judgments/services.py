@@ -1,0 +1,469 @@
+"""Writes for the crowd: workers, the assignment engine (leases with overlap), judgment submission and QC.
+
+Assignment rule (PLATFORM.md section 9): a test item is available to a worker when
+``accepted judgments + active leases < target`` for its split and the worker has never had it. An active
+lease is an unanswered test trial of a started assignment whose lease has not expired, so an expired lease
+frees its items at once, without any sweep. Candidates are taken breadth-first (least loaded first).
+
+Concurrency: on Postgres the candidate rows are locked with ``SELECT ... FOR UPDATE SKIP LOCKED`` and then
+re-counted in a fresh statement; since every assigner must hold an item's row lock to lease it, the
+re-count of locked rows is exact, and concurrent assigners take disjoint items instead of waiting. An
+assigner that finds every free row held by others in flight waits (briefly, holding nothing) for them to
+commit instead of answering "no work". On SQLite every write transaction starts with ``BEGIN IMMEDIATE``
+(config.settings), which serialises them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, Count, F, IntegerField, OuterRef, Subquery, Value, When
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from core.exceptions import ApplicationError
+from judgments.models import Assignment, Judgment, Platform, Trial, Worker
+from studies.collection import sentinels_per_hit
+from studies.models import Item, Study
+
+logger = logging.getLogger(__name__)
+
+RESPONSES = {"2afc": ("left", "right"), "jnd": ("same", "different")}
+MAX_RT_MS = 3600 * 1000.0
+LOCK_WAIT_S = 5.0  # longest wait for rows other assigners hold in flight
+_rng = random.SystemRandom()
+
+
+# --- workers --------------------------------------------------------------------------------------------
+def _salt() -> bytes:
+    salt = settings.WORKER_ID_SALT or hashlib.sha256(b"perceptlab-worker-id:" + settings.SECRET_KEY.encode()).hexdigest()
+    return salt.encode()
+
+
+def worker_hash(*, platform: str, external_id: str) -> str:
+    """Salted HMAC-SHA256 of a platform id; the raw id is never stored."""
+    return hmac.new(_salt(), f"{platform}:{external_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def worker_get_or_create(*, platform: str, external_id: str, is_simulated: bool = False) -> Worker:
+    if platform not in Platform.values:
+        raise ApplicationError(f"unknown platform {platform!r}", {"valid": Platform.values})
+    external_id = (external_id or "").strip()
+    if not 1 <= len(external_id) <= 128:
+        raise ApplicationError("a worker id of 1-128 characters is required", {"field": "worker_id"})
+    digest = worker_hash(platform=platform, external_id=external_id)
+    try:
+        with transaction.atomic():
+            worker, _ = Worker.objects.get_or_create(
+                platform=platform, external_hash=digest, defaults={"is_simulated": is_simulated}
+            )
+    except IntegrityError:  # a concurrent first visit created it
+        worker = Worker.objects.get(platform=platform, external_hash=digest)
+    return worker
+
+
+# --- platform context -----------------------------------------------------------------------------------
+MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
+
+
+def platform_info_clean(*, platform: str, info: dict) -> dict:
+    """Keep the platform fields we need (never the worker id itself) and check them."""
+    info = info or {}
+    if platform == Platform.PROLIFIC:
+        keys = ("study_id", "session_id")
+    elif platform == Platform.MTURK:
+        keys = ("hit_id", "assignment_id", "turk_submit_to")
+        submit_to = (info.get("turk_submit_to") or "").rstrip("/")
+        if urlparse(submit_to)._replace(path="").geturl() not in settings.MTURK_SUBMIT_HOSTS:
+            raise ApplicationError("turkSubmitTo is not an MTurk host", {"field": "turk_submit_to",
+                                                                          "valid": settings.MTURK_SUBMIT_HOSTS})  # fmt: skip
+        if info.get("assignment_id") in (None, "", MTURK_PREVIEW):
+            raise ApplicationError("MTurk preview: accept the HIT to start", {"field": "assignment_id"})
+    else:
+        keys = ()
+    clean = {}
+    for key in keys:
+        value = info.get(key)
+        if value is not None:
+            if not isinstance(value, str) or len(value) > 256:
+                raise ApplicationError(f"{key} must be a string of at most 256 characters", {"field": key})
+            clean[key] = value
+    if platform == Platform.PROLIFIC and not clean.get("session_id"):
+        raise ApplicationError("Prolific links carry SESSION_ID", {"field": "session_id"})
+    return clean
+
+
+# --- the assignment engine ------------------------------------------------------------------------------
+def _target_expr(config: dict):
+    jpi = config["judgments_per_item"]
+    return Case(
+        *[When(split=split, then=Value(n)) for split, n in jpi.items()],
+        default=Value(max(jpi.values())),
+        output_field=IntegerField(),
+    )
+
+
+def _annotate_load(qs, *, config: dict, now):
+    leases = (
+        Trial.objects.filter(item=OuterRef("pk"), kind=Trial.Kind.TEST, answered=False,
+                             assignment__status=Assignment.Status.STARTED, assignment__lease_expires_at__gt=now)  # fmt: skip
+        .order_by()
+        .values("item")
+        .annotate(c=Count("pk"))
+        .values("c")
+    )
+    return qs.annotate(
+        target=_target_expr(config), leased=Coalesce(Subquery(leases, output_field=IntegerField()), 0)
+    ).annotate(load=F("n_judgments") + F("leased"))
+
+
+def item_queue(*, study: Study, config: dict, worker: Worker | None, now=None):
+    """Available test items, least loaded first (breadth-first), then by index."""
+    now = now or timezone.now()
+    qs = Item.objects.filter(study=study, role=Item.Role.TEST)
+    if worker is not None:
+        qs = qs.exclude(pk__in=Trial.objects.filter(worker=worker, kind=Trial.Kind.TEST).values("item_id"))
+    return _annotate_load(qs, config=config, now=now).filter(load__lt=F("target")).order_by("load", "index")
+
+
+def _lease_items(*, study: Study, config: dict, worker: Worker, n: int, now) -> list[Item]:
+    queue = item_queue(study=study, config=config, worker=worker, now=now)
+    if not connection.features.has_select_for_update_skip_locked:
+        return list(queue[:n])  # SQLite: the IMMEDIATE transaction already holds the database write lock
+    taken: list[Item] = []
+    delay, deadline = 0.005, time.monotonic() + LOCK_WAIT_S
+    while True:
+        held = [item.pk for item in taken]
+        locked = list(queue.exclude(pk__in=held).select_for_update(skip_locked=True).values_list("pk", flat=True)[: n - len(taken)])
+        if locked:
+            # A fresh statement: rows we hold cannot gain leases, so this count is exact.
+            fresh = _annotate_load(Item.objects.filter(pk__in=locked), config=config, now=now)
+            taken += list(fresh.filter(load__lt=F("target")).order_by("load", "index"))
+        # A partial batch is served at once (small HITs near the end of a study). With nothing yet, items
+        # that other transactions hold for a few milliseconds are waited for rather than reported as "no
+        # work"; a transaction holding no rows blocks nobody, so this cannot livelock.
+        if taken or time.monotonic() > deadline or not queue.exists():
+            return taken[:n]
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+@dataclass
+class StartResult:
+    assignment: Assignment
+    created: bool
+
+
+def assignment_start(*, study: Study, platform: str, worker_id: str, platform_info: dict | None = None,
+                     is_simulated: bool = False) -> StartResult:  # fmt: skip
+    """Resume the worker's active assignment in this study, or lease a new batch: practice items first, then
+    test items with sentinels mixed in at random positions, each trial's left/right side balanced."""
+    if study.status != Study.Status.ACTIVE:
+        raise ApplicationError(f"this study is {study.get_status_display().lower()} and takes no work now",
+                               {"code": "study_inactive"}, status_code=409)  # fmt: skip
+    config = study.settings
+    info = platform_info_clean(platform=platform, info=platform_info or {})
+    worker = worker_get_or_create(platform=platform, external_id=worker_id, is_simulated=is_simulated)
+    now = timezone.now()
+    with transaction.atomic():
+        active = Assignment.objects.select_for_update().filter(study=study, worker=worker,
+                                                               status=Assignment.Status.STARTED).first()  # fmt: skip
+        if active is not None:
+            if active.lease_expires_at > now:
+                Assignment.objects.filter(pk=active.pk).update(
+                    lease_expires_at=now + timedelta(seconds=config["lease_ttl_s"])
+                )
+                active.refresh_from_db()
+                return StartResult(active, False)
+            Assignment.objects.filter(pk=active.pk).update(status=Assignment.Status.EXPIRED)
+        session_key = info.get("session_id") or info.get("assignment_id")
+        if session_key:  # the same Prolific session / MTurk assignment: show its outcome again
+            earlier = Assignment.objects.filter(study=study, worker=worker, status=Assignment.Status.SUBMITTED)
+            for candidate in earlier:
+                if session_key in (candidate.platform_info.get("session_id"), candidate.platform_info.get("assignment_id")):
+                    return StartResult(candidate, False)
+        tests = _lease_items(study=study, config=config, worker=worker, n=config["hit_size"], now=now)
+        if not tests:
+            raise ApplicationError("no work is available in this study right now", {"code": "no_work"}, status_code=409)
+        sentinel_pool = list(Item.objects.filter(study=study, role=Item.Role.SENTINEL))
+        n_sent = 0
+        if sentinel_pool and config["sentinel_rate"] > 0:
+            n_sent = min(len(sentinel_pool), max(1, round(sentinels_per_hit(config) * len(tests) / config["hit_size"])))
+        sentinels = _rng.sample(sentinel_pool, n_sent)
+        practice = list(Item.objects.filter(study=study, role=Item.Role.PRACTICE).order_by("index")) if config["practice"] else []
+        counted = [(item, Trial.Kind.TEST) for item in tests] + [(item, Trial.Kind.SENTINEL) for item in sentinels]
+        _rng.shuffle(counted)
+        sequence = [(item, Trial.Kind.PRACTICE) for item in practice] + counted
+        swaps = [i % 2 == 1 for i in range(len(sequence))]
+        _rng.shuffle(swaps)
+        assignment = Assignment.objects.create(
+            study=study, worker=worker, platform=platform, platform_info=info, n_trials=len(sequence),
+            lease_expires_at=now + timedelta(seconds=config["lease_ttl_s"]),
+        )  # fmt: skip
+        Trial.objects.bulk_create(
+            [
+                Trial(assignment=assignment, worker=worker, item=item, position=pos, kind=kind, swap=swap)
+                for pos, ((item, kind), swap) in enumerate(zip(sequence, swaps, strict=True))
+            ]
+        )
+    logger.info("assignment %s: %d test, %d sentinel, %d practice trials for worker %s", assignment.pk,
+                len(tests), len(sentinels), len(practice), worker.pk)  # fmt: skip
+    return StartResult(assignment, True)
+
+
+def _locked_assignment(token: str) -> Assignment:
+    assignment = Assignment.objects.select_for_update().select_related("study").filter(token=token).first()
+    if assignment is None:
+        raise ApplicationError("assignment not found", status_code=404)
+    return assignment
+
+
+def _require_live(assignment: Assignment, now) -> None:
+    if assignment.status == Assignment.Status.STARTED and assignment.lease_expires_at <= now:
+        Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.EXPIRED)
+        assignment.status = Assignment.Status.EXPIRED
+    if assignment.status == Assignment.Status.EXPIRED:
+        raise ApplicationError("this assignment expired; start a new one", {"code": "expired"}, status_code=410)
+    if assignment.status != Assignment.Status.STARTED:
+        raise ApplicationError(f"this assignment is {assignment.status}", {"code": assignment.status}, status_code=409)
+
+
+def assignment_heartbeat(*, token: str) -> Assignment:
+    """Extend the lease of a live assignment by the study's TTL."""
+    now = timezone.now()
+    with transaction.atomic():
+        assignment = _locked_assignment(token)
+        _require_live(assignment, now)
+        assignment.lease_expires_at = now + timedelta(seconds=assignment.study.settings["lease_ttl_s"])
+        Assignment.objects.filter(pk=assignment.pk).update(lease_expires_at=assignment.lease_expires_at)
+    return assignment
+
+
+def assignment_return(*, token: str) -> Assignment:
+    """The worker gives the assignment back: its unanswered items are free at once."""
+    with transaction.atomic():
+        assignment = _locked_assignment(token)
+        if assignment.status == Assignment.Status.RETURNED:
+            return assignment
+        _require_live(assignment, timezone.now())
+        assignment.status = Assignment.Status.RETURNED
+        Assignment.objects.filter(pk=assignment.pk).update(status=assignment.status)
+    return assignment
+
+
+def assignments_expire_stale(*, now=None) -> int:
+    """Mark started assignments past their lease as expired. Housekeeping only: expired leases already
+    stop counting the moment they pass."""
+    now = now or timezone.now()
+    return Assignment.objects.filter(status=Assignment.Status.STARTED, lease_expires_at__lte=now).update(
+        status=Assignment.Status.EXPIRED
+    )
+
+
+# --- judgments ------------------------------------------------------------------------------------------
+@dataclass
+class SubmitResult:
+    judgment: Judgment
+    created: bool
+
+
+def _number(value, field: str, *, low: float, high: float, required: bool = True) -> float | None:
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= float(value) <= high:
+        raise ApplicationError(f"{field} must be a number in [{low:g}, {high:g}]", {"field": field})
+    return float(value)
+
+
+def timing_flagged(*, timing: dict, durations: dict, display: dict) -> bool:
+    """JND: a trial is flagged when any measured phase is off its target by more than one frame."""
+    refresh = display.get("refresh_hz") if isinstance(display, dict) else None
+    frame_ms = 1000.0 / float(refresh) if isinstance(refresh, (int, float)) and 20 <= refresh <= 500 else 1000.0 / 60
+    for phase, target in timing.items():
+        measured = durations.get(phase) if isinstance(durations, dict) else None
+        if not isinstance(measured, (int, float)) or isinstance(measured, bool) or abs(measured - target) > frame_ms:
+            return True
+    return False
+
+
+def judgment_submit(*, token: str, trial_id: str, response: str, rt_ms, idempotency_key: str,
+                    client_shown_at=None, client_answered_at=None, durations: dict | None = None,
+                    display: dict | None = None) -> SubmitResult:  # fmt: skip
+    """Store one answered trial. Idempotent: the same key returns the stored judgment (created=False);
+    a second answer to an answered trial is refused. Acknowledged only after the transaction commits."""
+    if not isinstance(idempotency_key, str) or not 8 <= len(idempotency_key) <= 64:
+        raise ApplicationError("idempotency_key must be 8-64 characters", {"field": "idempotency_key"})
+    durations = durations or {}
+    display = display or {}
+    if not isinstance(durations, dict) or not isinstance(display, dict) or len(str(display)) > 4000 or len(str(durations)) > 2000:
+        raise ApplicationError("durations and display must be small JSON objects", {"field": "display"})
+    now = timezone.now()
+    with transaction.atomic():
+        assignment = _locked_assignment(token)
+        existing = Judgment.objects.filter(assignment=assignment, idempotency_key=idempotency_key).select_related("trial").first()
+        if existing is not None:
+            if existing.trial.public_id != trial_id:
+                raise ApplicationError("idempotency_key was already used for another trial",
+                                       {"field": "idempotency_key"}, status_code=409)  # fmt: skip
+            return SubmitResult(existing, False)
+        _require_live(assignment, now)
+        trial = assignment.trials.select_related("item").filter(public_id=trial_id).first()
+        if trial is None:
+            raise ApplicationError("this trial is not part of the assignment", {"field": "trial"})
+        if trial.answered:
+            raise ApplicationError("this trial was already answered", {"field": "trial", "code": "answered"}, status_code=409)
+        kind = assignment.study.kind
+        if response not in RESPONSES[kind]:
+            raise ApplicationError(f"response must be one of {list(RESPONSES[kind])}", {"field": "response"})
+        rt = _number(rt_ms, "rt_ms", low=0, high=MAX_RT_MS)
+        shown = _number(client_shown_at, "client_shown_at", low=0, high=1e14, required=False)
+        answered_at = _number(client_answered_at, "client_answered_at", low=0, high=1e14, required=False)
+        item = trial.item
+        if kind == "2afc":
+            choice = int((response == "right") != trial.swap)
+            left = "p1" if trial.swap else "p0"
+            correct = None if not item.expected else (f"p{choice}" == item.expected)
+            flagged = False
+        else:
+            choice = int(response == "same")
+            left = "p1" if trial.swap else "p0"
+            correct = None if not item.expected else (response == item.expected)
+            flagged = timing_flagged(timing=assignment.study.settings["timing"], durations=durations, display=display)
+        judgment = Judgment.objects.create(
+            trial=trial, assignment=assignment, item=item, worker_id=assignment.worker_id, kind=trial.kind,
+            idempotency_key=idempotency_key, response=response, choice=choice, presented_left=left,
+            correct=correct if trial.kind != Trial.Kind.TEST else None, rt_ms=rt, client_shown_at=shown,
+            client_answered_at=answered_at, durations=durations, timing_flagged=flagged, display=display,
+        )  # fmt: skip
+        Trial.objects.filter(pk=trial.pk).update(answered=True)
+        ttl = assignment.study.settings["lease_ttl_s"]
+        Assignment.objects.filter(pk=assignment.pk).update(
+            n_answered=F("n_answered") + 1, lease_expires_at=now + timedelta(seconds=ttl)
+        )
+        if trial.kind == Trial.Kind.TEST:
+            Item.objects.filter(pk=item.pk).update(n_judgments=F("n_judgments") + 1)
+            transaction.on_commit(lambda: _judgment_added(assignment.study_id))
+    return SubmitResult(judgment, True)
+
+
+def _judgment_added(study_id) -> None:
+    """Hook for continuous training (training.services decides whether a retrain is due)."""
+    try:
+        from training.services import judgments_added
+    except ImportError:  # pragma: no cover
+        return
+    judgments_added(study_id=study_id)
+
+
+# --- completion and quality control ---------------------------------------------------------------------
+def qc_evaluate(*, assignment: Assignment, rule: dict) -> dict:
+    """Sentinel accuracy, side bias and median RT of one assignment, and whether the rule excludes it."""
+    rows = list(assignment.judgments.exclude(kind=Trial.Kind.PRACTICE).values("kind", "correct", "response", "rt_ms"))
+    sentinels = [r for r in rows if r["kind"] == Trial.Kind.SENTINEL]
+    n_correct = sum(1 for r in sentinels if r["correct"])
+    accuracy = n_correct / len(sentinels) if sentinels else None
+    first = RESPONSES[assignment.study.kind][0]
+    side = sum(1 for r in rows if r["response"] == first) / len(rows) if rows else None
+    rts = sorted(r["rt_ms"] for r in rows)
+    median_rt = (rts[(len(rts) - 1) // 2] + rts[len(rts) // 2]) / 2 if rts else None
+    reasons = []
+    min_acc = rule.get("min_sentinel_accuracy")
+    if min_acc is not None and accuracy is not None and accuracy + 1e-9 < min_acc:
+        reasons.append(f"sentinel accuracy {n_correct}/{len(sentinels)} below {min_acc:.3f}")
+    max_bias = rule.get("max_side_bias")
+    if max_bias is not None and side is not None and abs(side - 0.5) > max_bias:
+        reasons.append(f"side bias {side:.2f} beyond 0.5 +/- {max_bias}")
+    min_rt = rule.get("min_median_rt_ms")
+    if min_rt is not None and median_rt is not None and median_rt < min_rt:
+        reasons.append(f"median response time {median_rt:.0f} ms below {min_rt} ms")
+    return {"sentinels": len(sentinels), "sentinels_correct": n_correct, "sentinel_accuracy": accuracy,
+            f"fraction_{first}": side, "median_rt_ms": median_rt, "rule": rule, "excluded": bool(reasons),
+            "reasons": reasons}  # fmt: skip
+
+
+def _take_back_counts(assignment: Assignment) -> None:
+    items = assignment.judgments.filter(kind=Trial.Kind.TEST).values_list("item_id", flat=True)
+    Item.objects.filter(pk__in=list(items), n_judgments__gt=0).update(n_judgments=F("n_judgments") - 1)
+
+
+def completion_for(assignment: Assignment) -> dict:
+    """What the annotator's page does after the server holds every trial."""
+    config = assignment.study.settings
+    code = assignment.completion_code
+    out = {"code": code, "platform": assignment.platform}
+    if assignment.platform == Platform.PROLIFIC:
+        out["redirect_url"] = config["prolific_completion_url"].format(code=code)
+    elif assignment.platform == Platform.MTURK:
+        out["mturk_form"] = {
+            "action": assignment.platform_info["turk_submit_to"].rstrip("/") + "/mturk/externalSubmit",
+            "fields": {"assignmentId": assignment.platform_info["assignment_id"], "completion_code": code},
+        }
+    return out
+
+
+def assignment_submit(*, token: str) -> Assignment:
+    """Finish an assignment once every trial is stored; apply the study's exclusion rule. Idempotent."""
+    with transaction.atomic():
+        assignment = _locked_assignment(token)
+        if assignment.status == Assignment.Status.SUBMITTED:
+            return assignment
+        _require_live(assignment, timezone.now())
+        missing = list(assignment.trials.filter(answered=False).values_list("position", flat=True)[:20])
+        if missing:
+            raise ApplicationError(f"{assignment.n_trials - assignment.n_answered} trials are not stored yet",
+                                   {"code": "incomplete", "missing_positions": missing}, status_code=409)  # fmt: skip
+        study = assignment.study
+        config = study.settings
+        qc = qc_evaluate(assignment=assignment, rule=config["exclusion"])
+        assignment.status = Assignment.Status.SUBMITTED
+        assignment.submitted_at = timezone.now()
+        assignment.completion_code = config["completion_code"] or ""
+        assignment.excluded = qc["excluded"]
+        assignment.qc = qc
+        assignment.save(update_fields=["status", "submitted_at", "completion_code", "excluded", "qc", "updated_at"])
+        if assignment.excluded:
+            _take_back_counts(assignment)
+            logger.info("assignment %s excluded: %s", assignment.pk, "; ".join(qc["reasons"]))
+    return assignment
+
+
+def assignment_reject(*, assignment: Assignment, reason: str = "rejected by the researcher") -> Assignment:
+    """A researcher rejects a submitted assignment: its data stay, flagged, and its items reopen."""
+    with transaction.atomic():
+        assignment = Assignment.objects.select_for_update().get(pk=assignment.pk)
+        if assignment.status == Assignment.Status.REJECTED:
+            return assignment
+        if not assignment.excluded:
+            _take_back_counts(assignment)
+        assignment.status = Assignment.Status.REJECTED
+        assignment.excluded = True
+        assignment.qc = {**assignment.qc, "excluded": True, "reasons": [*assignment.qc.get("reasons", []), reason]}
+        assignment.save(update_fields=["status", "excluded", "qc", "updated_at"])
+    return assignment
+
+
+def study_counters_rebuild(*, study: Study) -> int:
+    """Recount Item.n_judgments from the judgment rows (repair tool; returns items changed)."""
+    accepted = (
+        Judgment.objects.filter(item=OuterRef("pk"), kind=Trial.Kind.TEST, assignment__excluded=False)
+        .order_by()
+        .values("item")
+        .annotate(c=Count("pk"))
+        .values("c")
+    )
+    qs = Item.objects.filter(study=study).annotate(real=Coalesce(Subquery(accepted, output_field=IntegerField()), 0))
+    changed = 0
+    for item in qs.exclude(n_judgments=F("real")):
+        Item.objects.filter(pk=item.pk).update(n_judgments=item.real)
+        changed += 1
+    return changed
+

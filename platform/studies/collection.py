@@ -1,0 +1,123 @@
+"""A study's collection settings (Study.config): overlap, HIT size, sentinels, leases, QC, timing.
+
+Stored as JSON on the study; every read goes through `collection_config()`, which merges the defaults for
+the study's kind and validates the result, so old rows keep working when a default is added.
+
+Defaults follow SCIENCE.md section 2: 2AFC collects 2 judgments per train triplet and 5 per val triplet,
+with 15 sentinels a session (hit_size 85 test trials at sentinel_rate 0.15); JND collects 3 per pair
+with 20 % sentinels (160 test + 40 sentinel trials) and reference 1 s, blank 250 ms, distorted 1 s.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import secrets
+
+from core.exceptions import ApplicationError
+
+DEFAULTS = {
+    "2afc": {
+        "judgments_per_item": {"train": 2, "val": 5},
+        "hit_size": 85,
+        "sentinel_rate": 0.15,
+        "practice": True,
+        "lease_ttl_s": 900,
+        "exclusion": {"min_sentinel_accuracy": 14 / 15},
+        "timing": {},
+    },
+    "jnd": {
+        "judgments_per_item": {"train": 3, "val": 3},
+        "hit_size": 160,
+        "sentinel_rate": 0.2,
+        "practice": True,
+        "lease_ttl_s": 1200,
+        "exclusion": {"min_sentinel_accuracy": 0.75},
+        "timing": {"ref_ms": 1000, "gap_ms": 250, "distorted_ms": 1000},
+    },
+}
+COMMON = {
+    "completion_code": None,  # generated once per study (Prolific / anonymous completion code)
+    "prolific_completion_url": "https://app.prolific.com/submissions/complete?cc={code}",
+    "consent_text": (
+        "You are invited to take part in a study of how people judge the similarity of images. You will see "
+        "small image patches and answer simple questions about them. Participation is voluntary; you may stop "
+        "at any time. We store your answers and response times with an anonymous identifier only."
+    ),
+    "instructions": "",
+}
+EXCLUSION_KEYS = {"min_sentinel_accuracy", "max_side_bias", "min_median_rt_ms"}
+TIMING_KEYS = {"ref_ms", "gap_ms", "distorted_ms"}
+
+
+def new_completion_code() -> str:
+    return secrets.token_hex(4).upper()
+
+
+def collection_config(kind: str, config: dict | None) -> dict:
+    """The full, validated collection config for a study of `kind` (defaults merged under `config`)."""
+    if kind not in DEFAULTS:
+        raise ApplicationError(f"unknown study kind {kind!r}; use '2afc' or 'jnd'")
+    merged = copy.deepcopy({**COMMON, **DEFAULTS[kind]})
+    for key, value in (config or {}).items():
+        if key not in merged:
+            raise ApplicationError(f"unknown study setting {key!r}", {"field": "config", "valid": sorted(merged)})
+        if isinstance(merged[key], dict) and isinstance(value, dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    _validate(kind, merged)
+    return merged
+
+
+def _fail(message: str, key: str):
+    raise ApplicationError(message, {"field": f"config.{key}"})
+
+
+def _validate(kind: str, c: dict) -> None:
+    jpi = c["judgments_per_item"]
+    if not isinstance(jpi, dict) or set(jpi) - {"train", "val"}:
+        _fail("judgments_per_item maps 'train' and 'val' to a count", "judgments_per_item")
+    for split, n in jpi.items():
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 100:
+            _fail(f"judgments_per_item[{split!r}] must be an integer in 1..100, got {n!r}", "judgments_per_item")
+    hs = c["hit_size"]
+    if not isinstance(hs, int) or isinstance(hs, bool) or not 1 <= hs <= 2000:
+        _fail(f"hit_size must be an integer in 1..2000, got {hs!r}", "hit_size")
+    rate = c["sentinel_rate"]
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 0.9:
+        _fail(f"sentinel_rate must be a number in [0, 0.9), got {rate!r}", "sentinel_rate")
+    ttl = c["lease_ttl_s"]
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 30 <= ttl <= 24 * 3600:
+        _fail(f"lease_ttl_s must be an integer number of seconds in 30..86400, got {ttl!r}", "lease_ttl_s")
+    if not isinstance(c["practice"], bool):
+        _fail("practice must be true or false", "practice")
+    excl = c["exclusion"]
+    if not isinstance(excl, dict) or set(excl) - EXCLUSION_KEYS:
+        _fail(f"exclusion keys are {sorted(EXCLUSION_KEYS)}", "exclusion")
+    for key, value in excl.items():
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+            _fail(f"exclusion.{key} must be a non-negative number or null", "exclusion")
+    timing = c["timing"]
+    if not isinstance(timing, dict) or set(timing) - TIMING_KEYS:
+        _fail(f"timing keys are {sorted(TIMING_KEYS)}", "timing")
+    for key, value in timing.items():
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10_000:
+            _fail(f"timing.{key} must be milliseconds in 0..10000", "timing")
+    if kind == "jnd" and set(timing) != TIMING_KEYS:
+        _fail(f"a JND study needs timing {sorted(TIMING_KEYS)}", "timing")
+    for key in ("consent_text", "instructions"):
+        if not isinstance(c[key], str) or len(c[key]) > 20_000:
+            _fail(f"{key} must be text (at most 20000 characters)", key)
+    code = c["completion_code"]
+    if code is not None and (not isinstance(code, str) or not 4 <= len(code) <= 64 or not code.isalnum()):
+        _fail("completion_code must be 4-64 letters and digits", "completion_code")
+    url = c["prolific_completion_url"]
+    if not isinstance(url, str) or not url.startswith("https://") or "{code}" not in url:
+        _fail("prolific_completion_url must be an https URL containing {code}", "prolific_completion_url")
+
+
+def sentinels_per_hit(config: dict) -> int:
+    """Sentinel trials per HIT: sentinel_rate is their share of all counted trials (tests + sentinels)."""
+    rate = float(config["sentinel_rate"])
+    return int(math.floor(rate * config["hit_size"] / (1.0 - rate) + 0.5)) if rate > 0 else 0

@@ -1,0 +1,15 @@
+from django.contrib import admin
+
+from training.models import Evaluation, ModelVersion
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ("study", "backbone", "weights", "variant", "version", "status", "n_train_judgments", "created_at")
+    list_filter = ("status", "backbone", "variant")
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(admin.ModelAdmin):
+    list_display = ("study", "metric", "measure", "split", "category", "score", "ci_low", "ci_high", "n_items", "created_at")
+    list_filter = ("measure", "split", "metric")

@@ -1,0 +1,62 @@
+"""Trained metric heads and their evaluations against the humans of a study."""
+
+from django.db import models
+
+from core.models import BaseModel
+from studies.models import Study
+
+
+class ModelVersion(BaseModel):
+    """One trained set of LPIPS heads (lpips file format) for a study and backbone. Only a `ready` version
+    is ever shown as current; a crashed or killed job leaves a `failed` or `running` row, never a partial
+    model in place of the current one."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "running"
+        READY = "ready", "ready"
+        FAILED = "failed", "failed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="model_versions")
+    backbone = models.CharField(max_length=32)  # e.g. "alex"
+    weights = models.CharField(max_length=32)  # backbone weight source: imagenet / random / kmeans / path
+    variant = models.CharField(max_length=16, default="lin")  # lin / tune / scratch
+    version = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    heads_path = models.CharField(max_length=300, blank=True)  # media-relative .pth in the lpips format
+    heads_sha256 = models.CharField(max_length=64, blank=True)
+    n_train_judgments = models.PositiveIntegerField(default=0)
+    n_train_items = models.PositiveIntegerField(default=0)
+    train_info = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["study", "backbone", "weights", "variant", "version"],
+                                               name="modelversion_unique_version")]  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"{self.backbone}-{self.weights}-{self.variant} v{self.version}"
+
+
+class Evaluation(BaseModel):
+    """A metric's agreement with the humans of a study on one split and category (2AFC score or JND mAP),
+    with a bootstrap confidence interval. `model_version` is set for trained heads, empty for baselines."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="evaluations")
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.CASCADE,
+                                      related_name="evaluations")  # fmt: skip
+    run = models.UUIDField(db_index=True)  # evaluations computed together share a run id
+    metric = models.CharField(max_length=64)  # "l2", "ssim", "lpips-alex-v0.1", "trained:alex-imagenet-lin v3", "human"
+    measure = models.CharField(max_length=16)  # "2afc" / "jnd_map" / "ceiling"
+    split = models.CharField(max_length=8)
+    category = models.CharField(max_length=64)  # or "all"
+    score = models.FloatField()
+    ci_low = models.FloatField(null=True, blank=True)
+    ci_high = models.FloatField(null=True, blank=True)
+    n_items = models.PositiveIntegerField()
+    n_judgments = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["study", "measure", "created_at"], name="evaluation_study_idx")]

@@ -1,0 +1,163 @@
+"""The annotator API over HTTP: start/resume, answers, completion, crowd platforms, opacity, throttling."""
+
+import json
+import uuid
+
+import pytest
+from rest_framework.test import APIClient
+
+from judgments.models import Assignment, Judgment
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def client():
+    return APIClient()
+
+
+def start(client, study, **body):
+    payload = {"platform": "anonymous", "consent": True, **body}
+    return client.post(f"/api/v1/studies/{study.pk}/assignments/", payload, format="json")
+
+
+def answer(client, token, trial, response, key=None):
+    return client.post(f"/api/v1/assignments/{token}/judgments/",
+                       {"trial": trial["id"], "response": response, "rt_ms": 700.5,
+                        "idempotency_key": key or uuid.uuid4().hex, "display": {"refresh_hz": 60}},
+                       format="json")  # fmt: skip
+
+
+def test_an_anonymous_worker_runs_a_whole_hit_over_http(client, make_study):
+    study = make_study(n_test=5, n_sentinels=2, n_practice=2)
+    r = start(client, study)
+    assert r.status_code == 201, r.content
+    body = r.json()
+    token, worker_id = body["token"], body["worker_id"]
+    assert body["n_trials"] == 2 + 5 + 1 and body["next_position"] == 0
+    practice = body["trials"][0]
+    assert practice["practice"] and practice["answer"] in ("left", "right")
+    r = answer(client, token, practice, practice["answer"])
+    assert r.status_code == 201 and r.json()["correct"] is True
+    # a reload resumes: same assignment, answered trials marked, next position moved on
+    again = start(client, study, worker_id=worker_id)
+    assert again.status_code == 200 and again.json()["token"] == token and again.json()["next_position"] == 1
+    assert client.post(f"/api/v1/assignments/{token}/submit/").status_code == 409
+    for trial in again.json()["trials"][1:]:
+        assert answer(client, token, trial, "left").status_code == 201
+    done = client.post(f"/api/v1/assignments/{token}/submit/")
+    assert done.status_code == 200 and done.json()["status"] == "submitted"
+    assert done.json()["completion"]["code"] == study.settings["completion_code"]
+    assert Judgment.objects.count() == 8
+
+
+def test_payloads_never_reveal_which_patch_is_which(client, make_study):
+    study = make_study(n_test=4, n_sentinels=2, n_practice=1)
+    body = start(client, study).json()
+    text = json.dumps(body)
+    item_fields = ("p0", "p1", "sentinel", "category", "traditional", "split", "records", "expected", "index")
+    for word in item_fields:
+        assert f'"{word}"' not in text, word
+    for trial in body["trials"]:
+        assert set(trial) <= {"id", "position", "practice", "answered", "images", "answer"}
+        assert set(trial["images"]) == {"left", "ref", "right"}
+        for url in trial["images"].values():
+            name = url.rsplit("/", 1)[1]
+            assert len(name) == 64 + 4 and name.endswith(".png")  # content hashes only
+        assert "answer" in trial or not trial["practice"]
+
+
+def test_a_retried_post_returns_the_stored_answer(client, make_study):
+    study = make_study(n_test=2, n_sentinels=0, n_practice=0)
+    body = start(client, study).json()
+    trial = body["trials"][0]
+    first = answer(client, body["token"], trial, "right", key="retry-key-1")
+    second = answer(client, body["token"], trial, "right", key="retry-key-1")
+    assert first.status_code == 201 and second.status_code == 200 and second.json()["replayed"]
+    assert Judgment.objects.count() == 1
+
+
+@pytest.mark.parametrize("body,field", [({"response": "up"}, "response"), ({"rt_ms": "fast"}, "rt_ms"),
+                                        ({"idempotency_key": ""}, "idempotency_key"), ({"trial": "nope"}, "trial")])  # fmt: skip
+def test_bad_answers_get_a_4xx_with_a_message(client, make_study, body, field):
+    study = make_study(n_test=2, n_sentinels=0, n_practice=0)
+    started = start(client, study).json()
+    payload = {"trial": started["trials"][0]["id"], "response": "left", "rt_ms": 500, "idempotency_key": "k" * 10, **body}
+    r = client.post(f"/api/v1/assignments/{started['token']}/judgments/", payload, format="json")
+    assert 400 <= r.status_code < 500 and r.json()["message"]
+    assert field in json.dumps(r.json())
+
+
+def test_start_requires_consent_and_a_known_study(client, make_study):
+    study = make_study(n_test=2)
+    r = start(client, study, consent=False)
+    assert r.status_code == 400 and "consent" in r.json()["message"]
+    r = client.post(f"/api/v1/studies/{uuid.uuid4()}/assignments/", {"platform": "anonymous", "consent": True}, format="json")
+    assert r.status_code == 404
+    assert client.get("/api/v1/assignments/not-a-token/").status_code == 404
+
+
+def test_prolific_gets_its_completion_redirect_only_after_every_trial(client, make_study):
+    study = make_study(n_test=2, n_sentinels=1, n_practice=0)
+    r = start(client, study, platform="prolific", worker_id="PID123", study_id="STUDY9", session_id="SESS9")
+    body = r.json()
+    assert body["completion"] is None
+    for trial in body["trials"]:
+        answer(client, body["token"], trial, "left")
+    done = client.post(f"/api/v1/assignments/{body['token']}/submit/").json()
+    code = study.settings["completion_code"]
+    assert done["completion"]["redirect_url"] == f"https://app.prolific.com/submissions/complete?cc={code}"
+    # the same Prolific session coming back sees its completion again instead of a new HIT
+    back = start(client, study, platform="prolific", worker_id="PID123", study_id="STUDY9", session_id="SESS9")
+    assert back.json()["status"] == "submitted" and back.json()["completion"]["code"] == code
+    assert start(client, study, platform="prolific", worker_id="PID123").status_code == 400  # no SESSION_ID
+
+
+def test_mturk_preview_creates_nothing_and_accepted_hits_post_back_to_mturk(client, make_study):
+    study = make_study(n_test=2, n_sentinels=0, n_practice=2)
+    preview = start(client, study, platform="mturk", worker_id="", assignment_id="ASSIGNMENT_ID_NOT_AVAILABLE",
+                    hit_id="H1", turk_submit_to="https://workersandbox.mturk.com")  # fmt: skip
+    assert preview.status_code == 200 and preview.json()["preview"] and len(preview.json()["examples"]) == 2
+    assert not Assignment.objects.exists()
+    bad = start(client, study, platform="mturk", worker_id="A1", assignment_id="AS1", hit_id="H1",
+                turk_submit_to="https://evil.example.com")  # fmt: skip
+    assert bad.status_code == 400
+    body = start(client, study, platform="mturk", worker_id="A1WORKER", assignment_id="AS1", hit_id="H1",
+                 turk_submit_to="https://workersandbox.mturk.com").json()  # fmt: skip
+    for trial in body["trials"]:
+        answer(client, body["token"], trial, trial.get("answer", "left"))
+    form = client.post(f"/api/v1/assignments/{body['token']}/submit/").json()["completion"]["mturk_form"]
+    assert form["action"] == "https://workersandbox.mturk.com/mturk/externalSubmit"
+    assert form["fields"]["assignmentId"] == "AS1"
+    assert "A1WORKER" not in json.dumps(list(Assignment.objects.values("platform_info")))
+
+
+def test_heartbeat_and_return(client, make_study):
+    study = make_study(n_test=2)
+    token = start(client, study).json()["token"]
+    assert client.post(f"/api/v1/assignments/{token}/heartbeat/").status_code == 200
+    assert client.post(f"/api/v1/assignments/{token}/return/").json()["status"] == "returned"
+    assert client.post(f"/api/v1/assignments/{token}/heartbeat/").status_code == 409
+
+
+def test_submits_are_throttled_per_assignment(client, make_study, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
+                               "DEFAULT_THROTTLE_RATES": {"judgments": "3/min", "assignment_start": "100/min"}}  # fmt: skip
+    from rest_framework.settings import api_settings
+    from rest_framework.throttling import SimpleRateThrottle
+
+    saved = SimpleRateThrottle.THROTTLE_RATES
+    SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    try:
+        study = make_study(n_test=2)
+        token = start(client, study).json()["token"]
+        codes = [client.post(f"/api/v1/assignments/{token}/heartbeat/").status_code for _ in range(5)]
+        assert codes[:3] == [200, 200, 200] and codes[3] == 429
+        other = start(client, study, worker_id="someone-else").json()["token"]
+        assert client.post(f"/api/v1/assignments/{other}/heartbeat/").status_code == 200  # its own budget
+    finally:
+        SimpleRateThrottle.THROTTLE_RATES = saved
+        cache.clear()
