@@ -74,7 +74,8 @@ class AssignmentStartApi(AnnotatorApi):
     throttle_classes = [AssignmentStartThrottle]
 
     class InputSerializer(serializers.Serializer):
-        platform = serializers.ChoiceField(choices=[Platform.PROLIFIC, Platform.MTURK, Platform.ANONYMOUS])
+        platform = serializers.ChoiceField(choices=[Platform.PROLIFIC, Platform.MTURK, Platform.ANONYMOUS, Platform.SIMULATED],
+                                           help_text="simulated: simulation studies only (manage.py simulate_crowd)")  # fmt: skip
         worker_id = serializers.CharField(required=False, allow_blank=True, max_length=128,
                                           help_text="PROLIFIC_PID, MTurk workerId, or the anonymous id")  # fmt: skip
         consent = serializers.BooleanField()

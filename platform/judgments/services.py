@@ -171,8 +171,13 @@ def assignment_start(*, study: Study, platform: str, worker_id: str, platform_in
         raise ApplicationError(f"this study is {study.get_status_display().lower()} and takes no work now",
                                {"code": "study_inactive"}, status_code=409)  # fmt: skip
     config = study.settings
+    if (platform == Platform.SIMULATED) != config["simulation"]:
+        message = ("this study takes only simulated workers" if config["simulation"]
+                   else "simulated workers are only admitted to simulation studies (config simulation=true)")  # fmt: skip
+        raise ApplicationError(message, {"code": "simulation"}, status_code=403)
     info = platform_info_clean(platform=platform, info=platform_info or {})
-    worker = worker_get_or_create(platform=platform, external_id=worker_id, is_simulated=is_simulated)
+    worker = worker_get_or_create(platform=platform, external_id=worker_id,
+                                  is_simulated=is_simulated or platform == Platform.SIMULATED)  # fmt: skip
     now = timezone.now()
     with transaction.atomic():
         active = Assignment.objects.select_for_update().filter(study=study, worker=worker,
@@ -203,8 +208,11 @@ def assignment_start(*, study: Study, platform: str, worker_id: str, platform_in
         counted = [(item, Trial.Kind.TEST) for item in tests] + [(item, Trial.Kind.SENTINEL) for item in sentinels]
         _rng.shuffle(counted)
         sequence = [(item, Trial.Kind.PRACTICE) for item in practice] + counted
-        swaps = [i % 2 == 1 for i in range(len(sequence))]
-        _rng.shuffle(swaps)
+        if study.kind == "2afc":  # p0 left or right, balanced within the HIT
+            swaps = [i % 2 == 1 for i in range(len(sequence))]
+            _rng.shuffle(swaps)
+        else:  # JND: the reference (p0) is always shown first, as in the paper
+            swaps = [False] * len(sequence)
         assignment = Assignment.objects.create(
             study=study, worker=worker, platform=platform, platform_info=info, n_trials=len(sequence),
             lease_expires_at=now + timedelta(seconds=config["lease_ttl_s"]),

@@ -45,6 +45,21 @@ COMMON = {
         "at any time. We store your answers and response times with an anonymous identifier only."
     ),
     "instructions": "",
+    # Continuous training (training.services): retrain + evaluate every `every` new accepted judgments
+    # (null: only on demand or by the periodic check), lin heads on each backbone in `backbones`.
+    "training": {
+        "every": 500,
+        "backbones": [{"net": "alex", "weights": "imagenet"}],
+        "baselines": ["l2_lab", "l2_rgb", "dssim_lab", "psnr", "ms_ssim"],
+        "official_lpips": True,
+        "n_boot": 500,
+        "epochs": 5,
+        "epochs_decay": 5,
+        "lr": 1e-3,
+        "min_steps": 2000,  # small studies get more epochs: at least this many optimiser steps
+    },
+    # A simulation study takes only simulated workers (manage.py simulate_crowd); others never take them.
+    "simulation": False,
 }
 EXCLUSION_KEYS = {"min_sentinel_accuracy", "max_side_bias", "min_median_rt_ms"}
 TIMING_KEYS = {"ref_ms", "gap_ms", "distorted_ms"}
@@ -112,6 +127,20 @@ def _validate(kind: str, c: dict) -> None:
     code = c["completion_code"]
     if code is not None and (not isinstance(code, str) or not 4 <= len(code) <= 64 or not code.isalnum()):
         _fail("completion_code must be 4-64 letters and digits", "completion_code")
+    tr = c["training"]
+    if not isinstance(tr, dict) or set(tr) - set(COMMON["training"]):
+        _fail(f"training keys are {sorted(COMMON['training'])}", "training")
+    every = tr.get("every")
+    if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
+        _fail("training.every must be a positive integer or null", "training")
+    backbones = tr.get("backbones")
+    if not isinstance(backbones, list) or not all(
+        isinstance(b, dict) and b.get("net") in ("alex", "vgg", "squeeze") and isinstance(b.get("weights"), str)
+        and set(b) <= {"net", "weights", "seed"} for b in backbones
+    ):  # fmt: skip
+        _fail("training.backbones is a list of {net: alex|vgg|squeeze, weights: imagenet|random|<file>, seed?}", "training")
+    if not isinstance(c["simulation"], bool):
+        _fail("simulation must be true or false", "simulation")
     url = c["prolific_completion_url"]
     if not isinstance(url, str) or not url.startswith("https://") or "{code}" not in url:
         _fail("prolific_completion_url must be an https URL containing {code}", "prolific_completion_url")

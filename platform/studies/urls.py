@@ -3,6 +3,5 @@ from django.urls import path
 from studies import views
 
 urlpatterns = [
-    path("s/<uuid:study_id>/", views.study_preview, name="study-preview"),
-    path("dashboard/", views.dashboard, name="dashboard"),
+    path("s/<uuid:study_id>/", views.study_annotate, name="study-annotate"),
 ]

@@ -1,19 +1,31 @@
-from django.conf import settings
-from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, render
+from django.views.decorators.clickjacking import xframe_options_exempt
 
-from studies.models import Item, Study
-from studies.selectors import study_list_for
+from studies.models import Study
 
-
-def study_preview(request, study_id):
-    """Annotator entry point of a study. Until the annotator flow lands it shows the study's
-    practice items (known answers, nothing secret) so a person can see the stimuli."""
-    study = get_object_or_404(Study, pk=study_id, status=Study.Status.ACTIVE)
-    practice = study.items.filter(role=Item.Role.PRACTICE).order_by("index")[:4]
-    return render(request, "studies/preview.html", {"study": study, "practice": practice, "MEDIA_URL": settings.MEDIA_URL})
+# Crowd-platform URL parameters the annotator page understands (PLATFORM.md sections 4 and 5).
+CROWD_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "assignmentId", "hitId", "workerId", "turkSubmitTo")
+PATCH_DISPLAY_PX = 256  # each 64x64 patch is shown at 256x256 CSS pixels, nearest-neighbour (4x)
 
 
-@login_required
-def dashboard(request):
-    return render(request, "studies/dashboard.html", {"studies": study_list_for(user=request.user)})
+@xframe_options_exempt  # MTurk shows ExternalQuestion pages in an iframe (CSP frame-ancestors limits who)
+def study_annotate(request, study_id):
+    """The annotator's page: landing, consent, instructions, practice with feedback, trials, completion.
+    Everything after landing runs in frontend/static/js/annotator.js against the annotator API."""
+    study = get_object_or_404(Study, pk=study_id)
+    config = study.settings
+    params = {key: request.GET.get(key, "")[:256] for key in CROWD_PARAMS}
+    page = {
+        "study": str(study.pk),
+        "kind": study.kind,
+        "name": study.name,
+        "status": study.status,
+        "timing": config["timing"],
+        "patch_px": PATCH_DISPLAY_PX,
+        "params": params,
+        "api": "/api/v1/",
+    }
+    response = render(request, "annotator/task.html", {"study": study, "config": config, "page": page,
+                                                       "patch_px": PATCH_DISPLAY_PX})  # fmt: skip
+    response["X-Perceptlab-Frame"] = "mturk"  # core.middleware widens frame-ancestors for this page
+    return response

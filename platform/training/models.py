@@ -60,3 +60,18 @@ class Evaluation(BaseModel):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["study", "measure", "created_at"], name="evaluation_study_idx")]
+
+
+class TrainingState(models.Model):
+    """Per study: the debounce counter and the one-job-at-a-time claim for retraining."""
+
+    study = models.OneToOneField(Study, on_delete=models.CASCADE, primary_key=True, related_name="training_state")
+    queued = models.BooleanField(default=False)
+    running_since = models.DateTimeField(null=True, blank=True)
+    last_judgments = models.PositiveIntegerField(default=0)  # accepted judgments the current model saw
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    runs = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"training state of {self.study_id}"

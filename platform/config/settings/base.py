@@ -80,12 +80,13 @@ DJANGO_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
 ]
-THIRD_PARTY_APPS = ["rest_framework", "rest_framework.authtoken", "drf_spectacular"]
-LOCAL_APPS = ["core", "studies", "judgments", "exports", "training"]
+THIRD_PARTY_APPS = ["rest_framework", "rest_framework.authtoken", "drf_spectacular", "drf_spectacular_sidecar"]
+LOCAL_APPS = ["core", "studies", "judgments", "exports", "training", "dashboard"]
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "core.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -151,7 +152,14 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Perceptual-similarity studies: 2AFC/JND judgments, datasets and metrics.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the vendored sidecar package: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
 
 # --- Celery ---------------------------------------------------------------------------------------
 # Default broker: kombu's filesystem transport under DATA_DIR (no server needed). Redis when set.
@@ -221,3 +229,10 @@ WORKER_ID_SALT = env_str("WORKER_ID_SALT")
 
 # MTurk hosts a HIT may post back to (turkSubmitTo), live and sandbox.
 MTURK_SUBMIT_HOSTS = env_list("MTURK_SUBMIT_HOSTS", ["https://www.mturk.com", "https://workersandbox.mturk.com"])
+
+# Periodic jobs (celery beat; `make run` starts beat inside the worker).
+CELERY_BEAT_SCHEDULE = {
+    "training-retrain-due": {"task": "training.retrain_due", "schedule": 600.0},
+    "judgments-expire-stale": {"task": "judgments.expire_stale", "schedule": 300.0},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")

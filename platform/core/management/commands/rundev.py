@@ -18,7 +18,7 @@ from config.celery_app import ensure_broker_folders
 
 
 class Command(BaseCommand):
-    help = "Run the web server and a Celery worker (queues default, gpu) until Ctrl-C."
+    help = "Run the web server and a Celery worker (queues default, gpu; with beat for periodic jobs) until Ctrl-C."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -34,7 +34,7 @@ class Command(BaseCommand):
         web = subprocess.Popen([*manage, "runserver", f"{host}:{port}", "--noreload"], env=env)
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker", "-Q", "default,gpu",
-             "--pool", "solo", "--loglevel", "INFO", "--hostname", f"local@{os.uname().nodename}"],
+             "--pool", "solo", "--beat", "--loglevel", "INFO", "--hostname", f"local@{os.uname().nodename}"],
             env=env,
         )  # fmt: skip
         procs = {"web": web, "worker": worker}

@@ -1,0 +1,286 @@
+"""Simulated annotators: a hidden "observer" model answers trials from the pixels it is shown.
+
+Observer specs:
+  - a baseline name from metric.baselines (``l2_lab``, ``dssim_lab``, ``psnr``, ...);
+  - ``lpips:<net>:<weights>[:<heads>]`` with weights ``imagenet`` / ``random`` and heads ``official``,
+    ``ones`` (unweighted), ``last`` (only the deepest layer counts) or ``sparse`` (a seeded random head on
+    about 15 % of the channels). ``last`` has structure an untrained, unweighted head lacks (it disagrees
+    with it on about 9 % of triplets), so learning from the crowd is measurable.
+
+Decision model (Thurstone case V with Weber-like noise): the observer perceives d0 + e0 and d1 + e1 with
+e ~ N(0, (noise * (d0 + d1) / 2)^2) and picks the smaller. JND: "same" when the perceived distance is
+below `jnd_threshold` times the median distance it has seen. A worker lapses (answers at random) with
+probability `lapse`, presses left with probability `left_bias` regardless, and a spammer always answers at
+random.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from PIL import Image
+
+from metric.baselines import BASELINES
+from metric.data import to_tensor
+from metric.errors import MetricError
+
+logger = logging.getLogger(__name__)
+
+
+class Observer:
+    def __init__(self, spec: str = "l2_lab", *, seed: int = 0):
+        self.spec = spec
+        self.seed = seed
+        self._seen: list[float] = []
+        if spec in BASELINES:
+            fn = BASELINES[spec]
+            self._distance = lambda a, b: float(fn(to_tensor(a[None]), to_tensor(b[None])).flatten()[0])
+            return
+        parts = spec.split(":")
+        if parts[0] != "lpips" or len(parts) not in (3, 4):
+            raise MetricError(f"unknown observer {spec!r}: a baseline {sorted(BASELINES)} or lpips:<net>:<weights>[:heads]")
+        from metric.lpips import LPIPS
+
+        heads = parts[3] if len(parts) == 4 else "official"
+        model = LPIPS(net=parts[1], backbone_weights=parts[2], head_weights="official" if heads == "official" else "random",
+                      seed=seed, use_dropout=False)  # fmt: skip
+        if heads in ("ones", "sparse", "last"):
+            w = torch.ones_like(model.heads.flat_weights())
+            if heads == "last":
+                w[: -model.backbone.spec.channels[-1]] = 0
+            elif heads == "sparse":
+                gen = torch.Generator().manual_seed(seed + 1)
+                keep = torch.rand(w.shape, generator=gen) < 0.15
+                w = keep.float() * torch.empty(w.shape).exponential_(1.0, generator=gen) * 4
+            model.heads.set_flat_weights(w)
+        elif heads != "official":
+            raise MetricError(f"observer heads must be official, ones, last or sparse, got {heads!r}")
+        self._model = model.eval()
+
+        @torch.no_grad()
+        def distance(a, b):
+            return float(self._model(to_tensor(a[None]), to_tensor(b[None])).flatten()[0])
+
+        self._distance = distance
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        d = self._distance(a, b)
+        self._seen.append(d)
+        return d
+
+
+@dataclass
+class Persona:
+    """One simulated worker's habits."""
+
+    noise: float = 0.15
+    lapse: float = 0.05
+    left_bias: float = 0.0
+    spammer: bool = False
+    jnd_threshold: float = 0.35
+    rt_ms: float = 1500.0
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def answer_2afc(observer: Observer, persona: Persona, rng: random.Random, left, ref, right) -> str:
+    if persona.spammer or rng.random() < persona.lapse:
+        return rng.choice(("left", "right"))
+    if persona.left_bias and rng.random() < persona.left_bias:
+        return "left"
+    d_left, d_right = observer.distance(ref, left), observer.distance(ref, right)
+    sigma = persona.noise * (d_left + d_right) / 2
+    return "left" if d_left + rng.gauss(0, sigma) < d_right + rng.gauss(0, sigma) else "right"
+
+
+def answer_jnd(observer: Observer, persona: Persona, rng: random.Random, first, second) -> str:
+    if persona.spammer or rng.random() < persona.lapse:
+        return rng.choice(("same", "different"))
+    d = observer.distance(first, second)
+    seen = [x for x in observer._seen if x > 0] or [1.0]
+    threshold = persona.jnd_threshold * float(np.median(seen))
+    return "same" if d + rng.gauss(0, persona.noise * max(d, threshold)) < threshold else "different"
+
+
+# --- the HTTP driver ------------------------------------------------------------------------------------
+
+
+class HttpClient:
+    """A keep-alive JSON client with the browser's retry rule: network errors, 5xx and 429 are retried
+    with exponential backoff; other answers are returned."""
+
+    def __init__(self, base_url: str, timeout: float = 30.0):
+        parsed = urlparse(base_url)
+        self.host, self.port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+        self.https = parsed.scheme == "https"
+        self.timeout = timeout
+        self.conn = None
+        self.retries = 0
+
+    def _connection(self):
+        if self.conn is None:
+            cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+            self.conn = cls(self.host, self.port, timeout=self.timeout)
+        return self.conn
+
+    def request(self, method: str, path: str, body=None, *, attempts: int = 12, raw: bool = False):
+        delay = 0.2
+        for attempt in range(attempts):
+            try:
+                conn = self._connection()
+                headers = {"Accept": "application/json"}
+                data = None
+                if body is not None:
+                    data = json.dumps(body).encode()
+                    headers["Content-Type"] = "application/json"
+                conn.request(method, path, body=data, headers=headers)
+                resp = conn.getresponse()
+                payload = resp.read()
+                if resp.status < 500 and resp.status != 429:
+                    if raw:
+                        return resp.status, payload
+                    return resp.status, (json.loads(payload) if payload else {})
+            except (OSError, http.client.HTTPException):
+                if self.conn is not None:
+                    self.conn.close()
+                self.conn = None
+            self.retries += 1
+            if attempt + 1 < attempts:
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise RuntimeError(f"{method} {path}: no answer after {attempts} attempts")
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+
+
+@dataclass
+class CrowdResult:
+    workers: int = 0
+    assignments: int = 0
+    judgments: int = 0
+    replays: int = 0
+    retries: int = 0
+    no_work: int = 0
+    excluded: int = 0
+    spammers: int = 0
+    seconds: float = 0.0
+
+
+def run_crowd(*, base_url: str, study_id: str, n_workers: int = 50, spammers: float = 0.1, lapse: float = 0.05,
+              left_bias: float = 0.0, noise: float = 0.15, observer: str = "l2_lab", seed: int = 0,
+              concurrency: int = 4, replay_rate: float = 0.05, max_hits: int = 3, progress=None) -> CrowdResult:  # fmt: skip
+    """Simulated workers drive the annotator API as browsers do: start, fetch images, answer each trial with
+    an idempotency key (re-sending some answers, as a flaky network would), submit; until no work is left."""
+    obs = Observer(observer, seed=seed)
+    obs_lock = threading.Lock()
+    result = CrowdResult()
+    result_lock = threading.Lock()
+    queue = list(range(n_workers))
+    queue_lock = threading.Lock()
+    rng_master = random.Random(seed)
+    personas = []
+    for _ in range(n_workers):
+        spam = rng_master.random() < spammers
+        personas.append(Persona(noise=noise, lapse=lapse, left_bias=left_bias, spammer=spam,
+                                rt_ms=rng_master.uniform(600, 2500)))  # fmt: skip
+    started = time.perf_counter()
+
+    def image(client: HttpClient, cache: dict, url: str) -> np.ndarray:
+        if url not in cache:
+            status, data = client.request("GET", url, raw=True)
+            if status != 200:
+                raise RuntimeError(f"GET {url}: {status}")
+            cache[url] = decode_png(data)
+        return cache[url]
+
+    def work(thread: int) -> None:
+        client = HttpClient(base_url)
+        cache: dict = {}
+        try:
+            while True:
+                with queue_lock:
+                    if not queue:
+                        return
+                    w = queue.pop(0)
+                persona, rng = personas[w], random.Random(seed * 100_003 + w)
+                hits = 0
+                while hits < max_hits:
+                    status, data = client.request("POST", f"/api/v1/studies/{study_id}/assignments/",
+                                                  {"platform": "simulated", "worker_id": f"sim-{seed}-{w}", "consent": True})  # fmt: skip
+                    if status == 409 and data.get("extra", {}).get("code") == "no_work":
+                        with result_lock:
+                            result.no_work += 1
+                        break
+                    if status not in (200, 201):
+                        raise RuntimeError(f"start: {status} {data}")
+                    token, n_judged, replays = data["token"], 0, 0
+                    for trial in data["trials"]:
+                        if trial["answered"]:
+                            continue
+                        imgs = {k: image(client, cache, v) for k, v in trial["images"].items()}
+                        with obs_lock:
+                            if "ref" in imgs:
+                                response = answer_2afc(obs, persona, rng, imgs["left"], imgs["ref"], imgs["right"])
+                            else:
+                                response = answer_jnd(obs, persona, rng, imgs["first"], imgs["second"])
+                        body = {"trial": trial["id"], "response": response, "idempotency_key": uuid.uuid4().hex,
+                                "rt_ms": max(150.0, rng.gauss(persona.rt_ms, persona.rt_ms / 4)),
+                                "durations": {"ref_ms": 1000, "gap_ms": 250, "distorted_ms": 1000},
+                                "display": {"refresh_hz": 60, "simulated": True}}  # fmt: skip
+                        for _ in range(2 if rng.random() < replay_rate else 1):
+                            status, answer = client.request("POST", f"/api/v1/assignments/{token}/judgments/", body)
+                            if status not in (200, 201):
+                                raise RuntimeError(f"judgment: {status} {answer}")
+                            replays += status == 200
+                        n_judged += 1
+                    status, done = client.request("POST", f"/api/v1/assignments/{token}/submit/")
+                    if status != 200:
+                        raise RuntimeError(f"submit: {status} {done}")
+                    hits += 1
+                    with result_lock:
+                        result.assignments += 1
+                        result.judgments += n_judged
+                        result.replays += replays
+                    if progress:
+                        progress(result)
+                with result_lock:
+                    result.workers += 1
+                    result.spammers += persona.spammer
+        finally:
+            with result_lock:
+                result.retries += client.retries
+            client.close()
+
+    errors: list = []
+
+    def guarded(t):
+        try:
+            work(t)
+        except Exception as exc:  # surfaced after join
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(t,), daemon=True) for t in range(max(1, concurrency))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    result.seconds = time.perf_counter() - started
+    return result

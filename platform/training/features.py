@@ -1,0 +1,96 @@
+"""The feature cache: per item and backbone, the sufficient statistics of a frozen trunk (metric issue 7),
+computed once. With them, any set of lin heads scores an item with one dot product, so retraining and
+re-evaluating never run the backbone again for items already seen.
+
+2AFC items store two rows, stats(ref, p0) and stats(ref, p1); JND pairs store stats(p0, p1) in s0 (s1 is
+a copy). Files live under MEDIA_ROOT/features/<study>/<net>-<backbone digest>.npz. The digest hashes the
+backbone's actual parameters, so a changed backbone (new weights file, other seed, other source) gets a
+new file, and the files of older backbones of the same net are removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from django.conf import settings
+
+from metric.data import load_patch, to_tensor
+from metric.functional import layer_stats
+from metric.lpips import LPIPS
+
+logger = logging.getLogger(__name__)
+BATCH = 64
+
+
+def backbone_digest(model: LPIPS) -> str:
+    digest = hashlib.sha256(f"{model.net}:{model.version}:".encode())
+    for name, tensor in sorted(model.backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def device_for() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+class FeatureCache:
+    def __init__(self, study_id, model: LPIPS):
+        self.model = model
+        self.digest = backbone_digest(model)
+        self.dir = Path(settings.MEDIA_ROOT) / "features" / str(study_id)
+        self.path = self.dir / f"{model.net}-{self.digest}.npz"
+        self.computed = 0
+
+    def _load(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        if not self.path.is_file():
+            return {}
+        with np.load(self.path) as data:
+            return {k: (a, b) for k, a, b in zip(data["ids"].tolist(), data["s0"], data["s1"], strict=True)}
+
+    def _save(self, table: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ids = sorted(table)
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}.npz")
+        np.savez(tmp, ids=np.array(ids), s0=np.stack([table[k][0] for k in ids]), s1=np.stack([table[k][1] for k in ids]))
+        os.replace(tmp, self.path)
+        for old in self.dir.glob(f"{self.model.net}-*.npz"):  # invalidated: another backbone of this net
+            if old != self.path and ".tmp" not in old.name:
+                old.unlink(missing_ok=True)
+
+    @torch.no_grad()
+    def stats(self, items: list[dict], *, kind: str, progress=None) -> tuple[np.ndarray, np.ndarray]:
+        """items: dicts with id, ref_image, p0_image, p1_image (media-relative). Returns (s0, s1), N x C."""
+        table = self._load()
+        missing = [it for it in items if str(it["id"]) not in table]
+        if missing:
+            device = device_for()
+            model = self.model.to(device).eval()
+            media = Path(settings.MEDIA_ROOT)
+            for start in range(0, len(missing), BATCH):
+                chunk = missing[start : start + BATCH]
+
+                def batch(field, chunk=chunk):
+                    return to_tensor(np.stack([load_patch(media / it[field], 64) for it in chunk])).to(device)
+
+                if kind == "2afc":
+                    fr, f0, f1 = (model.features(batch(f)) for f in ("ref_image", "p0_image", "p1_image"))
+                    s0, s1 = layer_stats(fr, f0), layer_stats(fr, f1)
+                else:
+                    s0 = layer_stats(model.features(batch("p0_image")), model.features(batch("p1_image")))
+                    s1 = s0
+                for it, a, b in zip(chunk, s0.float().cpu().numpy(), s1.float().cpu().numpy(), strict=True):
+                    table[str(it["id"])] = (a, b)
+                if progress:
+                    progress(min(start + BATCH, len(missing)), len(missing))
+            self.computed = len(missing)
+            self._save(table)
+            logger.info("feature cache %s: computed %d items on %s", self.path.name, len(missing), device)
+        s0 = np.stack([table[str(it["id"])][0] for it in items]) if items else np.zeros((0, 0), np.float32)
+        s1 = np.stack([table[str(it["id"])][1] for it in items]) if items else np.zeros((0, 0), np.float32)
+        return s0, s1

@@ -1,0 +1,333 @@
+"""Continuous training: retrain LPIPS heads on a study's judgments and evaluate every metric against them.
+
+Triggers (debounced): `judgments_added` runs after each committed test judgment; when the study's
+accepted judgments have grown by `training.every` since the last model, it marks the study queued (one
+conditional UPDATE, so the N-th judgment enqueues exactly one job) and sends `training.study_retrain`.
+A periodic task (`training.retrain_due`) catches anything missed. One job per study runs at a time (a
+claim on TrainingState); a job that finds the study claimed leaves it queued for the next round.
+
+A job trains lin heads on the train split for each configured backbone (features from the cache), writes
+the heads in the lpips file format to a temporary file and renames it into place, evaluates on the val
+split (2AFC per category with bootstrap CIs and the human ceiling; JND mAP for JND studies), and only
+then marks the ModelVersion ready, in one transaction with its Evaluation rows. A crash or kill leaves
+the previous ready model current; the half-done version is marked failed by the next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Max, Q, Sum
+from django.utils import timezone
+
+from core.exceptions import ApplicationError
+from core.tasks import enqueue_on_commit
+from judgments.models import Judgment, Trial
+from metric.baselines import BASELINES
+from metric.data import JNDData, TwoAFCData, load_patch
+from metric.errors import MetricError
+from metric.lpips import LPIPS
+from metric.scoring import bootstrap_ci, human_ceiling_plugin, jnd_average_precision, two_afc_per_item
+from metric.train import TrainConfig, build_model, train_lin_fast
+from studies.models import Item, Study
+from training.features import FeatureCache
+from training.models import Evaluation, ModelVersion, TrainingState
+
+logger = logging.getLogger(__name__)
+STALE_CLAIM = timedelta(hours=3)
+
+
+# --- triggers -------------------------------------------------------------------------------------------
+def accepted_judgments(*, study_id) -> int:
+    return Item.objects.filter(study_id=study_id, role=Item.Role.TEST).aggregate(n=Sum("n_judgments"))["n"] or 0
+
+
+def _state(study_id) -> TrainingState:
+    state, _ = TrainingState.objects.get_or_create(study_id=study_id)
+    return state
+
+
+def judgments_added(*, study_id) -> bool:
+    """Debounced trigger: enqueue one retrain when `every` new accepted judgments have arrived."""
+    study = Study.objects.filter(pk=study_id).only("kind", "config").first()
+    if study is None:
+        return False
+    every = study.settings["training"]["every"]
+    if every is None:
+        return False
+    state = _state(study_id)
+    if state.queued or accepted_judgments(study_id=study_id) - state.last_judgments < every:
+        return False
+    return _mark_queued(study_id)
+
+
+def _mark_queued(study_id) -> bool:
+    with transaction.atomic():
+        won = TrainingState.objects.filter(study_id=study_id, queued=False).update(queued=True)
+        if won:
+            enqueue_on_commit("training.study_retrain", str(study_id))
+    return bool(won)
+
+
+def training_request(*, study: Study, force: bool = False) -> bool:
+    """Ask for a retrain now (dashboard button, API): queued unless one is already queued."""
+    _state(study.pk)
+    if force:
+        return _mark_queued(study.pk)
+    return judgments_added(study_id=study.pk)
+
+
+def retrain_due() -> int:
+    """The periodic check: queue every active study whose judgments grew past its `every` threshold."""
+    n = 0
+    for study_id in Study.objects.filter(status=Study.Status.ACTIVE).values_list("pk", flat=True):
+        n += judgments_added(study_id=study_id)
+    return n
+
+
+# --- data -----------------------------------------------------------------------------------------------
+def _votes(study: Study) -> dict:
+    """item id -> (positive votes, counted votes); counted = test judgments of non-excluded assignments."""
+    votes: dict = defaultdict(lambda: [0, 0])
+    rows = Judgment.objects.filter(item__study=study, kind=Trial.Kind.TEST, assignment__excluded=False).values_list("item_id", "choice")
+    for item_id, choice in rows:
+        votes[item_id][0] += choice
+        votes[item_id][1] += 1
+    return votes
+
+
+def study_items(study: Study, split: str, votes: dict) -> list[dict]:
+    items = Item.objects.filter(study=study, role=Item.Role.TEST, split=split).order_by("index")
+    out = []
+    for it in items.values("id", "index", "category", "ref_image", "p0_image", "p1_image"):
+        k, n = votes.get(it["id"], (0, 0))
+        if n:
+            out.append({**it, "k": k, "n": n})
+    return out
+
+
+def dataset_from_items(study: Study, items: list[dict]):
+    """TwoAFCData / JNDData with images (for baselines) from media storage."""
+    media = Path(settings.MEDIA_ROOT)
+
+    def stack(field):
+        return np.stack([load_patch(media / it[field], 64) for it in items])
+
+    p = np.array([it["k"] / it["n"] for it in items], dtype=np.float64)
+    n = np.array([it["n"] for it in items], dtype=np.float64)
+    cats = [it["category"] for it in items]
+    ids = [str(it["index"]) for it in items]
+    if study.kind == "2afc":
+        return TwoAFCData(stack("ref_image"), stack("p0_image"), stack("p1_image"), p, cats, n, ids)
+    return JNDData(stack("p0_image"), stack("p1_image"), p, cats, n, ids)
+
+
+def backbone_model(spec: dict) -> LPIPS:
+    """The frozen trunk for a configured backbone, heads initialised as the training recipe does."""
+    cfg = TrainConfig(net=spec["net"], backbone_weights=spec["weights"], seed=int(spec.get("seed", 0)))
+    return build_model(cfg)
+
+
+# --- scoring from statistics ----------------------------------------------------------------------------
+def _scores_2afc(d0: np.ndarray, d1: np.ndarray, items: list[dict], n_boot: int, seed: int = 0) -> dict:
+    p = np.array([it["k"] / it["n"] for it in items])
+    per_item = two_afc_per_item(d0, d1, p)
+    return _by_category(per_item, items, n_boot, seed)
+
+
+def _by_category(per_item: np.ndarray, items: list[dict], n_boot: int, seed: int) -> dict:
+    cats = sorted({it["category"] for it in items})
+    out = {}
+    for c in cats:
+        idx = np.array([i for i, it in enumerate(items) if it["category"] == c])
+        scores = per_item[idx]
+        lo, hi = (bootstrap_ci(lambda s_idx, s=scores: s[s_idx].mean(), len(scores), n_boot=n_boot, seed=seed)
+                  if len(scores) > 1 else (None, None))  # fmt: skip
+        out[c] = (float(scores.mean()), lo, hi, len(scores))
+    lo, hi = (bootstrap_ci(lambda s_idx: per_item[s_idx].mean(), len(per_item), n_boot=n_boot, seed=seed)
+              if len(per_item) > 1 else (None, None))  # fmt: skip
+    out["all"] = (float(np.mean([v[0] for v in out.values()])), lo, hi, len(per_item))
+    return out
+
+
+def _jnd_map(d: np.ndarray, items: list[dict], n_boot: int, seed: int = 0) -> dict:
+    same = np.array([it["k"] / it["n"] for it in items])
+    out = {}
+    rng = np.random.default_rng(seed)
+    for c in sorted({it["category"] for it in items}) + ["all"]:
+        idx = np.array([i for i, it in enumerate(items) if c == "all" or it["category"] == c])
+        score = jnd_average_precision(d[idx], same[idx])
+        boots = []
+        for _ in range(min(n_boot, 200)):
+            pick = rng.integers(0, len(idx), len(idx))
+            if same[idx][pick].sum() > 0:
+                boots.append(jnd_average_precision(d[idx][pick], same[idx][pick]))
+        lo, hi = (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))) if boots else (None, None)
+        out[c] = (score, lo, hi, len(idx))
+    return out
+
+
+# --- the job --------------------------------------------------------------------------------------------
+def _claim(study_id) -> bool:
+    now = timezone.now()
+    return bool(
+        TrainingState.objects.filter(study_id=study_id)
+        .filter(Q(running_since__isnull=True) | Q(running_since__lt=now - STALE_CLAIM))
+        .update(running_since=now, queued=False)
+    )
+
+
+def _save_heads(model: LPIPS, rel: str) -> tuple[str, str]:
+    path = Path(settings.MEDIA_ROOT) / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    model.save_heads(tmp)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+        digest = hashlib.sha256(handle.read()).hexdigest()
+    os.replace(tmp, path)
+    return rel, digest
+
+
+def study_retrain(*, study: Study, progress=None) -> dict:
+    """Retrain and evaluate one study (see the module docstring). Returns a summary."""
+    _state(study.pk)
+    if not _claim(study.pk):
+        logger.info("study %s: a training job is already running; left queued", study.pk)
+        TrainingState.objects.filter(study_id=study.pk).update(queued=True)
+        return {"study": str(study.pk), "status": "busy"}
+    # a version left running by a killed job is failed, never current
+    ModelVersion.objects.filter(study=study, status=ModelVersion.Status.RUNNING).update(
+        status=ModelVersion.Status.FAILED, error="the job was interrupted"
+    )
+    try:
+        summary = _retrain(study, progress)
+        TrainingState.objects.filter(study_id=study.pk).update(
+            running_since=None, last_judgments=summary["n_judgments"], last_run_at=timezone.now(), last_error="",
+            runs=F("runs") + 1,
+        )  # fmt: skip
+    except BaseException as exc:
+        TrainingState.objects.filter(study_id=study.pk).update(running_since=None, last_error=repr(exc)[:2000])
+        ModelVersion.objects.filter(study=study, status=ModelVersion.Status.RUNNING).update(
+            status=ModelVersion.Status.FAILED, error=repr(exc)[:2000]
+        )
+        raise
+    judgments_added(study_id=study.pk)  # more arrived while we trained?
+    return summary
+
+
+def _retrain(study: Study, progress) -> dict:
+    config = study.settings["training"]
+    n_boot = int(config["n_boot"])
+    votes = _votes(study)
+    n_judgments = sum(n for _, n in votes.values())
+    train_items = study_items(study, "train", votes) if study.kind == "2afc" else []
+    val_items = study_items(study, "val", votes)
+    if not val_items:
+        raise ApplicationError("no judged val items yet: nothing to evaluate against")
+    run = uuid.uuid4()
+    rows: list[Evaluation] = []
+    versions: list[ModelVersion] = []
+    notes = []
+
+    def add(metric, measure, split, scores, version=None):
+        for cat, (score, lo, hi, n) in scores.items():
+            rows.append(Evaluation(study=study, model_version=version, run=run, metric=metric, measure=measure,
+                                   split=split, category=cat, score=score, ci_low=lo, ci_high=hi, n_items=n,
+                                   n_judgments=n_judgments))  # fmt: skip
+
+    # human ceiling (plug-in, as the paper) and baselines on images
+    data = dataset_from_items(study, val_items)
+    if study.kind == "2afc":
+        p = data.p
+        ceil = {c: human_ceiling_plugin(p[[i for i, it in enumerate(val_items) if it["category"] == c]])
+                for c in sorted({it["category"] for it in val_items})}  # fmt: skip
+        ceil["all"] = float(np.mean(list(ceil.values())))
+        add("human", "ceiling", "val", {c: (v, None, None, len(val_items)) for c, v in ceil.items()})
+    for name in config["baselines"]:
+        fn = BASELINES[name]
+        if study.kind == "2afc":
+            d0 = _apply(fn, data.ref, data.p0)
+            d1 = _apply(fn, data.ref, data.p1)
+            add(name, "2afc", "val", _scores_2afc(d0, d1, val_items, n_boot))
+        else:
+            add(name, "jnd_map", "val", _jnd_map(_apply(fn, data.p0, data.p1), val_items, n_boot))
+    # deep metrics from cached statistics
+    for spec in config["backbones"]:
+        label = f"{spec['net']}-{spec['weights']}"
+        try:
+            model = backbone_model(spec)
+        except MetricError as exc:
+            notes.append(f"{label}: {exc}")
+            logger.warning("study %s: backbone %s unavailable: %s", study.pk, label, exc)
+            continue
+        cache = FeatureCache(study.pk, model)
+        v0, v1 = cache.stats(val_items, kind=study.kind, progress=progress)
+        heads: dict[str, np.ndarray] = {f"{label} unweighted": np.ones(v0.shape[1], np.float32)}
+        if config["official_lpips"] and spec["weights"] == "imagenet":
+            official = LPIPS(net=spec["net"], backbone=model.backbone, head_weights="official")
+            heads[f"lpips-{spec['net']} v0.1 (official)"] = official.heads.flat_weights().detach().numpy()
+        version = None
+        if train_items:
+            t0, t1 = cache.stats(train_items, kind=study.kind, progress=progress)
+            last = ModelVersion.objects.filter(study=study, backbone=spec["net"], weights=spec["weights"],
+                                               variant="lin").aggregate(v=Max("version"))["v"] or 0  # fmt: skip
+            version = ModelVersion.objects.create(study=study, backbone=spec["net"], weights=spec["weights"], variant="lin",
+                                                  version=last + 1, n_train_items=len(train_items),
+                                                  n_train_judgments=sum(it["n"] for it in train_items))  # fmt: skip
+            steps_per_epoch = -(-len(train_items) // 50)
+            epochs = max(int(config["epochs"]), -(-int(config["min_steps"]) // (2 * steps_per_epoch)))
+            cfg = TrainConfig(net=spec["net"], backbone_weights=spec["weights"], seed=int(spec.get("seed", 0)),
+                              epochs=epochs, epochs_decay=max(int(config["epochs_decay"]), epochs), lr=float(config["lr"]))  # fmt: skip
+            p_train = np.array([it["k"] / it["n"] for it in train_items])
+            w, _rank, losses = train_lin_fast(t0, t1, p_train, cfg, w_init=model.heads.flat_weights())
+            model.heads.set_flat_weights(w)
+            rel, digest = _save_heads(model, f"models/{study.pk}/{spec['net']}-{spec['weights']}-lin-v{version.version}.pth")
+            version.heads_path, version.heads_sha256 = rel, digest
+            version.train_info = {"losses": [float(x) for x in losses][-5:], "device": str(next(cache.model.parameters()).device),
+                                  "feature_cache": cache.path.name, "computed_features": cache.computed}  # fmt: skip
+            heads[f"trained {label} lin v{version.version}"] = w.detach().cpu().numpy() if torch.is_tensor(w) else np.asarray(w)
+            versions.append(version)
+        for name, weights in heads.items():
+            d0, d1 = v0 @ weights, v1 @ weights
+            mv = version if name.startswith("trained ") else None
+            if study.kind == "2afc":
+                add(name, "2afc", "val", _scores_2afc(d0.astype(np.float64), d1.astype(np.float64), val_items, n_boot), mv)
+            else:
+                add(name, "jnd_map", "val", _jnd_map(d0.astype(np.float64), val_items, n_boot), mv)
+    with transaction.atomic():  # the new model becomes current together with its evaluation
+        for version in versions:
+            version.status = ModelVersion.Status.READY
+            version.finished_at = timezone.now()
+            version.save()
+        Evaluation.objects.bulk_create(rows)
+    logger.info("study %s: evaluated %d metrics on %d val items (%d judgments); trained %d model(s)",
+                study.pk, len({r.metric for r in rows}), len(val_items), n_judgments, len(versions))  # fmt: skip
+    return {"study": str(study.pk), "status": "done", "run": str(run), "n_judgments": n_judgments,
+            "models": [str(v) for v in versions], "metrics": sorted({r.metric for r in rows}), "notes": notes}  # fmt: skip
+
+
+def _apply(fn, a: np.ndarray, b: np.ndarray, batch: int = 100) -> np.ndarray:
+    from metric.data import to_tensor
+
+    out = []
+    for s in range(0, len(a), batch):
+        out.append(fn(to_tensor(a[s : s + batch]), to_tensor(b[s : s + batch])).flatten().double().numpy())
+    return np.concatenate(out)
+
+
+def current_model(*, study: Study, backbone: str = "alex", weights: str | None = None) -> ModelVersion | None:
+    qs = ModelVersion.objects.filter(study=study, backbone=backbone, status=ModelVersion.Status.READY)
+    if weights:
+        qs = qs.filter(weights=weights)
+    return qs.order_by("-finished_at").first()

@@ -1,0 +1,25 @@
+from celery import shared_task
+
+
+@shared_task(name="training.study_retrain", bind=True, acks_late=True, time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60)
+def study_retrain(self, study_id: str) -> dict:
+    """Routed to the `gpu` queue (GPU when present, CPU otherwise)."""
+    from studies.models import Study
+    from training.services import study_retrain as retrain
+
+    study = Study.objects.filter(pk=study_id).first()
+    if study is None:
+        return {"study": study_id, "status": "gone"}
+
+    def report(done: int, total: int) -> None:
+        self.update_state(state="PROGRESS", meta={"stage": "features", "done": done, "total": total})
+
+    return retrain(study=study, progress=report)
+
+
+@shared_task(name="training.retrain_due")
+def retrain_due() -> int:
+    """Periodic (celery beat): queue retraining wherever enough new judgments arrived."""
+    from training.services import retrain_due as due
+
+    return due()
