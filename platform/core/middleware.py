@@ -17,7 +17,9 @@ class SecurityHeadersMiddleware:
     def __call__(self, request):
         response = self.get_response(request)
         mturk = " ".join(settings.MTURK_SUBMIT_HOSTS)
-        framed = response.headers.pop("X-Perceptlab-Frame", None) == "mturk"
+        framed = response.get("X-Perceptlab-Frame") == "mturk"
+        if framed:
+            del response["X-Perceptlab-Frame"]
         frame = f"'self' {mturk}" if framed else "'none'"
         response.headers.setdefault("Content-Security-Policy", BASE_POLICY.format(mturk=mturk, frame=frame))
         response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)

@@ -60,7 +60,8 @@ def histogram(values: list[float], *, title: str, bins: int = 10, low: float = 0
             continue
         k = min(bins - 1, max(0, int((v - low) / (high - low) * bins)))
         counts[k] += 1
-    rows = [(f"{low + (high - low) * k / bins:.1f}", float(c)) for k, c in enumerate(counts)]
+    step = (high - low) / bins
+    rows = [(f"{low + step * k:.1f}-{low + step * (k + 1):.1f}", float(c)) for k, c in enumerate(counts)]
     return column_chart(rows, title=title, width=width, height=height, css_class=css_class)
 
 
@@ -122,7 +123,7 @@ def line_chart(series: dict[str, list[tuple[float, float]]], *, title: str, x_la
         x1 = x0 + 1
     if y1 - y0 < 0.02:
         y0, y1 = y0 - 0.01, y1 + 0.01
-    left, right, top, bottom = 50, 170, 10, 34
+    left, right, top, bottom = 50, 260, 10, 34
 
     def px(v):
         return left + (width - left - right) * (v - x0) / (x1 - x0)

@@ -50,8 +50,9 @@ def agreement_charts(*, study: Study) -> dict:
         series: dict = defaultdict(dict)
         for r in sorted(two, key=lambda r: r.metric):
             series[r.metric][r.category] = (r.score, r.ci_low, r.ci_high)
+        low = min(0.5, max(0.0, round(min(min(r.score, r.ci_low or r.score) for r in two) - 0.05, 1)))
         out["charts"].append(("2AFC agreement with humans (" + split + ", 95% bootstrap CI; dashed: human ceiling)",
-                              charts.score_chart(groups, dict(series), ceiling=ceiling,
+                              charts.score_chart(groups, dict(series), ceiling=ceiling, low=low,
                                                  title=f"2AFC score per metric and category, {split} split")))  # fmt: skip
         out["tables"].append(sorted(two, key=lambda r: (r.category, -r.score)))
     jnd = [r for r in rows if r.measure == "jnd_map"]

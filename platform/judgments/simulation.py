@@ -24,7 +24,7 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 import numpy as np
@@ -180,6 +180,7 @@ class CrowdResult:
     excluded: int = 0
     spammers: int = 0
     seconds: float = 0.0
+    spammer_ids: list = field(default_factory=list)  # ids (as sent) of spammers who submitted a HIT
 
 
 def run_crowd(*, base_url: str, study_id: str, n_workers: int = 50, spammers: float = 0.1, lapse: float = 0.05,
@@ -262,6 +263,8 @@ def run_crowd(*, base_url: str, study_id: str, n_workers: int = 50, spammers: fl
                 with result_lock:
                     result.workers += 1
                     result.spammers += persona.spammer
+                    if persona.spammer and hits:
+                        result.spammer_ids.append(f"sim-{seed}-{w}")
         finally:
             with result_lock:
                 result.retries += client.retries

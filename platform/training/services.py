@@ -289,6 +289,7 @@ def _retrain(study: Study, progress) -> dict:
             epochs = max(int(config["epochs"]), -(-int(config["min_steps"]) // (2 * steps_per_epoch)))
             cfg = TrainConfig(net=spec["net"], backbone_weights=spec["weights"], seed=int(spec.get("seed", 0)),
                               epochs=epochs, epochs_decay=max(int(config["epochs_decay"]), epochs), lr=float(config["lr"]))  # fmt: skip
+            heads[f"{label} untrained (init heads)"] = model.heads.flat_weights().detach().cpu().numpy().copy()
             p_train = np.array([it["k"] / it["n"] for it in train_items])
             w, _rank, losses = train_lin_fast(t0, t1, p_train, cfg, w_init=model.heads.flat_weights())
             model.heads.set_flat_weights(w)
@@ -296,7 +297,7 @@ def _retrain(study: Study, progress) -> dict:
             version.heads_path, version.heads_sha256 = rel, digest
             version.train_info = {"losses": [float(x) for x in losses][-5:], "device": str(next(cache.model.parameters()).device),
                                   "feature_cache": cache.path.name, "computed_features": cache.computed}  # fmt: skip
-            heads[f"trained {label} lin v{version.version}"] = w.detach().cpu().numpy() if torch.is_tensor(w) else np.asarray(w)
+            heads[f"trained {label} lin"] = w.detach().cpu().numpy() if torch.is_tensor(w) else np.asarray(w)
             versions.append(version)
         for name, weights in heads.items():
             d0, d1 = v0 @ weights, v1 @ weights

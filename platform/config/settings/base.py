@@ -128,7 +128,8 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
 # Serve MEDIA_ROOT from Django (embedded default, tests); production leaves it to a reverse proxy.
 SERVE_MEDIA = env_bool("SERVE_MEDIA", False)
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
+LOGOUT_REDIRECT_URL = "/"
 LOGIN_REDIRECT_URL = "/dashboard/"
 
 REST_FRAMEWORK = {

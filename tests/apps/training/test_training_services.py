@@ -59,7 +59,8 @@ def test_a_retrain_trains_saves_heads_and_evaluates(make_study, answer_trials, s
     model = LPIPS(net="alex", backbone_weights="random", head_weights=heads)  # the lpips file format loads
     assert model.head_source.startswith("file:")
     metrics = set(Evaluation.objects.filter(study=study).values_list("metric", flat=True))
-    assert metrics == {"human", "l2_lab", "psnr", "alex-random unweighted", "trained alex-random lin v1"}
+    assert metrics == {"human", "l2_lab", "psnr", "alex-random unweighted", "alex-random untrained (init heads)",
+                       "trained alex-random lin"}
     cats = set(Evaluation.objects.filter(study=study, metric="l2_lab").values_list("category", flat=True))
     assert cats == {"traditional", "cnn", "all"}
     row = Evaluation.objects.get(study=study, metric="l2_lab", category="all")
