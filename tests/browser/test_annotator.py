@@ -137,7 +137,7 @@ def test_the_dashboard_renders_its_charts(live_server, browser, researcher_carol
                                                             "official_lpips": False, "n_boot": 50, "min_steps": 50}})  # fmt: skip
     for w in range(5):
         a = assignment_start(study=study, platform="anonymous", worker_id=f"w{w}").assignment
-        answer_trials(a, lambda t, i: i.expected or ("p0" if (i.index + w) % 3 else "p1"))
+        answer_trials(a, lambda t, i, w=w: i.expected or ("p0" if (i.index + w) % 3 else "p1"))
         assignment_submit(token=a.token)
     study_retrain(study=study)
     browser.get(live_server.url + "/accounts/login/?next=/dashboard/")
