@@ -44,9 +44,11 @@ lint: install ## ruff
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check . || true
 
-bench: install ## benchmarks (distortion engine, metric vs reference lpips); writes docs/benchmarks.md
+bench: install ## benchmarks (distortion engine, metric vs reference lpips, continuous training); writes docs/benchmarks.md
 	$(PY) -m distortions bench --out docs/benchmarks.md
 	$(PY) -m metric bench --out docs/benchmarks.md
+	@tmp=$$(mktemp -d) && export PERCEPTLAB_DATA_DIR=$$tmp PYTHONPATH=platform:. && \
+	  $(PY) manage.py migrate -v0 && $(PY) manage.py bench_training --out docs/benchmarks.md; rc=$$?; rm -rf $$tmp; exit $$rc
 
 contact-sheet: install ## docs/contact_sheet.png: every distortion at 5 severities
 	$(PY) -m distortions contact-sheet docs/contact_sheet.png

@@ -23,8 +23,14 @@ def _configure_logging(*args, **kwargs) -> None:  # pragma: no cover - wiring
     dictConfig(settings.LOGGING)
 
 
+_FOLDERS_READY = False
+
+
 def ensure_broker_folders() -> None:
-    """The filesystem transport needs its folders before the first message."""
+    """The filesystem transport needs its folders before the first message (once per process)."""
+    global _FOLDERS_READY
+    if _FOLDERS_READY:
+        return
     from django.conf import settings
 
     if settings.CELERY_BROKER_URL.startswith("filesystem"):
@@ -32,3 +38,4 @@ def ensure_broker_folders() -> None:
             os.makedirs(settings.CELERY_BROKER_TRANSPORT_OPTIONS[key], exist_ok=True)
     if settings.CELERY_RESULT_BACKEND.startswith("file://"):
         os.makedirs(settings.CELERY_RESULT_BACKEND[len("file://") :], exist_ok=True)
+    _FOLDERS_READY = True

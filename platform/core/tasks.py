@@ -22,9 +22,10 @@ def enqueue_on_commit(task, *args, **kwargs) -> None:
     Outside a transaction it is sent at once (Django runs on_commit callbacks immediately)."""
     from django.db import transaction
 
-    if isinstance(task, str):  # a task name: no import cycle between an app's services and its tasks
-        from config.celery_app import app
+    from config.celery_app import app, ensure_broker_folders
 
+    ensure_broker_folders()  # the embedded filesystem broker writes into folders that must exist
+    if isinstance(task, str):  # a task name: no import cycle between an app's services and its tasks
         transaction.on_commit(lambda: app.send_task(task, args=args, kwargs=kwargs))
     else:
         transaction.on_commit(lambda: task.apply_async(args=args, kwargs=kwargs))

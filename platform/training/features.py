@@ -46,6 +46,7 @@ class FeatureCache:
         self.dir = Path(settings.MEDIA_ROOT) / "features" / str(study_id)
         self.path = self.dir / f"{model.net}-{self.digest}.npz"
         self.computed = 0
+        self.device = "none"  # where the statistics were computed this time (nothing new: none)
 
     def _load(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if not self.path.is_file():
@@ -88,7 +89,9 @@ class FeatureCache:
                     table[str(it["id"])] = (a, b)
                 if progress:
                     progress(min(start + BATCH, len(missing)), len(missing))
+            model.to("cpu")  # heads are fitted and applied on the CPU (numpy statistics)
             self.computed = len(missing)
+            self.device = str(device)
             self._save(table)
             logger.info("feature cache %s: computed %d items on %s", self.path.name, len(missing), device)
         s0 = np.stack([table[str(it["id"])][0] for it in items]) if items else np.zeros((0, 0), np.float32)

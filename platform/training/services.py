@@ -295,7 +295,7 @@ def _retrain(study: Study, progress) -> dict:
             model.heads.set_flat_weights(w)
             rel, digest = _save_heads(model, f"models/{study.pk}/{spec['net']}-{spec['weights']}-lin-v{version.version}.pth")
             version.heads_path, version.heads_sha256 = rel, digest
-            version.train_info = {"losses": [float(x) for x in losses][-5:], "device": str(next(cache.model.parameters()).device),
+            version.train_info = {"losses": [float(x) for x in losses][-5:], "feature_device": cache.device,
                                   "feature_cache": cache.path.name, "computed_features": cache.computed}  # fmt: skip
             heads[f"trained {label} lin"] = w.detach().cpu().numpy() if torch.is_tensor(w) else np.asarray(w)
             versions.append(version)
