@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -17,5 +18,6 @@ class PingApi(APIView):
         database = serializers.CharField()
         version = serializers.CharField()
 
+    @extend_schema(responses=OutputSerializer)
     def get(self, request):
         return Response(self.OutputSerializer(system_status()).data)

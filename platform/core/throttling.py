@@ -1,6 +1,8 @@
 """Throttles for the annotator endpoints: per assignment token (many annotators may share one IP behind a
 campus NAT or a crowd platform's proxy), per client IP for starting assignments."""
 
+import hashlib
+
 from rest_framework.throttling import SimpleRateThrottle
 
 
@@ -9,7 +11,7 @@ class AssignmentThrottle(SimpleRateThrottle):
 
     def get_cache_key(self, request, view):
         token = view.kwargs.get("token")
-        ident = token if token else self.get_ident(request)
+        ident = hashlib.sha256(token.encode()).hexdigest()[:32] if token else self.get_ident(request)
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 

@@ -28,6 +28,9 @@ def study_create(*, name: str, kind: str, build_config: dict, owner=None, config
             distortions.StudyConfig.from_dict(build_config)
         except distortions.DistortionError as exc:
             raise ApplicationError(f"invalid distortion-engine config: {exc}", {"field": "build_config"}) from exc
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:  # wrong types the engine did not name
+            raise ApplicationError(f"invalid distortion-engine config: {exc.__class__.__name__}: {exc}",
+                                   {"field": "build_config"}) from exc  # fmt: skip
     else:
         build_config = {}
     config = dict(config or {})

@@ -15,6 +15,7 @@ baselines are l2_lab and psnr (image-space metrics over the val split run on eve
 from __future__ import annotations
 
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -118,7 +119,6 @@ def _delete(study) -> None:
 
 def bench_size(n_judgments: int, *, seed: int = 0, every: int = 500) -> dict:
     from dashboard.selectors import dashboard_for
-    from studies.models import Study
     from training.services import judgments_added, study_retrain
 
     t0 = time.perf_counter()
@@ -156,8 +156,9 @@ def run(sizes=(10_000, 100_000), out: str | None = None) -> list[dict]:
     for size in sizes:
         r = bench_size(size)
         results.append(r)
-        print(f"{r['judgments']:>7} judgments, {r['items']:>6} items ({r['device']}): first retrain {r['cold_s']:.1f} s "
-              f"(features for every item), N-th judgment -> dashboard {r['warm_s']:.1f} s", flush=True)  # fmt: skip
+        sys.stdout.write(f"{r['judgments']:>7} judgments, {r['items']:>6} items ({r['device']}): first retrain "
+                         f"{r['cold_s']:.1f} s (features for every item), N-th judgment -> dashboard {r['warm_s']:.1f} s\n")  # fmt: skip
+        sys.stdout.flush()
     if out:
         device = results[0]["device"] if results else "cpu"
         gpu = torch.cuda.get_device_name(0) if device == "cuda" else None

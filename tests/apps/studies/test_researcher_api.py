@@ -62,6 +62,9 @@ def test_create_a_study_from_an_engine_config_queues_the_build(researcher_carol,
     ({"name": "x", "kind": "2afc", "config": {"hit_size": 0}}, "hit_size"),
     ({"name": "x", "kind": "2afc", "config": {"judgments_per_item": {"val": "five"}}}, "judgments_per_item"),
     ({"name": "x", "kind": "2afc", "config": {"surprise": 1}}, "surprise"),
+    *[({"name": "x", "kind": "2afc", "build_config": bc}, "build_config") for bc in (
+        {"n_items": "x"}, {"seed": [1]}, {"source": 5}, {"families": {"blur": "a"}}, {"splits": {"train": "x"}},
+        {"composition": 3}, {"sentinels": "no"}, {"category": 7})],
 ])  # fmt: skip
 def test_bad_study_configs_get_a_400_naming_the_problem(researcher_carol, payload, word):
     r = client_for(researcher_carol).post("/api/v1/studies/", payload, format="json")
