@@ -11,6 +11,11 @@ def home(request):
     return render(request, "home.html", {"studies": study_list_public()})
 
 
+def livez(request):
+    """Liveness of the web process alone (no database): also the load test's bare Django JSON endpoint."""
+    return JsonResponse({"status": "ok"})
+
+
 def healthz(request):
     return JsonResponse(system_status())
 

@@ -36,7 +36,7 @@ def study_action(request, study_id, action):
             export_create(study=study, user=request.user, include_excluded=request.POST.get("include_excluded") == "1")
             messages.info(request, "Export queued; it appears below when the worker has written it.")
         elif action == "evaluate":
-            from training.services import training_request
+            from training.triggers import training_request
 
             training_request(study=study, force=True)
             messages.info(request, "Retraining and evaluation queued.")

@@ -37,7 +37,6 @@ from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
 from exports.models import Export
 from judgments.models import Assignment, Judgment, Trial
-from metric.data import bapps_stem
 from studies.models import Item, Study
 
 logger = logging.getLogger(__name__)
@@ -94,6 +93,7 @@ def _iso(value) -> str | None:
 
 def export_archive_bytes(*, study: Study, include_excluded: bool = False, version: int = 0) -> tuple[bytes, dict]:
     """Build the archive in memory from one consistent snapshot; returns (zip bytes, summary)."""
+    from metric.data import bapps_stem  # imports torch: only in the worker that builds exports
     rows = _read_snapshot(study)
     kind = study.kind
     items = {row["id"]: row for row in rows["items"]}

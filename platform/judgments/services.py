@@ -126,24 +126,56 @@ def _annotate_load(qs, *, config: dict, now):
     ).annotate(load=F("n_judgments") + F("leased"))
 
 
-def item_queue(*, study: Study, config: dict, worker: Worker | None, now=None):
-    """Available test items, least loaded first (breadth-first), then by index."""
-    now = now or timezone.now()
-    qs = Item.objects.filter(study=study, role=Item.Role.TEST)
-    if worker is not None:
-        qs = qs.exclude(pk__in=Trial.objects.filter(worker=worker, kind=Trial.Kind.TEST).values("item_id"))
-    return _annotate_load(qs, config=config, now=now).filter(load__lt=F("target")).order_by("load", "index")
+def active_leases(*, study: Study, now) -> dict:
+    """item id -> number of live leases (unanswered test trials of started, unexpired assignments)."""
+    return dict(
+        Trial.objects.filter(assignment__study=study, assignment__status=Assignment.Status.STARTED,
+                             assignment__lease_expires_at__gt=now, kind=Trial.Kind.TEST, answered=False)  # fmt: skip
+        .order_by()
+        .values_list("item_id")
+        .annotate(c=Count("pk"))
+        .values_list("item_id", "c")
+    )
+
+
+def _candidates(*, study: Study, config: dict, worker: Worker, n: int, now, skip: set) -> list:
+    """Up to n available items, least loaded first. Loads = accepted + live leases; the leases come from one
+    GROUP BY over the (few) active trials, so no per-item subquery runs over the whole study."""
+    target = config["judgments_per_item"]
+    leases = active_leases(study=study, now=now)
+    full, load_of = set(), {}
+    for pk, split, n_judged in Item.objects.filter(pk__in=list(leases)).values_list("pk", "split", "n_judgments"):
+        load_of[pk] = n_judged + leases[pk]
+        if load_of[pk] >= target.get(split, max(target.values())):
+            full.add(pk)
+    seen = Trial.objects.filter(worker=worker, kind=Trial.Kind.TEST).values("item_id")
+    window = (
+        Item.objects.filter(study=study, role=Item.Role.TEST)
+        .annotate(target=_target_expr(config))
+        .filter(n_judgments__lt=F("target"))
+        .exclude(pk__in=full | skip)
+        .exclude(pk__in=seen)
+        .order_by("n_judgments", "index")
+        .values_list("pk", "n_judgments", "index")[: n + len(leases)]
+    )
+    ranked = sorted(window, key=lambda row: (load_of.get(row[0], row[1]), row[2]))
+    return [pk for pk, _, _ in ranked[:n]]
 
 
 def _lease_items(*, study: Study, config: dict, worker: Worker, n: int, now) -> list[Item]:
-    queue = item_queue(study=study, config=config, worker=worker, now=now)
     if not connection.features.has_select_for_update_skip_locked:
-        return list(queue[:n])  # SQLite: the IMMEDIATE transaction already holds the database write lock
+        # SQLite: the IMMEDIATE transaction already holds the database write lock
+        ids = _candidates(study=study, config=config, worker=worker, n=n, now=now, skip=set())
+        order = {pk: k for k, pk in enumerate(ids)}
+        return sorted(Item.objects.filter(pk__in=ids), key=lambda item: order[item.pk])
     taken: list[Item] = []
     delay, deadline = 0.005, time.monotonic() + LOCK_WAIT_S
+    tried: set = set()
     while True:
-        held = [item.pk for item in taken]
-        locked = list(queue.exclude(pk__in=held).select_for_update(skip_locked=True).values_list("pk", flat=True)[: n - len(taken)])
+        held = {item.pk for item in taken}
+        ids = _candidates(study=study, config=config, worker=worker, n=n - len(taken), now=now, skip=held | tried)
+        locked = list(Item.objects.filter(pk__in=ids).select_for_update(skip_locked=True).values_list("pk", flat=True))
+        tried |= set(ids) - set(locked)
         if locked:
             # A fresh statement: rows we hold cannot gain leases, so this count is exact.
             fresh = _annotate_load(Item.objects.filter(pk__in=locked), config=config, now=now)
@@ -151,8 +183,12 @@ def _lease_items(*, study: Study, config: dict, worker: Worker, n: int, now) -> 
         # A partial batch is served at once (small HITs near the end of a study). With nothing yet, items
         # that other transactions hold for a few milliseconds are waited for rather than reported as "no
         # work"; a transaction holding no rows blocks nobody, so this cannot livelock.
-        if taken or time.monotonic() > deadline or not queue.exists():
+        if taken or time.monotonic() > deadline:
             return taken[:n]
+        if not ids:
+            if not tried:
+                return []
+            tried = set()  # rows other assigners held: look again once they may have committed
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
 
@@ -365,10 +401,8 @@ def judgment_submit(*, token: str, trial_id: str, response: str, rt_ms, idempote
 
 def _judgment_added(study_id) -> None:
     """Hook for continuous training (training.services decides whether a retrain is due)."""
-    try:
-        from training.services import judgments_added
-    except ImportError:  # pragma: no cover
-        return
+    from training.triggers import judgments_added
+
     judgments_added(study_id=study_id)
 
 

@@ -128,17 +128,17 @@ def bench_size(n_judgments: int, *, seed: int = 0, every: int = 500) -> dict:
     study_retrain(study=study)
     cold = time.perf_counter() - t0
     _add_judgments(study, every, seed + 1)
-    from training import services
+    from training import triggers
 
     sent = []
-    real_enqueue = services.enqueue_on_commit
-    services.enqueue_on_commit = lambda name, *a: sent.append(name)  # the job runs inline, not via the broker
+    real_enqueue = triggers.enqueue_on_commit
+    triggers.enqueue_on_commit = lambda name, *a: sent.append(name)  # the job runs inline, not via the broker
     try:
         t0 = time.perf_counter()
         judgments_added(study_id=study.pk)  # the trigger the N-th judgment runs
         study_retrain(study=study)  # what the worker then does
     finally:
-        services.enqueue_on_commit = real_enqueue
+        triggers.enqueue_on_commit = real_enqueue
     queued = sent == ["training.study_retrain"]
     dashboard_for(study=study)  # the dashboard's read of the new numbers
     warm = time.perf_counter() - t0

@@ -27,11 +27,10 @@ import numpy as np
 import torch
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Max, Q, Sum
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from core.exceptions import ApplicationError
-from core.tasks import enqueue_on_commit
 from judgments.models import Judgment, Trial
 from metric.baselines import BASELINES
 from metric.data import JNDData, TwoAFCData, load_patch
@@ -42,57 +41,10 @@ from metric.train import TrainConfig, build_model, train_lin_fast
 from studies.models import Item, Study
 from training.features import FeatureCache
 from training.models import Evaluation, ModelVersion, TrainingState
+from training.triggers import _state, accepted_judgments, judgments_added, retrain_due, training_request  # noqa: F401  (re-exported: the trigger API)  # noqa: F401
 
 logger = logging.getLogger(__name__)
 STALE_CLAIM = timedelta(hours=3)
-
-
-# --- triggers -------------------------------------------------------------------------------------------
-def accepted_judgments(*, study_id) -> int:
-    return Item.objects.filter(study_id=study_id, role=Item.Role.TEST).aggregate(n=Sum("n_judgments"))["n"] or 0
-
-
-def _state(study_id) -> TrainingState:
-    state, _ = TrainingState.objects.get_or_create(study_id=study_id)
-    return state
-
-
-def judgments_added(*, study_id) -> bool:
-    """Debounced trigger: enqueue one retrain when `every` new accepted judgments have arrived."""
-    study = Study.objects.filter(pk=study_id).only("kind", "config").first()
-    if study is None:
-        return False
-    every = study.settings["training"]["every"]
-    if every is None:
-        return False
-    state = _state(study_id)
-    if state.queued or accepted_judgments(study_id=study_id) - state.last_judgments < every:
-        return False
-    return _mark_queued(study_id)
-
-
-def _mark_queued(study_id) -> bool:
-    with transaction.atomic():
-        won = TrainingState.objects.filter(study_id=study_id, queued=False).update(queued=True)
-        if won:
-            enqueue_on_commit("training.study_retrain", str(study_id))
-    return bool(won)
-
-
-def training_request(*, study: Study, force: bool = False) -> bool:
-    """Ask for a retrain now (dashboard button, API): queued unless one is already queued."""
-    _state(study.pk)
-    if force:
-        return _mark_queued(study.pk)
-    return judgments_added(study_id=study.pk)
-
-
-def retrain_due() -> int:
-    """The periodic check: queue every active study whose judgments grew past its `every` threshold."""
-    n = 0
-    for study_id in Study.objects.filter(status=Study.Status.ACTIVE).values_list("pk", flat=True):
-        n += judgments_added(study_id=study_id)
-    return n
 
 
 # --- data -----------------------------------------------------------------------------------------------

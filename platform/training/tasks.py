@@ -20,6 +20,6 @@ def study_retrain(self, study_id: str) -> dict:
 @shared_task(name="training.retrain_due")
 def retrain_due() -> int:
     """Periodic (celery beat): queue retraining wherever enough new judgments arrived."""
-    from training.services import retrain_due as due
+    from training.triggers import retrain_due as due
 
     return due()

@@ -163,9 +163,9 @@ def test_next_batch_query_count_does_not_grow_with_the_study(make_study, django_
     small = make_study(n_test=10, n_sentinels=5, n_practice=2, name="small")
     big = make_study(n_test=400, n_sentinels=5, n_practice=2, name="big")
     start(small, "warm")  # creates the worker row path once
-    with django_assert_max_num_queries(16):
+    with django_assert_max_num_queries(18):
         start(small, "w1")
-    with django_assert_max_num_queries(16):
+    with django_assert_max_num_queries(18):
         start(big, "w2")
 
 

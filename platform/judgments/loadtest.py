@@ -1,0 +1,232 @@
+"""Load test: N simulated annotators against gunicorn (+ Postgres, Redis) on loopback for a fixed time.
+
+Each client loops: start an assignment (``next batch``), POST every trial's answer (``submit``), finish the
+HIT (``complete``); no think time, no image downloads. Every answer the server acknowledges (200/201) is
+recorded, so a test can check afterwards that each exists exactly once. A bare Django JSON endpoint
+(`/livez`, no database) measured with the same clients gives the ratio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from judgments.simulation import HttpClient
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gunicorn(env: dict, *, workers: int = 4, threads: int = 8, port: int | None = None, log_path: Path | None = None):
+    """Run `gunicorn config.wsgi` (gthread workers) on loopback; yields (base_url, process)."""
+    port = port or free_port()
+    full_env = {**os.environ, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}", **env}
+    log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+         "--worker-class", "gthread", "--threads", str(threads), "--graceful-timeout", "5", "--timeout", "60",
+         "--log-level", "warning", "--preload"],
+        cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {proc.returncode}")
+            time.sleep(0.2)
+        run_bare(url, clients=2 * workers * threads, seconds=2.0)  # warm every worker (URL conf, connections)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if log_path:
+            log.close()
+
+
+def loadtest_study(*, n_items: int = 3000, target: int = 3, hit_size: int = 20):
+    """A simulation study of n_items test items (content-addressed-looking image names; no files needed)."""
+    import hashlib
+
+    from studies.models import Item, Study
+    from studies.services import study_create
+
+    study = study_create(name=f"load test {uuid.uuid4().hex[:6]}", kind="2afc", build_config={}, config={
+        "simulation": True, "hit_size": hit_size, "sentinel_rate": 0.15, "practice": False,
+        "judgments_per_item": {"train": target, "val": target}, "training": {"every": None}})  # fmt: skip
+
+    def name(*parts) -> str:
+        return "stimuli/" + hashlib.sha256(repr(parts).encode()).hexdigest() + ".png"
+
+    items = [Item(study=study, index=i, split="train" if i % 4 else "val", role="test", ref_image=name(i, "r"),
+                  p0_image=name(i, 0), p1_image=name(i, 1)) for i in range(n_items)]  # fmt: skip
+    items += [Item(study=study, index=n_items + k, split="train", role="sentinel", expected=("p0", "p1")[k % 2],
+                   category="sentinel", ref_image=name("s", k, "r"), p0_image=name("s", k, 0), p1_image=name("s", k, 1))
+              for k in range(10)]  # fmt: skip
+    Item.objects.bulk_create(items, batch_size=2000)
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.ACTIVE)
+    study.refresh_from_db()
+    return study
+
+
+class Recorder:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.latency: dict[str, list[float]] = {"next_batch": [], "submit": [], "complete": [], "bare": []}
+        self.acknowledged: list[tuple[str, str]] = []  # (assignment token, trial id)
+        self.errors: list[str] = []
+        self.server_errors = 0
+        self.hits = 0
+
+    def add(self, op: str, seconds: float) -> None:
+        with self.lock:
+            self.latency[op].append(seconds)
+
+
+def _client(base_url: str, study_id: str, worker: str, deadline: float, rec: Recorder, rng: random.Random,
+            finish_hits: bool) -> None:  # fmt: skip
+    http = HttpClient(base_url, timeout=60)
+    try:
+        while time.time() < deadline:
+            t = time.perf_counter()
+            status, data = http.request("POST", f"/api/v1/studies/{study_id}/assignments/",
+                                        {"platform": "simulated", "worker_id": worker, "consent": True})  # fmt: skip
+            rec.add("next_batch", time.perf_counter() - t)
+            if status == 409:
+                time.sleep(0.2)
+                continue
+            if status not in (200, 201):
+                rec.errors.append(f"start {status} {str(data)[:200]}")
+                return
+            token = data["token"]
+            for trial in data["trials"]:
+                if trial["answered"]:
+                    continue
+                if time.time() >= deadline and not finish_hits:
+                    return
+                body = {"trial": trial["id"], "response": rng.choice(("left", "right")), "rt_ms": rng.uniform(300, 3000),
+                        "idempotency_key": uuid.uuid4().hex}  # fmt: skip
+                t = time.perf_counter()
+                status, answer = http.request("POST", f"/api/v1/assignments/{token}/judgments/", body, attempts=60)
+                rec.add("submit", time.perf_counter() - t)
+                if status in (200, 201):
+                    with rec.lock:
+                        rec.acknowledged.append((token, trial["id"]))
+                else:
+                    rec.errors.append(f"judgment {status} {str(answer)[:200]}")
+            t = time.perf_counter()
+            status, done = http.request("POST", f"/api/v1/assignments/{token}/submit/", attempts=60)
+            rec.add("complete", time.perf_counter() - t)
+            if status != 200:
+                rec.errors.append(f"complete {status} {str(done)[:200]}")
+                return
+            with rec.lock:
+                rec.hits += 1
+    except Exception as exc:  # noqa: BLE001 - reported with the results
+        rec.errors.append(f"{worker}: {exc!r}")
+    finally:
+        with rec.lock:
+            rec.server_errors += http.retries
+        http.close()
+
+
+def run_load(base_url: str, study_id: str, *, clients: int = 200, seconds: float = 30.0, seed: int = 0,
+             finish_hits: bool = False) -> dict:  # fmt: skip
+    rec = Recorder()
+    deadline = time.time() + seconds
+    start = time.perf_counter()
+    threads = [threading.Thread(target=_client, args=(base_url, study_id, f"load-{seed}-{c}", deadline, rec,
+                                                      random.Random(seed * 7919 + c), finish_hits), daemon=True)
+               for c in range(clients)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    return {"clients": clients, "seconds": elapsed, "judgments": len(rec.acknowledged),
+            "judgments_per_s": len(rec.acknowledged) / elapsed, "hits": rec.hits, "errors": rec.errors,
+            "retried_requests": rec.server_errors, "latency_ms": percentiles(rec.latency),
+            "acknowledged": rec.acknowledged}  # fmt: skip
+
+
+def run_bare(base_url: str, *, clients: int = 200, seconds: float = 10.0) -> dict:
+    rec = Recorder()
+    deadline = time.time() + seconds
+    count = [0]
+
+    def loop():
+        http = HttpClient(base_url)
+        while time.time() < deadline:
+            t = time.perf_counter()
+            status, _ = http.request("GET", "/livez")
+            rec.add("bare", time.perf_counter() - t)
+            if status == 200:
+                with rec.lock:
+                    count[0] += 1
+        http.close()
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    return {"requests_per_s": count[0] / elapsed, "latency_ms": percentiles(rec.latency)["bare"]}
+
+
+def percentiles(latency: dict[str, list[float]]) -> dict:
+    out = {}
+    for op, values in latency.items():
+        if values:
+            arr = np.array(values) * 1000
+            out[op] = {"n": len(values), "p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)),
+                       "p99": float(np.percentile(arr, 99))}  # fmt: skip
+    return out
+
+
+def verify(study, acknowledged: list[tuple[str, str]]) -> dict:
+    """Every acknowledged answer exists exactly once; no item holds more accepted judgments than its target."""
+    from django.db.models import Count
+
+    from judgments.models import Judgment, Trial
+    from studies.models import Item
+
+    trial_ids = {trial for _, trial in acknowledged}
+    stored = dict(Judgment.objects.filter(trial__public_id__in=trial_ids).values_list("trial__public_id")
+                  .annotate(n=Count("pk")).values_list("trial__public_id", "n"))  # fmt: skip
+    missing = [t for t in trial_ids if stored.get(t, 0) == 0]
+    duplicated = [t for t, n in stored.items() if n > 1]
+    target = study.settings["judgments_per_item"]
+    over = []
+    counts = dict(Judgment.objects.filter(item__study=study, kind="test", assignment__excluded=False)
+                  .values_list("item_id").annotate(n=Count("pk")).values_list("item_id", "n"))  # fmt: skip
+    for item in Item.objects.filter(study=study, role="test").only("pk", "split", "n_judgments"):
+        if counts.get(item.pk, 0) > target[item.split] or item.n_judgments != counts.get(item.pk, 0):
+            over.append(item.pk)
+    open_trials = Trial.objects.filter(assignment__study=study, assignment__status="started").count()
+    return {"acknowledged": len(trial_ids), "missing": len(missing), "duplicated": len(duplicated),
+            "items_over_target_or_miscounted": len(over), "open_trials": open_trials}  # fmt: skip
