@@ -138,57 +138,52 @@ def active_leases(*, study: Study, now) -> dict:
     )
 
 
-def _candidates(*, study: Study, config: dict, worker: Worker, n: int, now, skip: set) -> list:
-    """Up to n available items, least loaded first. Loads = accepted + live leases; the leases come from one
-    GROUP BY over the (few) active trials, so no per-item subquery runs over the whole study."""
+def _window(*, study: Study, config: dict, worker: Worker, now, skip: set):
+    """Available test items, fewest accepted judgments first (breadth-first), as a queryset. Items whose
+    live leases already fill them are left out; the leases come from one GROUP BY over the (few) active
+    trials, so no per-item subquery runs over the whole study, and the scan follows the index on
+    (study, role, n_judgments)."""
     target = config["judgments_per_item"]
     leases = active_leases(study=study, now=now)
-    full, load_of = set(), {}
+    full = set()
     for pk, split, n_judged in Item.objects.filter(pk__in=list(leases)).values_list("pk", "split", "n_judgments"):
-        load_of[pk] = n_judged + leases[pk]
-        if load_of[pk] >= target.get(split, max(target.values())):
+        if n_judged + leases[pk] >= target.get(split, max(target.values())):
             full.add(pk)
-    seen = Trial.objects.filter(worker=worker, kind=Trial.Kind.TEST).values("item_id")
-    window = (
-        Item.objects.filter(study=study, role=Item.Role.TEST)
-        .annotate(target=_target_expr(config))
-        .filter(n_judgments__lt=F("target"))
+    return (
+        Item.objects.filter(study=study, role=Item.Role.TEST, n_judgments__lt=max(target.values()))
         .exclude(pk__in=full | skip)
-        .exclude(pk__in=seen)
+        .exclude(pk__in=Trial.objects.filter(worker=worker, kind=Trial.Kind.TEST).values("item_id"))
         .order_by("n_judgments", "index")
-        .values_list("pk", "n_judgments", "index")[: n + len(leases)]
     )
-    ranked = sorted(window, key=lambda row: (load_of.get(row[0], row[1]), row[2]))
-    return [pk for pk, _, _ in ranked[:n]]
 
 
 def _lease_items(*, study: Study, config: dict, worker: Worker, n: int, now) -> list[Item]:
     if not connection.features.has_select_for_update_skip_locked:
-        # SQLite: the IMMEDIATE transaction already holds the database write lock
-        ids = _candidates(study=study, config=config, worker=worker, n=n, now=now, skip=set())
-        order = {pk: k for k, pk in enumerate(ids)}
-        return sorted(Item.objects.filter(pk__in=ids), key=lambda item: order[item.pk])
+        # SQLite: the IMMEDIATE transaction already holds the database write lock; count exactly
+        ids = list(_window(study=study, config=config, worker=worker, now=now, skip=set()).values_list("pk", flat=True)[: 4 * n + 8])
+        fresh = _annotate_load(Item.objects.filter(pk__in=ids), config=config, now=now)
+        return list(fresh.filter(load__lt=F("target")).order_by("load", "index")[:n])
     taken: list[Item] = []
+    rejected: set = set()
     delay, deadline = 0.005, time.monotonic() + LOCK_WAIT_S
-    tried: set = set()
     while True:
-        held = {item.pk for item in taken}
-        ids = _candidates(study=study, config=config, worker=worker, n=n - len(taken), now=now, skip=held | tried)
-        locked = list(Item.objects.filter(pk__in=ids).select_for_update(skip_locked=True).values_list("pk", flat=True))
-        tried |= set(ids) - set(locked)
+        held = {item.pk for item in taken} | rejected
+        window = _window(study=study, config=config, worker=worker, now=now, skip=held)
+        # SKIP LOCKED inside the ordered LIMIT: concurrent assigners each get the next rows nobody holds.
+        locked = list(window.select_for_update(skip_locked=True).values_list("pk", flat=True)[: n - len(taken)])
         if locked:
             # A fresh statement: rows we hold cannot gain leases, so this count is exact.
             fresh = _annotate_load(Item.objects.filter(pk__in=locked), config=config, now=now)
-            taken += list(fresh.filter(load__lt=F("target")).order_by("load", "index"))
+            ok = list(fresh.filter(load__lt=F("target")).order_by("load", "index"))
+            taken += ok
+            rejected |= set(locked) - {item.pk for item in ok}
+            if len(taken) < n and len(ok) == len(locked):
+                continue  # the window was shorter than n only because of skipped rows? look once more
         # A partial batch is served at once (small HITs near the end of a study). With nothing yet, items
         # that other transactions hold for a few milliseconds are waited for rather than reported as "no
         # work"; a transaction holding no rows blocks nobody, so this cannot livelock.
-        if taken or time.monotonic() > deadline:
+        if taken or time.monotonic() > deadline or not window.exists():
             return taken[:n]
-        if not ids:
-            if not tried:
-                return []
-            tried = set()  # rows other assigners held: look again once they may have committed
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
 

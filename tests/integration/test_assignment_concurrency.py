@@ -59,7 +59,7 @@ def test_many_concurrent_workers_never_over_assign_and_starve_nothing(postgres, 
     for item_id, n in leased.items():
         assert n <= target[items[item_id].split]  # never over-assigned
     total = sum(leased.values())
-    assert total == min(need, 24 * 7)  # nobody told "no work" while work was free
+    assert total == min(need, 24 * 7), (len(served), [e.message for e in refused][:3])  # no "no work" while work was free
     assert len(set(leased)) == 40  # breadth-first: every item reached
     for a in served:  # and no worker holds an item twice
         ids = list(a.trials.filter(kind="test").values_list("item_id", flat=True))

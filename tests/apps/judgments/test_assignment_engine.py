@@ -53,7 +53,7 @@ def test_it_fills_breadth_first(make_study):
                        config={"hit_size": 5, "judgments_per_item": {"train": 2, "val": 2}})  # fmt: skip
     a, b, c = (set(leased_items(start(study, w))) for w in ("a", "b", "c"))
     assert a.isdisjoint(b) and len(a | b) == 10  # everyone's first judgment before anyone's second
-    assert c == a  # then the least-loaded items again
+    assert len(c) == 5 and c <= a | b  # then items at the lowest load again (ties broken at random)
 
 
 def test_an_expired_lease_frees_its_items_without_any_sweep(make_study):
