@@ -18,6 +18,7 @@ from studies.apis import (
     StudyListApi,
     StudyPauseApi,
     StudyStartApi,
+    StudyTrainApi,
     StudyWorkersApi,
 )
 
@@ -30,6 +31,7 @@ urlpatterns = [
     path("studies/<uuid:study_id>/pause/", StudyPauseApi.as_view(), name="api-study-pause"),
     path("studies/<uuid:study_id>/import/", StudyImportApi.as_view(), name="api-study-import"),
     path("studies/<uuid:study_id>/workers/", StudyWorkersApi.as_view(), name="api-study-workers"),
+    path("studies/<uuid:study_id>/train/", StudyTrainApi.as_view(), name="api-study-train"),
     path("studies/<uuid:study_id>/exports/", StudyExportListApi.as_view(), name="api-study-exports"),
     path("exports/<uuid:export_id>/", ExportDetailApi.as_view(), name="api-export-detail"),
     path("exports/<uuid:export_id>/download/", ExportDownloadApi.as_view(), name="api-export-download"),

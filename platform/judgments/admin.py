@@ -49,3 +49,10 @@ class JudgmentAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False  # judgments are a record of what annotators did: read-only
+
+
+@admin.register(Trial)
+class TrialAdmin(admin.ModelAdmin):
+    list_display = ("assignment", "position", "kind", "item", "swap", "answered")
+    list_filter = ("kind", "answered")
+    raw_id_fields = ("assignment", "worker", "item")

@@ -145,3 +145,21 @@ class StudyWorkersApi(APIView):
     def get(self, request, study_id):
         return Response(worker_stats(study=owned_study(request, study_id)))
 
+
+
+class StudyTrainApi(APIView):
+    """Retrain and evaluate now. `variants` adds on-demand "tune" / "scratch" training (the trunk trains too:
+    slow on a CPU); lin heads are retrained on every run anyway."""
+
+    class InputSerializer(serializers.Serializer):
+        variants = serializers.ListField(child=serializers.ChoiceField(choices=["lin", "tune", "scratch"]), required=False)
+
+    @extend_schema(request=InputSerializer, responses={202: inline_serializer("TrainQueued", {"queued": serializers.BooleanField()})})
+    def post(self, request, study_id):
+        from training.triggers import training_request
+
+        study = owned_study(request, study_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        queued = training_request(study=study, force=True, variants=data.validated_data.get("variants"))
+        return Response({"queued": queued}, status=status.HTTP_202_ACCEPTED)

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from training.models import Evaluation, ModelVersion
+from training.models import Evaluation, ModelVersion, TrainingState
 
 
 @admin.register(ModelVersion)
@@ -13,3 +13,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
 class EvaluationAdmin(admin.ModelAdmin):
     list_display = ("study", "metric", "measure", "split", "category", "score", "ci_low", "ci_high", "n_items", "created_at")
     list_filter = ("measure", "split", "metric")
+
+
+@admin.register(TrainingState)
+class TrainingStateAdmin(admin.ModelAdmin):
+    list_display = ("study", "queued", "running_since", "last_judgments", "runs", "last_run_at")

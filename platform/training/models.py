@@ -72,6 +72,8 @@ class TrainingState(models.Model):
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     runs = models.PositiveIntegerField(default=0)
+    # Variants asked for on demand ("tune", "scratch"): trained once by the next job, then cleared.
+    pending_variants = models.JSONField(default=list, blank=True)
 
     def __str__(self) -> str:
         return f"training state of {self.study_id}"

@@ -162,14 +162,19 @@ def study_retrain(*, study: Study, progress=None) -> dict:
     ModelVersion.objects.filter(study=study, status=ModelVersion.Status.RUNNING).update(
         status=ModelVersion.Status.FAILED, error="the job was interrupted"
     )
+    with transaction.atomic():  # take the on-demand variants this job will train
+        state = TrainingState.objects.select_for_update().get(study_id=study.pk)
+        variants, state.pending_variants = list(state.pending_variants), []
+        state.save(update_fields=["pending_variants"])
     try:
-        summary = _retrain(study, progress)
+        summary = _retrain(study, progress, variants=variants)
         TrainingState.objects.filter(study_id=study.pk).update(
             running_since=None, last_judgments=summary["n_judgments"], last_run_at=timezone.now(), last_error="",
             runs=F("runs") + 1,
         )  # fmt: skip
     except BaseException as exc:
-        TrainingState.objects.filter(study_id=study.pk).update(running_since=None, last_error=repr(exc)[:2000])
+        TrainingState.objects.filter(study_id=study.pk).update(running_since=None, last_error=repr(exc)[:2000],
+                                                               pending_variants=variants)  # asked again next time
         ModelVersion.objects.filter(study=study, status=ModelVersion.Status.RUNNING).update(
             status=ModelVersion.Status.FAILED, error=repr(exc)[:2000]
         )
@@ -178,7 +183,7 @@ def study_retrain(*, study: Study, progress=None) -> dict:
     return summary
 
 
-def _retrain(study: Study, progress) -> dict:
+def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
     config = study.settings["training"]
     n_boot = int(config["n_boot"])
     votes = _votes(study)
@@ -251,6 +256,8 @@ def _retrain(study: Study, progress) -> dict:
                                   "feature_cache": cache.path.name, "computed_features": cache.computed}  # fmt: skip
             heads[f"trained {label} lin"] = w.detach().cpu().numpy() if torch.is_tensor(w) else np.asarray(w)
             versions.append(version)
+        for variant in variants if train_items and study.kind == "2afc" else ():
+            versions.append(_train_deep_variant(study, spec, variant, config, train_items, val_items, add))
         for name, weights in heads.items():
             d0, d1 = v0 @ weights, v1 @ weights
             mv = version if name.startswith("trained ") else None
@@ -268,6 +275,34 @@ def _retrain(study: Study, progress) -> dict:
                 study.pk, len({r.metric for r in rows}), len(val_items), n_judgments, len(versions))  # fmt: skip
     return {"study": str(study.pk), "status": "done", "run": str(run), "n_judgments": n_judgments,
             "models": [str(v) for v in versions], "metrics": sorted({r.metric for r in rows}), "notes": notes}  # fmt: skip
+
+
+def _train_deep_variant(study, spec, variant, config, train_items, val_items, add) -> ModelVersion:
+    """On demand: "tune" (trunk and heads) or "scratch" (random trunk, trained), the reference-style loop
+    over images; slow on a CPU. Saved as lpips heads plus the trunk's state dict; evaluated on images."""
+    from metric.evaluate import lpips_2afc_distances
+    from metric.train import train_heads
+
+    last = ModelVersion.objects.filter(study=study, backbone=spec["net"], weights=spec["weights"],
+                                       variant=variant).aggregate(v=Max("version"))["v"] or 0  # fmt: skip
+    version = ModelVersion.objects.create(study=study, backbone=spec["net"], weights=spec["weights"], variant=variant,
+                                          version=last + 1, n_train_items=len(train_items),
+                                          n_train_judgments=sum(it["n"] for it in train_items))  # fmt: skip
+    cfg = TrainConfig(net=spec["net"], variant=variant, backbone_weights=spec["weights"], seed=int(spec.get("seed", 0)),
+                      epochs=int(config["epochs"]), epochs_decay=int(config["epochs_decay"]), lr=float(config["lr"]) / 10)  # fmt: skip
+    result = train_heads(dataset_from_items(study, train_items), cfg, fast=False)
+    stem = f"models/{study.pk}/{spec['net']}-{spec['weights']}-{variant}-v{version.version}"
+    version.heads_path, version.heads_sha256 = _save_heads(result.model, f"{stem}.pth")
+    trunk = Path(settings.MEDIA_ROOT) / f"{stem}-trunk.pth"
+    torch.save(result.model.backbone.features.state_dict(), trunk.with_suffix(".tmp"))
+    os.replace(trunk.with_suffix(".tmp"), trunk)
+    version.train_info = {"losses": [float(x) for x in result.losses][-5:], "trunk": f"{stem}-trunk.pth",
+                          "seconds": result.seconds}  # fmt: skip
+    val = dataset_from_items(study, val_items)
+    d0, d1 = lpips_2afc_distances(result.model.eval(), val)
+    add(f"trained {spec['net']}-{spec['weights']} {variant}", "2afc", "val", _scores_2afc(d0, d1, val_items, int(config["n_boot"])),
+        version)  # fmt: skip
+    return version
 
 
 def _apply(fn, a: np.ndarray, b: np.ndarray, batch: int = 100) -> np.ndarray:

@@ -44,9 +44,24 @@ def _mark_queued(study_id) -> bool:
     return bool(won)
 
 
-def training_request(*, study: Study, force: bool = False) -> bool:
-    """Ask for a retrain now (dashboard button, API): queued unless one is already queued."""
-    _state(study.pk)
+VARIANTS = ("lin", "tune", "scratch")
+
+
+def training_request(*, study: Study, force: bool = False, variants: list[str] | None = None) -> bool:
+    """Ask for a retrain now (dashboard button, API): queued unless one is already queued. `variants`
+    adds on-demand "tune" / "scratch" training (slow: the trunk trains too) to the next job."""
+    from core.exceptions import ApplicationError
+
+    state = _state(study.pk)
+    extra = [v for v in (variants or []) if v != "lin"]
+    if any(v not in VARIANTS for v in extra):
+        raise ApplicationError(f"variants are {list(VARIANTS)}", {"field": "variants"})
+    if extra:
+        with transaction.atomic():
+            state = TrainingState.objects.select_for_update().get(pk=state.pk)
+            state.pending_variants = sorted(set(state.pending_variants) | set(extra))
+            state.save(update_fields=["pending_variants"])
+        force = True
     if force:
         return _mark_queued(study.pk)
     return judgments_added(study_id=study.pk)

@@ -38,6 +38,10 @@ def consent_and_start(browser, url):
     browser.find_element("id", "consent-check").click()
     click(browser, "btn-consent")
     wait(browser, "return document.body.dataset.screen === 'instructions'", what="instructions")
+    if browser.execute_script("return !!document.querySelector('#screen-instructions figure')"):
+        shown = browser.execute_script("return !document.getElementById('example').hidden && "
+                                       "[...document.querySelectorAll('#example img')].every(i => i.src)")  # fmt: skip
+        assert shown, "the instructions show an example"
     click(browser, "btn-start")
 
 

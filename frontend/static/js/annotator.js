@@ -179,6 +179,20 @@
     adopt(data);
   }
 
+  // ---- an example on the instructions screen (a practice item, whose answer the annotator may know) ---------
+  function showExample() {
+    const ex = trials.find((t) => t.practice && t.answer);
+    if (!ex) return;
+    for (const [slot, url] of Object.entries(ex.images)) {
+      const img = document.getElementById(`ex-${slot}`);
+      if (img) img.src = url;
+    }
+    $("ex-caption").textContent = page.kind === "2afc"
+      ? `Example: the ${ex.answer} patch is more similar to the reference (middle), so the answer is "${ex.answer}".`
+      : `Example: shown one after the other, these two patches are ${ex.answer}.`;
+    $("example").hidden = false;
+  }
+
   // ---- trials -----------------------------------------------------------------------------------------
   const uuid = () => (crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(36).slice(2)}`);
   const frames = (n = 2) => new Promise((resolve) => {
@@ -347,7 +361,7 @@
     adopt(data);
     if (data.status === "submitted") { complete(data.completion); return true; }
     if (data.status !== "started") { store.del("token"); return false; }
-    if (!trials.some((t) => t.answered)) { show("instructions"); return true; }
+    if (!trials.some((t) => t.answered)) { showExample(); show("instructions"); return true; }
     say("Welcome back: continuing where you stopped.");
     if (outbox.length && !sending) sending = flush().finally(() => { sending = null; });
     await runAll();
@@ -378,6 +392,7 @@
       try {
         await startAssignment();
         prefetch(0);
+        showExample();
         show("instructions");
       } catch (err) {
         fail(err.message);

@@ -133,3 +133,25 @@ def test_jnd_studies_are_evaluated_with_map(make_study, answer_trials):
     measures = set(Evaluation.objects.filter(study=study).values_list("measure", flat=True))
     assert measures == {"jnd_map"}
     assert not ModelVersion.objects.exists()
+
+
+def test_tune_is_trained_on_demand_next_to_lin(make_study, answer_trials, settings, researcher_carol, captured_tasks,
+                                               django_capture_on_commit_callbacks):  # fmt: skip
+    from rest_framework.test import APIClient
+
+    study = make_study(owner=researcher_carol, n_test=12, n_sentinels=0, n_practice=0,
+                       config={"hit_size": 12, "training": {**RANDOM_ALEX, "every": None, "epochs": 1, "epochs_decay": 0}})  # fmt: skip
+    crowd(study, answer_trials, 3)
+    client = APIClient()
+    client.force_authenticate(researcher_carol)
+    with django_capture_on_commit_callbacks(execute=True):
+        r = client.post(f"/api/v1/studies/{study.pk}/train/", {"variants": ["tune"]}, format="json")
+    assert r.status_code == 202 and captured_tasks == [("training.study_retrain", (str(study.pk),), {})]
+    assert TrainingState.objects.get(study=study).pending_variants == ["tune"]
+    services.study_retrain(study=study)  # what the worker does
+    tune = ModelVersion.objects.get(study=study, variant="tune")
+    assert tune.status == "ready" and (settings.MEDIA_ROOT / tune.train_info["trunk"]).is_file()
+    assert Evaluation.objects.filter(study=study, metric="trained alex-random tune", category="all").exists()
+    assert ModelVersion.objects.filter(study=study, variant="lin", status="ready").exists()
+    assert TrainingState.objects.get(study=study).pending_variants == []  # once, on demand
+    assert client.post(f"/api/v1/studies/{study.pk}/train/", {"variants": ["bogus"]}, format="json").status_code == 400
