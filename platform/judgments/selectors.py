@@ -124,14 +124,3 @@ def assignment_trials(*, assignment: Assignment, media_url: str) -> list[dict]:
                 entry["answer"] = item.expected
         trials.append(entry)
     return trials
-
-
-def items_over_target(*, study: Study) -> list[int]:
-    """Indexes of test items holding more accepted judgments than their split's target (should be none)."""
-    targets = study.settings["judgments_per_item"]
-    bad = []
-    for split, target in targets.items():
-        bad += list(Item.objects.filter(study=study, role=Item.Role.TEST, split=split, n_judgments__gt=target)
-                    .values_list("index", flat=True))  # fmt: skip
-    return bad
-

@@ -486,21 +486,3 @@ def assignment_reject(*, assignment: Assignment, reason: str = "rejected by the 
         assignment.qc = {**assignment.qc, "excluded": True, "reasons": [*assignment.qc.get("reasons", []), reason]}
         assignment.save(update_fields=["status", "excluded", "qc", "updated_at"])
     return assignment
-
-
-def study_counters_rebuild(*, study: Study) -> int:
-    """Recount Item.n_judgments from the judgment rows (repair tool; returns items changed)."""
-    accepted = (
-        Judgment.objects.filter(item=OuterRef("pk"), kind=Trial.Kind.TEST, assignment__excluded=False)
-        .order_by()
-        .values("item")
-        .annotate(c=Count("pk"))
-        .values("c")
-    )
-    qs = Item.objects.filter(study=study).annotate(real=Coalesce(Subquery(accepted, output_field=IntegerField()), 0))
-    changed = 0
-    for item in qs.exclude(n_judgments=F("real")):
-        Item.objects.filter(pk=item.pk).update(n_judgments=item.real)
-        changed += 1
-    return changed
-
