@@ -12,6 +12,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def child_env(settings, redis_url: str | None = None) -> dict:
+    """Environment for a child process (worker, gunicorn) that must see this test's database and media."""
+    from urllib.parse import urlparse, urlunparse
+
+    url = urlparse(os.environ["DATABASE_URL"])
+    env = {"DJANGO_SETTINGS_MODULE": "config.settings.test",
+           "DATABASE_URL": urlunparse(url._replace(path="/" + settings.DATABASES["default"]["NAME"])),
+           "MEDIA_ROOT": str(settings.MEDIA_ROOT)}  # fmt: skip
+    if redis_url:
+        env.update({"CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url})
+    return env
+
+
 @contextlib.contextmanager
 def celery_worker(env: dict, queues: str = "default,gpu", log_path: Path | None = None):
     full_env = {**os.environ, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}", **env}

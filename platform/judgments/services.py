@@ -361,6 +361,7 @@ def judgment_submit(*, token: str, trial_id: str, response: str, rt_ms, idempote
         if trial.answered:
             raise ApplicationError("this trial was already answered", {"field": "trial", "code": "answered"}, status_code=409)
         kind = assignment.study.kind
+        config = assignment.study.settings  # parsed once per answer
         if response not in RESPONSES[kind]:
             raise ApplicationError(f"response must be one of {list(RESPONSES[kind])}", {"field": "response"})
         rt = _number(rt_ms, "rt_ms", low=0, high=MAX_RT_MS)
@@ -376,7 +377,7 @@ def judgment_submit(*, token: str, trial_id: str, response: str, rt_ms, idempote
             choice = int(response == "same")
             left = "p1" if trial.swap else "p0"
             correct = None if not item.expected else (response == item.expected)
-            flagged = timing_flagged(timing=assignment.study.settings["timing"], durations=durations, display=display)
+            flagged = timing_flagged(timing=config["timing"], durations=durations, display=display)
         judgment = Judgment.objects.create(
             trial=trial, assignment=assignment, item=item, worker_id=assignment.worker_id, kind=trial.kind,
             idempotency_key=idempotency_key, response=response, choice=choice, presented_left=left,
@@ -384,7 +385,7 @@ def judgment_submit(*, token: str, trial_id: str, response: str, rt_ms, idempote
             client_answered_at=answered_at, durations=durations, timing_flagged=flagged, display=display,
         )  # fmt: skip
         Trial.objects.filter(pk=trial.pk).update(answered=True)
-        ttl = assignment.study.settings["lease_ttl_s"]
+        ttl = config["lease_ttl_s"]
         Assignment.objects.filter(pk=assignment.pk).update(
             n_answered=F("n_answered") + 1, lease_expires_at=now + timedelta(seconds=ttl)
         )

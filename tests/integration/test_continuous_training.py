@@ -8,20 +8,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from worker_process import celery_worker, wait_for  # noqa: E402
+from worker_process import celery_worker, child_env, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 OBSERVER = "lpips:alex:random:last"  # structure the unweighted / untrained heads do not have
-
-
-def _worker_env(settings, redis_url):
-    import os
-    from urllib.parse import urlparse, urlunparse
-
-    db = settings.DATABASES["default"]
-    url = urlparse(os.environ["DATABASE_URL"])
-    return {"DJANGO_SETTINGS_MODULE": "config.settings.test", "DATABASE_URL": urlunparse(url._replace(path="/" + db["NAME"])),
-            "CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url, "MEDIA_ROOT": str(settings.MEDIA_ROOT)}  # fmt: skip
 
 
 @pytest.mark.django_db(transaction=True)
@@ -43,7 +33,7 @@ def test_a_simulated_crowd_trains_the_metric_live(settings, redis_url, postgres,
                              "baselines": ["l2_lab"], "official_lpips": False, "n_boot": 200}},
     )  # fmt: skip
     study_build_stimuli(study=study, jobs=1)
-    with celery_worker(_worker_env(settings, redis_url), log_path=tmp_path / "worker.log"):
+    with celery_worker(child_env(settings, redis_url), log_path=tmp_path / "worker.log"):
         result = run_crowd(base_url=live_server.url, study_id=str(study.pk), n_workers=40, spammers=0.15, lapse=0.02,
                            noise=0.15, observer=OBSERVER, seed=3, concurrency=4, replay_rate=0.05, max_hits=2)  # fmt: skip
         # retraining fired on its own while the crowd worked

@@ -1,10 +1,13 @@
 """The bounded load test (`make loadtest` runs the long one): simulated annotators against gunicorn on
 Postgres; every acknowledged answer is stored exactly once and no item passes its target."""
 
-import os
-from urllib.parse import urlparse, urlunparse
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from worker_process import child_env  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -13,10 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 def test_a_short_load_run_loses_and_duplicates_nothing(settings, postgres, tmp_path):
     from judgments import loadtest
 
-    db = settings.DATABASES["default"]
-    url = urlparse(os.environ["DATABASE_URL"])
-    env = {"DATABASE_URL": urlunparse(url._replace(path="/" + db["NAME"])), "DJANGO_SETTINGS_MODULE": "config.settings.loadtest",
-           "PERCEPTLAB_DATA_DIR": str(tmp_path), "MEDIA_ROOT": str(settings.MEDIA_ROOT)}  # fmt: skip
+    env = {**child_env(settings), "DJANGO_SETTINGS_MODULE": "config.settings.loadtest", "PERCEPTLAB_DATA_DIR": str(tmp_path)}
     study = loadtest.loadtest_study(n_items=60, target=2, hit_size=10)  # small: the items fill up mid-run
     with loadtest.gunicorn(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as (base_url, _):
         result = loadtest.run_load(base_url, str(study.pk), clients=16, seconds=6, finish_hits=True)

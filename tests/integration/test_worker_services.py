@@ -3,34 +3,20 @@
 import os
 import sys
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from worker_process import celery_worker, wait_for  # noqa: E402
+from worker_process import celery_worker, child_env, wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.integration]
-
-
-def _worker_env(settings, redis_url: str) -> dict:
-    db = settings.DATABASES["default"]
-    url = urlparse(os.environ["DATABASE_URL"])
-    test_db_url = urlunparse(url._replace(path="/" + db["NAME"]))
-    return {
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": test_db_url,
-        "CELERY_BROKER_URL": redis_url,
-        "CELERY_RESULT_BACKEND": redis_url,
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-    }
 
 
 @pytest.mark.django_db(transaction=True)
 def test_smoke_task_round_trips_through_redis_and_a_worker(settings, redis_url, postgres, tmp_path):
     from core.tasks import ping
 
-    with celery_worker(_worker_env(settings, redis_url), log_path=tmp_path / "worker.log"):
+    with celery_worker(child_env(settings, redis_url), log_path=tmp_path / "worker.log"):
         result = ping.apply_async(kwargs={"payload": {"via": "redis"}}).get(timeout=90)
     assert result["echo"] == {"via": "redis"}
     assert result["system"] == os.uname().sysname
@@ -47,7 +33,7 @@ def test_worker_builds_a_study_in_postgres_after_commit(settings, redis_url, pos
     from studies.tasks import study_build_stimuli
 
     assert connection.vendor == "postgresql"
-    with celery_worker(_worker_env(settings, redis_url), log_path=tmp_path / "worker.log"):
+    with celery_worker(child_env(settings, redis_url), log_path=tmp_path / "worker.log"):
         with transaction.atomic():
             study = study_create(name="pg", kind="2afc", build_config={"n_items": 12, "seed": 4}, owner=researcher_carol)
             enqueue_on_commit(study_build_stimuli, str(study.pk))
@@ -64,7 +50,7 @@ def test_worker_builds_a_study_in_postgres_after_commit(settings, redis_url, pos
 def test_worker_trains_a_cnn_pool_on_the_gpu_queue(settings, redis_url, postgres, tmp_path):
     from studies.tasks import autoencoder_pool_train
 
-    env = {**_worker_env(settings, redis_url), "PERCEPTLAB_CNN_POOL_DIR": str(tmp_path / "pool")}
+    env = {**child_env(settings, redis_url), "PERCEPTLAB_CNN_POOL_DIR": str(tmp_path / "pool")}
     budget = {"steps": 4, "batch_size": 2, "snapshots": [2, 4], "checkpoint_every": 2}
     with celery_worker(env, queues="gpu", log_path=tmp_path / "worker.log"):
         result = autoencoder_pool_train.apply_async(kwargs={"n_models": 2, "budget": budget}).get(timeout=240)
