@@ -2,13 +2,26 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, Task
 from celery.signals import setup_logging
+from django.db import InterfaceError, OperationalError
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
-app = Celery("perceptlab")
+
+class PlatformTask(Task):
+    """Every task retries, with backoff, when the database is briefly away (a restart, a failover): the
+    work is redone from the start, which every task here allows (exports and builds are idempotent)."""
+
+    autoretry_for = (OperationalError, InterfaceError)
+    retry_backoff = 2
+    retry_backoff_max = 60
+    retry_jitter = True
+    max_retries = 8
+
+
+app = Celery("perceptlab", task_cls=PlatformTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = (Queue("default"), Queue("gpu"))
 app.autodiscover_tasks()

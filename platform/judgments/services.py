@@ -260,7 +260,9 @@ def assignment_start(*, study: Study, platform: str, worker_id: str, platform_in
 
 
 def _locked_assignment(token: str) -> Assignment:
-    assignment = Assignment.objects.select_for_update().select_related("study").filter(token=token).first()
+    # of=("self",): lock the assignment row only. Without it the joined study row is locked too, which
+    # serialises every answer in a study and deadlocks against assignment starts' foreign-key checks.
+    assignment = Assignment.objects.select_for_update(of=("self",)).select_related("study").filter(token=token).first()
     if assignment is None:
         raise ApplicationError("assignment not found", status_code=404)
     return assignment

@@ -153,3 +153,29 @@ def test_the_demo_study_exports_to_bapps_with_the_same_labels(answer_trials, tmp
             k, total = expected[row["id"]]
             assert data.p[n] == pytest.approx(k / total, abs=1e-6)
             assert row["records"]["p0"]["ops"] or row["records"]["p0"]
+
+
+def test_an_export_job_hit_by_a_database_outage_retries_and_finishes(make_study, answer_trials, monkeypatch):
+    """Every Celery task retries on a lost database connection (config.celery_app.PlatformTask); an export
+    interrupted that way is rebuilt rather than left running or failed."""
+    from django.db import OperationalError
+
+    from exports import services
+    from exports.tasks import export_build as export_task
+
+    study = make_study(n_test=4, n_sentinels=2, n_practice=0)
+    answer_trials(assignment_start(study=study, platform="anonymous", worker_id="w1").assignment, lambda t, i: "p0")
+    export = export_create(study=study)
+    real, calls = services.export_archive_bytes, []
+
+    def flaky(**kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("terminating connection due to administrator command")
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "export_archive_bytes", flaky)
+    result = export_task.apply(args=[str(export.pk)]).get()
+    export.refresh_from_db()
+    assert len(calls) == 2 and result["status"] == export.status == Export.Status.DONE and export.sha256
+    assert export_task.max_retries and OperationalError in export_task.autoretry_for
