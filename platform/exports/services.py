@@ -8,6 +8,7 @@ Archive layout (``<study-slug>-v<N>.zip``)::
     judgments.jsonl    one row per judgment: worker hash, sides, response time, sentinel outcome, flags
     assignments.jsonl  one row per assignment: platform, status, QC outcome
     export.json        study, collection config (exclusion rule), counts, file digests
+    restore/           every row and image of the study, for `manage.py study_restore` (exports.restore)
 
 ``judge`` is the fraction of counted judgments preferring p1 and ``same`` the fraction saying "same", one
 float32 per .npy. Counted judgments are test-trial judgments from assignments not excluded by QC (or all
@@ -36,6 +37,7 @@ from django.utils.text import slugify
 from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
 from exports.models import Export
+from exports.restore import dump_rows, write_restore
 from judgments.models import Assignment, Judgment, Trial
 from studies.models import Item, Study
 
@@ -75,7 +77,7 @@ def _snapshot_rows(study: Study) -> dict:
         .values("id", "platform", "status", "excluded", "qc", "n_trials", "n_answered", "created_at",
                 "submitted_at", "worker__external_hash", "worker__is_simulated")  # fmt: skip
     )
-    return {"items": items, "judgments": judgments, "assignments": assignments}
+    return {"items": items, "judgments": judgments, "assignments": assignments, "restore": dump_rows(study)}
 
 
 def _read_snapshot(study: Study) -> dict:
@@ -179,6 +181,8 @@ def export_archive_bytes(*, study: Study, include_excluded: bool = False, versio
             "categories": sorted({f"{s}/{c}" for s, c in groups}),
             "files": digests,
         }
+        summary["restore_rows"] = write_restore(lambda name, data, compress: add(zf, name, data, compress),
+                                                rows["restore"])["rows"]  # fmt: skip
         meta = {**summary, "collection_config": study.settings, "build_config": study.build_config,
                 "format": "perceptlab-export/1"}  # fmt: skip
         add(zf, "export.json", json.dumps(meta, indent=2, sort_keys=True).encode())

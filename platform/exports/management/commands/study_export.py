@@ -1,0 +1,27 @@
+"""Write a study's export archive to a file now (no Celery job, no Export row)."""
+
+import hashlib
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from exports.services import export_archive_bytes
+from studies.models import Study
+
+
+class Command(BaseCommand):
+    help = "Write a study's export (BAPPS layout, manifests and the restore/ section) to a zip file."
+
+    def add_arguments(self, parser):
+        parser.add_argument("study_id")
+        parser.add_argument("--out", required=True, help="zip file to write")
+        parser.add_argument("--include-excluded", action="store_true", help="count QC-excluded judgments too")
+
+    def handle(self, *args, study_id, out, include_excluded, **options):
+        study = Study.objects.filter(pk=study_id).first()
+        if study is None:
+            raise CommandError(f"no study {study_id} in this database")
+        data, summary = export_archive_bytes(study=study, include_excluded=include_excluded)
+        Path(out).write_bytes(data)
+        self.stdout.write(f"{out}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}, "
+                          f"{summary['n_items']} items, {summary['n_judgments']} judgments")  # fmt: skip
