@@ -169,9 +169,8 @@ class JudgmentSubmitApi(AnnotatorApi):
             client_answered_at=v.get("client_answered_at"), durations=v.get("durations"), display=v.get("display"),
         )  # fmt: skip
         judgment = result.judgment
-        assignment = Assignment.objects.only("n_answered", "n_trials").get(pk=judgment.assignment_id)
-        body = {"trial": v["trial"], "stored": True, "replayed": not result.created, "n_answered": assignment.n_answered,
-                "n_trials": assignment.n_trials, "correct": judgment.correct if judgment.kind == "practice" else None}  # fmt: skip
+        body = {"trial": v["trial"], "stored": True, "replayed": not result.created, "n_answered": result.n_answered,
+                "n_trials": result.n_trials, "correct": judgment.correct if judgment.kind == "practice" else None}  # fmt: skip
         return Response(self.OutputSerializer(body).data,
                         status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)  # fmt: skip
 

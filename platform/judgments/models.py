@@ -103,7 +103,11 @@ class Trial(BaseModel):
             models.UniqueConstraint(fields=["worker", "item"], condition=Q(kind="test"),
                                     name="trial_unique_test_item_per_worker"),  # fmt: skip
         ]
-        indexes = [models.Index(fields=["item", "answered"], name="trial_item_answered_idx")]
+        indexes = [
+            models.Index(fields=["item", "answered"], name="trial_item_answered_idx"),
+            # open test trials (leases): small, and what the assignment engine counts on every start
+            models.Index(fields=["item"], condition=Q(answered=False, kind="test"), name="trial_open_test_item_idx"),
+        ]
 
 
 class Judgment(BaseModel):

@@ -26,8 +26,7 @@ from urllib.parse import urlparse
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, Count, F, IntegerField, OuterRef, Subquery, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models import Count, F
 from django.utils import timezone
 
 from core.exceptions import ApplicationError
@@ -61,14 +60,14 @@ def worker_get_or_create(*, platform: str, external_id: str, is_simulated: bool 
     if not 1 <= len(external_id) <= 128:
         raise ApplicationError("a worker id of 1-128 characters is required", {"field": "worker_id"})
     digest = worker_hash(platform=platform, external_id=external_id)
+    worker = Worker.objects.filter(platform=platform, external_hash=digest).first()
+    if worker is not None:  # a returning worker: one read
+        return worker
     try:
         with transaction.atomic():
-            worker, _ = Worker.objects.get_or_create(
-                platform=platform, external_hash=digest, defaults={"is_simulated": is_simulated}
-            )
+            return Worker.objects.create(platform=platform, external_hash=digest, is_simulated=is_simulated)
     except IntegrityError:  # a concurrent first visit created it
-        worker = Worker.objects.get(platform=platform, external_hash=digest)
-    return worker
+        return Worker.objects.get(platform=platform, external_hash=digest)
 
 
 # --- platform context -----------------------------------------------------------------------------------
@@ -103,34 +102,48 @@ def platform_info_clean(*, platform: str, info: dict) -> dict:
 
 
 # --- the assignment engine ------------------------------------------------------------------------------
-def _target_expr(config: dict):
-    jpi = config["judgments_per_item"]
-    return Case(
-        *[When(split=split, then=Value(n)) for split, n in jpi.items()],
-        default=Value(max(jpi.values())),
-        output_field=IntegerField(),
-    )
+# Lease counts are two single-table index reads each (live assignments by their lease index; open test
+# trials by the partial index on them) rather than one join, so that a planner working from stale
+# statistics (a table that grew from empty minutes ago) has no bad join order to pick.
+def _count_live(rows, now) -> dict:
+    """rows of (item id, assignment id) for open test trials -> item id -> live leases."""
+    assignment_ids = {a for _, a in rows}
+    if not assignment_ids:
+        return {}
+    live = set(Assignment.objects.filter(pk__in=assignment_ids, status=Assignment.Status.STARTED,
+                                         lease_expires_at__gt=now).values_list("pk", flat=True))  # fmt: skip
+    counts: dict = {}
+    for item_id, assignment_id in rows:
+        if assignment_id in live:
+            counts[item_id] = counts.get(item_id, 0) + 1
+    return counts
 
 
-def _annotate_load(qs, *, config: dict, now):
-    leases = (
-        Trial.objects.filter(item=OuterRef("pk"), kind=Trial.Kind.TEST, answered=False,
-                             assignment__status=Assignment.Status.STARTED, assignment__lease_expires_at__gt=now)  # fmt: skip
-        .order_by()
-        .values("item")
-        .annotate(c=Count("pk"))
-        .values("c")
-    )
-    return qs.annotate(
-        target=_target_expr(config), leased=Coalesce(Subquery(leases, output_field=IntegerField()), 0)
-    ).annotate(load=F("n_judgments") + F("leased"))
+def _open_leases(item_ids, now) -> dict:
+    """item id -> live leases (unanswered test trials of started, unexpired assignments), for a few items."""
+    rows = list(Trial.objects.filter(item_id__in=list(item_ids), kind=Trial.Kind.TEST, answered=False)
+                .order_by().values_list("item_id", "assignment_id"))  # fmt: skip
+    return _count_live(rows, now)
+
+
+def _still_open(item_ids, *, config: dict, now) -> list[Item]:
+    """The given items that accepted judgments plus live leases leave below target, least loaded first."""
+    target = config["judgments_per_item"]
+    leases = _open_leases(item_ids, now)
+    items = list(Item.objects.filter(pk__in=list(item_ids)))
+    load = {item.pk: item.n_judgments + leases.get(item.pk, 0) for item in items}
+    ok = [item for item in items if load[item.pk] < target.get(item.split, max(target.values()))]
+    return sorted(ok, key=lambda item: (load[item.pk], item.index))
 
 
 def active_leases(*, study: Study, now) -> dict:
     """item id -> number of live leases (unanswered test trials of started, unexpired assignments)."""
+    live = list(Assignment.objects.filter(study=study, status=Assignment.Status.STARTED, lease_expires_at__gt=now)
+                .values_list("pk", flat=True))  # fmt: skip
+    if not live:
+        return {}
     return dict(
-        Trial.objects.filter(assignment__study=study, assignment__status=Assignment.Status.STARTED,
-                             assignment__lease_expires_at__gt=now, kind=Trial.Kind.TEST, answered=False)  # fmt: skip
+        Trial.objects.filter(assignment_id__in=live, kind=Trial.Kind.TEST, answered=False)
         .order_by()
         .values_list("item_id")
         .annotate(c=Count("pk"))
@@ -161,8 +174,7 @@ def _lease_items(*, study: Study, config: dict, worker: Worker, n: int, now) -> 
     if not connection.features.has_select_for_update_skip_locked:
         # SQLite: the IMMEDIATE transaction already holds the database write lock; count exactly
         ids = list(_window(study=study, config=config, worker=worker, now=now, skip=set()).values_list("pk", flat=True)[: 4 * n + 8])
-        fresh = _annotate_load(Item.objects.filter(pk__in=ids), config=config, now=now)
-        return list(fresh.filter(load__lt=F("target")).order_by("load", "index")[:n])
+        return _still_open(ids, config=config, now=now)[:n]
     taken: list[Item] = []
     rejected: set = set()
     delay, deadline = 0.005, time.monotonic() + LOCK_WAIT_S
@@ -173,8 +185,7 @@ def _lease_items(*, study: Study, config: dict, worker: Worker, n: int, now) -> 
         locked = list(window.select_for_update(skip_locked=True).values_list("pk", flat=True)[: n - len(taken)])
         if locked:
             # A fresh statement: rows we hold cannot gain leases, so this count is exact.
-            fresh = _annotate_load(Item.objects.filter(pk__in=locked), config=config, now=now)
-            ok = list(fresh.filter(load__lt=F("target")).order_by("load", "index"))
+            ok = _still_open(locked, config=config, now=now)
             taken += ok
             rejected |= set(locked) - {item.pk for item in ok}
             if len(taken) < n and len(ok) == len(locked):
@@ -230,12 +241,13 @@ def assignment_start(*, study: Study, platform: str, worker_id: str, platform_in
         tests = _lease_items(study=study, config=config, worker=worker, n=config["hit_size"], now=now)
         if not tests:
             raise ApplicationError("no work is available in this study right now", {"code": "no_work"}, status_code=409)
-        sentinel_pool = list(Item.objects.filter(study=study, role=Item.Role.SENTINEL))
+        extra = list(Item.objects.filter(study=study, role__in=(Item.Role.SENTINEL, Item.Role.PRACTICE)).order_by("index"))
+        sentinel_pool = [item for item in extra if item.role == Item.Role.SENTINEL]
         n_sent = 0
         if sentinel_pool and config["sentinel_rate"] > 0:
             n_sent = min(len(sentinel_pool), max(1, round(sentinels_per_hit(config) * len(tests) / config["hit_size"])))
         sentinels = _rng.sample(sentinel_pool, n_sent)
-        practice = list(Item.objects.filter(study=study, role=Item.Role.PRACTICE).order_by("index")) if config["practice"] else []
+        practice = [item for item in extra if item.role == Item.Role.PRACTICE] if config["practice"] else []
         counted = [(item, Trial.Kind.TEST) for item in tests] + [(item, Trial.Kind.SENTINEL) for item in sentinels]
         _rng.shuffle(counted)
         sequence = [(item, Trial.Kind.PRACTICE) for item in practice] + counted
@@ -315,6 +327,8 @@ def assignments_expire_stale(*, now=None) -> int:
 class SubmitResult:
     judgment: Judgment
     created: bool
+    n_answered: int
+    n_trials: int
 
 
 def _number(value, field: str, *, low: float, high: float, required: bool = True) -> float | None:
@@ -336,11 +350,29 @@ def timing_flagged(*, timing: dict, durations: dict, display: dict) -> bool:
     return False
 
 
+def _replay(*, token: str, trial_id: str, idempotency_key: str) -> SubmitResult:
+    """After a refused insert: the answer stored under this key (a retry that raced the first attempt),
+    or the reason it cannot be stored."""
+    existing = (Judgment.objects.select_related("trial", "assignment")
+                .filter(assignment__token=token, idempotency_key=idempotency_key).first())  # fmt: skip
+    if existing is not None:
+        if existing.trial.public_id != trial_id:
+            raise ApplicationError("idempotency_key was already used for another trial",
+                                   {"field": "idempotency_key"}, status_code=409)  # fmt: skip
+        return SubmitResult(existing, False, existing.assignment.n_answered, existing.assignment.n_trials)
+    raise ApplicationError("this trial was already answered", {"field": "trial", "code": "answered"}, status_code=409)
+
+
 def judgment_submit(*, token: str, trial_id: str, response: str, rt_ms, idempotency_key: str,
                     client_shown_at=None, client_answered_at=None, durations: dict | None = None,
                     display: dict | None = None) -> SubmitResult:  # fmt: skip
     """Store one answered trial. Idempotent: the same key returns the stored judgment (created=False);
-    a second answer to an answered trial is refused. Acknowledged only after the transaction commits."""
+    a second answer to an answered trial is refused. Acknowledged only after the transaction commits.
+
+    One statement finds the trial, its item, any stored answer and the study, and locks the assignment
+    row (only that row), so answers to one assignment are serialised and answers to others never wait.
+    The unique constraints (one judgment per trial; one per assignment and key) are the final word: an
+    insert they refuse is resolved as a replay or a conflict."""
     if not isinstance(idempotency_key, str) or not 8 <= len(idempotency_key) <= 64:
         raise ApplicationError("idempotency_key must be 8-64 characters", {"field": "idempotency_key"})
     durations = durations or {}
@@ -348,53 +380,63 @@ def judgment_submit(*, token: str, trial_id: str, response: str, rt_ms, idempote
     if not isinstance(durations, dict) or not isinstance(display, dict) or len(str(display)) > 4000 or len(str(durations)) > 2000:
         raise ApplicationError("durations and display must be small JSON objects", {"field": "display"})
     now = timezone.now()
-    with transaction.atomic():
-        assignment = _locked_assignment(token)
-        existing = Judgment.objects.filter(assignment=assignment, idempotency_key=idempotency_key).select_related("trial").first()
-        if existing is not None:
-            if existing.trial.public_id != trial_id:
-                raise ApplicationError("idempotency_key was already used for another trial",
-                                       {"field": "idempotency_key"}, status_code=409)  # fmt: skip
-            return SubmitResult(existing, False)
-        _require_live(assignment, now)
-        trial = assignment.trials.select_related("item").filter(public_id=trial_id).first()
-        if trial is None:
-            raise ApplicationError("this trial is not part of the assignment", {"field": "trial"})
-        if trial.answered:
-            raise ApplicationError("this trial was already answered", {"field": "trial", "code": "answered"}, status_code=409)
-        kind = assignment.study.kind
-        config = assignment.study.settings  # parsed once per answer
-        if response not in RESPONSES[kind]:
-            raise ApplicationError(f"response must be one of {list(RESPONSES[kind])}", {"field": "response"})
-        rt = _number(rt_ms, "rt_ms", low=0, high=MAX_RT_MS)
-        shown = _number(client_shown_at, "client_shown_at", low=0, high=1e14, required=False)
-        answered_at = _number(client_answered_at, "client_answered_at", low=0, high=1e14, required=False)
-        item = trial.item
-        if kind == "2afc":
-            choice = int((response == "right") != trial.swap)
+    try:
+        with transaction.atomic():
+            trial = (Trial.objects.select_for_update(of=("assignment",))
+                     .select_related("assignment__study", "item", "judgment")
+                     .filter(assignment__token=token, public_id=trial_id).first())  # fmt: skip
+            if trial is None:
+                if not Assignment.objects.filter(token=token).exists():
+                    raise ApplicationError("assignment not found", status_code=404)
+                if Judgment.objects.filter(assignment__token=token, idempotency_key=idempotency_key).exists():
+                    raise ApplicationError("idempotency_key was already used for another trial",
+                                           {"field": "idempotency_key"}, status_code=409)  # fmt: skip
+                raise ApplicationError("this trial is not part of the assignment", {"field": "trial"})
+            assignment = trial.assignment
+            existing = getattr(trial, "judgment", None)
+            if existing is not None and existing.idempotency_key == idempotency_key:
+                return SubmitResult(existing, False, assignment.n_answered, assignment.n_trials)
+            _require_live(assignment, now)
+            if trial.answered or existing is not None:
+                raise ApplicationError("this trial was already answered", {"field": "trial", "code": "answered"},
+                                       status_code=409)  # fmt: skip
+            study = assignment.study
+            kind = study.kind
+            config = study.settings  # parsed once per answer
+            if response not in RESPONSES[kind]:
+                raise ApplicationError(f"response must be one of {list(RESPONSES[kind])}", {"field": "response"})
+            rt = _number(rt_ms, "rt_ms", low=0, high=MAX_RT_MS)
+            shown = _number(client_shown_at, "client_shown_at", low=0, high=1e14, required=False)
+            answered_at = _number(client_answered_at, "client_answered_at", low=0, high=1e14, required=False)
+            item = trial.item
             left = "p1" if trial.swap else "p0"
-            correct = None if not item.expected else (f"p{choice}" == item.expected)
-            flagged = False
-        else:
-            choice = int(response == "same")
-            left = "p1" if trial.swap else "p0"
-            correct = None if not item.expected else (response == item.expected)
-            flagged = timing_flagged(timing=config["timing"], durations=durations, display=display)
-        judgment = Judgment.objects.create(
-            trial=trial, assignment=assignment, item=item, worker_id=assignment.worker_id, kind=trial.kind,
-            idempotency_key=idempotency_key, response=response, choice=choice, presented_left=left,
-            correct=correct if trial.kind != Trial.Kind.TEST else None, rt_ms=rt, client_shown_at=shown,
-            client_answered_at=answered_at, durations=durations, timing_flagged=flagged, display=display,
-        )  # fmt: skip
-        Trial.objects.filter(pk=trial.pk).update(answered=True)
-        ttl = config["lease_ttl_s"]
-        Assignment.objects.filter(pk=assignment.pk).update(
-            n_answered=F("n_answered") + 1, lease_expires_at=now + timedelta(seconds=ttl)
-        )
-        if trial.kind == Trial.Kind.TEST:
-            Item.objects.filter(pk=item.pk).update(n_judgments=F("n_judgments") + 1)
-            transaction.on_commit(lambda: _judgment_added(assignment.study_id))
-    return SubmitResult(judgment, True)
+            if kind == "2afc":
+                choice = int((response == "right") != trial.swap)
+                correct = None if not item.expected else (f"p{choice}" == item.expected)
+                flagged = False
+            else:
+                choice = int(response == "same")
+                correct = None if not item.expected else (response == item.expected)
+                flagged = timing_flagged(timing=config["timing"], durations=durations, display=display)
+            judgment = Judgment.objects.create(
+                trial=trial, assignment=assignment, item=item, worker_id=assignment.worker_id, kind=trial.kind,
+                idempotency_key=idempotency_key, response=response, choice=choice, presented_left=left,
+                correct=correct if trial.kind != Trial.Kind.TEST else None, rt_ms=rt, client_shown_at=shown,
+                client_answered_at=answered_at, durations=durations, timing_flagged=flagged, display=display,
+            )  # fmt: skip
+            Trial.objects.filter(pk=trial.pk).update(answered=True)
+            Assignment.objects.filter(pk=assignment.pk).update(
+                n_answered=F("n_answered") + 1, lease_expires_at=now + timedelta(seconds=config["lease_ttl_s"])
+            )
+            if trial.kind == Trial.Kind.TEST:
+                Item.objects.filter(pk=item.pk).update(n_judgments=F("n_judgments") + 1)
+                every = config["training"]["every"]
+                if every is not None:  # studies that do not train skip the trigger's reads
+                    transaction.on_commit(lambda: _judgment_added(study.pk))
+    except IntegrityError:
+        # a concurrent request with the same key (a client retry) or for the same trial committed first
+        return _replay(token=token, trial_id=trial_id, idempotency_key=idempotency_key)
+    return SubmitResult(judgment, True, assignment.n_answered + 1, assignment.n_trials)
 
 
 def _judgment_added(study_id) -> None:
