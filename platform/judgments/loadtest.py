@@ -92,6 +92,35 @@ def loadtest_study(*, n_items: int = 3000, target: int = 3, hit_size: int = 20):
     return study
 
 
+def _proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process and of its children that exited (Linux /proc), so that
+    a PostgreSQL backend or a gunicorn worker that ends mid-run still counts."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _procs() -> list[tuple[int, int, str]]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                head, tail = (entry / "stat").read_text().rsplit(")", 1)
+                out.append((int(entry.name), int(tail.split()[1]), head.split("(", 1)[1]))
+    return out
+
+
+def cpu_snapshot(web_pid: int) -> dict:
+    """CPU seconds so far of the web server (master and workers), PostgreSQL's processes on this machine,
+    and this process (the load generator). Differences of two snapshots split a run's CPU between them."""
+    procs = _procs()
+    web = [pid for pid, ppid, _ in procs if pid == web_pid or ppid == web_pid]
+    postgres = [pid for pid, _, name in procs if name.startswith("postgres")]
+    return {"web": sum(map(_proc_cpu, web)), "postgres": sum(map(_proc_cpu, postgres)), "load generator": time.process_time()}
+
+
 class Recorder:
     def __init__(self):
         self.lock = threading.Lock()
@@ -107,7 +136,7 @@ class Recorder:
 
 
 def _client(base_url: str, study_id: str, worker: str, deadline: float, rec: Recorder, rng: random.Random,
-            finish_hits: bool) -> None:  # fmt: skip
+            finish_hits: bool, think_s: float = 0.0) -> None:  # fmt: skip
     http = HttpClient(base_url, timeout=60)
     try:
         while time.time() < deadline:
@@ -127,6 +156,8 @@ def _client(base_url: str, study_id: str, worker: str, deadline: float, rec: Rec
                     continue
                 if time.time() >= deadline and not finish_hits:
                     return
+                if think_s:  # an annotator looks at the patches before answering
+                    time.sleep(rng.uniform(0.5, 1.5) * think_s)
                 body = {"trial": trial["id"], "response": rng.choice(("left", "right")), "rt_ms": rng.uniform(300, 3000),
                         "idempotency_key": uuid.uuid4().hex}  # fmt: skip
                 t = time.perf_counter()
@@ -154,12 +185,14 @@ def _client(base_url: str, study_id: str, worker: str, deadline: float, rec: Rec
 
 
 def run_load(base_url: str, study_id: str, *, clients: int = 200, seconds: float = 30.0, seed: int = 0,
-             finish_hits: bool = False) -> dict:  # fmt: skip
+             finish_hits: bool = False, think_s: float = 0.0) -> dict:  # fmt: skip
+    """`clients` simulated annotators for `seconds`; each waits about `think_s` (0.5-1.5x, uniform) before
+    each answer (0: answers back to back, the server's ceiling)."""
     rec = Recorder()
     deadline = time.time() + seconds
     start = time.perf_counter()
     threads = [threading.Thread(target=_client, args=(base_url, study_id, f"load-{seed}-{c}", deadline, rec,
-                                                      random.Random(seed * 7919 + c), finish_hits), daemon=True)
+                                                      random.Random(seed * 7919 + c), finish_hits, think_s), daemon=True)
                for c in range(clients)]  # fmt: skip
     for t in threads:
         t.start()
@@ -209,7 +242,8 @@ def percentiles(latency: dict[str, list[float]]) -> dict:
 
 
 def verify(study, acknowledged: list[tuple[str, str]]) -> dict:
-    """Every acknowledged answer exists exactly once; no item holds more accepted judgments than its target."""
+    """Every acknowledged answer exists exactly once; no item holds more accepted judgments than its target,
+    and the items' denormalised counts (n_judgments, n_open) match the rows they count."""
     from django.db.models import Count
 
     from judgments.models import Judgment, Trial
@@ -228,5 +262,8 @@ def verify(study, acknowledged: list[tuple[str, str]]) -> dict:
         if counts.get(item.pk, 0) > target[item.split] or item.n_judgments != counts.get(item.pk, 0):
             over.append(item.pk)
     open_trials = Trial.objects.filter(assignment__study=study, assignment__status="started").count()
+    leases = dict(Trial.objects.filter(assignment__study=study, assignment__status="started", kind="test", answered=False)
+                  .order_by().values_list("item_id").annotate(n=Count("pk")).values_list("item_id", "n"))  # fmt: skip
+    n_open = dict(Item.objects.filter(study=study, n_open__gt=0).values_list("pk", "n_open"))
     return {"acknowledged": len(trial_ids), "missing": len(missing), "duplicated": len(duplicated),
-            "items_over_target_or_miscounted": len(over), "open_trials": open_trials}  # fmt: skip
+            "items_over_target_or_miscounted": len(over) + (n_open != leases), "open_trials": open_trials}  # fmt: skip

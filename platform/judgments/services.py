@@ -17,21 +17,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import random
 import time
+import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlparse
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F
+from django.db.models import Case, Count, F, IntegerField, Value, When
 from django.utils import timezone
 
 from core.exceptions import ApplicationError
 from judgments.models import Assignment, Judgment, Platform, Trial, Worker
-from studies.collection import sentinels_per_hit
+from studies.collection import collection_config, sentinels_per_hit
 from studies.models import Item, Study
 
 logger = logging.getLogger(__name__)
@@ -102,42 +104,9 @@ def platform_info_clean(*, platform: str, info: dict) -> dict:
 
 
 # --- the assignment engine ------------------------------------------------------------------------------
-# Lease counts are two single-table index reads each (live assignments by their lease index; open test
-# trials by the partial index on them) rather than one join, so that a planner working from stale
-# statistics (a table that grew from empty minutes ago) has no bad join order to pick.
-def _count_live(rows, now) -> dict:
-    """rows of (item id, assignment id) for open test trials -> item id -> live leases."""
-    assignment_ids = {a for _, a in rows}
-    if not assignment_ids:
-        return {}
-    live = set(Assignment.objects.filter(pk__in=assignment_ids, status=Assignment.Status.STARTED,
-                                         lease_expires_at__gt=now).values_list("pk", flat=True))  # fmt: skip
-    counts: dict = {}
-    for item_id, assignment_id in rows:
-        if assignment_id in live:
-            counts[item_id] = counts.get(item_id, 0) + 1
-    return counts
-
-
-def _open_leases(item_ids, now) -> dict:
-    """item id -> live leases (unanswered test trials of started, unexpired assignments), for a few items."""
-    rows = list(Trial.objects.filter(item_id__in=list(item_ids), kind=Trial.Kind.TEST, answered=False)
-                .order_by().values_list("item_id", "assignment_id"))  # fmt: skip
-    return _count_live(rows, now)
-
-
-def _still_open(item_ids, *, config: dict, now) -> list[Item]:
-    """The given items that accepted judgments plus live leases leave below target, least loaded first."""
-    target = config["judgments_per_item"]
-    leases = _open_leases(item_ids, now)
-    items = list(Item.objects.filter(pk__in=list(item_ids)))
-    load = {item.pk: item.n_judgments + leases.get(item.pk, 0) for item in items}
-    ok = [item for item in items if load[item.pk] < target.get(item.split, max(target.values()))]
-    return sorted(ok, key=lambda item: (load[item.pk], item.index))
-
-
 def active_leases(*, study: Study, now) -> dict:
-    """item id -> number of live leases (unanswered test trials of started, unexpired assignments)."""
+    """item id -> number of live leases (unanswered test trials of started, unexpired assignments), counted
+    from the trials themselves. The engine reads the denormalised Item.n_open instead; this is the check."""
     live = list(Assignment.objects.filter(study=study, status=Assignment.Status.STARTED, lease_expires_at__gt=now)
                 .values_list("pk", flat=True))  # fmt: skip
     if not live:
@@ -151,45 +120,93 @@ def active_leases(*, study: Study, now) -> dict:
     )
 
 
-def _window(*, study: Study, config: dict, worker: Worker, now, skip: set):
-    """Available test items, fewest accepted judgments first (breadth-first), as a queryset. Items whose
-    live leases already fill them are left out; the leases come from one GROUP BY over the (few) active
-    trials, so no per-item subquery runs over the whole study, and the scan follows the index on
-    (study, role, n_judgments)."""
+def _release(assignment_ids) -> None:
+    """Take the unanswered test trials of assignments that stop holding them (returned, expired) out of
+    their items' open-lease counts. Call in the transaction that changes the assignments' status."""
+    ids = list(assignment_ids)
+    if not ids:
+        return
+    per_item: dict = {}
+    for item_id in (Trial.objects.filter(assignment_id__in=ids, kind=Trial.Kind.TEST, answered=False)
+                    .order_by().values_list("item_id", flat=True)):  # fmt: skip
+        per_item[item_id] = per_item.get(item_id, 0) + 1
+    by_count: dict = {}
+    for item_id, n in per_item.items():
+        by_count.setdefault(n, []).append(item_id)
+    for n, item_ids in sorted(by_count.items()):
+        Item.objects.filter(pk__in=sorted(item_ids)).update(n_open=F("n_open") - n)
+
+
+def _expire(*, now, study: Study | None = None, limit: int = 500) -> int:
+    """Mark started assignments past their lease expired and release their items; each assignment is
+    expired by exactly one caller (rows another transaction holds are skipped and left to it)."""
+    stale = Assignment.objects.filter(status=Assignment.Status.STARTED, lease_expires_at__lte=now)
+    if study is not None:
+        stale = stale.filter(study=study)
+    if not stale.exists():  # the common case: one index probe, no transaction
+        return 0
+    with transaction.atomic():
+        locked = stale.order_by("pk")
+        if connection.features.has_select_for_update_skip_locked:
+            locked = locked.select_for_update(skip_locked=True)
+        ids = list(locked.values_list("pk", flat=True)[:limit])
+        Assignment.objects.filter(pk__in=ids).update(status=Assignment.Status.EXPIRED)
+        _release(ids)
+    return len(ids)
+
+
+def _target(config: dict, split: str) -> int:
     target = config["judgments_per_item"]
-    leases = active_leases(study=study, now=now)
-    full = set()
-    for pk, split, n_judged in Item.objects.filter(pk__in=list(leases)).values_list("pk", "split", "n_judgments"):
-        if n_judged + leases[pk] >= target.get(split, max(target.values())):
-            full.add(pk)
+    return target.get(split, max(target.values()))
+
+
+def _target_case(config: dict):
+    jpi = config["judgments_per_item"]
+    return Case(*[When(split=split, then=Value(n)) for split, n in jpi.items()], default=Value(max(jpi.values())),
+                output_field=IntegerField())  # fmt: skip
+
+
+def _window(*, study: Study, config: dict, worker: Worker, skip: set):
+    """Available test items, least loaded first (breadth-first: accepted judgments plus open leases), as a
+    queryset that follows the index on (study, n_judgments + n_open, index). Expired leases were released
+    just before (assignment_start), so the load counts live leases only."""
     return (
-        Item.objects.filter(study=study, role=Item.Role.TEST, n_judgments__lt=max(target.values()))
-        .exclude(pk__in=full | skip)
+        Item.objects.filter(study=study, role=Item.Role.TEST)
+        .alias(load=F("n_judgments") + F("n_open"), target=_target_case(config))
+        .filter(load__lt=F("target"))
+        .exclude(pk__in=skip)
         .exclude(pk__in=Trial.objects.filter(worker=worker, kind=Trial.Kind.TEST).values("item_id"))
-        .order_by("n_judgments", "index")
+        .order_by("study_id", "load", "index")
     )
 
 
-def _lease_items(*, study: Study, config: dict, worker: Worker, n: int, now) -> list[Item]:
+def _still_open(item_ids, *, config: dict) -> list[Item]:
+    """The given items (whose rows this transaction holds) still below their split's target."""
+    items = [item for item in Item.objects.filter(pk__in=list(item_ids))
+             if item.n_judgments + item.n_open < _target(config, item.split)]  # fmt: skip
+    return sorted(items, key=lambda item: (item.n_judgments + item.n_open, item.index))
+
+
+def _lease_items(*, study: Study, config: dict, worker: Worker, n: int) -> list[Item]:
     if not connection.features.has_select_for_update_skip_locked:
         # SQLite: the IMMEDIATE transaction already holds the database write lock; count exactly
-        ids = list(_window(study=study, config=config, worker=worker, now=now, skip=set()).values_list("pk", flat=True)[: 4 * n + 8])
-        return _still_open(ids, config=config, now=now)[:n]
+        ids = list(_window(study=study, config=config, worker=worker, skip=set()).values_list("pk", flat=True)[: 4 * n + 8])
+        return _still_open(ids, config=config)[:n]
     taken: list[Item] = []
     rejected: set = set()
     delay, deadline = 0.005, time.monotonic() + LOCK_WAIT_S
     while True:
         held = {item.pk for item in taken} | rejected
-        window = _window(study=study, config=config, worker=worker, now=now, skip=held)
+        window = _window(study=study, config=config, worker=worker, skip=held)
         # SKIP LOCKED inside the ordered LIMIT: concurrent assigners each get the next rows nobody holds.
-        locked = list(window.select_for_update(skip_locked=True).values_list("pk", flat=True)[: n - len(taken)])
+        locked = list(window.select_for_update(skip_locked=True, of=("self",)).values_list("pk", flat=True)[: n - len(taken)])
         if locked:
-            # A fresh statement: rows we hold cannot gain leases, so this count is exact.
-            ok = _still_open(locked, config=config, now=now)
+            # A fresh read of rows we hold: their counts cannot change under us, so this check is exact.
+            ok = _still_open(locked, config=config)
             taken += ok
             rejected |= set(locked) - {item.pk for item in ok}
-            if len(taken) < n and len(ok) == len(locked):
-                continue  # the window was shorter than n only because of skipped rows? look once more
+            if len(taken) < n:
+                continue  # rows others hold were skipped, or some were full: look further down the queue
         # A partial batch is served at once (small HITs near the end of a study). With nothing yet, items
         # that other transactions hold for a few milliseconds are waited for rather than reported as "no
         # work"; a transaction holding no rows blocks nobody, so this cannot livelock.
@@ -221,6 +238,7 @@ def assignment_start(*, study: Study, platform: str, worker_id: str, platform_in
     worker = worker_get_or_create(platform=platform, external_id=worker_id,
                                   is_simulated=is_simulated or platform == Platform.SIMULATED)  # fmt: skip
     now = timezone.now()
+    _expire(now=now, study=study)  # expired leases free their items now, not at the next sweep
     with transaction.atomic():
         active = Assignment.objects.select_for_update().filter(study=study, worker=worker,
                                                                status=Assignment.Status.STARTED).first()  # fmt: skip
@@ -232,15 +250,17 @@ def assignment_start(*, study: Study, platform: str, worker_id: str, platform_in
                 active.refresh_from_db()
                 return StartResult(active, False)
             Assignment.objects.filter(pk=active.pk).update(status=Assignment.Status.EXPIRED)
+            _release([active.pk])
         session_key = info.get("session_id") or info.get("assignment_id")
         if session_key:  # the same Prolific session / MTurk assignment: show its outcome again
             earlier = Assignment.objects.filter(study=study, worker=worker, status=Assignment.Status.SUBMITTED)
             for candidate in earlier:
                 if session_key in (candidate.platform_info.get("session_id"), candidate.platform_info.get("assignment_id")):
                     return StartResult(candidate, False)
-        tests = _lease_items(study=study, config=config, worker=worker, n=config["hit_size"], now=now)
+        tests = _lease_items(study=study, config=config, worker=worker, n=config["hit_size"])
         if not tests:
             raise ApplicationError("no work is available in this study right now", {"code": "no_work"}, status_code=409)
+        Item.objects.filter(pk__in=sorted(item.pk for item in tests)).update(n_open=F("n_open") + 1)
         extra = list(Item.objects.filter(study=study, role__in=(Item.Role.SENTINEL, Item.Role.PRACTICE)).order_by("index"))
         sentinel_pool = [item for item in extra if item.role == Item.Role.SENTINEL]
         n_sent = 0
@@ -281,10 +301,11 @@ def _locked_assignment(token: str) -> Assignment:
 
 
 def _require_live(assignment: Assignment, now) -> None:
-    if assignment.status == Assignment.Status.STARTED and assignment.lease_expires_at <= now:
-        Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.EXPIRED)
-        assignment.status = Assignment.Status.EXPIRED
-    if assignment.status == Assignment.Status.EXPIRED:
+    # An assignment past its lease is refused here; its status (and its items' open leases) change in
+    # _expire, run by the next start in the study and by the periodic sweep.
+    if assignment.status == Assignment.Status.EXPIRED or (
+        assignment.status == Assignment.Status.STARTED and assignment.lease_expires_at <= now
+    ):
         raise ApplicationError("this assignment expired; start a new one", {"code": "expired"}, status_code=410)
     if assignment.status != Assignment.Status.STARTED:
         raise ApplicationError(f"this assignment is {assignment.status}", {"code": assignment.status}, status_code=409)
@@ -310,6 +331,7 @@ def assignment_return(*, token: str) -> Assignment:
         _require_live(assignment, timezone.now())
         assignment.status = Assignment.Status.RETURNED
         Assignment.objects.filter(pk=assignment.pk).update(status=assignment.status)
+        _release([assignment.pk])
     return assignment
 
 
@@ -317,9 +339,10 @@ def assignments_expire_stale(*, now=None) -> int:
     """Mark started assignments past their lease as expired. Housekeeping only: expired leases already
     stop counting the moment they pass."""
     now = now or timezone.now()
-    return Assignment.objects.filter(status=Assignment.Status.STARTED, lease_expires_at__lte=now).update(
-        status=Assignment.Status.EXPIRED
-    )
+    total = 0
+    while n := _expire(now=now):
+        total += n
+    return total
 
 
 # --- judgments ------------------------------------------------------------------------------------------
@@ -363,6 +386,86 @@ def _replay(*, token: str, trial_id: str, idempotency_key: str) -> SubmitResult:
     raise ApplicationError("this trial was already answered", {"field": "trial", "code": "answered"}, status_code=409)
 
 
+# --- the answer path: hand-written SQL ----------------------------------------------------------------
+# Storing an answer is the platform's hottest write (one per trial per annotator). It runs five short
+# statements written out here instead of through the query compiler, whose per-statement cost was most of
+# an answer's CPU time (docs/platform.md, "Performance"). The statements are plain SQL that PostgreSQL and
+# SQLite both run; values are prepared by the models' own fields, and the INSERT covers every column of
+# Judgment, so the row is what `Judgment.objects.create` would write.
+@dataclass
+class _AnswerRow:
+    trial_id: object
+    trial_kind: str
+    swap: bool
+    answered: bool
+    item_id: object
+    pk: object  # the assignment's
+    status: str
+    lease_expires_at: object
+    worker_id: object
+    n_answered: int
+    n_trials: int
+    study_id: object
+    study_kind: str
+    study_config: dict
+    expected: str
+    judgment_id: object
+    judgment_key: str | None
+
+
+def _uuid(value):
+    return value if value is None or isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _aware(value):
+    if isinstance(value, str):  # SQLite
+        value = datetime.fromisoformat(value)
+    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _answer_row(token: str, trial_id: str) -> _AnswerRow | None:
+    tables = {name: model._meta.db_table for name, model in
+              (("t", Trial), ("a", Assignment), ("s", Study), ("i", Item), ("j", Judgment))}  # fmt: skip
+    sql = (f"SELECT t.id, t.kind, t.swap, t.answered, t.item_id, a.id, a.status, a.lease_expires_at, a.worker_id, "
+           f"a.n_answered, a.n_trials, s.id, s.kind, s.config, i.expected, j.id, j.idempotency_key "
+           f"FROM {tables['t']} t JOIN {tables['a']} a ON a.id = t.assignment_id "
+           f"JOIN {tables['s']} s ON s.id = a.study_id JOIN {tables['i']} i ON i.id = t.item_id "
+           f"LEFT JOIN {tables['j']} j ON j.trial_id = t.id WHERE a.token = %s AND t.public_id = %s")  # fmt: skip
+    if connection.features.has_select_for_update_of:
+        sql += " FOR UPDATE OF a"  # the assignment row only: answers to other assignments never wait
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [token, trial_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    (t_id, t_kind, swap, answered, item_id, a_id, status, lease, worker_id, n_answered, n_trials, s_id, s_kind, config,
+     expected, j_id, j_key) = row  # fmt: skip
+    return _AnswerRow(_uuid(t_id), t_kind, bool(swap), bool(answered), _uuid(item_id), _uuid(a_id), status, _aware(lease),
+                      _uuid(worker_id), n_answered, n_trials, _uuid(s_id), s_kind,
+                      json.loads(config) if isinstance(config, str) else config, expected, _uuid(j_id), j_key)  # fmt: skip
+
+
+def _store_answer(judgment: Judgment, row: _AnswerRow, lease_expires_at) -> None:
+    fields = Judgment._meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    prep = lambda field, value: field.get_db_prep_save(value, connection)  # noqa: E731
+    pk = lambda model, value: model._meta.pk.get_db_prep_value(value, connection)  # noqa: E731
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {Judgment._meta.db_table} ({columns}) VALUES ({marks})",
+                       [prep(f, getattr(judgment, f.attname)) for f in fields])  # fmt: skip
+        cursor.execute(f"UPDATE {Trial._meta.db_table} SET answered = %s WHERE id = %s", [True, pk(Trial, row.trial_id)])
+        cursor.execute(f"UPDATE {Assignment._meta.db_table} SET n_answered = n_answered + 1, lease_expires_at = %s "
+                       f"WHERE id = %s", [prep(Assignment._meta.get_field("lease_expires_at"), lease_expires_at),
+                                          pk(Assignment, row.pk)])  # fmt: skip
+        if row.trial_kind == Trial.Kind.TEST:
+            # the lease becomes a judgment: load (n_judgments + n_open) is unchanged
+            cursor.execute(f"UPDATE {Item._meta.db_table} SET n_judgments = n_judgments + 1, n_open = n_open - 1 "
+                           f"WHERE id = %s", [pk(Item, row.item_id)])  # fmt: skip
+    judgment._state.adding = False
+    judgment._state.db = connection.alias
+
+
 def judgment_submit(*, token: str, trial_id: str, response: str, rt_ms, idempotency_key: str,
                     client_shown_at=None, client_answered_at=None, durations: dict | None = None,
                     display: dict | None = None) -> SubmitResult:  # fmt: skip
@@ -379,64 +482,55 @@ def judgment_submit(*, token: str, trial_id: str, response: str, rt_ms, idempote
     display = display or {}
     if not isinstance(durations, dict) or not isinstance(display, dict) or len(str(display)) > 4000 or len(str(durations)) > 2000:
         raise ApplicationError("durations and display must be small JSON objects", {"field": "display"})
+    if not isinstance(trial_id, str) or not isinstance(token, str):
+        raise ApplicationError("trial and token must be strings", {"field": "trial"})
     now = timezone.now()
     try:
         with transaction.atomic():
-            trial = (Trial.objects.select_for_update(of=("assignment",))
-                     .select_related("assignment__study", "item", "judgment")
-                     .filter(assignment__token=token, public_id=trial_id).first())  # fmt: skip
-            if trial is None:
+            row = _answer_row(token, trial_id)
+            if row is None:
                 if not Assignment.objects.filter(token=token).exists():
                     raise ApplicationError("assignment not found", status_code=404)
                 if Judgment.objects.filter(assignment__token=token, idempotency_key=idempotency_key).exists():
                     raise ApplicationError("idempotency_key was already used for another trial",
                                            {"field": "idempotency_key"}, status_code=409)  # fmt: skip
                 raise ApplicationError("this trial is not part of the assignment", {"field": "trial"})
-            assignment = trial.assignment
-            existing = getattr(trial, "judgment", None)
-            if existing is not None and existing.idempotency_key == idempotency_key:
-                return SubmitResult(existing, False, assignment.n_answered, assignment.n_trials)
-            _require_live(assignment, now)
-            if trial.answered or existing is not None:
+            if row.judgment_id is not None and row.judgment_key == idempotency_key:
+                return SubmitResult(Judgment.objects.get(pk=row.judgment_id), False, row.n_answered, row.n_trials)
+            _require_live(row, now)
+            if row.answered or row.judgment_id is not None:
                 raise ApplicationError("this trial was already answered", {"field": "trial", "code": "answered"},
                                        status_code=409)  # fmt: skip
-            study = assignment.study
-            kind = study.kind
-            config = study.settings  # parsed once per answer
+            kind = row.study_kind
+            config = collection_config(kind, row.study_config)
             if response not in RESPONSES[kind]:
                 raise ApplicationError(f"response must be one of {list(RESPONSES[kind])}", {"field": "response"})
             rt = _number(rt_ms, "rt_ms", low=0, high=MAX_RT_MS)
             shown = _number(client_shown_at, "client_shown_at", low=0, high=1e14, required=False)
             answered_at = _number(client_answered_at, "client_answered_at", low=0, high=1e14, required=False)
-            item = trial.item
-            left = "p1" if trial.swap else "p0"
             if kind == "2afc":
-                choice = int((response == "right") != trial.swap)
-                correct = None if not item.expected else (f"p{choice}" == item.expected)
+                choice = int((response == "right") != row.swap)
+                correct = None if not row.expected else (f"p{choice}" == row.expected)
                 flagged = False
             else:
                 choice = int(response == "same")
-                correct = None if not item.expected else (response == item.expected)
+                correct = None if not row.expected else (response == row.expected)
                 flagged = timing_flagged(timing=config["timing"], durations=durations, display=display)
-            judgment = Judgment.objects.create(
-                trial=trial, assignment=assignment, item=item, worker_id=assignment.worker_id, kind=trial.kind,
-                idempotency_key=idempotency_key, response=response, choice=choice, presented_left=left,
-                correct=correct if trial.kind != Trial.Kind.TEST else None, rt_ms=rt, client_shown_at=shown,
+            judgment = Judgment(
+                id=uuid.uuid4(), created_at=now, updated_at=now, trial_id=row.trial_id, assignment_id=row.pk,
+                item_id=row.item_id, worker_id=row.worker_id, kind=row.trial_kind, idempotency_key=idempotency_key,
+                response=response, choice=choice, presented_left="p1" if row.swap else "p0",
+                correct=correct if row.trial_kind != Trial.Kind.TEST else None, rt_ms=rt, client_shown_at=shown,
                 client_answered_at=answered_at, durations=durations, timing_flagged=flagged, display=display,
             )  # fmt: skip
-            Trial.objects.filter(pk=trial.pk).update(answered=True)
-            Assignment.objects.filter(pk=assignment.pk).update(
-                n_answered=F("n_answered") + 1, lease_expires_at=now + timedelta(seconds=config["lease_ttl_s"])
-            )
-            if trial.kind == Trial.Kind.TEST:
-                Item.objects.filter(pk=item.pk).update(n_judgments=F("n_judgments") + 1)
-                every = config["training"]["every"]
-                if every is not None:  # studies that do not train skip the trigger's reads
-                    transaction.on_commit(lambda: _judgment_added(study.pk))
+            _store_answer(judgment, row, now + timedelta(seconds=config["lease_ttl_s"]))
+            if row.trial_kind == Trial.Kind.TEST and config["training"]["every"] is not None:
+                study_id = row.study_id  # studies that do not train skip the trigger's reads
+                transaction.on_commit(lambda: _judgment_added(study_id))
     except IntegrityError:
         # a concurrent request with the same key (a client retry) or for the same trial committed first
         return _replay(token=token, trial_id=trial_id, idempotency_key=idempotency_key)
-    return SubmitResult(judgment, True, assignment.n_answered + 1, assignment.n_trials)
+    return SubmitResult(judgment, True, row.n_answered + 1, row.n_trials)
 
 
 def _judgment_added(study_id) -> None:

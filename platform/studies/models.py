@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F, Q
 
 from core.models import BaseModel
 
@@ -73,11 +74,19 @@ class Item(BaseModel):
     records = models.JSONField(default=dict, blank=True)
     # Accepted judgments (denormalised; excluded assignments' judgments are taken back out).
     n_judgments = models.PositiveIntegerField(default=0)
+    # Open leases: unanswered test trials of started assignments (denormalised, kept by the assignment
+    # engine under the item's row lock). Load = n_judgments + n_open decides who gets the item next.
+    n_open = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["study", "index"]
         constraints = [models.UniqueConstraint(fields=["study", "index"], name="item_unique_study_index")]
-        indexes = [models.Index(fields=["study", "role", "n_judgments"], name="item_queue_idx")]
+        indexes = [
+            models.Index(fields=["study", "role", "n_judgments"], name="item_queue_idx"),
+            # the assignment engine's queue: test items of a study, least loaded first
+            models.Index(F("study"), F("n_judgments") + F("n_open"), F("index"), condition=Q(role="test"),
+                         name="item_load_idx"),  # fmt: skip
+        ]
 
     def __str__(self) -> str:
         return f"{self.study_id}#{self.index}"

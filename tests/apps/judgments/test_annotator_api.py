@@ -161,3 +161,28 @@ def test_submits_are_throttled_per_assignment(client, make_study, settings):
     finally:
         SimpleRateThrottle.THROTTLE_RATES = saved
         cache.clear()
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"trial": 5}, "trial"), ({"trial": "x" * 65}, "trial"), ({"response": None}, "response"),
+    ({"rt_ms": "fast"}, "rt_ms"), ({"rt_ms": True}, "rt_ms"),
+    ({"idempotency_key": ["k"]}, "idempotency_key"), ({"client_shown_at": "soon"}, "client_shown_at"),
+    ({"durations": [1, 2]}, "durations"), ({"durations": {"ref_ms": "long"}}, "durations"),
+    ({"display": "wide"}, "display"),
+])  # fmt: skip
+def test_malformed_answers_get_a_400_naming_the_field(make_study, change, field):
+    from rest_framework.test import APIClient
+
+    from judgments.services import assignment_start
+
+    study = make_study(n_test=2, n_sentinels=0, n_practice=0)
+    a = assignment_start(study=study, platform="anonymous", worker_id="w").assignment
+    trial = a.trials.first()
+    body = {"trial": trial.public_id, "response": "left", "rt_ms": 700, "idempotency_key": "abcdefgh12", **change}
+    client = APIClient()
+    r = client.post(f"/api/v1/assignments/{a.token}/judgments/", body, format="json")
+    assert r.status_code == 400 and r.json()["extra"]["field"] == field, r.content
+    assert not trial.__class__.objects.get(pk=trial.pk).answered
+    valid = {"trial": trial.public_id, "response": "left", "rt_ms": 700, "idempotency_key": "abcdefgh12"}
+    r = client.post(f"/api/v1/assignments/{a.token}/judgments/", valid, format="json")
+    assert r.status_code == 201, r.content  # the same answer, well formed, is stored

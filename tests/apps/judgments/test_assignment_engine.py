@@ -175,3 +175,50 @@ def test_trials_of_a_returned_hit_do_not_count_as_leases(make_study):
     assignment_return(token=a.token)
     assert Trial.objects.filter(assignment=a).count() == 1
     start(study, "b")
+
+
+def test_open_lease_counts_stay_exact_through_every_transition(make_study, answer_trials, truthful):
+    """Item.n_open (the engine's denormalised lease count) always equals the unanswered test trials of
+    started assignments, through starts, answers, submissions, returns, expiries and the sweep."""
+    import random
+
+    from django.db.models import Count
+
+    from judgments.services import assignment_submit, assignments_expire_stale
+    from studies.models import Item
+
+    def check():
+        truth = dict(Trial.objects.filter(kind="test", answered=False, assignment__status="started")
+                     .order_by().values_list("item_id").annotate(n=Count("pk")).values_list("item_id", "n"))  # fmt: skip
+        counts = dict(Item.objects.filter(study=study).values_list("pk", "n_open"))
+        assert {k: v for k, v in counts.items() if v} == truth
+
+    study = make_study(n_test=30, n_sentinels=3, n_practice=1,
+                       config={"hit_size": 6, "judgments_per_item": {"train": 3, "val": 3}})  # fmt: skip
+    rng = random.Random(7)
+    live = []
+    for step in range(60):
+        action = rng.choice(["start", "start", "answer", "submit", "return", "expire", "sweep"])
+        try:
+            if action == "start":
+                live.append(start(study, f"w{rng.randrange(12)}"))
+            elif live and action == "answer":
+                a = rng.choice(live)
+                answer_trials(a, truthful, limit=rng.randint(1, 4))
+            elif live and action == "submit":
+                a = live.pop(rng.randrange(len(live)))
+                answer_trials(a, truthful)
+                assignment_submit(token=a.token)
+            elif live and action == "return":
+                assignment_return(token=live.pop(rng.randrange(len(live))).token)
+            elif live and action == "expire":
+                a = live.pop(rng.randrange(len(live)))
+                Assignment.objects.filter(pk=a.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+            elif action == "sweep":
+                assignments_expire_stale()
+        except ApplicationError:
+            pass  # no work, an expired HIT, ... are fine; the counts must still hold
+        check()  # (an expired lease counts, as its assignment, until a start or the sweep expires it)
+    assignments_expire_stale(now=timezone.now() + timedelta(days=1))
+    check()
+    assert not Item.objects.filter(study=study, n_open__gt=0).exists()
