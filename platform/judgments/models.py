@@ -103,11 +103,8 @@ class Trial(BaseModel):
             models.UniqueConstraint(fields=["worker", "item"], condition=Q(kind="test"),
                                     name="trial_unique_test_item_per_worker"),  # fmt: skip
         ]
-        indexes = [
-            models.Index(fields=["item", "answered"], name="trial_item_answered_idx"),
-            # open test trials (leases): small, and what the assignment engine counts on every start
-            models.Index(fields=["item"], condition=Q(answered=False, kind="test"), name="trial_open_test_item_idx"),
-        ]
+        # No index holds `answered`: marking a trial answered is then a heap-only (HOT) update. Lease
+        # counts live on Item.n_open; trials are found by assignment, worker or public id.
 
 
 class Judgment(BaseModel):

@@ -82,7 +82,6 @@ class Item(BaseModel):
         ordering = ["study", "index"]
         constraints = [models.UniqueConstraint(fields=["study", "index"], name="item_unique_study_index")]
         indexes = [
-            models.Index(fields=["study", "role", "n_judgments"], name="item_queue_idx"),
             # the assignment engine's queue: test items of a study, least loaded first
             models.Index(F("study"), F("n_judgments") + F("n_open"), F("index"), condition=Q(role="test"),
                          name="item_load_idx"),  # fmt: skip

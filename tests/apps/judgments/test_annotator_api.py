@@ -186,3 +186,20 @@ def test_malformed_answers_get_a_400_naming_the_field(make_study, change, field)
     valid = {"trial": trial.public_id, "response": "left", "rt_ms": 700, "idempotency_key": "abcdefgh12"}
     r = client.post(f"/api/v1/assignments/{a.token}/judgments/", valid, format="json")
     assert r.status_code == 201, r.content  # the same answer, well formed, is stored
+
+
+def test_assignment_bodies_match_their_documented_serializer(make_study):
+    """The annotator endpoints build their bodies without the serializer; the serializer (the OpenAPI
+    schema) would produce exactly the same JSON."""
+    from rest_framework.renderers import JSONRenderer
+
+    from judgments.apis import AssignmentOutputSerializer, assignment_output
+    from judgments.services import assignment_start
+
+    study = make_study(n_test=4, n_sentinels=2, n_practice=2)
+    a = assignment_start(study=study, platform="anonymous", worker_id="w").assignment
+    body = assignment_output(a, worker_id="w")
+    render = JSONRenderer().render
+    assert json.loads(render(body)) == json.loads(render(AssignmentOutputSerializer(body).data))
+    r = APIClient().get(f"/api/v1/assignments/{a.token}/")
+    assert set(r.json()) == set(AssignmentOutputSerializer().fields) - {"worker_id"}

@@ -182,3 +182,23 @@ def test_submit_query_count_is_small_and_constant(make_study, django_assert_max_
     trials = list(a.trials.all()[:2])
     with django_assert_max_num_queries(12):
         submit(a, trials[0], key="key-q-0001")
+
+
+def test_answers_renew_the_lease_once_half_of_it_is_gone(make_study):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    study = make_study(n_test=3, n_sentinels=0, n_practice=0, config={"lease_ttl_s": 600})
+    a = begin(study)
+    trials = list(a.trials.filter(kind="test").order_by("position"))
+    fresh = Assignment.objects.get(pk=a.pk).lease_expires_at
+    submit(a, trials[0], key="key-0001")
+    after = Assignment.objects.get(pk=a.pk)
+    assert after.lease_expires_at == fresh and after.n_answered == 1  # plenty left: untouched
+    Assignment.objects.filter(pk=a.pk).update(lease_expires_at=timezone.now() + timedelta(seconds=120))
+    submit(a, trials[1], key="key-0002")
+    after = Assignment.objects.get(pk=a.pk)
+    assert after.lease_expires_at > timezone.now() + timedelta(seconds=590) and after.n_answered == 2
+    item = Item.objects.get(pk=trials[1].item_id)
+    assert (item.n_judgments, item.n_open) == (1, 0)  # the lease became a judgment
