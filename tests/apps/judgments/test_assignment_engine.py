@@ -197,7 +197,7 @@ def test_open_lease_counts_stay_exact_through_every_transition(make_study, answe
                        config={"hit_size": 6, "judgments_per_item": {"train": 3, "val": 3}})  # fmt: skip
     rng = random.Random(7)
     live = []
-    for step in range(60):
+    for _ in range(60):
         action = rng.choice(["start", "start", "answer", "submit", "return", "expire", "sweep"])
         try:
             if action == "start":
