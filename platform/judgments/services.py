@@ -1,16 +1,18 @@
 """Writes for the crowd: workers, the assignment engine (leases with overlap), judgment submission and QC.
 
 Assignment rule (PLATFORM.md section 9): a test item is available to a worker when
-``accepted judgments + active leases < target`` for its split and the worker has never had it. An active
-lease is an unanswered test trial of a started assignment whose lease has not expired, so an expired lease
-frees its items at once, without any sweep. Candidates are taken breadth-first (least loaded first).
+``accepted judgments + open leases < target`` for its split and the worker has never had it. An open
+lease is an unanswered test trial of a started assignment; each item keeps the count in ``n_open``,
+changed only under its row lock (+1 on a start, -1 when answered, returned or expired). Every start first
+expires its study's assignments past their lease, so an expired lease frees its items for that start
+without waiting for the periodic sweep. Candidates come breadth-first (least loaded first) from the index
+on ``(study, n_judgments + n_open, index)``.
 
 Concurrency: on Postgres the candidate rows are locked with ``SELECT ... FOR UPDATE SKIP LOCKED`` and then
-re-counted in a fresh statement; since every assigner must hold an item's row lock to lease it, the
-re-count of locked rows is exact, and concurrent assigners take disjoint items instead of waiting. An
-assigner that finds every free row held by others in flight waits (briefly, holding nothing) for them to
-commit instead of answering "no work". On SQLite every write transaction starts with ``BEGIN IMMEDIATE``
-(config.settings), which serialises them.
+re-read; since every count change needs the item's row lock, the re-read of locked rows is exact, and
+concurrent assigners take disjoint items instead of waiting. An assigner that finds every free row held by
+others in flight waits (briefly, holding nothing) for them to commit instead of answering "no work". On
+SQLite every write transaction starts with ``BEGIN IMMEDIATE`` (config.settings), which serialises them.
 """
 
 from __future__ import annotations
