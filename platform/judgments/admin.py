@@ -29,7 +29,9 @@ class TrialInline(admin.TabularInline):
 class AssignmentAdmin(admin.ModelAdmin):
     list_display = ("id", "study", "platform", "status", "n_answered", "n_trials", "excluded", "created_at")
     list_filter = ("status", "platform", "excluded", "study")
-    readonly_fields = ("token", "worker", "study", "n_trials", "n_answered", "qc", "platform_info", "completion_code")
+    # status changes go through the services (the reject action), which keep the items' counters right
+    readonly_fields = ("token", "worker", "study", "status", "lease_expires_at", "excluded", "submitted_at", "n_trials",
+                       "n_answered", "qc", "platform_info", "completion_code")  # fmt: skip
     inlines = [TrialInline]
     actions = ["reject"]
 

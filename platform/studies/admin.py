@@ -12,6 +12,8 @@ class StudyAdmin(admin.ModelAdmin):
 
 @admin.register(Item)
 class ItemAdmin(admin.ModelAdmin):
-    list_display = ("study", "index", "split", "category", "role", "expected")
+    list_display = ("study", "index", "split", "category", "role", "expected", "n_judgments", "n_open")
     list_filter = ("split", "category", "role")
     raw_id_fields = ("study",)
+    # counters the assignment engine keeps under row locks; hand edits would over- or under-assign
+    readonly_fields = ("n_judgments", "n_open")
