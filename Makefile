@@ -57,7 +57,7 @@ clean: ## remove the local data dir (database, media, broker files)
 	rm -rf var
 
 LOAD_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/perceptlab_load
-loadtest: install ## load test: 200 simulated annotators vs gunicorn + Postgres (30 s); writes docs/benchmarks.md
+loadtest: install ## load test: 200 simulated annotators vs gunicorn + Postgres, 30 s back to back + 30 s paced at 300/s; writes docs/benchmarks.md
 	psql "$(dir $(LOAD_DATABASE_URL))postgres" -qc "DROP DATABASE IF EXISTS $(notdir $(LOAD_DATABASE_URL))" -c "CREATE DATABASE $(notdir $(LOAD_DATABASE_URL))"
 	DATABASE_URL=$(LOAD_DATABASE_URL) PYTHONPATH=platform:. $(PY) manage.py migrate -v0
 	DATABASE_URL=$(LOAD_DATABASE_URL) DJANGO_SETTINGS_MODULE=config.settings.loadtest PYTHONPATH=platform:. \
