@@ -108,7 +108,10 @@ def assignment_trials(*, assignment: Assignment, media_url: str) -> list[dict]:
     answers only for practice trials. No item ids, distortion names, categories or p0/p1 labels."""
     study = assignment.study
     trials = []
-    for trial in assignment.trials.select_related("item").order_by("position"):
+    rows = (assignment.trials.select_related("item").order_by("position")
+            .only("assignment", "public_id", "position", "kind", "answered", "swap", "item__ref_image", "item__p0_image",
+                  "item__p1_image", "item__expected"))  # fmt: skip  (not the items' distortion records)
+    for trial in rows:
         item = trial.item
         first, second = (item.p1_image, item.p0_image) if trial.swap else (item.p0_image, item.p1_image)
         entry = {"id": trial.public_id, "position": trial.position, "practice": trial.kind == Trial.Kind.PRACTICE,

@@ -70,6 +70,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
     )
     DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
+# PostgreSQL: the annotators' answer path uses prepared statements (judgments.apps); turn off behind a
+# connection pooler in transaction mode (PgBouncer < 1.21).
+PREPARED_STATEMENTS = env_bool("PERCEPTLAB_PREPARED_STATEMENTS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 DJANGO_APPS = [

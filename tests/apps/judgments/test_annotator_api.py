@@ -203,3 +203,16 @@ def test_assignment_bodies_match_their_documented_serializer(make_study):
     assert json.loads(render(body)) == json.loads(render(AssignmentOutputSerializer(body).data))
     r = APIClient().get(f"/api/v1/assignments/{a.token}/")
     assert set(r.json()) == set(AssignmentOutputSerializer().fields) - {"worker_id"}
+
+
+def test_an_assignment_body_is_one_query_whatever_the_hit_size(make_study, django_assert_num_queries):
+    from judgments.apis import assignment_output
+    from judgments.models import Assignment
+    from judgments.services import assignment_start
+
+    study = make_study(n_test=20, n_sentinels=4, n_practice=2, config={"hit_size": 20})
+    a = assignment_start(study=study, platform="anonymous", worker_id="w").assignment
+    a = Assignment.objects.select_related("study").get(pk=a.pk)
+    with django_assert_num_queries(1):
+        body = assignment_output(a)
+    assert len(body["trials"]) == a.n_trials > 20
