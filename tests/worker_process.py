@@ -1,15 +1,12 @@
-"""Start a real Celery worker process for a test and stop it afterwards."""
+"""Start a real Celery worker process for a test and stop it afterwards (core.processes.child_process)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def child_env(settings, redis_url: str | None = None) -> dict:
@@ -27,24 +24,12 @@ def child_env(settings, redis_url: str | None = None) -> dict:
 
 @contextlib.contextmanager
 def celery_worker(env: dict, queues: str = "default,gpu", log_path: Path | None = None):
-    full_env = {**os.environ, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}", **env}
-    log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker", "-Q", queues, "--pool", "solo",
-         "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"test{os.getpid()}@%h"],
-        cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
+    from core.processes import child_process
+
+    argv = [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker", "-Q", queues, "--pool", "solo",
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"test{os.getpid()}@%h"]  # fmt: skip
+    with child_process(argv, env=env, log_path=log_path) as proc:
         yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if log_path:
-            log.close()
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2):

@@ -9,10 +9,8 @@ recorded, so a test can check afterwards that each exists exactly once. A bare D
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -21,31 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
+from core.processes import child_process, cpu_seconds, free_port, processes
 from judgments.simulation import HttpClient
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
 def gunicorn(env: dict, *, workers: int = 4, threads: int = 8, port: int | None = None, log_path: Path | None = None):
     """Run `gunicorn config.wsgi` (gthread workers) on loopback; yields (base_url, process)."""
     port = port or free_port()
-    full_env = {**os.environ, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}", **env}
-    log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-         "--worker-class", "gthread", "--threads", str(threads), "--graceful-timeout", "5", "--timeout", "60",
-         "--log-level", "warning", "--preload"],
-        cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
+    argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+            "--worker-class", "gthread", "--threads", str(threads), "--graceful-timeout", "5", "--timeout", "60",
+            "--log-level", "warning", "--preload"]  # fmt: skip
+    with child_process(argv, env=env, log_path=log_path) as proc:
+        url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 60
         while time.time() < deadline:
             with contextlib.suppress(OSError):
@@ -56,15 +42,6 @@ def gunicorn(env: dict, *, workers: int = 4, threads: int = 8, port: int | None 
             time.sleep(0.2)
         run_bare(url, clients=2 * workers * threads, seconds=2.0)  # warm every worker (URL conf, connections)
         yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if log_path:
-            log.close()
 
 
 def loadtest_study(*, n_items: int = 3000, target: int = 3, hit_size: int = 20):
@@ -92,33 +69,14 @@ def loadtest_study(*, n_items: int = 3000, target: int = 3, hit_size: int = 20):
     return study
 
 
-def _proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of one process and of its children that exited (Linux /proc), so that
-    a PostgreSQL backend or a gunicorn worker that ends mid-run still counts."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def _procs() -> list[tuple[int, int, str]]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                head, tail = (entry / "stat").read_text().rsplit(")", 1)
-                out.append((int(entry.name), int(tail.split()[1]), head.split("(", 1)[1]))
-    return out
-
-
 def cpu_snapshot(web_pid: int) -> dict:
     """CPU seconds so far of the web server (master and workers), PostgreSQL's processes on this machine,
     and this process (the load generator). Differences of two snapshots split a run's CPU between them."""
-    procs = _procs()
+    procs = processes()
     web = [pid for pid, ppid, _ in procs if pid == web_pid or ppid == web_pid]
     postgres = [pid for pid, _, name in procs if name.startswith("postgres")]
-    return {"web": sum(map(_proc_cpu, web)), "postgres": sum(map(_proc_cpu, postgres)), "load generator": time.process_time()}
+    return {"web": sum(map(cpu_seconds, web)), "postgres": sum(map(cpu_seconds, postgres)),
+            "load generator": time.process_time()}  # fmt: skip
 
 
 class Recorder:

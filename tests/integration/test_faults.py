@@ -22,18 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import require  # noqa: E402
 from worker_process import celery_worker, child_env, wait_for  # noqa: E402
 
+from core.processes import children, free_port  # noqa: E402
+
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry.name))
-    return out
 
 
 def kill9(*pids: int) -> None:
@@ -70,7 +61,7 @@ def test_acknowledged_judgments_survive_kills_and_a_database_restart(settings, p
     study = loadtest.loadtest_study(n_items=1000, target=2, hit_size=10)
     small = make_study(n_test=6, n_sentinels=2, n_practice=0)  # a study with image files, for the export job
     answer_trials(assignment_start(study=small, platform="anonymous", worker_id="w").assignment, lambda t, i: "p0")
-    port = loadtest.free_port()
+    port = free_port()
     events: list[str] = []
     web = contextlib.ExitStack()
     worker = contextlib.ExitStack()

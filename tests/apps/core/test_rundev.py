@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,13 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from core.processes import free_port
+
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -32,7 +27,7 @@ def test_rundev_serves_pages_and_its_worker_processes_a_task(tmp_path):
     again = subprocess.run([*manage, "demo_setup"], env=env, capture_output=True, text=True, timeout=120)
     assert "demo study reused" in again.stdout
 
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "rundev.log"
     with log.open("w") as out:
         proc = subprocess.Popen([*manage, "rundev", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
