@@ -205,6 +205,7 @@ def verify(study, acknowledged: list[tuple[str, str]]) -> dict:
     from django.db.models import Count
 
     from judgments.models import Judgment, Trial
+    from judgments.services import open_leases
     from studies.models import Item
 
     trial_ids = {trial for _, trial in acknowledged}
@@ -220,8 +221,6 @@ def verify(study, acknowledged: list[tuple[str, str]]) -> dict:
         if counts.get(item.pk, 0) > target[item.split] or item.n_judgments != counts.get(item.pk, 0):
             over.append(item.pk)
     open_trials = Trial.objects.filter(assignment__study=study, assignment__status="started").count()
-    leases = dict(Trial.objects.filter(assignment__study=study, assignment__status="started", kind="test", answered=False)
-                  .order_by().values_list("item_id").annotate(n=Count("pk")).values_list("item_id", "n"))  # fmt: skip
     n_open = dict(Item.objects.filter(study=study, n_open__gt=0).values_list("pk", "n_open"))
     return {"acknowledged": len(trial_ids), "missing": len(missing), "duplicated": len(duplicated),
-            "items_over_target_or_miscounted": len(over) + (n_open != leases), "open_trials": open_trials}  # fmt: skip
+            "items_over_target_or_miscounted": len(over) + (n_open != open_leases(study=study)), "open_trials": open_trials}  # fmt: skip

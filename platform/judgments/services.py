@@ -106,15 +106,12 @@ def platform_info_clean(*, platform: str, info: dict) -> dict:
 
 
 # --- the assignment engine ------------------------------------------------------------------------------
-def active_leases(*, study: Study, now) -> dict:
-    """item id -> number of live leases (unanswered test trials of started, unexpired assignments), counted
-    from the trials themselves. The engine reads the denormalised Item.n_open instead; this is the check."""
-    live = list(Assignment.objects.filter(study=study, status=Assignment.Status.STARTED, lease_expires_at__gt=now)
-                .values_list("pk", flat=True))  # fmt: skip
-    if not live:
-        return {}
+def open_leases(*, study: Study) -> dict:
+    """item id -> open leases counted from the trials (unanswered test trials of started assignments):
+    what each item's n_open must equal. The engine reads n_open; this is the check."""
     return dict(
-        Trial.objects.filter(assignment_id__in=live, kind=Trial.Kind.TEST, answered=False)
+        Trial.objects.filter(assignment__study=study, assignment__status=Assignment.Status.STARTED,
+                             kind=Trial.Kind.TEST, answered=False)  # fmt: skip
         .order_by()
         .values_list("item_id")
         .annotate(c=Count("pk"))
