@@ -17,6 +17,7 @@ SQLite every write transaction starts with ``BEGIN IMMEDIATE`` (config.settings)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -457,16 +458,30 @@ def _aware(value):
     return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _answer_row(token: str, trial_id: str) -> _AnswerRow | None:
-    tables = {name: model._meta.db_table for name, model in
-              (("t", Trial), ("a", Assignment), ("s", Study), ("i", Item), ("j", Judgment))}  # fmt: skip
+@functools.lru_cache
+def _answer_sql(for_update: bool) -> str:
+    """The answer path's read (built once per process)."""
+    t, a, s, i, j = (model._meta.db_table for model in (Trial, Assignment, Study, Item, Judgment))
     sql = (f"SELECT t.id, t.kind, t.swap, t.answered, t.item_id, a.id, a.status, a.lease_expires_at, a.worker_id, "
            f"a.n_answered, a.n_trials, s.id, s.kind, s.config, i.expected, j.id, j.idempotency_key "
-           f"FROM {tables['t']} t JOIN {tables['a']} a ON a.id = t.assignment_id "
-           f"JOIN {tables['s']} s ON s.id = a.study_id JOIN {tables['i']} i ON i.id = t.item_id "
-           f"LEFT JOIN {tables['j']} j ON j.trial_id = t.id WHERE a.token = %s AND t.public_id = %s")  # fmt: skip
-    if connection.features.has_select_for_update_of:
-        sql += " FOR UPDATE OF a"  # the assignment row only: answers to other assignments never wait
+           f"FROM {t} t JOIN {a} a ON a.id = t.assignment_id JOIN {s} s ON s.id = a.study_id "
+           f"JOIN {i} i ON i.id = t.item_id LEFT JOIN {j} j ON j.trial_id = t.id "
+           f"WHERE a.token = %s AND t.public_id = %s")  # fmt: skip
+    # FOR UPDATE OF a: the assignment row only, so answers to other assignments never wait
+    return sql + " FOR UPDATE OF a" if for_update else sql
+
+
+@functools.lru_cache
+def _insert_judgment_sql(vendor: str) -> str:
+    """INSERT of every Judgment column, in concrete-field order (built once per process and vendor)."""
+    quote = connection.ops.quote_name
+    fields = Judgment._meta.concrete_fields
+    return (f"INSERT INTO {Judgment._meta.db_table} ({', '.join(quote(f.column) for f in fields)}) "
+            f"VALUES ({', '.join(['%s'] * len(fields))})")  # fmt: skip
+
+
+def _answer_row(token: str, trial_id: str) -> _AnswerRow | None:
+    sql = _answer_sql(connection.features.has_select_for_update_of)
     with _HotCursor() as cursor:
         cursor.execute(sql, [token, trial_id])
         row = cursor.fetchone()
@@ -480,14 +495,11 @@ def _answer_row(token: str, trial_id: str) -> _AnswerRow | None:
 
 
 def _store_answer(judgment: Judgment, row: _AnswerRow, lease_expires_at, renew_before) -> None:
-    fields = Judgment._meta.concrete_fields
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    marks = ", ".join(["%s"] * len(fields))
     prep = lambda field, value: field.get_db_prep_save(value, connection)  # noqa: E731
     pk = lambda model, value: model._meta.pk.get_db_prep_value(value, connection)  # noqa: E731
     with _HotCursor() as cursor:
-        cursor.execute(f"INSERT INTO {Judgment._meta.db_table} ({columns}) VALUES ({marks})",
-                       [prep(f, getattr(judgment, f.attname)) for f in fields])  # fmt: skip
+        cursor.execute(_insert_judgment_sql(connection.vendor),
+                       [prep(f, getattr(judgment, f.attname)) for f in Judgment._meta.concrete_fields])  # fmt: skip
         cursor.execute(f"UPDATE {Trial._meta.db_table} SET answered = %s WHERE id = %s", [True, pk(Trial, row.trial_id)])
         # The lease moves forward only once less than half of it is left, so that most answers leave every
         # indexed column of the assignment alone (a heap-only update).
