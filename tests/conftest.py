@@ -176,6 +176,25 @@ def answer_trials():
     return run
 
 
+@pytest.fixture
+def crowd(answer_trials):
+    """crowd(study, n_workers, policy, prefix="worker-"): workers <prefix>0, 1, ... each take a HIT, answer
+    it with answer_trials' policy and submit it, until n_workers have or the study has no work left."""
+    from core.exceptions import ApplicationError
+    from judgments.services import assignment_start, assignment_submit
+
+    def run(study, n_workers, policy, *, prefix="worker-"):
+        for w in range(n_workers):
+            try:
+                a = assignment_start(study=study, platform="anonymous", worker_id=f"{prefix}{w}").assignment
+            except ApplicationError:
+                return
+            answer_trials(a, policy)
+            assignment_submit(token=a.token)
+
+    return run
+
+
 def _truthful(trial, item):
     if item.expected:
         return item.expected

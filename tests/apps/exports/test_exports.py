@@ -18,16 +18,6 @@ from metric.data import read_bapps_2afc, read_bapps_jnd, read_manifest
 pytestmark = pytest.mark.django_db
 
 
-def run_crowd(study, answer_trials, n_workers, policy):
-    for w in range(n_workers):
-        try:
-            a = assignment_start(study=study, platform="anonymous", worker_id=f"worker-{w}").assignment
-        except Exception:
-            break
-        answer_trials(a, policy)
-        assignment_submit(token=a.token)
-
-
 def unzip(data: bytes, dest):
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         zf.extractall(dest)
@@ -44,11 +34,11 @@ def votes_by_item(study):
     return out
 
 
-def test_a_2afc_export_loads_with_the_metric_reader_and_gives_the_same_labels(make_study, answer_trials, tmp_path):
+def test_a_2afc_export_loads_with_the_metric_reader_and_gives_the_same_labels(crowd, make_study, answer_trials, tmp_path):
     study = make_study(n_test=12, n_sentinels=3, n_practice=1, categories=("traditional", "cnn"),
                        config={"hit_size": 6, "judgments_per_item": {"train": 2, "val": 3}})  # fmt: skip
     rng = np.random.default_rng(0)
-    run_crowd(study, answer_trials, 8, lambda t, i: i.expected or ("p0", "p1")[int(rng.random() < 0.3)])
+    crowd(study, 8, lambda t, i: i.expected or ("p0", "p1")[int(rng.random() < 0.3)])
     data, summary = export_archive_bytes(study=study, version=1)
     root = unzip(data, tmp_path / "x")
     expected = votes_by_item(study)
@@ -93,20 +83,20 @@ def test_excluded_workers_are_left_out_by_default_and_kept_in_the_manifest(make_
     assert summary["n_counted_judgments"] == 8
 
 
-def test_jnd_exports_use_the_same_folder(make_study, answer_trials, tmp_path):
+def test_jnd_exports_use_the_same_folder(crowd, make_study, answer_trials, tmp_path):
     study = make_study(kind="jnd", n_test=4, n_sentinels=2, n_practice=0, val_fraction=1.0,
                        config={"judgments_per_item": {"train": 3, "val": 3}})  # fmt: skip
-    run_crowd(study, answer_trials, 3, lambda t, i: i.expected or ("same" if i.index % 2 else "different"))
+    crowd(study, 3, lambda t, i: i.expected or ("same" if i.index % 2 else "different"))
     root = unzip(export_archive_bytes(study=study)[0], tmp_path / "j")
     data = read_bapps_jnd(root / "jnd" / "val" / "traditional", size=None)
     assert len(data) == 4 and sorted(data.same.tolist()) == [0.0, 0.0, 1.0, 1.0]
 
 
-def test_exports_are_versioned_immutable_and_downloadable(make_study, answer_trials, researcher_carol,
+def test_exports_are_versioned_immutable_and_downloadable(crowd, make_study, answer_trials, researcher_carol,
                                                           researcher_dave, captured_tasks,
                                                           django_capture_on_commit_callbacks):  # fmt: skip
     study = make_study(owner=researcher_carol, n_test=3, n_sentinels=1, n_practice=0)
-    run_crowd(study, answer_trials, 2, lambda t, i: i.expected or "p0")
+    crowd(study, 2, lambda t, i: i.expected or "p0")
     carol = APIClient()
     carol.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=researcher_carol).key}")
     with django_capture_on_commit_callbacks(execute=True):
@@ -117,7 +107,7 @@ def test_exports_are_versioned_immutable_and_downloadable(make_study, answer_tri
     second = export_build(export=export_create(study=study))
     assert second.version == 2 and second.summary["files"] == export.summary["files"]  # same content, same bytes
     sha_before = export.sha256
-    run_crowd(study, answer_trials, 1, lambda t, i: i.expected or "p1")
+    crowd(study, 1, lambda t, i: i.expected or "p1")
     export = export_build(export=export)  # a finished export is never rewritten
     assert export.sha256 == sha_before
     detail = carol.get(f"/api/v1/exports/{export.pk}/").json()
@@ -135,13 +125,13 @@ def test_exports_are_versioned_immutable_and_downloadable(make_study, answer_tri
     assert APIClient().get(detail["download_url"]).status_code in (401, 403)
 
 
-def test_the_demo_study_exports_to_bapps_with_the_same_labels(answer_trials, tmp_path):
+def test_the_demo_study_exports_to_bapps_with_the_same_labels(crowd, answer_trials, tmp_path):
     """The real demo study (engine-built from scikit-image photos): BAPPS export read back by metric."""
     from studies.services import demo_study_ensure
 
     study, _ = demo_study_ensure(n_items=12, with_cnn=False)
     rng = np.random.default_rng(1)
-    run_crowd(study, answer_trials, 6, lambda t, i: i.expected or ("p0", "p1")[int(rng.random() < 0.5)])
+    crowd(study, 6, lambda t, i: i.expected or ("p0", "p1")[int(rng.random() < 0.5)])
     root = unzip(export_archive_bytes(study=study)[0], tmp_path / "demo")
     expected = votes_by_item(study)
     items = {(r["split"], r["category"], r["stem"]): r for r in map(json.loads, (root / "items.jsonl").read_text().splitlines())}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from judgments.services import assignment_start, assignment_submit
+from judgments.services import assignment_start
 from metric.lpips import LPIPS
 from training import services
 from training.features import FeatureCache
@@ -15,16 +15,10 @@ RANDOM_ALEX = {"every": 10, "backbones": [{"net": "alex", "weights": "random"}],
                "official_lpips": False, "n_boot": 50, "min_steps": 50}  # fmt: skip
 
 
-def crowd(study, answer_trials, n, policy=None):
+def judged(crowd, study, n, policy=None):
+    """n workers (w0, w1, ...) answer: 2AFC p1 about 40 % of the time unless a policy is given."""
     rng = np.random.default_rng(0)
-    policy = policy or (lambda t, i: i.expected or ("p0", "p1")[int(rng.random() < 0.4)])
-    for w in range(n):
-        try:
-            a = assignment_start(study=study, platform="anonymous", worker_id=f"w{w}").assignment
-        except Exception:
-            return
-        answer_trials(a, policy)
-        assignment_submit(token=a.token)
+    crowd(study, n, policy or (lambda t, i: i.expected or ("p0", "p1")[int(rng.random() < 0.4)]), prefix="w")
 
 
 def test_the_nth_judgment_enqueues_exactly_one_retrain(make_study, answer_trials, captured_tasks,
@@ -47,10 +41,10 @@ def test_the_nth_judgment_enqueues_exactly_one_retrain(make_study, answer_trials
     assert TrainingState.objects.get(study=study).queued
 
 
-def test_a_retrain_trains_saves_heads_and_evaluates(make_study, answer_trials, settings):
+def test_a_retrain_trains_saves_heads_and_evaluates(crowd, make_study, answer_trials, settings):
     study = make_study(n_test=24, n_sentinels=2, n_practice=0, categories=("traditional", "cnn"),
                        config={"hit_size": 24, "training": RANDOM_ALEX})  # fmt: skip
-    crowd(study, answer_trials, 5)
+    judged(crowd, study, 5)
     summary = services.study_retrain(study=study)
     assert summary["status"] == "done" and summary["models"] == ["alex-random-lin v1"]
     version = ModelVersion.objects.get(study=study)
@@ -94,9 +88,9 @@ def test_the_feature_cache_computes_each_item_once_and_follows_the_backbone(make
     assert not cache.path.exists() and other.path.exists()  # the old backbone's cache is invalidated
 
 
-def test_a_crashed_job_never_replaces_the_current_model(make_study, answer_trials, monkeypatch):
+def test_a_crashed_job_never_replaces_the_current_model(crowd, make_study, answer_trials, monkeypatch):
     study = make_study(n_test=16, n_sentinels=0, n_practice=0, config={"hit_size": 16, "training": RANDOM_ALEX})
-    crowd(study, answer_trials, 5)
+    judged(crowd, study, 5)
     services.study_retrain(study=study)
     good = services.current_model(study=study)
     evaluations = Evaluation.objects.count()
@@ -114,34 +108,34 @@ def test_a_crashed_job_never_replaces_the_current_model(make_study, answer_trial
     assert state.running_since is None and "killed" in state.last_error
 
 
-def test_only_one_job_per_study_runs_at_a_time(make_study, answer_trials):
+def test_only_one_job_per_study_runs_at_a_time(crowd, make_study, answer_trials):
     from django.utils import timezone
 
     study = make_study(n_test=8, n_sentinels=0, n_practice=0, config={"hit_size": 8, "training": RANDOM_ALEX})
-    crowd(study, answer_trials, 5)
+    judged(crowd, study, 5)
     TrainingState.objects.create(study=study, running_since=timezone.now())
     assert services.study_retrain(study=study)["status"] == "busy"
     assert TrainingState.objects.get(study=study).queued  # it runs again once the other finishes
     assert not ModelVersion.objects.exists()
 
 
-def test_jnd_studies_are_evaluated_with_map(make_study, answer_trials):
+def test_jnd_studies_are_evaluated_with_map(crowd, make_study, answer_trials):
     study = make_study(kind="jnd", n_test=12, n_sentinels=0, n_practice=0, val_fraction=1.0,
                        config={"hit_size": 12, "training": RANDOM_ALEX})  # fmt: skip
-    crowd(study, answer_trials, 3, policy=lambda t, i: "same" if i.index % 3 else "different")
+    judged(crowd, study, 3, policy=lambda t, i: "same" if i.index % 3 else "different")
     services.study_retrain(study=study)
     measures = set(Evaluation.objects.filter(study=study).values_list("measure", flat=True))
     assert measures == {"jnd_map"}
     assert not ModelVersion.objects.exists()
 
 
-def test_tune_is_trained_on_demand_next_to_lin(make_study, answer_trials, settings, researcher_carol, captured_tasks,
+def test_tune_is_trained_on_demand_next_to_lin(crowd, make_study, answer_trials, settings, researcher_carol, captured_tasks,
                                                django_capture_on_commit_callbacks):  # fmt: skip
     from rest_framework.test import APIClient
 
     study = make_study(owner=researcher_carol, n_test=12, n_sentinels=0, n_practice=0,
                        config={"hit_size": 12, "training": {**RANDOM_ALEX, "every": None, "epochs": 1, "epochs_decay": 0}})  # fmt: skip
-    crowd(study, answer_trials, 3)
+    judged(crowd, study, 3)
     client = APIClient()
     client.force_authenticate(researcher_carol)
     with django_capture_on_commit_callbacks(execute=True):
