@@ -1,7 +1,8 @@
 """Load test: N simulated annotators against gunicorn (+ Postgres, Redis) on loopback for a fixed time.
 
 Each client loops: start an assignment (``next batch``), POST every trial's answer (``submit``), finish the
-HIT (``complete``); no think time, no image downloads. Every answer the server acknowledges (200/201) is
+HIT (``complete``); back to back, or pausing before each answer as an annotator would (``think_s``); no
+image downloads. Every answer the server acknowledges (200/201) is
 recorded, so a test can check afterwards that each exists exactly once. A bare Django JSON endpoint
 (`/livez`, no database) measured with the same clients gives the ratio.
 """
