@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from worker_process import ROOT, celery_worker  # noqa: E402
+from worker_process import celery_worker  # noqa: E402
 
 from config.celery_app import app  # noqa: E402
+from core.processes import ROOT  # noqa: E402
 from core.tasks import enqueue_on_commit, ping  # noqa: E402
 
 
