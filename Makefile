@@ -57,10 +57,11 @@ clean: ## remove the local data dir (database, media, broker files)
 	rm -rf var
 
 LOAD_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/perceptlab_load
-loadtest: install ## load test: 200 simulated annotators vs gunicorn + Postgres, 30 s back to back + 30 s paced at 300/s; writes docs/benchmarks.md
+LOAD_CACHE_URL ?= redis://127.0.0.1:6379/15
+loadtest: install ## load test: 200 simulated annotators vs gunicorn + Postgres + Redis, back to back and paced at 300/s (30 s each after a ramp); writes docs/benchmarks.md
 	psql "$(dir $(LOAD_DATABASE_URL))postgres" -qc "DROP DATABASE IF EXISTS $(notdir $(LOAD_DATABASE_URL))" -c "CREATE DATABASE $(notdir $(LOAD_DATABASE_URL))"
 	DATABASE_URL=$(LOAD_DATABASE_URL) PYTHONPATH=platform:. $(PY) manage.py migrate -v0
-	DATABASE_URL=$(LOAD_DATABASE_URL) DJANGO_SETTINGS_MODULE=config.settings.loadtest PYTHONPATH=platform:. \
+	DATABASE_URL=$(LOAD_DATABASE_URL) CACHE_URL=$(LOAD_CACHE_URL) DJANGO_SETTINGS_MODULE=config.settings.loadtest PYTHONPATH=platform:. \
 	  $(PY) manage.py loadtest --clients $${CLIENTS:-200} --seconds $${SECONDS_:-30} --out docs/benchmarks.md
 
 .PHONY: help install run test test-fast lint bench loadtest contact-sheet clean

@@ -1,12 +1,96 @@
 """Throttles for the annotator endpoints: per assignment token (many annotators may share one IP behind a
-campus NAT or a crowd platform's proxy), per client IP for starting assignments."""
+campus NAT or a crowd platform's proxy), per client IP for starting assignments.
+
+Counts live in the cache: Redis where CACHE_URL is set, shared by every web process. There a throttle
+costs one round trip, a sliding-window counter kept by a Lua script (the share of the previous window
+still inside the last `duration` seconds, rounded up, plus the current window's count); with any other
+cache, DRF's own timestamp-list throttle. A throttle guards the server; it must never cost an annotator
+an answer, so while the cache cannot be reached requests are let through and the outage is logged (at
+most once a minute)."""
 
 import hashlib
+import logging
+import time
 
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
+from redis.exceptions import RedisError
 from rest_framework.throttling import SimpleRateThrottle
 
+logger = logging.getLogger(__name__)
+_last_warning = [0.0]
 
-class AssignmentThrottle(SimpleRateThrottle):
+# KEYS: this window's counter, the previous window's; ARGV: limit, weight of the previous window, ttl.
+# Allowed requests are counted (refused ones are not, as in DRF). Returns {allowed, current, previous}.
+_SLIDING_WINDOW = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
+if math.ceil(previous * tonumber(ARGV[2])) + current >= tonumber(ARGV[1]) then
+  return {0, current, previous}
+end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {1, current + 1, previous}
+"""
+_scripts: dict = {}
+
+
+def _redis_script():
+    """(cache backend, registered script) when the default cache is Redis (once per process); else None."""
+    backend = caches["default"]
+    if not isinstance(backend, RedisCache):
+        return None
+    key = id(backend)
+    if key not in _scripts:
+        client = backend._cache.get_client(write=True)
+        _scripts[key] = (backend, client.register_script(_SLIDING_WINDOW))
+    return _scripts[key]
+
+
+class _SharedThrottle(SimpleRateThrottle):
+    def allow_request(self, request, view):
+        try:
+            redis = _redis_script()
+            if redis is None or self.rate is None:
+                return super().allow_request(request, view)
+            key = self.get_cache_key(request, view)
+            if key is None:
+                return True
+            return self._allow_sliding(redis, key)
+        except (RedisError, OSError) as exc:
+            now = time.monotonic()
+            if now - _last_warning[0] > 60:
+                _last_warning[0] = now
+                logger.warning("throttle cache unreachable, requests are not throttled: %r", exc)
+            return True
+
+    def _allow_sliding(self, redis, key: str) -> bool:
+        backend, script = redis
+        now = self.timer()
+        window, into = divmod(now, self.duration)
+        keys = [backend.make_and_validate_key(f"{key}:{int(window) - k}") for k in (0, 1)]
+        allowed, current, previous = script(keys=keys, args=[self.num_requests, 1 - into / self.duration,
+                                                             2 * self.duration + 1])  # fmt: skip
+        if not allowed:
+            self._retry_after = self._sliding_wait(into, int(current), int(previous))
+        return bool(allowed)
+
+    def _sliding_wait(self, into: float, current: int, previous: int) -> float:
+        """Seconds until one more request fits: while the previous window's share decays, or (when this
+        window alone is full) into the next window, as this window's count decays in turn."""
+        d, n = self.duration, self.num_requests
+        if current < n:  # the previous window's share must fall to n - current - 1 (or lower)
+            need = 1 - (n - current - 1) / previous if previous else 0.0
+            return max(0.0, need * d - into) + 1e-3
+        return (d - into) + max(0.0, 1 - (n - 1) / current) * d + 1e-3
+
+    def wait(self):
+        if hasattr(self, "_retry_after"):
+            return self._retry_after
+        return super().wait()
+
+
+class AssignmentThrottle(_SharedThrottle):
     scope = "judgments"
 
     def get_cache_key(self, request, view):
@@ -15,7 +99,7 @@ class AssignmentThrottle(SimpleRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
-class AssignmentStartThrottle(SimpleRateThrottle):
+class AssignmentStartThrottle(_SharedThrottle):
     scope = "assignment_start"
 
     def get_cache_key(self, request, view):

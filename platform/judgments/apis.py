@@ -56,11 +56,11 @@ def _study_public(study: Study) -> dict:
             "instructions": config["instructions"]}  # fmt: skip
 
 
-def assignment_output(assignment: Assignment, **extra) -> dict:
+def assignment_output(assignment: Assignment, trials: list | None = None, **extra) -> dict:
     """The body AssignmentOutputSerializer documents, built directly (plain JSON types and datetimes, which
     the renderer writes as the serializer would): the annotator endpoints skip the serializer's per-field
-    overhead on every start and completion."""
-    trials = assignment_trials(assignment=assignment, media_url=settings.MEDIA_URL)
+    overhead on every start and completion. `trials`: a new assignment's trials, held by the caller."""
+    trials = assignment_trials(assignment=assignment, media_url=settings.MEDIA_URL, trials=trials)
     pending = [t["position"] for t in trials if not t["answered"]]
     completion = services.completion_for(assignment) if assignment.status == Assignment.Status.SUBMITTED else None
     return {
@@ -117,7 +117,7 @@ class AssignmentStartApi(AnnotatorApi):
         info = {k: v[k] for k in ("study_id", "session_id", "hit_id", "assignment_id", "turk_submit_to") if v.get(k)}
         result = services.assignment_start(study=study, platform=platform, worker_id=worker_id, platform_info=info)
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
-        return Response(assignment_output(result.assignment, **extra), status=code)
+        return Response(assignment_output(result.assignment, result.trials, **extra), status=code)
 
 
 def _assignment(token: str) -> Assignment:

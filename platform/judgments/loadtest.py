@@ -45,6 +45,9 @@ def gunicorn(env: dict, *, workers: int = 4, threads: int = 8, port: int | None 
         yield url, proc
 
 
+SENTINEL_RATE = 0.15
+
+
 def loadtest_study(*, n_items: int = 3000, target: int = 3, hit_size: int = 20):
     """A simulation study of n_items test items (content-addressed-looking image names; no files needed)."""
     import hashlib
@@ -53,7 +56,7 @@ def loadtest_study(*, n_items: int = 3000, target: int = 3, hit_size: int = 20):
     from studies.services import study_create
 
     study = study_create(name=f"load test {uuid.uuid4().hex[:6]}", kind="2afc", build_config={}, config={
-        "simulation": True, "hit_size": hit_size, "sentinel_rate": 0.15, "practice": False,
+        "simulation": True, "hit_size": hit_size, "sentinel_rate": SENTINEL_RATE, "practice": False,
         "judgments_per_item": {"train": target, "val": target}, "training": {"every": None}})  # fmt: skip
 
     def name(*parts) -> str:
@@ -70,6 +73,45 @@ def loadtest_study(*, n_items: int = 3000, target: int = 3, hit_size: int = 20):
     return study
 
 
+@contextlib.contextmanager
+def autoanalyze(every_s: float = 10.0):
+    """When PostgreSQL's autovacuum is off (as on the CI machine), ANALYZE the engine's tables every
+    `every_s` seconds while the block runs, as autovacuum's autoanalyze would in service: a study's tables
+    grow from empty during a run, and plans made from empty-table statistics cost several times more.
+    Yields whether it runs."""
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        yield False
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW autovacuum")
+        if cursor.fetchone()[0] == "on":
+            yield False
+            return
+    from judgments.models import Assignment, Judgment, Trial, Worker
+    from studies.models import Item
+
+    tables = ", ".join(model._meta.db_table for model in (Item, Worker, Assignment, Trial, Judgment))
+    stop = threading.Event()
+
+    def loop():
+        try:
+            while not stop.wait(every_s):
+                with connections["default"].cursor() as cursor:
+                    cursor.execute(f"ANALYZE {tables}")
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield True
+    finally:
+        stop.set()
+        thread.join()
+
+
 def cpu_snapshot(web_pid: int) -> dict:
     """CPU seconds so far of the web server (master and workers), PostgreSQL's processes on this machine,
     and this process (the load generator). Differences of two snapshots split a run's CPU between them."""
@@ -81,28 +123,45 @@ def cpu_snapshot(web_pid: int) -> dict:
 
 
 class Recorder:
-    def __init__(self):
+    """Latencies and counts of one run. Only requests sent inside the measurement window [window_start,
+    window_end) count towards latency and throughput; every acknowledged answer is kept for the check."""
+
+    def __init__(self, window_start: float = 0.0, window_end: float = float("inf")):
         self.lock = threading.Lock()
+        self.window = (window_start, window_end)
         self.latency: dict[str, list[float]] = {"next_batch": [], "submit": [], "complete": [], "bare": []}
         self.acknowledged: list[tuple[str, str]] = []  # (assignment token, trial id)
+        self.in_window = 0  # acknowledged answers sent inside the window
         self.errors: list[str] = []
         self.server_errors = 0
         self.hits = 0
 
-    def add(self, op: str, seconds: float) -> None:
+    def add(self, op: str, sent: float, seconds: float) -> None:
+        """`sent`: time.perf_counter() when the request went out."""
+        if self.window[0] <= sent < self.window[1]:
+            with self.lock:
+                self.latency[op].append(seconds)
+
+    def acknowledge(self, token: str, trial: str, sent: float) -> None:
         with self.lock:
-            self.latency[op].append(seconds)
+            self.acknowledged.append((token, trial))
+            self.in_window += self.window[0] <= sent < self.window[1]
 
 
-def _client(base_url: str, study_id: str, worker: str, deadline: float, rec: Recorder, rng: random.Random,
-            finish_hits: bool, think_s: float = 0.0) -> None:  # fmt: skip
+def _client(base_url: str, study_id: str, worker: str, arrive: float, deadline: float, rec: Recorder,
+            rng: random.Random, finish_hits: bool, think_s: float = 0.0) -> None:  # fmt: skip
+    """One annotator: arrives at `arrive` (perf_counter time), then starts HITs and answers them until
+    `deadline`. With think_s, answers follow the annotator's own pace (0.5-1.5 x think_s apart), as the
+    annotator page does: the next trial is already loaded and answers queue in an outbox that posts them in
+    order, so a slow response delays the post, not the annotator."""
+    time.sleep(max(0.0, arrive - time.perf_counter()))
     http = HttpClient(base_url, timeout=60)
     try:
-        while time.time() < deadline:
+        while time.perf_counter() < deadline:
             t = time.perf_counter()
             status, data = http.request("POST", f"/api/v1/studies/{study_id}/assignments/",
                                         {"platform": "simulated", "worker_id": worker, "consent": True})  # fmt: skip
-            rec.add("next_batch", time.perf_counter() - t)
+            rec.add("next_batch", t, time.perf_counter() - t)
             if status == 409:
                 time.sleep(0.2)
                 continue
@@ -110,26 +169,29 @@ def _client(base_url: str, study_id: str, worker: str, deadline: float, rec: Rec
                 rec.errors.append(f"start {status} {str(data)[:200]}")
                 return
             token = data["token"]
+            due = time.perf_counter()
             for trial in data["trials"]:
                 if trial["answered"]:
                     continue
-                if time.time() >= deadline and not finish_hits:
+                if think_s:  # the annotator looks at the patches before answering
+                    due += rng.uniform(0.5, 1.5) * think_s
+                    if due >= deadline and not finish_hits:
+                        return
+                    time.sleep(max(0.0, due - time.perf_counter()))
+                elif time.perf_counter() >= deadline and not finish_hits:
                     return
-                if think_s:  # an annotator looks at the patches before answering
-                    time.sleep(rng.uniform(0.5, 1.5) * think_s)
                 body = {"trial": trial["id"], "response": rng.choice(("left", "right")), "rt_ms": rng.uniform(300, 3000),
                         "idempotency_key": uuid.uuid4().hex}  # fmt: skip
                 t = time.perf_counter()
                 status, answer = http.request("POST", f"/api/v1/assignments/{token}/judgments/", body, attempts=60)
-                rec.add("submit", time.perf_counter() - t)
+                rec.add("submit", t, time.perf_counter() - t)
                 if status in (200, 201):
-                    with rec.lock:
-                        rec.acknowledged.append((token, trial["id"]))
+                    rec.acknowledge(token, trial["id"], t)
                 else:
                     rec.errors.append(f"judgment {status} {str(answer)[:200]}")
             t = time.perf_counter()
             status, done = http.request("POST", f"/api/v1/assignments/{token}/submit/", attempts=60)
-            rec.add("complete", time.perf_counter() - t)
+            rec.add("complete", t, time.perf_counter() - t)
             if status != 200:
                 rec.errors.append(f"complete {status} {str(done)[:200]}")
                 return
@@ -144,22 +206,28 @@ def _client(base_url: str, study_id: str, worker: str, deadline: float, rec: Rec
 
 
 def run_load(base_url: str, study_id: str, *, clients: int = 200, seconds: float = 30.0, seed: int = 0,
-             finish_hits: bool = False, think_s: float = 0.0) -> dict:  # fmt: skip
-    """`clients` simulated annotators for `seconds`; each waits about `think_s` (0.5-1.5x, uniform) before
-    each answer (0: answers back to back, the server's ceiling)."""
-    rec = Recorder()
-    deadline = time.time() + seconds
+             finish_hits: bool = False, think_s: float = 0.0, ramp_s: float = 0.0) -> dict:  # fmt: skip
+    """`clients` simulated annotators. They arrive at random times spread evenly over the first `ramp_s`
+    seconds (a crowd does not press start in the same millisecond), then work for `seconds` more, the
+    measurement window: judgments/s and latencies count the requests sent in it. Each annotator answers
+    back to back (think_s 0: the server's ceiling) or at their own pace, 0.5-1.5 x think_s per answer, so
+    the crowd offers about clients / think_s judgments/s. Answers acknowledged outside the window are
+    still returned in `acknowledged` for the exactly-once check."""
     start = time.perf_counter()
-    threads = [threading.Thread(target=_client, args=(base_url, study_id, f"load-{seed}-{c}", deadline, rec,
-                                                      random.Random(seed * 7919 + c), finish_hits, think_s), daemon=True)
+    window = (start + ramp_s, start + ramp_s + seconds)
+    rec = Recorder(*window)
+    arrivals = random.Random(seed)
+    threads = [threading.Thread(target=_client, args=(base_url, study_id, f"load-{seed}-{c}", start + arrivals.uniform(0, ramp_s),
+                                                      window[1], rec, random.Random(seed * 7919 + c), finish_hits, think_s),
+                                daemon=True)
                for c in range(clients)]  # fmt: skip
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
-    return {"clients": clients, "seconds": elapsed, "judgments": len(rec.acknowledged),
-            "judgments_per_s": len(rec.acknowledged) / elapsed, "hits": rec.hits, "errors": rec.errors,
+    return {"clients": clients, "seconds": seconds, "ramp_s": ramp_s, "elapsed_s": elapsed, "judgments": rec.in_window,
+            "judgments_per_s": rec.in_window / seconds, "hits": rec.hits, "errors": rec.errors,
             "retried_requests": rec.server_errors, "latency_ms": percentiles(rec.latency),
             "acknowledged": rec.acknowledged}  # fmt: skip
 
@@ -174,7 +242,7 @@ def run_bare(base_url: str, *, clients: int = 200, seconds: float = 10.0) -> dic
         while time.time() < deadline:
             t = time.perf_counter()
             status, _ = http.request("GET", "/livez")
-            rec.add("bare", time.perf_counter() - t)
+            rec.add("bare", t, time.perf_counter() - t)
             if status == 200:
                 with rec.lock:
                     count[0] += 1

@@ -103,27 +103,30 @@ def worker_stats(*, study: Study) -> list[dict]:
     return out
 
 
-def assignment_trials(*, assignment: Assignment, media_url: str) -> list[dict]:
+def assignment_trials(*, assignment: Assignment, media_url: str, trials: list[Trial] | None = None) -> list[dict]:
     """What an annotator's page needs, and nothing more: opaque trial ids, image URLs by screen position,
-    answers only for practice trials. No item ids, distortion names, categories or p0/p1 labels."""
-    study = assignment.study
-    trials = []
-    rows = (assignment.trials.select_related("item").order_by("position")
-            .only("assignment", "public_id", "position", "kind", "answered", "swap", "item__ref_image", "item__p0_image",
-                  "item__p1_image", "item__expected"))  # fmt: skip  (not the items' distortion records)
-    for trial in rows:
+    answers only for practice trials. No item ids, distortion names, categories or p0/p1 labels.
+    `trials`: the assignment's trials with their items, when the caller holds them (a start just made
+    them); otherwise one query reads them."""
+    kind = assignment.study.kind
+    if trials is None:
+        trials = (assignment.trials.select_related("item").order_by("position")
+                  .only("assignment", "public_id", "position", "kind", "answered", "swap", "item__ref_image",
+                        "item__p0_image", "item__p1_image", "item__expected"))  # fmt: skip  (not the items' records)
+    out = []
+    for trial in trials:
         item = trial.item
         first, second = (item.p1_image, item.p0_image) if trial.swap else (item.p0_image, item.p1_image)
         entry = {"id": trial.public_id, "position": trial.position, "practice": trial.kind == Trial.Kind.PRACTICE,
                  "answered": trial.answered}  # fmt: skip
-        if study.kind == "2afc":
+        if kind == "2afc":
             entry["images"] = {"left": media_url + first, "ref": media_url + item.ref_image, "right": media_url + second}
         else:
             entry["images"] = {"first": media_url + first, "second": media_url + second}
         if trial.kind == Trial.Kind.PRACTICE and item.expected:
-            if study.kind == "2afc":
+            if kind == "2afc":
                 entry["answer"] = "left" if (item.expected == "p0") != trial.swap else "right"
             else:
                 entry["answer"] = item.expected
-        trials.append(entry)
-    return trials
+        out.append(entry)
+    return out

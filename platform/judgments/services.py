@@ -180,9 +180,14 @@ def _window(*, study: Study, config: dict, worker: Worker, skip: set):
     )
 
 
+# What a start reads of an item: its queue position and what the annotator's page shows (not the records).
+TRIAL_ITEM_FIELDS = ("id", "index", "role", "split", "n_judgments", "n_open", "ref_image", "p0_image", "p1_image",
+                     "expected")  # fmt: skip
+
+
 def _still_open(item_ids, *, config: dict) -> list[Item]:
     """The given items (whose rows this transaction holds) still below their split's target."""
-    items = [item for item in Item.objects.filter(pk__in=list(item_ids))
+    items = [item for item in Item.objects.filter(pk__in=list(item_ids)).only(*TRIAL_ITEM_FIELDS)
              if item.n_judgments + item.n_open < _target(config, item.split)]  # fmt: skip
     return sorted(items, key=lambda item: (item.n_judgments + item.n_open, item.index))
 
@@ -220,6 +225,7 @@ def _lease_items(*, study: Study, config: dict, worker: Worker, n: int) -> list[
 class StartResult:
     assignment: Assignment
     created: bool
+    trials: list[Trial] | None = None  # a new assignment's trials, their items loaded (for the response body)
 
 
 def assignment_start(*, study: Study, platform: str, worker_id: str, platform_info: dict | None = None,
@@ -261,7 +267,8 @@ def assignment_start(*, study: Study, platform: str, worker_id: str, platform_in
         if not tests:
             raise ApplicationError("no work is available in this study right now", {"code": "no_work"}, status_code=409)
         Item.objects.filter(pk__in=sorted(item.pk for item in tests)).update(n_open=F("n_open") + 1)
-        extra = list(Item.objects.filter(study=study, role__in=(Item.Role.SENTINEL, Item.Role.PRACTICE)).order_by("index"))
+        extra = list(Item.objects.filter(study=study, role__in=(Item.Role.SENTINEL, Item.Role.PRACTICE))
+                     .only(*TRIAL_ITEM_FIELDS).order_by("index"))  # fmt: skip
         sentinel_pool = [item for item in extra if item.role == Item.Role.SENTINEL]
         n_sent = 0
         if sentinel_pool and config["sentinel_rate"] > 0:
@@ -280,15 +287,13 @@ def assignment_start(*, study: Study, platform: str, worker_id: str, platform_in
             study=study, worker=worker, platform=platform, platform_info=info, n_trials=len(sequence),
             lease_expires_at=now + timedelta(seconds=config["lease_ttl_s"]),
         )  # fmt: skip
-        Trial.objects.bulk_create(
-            [
-                Trial(assignment=assignment, worker=worker, item=item, position=pos, kind=kind, swap=swap)
-                for pos, ((item, kind), swap) in enumerate(zip(sequence, swaps, strict=True))
-            ]
-        )
+        trials = [Trial(assignment=assignment, worker=worker, item=item, position=pos, kind=kind, swap=swap,
+                        created_at=now, updated_at=now)
+                  for pos, ((item, kind), swap) in enumerate(zip(sequence, swaps, strict=True))]  # fmt: skip
+        _insert_rows(trials)
     logger.info("assignment %s: %d test, %d sentinel, %d practice trials for worker %s", assignment.pk,
                 len(tests), len(sentinels), len(practice), worker.pk)  # fmt: skip
-    return StartResult(assignment, True)
+    return StartResult(assignment, True, trials)
 
 
 def _locked_assignment(token: str) -> Assignment:
@@ -472,12 +477,31 @@ def _answer_sql(for_update: bool) -> str:
 
 
 @functools.lru_cache
-def _insert_judgment_sql(vendor: str) -> str:
-    """INSERT of every Judgment column, in concrete-field order (built once per process and vendor)."""
+def _insert_sql(model, vendor: str, rows: int = 1) -> str:
+    """INSERT of every column of `model` for `rows` rows, in concrete-field order (built once per process)."""
     quote = connection.ops.quote_name
-    fields = Judgment._meta.concrete_fields
-    return (f"INSERT INTO {Judgment._meta.db_table} ({', '.join(quote(f.column) for f in fields)}) "
-            f"VALUES ({', '.join(['%s'] * len(fields))})")  # fmt: skip
+    fields = model._meta.concrete_fields
+    row = f"({', '.join(['%s'] * len(fields))})"
+    return (f"INSERT INTO {model._meta.db_table} ({', '.join(quote(f.column) for f in fields)}) "
+            f"VALUES {', '.join([row] * rows)}")  # fmt: skip
+
+
+def _insert_params(objs) -> list:
+    """Every column's value of each object, prepared by its model field (what `save()` would write)."""
+    fields = type(objs[0])._meta.concrete_fields
+    return [f.get_db_prep_save(getattr(obj, f.attname), connection) for obj in objs for f in fields]
+
+
+def _insert_rows(objs: list, batch: int = 500) -> None:
+    """Insert model instances (primary keys and timestamps already set) with multi-row INSERTs: the
+    assignment start's trials, without the query compiler's per-row cost."""
+    model = type(objs[0])
+    with _HotCursor() as cursor:
+        for k in range(0, len(objs), batch):
+            chunk = objs[k : k + batch]
+            cursor.execute(_insert_sql(model, connection.vendor, len(chunk)), _insert_params(chunk))
+    for obj in objs:
+        obj._state.adding, obj._state.db = False, connection.alias
 
 
 def _answer_row(token: str, trial_id: str) -> _AnswerRow | None:
@@ -494,23 +518,43 @@ def _answer_row(token: str, trial_id: str) -> _AnswerRow | None:
                       json.loads(config) if isinstance(config, str) else config, expected, _uuid(j_id), j_key)  # fmt: skip
 
 
+@functools.lru_cache
+def _store_answer_sql(vendor: str, test: bool) -> list[str]:
+    """The answer path's writes (built once per process): the judgment, the trial marked answered, the
+    assignment's count and lease, and for a test trial the item's counts. On PostgreSQL one statement (the
+    writes as data-modifying CTEs, each run exactly once): one round trip instead of four."""
+    trial, assignment, item = (model._meta.db_table for model in (Trial, Assignment, Item))
+    writes = [
+        _insert_sql(Judgment, vendor),
+        f"UPDATE {trial} SET answered = %s WHERE id = %s",
+        # The lease moves forward only once less than half of it is left, so that most answers leave every
+        # indexed column of the assignment alone (a heap-only update).
+        f"UPDATE {assignment} SET n_answered = n_answered + 1, lease_expires_at = "
+        f"CASE WHEN lease_expires_at < %s THEN %s ELSE lease_expires_at END WHERE id = %s",
+    ]  # fmt: skip
+    if test:  # the lease becomes a judgment: load (n_judgments + n_open) is unchanged
+        writes.append(f"UPDATE {item} SET n_judgments = n_judgments + 1, n_open = n_open - 1 WHERE id = %s")
+    if vendor != "postgresql":
+        return writes
+    return ["WITH " + ", ".join(f"w{k} AS ({sql})" for k, sql in enumerate(writes)) + " SELECT 1"]
+
+
 def _store_answer(judgment: Judgment, row: _AnswerRow, lease_expires_at, renew_before) -> None:
     prep = lambda field, value: field.get_db_prep_save(value, connection)  # noqa: E731
     pk = lambda model, value: model._meta.pk.get_db_prep_value(value, connection)  # noqa: E731
+    lease = Assignment._meta.get_field("lease_expires_at")
+    test = row.trial_kind == Trial.Kind.TEST
+    params = [
+        _insert_params([judgment]),
+        [True, pk(Trial, row.trial_id)],
+        [prep(lease, renew_before), prep(lease, lease_expires_at), pk(Assignment, row.pk)],
+    ] + ([[pk(Item, row.item_id)]] if test else [])  # fmt: skip
+    statements = _store_answer_sql(connection.vendor, test)
+    if len(statements) == 1:
+        params = [[value for group in params for value in group]]
     with _HotCursor() as cursor:
-        cursor.execute(_insert_judgment_sql(connection.vendor),
-                       [prep(f, getattr(judgment, f.attname)) for f in Judgment._meta.concrete_fields])  # fmt: skip
-        cursor.execute(f"UPDATE {Trial._meta.db_table} SET answered = %s WHERE id = %s", [True, pk(Trial, row.trial_id)])
-        # The lease moves forward only once less than half of it is left, so that most answers leave every
-        # indexed column of the assignment alone (a heap-only update).
-        lease = Assignment._meta.get_field("lease_expires_at")
-        cursor.execute(f"UPDATE {Assignment._meta.db_table} SET n_answered = n_answered + 1, lease_expires_at = "
-                       f"CASE WHEN lease_expires_at < %s THEN %s ELSE lease_expires_at END WHERE id = %s",
-                       [prep(lease, renew_before), prep(lease, lease_expires_at), pk(Assignment, row.pk)])  # fmt: skip
-        if row.trial_kind == Trial.Kind.TEST:
-            # the lease becomes a judgment: load (n_judgments + n_open) is unchanged
-            cursor.execute(f"UPDATE {Item._meta.db_table} SET n_judgments = n_judgments + 1, n_open = n_open - 1 "
-                           f"WHERE id = %s", [pk(Item, row.item_id)])  # fmt: skip
+        for sql, values in zip(statements, params, strict=True):
+            cursor.execute(sql, values)
     judgment._state.adding = False
     judgment._state.db = connection.alias
 

@@ -1,5 +1,5 @@
 """Settings shared by every environment. Everything that differs between machines comes from the
-environment; see docs/CONFIGURATION.md for the full list."""
+environment; README.md ("Configuration") lists the variables."""
 
 from __future__ import annotations
 
@@ -74,6 +74,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # connection pooler in transaction mode (PgBouncer < 1.21).
 PREPARED_STATEMENTS = env_bool("PERCEPTLAB_PREPARED_STATEMENTS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The cache holds the API throttles' counters. Set CACHE_URL (redis://host:6379/1) wherever more than one
+# web process serves: the embedded default keeps counts in each process's memory, so every gunicorn
+# worker would allow the full rate on its own.
+CACHE_URL = env_str("CACHE_URL")
+if CACHE_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 DJANGO_APPS = [
     "django.contrib.admin",

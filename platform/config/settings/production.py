@@ -3,7 +3,16 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import ALLOWED_HOSTS, CELERY_BROKER_URL, DATABASES, DEBUG, SECRET_KEY, env_bool, require_secret_key
+from .base import (
+    ALLOWED_HOSTS,
+    CACHE_URL,
+    CELERY_BROKER_URL,
+    DATABASES,
+    DEBUG,
+    SECRET_KEY,
+    env_bool,
+    require_secret_key,
+)
 
 problems: list[str] = []
 if DEBUG:
@@ -18,6 +27,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     problems.append("DATABASE_URL must point at PostgreSQL (SQLite is the embedded default only)")
 if CELERY_BROKER_URL.startswith("filesystem"):
     problems.append("CELERY_BROKER_URL must point at Redis (the filesystem broker is the embedded default only)")
+if not CACHE_URL:
+    problems.append("CACHE_URL must point at Redis (throttle counts shared by every web process)")
 if problems:
     raise ImproperlyConfigured("unsafe production settings: " + "; ".join(problems))
 

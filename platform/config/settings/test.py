@@ -2,6 +2,7 @@
 integration tier (Postgres + Redis); without them tests run on SQLite."""
 
 from .base import *  # noqa: F403
+from .base import env_str
 
 DEBUG = False
 SECRET_KEY = "test-secret-key-not-for-production-0123456789abcdef"
@@ -17,6 +18,8 @@ WHITENOISE_USE_FINDERS = True
 SERVE_MEDIA = True
 # Tests that need a CNN pool train a tiny one themselves.
 PERCEPTLAB = {**PERCEPTLAB, "DEMO_CNN": False}  # noqa: F405
-# Many tests start assignments from 127.0.0.1 within a minute; the throttle test sets its own rates.
+# Many tests start assignments from 127.0.0.1 within a minute; the throttle tests set their own rates (in
+# this process, or through THROTTLE_* for a child process).
 REST_FRAMEWORK = {**REST_FRAMEWORK,  # noqa: F405
-                  "DEFAULT_THROTTLE_RATES": {"judgments": "100000/min", "assignment_start": "100000/min"}}  # fmt: skip
+                  "DEFAULT_THROTTLE_RATES": {"judgments": env_str("THROTTLE_JUDGMENTS", "100000/min"),
+                                             "assignment_start": env_str("THROTTLE_ASSIGNMENT_START", "100000/min")}}  # fmt: skip

@@ -11,12 +11,13 @@ SAFE_PROD = {
     "ALLOWED_HOSTS": "percept.example.org",
     "DATABASE_URL": "postgres://u:p@db:5432/percept",
     "CELERY_BROKER_URL": "redis://redis:6379/0",
+    "CACHE_URL": "redis://redis:6379/2",
 }
 
 
 def _settings(module: str, env: dict, expr: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY",
-                                                               "CELERY_RESULT_BACKEND", "DEBUG", "ALLOWED_HOSTS"}}  # fmt: skip
+                                                               "CELERY_RESULT_BACKEND", "DEBUG", "ALLOWED_HOSTS", "CACHE_URL"}}  # fmt: skip
     code = f"import django; from django.conf import settings; django.setup(); print({expr})"
     return subprocess.run(
         [sys.executable, "-c", code],
@@ -61,16 +62,17 @@ def test_production_refuses_unsafe_defaults(tmp_path):
     r = _settings("config.settings.production", {"PERCEPTLAB_DATA_DIR": str(tmp_path), "DEBUG": "true"}, "1")
     assert r.returncode != 0
     for problem in ("DEBUG must be false", "SECRET_KEY must be set", "DATABASE_URL must point at PostgreSQL",
-                    "CELERY_BROKER_URL must point at Redis"):  # fmt: skip
+                    "CELERY_BROKER_URL must point at Redis", "CACHE_URL must point at Redis"):  # fmt: skip
         assert problem in r.stderr
     r = _settings("config.settings.production", {**SAFE_PROD, "ALLOWED_HOSTS": "*"}, "1")
     assert "ALLOWED_HOSTS" in r.stderr and r.returncode != 0
 
 
 def test_production_starts_with_safe_settings():
-    r = _settings("config.settings.production", SAFE_PROD, "settings.DEBUG, settings.SESSION_COOKIE_SECURE")
+    r = _settings("config.settings.production", SAFE_PROD,
+                  "settings.DEBUG, settings.SESSION_COOKIE_SECURE, settings.CACHES['default']['BACKEND']")  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "False True"
+    assert r.stdout.strip() == "False True django.core.cache.backends.redis.RedisCache"
 
 
 def test_bad_boolean_is_a_clear_error(tmp_path):

@@ -163,6 +163,23 @@ def test_submits_are_throttled_per_assignment(client, make_study, settings):
         cache.clear()
 
 
+def test_throttles_let_requests_through_while_the_cache_is_unreachable(client, make_study, settings, caplog):
+    """A throttle guards the server; an outage of its cache (Redis) must not turn answers into errors."""
+    from core import throttling
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": "redis://127.0.0.1:1/0"}}  # fmt: skip  (nothing listens on port 1)
+    throttling._last_warning[0] = 0.0
+    study = make_study(n_test=3)
+    r = start(client, study)
+    assert r.status_code == 201, r.content
+    body = r.json()
+    assert answer(client, body["token"], body["trials"][0], "left").status_code == 201
+    assert Judgment.objects.filter(assignment__token=body["token"]).count() == 1
+    warnings = [rec for rec in caplog.records if "throttle cache unreachable" in rec.getMessage()]
+    assert len(warnings) == 1  # logged once, not on every request
+
+
 @pytest.mark.parametrize("change, field", [
     ({"trial": 5}, "trial"), ({"trial": "x" * 65}, "trial"), ({"response": None}, "response"),
     ({"rt_ms": "fast"}, "rt_ms"), ({"rt_ms": True}, "rt_ms"),
@@ -216,3 +233,20 @@ def test_an_assignment_body_is_one_query_whatever_the_hit_size(make_study, djang
     with django_assert_num_queries(1):
         body = assignment_output(a)
     assert len(body["trials"]) == a.n_trials > 20
+
+
+@pytest.mark.parametrize("kind", ["2afc", "jnd"])
+def test_a_new_assignment_body_from_memory_equals_the_stored_one(make_study, django_assert_num_queries, kind):
+    """A start builds its body from the trials it just inserted, without reading them back; the body is the
+    one the database would give (images by side, practice answers, positions, ids)."""
+    from judgments.apis import assignment_output
+    from judgments.models import Assignment
+    from judgments.services import assignment_start
+
+    study = make_study(kind=kind, n_test=12, n_sentinels=3, n_practice=2, config={"hit_size": 10})
+    result = assignment_start(study=study, platform="anonymous", worker_id="w")
+    with django_assert_num_queries(0):
+        fresh = assignment_output(result.assignment, result.trials)
+    stored = assignment_output(Assignment.objects.select_related("study").get(pk=result.assignment.pk))
+    assert fresh == stored and len(fresh["trials"]) == result.assignment.n_trials
+    assert any(t["practice"] and "answer" in t for t in fresh["trials"])
