@@ -9,7 +9,10 @@ from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -21,10 +24,23 @@ from judgments.selectors import assignment_trials
 from studies.models import Item, Study
 
 
+class JsonOnlyNegotiation(BaseContentNegotiation):
+    """The annotator endpoints speak JSON only: skip parsing the Accept header on every answer."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0]
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class AnnotatorApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
     throttle_classes = [AssignmentThrottle]
+    parser_classes = [JSONParser]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JsonOnlyNegotiation
 
 
 class TrialSerializer(serializers.Serializer):

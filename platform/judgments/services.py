@@ -192,6 +192,35 @@ def _still_open(item_ids, *, config: dict) -> list[Item]:
     return sorted(items, key=lambda item: (item.n_judgments + item.n_open, item.index))
 
 
+@functools.lru_cache
+def _window_sql() -> str:
+    """PostgreSQL: the queue (_window) as one prepared statement that locks and returns up to n items, with
+    the fields a start needs. Rows that SELECT ... FOR UPDATE returns are their latest committed versions,
+    re-checked against the WHERE clause once locked (PostgreSQL's documented READ COMMITTED behaviour), so
+    no second read is needed. Ordered like item_load_idx, which serves it."""
+    item, trial = Item._meta.db_table, Trial._meta.db_table
+    columns = ", ".join(Item._meta.get_field(name).column for name in _window_fields())
+    return (f"SELECT {columns} FROM {item} WHERE study_id = %s AND role = 'test' AND n_judgments + n_open < "
+            f"CASE WHEN split = 'train' THEN %s WHEN split = 'val' THEN %s ELSE %s END AND NOT (id = ANY(%s::uuid[])) "
+            f"AND id NOT IN (SELECT item_id FROM {trial} WHERE worker_id = %s AND kind = 'test') "
+            f"ORDER BY study_id, n_judgments + n_open, index LIMIT %s FOR UPDATE OF {item} SKIP LOCKED")  # fmt: skip
+
+
+@functools.lru_cache
+def _window_fields() -> tuple[str, ...]:
+    """TRIAL_ITEM_FIELDS in the model's field order, the order Model.from_db expects."""
+    return tuple(f.attname for f in Item._meta.concrete_fields if f.attname in TRIAL_ITEM_FIELDS)
+
+
+def _window_rows(*, study: Study, config: dict, worker: Worker, skip: set, n: int) -> list[Item]:
+    jpi = config["judgments_per_item"]
+    params = [study.pk, _target(config, "train"), _target(config, "val"), max(jpi.values()), sorted(skip), worker.pk, n]
+    with _HotCursor() as cursor:
+        cursor.execute(_window_sql(), params)
+        rows = cursor.fetchall()
+    return [Item.from_db(connection.alias, _window_fields(), row) for row in rows]
+
+
 def _lease_items(*, study: Study, config: dict, worker: Worker, n: int) -> list[Item]:
     if not connection.features.has_select_for_update_skip_locked:
         # SQLite: the IMMEDIATE transaction already holds the database write lock; count exactly
@@ -202,21 +231,21 @@ def _lease_items(*, study: Study, config: dict, worker: Worker, n: int) -> list[
     delay, deadline = 0.005, time.monotonic() + LOCK_WAIT_S
     while True:
         held = {item.pk for item in taken} | rejected
-        window = _window(study=study, config=config, worker=worker, skip=held)
         # SKIP LOCKED inside the ordered LIMIT: concurrent assigners each get the next rows nobody holds.
-        locked = list(window.select_for_update(skip_locked=True, of=("self",)).values_list("pk", flat=True)[: n - len(taken)])
+        locked = _window_rows(study=study, config=config, worker=worker, skip=held, n=n - len(taken))
         if locked:
-            # A fresh read of rows we hold: their counts cannot change under us, so this check is exact.
-            ok = _still_open(locked, config=config)
+            # Locked rows come back as their latest versions and cannot change under us: this check is exact
+            # (and, as the query re-checks its WHERE clause on them, a guard rather than a filter).
+            ok = [item for item in locked if item.n_judgments + item.n_open < _target(config, item.split)]
             taken += ok
-            rejected |= set(locked) - {item.pk for item in ok}
+            rejected |= {item.pk for item in locked} - {item.pk for item in ok}
             if len(taken) < n:
                 continue  # rows others hold were skipped, or some were full: look further down the queue
         # A partial batch is served at once (small HITs near the end of a study). With nothing yet, items
         # that other transactions hold for a few milliseconds are waited for rather than reported as "no
         # work"; a transaction holding no rows blocks nobody, so this cannot livelock.
-        if taken or time.monotonic() > deadline or not window.exists():
-            return taken[:n]
+        if taken or time.monotonic() > deadline or not _window(study=study, config=config, worker=worker, skip=held).exists():
+            return sorted(taken, key=lambda item: (item.n_judgments + item.n_open, item.index))[:n]
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
 
@@ -445,6 +474,9 @@ class _HotCursor:
 
     def fetchone(self):
         return self.cursor.fetchone()
+
+    def fetchall(self):
+        return self.cursor.fetchall()
 
     def __exit__(self, *exc):
         self.cursor.close()

@@ -11,6 +11,7 @@ with 20 % sentinels (160 test + 40 sentinel trials) and reference 1 s, blank 250
 from __future__ import annotations
 
 import copy
+import json
 import math
 import secrets
 
@@ -70,7 +71,28 @@ def new_completion_code() -> str:
 
 
 def collection_config(kind: str, config: dict | None) -> dict:
-    """The full, validated collection config for a study of `kind` (defaults merged under `config`)."""
+    """The full, validated collection config for a study of `kind` (defaults merged under `config`): a
+    fresh dict the caller may change. Every answer reads it, so valid configs are remembered (as JSON text,
+    by kind and config) and decoded instead of merged and validated again; invalid ones raise every time."""
+    try:
+        key = (kind, json.dumps(config, sort_keys=True))
+    except (TypeError, ValueError):  # not JSON (a caller's Python object): merge it the long way
+        return _collection_config(kind, config)
+    text = _valid_configs.get(key)
+    if text is None:
+        merged = _collection_config(kind, config)
+        if json.loads(json.dumps(merged)) != merged:  # tuples and the like would not survive the round trip
+            return merged
+        if len(_valid_configs) >= 1024:  # studies are few; this only bounds memory
+            _valid_configs.clear()
+        _valid_configs[key] = text = json.dumps(merged)
+    return json.loads(text)
+
+
+_valid_configs: dict[tuple[str, str], str] = {}
+
+
+def _collection_config(kind: str, config: dict | None) -> dict:
     if kind not in DEFAULTS:
         raise ApplicationError(f"unknown study kind {kind!r}; use '2afc' or 'jnd'")
     merged = copy.deepcopy({**COMMON, **DEFAULTS[kind]})
