@@ -125,7 +125,7 @@ def test_acknowledged_judgments_survive_kills_and_a_database_restart(settings, p
     assert result["retried_requests"] > 0, "the faults never reached a client"
     assert result["judgments"] > 100 and result["hits"] > 10, result
     check = loadtest.verify(study, result["acknowledged"])
-    assert check["acknowledged"] == result["judgments"]
+    assert check["acknowledged"] == len(result["acknowledged"])  # no trial acknowledged twice
     assert check["missing"] == check["duplicated"] == check["items_over_target_or_miscounted"] == 0, check
     # leases recover: every client finished its HITs, so nothing is left started or holding items
     assert check["open_trials"] == 0

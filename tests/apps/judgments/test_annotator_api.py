@@ -163,6 +163,16 @@ def test_submits_are_throttled_per_assignment(client, make_study, settings):
         cache.clear()
 
 
+def test_annotator_endpoints_take_json_only(client, make_study):
+    study = make_study(n_test=3)
+    r = client.post(f"/api/v1/studies/{study.pk}/assignments/", "platform=anonymous&consent=true",
+                    content_type="application/x-www-form-urlencoded")  # fmt: skip
+    assert r.status_code == 400 and "JSON" in r.json()["message"], r.content
+    r = client.post(f"/api/v1/studies/{study.pk}/assignments/", {"platform": "anonymous", "consent": True},
+                    format="json", HTTP_ACCEPT="text/html")  # fmt: skip
+    assert r.status_code == 201 and r["Content-Type"] == "application/json"  # JSON whatever the Accept header
+
+
 def test_throttles_let_requests_through_while_the_cache_is_unreachable(client, make_study, settings, caplog):
     """A throttle guards the server; an outage of its cache (Redis) must not turn answers into errors."""
     from core import throttling
