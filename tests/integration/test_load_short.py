@@ -25,3 +25,24 @@ def test_a_short_load_run_loses_and_duplicates_nothing(settings, postgres, tmp_p
     check = loadtest.verify(study, result["acknowledged"])
     assert check["missing"] == check["duplicated"] == check["items_over_target_or_miscounted"] == 0, check
     assert check["open_trials"] == 0  # every client finished its HIT
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_paced_run_with_a_ramp_measures_its_window_only(settings, postgres, tmp_path):
+    """Clients arrive over 2 s, then answer about every 0.1 s each for a 4 s window; answers outside the
+    window are stored and checked but not counted in judgments/s or the latencies."""
+    from judgments import loadtest
+
+    env = {**child_env(settings), "DJANGO_SETTINGS_MODULE": "config.settings.loadtest", "PERCEPTLAB_DATA_DIR": str(tmp_path)}
+    study = loadtest.loadtest_study(n_items=400, target=2, hit_size=10)
+    with loadtest.gunicorn(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as (base_url, _):
+        result = loadtest.run_load(base_url, str(study.pk), clients=8, seconds=4, ramp_s=2, think_s=0.1,
+                                   finish_hits=True)  # fmt: skip
+    assert result["errors"] == [], result["errors"][:5]
+    acknowledged = len(result["acknowledged"])
+    # 8 clients x ~10 answers/s offered for 4 s: the window holds most of them, not the ramp's or the tail's
+    assert 0.6 * 8 * 4 / 0.1 <= result["judgments"] < acknowledged, (result["judgments"], acknowledged)
+    assert result["judgments_per_s"] == pytest.approx(result["judgments"] / 4)
+    assert result["latency_ms"]["submit"]["n"] == result["judgments"]
+    check = loadtest.verify(study, result["acknowledged"])
+    assert check["missing"] == check["duplicated"] == check["items_over_target_or_miscounted"] == 0, check
