@@ -25,7 +25,7 @@ from judgments.simulation import HttpClient
 
 
 @contextlib.contextmanager
-def gunicorn(env: dict, *, workers: int = 4, threads: int = 8, port: int | None = None, log_path: Path | None = None):
+def gunicorn(env: dict, *, workers: int = 2, threads: int = 2, port: int | None = None, log_path: Path | None = None):
     """Run `gunicorn config.wsgi` (gthread workers) on loopback; yields (base_url, process)."""
     port = port or free_port()
     argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),

@@ -18,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("--seconds", type=float, default=30.0, help="length of each of the two runs")
         parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
                             help="gunicorn worker processes (default: one per core, measured best here)")
-        parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+        parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker (2 measured best here)")
         parser.add_argument("--hit-size", type=int, default=20, help="test trials per HIT (plus sentinels at 15%%)")
         parser.add_argument("--items", type=int, default=4000)
         parser.add_argument("--rate", type=float, default=300.0,
