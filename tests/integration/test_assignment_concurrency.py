@@ -65,3 +65,30 @@ def test_many_concurrent_workers_never_over_assign_and_starve_nothing(postgres, 
         ids = list(a.trials.filter(kind="test").values_list("item_id", flat=True))
         assert len(ids) == len(set(ids))
     assert len(served) + len(refused) == 24
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_prepared_queue_query_matches_the_portable_one(postgres, make_study):
+    """PostgreSQL leases items with hand-written SQL (services._window_rows); the ORM queue
+    (services._window) is the definition SQLite uses. Same items, same order, for a study in mid-flight:
+    items at different loads, both splits, items the worker already had, items to skip."""
+    from django.db import transaction
+
+    from judgments import services
+    from judgments.models import Worker
+    from studies.models import Item
+
+    study = make_study(n_test=30, n_sentinels=2, config={"judgments_per_item": {"train": 3, "val": 2}, "hit_size": 8})
+    items = list(Item.objects.filter(study=study, role="test").order_by("index"))
+    for k, item in enumerate(items):  # loads 0..3 spread over the items
+        Item.objects.filter(pk=item.pk).update(n_judgments=k % 3, n_open=(k // 3) % 2, split=("train", "val")[k % 2])
+    first = assignment_start(study=study, platform="anonymous", worker_id="w1").assignment  # w1 holds some items
+    worker = Worker.objects.get(pk=first.worker_id)
+    config = study.settings
+    skip = {items[5].pk, items[8].pk}
+    with transaction.atomic():
+        raw = [i.pk for i in services._window_rows(study=study, config=config, worker=worker, skip=skip, n=50)]
+        orm = list(services._window(study=study, config=config, worker=worker, skip=skip).values_list("pk", flat=True)[:50])
+    assert raw == orm, (len(raw), len(orm))
+    held = set(Trial.objects.filter(worker=worker, kind="test").values_list("item_id", flat=True))
+    assert len(raw) >= 10 and held and not (held | skip) & set(raw)

@@ -46,3 +46,28 @@ def test_a_paced_run_with_a_ramp_measures_its_window_only(settings, postgres, tm
     assert result["latency_ms"]["submit"]["n"] == result["judgments"]
     check = loadtest.verify(study, result["acknowledged"])
     assert check["missing"] == check["duplicated"] == check["items_over_target_or_miscounted"] == 0, check
+
+
+@pytest.mark.django_db(transaction=True)
+def test_autoanalyze_keeps_statistics_fresh_where_autovacuum_is_off(postgres):
+    """The load test stands in for autovacuum's autoanalyze when the server runs without it."""
+    import time
+
+    from django.db import connection
+
+    from judgments import loadtest
+
+    def last_analyze():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'judgments_trial'")
+            return cursor.fetchone()[0]
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW autovacuum")
+        autovacuum = cursor.fetchone()[0] == "on"
+    before = last_analyze()
+    with loadtest.autoanalyze(every_s=0.2) as analyzing:
+        time.sleep(1.0)
+    assert analyzing == (not autovacuum)
+    if analyzing:
+        assert last_analyze() is not None and last_analyze() != before
