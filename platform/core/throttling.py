@@ -32,19 +32,18 @@ redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {1, current + 1, previous}
 """
-_scripts: dict = {}
 
 
 def _redis_script():
-    """(cache backend, registered script) when the default cache is Redis (once per process); else None."""
+    """(cache backend, registered script) when the default cache is Redis, kept on the backend object
+    (one per thread, as Django makes them); None otherwise."""
     backend = caches["default"]
     if not isinstance(backend, RedisCache):
         return None
-    key = id(backend)
-    if key not in _scripts:
-        client = backend._cache.get_client(write=True)
-        _scripts[key] = (backend, client.register_script(_SLIDING_WINDOW))
-    return _scripts[key]
+    script = getattr(backend, "_throttle_script", None)
+    if script is None:
+        script = backend._throttle_script = backend._cache.get_client(write=True).register_script(_SLIDING_WINDOW)
+    return backend, script
 
 
 class _SharedThrottle(SimpleRateThrottle):
