@@ -185,11 +185,15 @@ TRIAL_ITEM_FIELDS = ("id", "index", "role", "split", "n_judgments", "n_open", "r
                      "expected")  # fmt: skip
 
 
-def _still_open(item_ids, *, config: dict) -> list[Item]:
-    """The given items (whose rows this transaction holds) still below their split's target."""
-    items = [item for item in Item.objects.filter(pk__in=list(item_ids)).only(*TRIAL_ITEM_FIELDS)
-             if item.n_judgments + item.n_open < _target(config, item.split)]  # fmt: skip
+def _below_target(items, *, config: dict) -> list[Item]:
+    """The items still below their split's target, least loaded first (the queue's order)."""
+    items = [item for item in items if item.n_judgments + item.n_open < _target(config, item.split)]
     return sorted(items, key=lambda item: (item.n_judgments + item.n_open, item.index))
+
+
+def _still_open(item_ids, *, config: dict) -> list[Item]:
+    """The given items (whose rows this transaction holds), read afresh, still below their split's target."""
+    return _below_target(Item.objects.filter(pk__in=list(item_ids)).only(*TRIAL_ITEM_FIELDS), config=config)
 
 
 @functools.lru_cache
@@ -236,7 +240,7 @@ def _lease_items(*, study: Study, config: dict, worker: Worker, n: int) -> list[
         if locked:
             # Locked rows come back as their latest versions and cannot change under us: this check is exact
             # (and, as the query re-checks its WHERE clause on them, a guard rather than a filter).
-            ok = [item for item in locked if item.n_judgments + item.n_open < _target(config, item.split)]
+            ok = _below_target(locked, config=config)
             taken += ok
             rejected |= {item.pk for item in locked} - {item.pk for item in ok}
             if len(taken) < n:
@@ -245,7 +249,7 @@ def _lease_items(*, study: Study, config: dict, worker: Worker, n: int) -> list[
         # that other transactions hold for a few milliseconds are waited for rather than reported as "no
         # work"; a transaction holding no rows blocks nobody, so this cannot livelock.
         if taken or time.monotonic() > deadline or not _window(study=study, config=config, worker=worker, skip=held).exists():
-            return sorted(taken, key=lambda item: (item.n_judgments + item.n_open, item.index))[:n]
+            return taken[:n]
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
 
