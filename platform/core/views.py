@@ -1,3 +1,5 @@
+import re
+
 from django.conf import settings
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
@@ -20,17 +22,22 @@ def healthz(request):
     return JsonResponse(system_status())
 
 
-PUBLIC_MEDIA = ("stimuli/",)  # export archives, feature caches and models stay private (API downloads only)
+PUBLIC_MEDIA = re.compile(r"stimuli/[0-9a-f]{64}\.png")  # content-addressed stimuli; nothing else is public
 
 
 def media(request, path):
-    """Stimulus PNGs are content-addressed and immutable: cache them for a year. Nothing else under
-    MEDIA_ROOT is public: export archives download through the researcher API. In production a reverse
-    proxy serves MEDIA_ROOT/stimuli unless SERVE_MEDIA is set."""
+    """Stimulus PNGs are content-addressed and immutable: cache them for a year. Only names of the form
+    stimuli/<sha256>.png are served, always as image/png with nosniff and a sandboxing CSP, so no file
+    under MEDIA_ROOT can run as a page or script from our origin; export archives, uploads, feature caches
+    and models stay private (API downloads only). In production a reverse proxy serves MEDIA_ROOT/stimuli
+    unless SERVE_MEDIA is set (docs/platform.md shows the same rule for nginx)."""
     if not settings.SERVE_MEDIA:
         raise Http404("media are served by the reverse proxy")
-    if not path.startswith(PUBLIC_MEDIA) or ".." in path.split("/"):
+    if not PUBLIC_MEDIA.fullmatch(path):
         raise Http404("not a public file")
     response = serve(request, path, document_root=settings.MEDIA_ROOT)
+    response["Content-Type"] = "image/png"
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     response["Cache-Control"] = "public, max-age=31536000, immutable"
     return response

@@ -19,17 +19,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import zipfile
 from datetime import datetime
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from django.conf import settings
-from django.db import models, transaction
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, models, transaction
 
 from core.exceptions import ApplicationError
 from judgments.models import Assignment, Judgment, Trial, Worker
+from studies.collection import collection_config
+from studies.images import decode_image
 from studies.models import Item, Study
 
 logger = logging.getLogger(__name__)
@@ -43,8 +47,10 @@ TABLES = (
     ("trials", Trial, ("assignment_id", "position")),
     ("judgments", Judgment, ("created_at", "id")),
 )
-MEDIA_PATH = re.compile(r"^[A-Za-z0-9_-]{1,64}/[A-Za-z0-9_.-]{1,200}$")
-LIMITS = {"max_files": 500_000, "max_total_bytes": 8 * 1024**3, "max_file_bytes": 8 * 1024**2, "max_compression_ratio": 200}
+IMAGE_FIELDS = ("ref_image", "p0_image", "p1_image")
+STIMULUS = re.compile(r"stimuli/(?P<sha>[0-9a-f]{64})\.png")  # the only image path a row may name
+TABLE_FILE = re.compile(r"restore/(?P<table>study|items|workers|assignments|trials|judgments)\.jsonl")
+MEDIA_FILE = re.compile(r"restore/media/(?P<rel>stimuli/[0-9a-f]{64}\.png)")
 
 
 def _fields(model) -> list[models.Field]:
@@ -84,6 +90,14 @@ def dump_rows(study: Study) -> dict[str, list[dict]]:
     return out
 
 
+def stimulus_path(rel: str) -> Path:
+    """The file of an item's image path; only ``stimuli/<sha256>.png`` names one (an export never reads
+    any other file, whatever a row says)."""
+    if not isinstance(rel, str) or not STIMULUS.fullmatch(rel):
+        raise ApplicationError(f"{rel!r} is not a stimulus path (stimuli/<sha256>.png)", {"path": str(rel)[:200]})
+    return Path(settings.MEDIA_ROOT) / rel
+
+
 def media_paths(items: list[dict]) -> list[str]:
     return sorted({row[key] for row in items for key in ("ref_image", "p0_image", "p1_image") if row.get(key)})
 
@@ -96,9 +110,8 @@ def write_restore(zf_add, rows: dict[str, list[dict]]) -> dict:
         name = f"restore/{table}.jsonl"
         zf_add(name, data, True)
         digests[name], counts[table] = hashlib.sha256(data).hexdigest(), len(rows[table])
-    media = Path(settings.MEDIA_ROOT)
     for rel in media_paths(rows["items"]):
-        data = (media / rel).read_bytes()
+        data = stimulus_path(rel).read_bytes()
         name = f"restore/media/{rel}"
         zf_add(name, data, False)
         digests[name] = hashlib.sha256(data).hexdigest()
@@ -107,47 +120,182 @@ def write_restore(zf_add, rows: dict[str, list[dict]]) -> dict:
     return manifest
 
 
-def _read_checked(zf: zipfile.ZipFile) -> tuple[dict, dict[str, bytes]]:
+class _Archive:
+    """A restore/ section read and checked in memory: the manifest, the parsed rows by table, the images."""
+
+    def __init__(self, manifest: dict, tables: dict[str, list[dict]], images: dict[str, bytes]):
+        self.manifest, self.tables, self.images = manifest, tables, images
+
+
+def _refuse(message: str, **extra) -> ApplicationError:
+    return ApplicationError(message, extra or {"field": "archive"})
+
+
+def _read_archive(zf: zipfile.ZipFile) -> _Archive:
+    """Every member checked against the directory limits, the manifest's digests and the expected names
+    before it is used. Images must be ``stimuli/<sha256>.png`` whose bytes hash to that name."""
+    limits = settings.PERCEPTLAB_LIMITS
     members = {m.filename: m for m in zf.infolist() if m.filename.startswith("restore/") and not m.is_dir()}
     if "restore/manifest.json" not in members:
-        raise ApplicationError("this archive has no restore/ section (exports before format perceptlab-restore/1 "
-                               "cannot be restored)", {"field": "archive"})  # fmt: skip
-    if len(members) > LIMITS["max_files"] or sum(m.file_size for m in members.values()) > LIMITS["max_total_bytes"]:
-        raise ApplicationError("the archive is too large to restore", {"field": "archive"})
-    manifest = json.loads(zf.read("restore/manifest.json"))
-    if manifest.get("format") != FORMAT:
-        raise ApplicationError(f"unknown restore format {manifest.get('format')!r} (this version reads {FORMAT})")
-    files = {}
-    for name, digest in manifest["files"].items():
-        member = members.get(name)
-        if member is None:
-            raise ApplicationError(f"{name} is listed in the manifest but missing", {"file": name})
-        if member.file_size > LIMITS["max_file_bytes"] * (64 if name.endswith(".jsonl") else 1) or (
-            member.compress_size and member.file_size / member.compress_size > LIMITS["max_compression_ratio"]
-        ):
-            raise ApplicationError(f"{name}: too large or too compressed", {"file": name})
-        data = zf.read(member)
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise ApplicationError(f"{name}: content does not match its sha256 in the manifest", {"file": name})
-        files[name] = data
-    extra = set(members) - set(manifest["files"]) - {"restore/manifest.json"}
+        raise _refuse("this archive has no restore/ section (exports before format perceptlab-restore/1 cannot be restored)")
+    if len(members) > limits["restore_max_files"] or sum(m.file_size for m in members.values()) > limits["restore_max_total_bytes"]:
+        raise _refuse("the archive is too large to restore")
+    for name, member in members.items():
+        if name != "restore/manifest.json" and not TABLE_FILE.fullmatch(name) and not MEDIA_FILE.fullmatch(name):
+            raise _refuse(f"{name}: unexpected file (images must be restore/media/stimuli/<sha256>.png)", file=name)
+        too_big = member.file_size > limits["restore_max_file_bytes"] * (1 if MEDIA_FILE.fullmatch(name) else 64)
+        if too_big or (member.file_size > 1024 and member.file_size > max(member.compress_size, 1) * limits["max_compression_ratio"]):
+            raise _refuse(f"{name}: too large or too compressed", file=name)
+    try:
+        manifest = json.loads(zf.read("restore/manifest.json"))
+    except (ValueError, zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
+        raise _refuse(f"restore/manifest.json is not readable JSON ({exc.__class__.__name__})", file="restore/manifest.json") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        fmt = manifest.get("format") if isinstance(manifest, dict) else None
+        raise _refuse(f"unknown restore format {fmt!r} (this version reads {FORMAT})")
+    files, counts = manifest.get("files"), manifest.get("rows")
+    if not isinstance(files, dict) or not isinstance(counts, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise _refuse("restore/manifest.json has no valid files and rows sections", file="restore/manifest.json")
+    for name in files:
+        if name not in members:
+            raise _refuse(f"{name} is listed in the manifest but missing", file=name)
+    extra = set(members) - set(files) - {"restore/manifest.json"}
     if extra:
-        raise ApplicationError(f"files not in the manifest: {sorted(extra)[:5]}", {"field": "archive"})
-    return manifest, files
+        raise _refuse(f"files not in the manifest: {sorted(extra)[:5]}", file=sorted(extra)[0])
+    tables: dict[str, list[dict]] = {}
+    images: dict[str, bytes] = {}
+    for name, digest in files.items():
+        try:
+            data = zf.read(members[name])
+        except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError) as exc:
+            raise _refuse(f"{name}: cannot be read from the zip ({exc.__class__.__name__})", file=name) from exc
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise _refuse(f"{name}: content does not match its sha256 in the manifest", file=name)
+        media = MEDIA_FILE.fullmatch(name)
+        if media:
+            rel = media["rel"]
+            if hashlib.sha256(data).hexdigest() != STIMULUS.fullmatch(rel)["sha"]:
+                raise _refuse(f"{name}: content does not hash to its name (stimuli are content-addressed)", file=name)
+            # a real PNG within the pixel cap (read from the header before decoding), not a page or script
+            decode_image(name, data, formats={"PNG"}, max_side=limits["restore_max_image_pixels"],
+                         max_pixels=limits["restore_max_image_pixels"])  # fmt: skip
+            images[rel] = data
+            continue
+        table = TABLE_FILE.fullmatch(name)["table"]
+        try:
+            rows = [json.loads(line) for line in data.splitlines()]
+        except ValueError as exc:
+            raise _refuse(f"{name}: not JSON lines ({exc})", file=name) from exc
+        if not all(isinstance(row, dict) for row in rows):
+            raise _refuse(f"{name}: every line must be a JSON object", file=name)
+        tables[table] = rows
+    for table in ("study", *(t for t, _, _ in TABLES)):
+        if len(tables.get(table, ())) != counts.get(table):
+            raise _refuse(f"restore/{table}.jsonl does not hold {counts.get(table)!r} rows", file=f"restore/{table}.jsonl")
+    if len(tables["study"]) != 1:
+        raise _refuse("restore/study.jsonl must hold exactly one study", file="restore/study.jsonl")
+    return _Archive(manifest, tables, images)
 
 
-def _objects(model, rows: list[dict], remap: dict | None = None) -> list:
+def _objects(model, table: str, rows: list[dict], rebind: dict) -> list:
+    """Model objects from archive rows, every stored field parsed and validated (no queries). `rebind`
+    maps a foreign-key attname to {archive id: id to use}; a reference outside the map is refused, so
+    a row can only point at rows of the same archive (or at the worker identity it was matched to)."""
     fields = _fields(model)
+    relations = [f.name for f in fields if f.is_relation]
+    rebind = {f.attname: rebind.get(f.attname, {}) for f in fields if f.is_relation}  # unmapped: nothing allowed
     out = []
-    for row in rows:
+    for n, row in enumerate(rows, start=1):
+        where = f"restore/{table}.jsonl line {n}"
         values = {}
         for f in fields:
-            value = _parse(f, row.get(f.attname))
-            if remap and f.attname in remap:
-                value = remap[f.attname].get(value, value)
+            try:
+                value = _parse(f, row.get(f.attname))
+            except (DjangoValidationError, TypeError, ValueError, AttributeError) as exc:
+                raise _refuse(f"{where}: {f.attname} is not valid ({exc})", file=f"restore/{table}.jsonl", line=n) from exc
+            if f.is_relation:
+                if value is None and f.null:
+                    pass
+                elif value not in rebind[f.attname]:
+                    raise _refuse(f"{where}: {f.attname} {value} is not a row of this archive", file=f"restore/{table}.jsonl",
+                                  line=n)  # fmt: skip
+                else:
+                    value = rebind[f.attname][value]
             values[f.attname] = value
-        out.append(model(**values))
+        obj = model(**values)
+        try:
+            # a null the database allows is fine even where the model's forms would want a value
+            obj.clean_fields(exclude=relations + [f.name for f in fields if f.null and values[f.attname] is None])
+        except DjangoValidationError as exc:
+            raise _refuse(f"{where}: {exc.message_dict}", file=f"restore/{table}.jsonl", line=n) from exc
+        out.append(obj)
     return out
+
+
+def _rebind(rows: list[dict], study: Study) -> list[dict]:
+    return [{**row, "study_id": str(study.pk)} for row in rows]
+
+
+def _check_ids(table: str, objs: list) -> set:
+    ids = [obj.pk for obj in objs]
+    if None in ids or len(set(ids)) != len(ids):
+        raise _refuse(f"restore/{table}.jsonl: every row needs its own id", file=f"restore/{table}.jsonl")
+    return set(ids)
+
+
+def _refuse_existing(model, table: str, ids: set) -> None:
+    """No archive row may take (and so overwrite or join) a row that already exists here."""
+    chunk = list(ids)
+    for i in range(0, len(chunk), 500):
+        taken = model.objects.filter(pk__in=chunk[i:i + 500]).values_list("pk", flat=True).first()
+        if taken is not None:
+            raise ApplicationError(f"restore/{table}.jsonl: row {taken} is already in this database (restore into a "
+                                   "database that does not hold this study)", {"file": f"restore/{table}.jsonl"},
+                                   status_code=409)  # fmt: skip
+
+
+def _check_images(items: list, images: dict[str, bytes]) -> dict[str, bytes]:
+    """Every image path of every item is stimuli/<sha256>.png, carried by the archive or already on disk
+    with content that hashes to its name. Returns the archive's images that are not on disk yet."""
+    referenced = set()
+    for n, item in enumerate(items, start=1):
+        for key in IMAGE_FIELDS:
+            rel = getattr(item, key)
+            if rel == "" and key == "p1_image":
+                continue
+            if not STIMULUS.fullmatch(rel):
+                raise _refuse(f"restore/items.jsonl line {n}: {key} {rel[:200]!r} is not a stimulus path "
+                              "(stimuli/<sha256>.png)", file="restore/items.jsonl", line=n)  # fmt: skip
+            referenced.add(rel)
+    unused = set(images) - referenced
+    if unused:
+        raise _refuse(f"restore/media/{min(unused)} is not referenced by any item", file=f"restore/media/{min(unused)}")
+    media = Path(settings.MEDIA_ROOT)
+    missing = {}
+    for rel in sorted(referenced):
+        path = media / rel
+        if path.is_file():
+            if hashlib.sha256(path.read_bytes()).hexdigest() != STIMULUS.fullmatch(rel)["sha"]:
+                raise ApplicationError(f"{rel} on this server does not hash to its name; an operator must check it "
+                                       "before this archive can be restored", {"file": rel}, status_code=409)  # fmt: skip
+        elif rel in images:
+            missing[rel] = images[rel]
+        else:
+            raise _refuse(f"{rel} is neither in the archive nor on this server", file=f"restore/media/{rel}")
+    return missing
+
+
+def _write_new_file(path: Path, data: bytes) -> None:
+    """Create a content-addressed file; an existing one is never replaced (os.link fails on it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid4().hex}.part")
+    tmp.write_bytes(data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # written meanwhile by another job: same name, same bytes
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _create(model, objs: list) -> None:
@@ -160,55 +308,69 @@ def _create(model, objs: list) -> None:
 
 
 def study_restore(*, archive, owner=None) -> Study:
-    """Rebuild a study from an export's restore/ section, all or nothing. The study keeps its id; a
-    database that already holds it refuses the import (409)."""
+    """Rebuild a study from an export's restore/ section, all or nothing. Everything is checked before
+    anything is written: every member, every row (fields, ids, references) and every image. The study keeps
+    its id and its rows keep theirs, so a re-export is byte-identical; an id that already exists in this
+    database is refused (409). Every row is rebound to the restored study (whatever study id it names) and
+    may reference only rows of the same archive; the copy belongs to `owner`."""
     try:
         zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ApplicationError("not a zip archive", {"field": "archive"}) from exc
     with zf:
-        manifest, files = _read_checked(zf)
-    tables = {name[len("restore/"):-len(".jsonl")]: [json.loads(line) for line in data.splitlines()]
-              for name, data in files.items() if name.endswith(".jsonl")}  # fmt: skip
-    for table in ("study", *(t for t, _, _ in TABLES)):
-        if len(tables.get(table, ())) != manifest["rows"].get(table):
-            raise ApplicationError(f"restore/{table}.jsonl does not hold {manifest['rows'].get(table)} rows")
-    (study_row,) = tables["study"]
-    if Study.objects.filter(pk=study_row["id"]).exists():
-        raise ApplicationError(f"study {study_row['id']} is already in this database", status_code=409)
-    media = Path(settings.MEDIA_ROOT)
-    for name, data in files.items():
-        if name.startswith("restore/media/"):
-            rel = name[len("restore/media/"):]
-            if not MEDIA_PATH.match(rel) or ".." in rel:
-                raise ApplicationError(f"unexpected media path {rel!r}", {"file": name})
-            path = media / rel
-            if not path.exists() or path.read_bytes() != data:  # content-addressed: an equal file is the same image
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(path.name + ".part")
-                tmp.write_bytes(data)
-                tmp.replace(path)
-    with transaction.atomic():
-        (study,) = _objects(Study, [study_row])
-        study.owner = owner
-        created_at = study.created_at
-        study.save(force_insert=True)
-        Study.objects.filter(pk=study.pk).update(created_at=created_at)
-        study.created_at = created_at
-        _create(Item, _objects(Item, tables["items"]))
-        # workers are shared by studies: reuse a known identity (platform + hash), create the others
-        worker_ids = {}
-        new = []
-        for w in _objects(Worker, tables["workers"]):
-            known = Worker.objects.filter(platform=w.platform, external_hash=w.external_hash).first()
-            if known is not None:
-                worker_ids[w.pk] = known.pk
-            else:
-                new.append(w)
-        _create(Worker, new)
-        remap = {"worker_id": worker_ids}
-        _create(Assignment, _objects(Assignment, tables["assignments"], remap))
-        _create(Trial, _objects(Trial, tables["trials"], remap))
-        _create(Judgment, _objects(Judgment, tables["judgments"], remap))
-    logger.info("restored study %s: %s", study.pk, manifest["rows"])
+        checked = _read_archive(zf)
+    tables = checked.tables
+    (study,) = _objects(Study, "study", tables["study"], {})
+    study.owner = owner
+    collection_config(study.kind, study.config)  # a bad config is a 400 naming the key, not a broken study
+    if Study.objects.filter(pk=study.pk).exists():
+        raise ApplicationError(f"study {study.pk} is already in this database", status_code=409)
+    rebound = {"study_id": {study.pk: study.pk}}  # every row joins the restored study, whatever it names
+    items = _objects(Item, "items", _rebind(tables["items"], study), rebound)
+    item_ids = _check_ids("items", items)
+    workers = _objects(Worker, "workers", tables["workers"], {})
+    worker_map = {}  # archive id -> id here: a known identity (platform + hash) is reused, others are new
+    new_workers = []
+    for w in workers:
+        known = Worker.objects.filter(platform=w.platform, external_hash=w.external_hash).values_list("pk", flat=True).first()
+        worker_map[w.pk] = known if known is not None else w.pk
+        if known is None:
+            new_workers.append(w)
+    _check_ids("workers", workers)
+    same = {i: i for i in item_ids}
+    assignments = _objects(Assignment, "assignments", _rebind(tables["assignments"], study),
+                           {**rebound, "worker_id": worker_map})  # fmt: skip
+    assignment_ids = _check_ids("assignments", assignments)
+    trials = _objects(Trial, "trials", tables["trials"],
+                      {"assignment_id": {i: i for i in assignment_ids}, "worker_id": worker_map, "item_id": same})  # fmt: skip
+    trial_ids = _check_ids("trials", trials)
+    judgments = _objects(Judgment, "judgments", tables["judgments"],
+                         {"trial_id": {i: i for i in trial_ids}, "assignment_id": {i: i for i in assignment_ids},
+                          "worker_id": worker_map, "item_id": same})  # fmt: skip
+    judgment_ids = _check_ids("judgments", judgments)
+    for table, model, ids in (("items", Item, item_ids), ("workers", Worker, {w.pk for w in new_workers}),
+                              ("assignments", Assignment, assignment_ids), ("trials", Trial, trial_ids),
+                              ("judgments", Judgment, judgment_ids)):  # fmt: skip
+        _refuse_existing(model, table, ids)
+    new_images = _check_images(items, checked.images)
+    # all checked: now write, rows first (one transaction), the new image files last inside it
+    try:
+        with transaction.atomic():
+            created_at = study.created_at
+            study.save(force_insert=True)
+            Study.objects.filter(pk=study.pk).update(created_at=created_at)
+            study.created_at = created_at
+            _create(Item, items)
+            _create(Worker, new_workers)
+            _create(Assignment, assignments)
+            _create(Trial, trials)
+            _create(Judgment, judgments)
+            media = Path(settings.MEDIA_ROOT)
+            for rel, data in new_images.items():
+                _write_new_file(media / rel, data)
+    except IntegrityError as exc:
+        raise ApplicationError(f"the archive's rows conflict with each other or with this database: {exc}",
+                               {"field": "archive"}, status_code=409) from exc  # fmt: skip
+    logger.info("restored study %s: %s", study.pk, checked.manifest["rows"])
     return study
+

@@ -37,7 +37,7 @@ from django.utils.text import slugify
 from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
 from exports.models import Export
-from exports.restore import dump_rows, write_restore
+from exports.restore import dump_rows, stimulus_path, write_restore
 from judgments.models import Assignment, Judgment, Trial
 from studies.models import Item, Study
 
@@ -109,7 +109,6 @@ def export_archive_bytes(*, study: Study, include_excluded: bool = False, versio
     for row in exported:
         groups[(row["split"], row["category"])].append(row)
 
-    media = Path(settings.MEDIA_ROOT)
     buffer = io.BytesIO()
     digests = {}
     item_lines, paths_of = [], {}
@@ -132,7 +131,7 @@ def export_archive_bytes(*, study: Study, include_excluded: bool = False, versio
                 paths = {}
                 for sub, rel in parts.items():
                     path = f"{base}/{sub}/{stem}.png"
-                    add(zf, path, (media / rel).read_bytes(), compress=False)
+                    add(zf, path, stimulus_path(rel).read_bytes(), compress=False)  # stimuli/<sha256>.png only
                     paths[sub] = path
                 npy = io.BytesIO()
                 np.save(npy, np.array([positive / total], dtype=np.float32))

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
 from judgments.selectors import study_stats, worker_stats
-from studies import services
+from studies import imports, services
 from studies.models import Item, Study
 from studies.selectors import study_list_for
 
@@ -116,7 +118,10 @@ class StudyPauseApi(APIView):
 
 class StudyImportApi(APIView):
     """Upload a zip of real-algorithm outputs: `ref/`, `p0/`, `p1/` folders (JND: `p0/`, `p1/`) of PNG or
-    JPEG images with shared stems, optionally under `<split>/<category>/`."""
+    JPEG images with shared stems, optionally under `<split>/<category>/`. The zip's directory and image
+    headers are checked at once (400 naming the bad file; 413 over PERCEPTLAB_MAX_UPLOAD_BYTES); the import
+    itself is a Celery job: 202, then poll the study's `build_progress` (`state`: queued, running, done
+    with `imported` and `skipped_duplicates`, or failed with `error`)."""
 
     parser_classes = [MultiPartParser, FormParser]
 
@@ -126,15 +131,26 @@ class StudyImportApi(APIView):
         category = serializers.CharField(max_length=64, default="imported")
 
     @extend_schema(request={"multipart/form-data": InputSerializer},
-                   responses=inline_serializer("ImportResult", {"imported": serializers.IntegerField(),
-                                                                "skipped_duplicates": serializers.IntegerField()}))  # fmt: skip
+                   responses={202: inline_serializer("ImportQueued", {"state": serializers.CharField(),
+                                                                      "done": serializers.IntegerField(),
+                                                                      "total": serializers.IntegerField(),
+                                                                      "poll": serializers.CharField()}),
+                              413: OpenApiResponse(description="the upload is larger than PERCEPTLAB_MAX_UPLOAD_BYTES")})  # fmt: skip
     def post(self, request, study_id):
         study = owned_study(request, study_id)
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > settings.PERCEPTLAB_MAX_UPLOAD_BYTES:  # refused before the body is read
+            raise ApplicationError(f"the upload is {length} bytes; the limit is {settings.PERCEPTLAB_MAX_UPLOAD_BYTES}",
+                                   {"field": "archive"}, status_code=413)  # fmt: skip
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        result = services.study_import_items(study=study, archive=v["archive"], split=v["split"], category=v["category"])
-        return Response(result, status=status.HTTP_201_CREATED)
+        progress = imports.study_import_start(study=study, archive=v["archive"], split=v["split"], category=v["category"])
+        return Response({"state": progress["state"], "done": progress["done"], "total": progress["total"],
+                         "poll": f"/api/v1/studies/{study.pk}/"}, status=status.HTTP_202_ACCEPTED)  # fmt: skip
 
 
 class StudyWorkersApi(APIView):

@@ -29,3 +29,20 @@ def autoencoder_pool_train(self, n_models: int = 16, seed: int = 0, budget: dict
         self.update_state(state="PROGRESS", meta={"done": done, "total": total})
 
     return cnn_pool_train(n_models=n_models, seed=seed, budget=budget, on_progress=report)
+
+
+@shared_task(name="studies.study_import_items", time_limit=3600, soft_time_limit=3500)
+def study_import_items(study_id: str, upload: str, split: str, category: str) -> dict:
+    """Import a checked upload (studies.imports.study_import_start stored it); progress in build_progress."""
+    from studies.imports import study_import_items as run
+    from studies.imports import upload_path
+    from studies.models import Study
+
+    path = upload_path(upload)
+    try:
+        study = Study.objects.get(pk=study_id)
+    except Study.DoesNotExist:
+        return {"study": study_id, "status": "gone"}
+    if path is None or not path.is_file():
+        return {"study": study_id, "status": "gone"}
+    return {"study": study_id, **run(study=study, upload=path, split=split, category=category)}

@@ -251,3 +251,27 @@ CELERY_BEAT_SCHEDULE = {
     "judgments-expire-stale": {"task": "judgments.expire_stale", "schedule": 300.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+# --- Hostile archives: zip imports and study_restore (README "Configuration") ---------------------------
+# An import upload larger than this is refused with 413 before it is parsed. Django spools file uploads
+# above FILE_UPLOAD_MAX_MEMORY_SIZE to a temporary file; other request bodies stop at DATA_UPLOAD_MAX_MEMORY_SIZE.
+PERCEPTLAB_MAX_UPLOAD_BYTES = int(env_str("PERCEPTLAB_MAX_UPLOAD_BYTES", str(256 * 1024**2)))
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(env_str("DATA_UPLOAD_MAX_MEMORY_SIZE", str(2_621_440)))  # Django's default
+FILE_UPLOAD_MAX_MEMORY_SIZE = int(env_str("FILE_UPLOAD_MAX_MEMORY_SIZE", str(2_621_440)))
+# Limits read from a zip's directory and its images' headers before anything is decoded or written; each
+# can be set with PERCEPTLAB_LIMIT_<NAME> (e.g. PERCEPTLAB_LIMIT_IMPORT_MAX_TOTAL_PIXELS=100000000).
+PERCEPTLAB_LIMITS = {
+    name: int(env_str(f"PERCEPTLAB_LIMIT_{name.upper()}", str(default)))
+    for name, default in {
+        "import_max_files": 60_000,  # image members of one upload
+        "import_max_file_bytes": 8 * 1024**2,  # one member, uncompressed
+        "import_max_total_bytes": 1024**3,  # all members, uncompressed
+        "import_max_side": 1024,  # pixels per image side (real patches are 64x64)
+        "import_max_total_pixels": 256 * 1024**2,  # all images together, from their headers
+        "max_compression_ratio": 200,  # uncompressed / compressed size of one member (zip bombs)
+        "restore_max_files": 500_000,
+        "restore_max_total_bytes": 8 * 1024**3,
+        "restore_max_file_bytes": 8 * 1024**2,  # one image; a table may be 64 times larger
+        "restore_max_image_pixels": 4096 * 4096,  # one restored stimulus, from its PNG header
+    }.items()
+}

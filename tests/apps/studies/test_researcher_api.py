@@ -113,18 +113,39 @@ def test_an_empty_study_cannot_start(researcher_carol, make_study):
     assert r.status_code == 409 and "no test items" in r.json()["message"]
 
 
-def test_import_real_algorithm_outputs_from_a_zip(researcher_carol):
+def run_imports(captured_tasks) -> list[dict]:
+    """Run the import jobs the API queued (as a worker would), in order; returns their results."""
+    from studies.tasks import study_import_items
+
+    done = [study_import_items(*args) for name, args, _ in captured_tasks if name == "studies.study_import_items"]
+    captured_tasks.clear()
+    return done
+
+
+def import_zip(client, study_id, upload, captured_tasks, django_capture_on_commit_callbacks, **fields):
+    """POST an import (202 with what to poll), run the queued job, return the study's build_progress."""
+    with django_capture_on_commit_callbacks(execute=True):
+        r = client.post(f"/api/v1/studies/{study_id}/import/", {"archive": upload, **fields}, format="multipart")
+    assert r.status_code == 202, r.content
+    assert r.json()["state"] == "queued" and r.json()["poll"] == f"/api/v1/studies/{study_id}/"
+    run_imports(captured_tasks)
+    return client.get(r.json()["poll"]).json()["build_progress"]
+
+
+def test_import_real_algorithm_outputs_from_a_zip(researcher_carol, captured_tasks, django_capture_on_commit_callbacks, settings):
     carol = client_for(researcher_carol)
     study_id = carol.post("/api/v1/studies/", {"name": "imported", "kind": "2afc"}, format="json").json()["id"]
     upload = zip_of({**triplets(3), **triplets(2, prefix="train/superres/", seed=100)})
-    r = carol.post(f"/api/v1/studies/{study_id}/import/", {"archive": upload, "category": "deblur"}, format="multipart")
-    assert r.status_code == 201, r.content
-    assert r.json() == {"imported": 5, "skipped_duplicates": 0}
+    progress = import_zip(carol, study_id, upload, captured_tasks, django_capture_on_commit_callbacks, category="deblur")
+    assert progress["state"] == "done" and progress["done"] == progress["total"] == 5
+    assert (progress["imported"], progress["skipped_duplicates"]) == (5, 0)
     cats = sorted(Item.objects.filter(study_id=study_id).values_list("split", "category"))
     assert cats == [("train", "superres")] * 2 + [("val", "deblur")] * 3
-    again = carol.post(f"/api/v1/studies/{study_id}/import/", {"archive": zip_of(triplets(3))}, format="multipart")
-    assert again.json() == {"imported": 0, "skipped_duplicates": 3}  # label-studio #541: no duplicate imports
+    again = import_zip(carol, study_id, zip_of(triplets(3)), captured_tasks, django_capture_on_commit_callbacks)
+    assert (again["imported"], again["skipped_duplicates"]) == (0, 3)  # label-studio #541: no duplicate imports
     assert carol.post(f"/api/v1/studies/{study_id}/start/").json()["status"] == "active"
+    # the uploads were kept privately until their jobs ran, then removed
+    assert not list((settings.MEDIA_ROOT / "imports").rglob("*.zip"))
 
 
 def _bomb_png(side: int) -> bytes:
@@ -142,17 +163,27 @@ def _bomb_png(side: int) -> bytes:
 @pytest.mark.parametrize("files,word", [
     ({"ref/a.png": png_bytes(1), "p0/a.png": png_bytes(2)}, "needs"),
     ({"ref/a.png": png_bytes(1), "p0/a.png": png_bytes(2), "p1/a.png": b"not an image"}, "not a readable image"),
+    ({"ref/a.png": png_bytes(1), "p0/a.png": png_bytes(2), "p1/a.png": png_bytes(3)[:200]}, "p1/a.png"),
     ({"ref/a.png": png_bytes(1), "p0/a.png": png_bytes(2), "p1/a.png": png_bytes(3, fmt="GIF")}, "GIF"),
     ({"ref/a.png": png_bytes(1), "p0/a.png": png_bytes(2), "p1/a.png": png_bytes(3, size=(32, 32))}, "differ in size"),
     ({"ref/a.png": png_bytes(1), "p0/a.png": png_bytes(2), "p1/a.png": png_bytes(3, size=(2000, 10))}, "outside"),
     ({"notes.txt": b"hello"}, "unexpected file"),
     ({"../ref/a.png": png_bytes(1)}, "unexpected file"),
 ])  # fmt: skip
-def test_bad_imports_are_refused_whole_with_a_reason(researcher_carol, files, word):
+def test_bad_imports_are_refused_whole_with_a_reason(researcher_carol, files, word, captured_tasks,
+                                                     django_capture_on_commit_callbacks):  # fmt: skip
+    """Refused at once (from the zip's directory and the image headers), or by the job for damage only
+    decoding finds (a truncated PNG): either way nothing is imported and the reason names the file."""
     carol = client_for(researcher_carol)
     study_id = carol.post("/api/v1/studies/", {"name": "imported", "kind": "2afc"}, format="json").json()["id"]
-    r = carol.post(f"/api/v1/studies/{study_id}/import/", {"archive": zip_of(files)}, format="multipart")
-    assert r.status_code == 400 and word in r.json()["message"], r.json()
+    with django_capture_on_commit_callbacks(execute=True):
+        r = carol.post(f"/api/v1/studies/{study_id}/import/", {"archive": zip_of(files)}, format="multipart")
+    if r.status_code == 202:
+        run_imports(captured_tasks)
+        progress = carol.get(f"/api/v1/studies/{study_id}/").json()["build_progress"]
+        assert progress["state"] == "failed" and word in progress["error"], progress
+    else:
+        assert r.status_code == 400 and word in r.json()["message"], r.json()
     assert not Item.objects.exists()
 
 
