@@ -30,7 +30,7 @@ def media(request, path):
     stimuli/<sha256>.png are served, always as image/png with nosniff and a sandboxing CSP, so no file
     under MEDIA_ROOT can run as a page or script from our origin; export archives, uploads, feature caches
     and models stay private (API downloads only). In production a reverse proxy serves MEDIA_ROOT/stimuli
-    unless SERVE_MEDIA is set (docs/platform.md shows the same rule for nginx)."""
+    unless SERVE_MEDIA is set."""
     if not settings.SERVE_MEDIA:
         raise Http404("media are served by the reverse proxy")
     if not PUBLIC_MEDIA.fullmatch(path):
