@@ -121,9 +121,10 @@ def write_restore(zf_add, rows: dict[str, list[dict]]) -> dict:
 
 
 class _Archive:
-    """A restore/ section read and checked in memory: the manifest, the parsed rows by table, the images."""
+    """A checked restore/ section: the manifest, the parsed rows by table, the checked images (media path ->
+    archive member)."""
 
-    def __init__(self, manifest: dict, tables: dict[str, list[dict]], images: dict[str, bytes]):
+    def __init__(self, manifest: dict, tables: dict[str, list[dict]], images: dict[str, str]):
         self.manifest, self.tables, self.images = manifest, tables, images
 
 
@@ -163,7 +164,7 @@ def _read_archive(zf: zipfile.ZipFile) -> _Archive:
     if extra:
         raise _refuse(f"files not in the manifest: {sorted(extra)[:5]}", file=sorted(extra)[0])
     tables: dict[str, list[dict]] = {}
-    images: dict[str, bytes] = {}
+    images: dict[str, str] = {}
     for name, digest in files.items():
         try:
             data = zf.read(members[name])
@@ -179,12 +180,12 @@ def _read_archive(zf: zipfile.ZipFile) -> _Archive:
             # a real PNG within the pixel cap (read from the header before decoding), not a page or script
             decode_image(name, data, formats={"PNG"}, max_side=limits["restore_max_image_pixels"],
                          max_pixels=limits["restore_max_image_pixels"])  # fmt: skip
-            images[rel] = data
+            images[rel] = name  # read again when written: one image in memory at a time
             continue
         table = TABLE_FILE.fullmatch(name)["table"]
         try:
             rows = [json.loads(line) for line in data.splitlines()]
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
             raise _refuse(f"{name}: not JSON lines ({exc})", file=name) from exc
         if not all(isinstance(row, dict) for row in rows):
             raise _refuse(f"{name}: every line must be a JSON object", file=name)
@@ -254,7 +255,7 @@ def _refuse_existing(model, table: str, ids: set) -> None:
                                    status_code=409)  # fmt: skip
 
 
-def _check_images(items: list, images: dict[str, bytes]) -> dict[str, bytes]:
+def _check_images(items: list, images: dict[str, str]) -> dict[str, str]:
     """Every image path of every item is stimuli/<sha256>.png, carried by the archive or already on disk
     with content that hashes to its name. Returns the archive's images that are not on disk yet."""
     referenced = set()
@@ -318,9 +319,14 @@ def study_restore(*, archive, owner=None) -> Study:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ApplicationError("not a zip archive", {"field": "archive"}) from exc
     with zf:
-        checked = _read_archive(zf)
+        return _restore(zf, owner)
+
+
+def _restore(zf: zipfile.ZipFile, owner) -> Study:
+    checked = _read_archive(zf)
     tables = checked.tables
     (study,) = _objects(Study, "study", tables["study"], {})
+    _check_ids("study", [study])
     study.owner = owner
     collection_config(study.kind, study.config)  # a bad config is a 400 naming the key, not a broken study
     if Study.objects.filter(pk=study.pk).exists():
@@ -366,7 +372,10 @@ def study_restore(*, archive, owner=None) -> Study:
             _create(Trial, trials)
             _create(Judgment, judgments)
             media = Path(settings.MEDIA_ROOT)
-            for rel, data in new_images.items():
+            for rel, member in new_images.items():
+                data = zf.read(member)
+                if hashlib.sha256(data).hexdigest() != STIMULUS.fullmatch(rel)["sha"]:  # the zip changed underneath
+                    raise _refuse(f"{member}: content does not hash to its name", file=member)
                 _write_new_file(media / rel, data)
     except IntegrityError as exc:
         raise ApplicationError(f"the archive's rows conflict with each other or with this database: {exc}",

@@ -257,3 +257,37 @@ def test_a_restored_copy_joins_no_other_owner(forged, researcher_carol, research
     restored = study_restore(archive=forge(tables, media), owner=researcher_carol)
     assert restored.owner == researcher_carol and not Study.objects.filter(owner=researcher_dave, pk=restored.pk).exists()
 
+
+
+@pytest.mark.parametrize("table,change", [
+    ("items", lambda row: row.update(role="admin")),
+    ("items", lambda row: row.update(index=-1)),
+    ("judgments", lambda row: row.update(created_at=[1, 2])),
+    ("assignments", lambda row: row.update(id="not-a-uuid")),
+    ("study", lambda row: row.update(config={"hit_size": "all of them"})),
+])  # fmt: skip
+def test_malformed_rows_get_a_clear_error_not_a_crash(forged, researcher_carol, table, change):
+    tables, media = forged()
+    change(tables[table][-1])
+    before = counts()
+    with pytest.raises(ApplicationError) as err:
+        study_restore(archive=forge(tables, media), owner=researcher_carol)
+    assert err.value.status_code == 400 and (table in err.value.message or "hit_size" in err.value.message)
+    assert counts() == before
+
+
+def test_absurdly_nested_json_is_refused(forged, researcher_carol):
+    tables, media = forged()
+    archive = forge(tables, media)
+    nested = b"[" * 100_000 + b"]" * 100_000 + b"\n"
+    out = io.BytesIO()
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        manifest = json.loads(src.read("restore/manifest.json"))
+        manifest["files"]["restore/judgments.jsonl"] = hashlib.sha256(nested).hexdigest()
+        for name in src.namelist():
+            if name not in ("restore/manifest.json", "restore/judgments.jsonl"):
+                dst.writestr(name, src.read(name))
+        dst.writestr("restore/judgments.jsonl", nested)
+        dst.writestr("restore/manifest.json", json.dumps(manifest))
+    with pytest.raises(ApplicationError, match="judgments.jsonl"):
+        study_restore(archive=io.BytesIO(out.getvalue()), owner=researcher_carol)
