@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 
-GUNICORN_ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
+GUNICORN_ACCESS_LOG_FORMAT = "%(h)s %(t)s %(m)s %(U)s %(H)s %(s)s %(B)s %(M)sms"
 _QUERY = re.compile(r"\?[^\s\"]*")
 
 
