@@ -88,3 +88,15 @@ def test_a_stored_bad_completion_url_never_breaks_the_submit(make_study, url):
     # the participant's page reloads: the detail answers too
     again = APIClient().get(f"/api/v1/assignments/{assignment.token}/")
     assert again.status_code == 200 and again.json()["completion"]["code"] == study.config["completion_code"]
+
+
+def test_the_admin_refuses_a_bad_completion_url_too(make_study):
+    from studies.admin import StudyAdminForm
+
+    study = make_study(n_test=2, n_sentinels=1, n_practice=0)
+    data = {"name": study.name, "kind": study.kind, "status": study.status, "build_config": "{}", "build_error": "",
+            "build_progress": "{}", "config": '{"prolific_completion_url": "https://app.prolific.com/?cc={code}{}"}'}  # fmt: skip
+    form = StudyAdminForm(data=data, instance=study)
+    assert not form.is_valid() and "prolific_completion_url" in str(form.errors["config"])
+    data["config"] = '{"prolific_completion_url": "https://app.prolific.com/?cc={code}"}'
+    assert StudyAdminForm(data=data, instance=Study.objects.get(pk=study.pk)).is_valid()
