@@ -701,10 +701,17 @@ def _take_back_counts(assignment: Assignment) -> None:
     Item.objects.filter(pk__in=list(items), n_judgments__gt=0).update(n_judgments=F("n_judgments") - 1)
 
 
+def _mturk_host(submit_to) -> bool:
+    try:
+        return urlparse(str(submit_to or "").rstrip("/"))._replace(path="").geturl() in settings.MTURK_SUBMIT_HOSTS
+    except ValueError:
+        return False
+
+
 def completion_for(assignment: Assignment) -> dict:
     """What the annotator's page does after the server holds every trial. Never raises on what is stored: a
-    completion URL that fails today's rule (studies.collection.completion_url_problem) leaves the redirect
-    out, and the page shows the code."""
+    completion URL that fails today's rule (studies.collection.completion_url_problem), or an MTurk
+    turkSubmitTo that is not an MTurk host, leaves the redirect or form out, and the page shows the code."""
     code = assignment.completion_code
     out = {"code": code, "platform": assignment.platform}
     info = assignment.platform_info if isinstance(assignment.platform_info, dict) else {}
@@ -714,7 +721,7 @@ def completion_for(assignment: Assignment) -> dict:
             logger.warning("study %s: stored prolific_completion_url fails validation; no redirect", assignment.study_id)
         else:
             out["redirect_url"] = redirect
-    elif assignment.platform == Platform.MTURK and info.get("turk_submit_to") and info.get("assignment_id"):
+    elif assignment.platform == Platform.MTURK and info.get("assignment_id") and _mturk_host(info.get("turk_submit_to")):
         out["mturk_form"] = {
             "action": str(info["turk_submit_to"]).rstrip("/") + "/mturk/externalSubmit",
             "fields": {"assignmentId": info["assignment_id"], "completion_code": code},

@@ -100,3 +100,17 @@ def test_the_admin_refuses_a_bad_completion_url_too(make_study):
     assert not form.is_valid() and "prolific_completion_url" in str(form.errors["config"])
     data["config"] = '{"prolific_completion_url": "https://app.prolific.com/?cc={code}"}'
     assert StudyAdminForm(data=data, instance=Study.objects.get(pk=study.pk)).is_valid()
+
+
+def test_a_stored_foreign_turk_submit_to_gets_no_form(make_study):
+    """Defence in depth for rows that bypassed the start-time check (a restored archive, a hand edit)."""
+    from judgments.services import assignment_start, completion_for
+
+    study = make_study(n_test=2, n_sentinels=1, n_practice=0)
+    a = assignment_start(study=study, platform="mturk", worker_id="W1", platform_info={
+        "hit_id": "H", "assignment_id": "A", "turk_submit_to": "https://www.mturk.com"}).assignment  # fmt: skip
+    assert completion_for(a)["mturk_form"]["action"] == "https://www.mturk.com/mturk/externalSubmit"
+    for bad in ("https://evil.example", "https://[broken", None, 7):
+        a.platform_info = {**a.platform_info, "turk_submit_to": bad}
+        out = completion_for(a)
+        assert "mturk_form" not in out and out["code"] == a.completion_code
