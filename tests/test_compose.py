@@ -1,3 +1,4 @@
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,11 +11,43 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_compose_file_declares_the_topology():
     spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert set(spec["services"]) == {"postgres", "redis", "web", "worker", "gpu-worker", "beat"}
+    assert set(spec["services"]) == {"proxy", "postgres", "redis", "web", "worker", "gpu-worker", "beat"}
     gpu = spec["services"]["gpu-worker"]
     assert "-Q gpu" in gpu["command"]
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert "-Q default" in spec["services"]["worker"]["command"]
+
+
+def test_only_the_tls_proxy_is_published_and_it_serves_stimuli_read_only():
+    spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = spec["services"]
+    published = {name for name, svc in services.items() if svc.get("ports")}
+    assert published == {"proxy"}  # gunicorn (plain HTTP) is reachable only inside the compose network
+    proxy = services["proxy"]
+    assert proxy["image"].startswith("caddy:") and {"80:80", "443:443"} <= set(proxy["ports"])
+    mounts = proxy["volumes"]
+    assert "media:/srv/media:ro" in mounts and "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in mounts
+    caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
+    assert "reverse_proxy web:8000" in caddyfile and "handle /media/stimuli/*" in caddyfile and "root * /srv" in caddyfile
+    assert "\tlog" not in caddyfile  # no proxy access log (it would record query strings)
+    web = services["web"]
+    assert web["environment"]["PERCEPTLAB_TRUSTED_PROXIES"] == "1"
+    assert web["environment"]["SECRET_KEY"].startswith("${SECRET_KEY:?")  # the shared settings still apply
+    assert web["environment"]["SERVE_MEDIA"] == "false"
+    assert services["worker"]["environment"].get("PERCEPTLAB_TRUSTED_PROXIES") is None
+
+
+def test_gunicorn_access_log_has_no_query_strings_referers_or_user_agents():
+    from core.logs import GUNICORN_ACCESS_LOG_FORMAT
+
+    spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    argv = shlex.split(shlex.split(spec["services"]["web"]["command"])[2])
+    assert "--access-logfile" in argv
+    fmt = argv[argv.index("--access-logformat") + 1]
+    assert fmt == GUNICORN_ACCESS_LOG_FORMAT
+    assert "%(U)s" in fmt
+    for leaky in ("%(r)s", "%(q)s", "%(f)s", "%(a)s", "%({"):  # request line, query, referer, user agent, headers
+        assert leaky not in fmt
 
 
 def _compose_cmd():

@@ -12,6 +12,7 @@ from judgments.apis import (
     AssignmentSubmitApi,
     JudgmentSubmitApi,
 )
+from judgments.completions import StudyCompletionsApi
 from studies.apis import (
     StudyDetailApi,
     StudyImportApi,
@@ -33,6 +34,7 @@ urlpatterns = [
     path("studies/<uuid:study_id>/workers/", StudyWorkersApi.as_view(), name="api-study-workers"),
     path("studies/<uuid:study_id>/train/", StudyTrainApi.as_view(), name="api-study-train"),
     path("studies/<uuid:study_id>/exports/", StudyExportListApi.as_view(), name="api-study-exports"),
+    path("studies/<uuid:study_id>/completions/", StudyCompletionsApi.as_view(), name="api-study-completions"),
     path("exports/<uuid:export_id>/", ExportDetailApi.as_view(), name="api-export-detail"),
     path("exports/<uuid:export_id>/download/", ExportDownloadApi.as_view(), name="api-export-download"),
     # annotators (authorised by the assignment token)

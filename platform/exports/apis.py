@@ -25,6 +25,7 @@ class ExportOutputSerializer(serializers.Serializer):
     version = serializers.IntegerField()
     status = serializers.CharField()
     include_excluded = serializers.BooleanField()
+    include_user_agent = serializers.BooleanField()
     sha256 = serializers.CharField()
     size_bytes = serializers.IntegerField()
     summary = serializers.DictField()
@@ -43,6 +44,8 @@ class StudyExportListApi(APIView):
     class InputSerializer(serializers.Serializer):
         include_excluded = serializers.BooleanField(default=False,
                                                     help_text="count judgments from QC-excluded assignments too")  # fmt: skip
+        include_user_agent = serializers.BooleanField(default=False, help_text="publish each judgment's browser user "
+                                                      "agent too (left out by default: it identifies participants)")  # fmt: skip
 
     @extend_schema(responses=ExportOutputSerializer(many=True))
     def get(self, request, study_id):
@@ -54,7 +57,8 @@ class StudyExportListApi(APIView):
         study = owned_study(request, study_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        export = export_create(study=study, user=request.user, include_excluded=data.validated_data["include_excluded"])
+        export = export_create(study=study, user=request.user, include_excluded=data.validated_data["include_excluded"],
+                               include_user_agent=data.validated_data["include_user_agent"])  # fmt: skip
         return Response(ExportOutputSerializer(export).data, status=status.HTTP_202_ACCEPTED)
 
 

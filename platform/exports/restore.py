@@ -3,6 +3,9 @@ assignments, trials, judgments: every stored field) and every image it reference
 `study_restore` rebuilds the study in another database with identical content. An export of the restored
 study is byte-identical to the export it came from (tested across PostgreSQL and SQLite).
 
+Published as exports publish them (exports.privacy): judgments' client timestamps relative to their HIT's
+first one, and no user agent unless the export asks for it.
+
 Left out on purpose: assignment tokens and trial public ids (credentials and opaque handles of annotators;
 fresh ones are drawn on import), `updated_at` (bookkeeping), the study's owner (the importer owns the copy),
 and what a study derives (exports, trained models, feature caches: retrain and re-export instead).
@@ -31,6 +34,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, models, transaction
 
 from core.exceptions import ApplicationError
+from exports.privacy import hit_origins, judgment_row_published
 from judgments.models import Assignment, Judgment, Trial, Worker
 from studies.collection import collection_config
 from studies.images import decode_image
@@ -72,7 +76,7 @@ def _parse(field: models.Field, value):
     return target.to_python(value)
 
 
-def dump_rows(study: Study) -> dict[str, list[dict]]:
+def dump_rows(study: Study, *, include_user_agent: bool = False) -> dict[str, list[dict]]:
     """Every row of the study, table by table (call inside the export's snapshot transaction)."""
     study_fields = [f.attname for f in _fields(Study)]
     out = {"study": [{k: _cell(v) for k, v in Study.objects.filter(pk=study.pk).values(*study_fields).get().items()}]}
@@ -87,6 +91,8 @@ def dump_rows(study: Study) -> dict[str, list[dict]]:
         names = [f.attname for f in _fields(model)]
         rows = model.objects.filter(**scopes[table]).distinct().order_by(*ordering).values(*names)
         out[table] = [{k: _cell(v) for k, v in row.items()} for row in rows]
+    origins = hit_origins(out["judgments"])
+    out["judgments"] = [judgment_row_published(row, origins, include_user_agent=include_user_agent) for row in out["judgments"]]
     return out
 
 

@@ -5,7 +5,8 @@ Archive layout (``<study-slug>-v<N>.zip``)::
     2afc/<split>/<category>/{ref,p0,p1}/<stem>.png and judge/<stem>.npy   (2AFC studies)
     jnd/<split>/<category>/{p0,p1}/<stem>.png and same/<stem>.npy         (JND studies)
     items.jsonl        one row per exported item: BAPPS paths, votes, distortion records (metric.data format)
-    judgments.jsonl    one row per judgment: worker hash, sides, response time, sentinel outcome, flags
+    judgments.jsonl    one row per judgment: worker hash, sides, response time, sentinel outcome, flags,
+                       display profile, client times as ms since the HIT's first trial (exports.privacy)
     assignments.jsonl  one row per assignment: platform, status, QC outcome
     export.json        study, collection config (exclusion rule), counts, file digests
     restore/           every row and image of the study, for `manage.py study_restore` (exports.restore)
@@ -30,13 +31,14 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max
+from django.db.models import Max, Min
 from django.utils import timezone
 from django.utils.text import slugify
 
 from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
 from exports.models import Export
+from exports.privacy import display_published, since_origin
 from exports.restore import dump_rows, stimulus_path, write_restore
 from judgments.models import Assignment, Judgment, Trial
 from studies.models import Item, Study
@@ -46,14 +48,15 @@ EXPORTS_DIR = "exports"
 ZIP_DATE = (2018, 1, 1, 0, 0, 0)  # fixed member timestamps: same content, same bytes
 
 
-def export_create(*, study: Study, user=None, include_excluded: bool = False) -> Export:
+def export_create(*, study: Study, user=None, include_excluded: bool = False, include_user_agent: bool = False) -> Export:
     """Reserve the next version number and queue the build job."""
     for _ in range(5):
         try:
             with transaction.atomic():
                 last = study.exports.aggregate(v=Max("version"))["v"] or 0
                 export = Export.objects.create(study=study, version=last + 1, created_by=user,
-                                               include_excluded=include_excluded)  # fmt: skip
+                                               include_excluded=include_excluded,
+                                               include_user_agent=include_user_agent)  # fmt: skip
                 enqueue_on_commit("exports.export_build", str(export.pk))
                 return export
         except IntegrityError:  # two requests raced for the same version number
@@ -61,7 +64,7 @@ def export_create(*, study: Study, user=None, include_excluded: bool = False) ->
     raise ApplicationError("could not reserve an export version; try again", status_code=409)
 
 
-def _snapshot_rows(study: Study) -> dict:
+def _snapshot_rows(study: Study, include_user_agent: bool = False) -> dict:
     items = list(Item.objects.filter(study=study).order_by("index").values(
         "id", "index", "split", "category", "role", "ref_image", "p0_image", "p1_image", "expected", "records"))  # fmt: skip
     judgments = list(
@@ -77,26 +80,37 @@ def _snapshot_rows(study: Study) -> dict:
         .values("id", "platform", "status", "excluded", "qc", "n_trials", "n_answered", "created_at",
                 "submitted_at", "worker__external_hash", "worker__is_simulated")  # fmt: skip
     )
-    return {"items": items, "judgments": judgments, "assignments": assignments, "restore": dump_rows(study)}
+    # each HIT's first client timestamp (practice included): client times are published relative to it
+    origins = {}
+    for a, shown, answered in (Judgment.objects.filter(assignment__study=study).order_by().values("assignment_id")
+                               .annotate(s=Min("client_shown_at"), a=Min("client_answered_at")).values_list("assignment_id", "s", "a")):  # fmt: skip
+        first = min((t for t in (shown, answered) if t is not None), default=None)
+        if first is not None:
+            origins[str(a)] = first
+    return {"items": items, "judgments": judgments, "assignments": assignments, "origins": origins,
+            "restore": dump_rows(study, include_user_agent=include_user_agent)}  # fmt: skip
 
 
-def _read_snapshot(study: Study) -> dict:
+def _read_snapshot(study: Study, include_user_agent: bool = False) -> dict:
     outer = connection.in_atomic_block  # inside an outer transaction the isolation level is already fixed
     with transaction.atomic():
         if connection.vendor == "postgresql" and not outer:
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        return _snapshot_rows(study)
+        return _snapshot_rows(study, include_user_agent)
 
 
 def _iso(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def export_archive_bytes(*, study: Study, include_excluded: bool = False, version: int = 0) -> tuple[bytes, dict]:
-    """Build the archive in memory from one consistent snapshot; returns (zip bytes, summary)."""
+def export_archive_bytes(*, study: Study, include_excluded: bool = False, version: int = 0,
+                         include_user_agent: bool = False) -> tuple[bytes, dict]:  # fmt: skip
+    """Build the archive in memory from one consistent snapshot; returns (zip bytes, summary). Client times
+    relative to each HIT, no user agent unless asked for (exports.privacy)."""
     from metric.data import bapps_stem  # imports torch: only in the worker that builds exports
-    rows = _read_snapshot(study)
+    rows = _read_snapshot(study, include_user_agent)
+    origins = rows["origins"]
     kind = study.kind
     items = {row["id"]: row for row in rows["items"]}
     votes: dict = defaultdict(lambda: [0, 0])  # item id -> [positive votes, counted votes]
@@ -151,8 +165,10 @@ def export_archive_bytes(*, study: Study, include_excluded: bool = False, versio
                 "worker": j["worker__external_hash"], "simulated": j["worker__is_simulated"],
                 "choice": (f"p{j['choice']}" if kind == "2afc" else ("same" if j["choice"] else "different")),
                 "response": j["response"], "presented_left": j["presented_left"], "sentinel_correct": j["correct"],
-                "rt_ms": j["rt_ms"], "client_shown_at": j["client_shown_at"], "client_answered_at": j["client_answered_at"],
-                "durations": j["durations"], "timing_flagged": j["timing_flagged"], "display": j["display"],
+                "rt_ms": j["rt_ms"], "shown_ms": since_origin(j["client_shown_at"], origins.get(str(j["assignment_id"]))),
+                "answered_ms": since_origin(j["client_answered_at"], origins.get(str(j["assignment_id"]))),
+                "durations": j["durations"], "timing_flagged": j["timing_flagged"],
+                "display": display_published(j["display"], include_user_agent=include_user_agent),
                 "excluded": excluded, "counted": j["kind"] == Trial.Kind.TEST and (include_excluded or not excluded),
                 "created_at": _iso(j["created_at"]),
             })  # fmt: skip
@@ -172,6 +188,7 @@ def export_archive_bytes(*, study: Study, include_excluded: bool = False, versio
             "study": {"id": str(study.pk), "name": study.name, "kind": kind},
             "version": version,
             "include_excluded": include_excluded,
+            "include_user_agent": include_user_agent,
             "n_items": len(item_lines),
             "n_judgments": len(judgment_lines),
             "n_counted_judgments": sum(1 for line in judgment_lines if line["counted"]),
@@ -195,7 +212,8 @@ def export_build(*, export: Export) -> Export:
     Export.objects.filter(pk=export.pk).update(status=Export.Status.RUNNING)
     study = export.study
     try:
-        data, summary = export_archive_bytes(study=study, include_excluded=export.include_excluded, version=export.version)
+        data, summary = export_archive_bytes(study=study, include_excluded=export.include_excluded, version=export.version,
+                                             include_user_agent=export.include_user_agent)  # fmt: skip
         rel = f"{EXPORTS_DIR}/{study.pk}/{slugify(study.name)[:60] or 'study'}-v{export.version}.zip"
         path = Path(settings.MEDIA_ROOT) / rel
         path.parent.mkdir(parents=True, exist_ok=True)

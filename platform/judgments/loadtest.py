@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.logs import GUNICORN_ACCESS_LOG_FORMAT
 from core.processes import child_process, cpu_seconds, free_port, processes
 from judgments.simulation import HttpClient
 
@@ -30,7 +31,7 @@ def gunicorn(env: dict, *, workers: int = 2, threads: int = 2, port: int | None 
     port = port or free_port()
     argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
             "--worker-class", "gthread", "--threads", str(threads), "--graceful-timeout", "5", "--timeout", "60",
-            "--log-level", "warning", "--preload"]  # fmt: skip
+            "--log-level", "warning", "--preload", "--access-logformat", GUNICORN_ACCESS_LOG_FORMAT]  # fmt: skip
     with child_process(argv, env=env, log_path=log_path) as proc:
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 60

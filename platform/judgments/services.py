@@ -36,7 +36,7 @@ from django.utils import timezone
 
 from core.exceptions import ApplicationError
 from judgments.models import Assignment, Judgment, Platform, Trial, Worker
-from studies.collection import collection_config, sentinels_per_hit
+from studies.collection import collection_config, completion_redirect, sentinels_per_hit
 from studies.models import Item, Study
 
 logger = logging.getLogger(__name__)
@@ -701,17 +701,30 @@ def _take_back_counts(assignment: Assignment) -> None:
     Item.objects.filter(pk__in=list(items), n_judgments__gt=0).update(n_judgments=F("n_judgments") - 1)
 
 
+def _mturk_host(submit_to) -> bool:
+    try:
+        return urlparse(str(submit_to or "").rstrip("/"))._replace(path="").geturl() in settings.MTURK_SUBMIT_HOSTS
+    except ValueError:
+        return False
+
+
 def completion_for(assignment: Assignment) -> dict:
-    """What the annotator's page does after the server holds every trial."""
-    config = assignment.study.settings
+    """What the annotator's page does after the server holds every trial. Never raises on what is stored: a
+    completion URL that fails today's rule (studies.collection.completion_url_problem), or an MTurk
+    turkSubmitTo that is not an MTurk host, leaves the redirect or form out, and the page shows the code."""
     code = assignment.completion_code
     out = {"code": code, "platform": assignment.platform}
+    info = assignment.platform_info if isinstance(assignment.platform_info, dict) else {}
     if assignment.platform == Platform.PROLIFIC:
-        out["redirect_url"] = config["prolific_completion_url"].format(code=code)
-    elif assignment.platform == Platform.MTURK:
+        redirect = completion_redirect(assignment.study.config, code)
+        if redirect is None:
+            logger.warning("study %s: stored prolific_completion_url fails validation; no redirect", assignment.study_id)
+        else:
+            out["redirect_url"] = redirect
+    elif assignment.platform == Platform.MTURK and info.get("assignment_id") and _mturk_host(info.get("turk_submit_to")):
         out["mturk_form"] = {
-            "action": assignment.platform_info["turk_submit_to"].rstrip("/") + "/mturk/externalSubmit",
-            "fields": {"assignmentId": assignment.platform_info["assignment_id"], "completion_code": code},
+            "action": str(info["turk_submit_to"]).rstrip("/") + "/mturk/externalSubmit",
+            "fields": {"assignmentId": info["assignment_id"], "completion_code": code},
         }
     return out
 

@@ -1,10 +1,31 @@
+from django import forms
 from django.contrib import admin
 
+from core.exceptions import ApplicationError
+from studies.collection import collection_config
 from studies.models import Item, Study
+
+
+class StudyAdminForm(forms.ModelForm):
+    """Collection settings edited here are checked as the API checks them (completion URL included)."""
+
+    class Meta:
+        model = Study
+        fields = "__all__"  # noqa: DJ007
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("kind") and "config" in cleaned:
+            try:
+                collection_config(cleaned["kind"], cleaned["config"], saving=True)
+            except ApplicationError as exc:
+                self.add_error("config", exc.message)
+        return cleaned
 
 
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
+    form = StudyAdminForm
     list_display = ("name", "kind", "status", "owner", "is_demo", "created_at")
     list_filter = ("kind", "status", "is_demo")
     search_fields = ("name",)

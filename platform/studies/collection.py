@@ -14,6 +14,9 @@ import copy
 import json
 import math
 import secrets
+from urllib.parse import quote, urlsplit
+
+from django.conf import settings
 
 from core.exceptions import ApplicationError
 
@@ -70,10 +73,18 @@ def new_completion_code() -> str:
     return secrets.token_hex(4).upper()
 
 
-def collection_config(kind: str, config: dict | None) -> dict:
+def collection_config(kind: str, config: dict | None, *, saving: bool = False) -> dict:
     """The full, validated collection config for a study of `kind` (defaults merged under `config`): a
     fresh dict the caller may change. Every answer reads it, so valid configs are remembered (as JSON text,
-    by kind and config) and decoded instead of merged and validated again; invalid ones raise every time."""
+    by kind and config) and decoded instead of merged and validated again; invalid ones raise every time.
+    `saving`: also apply the rules a config must meet when it is saved (the completion URL's), which rows
+    stored before those rules existed need not meet to be read."""
+    if saving:
+        merged = _collection_config(kind, config)
+        problem = completion_url_problem(merged["prolific_completion_url"])
+        if problem:
+            _fail(problem, "prolific_completion_url")
+        return merged
     try:
         key = (kind, json.dumps(config, sort_keys=True))
     except (TypeError, ValueError):  # not JSON (a caller's Python object): merge it the long way
@@ -166,6 +177,35 @@ def _validate(kind: str, c: dict) -> None:
     url = c["prolific_completion_url"]
     if not isinstance(url, str) or not url.startswith("https://") or "{code}" not in url:
         _fail("prolific_completion_url must be an https URL containing {code}", "prolific_completion_url")
+
+
+def completion_url_problem(url) -> str | None:
+    """Why `url` cannot be a Prolific completion URL, or None: https on a host in
+    settings.PROLIFIC_COMPLETION_HOSTS, exactly one `{code}` and no other braces (no format fields)."""
+    if not isinstance(url, str) or not 0 < len(url) <= 2000 or any(ch.isspace() or ord(ch) < 32 for ch in url):
+        return "prolific_completion_url must be a URL of at most 2000 characters without spaces"
+    if url.count("{code}") != 1 or "{" in url.replace("{code}", "") or "}" in url.replace("{code}", ""):
+        return "prolific_completion_url must contain {code} exactly once and no other braces"
+    try:
+        parts = urlsplit(url.replace("{code}", "CODE"))
+        port = parts.port
+    except ValueError:
+        return "prolific_completion_url is not a valid URL"
+    hosts = [h.lower() for h in settings.PROLIFIC_COMPLETION_HOSTS]
+    if parts.scheme != "https" or parts.username or parts.password or port not in (None, 443) \
+            or (parts.hostname or "").lower() not in hosts:  # fmt: skip
+        return f"prolific_completion_url must be an https URL on {', '.join(hosts)}"
+    return None
+
+
+def completion_redirect(config, code: str) -> str | None:
+    """The Prolific completion URL for `code` from a study's stored config (Study.config; the default when it
+    names none), or None when the stored URL fails completion_url_problem (a row saved before the rule, or
+    edited by hand). Never raises."""
+    url = config.get("prolific_completion_url", COMMON["prolific_completion_url"]) if isinstance(config, dict) else None
+    if completion_url_problem(url) is not None:
+        return None
+    return url.replace("{code}", quote(str(code or ""), safe=""))
 
 
 def sentinels_per_hit(config: dict) -> int:

@@ -34,7 +34,7 @@ def study_create(*, name: str, kind: str, build_config: dict, owner=None, config
         build_config = {}
     config = dict(config or {})
     config.setdefault("completion_code", new_completion_code())
-    collection_config(kind, config)  # validates; raises ApplicationError naming the field
+    collection_config(kind, config, saving=True)  # validates; raises ApplicationError naming the field
     study = Study(name=name, kind=kind, owner=owner, build_config=build_config, config=config, is_demo=is_demo)
     study.full_clean()
     study.save()
@@ -173,7 +173,7 @@ def study_pause(*, study: Study) -> Study:
 def study_update_config(*, study: Study, config: dict) -> Study:
     """Change collection settings (merged over the current ones, validated)."""
     merged = {**study.config, **config}
-    collection_config(study.kind, merged)
+    collection_config(study.kind, merged, saving=True)
     Study.objects.filter(pk=study.pk).update(config=merged)
     study.config = merged
     return study

@@ -275,3 +275,43 @@ PERCEPTLAB_LIMITS = {
         "restore_max_image_pixels": 4096 * 4096,  # one restored stimulus, from its PNG header
     }.items()
 }
+# --- Logins, passwords, access logs, completion URLs (docs/platform.md, "Security") ---------------------
+# Login throttling (django-axes) on /accounts/login/ and the admin: after AXES_FAILURE_LIMIT failed logins for
+# one (username, client address) the pair is locked out for AXES_COOLOFF_TIME and gets a 429 page.
+INSTALLED_APPS = [*INSTALLED_APPS, "axes"]
+MIDDLEWARE = [*MIDDLEWARE, "axes.middleware.AxesMiddleware"]  # last, as axes asks
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(env_str("PERCEPTLAB_LOGIN_FAILURES", "5"))
+AXES_COOLOFF_TIME = int(env_str("PERCEPTLAB_LOGIN_COOLOFF_MINUTES", "15")) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # keep failed attempts only (they expire with the cool-off), not every login
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+# The client address: REMOTE_ADDR, or with PERCEPTLAB_TRUSTED_PROXIES=N > 0 reverse proxies in front (compose
+# runs one TLS terminator: 1) the X-Forwarded-For entry N hops from the right. axes' ipware settings say the
+# same for anyone who installs django-ipware; the callable decides either way.
+_TRUSTED_PROXIES = int(env_str("PERCEPTLAB_TRUSTED_PROXIES", "0"))
+AXES_IPWARE_PROXY_COUNT = _TRUSTED_PROXIES or None
+AXES_IPWARE_PROXY_ORDER = "right-most"
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if _TRUSTED_PROXIES else ("REMOTE_ADDR",)
+AXES_CLIENT_IP_CALLABLE = "core.login_guard.client_address"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# Prolific completion URLs must point at one of these hosts (https, exactly one {code}).
+PROLIFIC_COMPLETION_HOSTS = env_list("PROLIFIC_COMPLETION_HOSTS", ["app.prolific.com", "app.prolific.co"])
+
+# runserver's request log (`make run`) never shows query strings: the crowd link carries PROLIFIC_PID/workerId.
+# gunicorn gets the same rule from --access-logformat (core.logs.GUNICORN_ACCESS_LOG_FORMAT, docker-compose.yml).
+LOGGING["filters"] = {**LOGGING.get("filters", {}), "no_query_strings": {"()": "core.logs.NoQueryStrings"}}
+LOGGING["formatters"]["django.server"] = {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}",
+                                          "style": "{"}  # fmt: skip
+LOGGING["handlers"]["django.server"] = {"class": "logging.StreamHandler", "formatter": "django.server",
+                                        "filters": ["no_query_strings"]}  # fmt: skip
+LOGGING["loggers"]["django.server"] = {"handlers": ["django.server"], "level": "INFO", "propagate": False}

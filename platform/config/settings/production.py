@@ -1,5 +1,7 @@
 """Production settings: refuse to start with unsafe defaults."""
 
+import os
+
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
@@ -36,7 +38,6 @@ SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
-SECURE_HSTS_SECONDS = 3600
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
@@ -44,3 +45,14 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
+
+# HSTS: browsers refuse plain HTTP to this host for SECURE_HSTS_SECONDS (default one year; at least 180 days:
+# a shorter value is refused, since an annotator's first plain-HTTP request after it lapses can be hijacked).
+HSTS_MIN_SECONDS = 180 * 24 * 3600
+try:
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS") or 365 * 24 * 3600)
+except ValueError as exc:
+    raise ImproperlyConfigured("SECURE_HSTS_SECONDS must be a whole number of seconds") from exc
+if SECURE_HSTS_SECONDS < HSTS_MIN_SECONDS:
+    raise ImproperlyConfigured(f"unsafe production settings: SECURE_HSTS_SECONDS must be at least {HSTS_MIN_SECONDS} "
+                               f"(180 days), got {SECURE_HSTS_SECONDS}")

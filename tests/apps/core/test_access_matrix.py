@@ -30,6 +30,7 @@ RESEARCHER_ROUTES = {
     "api-study-workers": [("get", "/api/v1/studies/{sa}/workers/", None)],
     "api-study-train": [("post", "/api/v1/studies/{sa}/train/", {})],
     "api-study-exports": [("get", "/api/v1/studies/{sa}/exports/", None), ("post", "/api/v1/studies/{sa}/exports/", {})],
+    "api-study-completions": [("get", "/api/v1/studies/{sa}/completions/", None), ("get", "/api/v1/studies/{sa}/completions/?format=csv", None)],
     "api-export-detail": [("get", "/api/v1/exports/{export}/", None)],
     "api-export-download": [("get", "/api/v1/exports/{export}/download/", None)],
 }

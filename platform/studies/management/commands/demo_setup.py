@@ -4,6 +4,8 @@ import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 
 from studies.services import demo_study_ensure
@@ -20,7 +22,7 @@ def admin_ensure() -> tuple[str, str]:
     user = user_model.objects.filter(username=username).first()
     if user is not None and path.exists():
         return username, path.read_text().strip()
-    password = secrets.token_urlsafe(12)
+    password = _strong_password(user_model(username=username))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(password)
     path.chmod(0o600)
@@ -30,6 +32,18 @@ def admin_ensure() -> tuple[str, str]:
         user.set_password(password)
         user.save(update_fields=["password"])
     return username, password
+
+
+def _strong_password(user) -> str:
+    """A random password that AUTH_PASSWORD_VALIDATORS accept (16 URL-safe characters nearly always do)."""
+    for _ in range(100):
+        password = secrets.token_urlsafe(12)
+        try:
+            validate_password(password, user)
+        except ValidationError:
+            continue
+        return password
+    raise RuntimeError("could not generate a password that AUTH_PASSWORD_VALIDATORS accept")
 
 
 class Command(BaseCommand):

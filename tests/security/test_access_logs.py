@@ -1,0 +1,96 @@
+"""Attack: read the web server's logs to recover participants' raw platform ids. Crowd links open
+`/s/<study>/?PROLIFIC_PID=...&SESSION_ID=...` (MTurk: `workerId=...`), and every later request of that page
+sends the same URL as its Referer; raw ids are never stored. gunicorn (compose, the load test) and Django's
+runserver (`make run`) are started for real here and asked for such URLs; their logs keep the paths only."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from core.logs import GUNICORN_ACCESS_LOG_FORMAT, NoQueryStrings
+from core.processes import child_process, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+PID, SESSION, WORKER = "5f3c0ffee0000000000badc0de", "SESSIONSECRET42", "AWORKERSECRET7"
+STUDY = uuid.uuid4()
+CROWD_PATHS = [f"/s/{STUDY}/?PROLIFIC_PID={PID}&STUDY_ID=S1&SESSION_ID={SESSION}",
+               f"/s/{STUDY}/?assignmentId=A1&hitId=H1&workerId={WORKER}&turkSubmitTo=https%3A%2F%2Fwww.mturk.com",
+               f"/livez?PROLIFIC_PID={PID}"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def site_env(tmp_path_factory):
+    """A migrated SQLite database the child servers share (the annotator page reads it)."""
+    data = tmp_path_factory.mktemp("site")
+    env = {"PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}", "PERCEPTLAB_DATA_DIR": str(data), "DATABASE_URL": "",
+           "DJANGO_SETTINGS_MODULE": "config.settings.test", "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO"}  # fmt: skip
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env={**os.environ, **env}, check=True,
+                   timeout=300)  # fmt: skip
+    return env
+
+
+def _visit(base: str) -> None:
+    for path in CROWD_PATHS:
+        request = urllib.request.Request(base + path, headers={"Referer": base + CROWD_PATHS[0]})
+        with contextlib.suppress(urllib.error.HTTPError):
+            urllib.request.urlopen(request, timeout=30).read()
+
+
+def _serve_and_read_log(argv: list[str], env: dict, port: int, log: Path) -> str:
+    with child_process(argv, env=env, log_path=log):
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/livez", timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError("the server did not start:\n" + log.read_text()) from None
+                time.sleep(0.3)
+        _visit(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 30
+        while log.read_text().count(f"/s/{STUDY}/") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)  # wait for the log lines (not a timing assertion)
+    return log.read_text()
+
+
+def _assert_no_ids(text: str) -> None:
+    assert text.count(f"/s/{STUDY}/") >= 2, text  # the requests were logged, by path
+    for secret in (PID, SESSION, WORKER, "PROLIFIC_PID", "workerId"):
+        assert secret not in text, f"{secret} in the log:\n{text}"
+
+
+def test_gunicorn_access_log_keeps_no_crowd_ids(site_env, tmp_path):
+    port = free_port()
+    argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+            "--access-logfile", "-", "--access-logformat", GUNICORN_ACCESS_LOG_FORMAT]  # fmt: skip
+    text = _serve_and_read_log(argv, site_env, port, tmp_path / "gunicorn.log")
+    _assert_no_ids(text)
+    assert f"GET /s/{STUDY}/ HTTP/1.1 404" in text
+
+
+def test_runserver_request_log_keeps_no_crowd_ids(site_env, tmp_path):
+    port = free_port()
+    argv = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload", "--skip-checks"]
+    text = _serve_and_read_log(argv, site_env, port, tmp_path / "runserver.log")
+    _assert_no_ids(text)
+    assert f'"GET /s/{STUDY}/ HTTP/1.1" 404' in text
+
+
+def test_the_filter_strips_query_strings_from_messages_and_arguments():
+    record = logging.LogRecord("django.server", logging.INFO, __file__, 1, '"%s" %s %s',
+                               (f"GET /s/x/?PROLIFIC_PID={PID} HTTP/1.1", "200", "512"), None)  # fmt: skip
+    assert NoQueryStrings().filter(record) and record.getMessage() == '"GET /s/x/ HTTP/1.1" 200 512'
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, f"odd /s/x/?workerId={WORKER} seen", None, None)
+    assert NoQueryStrings().filter(record) and record.getMessage() == "odd /s/x/ seen"
