@@ -1,3 +1,4 @@
+import re
 import shlex
 import shutil
 import subprocess
@@ -28,7 +29,15 @@ def test_only_the_tls_proxy_is_published_and_it_serves_stimuli_read_only():
     mounts = proxy["volumes"]
     assert "media:/srv/media:ro" in mounts and "./deploy/Caddyfile:/etc/caddy/Caddyfile:ro" in mounts
     caddyfile = (ROOT / "deploy" / "Caddyfile").read_text()
-    assert "reverse_proxy web:8000" in caddyfile and "handle /media/stimuli/*" in caddyfile and "root * /srv" in caddyfile
+    assert "reverse_proxy web:8000" in caddyfile and "handle @stimulus {" in caddyfile and "root * /srv" in caddyfile
+    # The proxy serves what Django's media view serves, no more: stimuli/<sha256>.png, as image/png, sandboxed.
+    stimulus = re.search(r"@stimulus path_regexp (\S+)", caddyfile).group(1)
+    good = "/media/stimuli/" + "ab" * 32 + ".png"
+    assert re.match(stimulus, good)
+    for bad in ("/media/stimuli/x.html", "/media/stimuli/" + "ab" * 32 + ".png.js", "/media/exports/a.zip",
+                "/media/stimuli/../secret_key", "/media/stimuli/" + "AB" * 32 + ".png"):
+        assert not re.match(stimulus, bad), bad
+    assert 'header Content-Type image/png' in caddyfile and "sandbox" in caddyfile
     assert "\tlog" not in caddyfile  # no proxy access log (it would record query strings)
     web = services["web"]
     assert web["environment"]["PERCEPTLAB_TRUSTED_PROXIES"] == "1"
