@@ -251,3 +251,25 @@ CELERY_BEAT_SCHEDULE = {
     "judgments-expire-stale": {"task": "judgments.expire_stale", "schedule": 300.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+# --- The annotator side (judgments, core.net): client identity, per-client caps, leases, stimulus images ---
+# How many reverse proxies we trust in front of the web process. 0 (default): the client address is
+# REMOTE_ADDR and X-Forwarded-For / X-Forwarded-Proto are ignored (any client can write them). N > 0: the
+# address is the X-Forwarded-For entry N hops from the right (the one our outermost proxy appended), and
+# production honours X-Forwarded-Proto.
+try:
+    PERCEPTLAB_TRUSTED_PROXIES = int(env_str("PERCEPTLAB_TRUSTED_PROXIES", "0"))
+except ValueError as exc:
+    raise ImproperlyConfigured("PERCEPTLAB_TRUSTED_PROXIES must be a whole number (0: no proxy)") from exc
+if not 0 <= PERCEPTLAB_TRUSTED_PROXIES <= 10:
+    raise ImproperlyConfigured("PERCEPTLAB_TRUSTED_PROXIES must be in 0..10")
+PERCEPTLAB_CROWD = {
+    # started assignments one client address (IPv4, or IPv6 /64) may hold open in one study; 0: no cap
+    "OPEN_PER_CLIENT": int(env_str("PERCEPTLAB_OPEN_PER_CLIENT", "3")),
+    # a new assignment's lease until its first answer (at most the study's lease_ttl_s)
+    "FIRST_LEASE_S": 300,
+    # stimulus images through a reverse proxy: e.g. "X-Accel-Redirect" (nginx) or "X-Sendfile" (Apache);
+    # the header's value is IMAGE_ACCEL_PREFIX + the media-relative path (an internal location)
+    "IMAGE_ACCEL_HEADER": env_str("PERCEPTLAB_IMAGE_ACCEL_HEADER"),
+    "IMAGE_ACCEL_PREFIX": env_str("PERCEPTLAB_IMAGE_ACCEL_PREFIX", "/internal-media/"),
+}
