@@ -161,3 +161,20 @@ def test_the_dashboard_renders_its_charts(live_server, browser, researcher_carol
     browser.set_window_size(1200, 3000)
     browser.save_screenshot(str(ARTIFACTS / "dashboard_full.png"))
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+def test_platform_ids_leave_the_address_bar_and_a_reload_still_resumes(live_server, browser, make_study):
+    """PROLIFIC_PID arrives in the address; the page keeps it for the tab and takes it out of the address
+    (history, bookmarks, screenshots). A reload of the clean address resumes the same Prolific assignment."""
+    from judgments.models import Assignment
+
+    study = make_study(n_test=4, n_sentinels=1, n_practice=1)
+    consent_and_start(browser, f"{live_server.url}/s/{study.pk}/?PROLIFIC_PID=PIDSECRET42&STUDY_ID=ST1&SESSION_ID=SE1")
+    wait(browser, "return document.body.dataset.ready", what="a trial")
+    assert browser.execute_script("return window.location.search") == ""
+    assert "PIDSECRET42" not in browser.current_url
+    token = Assignment.objects.get().token
+    browser.refresh()
+    wait(browser, "return ['trial', 'instructions'].includes(document.body.dataset.screen)", what="the resumed HIT")
+    assert Assignment.objects.get().token == token and Assignment.objects.get().platform == "prolific"
+    assert "PIDSECRET42" not in browser.current_url

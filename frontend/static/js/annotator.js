@@ -17,7 +17,17 @@
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
   // ---- crowd identity ---------------------------------------------------------------------------------
-  const p = page.params;
+  // PROLIFIC_PID / workerId arrive in the address; keep them for this tab only (sessionStorage, so a reload
+  // still resumes) and take them out of the address bar at once: not in the history, bookmarks, screenshots
+  // or anything the address is copied into.
+  const paramsKey = `perceptlab:params:${page.study}`;
+  let p = page.params;
+  if (Object.values(p).some((v) => v)) {
+    try { sessionStorage.setItem(paramsKey, JSON.stringify(p)); } catch (e) { /* private mode: this load only */ }
+    if (window.history && history.replaceState) history.replaceState(history.state, "", window.location.pathname + window.location.hash);
+  } else {
+    try { p = JSON.parse(sessionStorage.getItem(paramsKey)) || p; } catch (e) { /* keep the empty params */ }
+  }
   let platform = "anonymous";
   let identity = "anon";
   if (p.PROLIFIC_PID) {
