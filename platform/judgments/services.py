@@ -297,6 +297,13 @@ def _check_open_per_client(*, study: Study, client: str, now) -> None:
     cap = settings.PERCEPTLAB_CROWD["OPEN_PER_CLIENT"]
     if not cap:
         return
+    if connection.vendor == "postgresql":
+        # Concurrent starts from one client in one study take turns (until this transaction ends), so that
+        # they cannot all count the same open assignments; other clients and studies never wait. (SQLite's
+        # IMMEDIATE transactions are serialised already.)
+        key = int.from_bytes(hashlib.sha256(f"{study.pk}:{client}".encode()).digest()[:8], "big", signed=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
     open_ = Assignment.objects.filter(study=study, status=Assignment.Status.STARTED, client_hash=client,
                                       lease_expires_at__gt=now)  # fmt: skip
     if open_.count() >= cap:

@@ -182,3 +182,40 @@ def test_bad_platform_lists_are_refused_with_a_message(value):
 
     with pytest.raises(ApplicationError, match="platforms"):
         collection_config("2afc", {"platforms": value})
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_starts_from_one_client_cannot_slip_past_the_cap(postgres, make_study):
+    """The attack, in parallel: 12 starts from one address at the same instant, hoping that each counts the
+    open assignments before any other commits. On PostgreSQL starts from one client take turns."""
+    import threading
+
+    from django.db import connection
+
+    from core.exceptions import ApplicationError
+
+    study = make_study(n_test=60, n_sentinels=0, n_practice=0,
+                       config={"hit_size": 2, "judgments_per_item": {"train": 1, "val": 1}})  # fmt: skip
+    barrier, results, lock = threading.Barrier(12), [], threading.Lock()
+
+    def run(k):
+        try:
+            barrier.wait()
+            try:
+                assignment_start(study=study, platform="anonymous", worker_id=f"bot-{k}", client_ip=ATTACKER)
+                outcome = "served"
+            except ApplicationError as exc:
+                outcome = exc.extra.get("code")
+            with lock:
+                results.append(outcome)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(results) == ["served"] * 3 + ["too_many_open"] * 9, results
+    assert Assignment.objects.filter(study=study, status="started").count() == 3
