@@ -189,6 +189,18 @@
     adopt(data);
   }
 
+  // A new HIT's first lease is short (it holds items for nobody who never answers): after a long read of the
+  // instructions it may have gone, and the page simply starts again (same worker, same platform session).
+  async function ensureLive() {
+    if (trials.some((t) => t.answered)) return;
+    const { status } = await api("POST", `assignments/${A.token}/heartbeat/`, undefined, 2);
+    if (status === 410) {
+      store.del("token");
+      await startAssignment();
+      prefetch(0);
+    }
+  }
+
   // ---- an example on the instructions screen (a practice item, whose answer the annotator may know) ---------
   function showExample() {
     const ex = trials.find((t) => t.practice && t.answer);
@@ -392,7 +404,7 @@
       $("btn-begin").disabled = true;
       return;
     }
-    $("btn-start").addEventListener("click", () => runAll().catch((err) => fail(err.message)));
+    $("btn-start").addEventListener("click", () => ensureLive().then(runAll).catch((err) => fail(err.message)));
     $("btn-begin").addEventListener("click", () => show("consent"));
     $("btn-decline").addEventListener("click", () => show("declined"));
     $("consent-form").addEventListener("submit", async (ev) => {
