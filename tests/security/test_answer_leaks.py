@@ -174,3 +174,13 @@ def test_the_simulated_crowd_judges_images_fetched_through_the_api(live_server, 
                        replay_rate=0.0)  # fmt: skip
     assert result.assignments >= 2 and result.judgments >= 8
     assert Assignment.objects.filter(study=study, status="submitted").count() == result.assignments
+
+
+def test_an_image_costs_one_indexed_query(make_study, django_assert_num_queries):
+    study = make_study(kind="2afc", n_test=4, n_sentinels=0, n_practice=0)
+    client = APIClient()
+    body = start(client, study).json()
+    url = body["trials"][1]["images"]["right"]
+    with django_assert_num_queries(1):
+        r = client.get(url)
+    assert r.status_code == 200

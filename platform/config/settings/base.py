@@ -263,9 +263,12 @@ except ValueError as exc:
     raise ImproperlyConfigured("PERCEPTLAB_TRUSTED_PROXIES must be a whole number (0: no proxy)") from exc
 if not 0 <= PERCEPTLAB_TRUSTED_PROXIES <= 10:
     raise ImproperlyConfigured("PERCEPTLAB_TRUSTED_PROXIES must be in 0..10")
+_open_per_client = env_str("PERCEPTLAB_OPEN_PER_CLIENT", "3")
+if not _open_per_client.isdigit():
+    raise ImproperlyConfigured("PERCEPTLAB_OPEN_PER_CLIENT must be a whole number (0: no cap)")
 PERCEPTLAB_CROWD = {
     # started assignments one client address (IPv4, or IPv6 /64) may hold open in one study; 0: no cap
-    "OPEN_PER_CLIENT": int(env_str("PERCEPTLAB_OPEN_PER_CLIENT", "3")),
+    "OPEN_PER_CLIENT": int(_open_per_client),
     # a new assignment's lease until its first answer (at most the study's lease_ttl_s)
     "FIRST_LEASE_S": 300,
     # stimulus images through a reverse proxy: e.g. "X-Accel-Redirect" (nginx) or "X-Sendfile" (Apache);
