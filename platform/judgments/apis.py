@@ -91,8 +91,9 @@ def assignment_output(assignment: Assignment, trials: list | None = None, **extr
 
 
 class AssignmentStartApi(AnnotatorApi):
-    """Start a HIT in a study, or resume the worker's unfinished one (same worker id). MTurk preview
-    (assignment_id ASSIGNMENT_ID_NOT_AVAILABLE) returns practice examples and creates nothing."""
+    """Start a HIT in a study, or resume the worker's unfinished one (Prolific and MTurk: the same platform
+    session, else 409; anonymous: the worker id the server issued). MTurk preview (assignment_id
+    ASSIGNMENT_ID_NOT_AVAILABLE) returns practice examples and creates nothing."""
 
     throttle_classes = [AssignmentStartThrottle]
 
@@ -116,6 +117,8 @@ class AssignmentStartApi(AnnotatorApi):
         v = data.validated_data
         platform = v["platform"]
         if platform == Platform.MTURK and v.get("assignment_id") in (None, "", services.MTURK_PREVIEW):
+            if platform not in study.settings["platforms"]:
+                raise ApplicationError("this study admits no MTurk workers", {"code": "platform"}, status_code=403)
             n = study.items.filter(role=Item.Role.PRACTICE).order_by("index")[:N_EXAMPLES].count()
             images = [{slot: example_url(study_id=study.pk, n=k, slot=slot) for slot in IMAGE_SLOTS[study.kind]}
                       for k in range(n)]  # fmt: skip

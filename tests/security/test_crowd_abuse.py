@@ -173,6 +173,9 @@ def test_a_prolific_only_study_admits_no_other_platform(make_study, platform, ex
     assert not Assignment.objects.exists()
     ok = start(client, study, platform="prolific", worker_id="P1", study_id="S", session_id="SE")
     assert ok.status_code == 201
+    preview = start(client, study, platform="mturk", worker_id="", assignment_id="ASSIGNMENT_ID_NOT_AVAILABLE",
+                    hit_id="H", turk_submit_to="https://www.mturk.com")  # fmt: skip
+    assert preview.status_code == 403
 
 
 @pytest.mark.parametrize("value", [[], ["prolific", "prolific"], ["simulated"], "prolific", [1]])
