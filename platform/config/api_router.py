@@ -10,7 +10,9 @@ from judgments.apis import (
     AssignmentReturnApi,
     AssignmentStartApi,
     AssignmentSubmitApi,
+    AssignmentTrialImageApi,
     JudgmentSubmitApi,
+    StudyExampleImageApi,
 )
 from judgments.completions import StudyCompletionsApi
 from studies.apis import (
@@ -44,4 +46,8 @@ urlpatterns = [
     path("assignments/<str:token>/judgments/", JudgmentSubmitApi.as_view(), name="api-judgment-submit"),
     path("assignments/<str:token>/submit/", AssignmentSubmitApi.as_view(), name="api-assignment-submit"),
     path("assignments/<str:token>/return/", AssignmentReturnApi.as_view(), name="api-assignment-return"),
+    path("assignments/<str:token>/trials/<str:trial_id>/<str:slot>/", AssignmentTrialImageApi.as_view(),
+         name="api-assignment-image"),  # fmt: skip
+    path("studies/<uuid:study_id>/examples/<int:n>/<str:slot>/", StudyExampleImageApi.as_view(),
+         name="api-study-example-image"),  # fmt: skip
 ]

@@ -17,6 +17,8 @@ from django.core.cache.backends.redis import RedisCache
 from redis.exceptions import RedisError
 from rest_framework.throttling import SimpleRateThrottle
 
+from core.net import client_ip, client_key
+
 logger = logging.getLogger(__name__)
 _last_warning = [0.0]
 
@@ -83,6 +85,11 @@ class _SharedThrottle(SimpleRateThrottle):
             return max(0.0, need * d - into) + 1e-3
         return (d - into) + max(0.0, 1 - (n - 1) / current) * d + 1e-3
 
+    def get_ident(self, request):
+        """The client as core.net sees it (X-Forwarded-For only from trusted proxies; an IPv6 /64 is one
+        client), not DRF's get_ident, which believes any client's X-Forwarded-For."""
+        return client_key(client_ip(request))
+
     def wait(self):
         if hasattr(self, "_retry_after"):
             return self._retry_after
@@ -96,6 +103,16 @@ class AssignmentThrottle(_SharedThrottle):
         token = view.kwargs.get("token")
         ident = hashlib.sha256(token.encode()).hexdigest()[:32] if token else self.get_ident(request)
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class AssignmentImageThrottle(AssignmentThrottle):
+    """Stimulus images, per assignment token: a page prefetches a few trials of two or three images each."""
+
+    scope = "assignment_images"
+    DEFAULT_RATE = "1200/min"
+
+    def get_rate(self):
+        return self.THROTTLE_RATES.get(self.scope) or self.DEFAULT_RATE
 
 
 class AssignmentStartThrottle(_SharedThrottle):

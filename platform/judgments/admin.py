@@ -31,7 +31,7 @@ class AssignmentAdmin(admin.ModelAdmin):
     list_filter = ("status", "platform", "excluded", "study")
     # status changes go through the services (the reject action), which keep the items' counters right
     readonly_fields = ("token", "worker", "study", "status", "lease_expires_at", "excluded", "submitted_at", "n_trials",
-                       "n_answered", "qc", "platform_info", "completion_code")  # fmt: skip
+                       "n_answered", "qc", "platform_info", "completion_code", "last_answer_at", "client_hash")  # fmt: skip
     inlines = [TrialInline]
     actions = ["reject"]
 

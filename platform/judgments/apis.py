@@ -4,8 +4,10 @@ never name items, distortions, categories, sentinels or p0/p1; sides are screen 
 from __future__ import annotations
 
 import secrets
+from pathlib import PurePosixPath
 
 from django.conf import settings
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -17,10 +19,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.exceptions import ApplicationError
-from core.throttling import AssignmentStartThrottle, AssignmentThrottle
+from core.net import client_ip
+from core.throttling import AssignmentImageThrottle, AssignmentStartThrottle, AssignmentThrottle
 from judgments import services
 from judgments.models import Assignment, Platform
-from judgments.selectors import assignment_trials
+from judgments.selectors import IMAGE_SLOTS, assignment_trials, slot_image, trial_image
 from studies.models import Item, Study
 
 
@@ -76,7 +79,7 @@ def assignment_output(assignment: Assignment, trials: list | None = None, **extr
     """The body AssignmentOutputSerializer documents, built directly (plain JSON types and datetimes, which
     the renderer writes as the serializer would): the annotator endpoints skip the serializer's per-field
     overhead on every start and completion. `trials`: a new assignment's trials, held by the caller."""
-    trials = assignment_trials(assignment=assignment, media_url=settings.MEDIA_URL, trials=trials)
+    trials = assignment_trials(assignment=assignment, trials=trials)
     pending = [t["position"] for t in trials if not t["answered"]]
     completion = services.completion_for(assignment) if assignment.status == Assignment.Status.SUBMITTED else None
     return {
@@ -88,8 +91,9 @@ def assignment_output(assignment: Assignment, trials: list | None = None, **extr
 
 
 class AssignmentStartApi(AnnotatorApi):
-    """Start a HIT in a study, or resume the worker's unfinished one (same worker id). MTurk preview
-    (assignment_id ASSIGNMENT_ID_NOT_AVAILABLE) returns practice examples and creates nothing."""
+    """Start a HIT in a study, or resume the worker's unfinished one (Prolific and MTurk: the same platform
+    session, else 409; anonymous: the worker id the server issued). MTurk preview (assignment_id
+    ASSIGNMENT_ID_NOT_AVAILABLE) returns practice examples and creates nothing."""
 
     throttle_classes = [AssignmentStartThrottle]
 
@@ -113,11 +117,11 @@ class AssignmentStartApi(AnnotatorApi):
         v = data.validated_data
         platform = v["platform"]
         if platform == Platform.MTURK and v.get("assignment_id") in (None, "", services.MTURK_PREVIEW):
-            examples = study.items.filter(role=Item.Role.PRACTICE).order_by("index")[:2]
-            media = settings.MEDIA_URL
-            images = [{"left": media + i.p0_image, "ref": media + i.ref_image, "right": media + i.p1_image}
-                      if study.kind == "2afc" else {"first": media + i.p0_image, "second": media + i.p1_image}
-                      for i in examples]  # fmt: skip
+            if platform not in study.settings["platforms"]:
+                raise ApplicationError("this study admits no MTurk workers", {"code": "platform"}, status_code=403)
+            n = study.items.filter(role=Item.Role.PRACTICE).order_by("index")[:N_EXAMPLES].count()
+            images = [{slot: example_url(study_id=study.pk, n=k, slot=slot) for slot in IMAGE_SLOTS[study.kind]}
+                      for k in range(n)]  # fmt: skip
             return Response({"preview": True, "study": _study_public(study), "examples": images})
         if not v["consent"]:
             return Response({"message": "consent is required to take part", "extra": {"field": "consent"}},
@@ -131,7 +135,8 @@ class AssignmentStartApi(AnnotatorApi):
             worker_id = secrets.token_urlsafe(16)
             extra["worker_id"] = worker_id
         info = {k: v[k] for k in ("study_id", "session_id", "hit_id", "assignment_id", "turk_submit_to") if v.get(k)}
-        result = services.assignment_start(study=study, platform=platform, worker_id=worker_id, platform_info=info)
+        result = services.assignment_start(study=study, platform=platform, worker_id=worker_id, platform_info=info,
+                                           client_ip=client_ip(request))  # fmt: skip
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         return Response(assignment_output(result.assignment, result.trials, **extra), status=code)
 
@@ -251,3 +256,62 @@ class AssignmentReturnApi(AnnotatorApi):
     def post(self, request, token):
         assignment = services.assignment_return(token=token)
         return Response({"status": assignment.status})
+
+
+# --- stimulus images ------------------------------------------------------------------------------------
+N_EXAMPLES = 2  # practice items an MTurk preview shows
+
+
+def example_url(*, study_id, n: int, slot: str) -> str:
+    return f"/api/v1/studies/{study_id}/examples/{n}/{slot}/"
+
+
+def _image_response(path: str | None) -> HttpResponse:
+    """A stimulus PNG with nothing that identifies the file: no ETag or Last-Modified (equal files would
+    show equal validators), no file name; private caching only (the URL belongs to one assignment). With
+    IMAGE_ACCEL_HEADER set, a reverse proxy sends the file (X-Accel-Redirect / X-Sendfile) and must be
+    configured to add no validators either (docs/platform.md, "What a bot can still do")."""
+    parts = PurePosixPath(path or "").parts
+    if not path or not parts or parts[0] != "stimuli" or ".." in parts or path.startswith("/"):
+        raise Http404("no such image")
+    crowd = settings.PERCEPTLAB_CROWD
+    if crowd["IMAGE_ACCEL_HEADER"]:
+        response = HttpResponse(content_type="image/png")
+        response[crowd["IMAGE_ACCEL_HEADER"]] = crowd["IMAGE_ACCEL_PREFIX"] + path
+    else:
+        try:
+            handle = (settings.MEDIA_ROOT / path).open("rb")
+        except OSError:
+            raise Http404("no such image") from None
+        response = FileResponse(handle, content_type="image/png")
+        if "Content-Disposition" in response:
+            del response["Content-Disposition"]  # it would carry the file's (content-hash) name
+    response["Cache-Control"] = "private, max-age=86400, no-transform"
+    return response
+
+
+class AssignmentTrialImageApi(AnnotatorApi):
+    """One image of one trial, by screen slot (2AFC: left, ref, right; JND: first, second). The URL is
+    opaque and bound to the assignment's token: two trials, or two slots of one trial, never share one."""
+
+    throttle_classes = [AssignmentImageThrottle]
+
+    @extend_schema(responses={(200, "image/png"): bytes})
+    def get(self, request, token, trial_id, slot):
+        return _image_response(trial_image(token=token, trial_id=trial_id, slot=slot))
+
+
+class StudyExampleImageApi(AnnotatorApi):
+    """An MTurk preview's example images: the study's first practice items (whose answers the annotator
+    is shown anyway), by number and slot. Active studies only."""
+
+    throttle_classes = [AssignmentImageThrottle]
+
+    @extend_schema(responses={(200, "image/png"): bytes})
+    def get(self, request, study_id, n, slot):
+        study = get_object_or_404(Study.objects.only("kind", "status"), pk=study_id, status=Study.Status.ACTIVE)
+        if n >= N_EXAMPLES:
+            raise Http404("no such example")
+        item = (study.items.filter(role=Item.Role.PRACTICE).order_by("index")
+                .only("ref_image", "p0_image", "p1_image")[n : n + 1].first())  # fmt: skip
+        return _image_response(slot_image(kind=study.kind, item=item, swap=False, slot=slot) if item else None)

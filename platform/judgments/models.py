@@ -39,7 +39,8 @@ def new_token() -> str:
 
 class Assignment(BaseModel):
     """One worker's HIT: practice, sentinel and test trials. started -> submitted | returned | expired |
-    rejected. The lease (lease_expires_at) holds its unanswered test items; heartbeats extend it."""
+    rejected. The lease (lease_expires_at) holds its unanswered test items; answers renew it, heartbeats
+    only up to a bound after the last answer (judgments.services)."""
 
     class Status(models.TextChoices):
         STARTED = "started", "started"
@@ -58,6 +59,12 @@ class Assignment(BaseModel):
     platform_info = models.JSONField(default=dict, blank=True)
     n_trials = models.PositiveIntegerField(default=0)
     n_answered = models.PositiveIntegerField(default=0)
+    # Set by every answer: heartbeats extend the lease only up to lease_ttl_s after it (FIRST_LEASE_S after
+    # the start while there is none), so a lease is kept by answering, not by heartbeats alone.
+    last_answer_at = models.DateTimeField(null=True, blank=True)
+    # Salted hash of the starting client's address (core.net.client_key): caps open assignments per client
+    # and study. Never the raw address. Empty for assignments started without a request (tests, scripts).
+    client_hash = models.CharField(max_length=64, blank=True, default="")
     submitted_at = models.DateTimeField(null=True, blank=True)
     completion_code = models.CharField(max_length=64, blank=True)
     # Quality control, applied when the assignment is submitted.
@@ -70,7 +77,10 @@ class Assignment(BaseModel):
             models.UniqueConstraint(fields=["study", "worker"], condition=Q(status="started"),
                                     name="assignment_one_active_per_worker"),  # fmt: skip
         ]
-        indexes = [models.Index(fields=["study", "status", "lease_expires_at"], name="assignment_lease_idx")]
+        indexes = [
+            models.Index(fields=["study", "status", "lease_expires_at"], name="assignment_lease_idx"),
+            models.Index(fields=["study", "client_hash"], condition=Q(status="started"), name="assignment_open_client_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.study_id}/{self.worker_id} ({self.status})"

@@ -103,26 +103,56 @@ def worker_stats(*, study: Study) -> list[dict]:
     return out
 
 
-def assignment_trials(*, assignment: Assignment, media_url: str, trials: list[Trial] | None = None) -> list[dict]:
-    """What an annotator's page needs, and nothing more: opaque trial ids, image URLs by screen position,
-    answers only for practice trials. No item ids, distortion names, categories or p0/p1 labels.
+IMAGE_SLOTS = {"2afc": ("left", "ref", "right"), "jnd": ("first", "second")}
+
+
+def image_url(*, token: str, trial_id: str, slot: str) -> str:
+    """An image's URL for the annotator: opaque per assignment, trial and screen slot (never the content
+    hash of the file, so identical images do not have identical URLs)."""
+    return f"/api/v1/assignments/{token}/trials/{trial_id}/{slot}/"
+
+
+def slot_image(*, kind: str, item: Item, swap: bool, slot: str) -> str | None:
+    """The media-relative file shown in `slot` of a trial (None: no such slot for the study's kind)."""
+    if slot not in IMAGE_SLOTS[kind]:
+        return None
+    if slot == "ref":
+        return item.ref_image
+    first, second = (item.p1_image, item.p0_image) if swap else (item.p0_image, item.p1_image)
+    return first if slot in ("left", "first") else second
+
+
+def trial_image(*, token: str, trial_id: str, slot: str) -> str | None:
+    """The file behind an annotator's image URL, found by one indexed query (trial public id, joined to its
+    assignment, checked against the token, study kind and item); None when the URL names nothing live."""
+    trial = (Trial.objects.select_related("assignment__study", "item")
+             .only("swap", "assignment__token", "assignment__status", "assignment__study__kind", "item__ref_image",
+                   "item__p0_image", "item__p1_image")
+             .filter(public_id=trial_id, assignment__token=token,
+                     assignment__status__in=(Assignment.Status.STARTED, Assignment.Status.SUBMITTED))
+             .first())  # fmt: skip
+    if trial is None:
+        return None
+    return slot_image(kind=trial.assignment.study.kind, item=trial.item, swap=trial.swap, slot=slot)
+
+
+def assignment_trials(*, assignment: Assignment, trials: list[Trial] | None = None) -> list[dict]:
+    """What an annotator's page needs, and nothing more: opaque trial ids, image URLs by screen position
+    (image_url: per trial and slot, bound to the token; no content hash), answers only for practice
+    trials. No item ids, distortion names, categories or p0/p1 labels.
     `trials`: the assignment's trials with their items, when the caller holds them (a start just made
     them); otherwise one query reads them."""
     kind = assignment.study.kind
+    token = assignment.token
     if trials is None:
         trials = (assignment.trials.select_related("item").order_by("position")
-                  .only("assignment", "public_id", "position", "kind", "answered", "swap", "item__ref_image",
-                        "item__p0_image", "item__p1_image", "item__expected"))  # fmt: skip  (not the items' records)
+                  .only("assignment", "public_id", "position", "kind", "answered", "swap", "item__expected"))  # fmt: skip
     out = []
     for trial in trials:
         item = trial.item
-        first, second = (item.p1_image, item.p0_image) if trial.swap else (item.p0_image, item.p1_image)
         entry = {"id": trial.public_id, "position": trial.position, "practice": trial.kind == Trial.Kind.PRACTICE,
-                 "answered": trial.answered}  # fmt: skip
-        if kind == "2afc":
-            entry["images"] = {"left": media_url + first, "ref": media_url + item.ref_image, "right": media_url + second}
-        else:
-            entry["images"] = {"first": media_url + first, "second": media_url + second}
+                 "answered": trial.answered,
+                 "images": {slot: image_url(token=token, trial_id=trial.public_id, slot=slot) for slot in IMAGE_SLOTS[kind]}}  # fmt: skip
         if trial.kind == Trial.Kind.PRACTICE and item.expected:
             if kind == "2afc":
                 entry["answer"] = "left" if (item.expected == "p0") != trial.swap else "right"

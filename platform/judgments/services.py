@@ -35,6 +35,7 @@ from django.db.models import Case, Count, F, IntegerField, Value, When
 from django.utils import timezone
 
 from core.exceptions import ApplicationError
+from core.net import client_key
 from judgments.models import Assignment, Judgment, Platform, Trial, Worker
 from studies.collection import collection_config, completion_redirect, sentinels_per_hit
 from studies.models import Item, Study
@@ -56,6 +57,12 @@ def _salt() -> bytes:
 def worker_hash(*, platform: str, external_id: str) -> str:
     """Salted HMAC-SHA256 of a platform id; the raw id is never stored."""
     return hmac.new(_salt(), f"{platform}:{external_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def client_hash(ip: str) -> str:
+    """Salted HMAC-SHA256 of a client address as core.net counts clients (IPv4 address, IPv6 /64): what an
+    assignment keeps to cap open assignments per client. The raw address is never stored."""
+    return hmac.new(_salt(), f"client:{client_key(ip)}".encode(), hashlib.sha256).hexdigest()
 
 
 def worker_get_or_create(*, platform: str, external_id: str, is_simulated: bool = False) -> Worker:
@@ -254,6 +261,56 @@ def _lease_items(*, study: Study, config: dict, worker: Worker, n: int) -> list[
         delay = min(delay * 2, 0.1)
 
 
+def _first_lease_s(config: dict) -> float:
+    return min(config["lease_ttl_s"], settings.PERCEPTLAB_CROWD["FIRST_LEASE_S"])
+
+
+def _lease_bound(assignment: Assignment, config: dict):
+    """The latest a lease may run without a new answer: lease_ttl_s after the last answer, or the short
+    first lease after the start while there is none. Heartbeats and resumes extend a lease up to here
+    only; answers move it (the answer path). So an assignment nobody answers is released within minutes
+    however often its page (or a script) sends heartbeats."""
+    if assignment.last_answer_at is None:
+        return assignment.created_at + timedelta(seconds=_first_lease_s(config))
+    return assignment.last_answer_at + timedelta(seconds=config["lease_ttl_s"])
+
+
+def _extend_lease(assignment: Assignment, config: dict, now) -> None:
+    """Heartbeat or resume: the lease moves to now + lease_ttl_s, but never past _lease_bound and never back."""
+    lease = max(assignment.lease_expires_at, min(now + timedelta(seconds=config["lease_ttl_s"]), _lease_bound(assignment, config)))
+    if lease != assignment.lease_expires_at:
+        assignment.lease_expires_at = lease
+        Assignment.objects.filter(pk=assignment.pk).update(lease_expires_at=lease)
+
+
+def _platform_session(platform: str, info: dict) -> str | None:
+    """The platform's own session of a start: Prolific SESSION_ID, MTurk assignmentId (None: anonymous and
+    simulated workers, whose server-issued worker id is itself the secret)."""
+    if platform == Platform.PROLIFIC:
+        return info.get("session_id")
+    if platform == Platform.MTURK:
+        return info.get("assignment_id")
+    return None
+
+
+def _check_open_per_client(*, study: Study, client: str, now) -> None:
+    cap = settings.PERCEPTLAB_CROWD["OPEN_PER_CLIENT"]
+    if not cap:
+        return
+    if connection.vendor == "postgresql":
+        # Concurrent starts from one client in one study take turns (until this transaction ends), so that
+        # they cannot all count the same open assignments; other clients and studies never wait. (SQLite's
+        # IMMEDIATE transactions are serialised already.)
+        key = int.from_bytes(hashlib.sha256(f"{study.pk}:{client}".encode()).digest()[:8], "big", signed=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+    open_ = Assignment.objects.filter(study=study, status=Assignment.Status.STARTED, client_hash=client,
+                                      lease_expires_at__gt=now)  # fmt: skip
+    if open_.count() >= cap:
+        raise ApplicationError(f"this network already holds {cap} unfinished assignments in this study; finish or "
+                               f"return one first", {"code": "too_many_open", "limit": cap}, status_code=409)  # fmt: skip
+
+
 @dataclass
 class StartResult:
     assignment: Assignment
@@ -262,9 +319,14 @@ class StartResult:
 
 
 def assignment_start(*, study: Study, platform: str, worker_id: str, platform_info: dict | None = None,
-                     is_simulated: bool = False) -> StartResult:  # fmt: skip
+                     is_simulated: bool = False, client_ip: str | None = None) -> StartResult:  # fmt: skip
     """Resume the worker's active assignment in this study, or lease a new batch: practice items first, then
-    test items with sentinels mixed in at random positions, each trial's left/right side balanced."""
+    test items with sentinels mixed in at random positions, each trial's left/right side balanced.
+
+    A Prolific or MTurk worker resumes only in the same platform session (SESSION_ID, assignmentId): a
+    worker id alone is semi-public, and Prolific allows one session per participant and study, so another
+    session gets 409. `client_ip` (the API's core.net.client_ip): at most OPEN_PER_CLIENT open assignments
+    per client and study (simulated workers, run by the researcher, are not capped)."""
     if study.status != Study.Status.ACTIVE:
         raise ApplicationError(f"this study is {study.get_status_display().lower()} and takes no work now",
                                {"code": "study_inactive"}, status_code=409)  # fmt: skip
@@ -273,7 +335,12 @@ def assignment_start(*, study: Study, platform: str, worker_id: str, platform_in
         message = ("this study takes only simulated workers" if config["simulation"]
                    else "simulated workers are only admitted to simulation studies (config simulation=true)")  # fmt: skip
         raise ApplicationError(message, {"code": "simulation"}, status_code=403)
+    allowed = config["platforms"]
+    if platform != Platform.SIMULATED and platform not in allowed:
+        raise ApplicationError(f"this study admits only {', '.join(allowed)} participants",
+                               {"code": "platform", "valid": allowed}, status_code=403)  # fmt: skip
     info = platform_info_clean(platform=platform, info=platform_info or {})
+    client = client_hash(client_ip) if client_ip and platform != Platform.SIMULATED else ""
     worker = worker_get_or_create(platform=platform, external_id=worker_id,
                                   is_simulated=is_simulated or platform == Platform.SIMULATED)  # fmt: skip
     now = timezone.now()
@@ -281,21 +348,26 @@ def assignment_start(*, study: Study, platform: str, worker_id: str, platform_in
     with transaction.atomic():
         active = Assignment.objects.select_for_update().filter(study=study, worker=worker,
                                                                status=Assignment.Status.STARTED).first()  # fmt: skip
+        session_key = _platform_session(platform, info)
         if active is not None:
             if active.lease_expires_at > now:
-                Assignment.objects.filter(pk=active.pk).update(
-                    lease_expires_at=now + timedelta(seconds=config["lease_ttl_s"])
-                )
-                active.refresh_from_db()
+                if session_key is not None and _platform_session(platform, active.platform_info) != session_key:
+                    raise ApplicationError(
+                        "this participant already has an unfinished assignment in this study in another session; "
+                        "continue it there (it is released a few minutes after its last answer)",
+                        {"code": "other_session"}, status_code=409,
+                    )  # fmt: skip
+                _extend_lease(active, config, now)
                 return StartResult(active, False)
             Assignment.objects.filter(pk=active.pk).update(status=Assignment.Status.EXPIRED)
             _release([active.pk])
-        session_key = info.get("session_id") or info.get("assignment_id")
         if session_key:  # the same Prolific session / MTurk assignment: show its outcome again
             earlier = Assignment.objects.filter(study=study, worker=worker, status=Assignment.Status.SUBMITTED)
             for candidate in earlier:
                 if session_key in (candidate.platform_info.get("session_id"), candidate.platform_info.get("assignment_id")):
                     return StartResult(candidate, False)
+        if client:
+            _check_open_per_client(study=study, client=client, now=now)
         tests = _lease_items(study=study, config=config, worker=worker, n=config["hit_size"])
         if not tests:
             raise ApplicationError("no work is available in this study right now", {"code": "no_work"}, status_code=409)
@@ -318,7 +390,7 @@ def assignment_start(*, study: Study, platform: str, worker_id: str, platform_in
             swaps = [False] * len(sequence)
         assignment = Assignment.objects.create(
             study=study, worker=worker, platform=platform, platform_info=info, n_trials=len(sequence),
-            lease_expires_at=now + timedelta(seconds=config["lease_ttl_s"]),
+            lease_expires_at=now + timedelta(seconds=_first_lease_s(config)), client_hash=client,
         )  # fmt: skip
         trials = [Trial(assignment=assignment, worker=worker, item=item, position=pos, kind=kind, swap=swap,
                         created_at=now, updated_at=now)
@@ -350,13 +422,13 @@ def _require_live(assignment: Assignment, now) -> None:
 
 
 def assignment_heartbeat(*, token: str) -> Assignment:
-    """Extend the lease of a live assignment by the study's TTL."""
+    """Extend the lease of a live assignment by the study's TTL, but no further than lease_ttl_s after its
+    last answer (the short first lease before any): heartbeats bridge a pause, they do not hold items."""
     now = timezone.now()
     with transaction.atomic():
         assignment = _locked_assignment(token)
         _require_live(assignment, now)
-        assignment.lease_expires_at = now + timedelta(seconds=assignment.study.settings["lease_ttl_s"])
-        Assignment.objects.filter(pk=assignment.pk).update(lease_expires_at=assignment.lease_expires_at)
+        _extend_lease(assignment, assignment.study.settings, now)
     return assignment
 
 
@@ -565,7 +637,8 @@ def _store_answer_sql(vendor: str, test: bool) -> list[str]:
         f"UPDATE {trial} SET answered = %s WHERE id = %s",
         # The lease moves forward only once less than half of it is left, so that most answers leave every
         # indexed column of the assignment alone (a heap-only update).
-        f"UPDATE {assignment} SET n_answered = n_answered + 1, lease_expires_at = "
+        # last_answer_at (unindexed) bounds what heartbeats may extend the lease to.
+        f"UPDATE {assignment} SET n_answered = n_answered + 1, last_answer_at = %s, lease_expires_at = "
         f"CASE WHEN lease_expires_at < %s THEN %s ELSE lease_expires_at END WHERE id = %s",
     ]  # fmt: skip
     if test:  # the lease becomes a judgment: load (n_judgments + n_open) is unchanged
@@ -583,7 +656,7 @@ def _store_answer(judgment: Judgment, row: _AnswerRow, lease_expires_at, renew_b
     params = [
         _insert_params([judgment]),
         [True, pk(Trial, row.trial_id)],
-        [prep(lease, renew_before), prep(lease, lease_expires_at), pk(Assignment, row.pk)],
+        [prep(lease, judgment.created_at), prep(lease, renew_before), prep(lease, lease_expires_at), pk(Assignment, row.pk)],
     ] + ([[pk(Item, row.item_id)]] if test else [])  # fmt: skip
     statements = _store_answer_sql(connection.vendor, test)
     if len(statements) == 1:
@@ -756,11 +829,14 @@ def assignment_submit(*, token: str) -> Assignment:
 
 
 def assignment_reject(*, assignment: Assignment, reason: str = "rejected by the researcher") -> Assignment:
-    """A researcher rejects a submitted assignment: its data stay, flagged, and its items reopen."""
+    """A researcher rejects an assignment: its data stay, flagged, and its items reopen (a started one's
+    unanswered items are released at once, as on a return)."""
     with transaction.atomic():
         assignment = Assignment.objects.select_for_update().get(pk=assignment.pk)
         if assignment.status == Assignment.Status.REJECTED:
             return assignment
+        if assignment.status == Assignment.Status.STARTED:
+            _release([assignment.pk])
         if not assignment.excluded:
             _take_back_counts(assignment)
         assignment.status = Assignment.Status.REJECTED

@@ -202,17 +202,15 @@ def run_crowd(*, base_url: str, study_id: str, n_workers: int = 50, spammers: fl
                                 rt_ms=rng_master.uniform(600, 2500)))  # fmt: skip
     started = time.perf_counter()
 
-    def image(client: HttpClient, cache: dict, url: str) -> np.ndarray:
-        if url not in cache:
-            status, data = client.request("GET", url, raw=True)
-            if status != 200:
-                raise RuntimeError(f"GET {url}: {status}")
-            cache[url] = decode_png(data)
-        return cache[url]
+    def image(client: HttpClient, url: str) -> np.ndarray:
+        # Each URL is one trial's slot (opaque, bound to the assignment): nothing to cache across trials.
+        status, data = client.request("GET", url, raw=True)
+        if status != 200:
+            raise RuntimeError(f"GET {url}: {status}")
+        return decode_png(data)
 
     def work(thread: int) -> None:
         client = HttpClient(base_url)
-        cache: dict = {}
         try:
             while True:
                 with queue_lock:
@@ -234,7 +232,7 @@ def run_crowd(*, base_url: str, study_id: str, n_workers: int = 50, spammers: fl
                     for trial in data["trials"]:
                         if trial["answered"]:
                             continue
-                        imgs = {k: image(client, cache, v) for k, v in trial["images"].items()}
+                        imgs = {k: image(client, v) for k, v in trial["images"].items()}
                         with obs_lock:
                             if "ref" in imgs:
                                 response = answer_2afc(obs, persona, rng, imgs["left"], imgs["ref"], imgs["right"])

@@ -64,7 +64,10 @@ COMMON = {
     },
     # A simulation study takes only simulated workers (manage.py simulate_crowd); others never take them.
     "simulation": False,
+    # Crowd platforms whose participants may start (e.g. ["prolific"]: no anonymous or MTurk starts).
+    "platforms": ["prolific", "mturk", "anonymous"],
 }
+PLATFORMS = ("prolific", "mturk", "anonymous")
 EXCLUSION_KEYS = {"min_sentinel_accuracy", "max_side_bias", "min_median_rt_ms"}
 TIMING_KEYS = {"ref_ms", "gap_ms", "distorted_ms"}
 
@@ -174,6 +177,10 @@ def _validate(kind: str, c: dict) -> None:
         _fail("training.backbones is a list of {net: alex|vgg|squeeze, weights: imagenet|random|<file>, seed?}", "training")
     if not isinstance(c["simulation"], bool):
         _fail("simulation must be true or false", "simulation")
+    platforms = c["platforms"]
+    if not isinstance(platforms, list) or not platforms or not all(p in PLATFORMS for p in platforms) \
+            or len(set(platforms)) != len(platforms):  # fmt: skip
+        _fail(f"platforms is a non-empty list of distinct values from {list(PLATFORMS)}", "platforms")
     url = c["prolific_completion_url"]
     if not isinstance(url, str) or not url.startswith("https://") or "{code}" not in url:
         _fail("prolific_completion_url must be an https URL containing {code}", "prolific_completion_url")

@@ -4,7 +4,9 @@ from studies.models import Item, Study
 
 
 def study_list_public() -> QuerySet[Study]:
-    return Study.objects.filter(status=Study.Status.ACTIVE).annotate(n_items=Count("items"))
+    """What the public home page lists: the local demo study only. Real studies are reached through their
+    crowd links; listing their ids would let anyone start (and hold) their work."""
+    return Study.objects.filter(status=Study.Status.ACTIVE, is_demo=True).annotate(n_items=Count("items"))
 
 
 def study_list_for(*, user) -> QuerySet[Study]:

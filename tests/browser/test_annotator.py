@@ -161,3 +161,47 @@ def test_the_dashboard_renders_its_charts(live_server, browser, researcher_carol
     browser.set_window_size(1200, 3000)
     browser.save_screenshot(str(ARTIFACTS / "dashboard_full.png"))
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+def test_platform_ids_leave_the_address_bar_and_a_reload_still_resumes(live_server, browser, make_study):
+    """PROLIFIC_PID arrives in the address; the page keeps it for the tab and takes it out of the address
+    (history, bookmarks, screenshots). A reload of the clean address resumes the same Prolific assignment."""
+    from judgments.models import Assignment
+
+    study = make_study(n_test=4, n_sentinels=1, n_practice=1)
+    consent_and_start(browser, f"{live_server.url}/s/{study.pk}/?PROLIFIC_PID=PIDSECRET42&STUDY_ID=ST1&SESSION_ID=SE1")
+    wait(browser, "return document.body.dataset.ready", what="a trial")
+    assert browser.execute_script("return window.location.search") == ""
+    assert "PIDSECRET42" not in browser.current_url
+    token = Assignment.objects.get().token
+    browser.refresh()
+    wait(browser, "return ['trial', 'instructions'].includes(document.body.dataset.screen)", what="the resumed HIT")
+    assert Assignment.objects.get().token == token and Assignment.objects.get().platform == "prolific"
+    assert "PIDSECRET42" not in browser.current_url
+
+
+def test_a_first_lease_that_ran_out_on_the_instructions_screen_starts_again(live_server, browser, make_study):
+    """The first lease is short (minutes, until the first answer); an annotator who read the instructions
+    for longer gets a fresh HIT when pressing start instead of an error."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from selenium.webdriver.common.keys import Keys
+
+    from judgments.models import Assignment
+
+    study = make_study(n_test=6, n_sentinels=1, n_practice=0, config={"hit_size": 3})  # a worker never sees an item twice
+    browser.get(f"{live_server.url}/s/{study.pk}/")
+    wait(browser, "return document.body.dataset.screen === 'landing'", what="landing")
+    click(browser, "btn-begin")
+    browser.find_element("id", "consent-check").click()
+    click(browser, "btn-consent")
+    wait(browser, "return document.body.dataset.screen === 'instructions'", what="instructions")
+    first = Assignment.objects.get()
+    Assignment.objects.filter(pk=first.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    click(browser, "btn-start")
+    given, state = answer_trials(browser, [Keys.ARROW_LEFT])
+    assert state == "done", browser.execute_script("return document.getElementById('error-message').textContent")
+    fresh = Assignment.objects.exclude(pk=first.pk).get()
+    assert fresh.status == "submitted" and fresh.n_answered == given == fresh.n_trials
+    assert Assignment.objects.get(pk=first.pk).status == "expired"

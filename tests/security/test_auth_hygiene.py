@@ -65,7 +65,7 @@ def test_rotating_forged_forwarded_for_entries_does_not_escape_the_lockout(clien
 
 
 def test_garbage_in_forwarded_for_falls_back_to_the_peer_address(rf, settings):
-    from core.login_guard import client_address
+    from core.net import client_ip as client_address
 
     settings.PERCEPTLAB_TRUSTED_PROXIES = 1
     assert client_address(rf.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="1.2.3.4, <script>")) == "10.0.0.2"

@@ -17,7 +17,17 @@
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
   // ---- crowd identity ---------------------------------------------------------------------------------
-  const p = page.params;
+  // PROLIFIC_PID / workerId arrive in the address; keep them for this tab only (sessionStorage, so a reload
+  // still resumes) and take them out of the address bar at once: not in the history, bookmarks, screenshots
+  // or anything the address is copied into.
+  const paramsKey = `perceptlab:params:${page.study}`;
+  let p = page.params;
+  if (Object.values(p).some((v) => v)) {
+    try { sessionStorage.setItem(paramsKey, JSON.stringify(p)); } catch (e) { /* private mode: this load only */ }
+    if (window.history && history.replaceState) history.replaceState(history.state, "", window.location.pathname + window.location.hash);
+  } else {
+    try { p = JSON.parse(sessionStorage.getItem(paramsKey)) || p; } catch (e) { /* keep the empty params */ }
+  }
   let platform = "anonymous";
   let identity = "anon";
   if (p.PROLIFIC_PID) {
@@ -177,6 +187,18 @@
     if (status !== 200 && status !== 201) throw new Error(data.message || `could not start (${status})`);
     if (data.worker_id) store.set("worker", data.worker_id);
     adopt(data);
+  }
+
+  // A new HIT's first lease is short (it holds items for nobody who never answers): after a long read of the
+  // instructions it may have gone, and the page simply starts again (same worker, same platform session).
+  async function ensureLive() {
+    if (trials.some((t) => t.answered)) return;
+    const { status } = await api("POST", `assignments/${A.token}/heartbeat/`, undefined, 2);
+    if (status === 410) {
+      store.del("token");
+      await startAssignment();
+      prefetch(0);
+    }
   }
 
   // ---- an example on the instructions screen (a practice item, whose answer the annotator may know) ---------
@@ -382,7 +404,7 @@
       $("btn-begin").disabled = true;
       return;
     }
-    $("btn-start").addEventListener("click", () => runAll().catch((err) => fail(err.message)));
+    $("btn-start").addEventListener("click", () => ensureLive().then(runAll).catch((err) => fail(err.message)));
     $("btn-begin").addEventListener("click", () => show("consent"));
     $("btn-decline").addEventListener("click", () => show("declined"));
     $("consent-form").addEventListener("submit", async (ev) => {

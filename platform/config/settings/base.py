@@ -288,14 +288,8 @@ AXES_RESET_ON_SUCCESS = True
 AXES_DISABLE_ACCESS_LOG = True  # keep failed attempts only (they expire with the cool-off), not every login
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
-# The client address: REMOTE_ADDR, or with PERCEPTLAB_TRUSTED_PROXIES=N > 0 reverse proxies in front (compose
-# runs one TLS terminator: 1) the X-Forwarded-For entry N hops from the right. axes' ipware settings say the
-# same for anyone who installs django-ipware; the callable decides either way.
-_TRUSTED_PROXIES = int(env_str("PERCEPTLAB_TRUSTED_PROXIES", "0"))
-AXES_IPWARE_PROXY_COUNT = _TRUSTED_PROXIES or None
-AXES_IPWARE_PROXY_ORDER = "right-most"
-AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if _TRUSTED_PROXIES else ("REMOTE_ADDR",)
-AXES_CLIENT_IP_CALLABLE = "core.login_guard.client_address"
+# The client address: core.net.client_ip, the rule every throttle and cap uses (PERCEPTLAB_TRUSTED_PROXIES below).
+AXES_CLIENT_IP_CALLABLE = "core.net.client_ip"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -315,3 +309,27 @@ LOGGING["formatters"]["django.server"] = {"()": "django.utils.log.ServerFormatte
 LOGGING["handlers"]["django.server"] = {"class": "logging.StreamHandler", "formatter": "django.server",
                                         "filters": ["no_query_strings"]}  # fmt: skip
 LOGGING["loggers"]["django.server"] = {"handlers": ["django.server"], "level": "INFO", "propagate": False}
+# --- The annotator side (judgments, core.net): client identity, per-client caps, leases, stimulus images ---
+# How many reverse proxies we trust in front of the web process. 0 (default): the client address is
+# REMOTE_ADDR and X-Forwarded-For / X-Forwarded-Proto are ignored (any client can write them). N > 0: the
+# address is the X-Forwarded-For entry N hops from the right (the one our outermost proxy appended), and
+# production honours X-Forwarded-Proto.
+try:
+    PERCEPTLAB_TRUSTED_PROXIES = int(env_str("PERCEPTLAB_TRUSTED_PROXIES", "0"))
+except ValueError as exc:
+    raise ImproperlyConfigured("PERCEPTLAB_TRUSTED_PROXIES must be a whole number (0: no proxy)") from exc
+if not 0 <= PERCEPTLAB_TRUSTED_PROXIES <= 10:
+    raise ImproperlyConfigured("PERCEPTLAB_TRUSTED_PROXIES must be in 0..10")
+_open_per_client = env_str("PERCEPTLAB_OPEN_PER_CLIENT", "3")
+if not _open_per_client.isdigit():
+    raise ImproperlyConfigured("PERCEPTLAB_OPEN_PER_CLIENT must be a whole number (0: no cap)")
+PERCEPTLAB_CROWD = {
+    # started assignments one client address (IPv4, or IPv6 /64) may hold open in one study; 0: no cap
+    "OPEN_PER_CLIENT": int(_open_per_client),
+    # a new assignment's lease until its first answer (at most the study's lease_ttl_s)
+    "FIRST_LEASE_S": 300,
+    # stimulus images through a reverse proxy: e.g. "X-Accel-Redirect" (nginx) or "X-Sendfile" (Apache);
+    # the header's value is IMAGE_ACCEL_PREFIX + the media-relative path (an internal location)
+    "IMAGE_ACCEL_HEADER": env_str("PERCEPTLAB_IMAGE_ACCEL_HEADER"),
+    "IMAGE_ACCEL_PREFIX": env_str("PERCEPTLAB_IMAGE_ACCEL_PREFIX", "/internal-media/"),
+}

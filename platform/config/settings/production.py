@@ -11,6 +11,7 @@ from .base import (
     CELERY_BROKER_URL,
     DATABASES,
     DEBUG,
+    PERCEPTLAB_TRUSTED_PROXIES,
     SECRET_KEY,
     env_bool,
     require_secret_key,
@@ -35,7 +36,10 @@ if problems:
     raise ImproperlyConfigured("unsafe production settings: " + "; ".join(problems))
 
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# X-Forwarded-Proto only from a proxy we trust (PERCEPTLAB_TRUSTED_PROXIES > 0); otherwise any client could
+# claim https.
+if PERCEPTLAB_TRUSTED_PROXIES > 0:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_CONTENT_TYPE_NOSNIFF = True

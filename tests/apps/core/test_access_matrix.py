@@ -40,6 +40,7 @@ ANNOTATOR_ROUTES = {
     "api-judgment-submit": [("post", "/api/v1/assignments/{token}/judgments/", "judgment")],
     "api-assignment-submit": [("post", "/api/v1/assignments/{token}/submit/", {})],
     "api-assignment-return": [("post", "/api/v1/assignments/{token}/return/", {})],
+    "api-assignment-image": [("get", "/api/v1/assignments/{token}/trials/{trial}/left/", None)],
 }
 DASHBOARD_ROUTES = {
     "dashboard-study": [("get", "/dashboard/{sa}/", None)],
@@ -48,7 +49,8 @@ DASHBOARD_ROUTES = {
 # Public by design, checked below: home, health, the schema and docs, the annotator page, starting an
 # assignment from a crowd link, stimuli; the study list APIs and dashboard list filter by owner.
 PUBLIC_OR_FILTERED = {"home", "healthz", "livez", "api-ping", "api-schema", "api-docs", "study-annotate",
-                      "api-assignment-start", "media", "api-study-list", "dashboard"}  # fmt: skip
+                      "api-assignment-start", "media", "api-study-list", "dashboard",
+                      "api-study-example-image"}  # fmt: skip  (an active study's practice examples)
 
 
 def _names(patterns, prefix=""):
@@ -89,7 +91,8 @@ def _client(persona: str, world) -> APIClient:
 
 
 def _call(client, method, template, body, world, token=None):
-    path = template.format(sa=world["sa"].pk, export=world["export"].pk, token=token or world["token"])
+    trial = Assignment.objects.get(token=world["token"]).trials.order_by("position").first().public_id
+    path = template.format(sa=world["sa"].pk, export=world["export"].pk, token=token or world["token"], trial=trial)
     if body == "multipart":
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as zf:

@@ -61,9 +61,9 @@ def test_payloads_never_reveal_which_patch_is_which(client, make_study):
     for trial in body["trials"]:
         assert set(trial) <= {"id", "position", "practice", "answered", "images", "answer"}
         assert set(trial["images"]) == {"left", "ref", "right"}
-        for url in trial["images"].values():
-            name = url.rsplit("/", 1)[1]
-            assert len(name) == 64 + 4 and name.endswith(".png")  # content hashes only
+        for url in trial["images"].values():  # opaque, per trial and slot, bound to the token (no content hash)
+            assert url.startswith(f"/api/v1/assignments/{body['token']}/trials/{trial['id']}/")
+            assert ".png" not in url
         assert "answer" in trial or not trial["practice"]
 
 

@@ -189,16 +189,22 @@ def test_answers_renew_the_lease_once_half_of_it_is_gone(make_study):
 
     from django.utils import timezone
 
-    study = make_study(n_test=3, n_sentinels=0, n_practice=0, config={"lease_ttl_s": 600})
+    study = make_study(n_test=4, n_sentinels=0, n_practice=0, config={"lease_ttl_s": 900})
     a = begin(study)
     trials = list(a.trials.filter(kind="test").order_by("position"))
-    fresh = Assignment.objects.get(pk=a.pk).lease_expires_at
-    submit(a, trials[0], key="key-0001")
+    first = Assignment.objects.get(pk=a.pk)
+    assert first.lease_expires_at < timezone.now() + timedelta(seconds=301)  # the short first lease (FIRST_LEASE_S)
+    assert first.last_answer_at is None
+    submit(a, trials[0], key="key-0000")  # the first answer gives the full lease (less than half was left)
+    fresh = Assignment.objects.get(pk=a.pk)
+    assert fresh.lease_expires_at > timezone.now() + timedelta(seconds=890) and fresh.last_answer_at is not None
+    submit(a, trials[1], key="key-0001")
     after = Assignment.objects.get(pk=a.pk)
-    assert after.lease_expires_at == fresh and after.n_answered == 1  # plenty left: untouched
+    assert after.lease_expires_at == fresh.lease_expires_at and after.n_answered == 2  # plenty left: untouched
+    assert after.last_answer_at > fresh.last_answer_at  # every answer is noted (unindexed: still a HOT update)
     Assignment.objects.filter(pk=a.pk).update(lease_expires_at=timezone.now() + timedelta(seconds=120))
-    submit(a, trials[1], key="key-0002")
+    submit(a, trials[2], key="key-0002")
     after = Assignment.objects.get(pk=a.pk)
-    assert after.lease_expires_at > timezone.now() + timedelta(seconds=590) and after.n_answered == 2
-    item = Item.objects.get(pk=trials[1].item_id)
+    assert after.lease_expires_at > timezone.now() + timedelta(seconds=890) and after.n_answered == 3
+    item = Item.objects.get(pk=trials[2].item_id)
     assert (item.n_judgments, item.n_open) == (1, 0)  # the lease became a judgment
