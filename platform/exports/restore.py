@@ -7,7 +7,7 @@ Published as exports publish them (exports.privacy): judgments' client timestamp
 first one, and no user agent unless the export asks for it.
 
 Left out on purpose: assignment tokens and trial public ids (credentials and opaque handles of annotators;
-fresh ones are drawn on import), `updated_at` (bookkeeping), the study's owner (the importer owns the copy),
+fresh ones are drawn on import), the client-address hash of an assignment (abuse caps only), `updated_at` (bookkeeping), the study's owner (the importer owns the copy),
 and what a study derives (exports, trained models, feature caches: retrain and re-export instead).
 
 Archive layout::
@@ -42,7 +42,8 @@ from studies.models import Item, Study
 
 logger = logging.getLogger(__name__)
 FORMAT = "perceptlab-restore/1"
-SKIPPED = {"updated_at", "token", "public_id", "owner_id"}
+# client_hash: a salted hash of an annotator's address, for this deployment's abuse caps only; never published.
+SKIPPED = {"updated_at", "token", "public_id", "owner_id", "client_hash"}
 # (table, model, ordering): the order rows are written and restored in
 TABLES = (
     ("items", Item, ("index",)),

@@ -133,3 +133,15 @@ def test_a_restored_study_still_exports_to_the_same_bytes(make_study, settings, 
     assert Judgment.objects.filter(assignment__study=restored, display__has_key="user_agent").exists() == include_user_agent
     again, _ = export_archive_bytes(study=restored, include_user_agent=include_user_agent)
     assert again == original
+
+
+def test_exports_never_publish_the_client_address_hash(make_study, researcher_carol):
+    """The salted hash of an annotator's address exists for this deployment's abuse caps only: the restore/
+    section of an export (which otherwise carries every stored field) leaves it out."""
+    study = make_study(n_test=6, n_sentinels=2, n_practice=0, owner=researcher_carol, config={"hit_size": 3})
+    annotate(study)
+    Assignment.objects.filter(study=study).update(client_hash="f" * 64)
+    data, _ = export_archive_bytes(study=study)
+    rows = jsonl(members(data)["restore/assignments.jsonl"])
+    assert rows and all("client_hash" not in row for row in rows)
+    assert b"f" * 64 not in data
