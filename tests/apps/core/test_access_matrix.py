@@ -33,6 +33,7 @@ RESEARCHER_ROUTES = {
     "api-export-detail": [("get", "/api/v1/exports/{export}/", None)],
     "api-export-download": [("get", "/api/v1/exports/{export}/download/", None)],
 }
+RESEARCHER_ROUTES["api-source-detail"] = [("get", "/api/v1/sources/{source}/", None), ("delete", "/api/v1/sources/{source}/", None)]
 ANNOTATOR_ROUTES = {
     "api-assignment-detail": [("get", "/api/v1/assignments/{token}/", None)],
     "api-assignment-heartbeat": [("post", "/api/v1/assignments/{token}/heartbeat/", {})],
@@ -48,6 +49,7 @@ DASHBOARD_ROUTES = {
 # assignment from a crowd link, stimuli; the study list APIs and dashboard list filter by owner.
 PUBLIC_OR_FILTERED = {"home", "healthz", "livez", "api-ping", "api-schema", "api-docs", "study-annotate",
                       "api-assignment-start", "media", "api-study-list", "dashboard"}  # fmt: skip
+PUBLIC_OR_FILTERED |= {"api-source-list"}  # a researcher's own source photo sets (tests/security/test_source_sets.py)
 
 
 def _names(patterns, prefix=""):
@@ -77,7 +79,22 @@ def world(make_study, answer_trials, researcher_carol, researcher_dave, django_u
     assignment_submit(token=done.token)
     export = export_build(export=export_create(study=sa, user=researcher_carol))
     live = assignment_start(study=sa, platform="anonymous", worker_id="annotator-2").assignment
-    return {"sa": sa, "sb": sb, "export": export, "token": live.token, "a": researcher_carol, "b": researcher_dave}
+    return {"sa": sa, "sb": sb, "export": export, "token": live.token, "a": researcher_carol, "b": researcher_dave,
+            "source": _source_set(researcher_carol)}
+
+
+def _source_set(owner):
+    import numpy as np
+    from PIL import Image
+
+    from studies.sources import source_set_create
+
+    photo, archive = io.BytesIO(), io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype("uint8")).save(photo, format="PNG")
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.png", photo.getvalue())
+    archive.seek(0)
+    return source_set_create(owner=owner, name="A's photos", archive=archive)
 
 
 def _client(persona: str, world) -> APIClient:
@@ -88,7 +105,7 @@ def _client(persona: str, world) -> APIClient:
 
 
 def _call(client, method, template, body, world, token=None):
-    path = template.format(sa=world["sa"].pk, export=world["export"].pk, token=token or world["token"])
+    path = template.format(sa=world["sa"].pk, export=world["export"].pk, token=token or world["token"], source=world["source"].pk)
     if body == "multipart":
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as zf:
