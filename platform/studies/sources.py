@@ -287,6 +287,7 @@ def _store_members(zf: zipfile.ZipFile, folder: Path, limits: dict) -> list[dict
 
 def source_set_delete(*, photo_set: SourcePhotoSet) -> None:
     """Delete a set and its files, unless a study still waiting for its build names it (409)."""
+    folder = _set_dir(photo_set.pk)
     with transaction.atomic():
         pending = Study.objects.filter(owner_id=photo_set.owner_id, status__in=(Study.Status.DRAFT, Study.Status.BUILDING),
                                        build_config__source__id=str(photo_set.pk))  # fmt: skip
@@ -294,4 +295,4 @@ def source_set_delete(*, photo_set: SourcePhotoSet) -> None:
             raise ApplicationError("a study whose stimuli are not built yet uses this source photo set",
                                    {"studies": [str(pk) for pk in pending.values_list("pk", flat=True)]}, status_code=409)  # fmt: skip
         photo_set.delete()
-    shutil.rmtree(_set_dir(photo_set.pk), ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
