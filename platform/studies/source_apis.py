@@ -4,7 +4,7 @@ their own; another researcher's set id is a 404, as for one that does not exist.
 from __future__ import annotations
 
 from django.http import Http404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
@@ -57,7 +57,8 @@ class SourceSetListApi(APIView):
     def get(self, request):
         return Response(SourceSetOutputSerializer(source_set_list_for(user=request.user), many=True).data)
 
-    @extend_schema(request={"multipart/form-data": InputSerializer}, responses={201: SourceSetDetailOutputSerializer})
+    @extend_schema(request={"multipart/form-data": InputSerializer},
+                   responses={201: SourceSetDetailOutputSerializer, 413: OpenApiResponse(description="archive over the size cap")})  # fmt: skip
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -296,6 +296,9 @@ PERCEPTLAB_MIN_RETRAIN_INTERVAL_S = int(env_str("PERCEPTLAB_MIN_RETRAIN_INTERVAL
 # is older than STALE seconds belongs to a dead worker and the next (redelivered) job takes it over.
 PERCEPTLAB_TRAINING_HEARTBEAT_S = float(env_str("PERCEPTLAB_TRAINING_HEARTBEAT_S", "30"))
 PERCEPTLAB_TRAINING_STALE_S = float(env_str("PERCEPTLAB_TRAINING_STALE_S", "300"))
-# Redis broker: a job of a worker that died unacknowledged is delivered again after this many seconds.
+# Redis broker: a job of a worker that died unacknowledged is delivered again after this many seconds
+# (kombu's default, an hour, when unset; the claim recovery test sets a few seconds and sweeps often).
 if CELERY_BROKER_URL.startswith("redis") and env_str("CELERY_VISIBILITY_TIMEOUT"):
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(env_str("CELERY_VISIBILITY_TIMEOUT"))}
+    _visibility = int(env_str("CELERY_VISIBILITY_TIMEOUT"))
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": _visibility, "unacked_restore_throttle": 1,
+                                       "unacked_restore_interval": max(1, min(10, _visibility // 4))}  # fmt: skip
