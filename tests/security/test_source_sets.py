@@ -95,6 +95,19 @@ def test_a_zip_bomb_is_refused_before_it_is_unpacked(researcher_carol, nothing_s
     refused(post(researcher_carol, bomb), "zip bomb")
 
 
+def test_a_member_that_lies_about_its_size_is_refused(researcher_carol, nothing_stored):
+    """A bomb whose headers claim 1000 bytes: unpacking stops at the claimed size and the CRC fails."""
+    data = bytearray(archive({"liar.png": b"\x00" * (20 * 1024 * 1024)}, compression=zipfile.ZIP_DEFLATED).getvalue())
+    central = data.index(b"PK\x01\x02")
+    struct.pack_into("<I", data, 22, 1000)  # local header: uncompressed size
+    struct.pack_into("<I", data, central + 24, 1000)  # central directory: uncompressed size
+    assert zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo("liar.png").file_size == 1000
+    upload = io.BytesIO(bytes(data))
+    upload.name = "liar.zip"
+    body = refused(post(researcher_carol, upload), "cannot be unpacked")
+    assert body["extra"]["file"] == "liar.png"
+
+
 def test_a_member_bigger_than_the_cap_is_refused(researcher_carol, nothing_stored, settings):
     settings.PERCEPTLAB_SOURCE_LIMITS = {**settings.PERCEPTLAB_SOURCE_LIMITS, "max_file_bytes": 10_000}
     body = refused(post(researcher_carol, archive({"big.png": photo(128, 128)})), "limit 10000")
