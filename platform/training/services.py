@@ -4,7 +4,7 @@ Triggers (debounced): `judgments_added` runs after each committed test judgment;
 accepted judgments have grown by `training.every` since the last model, it marks the study queued (one
 conditional UPDATE, so the N-th judgment enqueues exactly one job) and sends `training.study_retrain`.
 A periodic task (`training.retrain_due`) catches anything missed. One job per study runs at a time (a
-claim on TrainingState); a job that finds the study claimed leaves it queued for the next round.
+claim on TrainingState); a job that finds the study claimed marks it queued and retries (below).
 
 The claim recovers from a killed worker: the running job refreshes a heartbeat (`TrainingState.heartbeat_at`,
 from a thread, every settings.PERCEPTLAB_TRAINING_HEARTBEAT_S); a claim whose heartbeat is older than
