@@ -36,7 +36,7 @@ from core.exceptions import ApplicationError
 from studies.models import SourcePhotoSet, Study
 
 SOURCES_DIR = "sources"  # media-relative, private
-SOURCE_FORMATS = {"PNG": "png", "JPEG": "jpg"}
+SOURCE_FORMATS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg"}  # MPO: a camera JPEG with extra frames (the first is used)
 REFUSED_SOURCE = ("build_config.source must be {'type': 'skimage'} (optionally with 'names') or "
                   "{'type': 'upload', 'id': '<source photo set id>'} (upload photos with POST /api/v1/sources/)")  # fmt: skip
 UNKNOWN_SET = "build_config.source.id: no such source photo set"
