@@ -24,6 +24,7 @@ from studies.apis import (
     StudyTrainApi,
     StudyWorkersApi,
 )
+from studies.source_apis import SourceSetDetailApi, SourceSetListApi
 
 urlpatterns = [
     path("ping/", PingApi.as_view(), name="api-ping"),
@@ -39,6 +40,8 @@ urlpatterns = [
     path("studies/<uuid:study_id>/completions/", StudyCompletionsApi.as_view(), name="api-study-completions"),
     path("exports/<uuid:export_id>/", ExportDetailApi.as_view(), name="api-export-detail"),
     path("exports/<uuid:export_id>/download/", ExportDownloadApi.as_view(), name="api-export-download"),
+    path("sources/", SourceSetListApi.as_view(), name="api-source-list"),
+    path("sources/<uuid:set_id>/", SourceSetDetailApi.as_view(), name="api-source-detail"),
     # annotators (authorised by the assignment token)
     path("studies/<uuid:study_id>/assignments/", AssignmentStartApi.as_view(), name="api-assignment-start"),
     path("assignments/<str:token>/", AssignmentDetailApi.as_view(), name="api-assignment-detail"),

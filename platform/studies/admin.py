@@ -3,7 +3,7 @@ from django.contrib import admin
 
 from core.exceptions import ApplicationError
 from studies.collection import collection_config
-from studies.models import Item, Study
+from studies.models import Item, SourcePhotoSet, Study
 
 
 class StudyAdminForm(forms.ModelForm):
@@ -38,3 +38,12 @@ class ItemAdmin(admin.ModelAdmin):
     raw_id_fields = ("study",)
     # counters the assignment engine keeps under row locks; hand edits would over- or under-assign
     readonly_fields = ("n_judgments", "n_open")
+
+
+@admin.register(SourcePhotoSet)
+class SourcePhotoSetAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "n_images", "min_side", "total_bytes", "created_at")
+    search_fields = ("name",)
+    raw_id_fields = ("owner",)
+    # the stored files are named by these: edit them and the set no longer resolves
+    readonly_fields = ("files", "n_images", "min_side", "total_bytes", "digest")

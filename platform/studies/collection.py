@@ -166,15 +166,7 @@ def _validate(kind: str, c: dict) -> None:
     tr = c["training"]
     if not isinstance(tr, dict) or set(tr) - set(COMMON["training"]):
         _fail(f"training keys are {sorted(COMMON['training'])}", "training")
-    every = tr.get("every")
-    if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
-        _fail("training.every must be a positive integer or null", "training")
-    backbones = tr.get("backbones")
-    if not isinstance(backbones, list) or not all(
-        isinstance(b, dict) and b.get("net") in ("alex", "vgg", "squeeze") and isinstance(b.get("weights"), str)
-        and set(b) <= {"net", "weights", "seed"} for b in backbones
-    ):  # fmt: skip
-        _fail("training.backbones is a list of {net: alex|vgg|squeeze, weights: imagenet|random|<file>, seed?}", "training")
+    _validate_training(tr)
     if not isinstance(c["simulation"], bool):
         _fail("simulation must be true or false", "simulation")
     platforms = c["platforms"]
@@ -213,6 +205,49 @@ def completion_redirect(config, code: str) -> str | None:
     if completion_url_problem(url) is not None:
         return None
     return url.replace("{code}", quote(str(code or ""), safe=""))
+# Training settings: every field typed and capped (settings.PERCEPTLAB_TRAINING_LIMITS). Backbone weights come
+# from the allowed sources only (never a file path); baselines by name (metric.baselines.BASELINES, named
+# here so that web processes never import torch; a test keeps the two lists equal).
+TRAINING_NETS = ("alex", "vgg", "squeeze")
+TRAINING_WEIGHTS = ("imagenet", "random")
+TRAINING_BASELINES = ("l2_lab", "l2_rgb", "dssim_lab", "dssim_rgb", "psnr", "ms_ssim")
+
+
+def _validate_training(tr: dict) -> None:
+    from django.conf import settings
+
+    caps = settings.PERCEPTLAB_TRAINING_LIMITS
+
+    def count(key: str, low: int, *, null: bool = False):
+        value = tr[key]
+        if (value is None and null) or (isinstance(value, int) and not isinstance(value, bool) and low <= value <= caps[key]):
+            return
+        _fail(f"training.{key} must be an integer in {low}..{caps[key]}{' or null' if null else ''}, got {value!r}",
+              f"training.{key}")  # fmt: skip
+
+    count("every", 1, null=True)
+    count("n_boot", 1)
+    count("epochs", 1)
+    count("epochs_decay", 0)
+    count("min_steps", 0)
+    lr, (lr_low, lr_high) = tr["lr"], caps["lr"]
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr_low <= lr <= lr_high:
+        _fail(f"training.lr must be a number in [{lr_low}, {lr_high}], got {lr!r}", "training.lr")
+    if not isinstance(tr["official_lpips"], bool):
+        _fail("training.official_lpips must be true or false", "training.official_lpips")
+    backbones = tr["backbones"]
+    if not isinstance(backbones, list) or not 1 <= len(backbones) <= caps["backbones"] or not all(
+        isinstance(b, dict) and set(b) <= {"net", "weights", "seed"} and b.get("net") in TRAINING_NETS
+        and b.get("weights") in TRAINING_WEIGHTS
+        and (isinstance(b.get("seed", 0), int) and not isinstance(b.get("seed", 0), bool) and 0 <= b.get("seed", 0) <= caps["seed"])
+        for b in backbones
+    ):  # fmt: skip
+        _fail(f"training.backbones is a list of 1..{caps['backbones']} {{net: {'|'.join(TRAINING_NETS)}, "
+              f"weights: {'|'.join(TRAINING_WEIGHTS)}, seed?: 0..{caps['seed']}}}", "training.backbones")  # fmt: skip
+    baselines = tr["baselines"]
+    if not isinstance(baselines, list) or not all(isinstance(b, str) and b in TRAINING_BASELINES for b in baselines) \
+            or len(set(baselines)) != len(baselines):  # fmt: skip
+        _fail(f"training.baselines is a list of distinct names from {list(TRAINING_BASELINES)}", "training.baselines")
 
 
 def sentinels_per_hit(config: dict) -> int:

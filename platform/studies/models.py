@@ -89,3 +89,23 @@ class Item(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.study_id}#{self.index}"
+
+
+class SourcePhotoSet(BaseModel):
+    """A researcher's own photographs for building studies (studies.sources). The photos are stored privately
+    (MEDIA_ROOT/sources/<set id>/<sha256>.<png|jpg>, never served); `files` lists them with their sizes."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="source_sets")
+    name = models.CharField(max_length=200)
+    # [{"file": "<sha256>.png", "name": "<member name in the upload>", "width": w, "height": h, "bytes": n}]
+    files = models.JSONField(default=list, blank=True)
+    n_images = models.PositiveIntegerField(default=0)
+    min_side = models.PositiveIntegerField(default=0)  # the smallest side of any photo, pixels
+    total_bytes = models.PositiveBigIntegerField(default=0)
+    digest = models.CharField(max_length=64)  # sha256 over the sorted file hashes: the set's content
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.n_images} photos)"

@@ -22,9 +22,12 @@ STIMULI_DIR = "stimuli"  # media-relative; content-addressed PNGs shared by all 
 def study_create(*, name: str, kind: str, build_config: dict, owner=None, config: dict | None = None,
                  is_demo: bool = False) -> Study:  # fmt: skip
     if build_config:  # empty: a study whose items are imported (study_import_items)
+        from studies.sources import build_config_check, build_config_check_cnn
+
+        engine_config = build_config_check(build_config=build_config, owner=owner)  # sources and caps
         build_config = {**build_config, "kind": kind}
         try:
-            distortions.StudyConfig.from_dict(build_config)
+            build_config_check_cnn(engine_config=distortions.StudyConfig.from_dict({**engine_config, "kind": kind}))
         except distortions.DistortionError as exc:
             raise ApplicationError(f"invalid distortion-engine config: {exc}", {"field": "build_config"}) from exc
         except (TypeError, ValueError, KeyError, AttributeError) as exc:  # wrong types the engine did not name
@@ -71,6 +74,13 @@ def study_build_stimuli(*, study: Study, jobs: int | None = None, progress: bool
         return study.items.count()
     if not study.build_config:
         raise ApplicationError("this study has no distortion-engine config; import its items instead")
+    from studies.sources import engine_build_config
+
+    try:  # the platform's source rules and caps, again; an upload source becomes its stored files
+        engine_config = engine_build_config(study=study)
+    except ApplicationError as exc:
+        Study.objects.filter(pk=study.pk).update(status=Study.Status.FAILED, build_error=exc.message)
+        raise
     Study.objects.filter(pk=study.pk).update(status=Study.Status.BUILDING, build_error="")
     _register_cnn_pool()
     media = Path(settings.MEDIA_ROOT)
@@ -78,7 +88,7 @@ def study_build_stimuli(*, study: Study, jobs: int | None = None, progress: bool
     workdir = media / "builds" / str(study.pk)
     try:
         summary = distortions.build_study(
-            study.build_config, workdir, jobs=jobs, progress=progress, images_dir=images_dir, on_progress=on_progress
+            engine_config, workdir, jobs=jobs, progress=progress, images_dir=images_dir, on_progress=on_progress
         )
         entries = distortions.read_manifest(workdir / "manifest.jsonl")
         with transaction.atomic():

@@ -74,6 +74,12 @@ class TrainingState(models.Model):
     runs = models.PositiveIntegerField(default=0)
     # Variants asked for on demand ("tune", "scratch"): trained once by the next job, then cleared.
     pending_variants = models.JSONField(default=list, blank=True)
+    # The claim of the running job: its id and a heartbeat it refreshes while it runs. A claim whose
+    # heartbeat is older than settings.PERCEPTLAB_TRAINING_STALE_S belongs to a dead worker: the next job
+    # (the broker redelivers an unacknowledged one) takes it over. `queued_at`: when `queued` was set.
+    claim = models.UUIDField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"training state of {self.study_id}"

@@ -4,7 +4,14 @@ Triggers (debounced): `judgments_added` runs after each committed test judgment;
 accepted judgments have grown by `training.every` since the last model, it marks the study queued (one
 conditional UPDATE, so the N-th judgment enqueues exactly one job) and sends `training.study_retrain`.
 A periodic task (`training.retrain_due`) catches anything missed. One job per study runs at a time (a
-claim on TrainingState); a job that finds the study claimed leaves it queued for the next round.
+claim on TrainingState); a job that finds the study claimed marks it queued and retries (below).
+
+The claim recovers from a killed worker: the running job refreshes a heartbeat (`TrainingState.heartbeat_at`,
+from a thread, every settings.PERCEPTLAB_TRAINING_HEARTBEAT_S); a claim whose heartbeat is older than
+settings.PERCEPTLAB_TRAINING_STALE_S is stale, and the next job (the broker redelivers the killed one's
+unacknowledged message: acks_late, reject_on_worker_lost) takes it over. A job that finds a live claim runs
+nothing and answers "busy" with the seconds to wait; the task retries then, so it runs once the other job
+is done or has died (no double run, no study left queued for good).
 
 A job trains lin heads on the train split for each configured backbone (features from the cache), writes
 the heads in the lpips file format to a temporary file and renames it into place, evaluates on the val
@@ -18,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import uuid
 from collections import defaultdict
 from datetime import timedelta
@@ -44,7 +52,6 @@ from training.models import Evaluation, ModelVersion, TrainingState
 from training.triggers import _state, accepted_judgments, judgments_added, retrain_due, training_request  # noqa: F401  (re-exported: the trigger API)  # noqa: F401
 
 logger = logging.getLogger(__name__)
-STALE_CLAIM = timedelta(hours=3)
 
 
 # --- data -----------------------------------------------------------------------------------------------
@@ -130,13 +137,55 @@ def _jnd_map(d: np.ndarray, items: list[dict], n_boot: int, seed: int = 0) -> di
 
 
 # --- the job --------------------------------------------------------------------------------------------
-def _claim(study_id) -> bool:
-    now = timezone.now()
+def _stale_before():
+    return timezone.now() - timedelta(seconds=settings.PERCEPTLAB_TRAINING_STALE_S)
+
+
+def _claim(study_id, claim: uuid.UUID) -> bool:
+    """Take the study's claim if it is free or stale (its heartbeat, or without one its start, is older
+    than the stale timeout): one conditional UPDATE, so two jobs never both win."""
+    now, stale = timezone.now(), _stale_before()
     return bool(
         TrainingState.objects.filter(study_id=study_id)
-        .filter(Q(running_since__isnull=True) | Q(running_since__lt=now - STALE_CLAIM))
-        .update(running_since=now, queued=False)
+        .filter(Q(running_since__isnull=True) | Q(heartbeat_at__lt=stale)
+                | Q(heartbeat_at__isnull=True, running_since__lt=stale))  # fmt: skip
+        .update(running_since=now, heartbeat_at=now, claim=claim, queued=False)
     )
+
+
+class _Heartbeat:
+    """Refreshes the claim's heartbeat from a thread while the job runs (training steps report no
+    progress for minutes). Stops when the job ends; notices, and logs, a claim taken over meanwhile."""
+
+    def __init__(self, study_id, claim: uuid.UUID):
+        self.study_id, self.claim = study_id, claim
+        self.stop = threading.Event()
+        self.lost = False
+        self.thread = threading.Thread(target=self._run, name=f"training-heartbeat-{study_id}", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self.stop.wait(settings.PERCEPTLAB_TRAINING_HEARTBEAT_S):
+                try:
+                    beat = TrainingState.objects.filter(study_id=self.study_id, claim=self.claim).update(heartbeat_at=timezone.now())
+                except Exception:  # the database is briefly away: the next beat tries again
+                    logger.warning("study %s: training heartbeat failed", self.study_id, exc_info=True)
+                    continue
+                if not beat and not self.lost:
+                    self.lost = True
+                    logger.warning("study %s: the training claim was taken over (this job looked dead)", self.study_id)
+        finally:
+            connection.close()
 
 
 def _save_heads(model: LPIPS, rel: str) -> tuple[str, str]:
@@ -154,10 +203,15 @@ def _save_heads(model: LPIPS, rel: str) -> tuple[str, str]:
 def study_retrain(*, study: Study, progress=None) -> dict:
     """Retrain and evaluate one study (see the module docstring). Returns a summary."""
     _state(study.pk)
-    if not _claim(study.pk):
-        logger.info("study %s: a training job is already running; left queued", study.pk)
-        TrainingState.objects.filter(study_id=study.pk).update(queued=True)
-        return {"study": str(study.pk), "status": "busy"}
+    claim = uuid.uuid4()
+    if not _claim(study.pk, claim):
+        state = TrainingState.objects.get(study_id=study.pk)
+        beat = state.heartbeat_at or state.running_since or timezone.now()
+        retry_in = max(1.0, settings.PERCEPTLAB_TRAINING_STALE_S - (timezone.now() - beat).total_seconds() + 1.0)
+        retry_in = min(retry_in, max(1.0, settings.PERCEPTLAB_TRAINING_HEARTBEAT_S * 2))  # soon after a job ends
+        logger.info("study %s: a training job holds the claim; trying again in %.0f s", study.pk, retry_in)
+        TrainingState.objects.filter(study_id=study.pk).update(queued=True, queued_at=timezone.now())
+        return {"study": str(study.pk), "status": "busy", "retry_in": retry_in}
     # a version left running by a killed job is failed, never current
     ModelVersion.objects.filter(study=study, status=ModelVersion.Status.RUNNING).update(
         status=ModelVersion.Status.FAILED, error="the job was interrupted"
@@ -166,15 +220,15 @@ def study_retrain(*, study: Study, progress=None) -> dict:
         state = TrainingState.objects.select_for_update().get(study_id=study.pk)
         variants, state.pending_variants = list(state.pending_variants), []
         state.save(update_fields=["pending_variants"])
+    mine = TrainingState.objects.filter(study_id=study.pk, claim=claim)  # a claim taken over is not ours to clear
+    released = {"running_since": None, "heartbeat_at": None, "claim": None}
     try:
-        summary = _retrain(study, progress, variants=variants)
-        TrainingState.objects.filter(study_id=study.pk).update(
-            running_since=None, last_judgments=summary["n_judgments"], last_run_at=timezone.now(), last_error="",
-            runs=F("runs") + 1,
-        )  # fmt: skip
+        with _Heartbeat(study.pk, claim):
+            summary = _retrain(study, progress, variants=variants)
+        mine.update(**released, last_judgments=summary["n_judgments"], last_run_at=timezone.now(), last_error="",
+                    runs=F("runs") + 1)  # fmt: skip
     except BaseException as exc:
-        TrainingState.objects.filter(study_id=study.pk).update(running_since=None, last_error=repr(exc)[:2000],
-                                                               pending_variants=variants)  # asked again next time
+        mine.update(**released, last_error=repr(exc)[:2000], pending_variants=variants)  # asked again next time
         ModelVersion.objects.filter(study=study, status=ModelVersion.Status.RUNNING).update(
             status=ModelVersion.Status.FAILED, error=repr(exc)[:2000]
         )

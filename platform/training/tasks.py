@@ -1,9 +1,12 @@
 from celery import shared_task
 
 
-@shared_task(name="training.study_retrain", bind=True, acks_late=True, time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60)
+@shared_task(name="training.study_retrain", bind=True, acks_late=True, reject_on_worker_lost=True,
+             time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60)  # fmt: skip
 def study_retrain(self, study_id: str) -> dict:
-    """Routed to the `gpu` queue (GPU when present, CPU otherwise)."""
+    """Routed to the `gpu` queue (GPU when present, CPU otherwise). A worker killed mid-job leaves its
+    message unacknowledged: the broker delivers it again and the new job takes over the stale claim. A job
+    that finds another one running (a live claim) retries once that one can have finished or died."""
     from studies.models import Study
     from training.services import study_retrain as retrain
 
@@ -14,7 +17,10 @@ def study_retrain(self, study_id: str) -> dict:
     def report(done: int, total: int) -> None:
         self.update_state(state="PROGRESS", meta={"stage": "features", "done": done, "total": total})
 
-    return retrain(study=study, progress=report)
+    result = retrain(study=study, progress=report)
+    if result["status"] == "busy":
+        raise self.retry(countdown=result["retry_in"], max_retries=None)  # bounded by the other job's time limit
+    return result
 
 
 @shared_task(name="training.retrain_due")

@@ -333,3 +333,53 @@ PERCEPTLAB_CROWD = {
     "IMAGE_ACCEL_HEADER": env_str("PERCEPTLAB_IMAGE_ACCEL_HEADER"),
     "IMAGE_ACCEL_PREFIX": env_str("PERCEPTLAB_IMAGE_ACCEL_PREFIX", "/internal-media/"),
 }
+# --- Build-config sources and limits; training settings and the training claim (security) ----------------
+# A build config (POST /api/v1/studies/ `build_config`) names only the bundled scikit-image photographs or a
+# source photo set its researcher uploaded (POST /api/v1/sources/); every count and size in it has a cap.
+PERCEPTLAB_BUILD_LIMITS = {
+    "n_items": 20_000,  # test items of one study
+    "patch_size": 256,  # pixels a side
+    "sentinels": 500,  # sentinels.n
+    "practice": 50,  # practice.n
+    "max_ops": 4,  # composition.max_ops: the longest distortion chain
+    "distortions": 64,  # entries of the `distortions` list
+    "cnn_items": 5_000,  # n_items x the CNN family's share of first ops (autoencoder runs are costly)
+    "seed": 2**63 - 1,
+}
+# Source photo sets: zip archives of PNG/JPEG photographs, checked like a hostile archive, then stored
+# privately under MEDIA_ROOT/sources/ (never served), one content-addressed file per photo.
+PERCEPTLAB_SOURCE_LIMITS = {
+    "max_archive_bytes": 256 * 1024 * 1024,
+    "max_files": 200,
+    "max_file_bytes": 32 * 1024 * 1024,
+    "max_total_bytes": 512 * 1024 * 1024,  # uncompressed
+    "max_compression_ratio": 50,  # zip bombs (PNG and JPEG hardly compress)
+    "max_pixels": 4096 * 4096,  # per photo, read from the header before decoding
+    "max_total_pixels": 100_000_000,  # per set: a build holds every photo in memory
+    "min_side": 64,  # pixels; a build config's patch_size must also fit the set's smallest photo
+    "max_sets_per_owner": 50,
+}
+# Continuous training: caps on Study.config["training"] (studies.collection).
+PERCEPTLAB_TRAINING_LIMITS = {
+    "every": 10_000_000,
+    "backbones": 3,
+    "n_boot": 10_000,
+    "epochs": 100,
+    "epochs_decay": 100,
+    "min_steps": 100_000,
+    "lr": (1e-6, 1.0),  # (lowest, highest)
+    "seed": 2**31 - 1,  # backbones[].seed
+}
+# A forced retrain (API, dashboard) within this many seconds of the last one gets a 429 with Retry-After;
+# an automatic one is deferred to the periodic check (training.retrain_due).
+PERCEPTLAB_MIN_RETRAIN_INTERVAL_S = int(env_str("PERCEPTLAB_MIN_RETRAIN_INTERVAL_S", "300"))
+# The training claim: a running job refreshes its heartbeat every HEARTBEAT seconds; a claim whose heartbeat
+# is older than STALE seconds belongs to a dead worker and the next (redelivered) job takes it over.
+PERCEPTLAB_TRAINING_HEARTBEAT_S = float(env_str("PERCEPTLAB_TRAINING_HEARTBEAT_S", "30"))
+PERCEPTLAB_TRAINING_STALE_S = float(env_str("PERCEPTLAB_TRAINING_STALE_S", "300"))
+# Redis broker: a job of a worker that died unacknowledged is delivered again after this many seconds
+# (kombu's default, an hour, when unset; the claim recovery test sets a few seconds and sweeps often).
+if CELERY_BROKER_URL.startswith("redis") and env_str("CELERY_VISIBILITY_TIMEOUT"):
+    _visibility = int(env_str("CELERY_VISIBILITY_TIMEOUT"))
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": _visibility, "unacked_restore_throttle": 1,
+                                       "unacked_restore_interval": max(1, min(10, _visibility // 4))}  # fmt: skip

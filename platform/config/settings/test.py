@@ -23,3 +23,5 @@ PERCEPTLAB = {**PERCEPTLAB, "DEMO_CNN": False}  # noqa: F405
 REST_FRAMEWORK = {**REST_FRAMEWORK,  # noqa: F405
                   "DEFAULT_THROTTLE_RATES": {"judgments": env_str("THROTTLE_JUDGMENTS", "100000/min"),
                                              "assignment_start": env_str("THROTTLE_ASSIGNMENT_START", "100000/min")}}  # fmt: skip
+# Tests retrain back to back; tests/security sets its own interval.
+PERCEPTLAB_MIN_RETRAIN_INTERVAL_S = int(env_str("PERCEPTLAB_MIN_RETRAIN_INTERVAL_S", "0"))

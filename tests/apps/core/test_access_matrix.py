@@ -34,6 +34,7 @@ RESEARCHER_ROUTES = {
     "api-export-detail": [("get", "/api/v1/exports/{export}/", None)],
     "api-export-download": [("get", "/api/v1/exports/{export}/download/", None)],
 }
+RESEARCHER_ROUTES["api-source-detail"] = [("get", "/api/v1/sources/{source}/", None), ("delete", "/api/v1/sources/{source}/", None)]
 ANNOTATOR_ROUTES = {
     "api-assignment-detail": [("get", "/api/v1/assignments/{token}/", None)],
     "api-assignment-heartbeat": [("post", "/api/v1/assignments/{token}/heartbeat/", {})],
@@ -51,6 +52,7 @@ DASHBOARD_ROUTES = {
 PUBLIC_OR_FILTERED = {"home", "healthz", "livez", "api-ping", "api-schema", "api-docs", "study-annotate",
                       "api-assignment-start", "media", "api-study-list", "dashboard",
                       "api-study-example-image"}  # fmt: skip  (an active study's practice examples)
+PUBLIC_OR_FILTERED |= {"api-source-list"}  # a researcher's own source photo sets (tests/security/test_source_sets.py)
 
 
 def _names(patterns, prefix=""):
@@ -80,7 +82,22 @@ def world(make_study, answer_trials, researcher_carol, researcher_dave, django_u
     assignment_submit(token=done.token)
     export = export_build(export=export_create(study=sa, user=researcher_carol))
     live = assignment_start(study=sa, platform="anonymous", worker_id="annotator-2").assignment
-    return {"sa": sa, "sb": sb, "export": export, "token": live.token, "a": researcher_carol, "b": researcher_dave}
+    return {"sa": sa, "sb": sb, "export": export, "token": live.token, "a": researcher_carol, "b": researcher_dave,
+            "source": _source_set(researcher_carol)}
+
+
+def _source_set(owner):
+    import numpy as np
+    from PIL import Image
+
+    from studies.sources import source_set_create
+
+    photo, archive = io.BytesIO(), io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype("uint8")).save(photo, format="PNG")
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.png", photo.getvalue())
+    archive.seek(0)
+    return source_set_create(owner=owner, name="A's photos", archive=archive)
 
 
 def _client(persona: str, world) -> APIClient:
@@ -92,7 +109,8 @@ def _client(persona: str, world) -> APIClient:
 
 def _call(client, method, template, body, world, token=None):
     trial = Assignment.objects.get(token=world["token"]).trials.order_by("position").first().public_id
-    path = template.format(sa=world["sa"].pk, export=world["export"].pk, token=token or world["token"], trial=trial)
+    path = template.format(sa=world["sa"].pk, export=world["export"].pk, token=token or world["token"], trial=trial,
+                           source=world["source"].pk)
     if body == "multipart":
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as zf:
