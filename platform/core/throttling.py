@@ -17,7 +17,7 @@ from django.core.cache.backends.redis import RedisCache
 from redis.exceptions import RedisError
 from rest_framework.throttling import SimpleRateThrottle
 
-from core.net import client_ip, client_key
+from core.net import client_address
 
 logger = logging.getLogger(__name__)
 _last_warning = [0.0]
@@ -86,9 +86,9 @@ class _SharedThrottle(SimpleRateThrottle):
         return (d - into) + max(0.0, 1 - (n - 1) / current) * d + 1e-3
 
     def get_ident(self, request):
-        """The client as core.net sees it (X-Forwarded-For only from trusted proxies; an IPv6 /64 is one
+        """The client as core.net counts it (X-Forwarded-For only from trusted proxies; an IPv6 /48 is one
         client), not DRF's get_ident, which believes any client's X-Forwarded-For."""
-        return client_key(client_ip(request))
+        return client_address(request)
 
     def wait(self):
         if hasattr(self, "_retry_after"):

@@ -60,7 +60,7 @@ def worker_hash(*, platform: str, external_id: str) -> str:
 
 
 def client_hash(ip: str) -> str:
-    """Salted HMAC-SHA256 of a client address as core.net counts clients (IPv4 address, IPv6 /64): what an
+    """Salted HMAC-SHA256 of a client address as core.net counts clients (IPv4 address, IPv6 /48 by default): what an
     assignment keeps to cap open assignments per client. The raw address is never stored."""
     return hmac.new(_salt(), f"client:{client_key(ip)}".encode(), hashlib.sha256).hexdigest()
 

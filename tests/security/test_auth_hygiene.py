@@ -43,6 +43,15 @@ def test_password_guessing_is_locked_out(client, admin_user, settings, path):
     assert _attempt(other, path, "Correct-horse-42-battery").status_code == 302 and _logged_in(other)
 
 
+def test_rotating_ipv6_addresses_within_one_network_does_not_escape_the_lockout(client, admin_user, settings):
+    """The attack: one fresh address of one's own /64 (or /56, or a tunnel broker's /48) per password guess."""
+    answers = [_attempt(client, "/accounts/login/", f"guess-{n}", REMOTE_ADDR=f"2001:db8:0:{n:x}00::{n + 1:x}").status_code
+               for n in range(settings.AXES_FAILURE_LIMIT + 10)]  # fmt: skip
+    assert set(answers[settings.AXES_FAILURE_LIMIT - 1:]) == {429}, answers
+    r = _attempt(client, "/accounts/login/", "Correct-horse-42-battery", REMOTE_ADDR="2001:db8:0:ffff::ff")
+    assert r.status_code == 429 and not _logged_in(client)
+
+
 def test_rotating_forged_forwarded_for_entries_does_not_escape_the_lockout(client, admin_user, settings):
     """Behind one trusted proxy the address is the entry the proxy appended; the ones the attacker sends
     (further left) change nothing. Without a trusted proxy X-Forwarded-For is ignored altogether."""

@@ -77,7 +77,10 @@ def test_client_ip_believes_only_the_trusted_hops(settings):
     assert client_ip(request) == "198.51.100.2"
     garbage = rf.get("/", REMOTE_ADDR="192.0.2.1", HTTP_X_FORWARDED_FOR="not-an-ip")
     assert client_ip(garbage) == "192.0.2.1"
-    # one IPv6 subscriber line (a /64) is one client
+    # one IPv6 network (a /48 by default: what a tunnel broker hands out for free) is one client
+    assert client_key("2001:db8:1:2::1") == client_key("2001:db8:1:ff00::9") == client_key("2001:db8:1::") == "2001:db8:1::"
+    assert client_key("2001:db8:1:2::1") != client_key("2001:db8:2::1")
+    settings.PERCEPTLAB_IPV6_CLIENT_PREFIX = 64
     assert client_key("2001:db8:1:2::1") == client_key("2001:db8:1:2:ffff::9") != client_key("2001:db8:1:3::1")
 
 

@@ -47,11 +47,15 @@ def test_anonymous_starts_from_one_client_hit_the_cap_and_a_prolific_participant
     assert len(real.json()["trials"]) == 4
 
 
-def test_an_ipv6_attacker_cannot_rotate_addresses_within_its_64(make_study):
+@pytest.mark.parametrize("address", ["2001:db8:5:6::{k:x}", "2001:db8:5:{k:x}::1", "2001:db8:5:{k:x}00::1"],
+                         ids=["within-a-64", "across-64s", "across-56s"])
+def test_an_ipv6_attacker_cannot_rotate_addresses_within_its_48(make_study, address):
+    """The attack: a tunnel broker's free /48 holds 65,536 /64s; one new address (or /64, or /56) per start."""
     study = small_study(make_study)
     client = APIClient()
-    codes = [start(client, study, addr=f"2001:db8:5:6::{k + 1:x}").status_code for k in range(5)]
+    codes = [start(client, study, addr=address.format(k=k + 1)).status_code for k in range(5)]
     assert codes == [201, 201, 201, 409, 409], codes
+    assert start(client, study, addr="2001:db8:6::1").status_code == 201  # another network is another client
 
 
 def test_heartbeats_alone_do_not_keep_a_lease_past_the_bound(make_study, monkeypatch):

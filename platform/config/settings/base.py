@@ -288,8 +288,9 @@ AXES_RESET_ON_SUCCESS = True
 AXES_DISABLE_ACCESS_LOG = True  # keep failed attempts only (they expire with the cool-off), not every login
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
-# The client address: core.net.client_ip, the rule every throttle and cap uses (PERCEPTLAB_TRUSTED_PROXIES below).
-AXES_CLIENT_IP_CALLABLE = "core.net.client_ip"
+# The client: core.net.client_address, the rule every throttle and cap uses (PERCEPTLAB_TRUSTED_PROXIES and
+# PERCEPTLAB_IPV6_CLIENT_PREFIX below), so rotating IPv6 addresses inside one network buys no extra guesses.
+AXES_CLIENT_IP_CALLABLE = "core.net.client_address"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -320,11 +321,16 @@ except ValueError as exc:
     raise ImproperlyConfigured("PERCEPTLAB_TRUSTED_PROXIES must be a whole number (0: no proxy)") from exc
 if not 0 <= PERCEPTLAB_TRUSTED_PROXIES <= 10:
     raise ImproperlyConfigured("PERCEPTLAB_TRUSTED_PROXIES must be in 0..10")
+# What counts as one IPv6 client for those limits: the network of this many leading bits (48..64). A subscriber
+# gets a /64 at least, often a /56 or a /48 (free from tunnel brokers).
+PERCEPTLAB_IPV6_CLIENT_PREFIX = int(env_str("PERCEPTLAB_IPV6_CLIENT_PREFIX", "48"))
+if not 32 <= PERCEPTLAB_IPV6_CLIENT_PREFIX <= 64:
+    raise ImproperlyConfigured("PERCEPTLAB_IPV6_CLIENT_PREFIX must be in 32..64")
 _open_per_client = env_str("PERCEPTLAB_OPEN_PER_CLIENT", "3")
 if not _open_per_client.isdigit():
     raise ImproperlyConfigured("PERCEPTLAB_OPEN_PER_CLIENT must be a whole number (0: no cap)")
 PERCEPTLAB_CROWD = {
-    # started assignments one client address (IPv4, or IPv6 /64) may hold open in one study; 0: no cap
+    # started assignments one client address (IPv4, or IPv6 network of PERCEPTLAB_IPV6_CLIENT_PREFIX bits) may hold open in one study; 0: no cap
     "OPEN_PER_CLIENT": int(_open_per_client),
     # a new assignment's lease until its first answer (at most the study's lease_ttl_s)
     "FIRST_LEASE_S": 300,
