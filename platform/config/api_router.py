@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+import core.converters  # noqa: F401  (registers <handle:...>)
 from core.apis import PingApi
 from exports.apis import ExportDetailApi, ExportDownloadApi, StudyExportListApi
 from judgments.apis import (
@@ -44,13 +45,13 @@ urlpatterns = [
     path("sources/<uuid:set_id>/", SourceSetDetailApi.as_view(), name="api-source-detail"),
     # annotators (authorised by the assignment token)
     path("studies/<uuid:study_id>/assignments/", AssignmentStartApi.as_view(), name="api-assignment-start"),
-    path("assignments/<str:token>/", AssignmentDetailApi.as_view(), name="api-assignment-detail"),
-    path("assignments/<str:token>/heartbeat/", AssignmentHeartbeatApi.as_view(), name="api-assignment-heartbeat"),
-    path("assignments/<str:token>/judgments/", JudgmentSubmitApi.as_view(), name="api-judgment-submit"),
-    path("assignments/<str:token>/submit/", AssignmentSubmitApi.as_view(), name="api-assignment-submit"),
-    path("assignments/<str:token>/return/", AssignmentReturnApi.as_view(), name="api-assignment-return"),
-    path("assignments/<str:token>/trials/<str:trial_id>/<str:slot>/", AssignmentTrialImageApi.as_view(),
+    path("assignments/<handle:token>/", AssignmentDetailApi.as_view(), name="api-assignment-detail"),
+    path("assignments/<handle:token>/heartbeat/", AssignmentHeartbeatApi.as_view(), name="api-assignment-heartbeat"),
+    path("assignments/<handle:token>/judgments/", JudgmentSubmitApi.as_view(), name="api-judgment-submit"),
+    path("assignments/<handle:token>/submit/", AssignmentSubmitApi.as_view(), name="api-assignment-submit"),
+    path("assignments/<handle:token>/return/", AssignmentReturnApi.as_view(), name="api-assignment-return"),
+    path("assignments/<handle:token>/trials/<handle:trial_id>/<slug:slot>/", AssignmentTrialImageApi.as_view(),
          name="api-assignment-image"),  # fmt: skip
-    path("studies/<uuid:study_id>/examples/<int:n>/<str:slot>/", StudyExampleImageApi.as_view(),
+    path("studies/<uuid:study_id>/examples/<int:n>/<slug:slot>/", StudyExampleImageApi.as_view(),
          name="api-study-example-image"),  # fmt: skip
 ]

@@ -3,6 +3,7 @@ never name items, distortions, categories, sentinels or p0/p1; sides are screen 
 
 from __future__ import annotations
 
+import math
 import secrets
 from pathlib import PurePosixPath
 
@@ -12,7 +13,6 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from core.exceptions import ApplicationError
 from core.net import client_ip
+from core.parsers import StrictJSONParser
 from core.throttling import AssignmentImageThrottle, AssignmentStartThrottle, AssignmentThrottle
 from judgments import services
 from judgments.models import Assignment, Platform
@@ -41,7 +42,7 @@ class AnnotatorApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
     throttle_classes = [AssignmentThrottle]
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JsonOnlyNegotiation
 
@@ -160,10 +161,20 @@ class AssignmentHeartbeatApi(AnnotatorApi):
         return Response({"lease_expires_at": assignment.lease_expires_at})
 
 
+def _finite(value) -> float | None:
+    """`value` as a finite float, or None: JSON numbers (an integer of 400 digits is valid JSON, and float()
+    of it raises OverflowError) and numeric strings."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        value = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _answer_input(data) -> dict:
     """The fields of JudgmentSubmitApi.InputSerializer, checked for type; 400 naming the field otherwise."""
-    import math
-
     if not isinstance(data, dict):
         raise ApplicationError("send a JSON object", {"field": "body"})
 
@@ -171,14 +182,10 @@ def _answer_input(data) -> dict:
         value = data.get(key)
         if value is None and not required:
             return None
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                value = None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        value = _finite(value)
+        if value is None:
             raise ApplicationError(f"{key} must be a number", {"field": key})
-        return float(value)
+        return value
 
     out = {}
     for key, limit in (("trial", 64), ("response", 16), ("idempotency_key", 64)):
@@ -195,7 +202,7 @@ def _answer_input(data) -> dict:
             raise ApplicationError(f"{key} must be an object", {"field": key})
         out[key] = value
     for phase, value in (out["durations"] or {}).items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, str) or _finite(value) is None:
             raise ApplicationError(f"durations.{phase} must be a number", {"field": "durations"})
     return out
 

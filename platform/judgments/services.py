@@ -324,8 +324,9 @@ def assignment_start(*, study: Study, platform: str, worker_id: str, platform_in
     test items with sentinels mixed in at random positions, each trial's left/right side balanced.
 
     A Prolific or MTurk worker resumes only in the same platform session (SESSION_ID, assignmentId): a
-    worker id alone is semi-public, and Prolific allows one session per participant and study, so another
-    session gets 409. `client_ip` (the API's core.net.client_ip): at most OPEN_PER_CLIENT open assignments
+    worker id alone is semi-public, so a start in another session ends the live HIT (returned, its items
+    released) and starts afresh, never handing out the old token. A session whose HIT was submitted or
+    rejected sees that outcome again instead of a new HIT. `client_ip` (the API's core.net.client_ip): at most OPEN_PER_CLIENT open assignments
     per client and study (simulated workers, run by the researcher, are not capped)."""
     if study.status != Study.Status.ACTIVE:
         raise ApplicationError(f"this study is {study.get_status_display().lower()} and takes no work now",
@@ -350,19 +351,22 @@ def assignment_start(*, study: Study, platform: str, worker_id: str, platform_in
                                                                status=Assignment.Status.STARTED).first()  # fmt: skip
         session_key = _platform_session(platform, info)
         if active is not None:
-            if active.lease_expires_at > now:
-                if session_key is not None and _platform_session(platform, active.platform_info) != session_key:
-                    raise ApplicationError(
-                        "this participant already has an unfinished assignment in this study in another session; "
-                        "continue it there (it is released a few minutes after its last answer)",
-                        {"code": "other_session"}, status_code=409,
-                    )  # fmt: skip
+            superseded = session_key is not None and _platform_session(platform, active.platform_info) != session_key
+            if active.lease_expires_at > now and not superseded:
                 _extend_lease(active, config, now)
                 return StartResult(active, False)
-            Assignment.objects.filter(pk=active.pk).update(status=Assignment.Status.EXPIRED)
+            # Past its lease, or another platform session of this worker id: the old HIT ends here and its items
+            # go back to the queue (its answers stay). A worker id is semi-public, so a stranger's session must
+            # neither see the live HIT (its token) nor lock the real participant out of the study; the newest
+            # session wins, and a participant whose HIT a stranger ended just starts again.
+            status = Assignment.Status.RETURNED if superseded and active.lease_expires_at > now else Assignment.Status.EXPIRED
+            Assignment.objects.filter(pk=active.pk).update(status=status)
             _release([active.pk])
+            if superseded:
+                logger.warning("assignment %s ended: its worker started again in another %s session", active.pk, platform)
         if session_key:  # the same Prolific session / MTurk assignment: show its outcome again
-            earlier = Assignment.objects.filter(study=study, worker=worker, status=Assignment.Status.SUBMITTED)
+            earlier = Assignment.objects.filter(study=study, worker=worker,
+                                                status__in=(Assignment.Status.SUBMITTED, Assignment.Status.REJECTED))  # fmt: skip
             for candidate in earlier:
                 if session_key in (candidate.platform_info.get("session_id"), candidate.platform_info.get("assignment_id")):
                     return StartResult(candidate, False)
@@ -467,7 +471,7 @@ class SubmitResult:
 def _number(value, field: str, *, low: float, high: float, required: bool = True) -> float | None:
     if value is None and not required:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= float(value) <= high:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ApplicationError(f"{field} must be a number in [{low:g}, {high:g}]", {"field": field})
     return float(value)
 

@@ -117,29 +117,57 @@ def test_resuming_is_bounded_too(make_study, monkeypatch):
     assert Assignment.objects.get(token=body["token"]).status == "expired"
 
 
+def _as(client, study, platform, session, addr):
+    if platform == "prolific":
+        return start(client, study, addr=addr, platform="prolific", worker_id="VICTIMPID", study_id="S", session_id=session)
+    return start(client, study, addr=addr, platform="mturk", worker_id="AVICTIM", assignment_id=session, hit_id="H",
+                 turk_submit_to="https://www.mturk.com")  # fmt: skip
+
+
 @pytest.mark.parametrize("platform", ["prolific", "mturk"])
 def test_same_worker_id_with_another_session_does_not_get_the_live_token(make_study, platform):
     """The attack: start with the victim's PROLIFIC_PID (or MTurk workerId, semi-public) and a session of
     one's own, to receive the victim's live assignment token."""
     study = small_study(make_study)
     client = APIClient()
-
-    def as_(session, addr):
-        if platform == "prolific":
-            return start(client, study, addr=addr, platform="prolific", worker_id="VICTIMPID", study_id="S",
-                         session_id=session)  # fmt: skip
-        return start(client, study, addr=addr, platform="mturk", worker_id="AVICTIM", assignment_id=session,
-                     hit_id="H", turk_submit_to="https://www.mturk.com")  # fmt: skip
-
-    victim = as_("SESSION-VICTIM", "203.0.113.40")
+    victim = _as(client, study, platform, "SESSION-VICTIM", "203.0.113.40")
     assert victim.status_code == 201
     token = victim.json()["token"]
-    hijack = as_("SESSION-ATTACKER", ATTACKER)
-    assert hijack.status_code == 409 and hijack.json()["extra"]["code"] == "other_session"
+    hijack = _as(client, study, platform, "SESSION-ATTACKER", ATTACKER)
+    assert hijack.status_code == 201 and hijack.json()["token"] != token
     assert token not in hijack.content.decode()
-    # the victim, in its own session, resumes as before
-    back = as_("SESSION-VICTIM", "203.0.113.40")
-    assert back.status_code == 200 and back.json()["token"] == token
+    assert Assignment.objects.get(token=token).status == "returned"  # its items are free again, not the attacker's
+
+
+@pytest.mark.parametrize("platform", ["prolific", "mturk"])
+def test_a_stranger_starting_first_with_a_participants_id_cannot_lock_them_out(make_study, platform):
+    """The attack: start first with a participant's (semi-public) worker id and a made-up session, and keep
+    answering, so that the real participant's own session is refused for as long as the lease lives."""
+    study = small_study(make_study)
+    client = APIClient()
+    squatter = _as(client, study, platform, "SESSION-FAKE", ATTACKER)
+    assert squatter.status_code == 201
+    real = _as(client, study, platform, "SESSION-REAL", "203.0.113.40")
+    assert real.status_code == 201 and real.json()["token"] != squatter.json()["token"]
+    assert Assignment.objects.get(token=squatter.json()["token"]).status == "returned"
+    # the squatter's token is dead: it can neither answer nor resume into the participant's new HIT
+    trial = squatter.json()["trials"][0]["id"]
+    r = client.post(f"/api/v1/assignments/{squatter.json()['token']}/judgments/",
+                    {"trial": trial, "response": "left", "rt_ms": 900, "idempotency_key": "k" * 10}, format="json")  # fmt: skip
+    assert r.status_code == 409
+
+
+def test_a_rejected_session_cannot_start_again_and_be_paid_twice(make_study):
+    """The attack: after the researcher rejects a Prolific session, start again in the same session to get a
+    fresh HIT, which the completions list would then show as approvable."""
+    study = small_study(make_study)
+    client = APIClient()
+    first = _as(client, study, "prolific", "SESS-X", ATTACKER)
+    assignment_reject(assignment=Assignment.objects.get(token=first.json()["token"]))
+    again = _as(client, study, "prolific", "SESS-X", ATTACKER)
+    assert again.status_code == 200 and again.json()["token"] == first.json()["token"]
+    assert again.json()["status"] == "rejected" and again.json()["completion"] is None
+    assert Assignment.objects.filter(study=study).count() == 1
 
 
 def test_the_home_page_lists_no_study_ids_but_the_demo(make_study, client):
@@ -191,6 +219,7 @@ def test_bad_platform_lists_are_refused_with_a_message(value):
         collection_config("2afc", {"platforms": value})
 
 
+@pytest.mark.integration
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_starts_from_one_client_cannot_slip_past_the_cap(postgres, make_study):

@@ -1,0 +1,42 @@
+"""The JSON every API accepts: what Python's json module accepts, less what the database or the rest of the
+code cannot hold. A body nested deeper than MAX_DEPTH, or holding a string with a NUL character (PostgreSQL
+refuses it in text and jsonb) or a lone UTF-16 surrogate (not encodable as UTF-8), is a 400 naming the
+problem; before, each of these was a 500 somewhere downstream (a DataError, a UnicodeEncodeError, or a
+RecursionError inside the parser itself)."""
+
+from __future__ import annotations
+
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+
+MAX_DEPTH = 32  # the deepest real body (a study config) is 4 levels
+
+
+def check_json(value, depth: int = 0) -> None:
+    """Raise ParseError when `value` (parsed JSON) is too deep or holds a string the database cannot store."""
+    if depth > MAX_DEPTH:
+        raise ParseError(f"JSON nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ParseError("strings may not contain NUL characters (\\u0000)")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ParseError("strings may not contain lone UTF-16 surrogates") from exc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_json(key, depth + 1)
+            check_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            check_json(item, depth + 1)
+
+
+class StrictJSONParser(JSONParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError as exc:  # json.loads on thousands of nested brackets
+            raise ParseError(f"JSON nested more than {MAX_DEPTH} levels deep") from exc
+        check_json(data)
+        return data
