@@ -422,6 +422,9 @@ def _require_live(assignment: Assignment, now) -> None:
     ):
         raise ApplicationError("this assignment expired; start a new one", {"code": "expired"}, status_code=410)
     if assignment.status != Assignment.Status.STARTED:
+        if assignment.status == Assignment.Status.RETURNED:  # given back, or ended by a newer session of the worker
+            raise ApplicationError("this assignment was given back or continued in another session; reload the page to "
+                                   "go on with a new one", {"code": assignment.status}, status_code=409)  # fmt: skip
         raise ApplicationError(f"this assignment is {assignment.status}", {"code": assignment.status}, status_code=409)
 
 
