@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import zipfile
 import zlib
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image
@@ -30,28 +31,27 @@ def _check(name: str, img: Image.Image, *, formats: set[str], max_side: int, max
     return img.format, w, h
 
 
-def image_header(name: str, stream, *, formats: set[str], max_side: int, max_pixels: int) -> tuple[str, int, int]:
-    """(format, width, height) from the header alone (PIL opens lazily: no pixel data is decoded)."""
+@contextmanager
+def _reading(name: str):
+    """What PIL or zipfile raise on a hostile file becomes a 400 naming the file."""
     try:
-        with Image.open(stream) as img:
-            return _check(name, img, formats=formats, max_side=max_side, max_pixels=max_pixels)
+        yield
     except ApplicationError:
         raise
     except Image.DecompressionBombError as exc:
         raise ApplicationError(f"{name}: too many pixels (a decompression bomb?)", {"file": name}) from exc
     except READ_ERRORS as exc:
         raise ApplicationError(f"{name}: not a readable image ({exc.__class__.__name__})", {"file": name}) from exc
+
+
+def image_header(name: str, stream, *, formats: set[str], max_side: int, max_pixels: int) -> tuple[str, int, int]:
+    """(format, width, height) from the header alone (PIL opens lazily: no pixel data is decoded)."""
+    with _reading(name), Image.open(stream) as img:
+        return _check(name, img, formats=formats, max_side=max_side, max_pixels=max_pixels)
 
 
 def decode_image(name: str, data: bytes, *, formats: set[str], max_side: int, max_pixels: int) -> np.ndarray:
     """Decode to uint8 H x W x 3 RGB after checking the header; any damage is a 400 naming the file."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            _check(name, img, formats=formats, max_side=max_side, max_pixels=max_pixels)
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except ApplicationError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ApplicationError(f"{name}: too many pixels (a decompression bomb?)", {"file": name}) from exc
-    except READ_ERRORS as exc:
-        raise ApplicationError(f"{name}: not a readable image ({exc.__class__.__name__})", {"file": name}) from exc
+    with _reading(name), Image.open(io.BytesIO(data)) as img:
+        _check(name, img, formats=formats, max_side=max_side, max_pixels=max_pixels)
+        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
