@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+# The platform is never installed (the wheel ships distortions and metric only): every target finds it here.
 export PYTHONPATH := $(CURDIR)/platform:$(CURDIR)
 export PERCEPTLAB_DATA_DIR ?= $(CURDIR)/var
 # Integration tier: real services on loopback (override to point elsewhere).

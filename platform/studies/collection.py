@@ -3,9 +3,10 @@
 Stored as JSON on the study; every read goes through `collection_config()`, which merges the defaults for
 the study's kind and validates the result, so old rows keep working when a default is added.
 
-Defaults follow SCIENCE.md section 2: 2AFC collects 2 judgments per train triplet and 5 per val triplet,
-with 15 sentinels a session (hit_size 85 test trials at sentinel_rate 0.15); JND collects 3 per pair
-with 20 % sentinels (160 test + 40 sentinel trials) and reference 1 s, blank 250 ms, distorted 1 s.
+Defaults follow the paper's protocol (docs/science.md, "Collection protocol"): 2AFC collects 2 judgments
+per train triplet and 5 per val triplet, with 15 sentinels a session (hit_size 85 test trials at
+sentinel_rate 0.15); JND collects 3 per pair with 20 % sentinels (160 test + 40 sentinel trials) and
+reference 1 s, blank 250 ms, distorted 1 s.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 
 from studies.models import Study
 
-# Crowd-platform URL parameters the annotator page understands (PLATFORM.md sections 4 and 5).
+# Crowd-platform URL parameters the annotator page understands (docs/design-notes.md, "Crowd platforms").
 CROWD_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "assignmentId", "hitId", "workerId", "turkSubmitTo")
 PATCH_DISPLAY_PX = 256  # each 64x64 patch is shown at 256x256 CSS pixels, nearest-neighbour (4x)
 

@@ -91,7 +91,8 @@ def test_our_trained_heads_load_in_the_reference_and_back(net, tmp_path, real_pa
         torch.testing.assert_close(again(x[:3], x[3:]), ours(x[:3], x[3:]), atol=0, rtol=0)
 
 
-# SCIENCE.md section 5.6: exact zeros / count and sum per layer of the shipped head files.
+# Exact zeros / count and sum per layer of the shipped head files (docs/science.md, "LPIPS versions and
+# the shipped heads").
 FIXTURE = {
     ("alex", "0.1"): [(35, 2.35), (55, 16.14), (37, 39.27), (18, 27.20), (5, 20.32)],
     ("alex", "0.0"): [(43, 2.57), (102, 10.26), (63, 22.43), (42, 16.31), (7, 13.93)],

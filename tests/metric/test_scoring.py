@@ -1,4 +1,4 @@
-"""Hand-computed cases (SCIENCE.md section 4)."""
+"""Hand-computed cases (docs/science.md, "Scoring")."""
 
 import numpy as np
 import pytest

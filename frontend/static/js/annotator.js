@@ -1,8 +1,9 @@
 /* perceptlab annotator: landing -> consent -> instructions -> practice (feedback) -> trials -> completion.
  *
- * Data safety (PLATFORM.md section 3): every trial is POSTed as soon as it ends, with an idempotency key
- * that is stored before the first attempt, and retried with exponential backoff; unsent answers live in
- * localStorage, so a reload re-sends them and resumes at the first trial the server does not hold.
+ * Data safety (docs/design-notes.md, "Annotator data safety and timing"): every trial is POSTed as soon
+ * as it ends, with an idempotency key that is stored before the first attempt, and retried with
+ * exponential backoff; unsent answers live in localStorage, so a reload re-sends them and resumes at the
+ * first trial the server does not hold.
  * The completion code / redirect comes from the server only after it holds every trial.
  * Timing: response times use performance.now(); JND flashes are scheduled with requestAnimationFrame
  * against the measured refresh rate, and the measured on-screen duration of each phase is sent along.

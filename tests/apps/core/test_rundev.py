@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 @pytest.mark.slow
 def test_rundev_serves_pages_and_its_worker_processes_a_task(tmp_path):
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}", "PERCEPTLAB_DATA_DIR": str(tmp_path),
+    # no PYTHONPATH: manage.py finds platform/ itself and hands it to the worker it starts
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PERCEPTLAB_DATA_DIR": str(tmp_path),
            "DJANGO_SETTINGS_MODULE": "config.settings.local", "DATABASE_URL": "", "CELERY_BROKER_URL": "",
            "CELERY_RESULT_BACKEND": "", "PYTHONUNBUFFERED": "1"}  # fmt: skip
     manage = [sys.executable, str(ROOT / "manage.py")]

@@ -1,5 +1,5 @@
 """The assignment engine: overlap, breadth-first filling, leases, sentinels and practice.
-Each test is one of PLATFORM.md section 2.1's known bugs of other tools, turned around."""
+Each test is one of the known bugs of other tools (docs/design-notes.md, "Assignment"), turned around."""
 
 from datetime import timedelta
 
@@ -117,7 +117,7 @@ def test_hits_hold_practice_first_then_tests_with_15_sentinels_mixed_in(make_stu
     a = start(study, "w")
     kinds = list(a.trials.order_by("position").values_list("kind", flat=True))
     assert kinds[:4] == ["practice"] * 4
-    assert kinds.count("test") == 85 and kinds.count("sentinel") == 15  # SCIENCE.md 2.2
+    assert kinds.count("test") == 85 and kinds.count("sentinel") == 15  # docs/science.md, "2AFC task"
     assert "sentinel" in kinds[4:40] or "sentinel" in kinds[40:]  # mixed in, not appended as a block
     swaps = list(a.trials.values_list("swap", flat=True))
     assert abs(sum(swaps) - len(swaps) / 2) <= 0.5  # left/right balanced within the HIT

@@ -29,7 +29,10 @@ class Command(BaseCommand):
         from studies.models import Study
 
         ensure_broker_folders()
-        env = dict(os.environ)
+        # The worker is a fresh interpreter: it finds config, core, ... only with platform/ on its path
+        # (the platform is never installed; manage.py puts it on its own path, README "Layout").
+        path = [str(settings.PLATFORM_ROOT), str(settings.REPO_ROOT), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
         manage = [sys.executable, str(settings.REPO_ROOT / "manage.py")]
         web = subprocess.Popen([*manage, "runserver", f"{host}:{port}", "--noreload"], env=env)
         worker = subprocess.Popen(
