@@ -46,9 +46,9 @@ lint: install ## ruff
 	$(PY) -m ruff format --check . || true
 
 bench: install ## benchmarks (distortion engine, metric vs reference lpips, continuous training); writes docs/benchmarks.md
-	$(PY) -m distortions bench --out docs/benchmarks.md
-	$(PY) -m metric bench --out docs/benchmarks.md
 	@tmp=$$(mktemp -d) && export PERCEPTLAB_DATA_DIR=$$tmp PYTHONPATH=platform:. && \
+	  $(PY) manage.py bench_distortions --out docs/benchmarks.md && \
+	  $(PY) manage.py bench_metric --out docs/benchmarks.md && \
 	  $(PY) manage.py migrate -v0 && $(PY) manage.py bench_training --out docs/benchmarks.md; rc=$$?; rm -rf $$tmp; exit $$rc
 
 contact-sheet: install ## docs/contact_sheet.png: every distortion at 5 severities
@@ -62,7 +62,7 @@ LOAD_CACHE_URL ?= redis://127.0.0.1:6379/15
 loadtest: install ## load test: 200 simulated annotators vs gunicorn + Postgres + Redis, back to back and paced at 300/s (30 s each after a ramp); writes docs/benchmarks.md
 	psql "$(dir $(LOAD_DATABASE_URL))postgres" -qc "DROP DATABASE IF EXISTS $(notdir $(LOAD_DATABASE_URL))" -c "CREATE DATABASE $(notdir $(LOAD_DATABASE_URL))"
 	DATABASE_URL=$(LOAD_DATABASE_URL) PYTHONPATH=platform:. $(PY) manage.py migrate -v0
-	DATABASE_URL=$(LOAD_DATABASE_URL) CACHE_URL=$(LOAD_CACHE_URL) DJANGO_SETTINGS_MODULE=config.settings.loadtest PYTHONPATH=platform:. \
+	DATABASE_URL=$(LOAD_DATABASE_URL) CACHE_URL=$(LOAD_CACHE_URL) DJANGO_SETTINGS_MODULE=devtools.settings_loadtest PYTHONPATH=platform:. \
 	  $(PY) manage.py loadtest --clients $${CLIENTS:-200} --seconds $${SECONDS_:-30} --out docs/benchmarks.md
 
 .PHONY: help install run test test-fast lint bench loadtest contact-sheet clean

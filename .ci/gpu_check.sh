@@ -2,7 +2,7 @@
 # The GPU checks, run once on a lent device machine (not part of CI):
 #   wheels for Django & co. travel in .whl (see docs/benchmarks.md, "GPU"); results land in $OUT.
 # 1. LPIPS 2AFC evaluation throughput on CUDA: ours (fp32, bf16) vs the reference lpips package.
-# 2. Continuous training: N-th judgment -> dashboard at 10k and 100k judgments (training.bench).
+# 2. Continuous training: N-th judgment -> dashboard at 10k and 100k judgments (devtools.bench_training).
 # 3. CNN-autoencoder pool training on CUDA (default 16-model pool, and the paper's 96), last.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -19,7 +19,7 @@ warnings.filterwarnings("ignore")
 from metric.lpips import LPIPS
 from metric.data import TwoAFCData
 from metric.evaluate import lpips_2afc_distances
-from metric.bench import _reference_model
+from devtools.bench_metric import _reference_model
 n = 20000
 rng = np.random.default_rng(0)
 a = rng.integers(0, 256, (3, n, 64, 64, 3), dtype=np.uint8)
@@ -52,6 +52,6 @@ python3 manage.py migrate -v0 && python3 manage.py bench_training --sizes 10000 
 echo "== 3. CNN pool on CUDA" | tee "$OUT/cnn.txt"
 for n in 16 96; do
   start=$SECONDS
-  python3 -m distortions train-cnn-pool /tmp/pool$n --models $n --device cuda >/dev/null 2>>"$OUT/cnn.log"
+  python3 -m distortions train-cnn-pool /tmp/pool$n --models $n --device cuda --feature-distance studies.cnn_features:lpips_alex >/dev/null 2>>"$OUT/cnn.log"
   echo "models=$n steps=200 batch=12 wall=$((SECONDS - start)) s (rc $?)" | tee -a "$OUT/cnn.txt"
 done

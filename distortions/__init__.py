@@ -6,11 +6,11 @@
     >>> out = blur.apply(np.zeros((64, 64, 3), np.uint8), params)
 """
 
+from distortions.dataset import StudyBuilder, StudyConfig, build_study, read_manifest
 from distortions.errors import DistortionError, RecordMismatchError
 from distortions.pipeline import ChainSampler, allowed_pairs, apply_ops, chain_allowed
 from distortions.record import distort, reapply
 from distortions.registry import FAMILIES, Distortion, create, get, names
-from distortions.study import StudyBuilder, StudyConfig, build_study, read_manifest
 
 __all__ = [
     "FAMILIES", "ChainSampler", "Distortion", "DistortionError", "RecordMismatchError", "StudyBuilder",

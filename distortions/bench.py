@@ -1,4 +1,5 @@
-"""Benchmarks for the distortion engine (make bench). Results go into docs/benchmarks.md."""
+"""Benchmarks for the distortion engine: `python -m distortions bench` prints the section as Markdown;
+`make bench` writes it into docs/benchmarks.md (devtools.bench_distortions)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from distortions import registry
-from distortions.contact import default_patch
-from distortions.study import StudyBuilder, StudyConfig, build_study
+from distortions.contact_sheet import default_patch
+from distortions.dataset import StudyBuilder, StudyConfig, build_study
 
-BEGIN, END = "<!-- distortions:begin -->", "<!-- distortions:end -->"
 TARGET_TRIPLETS_PER_S = 1000
 
 
@@ -51,15 +51,17 @@ def machine_line() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
 
 
-def bench_cnn_pool(n_models: int = 16, seconds: float = 1.0) -> dict:
+def bench_cnn_pool(n_models: int = 16, seconds: float = 1.0, feature_distance=None) -> dict:
     """Train the default CPU pool from scratch in a temporary folder (all cores, one model per core),
-    then time the cnn_autoencoder distortion on it."""
+    with the given feature-loss network (see distortions.cnn.trainer), then time the cnn_autoencoder
+    distortion on it."""
     from distortions.cnn.distortion import _EXTRA_DIRS, _index, add_pool_dir
     from distortions.cnn.trainer import Budget, train_pool
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        pool = train_pool(tmp, n_models=n_models, seed=0, device="cpu", progress=False)
+        pool = train_pool(tmp, n_models=n_models, seed=0, device="cpu", progress=False,
+                          feature_distance=feature_distance)  # fmt: skip
         train_seconds = time.perf_counter() - start
         add_pool_dir(tmp)
         try:
@@ -73,11 +75,13 @@ def bench_cnn_pool(n_models: int = 16, seconds: float = 1.0) -> dict:
             "batch": budget.batch_size, "rate": rate}  # fmt: skip
 
 
-def run_bench(*, seconds: float = 1.0, out: str | None = None, cnn: bool = True) -> str:
+def run_bench(*, seconds: float = 1.0, cnn: bool = True, feature_distance=None) -> str:
+    """The "Distortion engine" section of the benchmark report, as Markdown (without its markers).
+    `feature_distance` is the CNN pool's feature-loss network (None: L1 + adversarial only)."""
     patch = default_patch()
     rng = np.random.default_rng(0)
     rows = []
-    for name in [n for n in registry.names() if registry.get(n).family != "cnn"]:
+    for name in [n for n in registry.names() if not registry.get(n).opt_in]:
         dist = registry.get(name)()
         rate = _rate(lambda d=dist: d.apply(patch, d.sample(rng)), seconds)
         rows.append((name, dist.family, rate))
@@ -94,10 +98,10 @@ def run_bench(*, seconds: float = 1.0, out: str | None = None, cnn: bool = True)
         built = n / (time.perf_counter() - start)
     slowest = sorted(rows, key=lambda r: r[2])[:3]
     lines = [
-        BEGIN,
         "## Distortion engine",
         "",
-        f"Machine: {machine_line()}. Command: `make bench` (`python -m distortions bench`). 64x64 patches;",
+        f"Machine: {machine_line()}. Command: `make bench` (`manage.py bench_distortions`; `python -m distortions "
+        "bench` prints the same section). 64x64 patches;",
         "each rate is sample + apply on one core, uint8 in and out.",
         "",
         "| distortion | family | items/s (1 core) |",
@@ -117,31 +121,16 @@ def run_bench(*, seconds: float = 1.0, out: str | None = None, cnn: bool = True)
         + "); writing PNGs (zlib) costs a further share end to end.",
     ]
     if cnn:
-        pool = bench_cnn_pool()
+        pool = bench_cnn_pool(feature_distance=feature_distance)
+        feature = "none"
+        if feature_distance is not None:
+            feature = f"`{feature_distance.__module__}.{feature_distance.__name__}`"
         lines += [
             "",
             f"CNN-autoencoder pool, default CPU budget ({pool['n_models']} models x {pool['steps']} steps, batch "
-            f"{pool['batch']}, {cores} processes): **{pool['seconds'] / 60:.1f} min** to train from scratch on this "
-            f"machine (`python -m distortions train-cnn-pool DIR`). Applying it (`cnn_autoencoder`, CPU, one thread, "
-            f"deterministic): {pool['rate']:,.0f} items/s. GPU figures: this session had no GPU; none are reported.",
+            f"{pool['batch']}, {cores} processes, feature loss {feature}): **{pool['seconds'] / 60:.1f} min** to "
+            "train from scratch on this machine (`python -m distortions train-cnn-pool DIR`). Applying it "
+            f"(`cnn_autoencoder`, CPU, one thread, deterministic): {pool['rate']:,.0f} items/s. GPU figures: this "
+            "session had no GPU; none are reported.",
         ]
-    lines.append(END)
-    section = "\n".join(lines)
-    if out:
-        _replace_section(Path(out), section)
-    return section
-
-
-def _replace_section(path: Path, section: str) -> None:
-    """Replace the block between the section's own first and last lines (its begin/end markers), or
-    append it; other sections of the file are left alone."""
-    begin, end = section.splitlines()[0], section.splitlines()[-1]
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nWritten by `make bench`; numbers are from the machine named in each section.\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        tail = rest.split(end, 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    return "\n".join(lines)

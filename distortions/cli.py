@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -18,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     p_list.add_argument("--family", help="only this family")
     sub.add_parser("describe", help="print each distortion's family, params and severity mapping as JSON")
     p_build = sub.add_parser("build-study", help="build a study from a JSON config into OUTDIR")
-    p_build.add_argument("config", help="path to the JSON config (see distortions/study.py)")
+    p_build.add_argument("config", help="path to the JSON config (see distortions/dataset.py)")
     p_build.add_argument("outdir")
     p_build.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     p_build.add_argument("--no-progress", action="store_true")
@@ -34,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     p_pool.add_argument("--corpus", type=int, default=512, help="training patches")
     p_pool.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p_pool.add_argument("--jobs", type=int, default=None, help="parallel models on CPU (default: all cores)")
-    p_bench = sub.add_parser("bench", help="items/s per distortion and 2AFC triplets/s")
-    p_bench.add_argument("--out", default=None, help="markdown file whose distortion section is replaced")
+    p_pool.add_argument("--feature-distance", default=None, metavar="MODULE:FUNCTION",
+                        help="factory f(device) of the feature-loss network, e.g. "
+                             "studies.cnn_features:lpips_alex (default: none, the loss is L1 + adversarial)")  # fmt: skip
+    p_bench = sub.add_parser("bench", help="print items/s per distortion and 2AFC triplets/s as Markdown")
     p_bench.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     p_bench.add_argument("--no-cnn", action="store_true", help="skip timing the CNN pool training (minutes)")
     args = parser.parse_args(argv)
@@ -69,7 +72,7 @@ def _run(args) -> int:
             )
         out.write(json.dumps(rows, indent=2) + "\n")
     elif args.command == "build-study":
-        from distortions.study import build_study
+        from distortions.dataset import build_study
 
         path = Path(args.config)
         if not path.is_file():
@@ -81,7 +84,7 @@ def _run(args) -> int:
         summary = build_study(config, args.outdir, jobs=args.jobs, progress=not args.no_progress)
         out.write(json.dumps({k: summary[k] for k in ("n_items", "counts", "manifest_sha256")}) + "\n")
     elif args.command == "contact-sheet":
-        from distortions.contact import contact_sheet
+        from distortions.contact_sheet import contact_sheet
 
         out.write(f"wrote {contact_sheet(args.out)}\n")
     elif args.command == "train-cnn-pool":
@@ -91,11 +94,24 @@ def _run(args) -> int:
                  else sorted({max(1, round(args.steps * f)) for f in (0.025, 0.125, 0.4, 1.0)}))  # fmt: skip
         budget = Budget(steps=args.steps, batch_size=args.batch_size, snapshots=snaps)
         pool = train_pool(args.outdir, n_models=args.models, seed=args.seed, budget=budget, corpus=args.corpus,
-                          jobs=args.jobs, device=args.device)  # fmt: skip
+                          jobs=args.jobs, device=args.device,
+                          feature_distance=_import_callable(args.feature_distance))  # fmt: skip
         out.write(json.dumps({"pool": str(Path(args.outdir) / "pool.json"), "models": len(pool["models"]),
                               "device": pool["device"]}) + "\n")  # fmt: skip
     elif args.command == "bench":
         from distortions.bench import run_bench
 
-        out.write(run_bench(seconds=args.seconds, out=args.out, cnn=not args.no_cnn) + "\n")
+        out.write(run_bench(seconds=args.seconds, cnn=not args.no_cnn) + "\n")
     return 0
+
+
+def _import_callable(target: str | None):
+    """'package.module:function' -> the function (None -> None)."""
+    if target is None:
+        return None
+    module_name, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        message = f"--feature-distance {target!r}: cannot import it ({exc}); expected module:function"
+        raise DistortionError(message) from exc

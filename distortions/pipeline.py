@@ -6,7 +6,11 @@ Allowed chains (our decision; the paper never published its list):
   blurs stack into one stronger op of the same kind, which the single-op family already covers);
   photometric ops may combine with each other (e.g. contrast then saturation);
 - JPEG, if present, is last: compression ends an imaging pipeline, and noise on top of JPEG would
-  hide its blocking artifacts.
+  hide its blocking artifacts;
+- a CNN-autoencoder output stands alone (BAPPS keeps the families apart).
+
+Each distortion class declares its part of these rules (``Distortion.stands_alone``,
+``combines_within_family``, ``ends_chain``, ``opt_in``, ``category``); nothing here names a family.
 
 With the 20 traditional ops this allows 287 ordered pairs (``allowed_pairs()``), against the
 paper's 308 of 380.
@@ -20,25 +24,23 @@ from distortions import registry
 from distortions.errors import DistortionError
 from distortions.imageio import check_image, to_float, to_uint8
 
-REPEATABLE_FAMILIES = {"photometric"}
-LAST_ONLY = {"jpeg"}
-ALONE_FAMILIES = {"cnn"}  # a CNN autoencoder output is a distortion on its own (BAPPS keeps the families apart)
-
 
 def chain_allowed(op_names: list[str]) -> bool:
     if not op_names or len(set(op_names)) != len(op_names):
         return False
-    families = [registry.get(n).family for n in op_names]
-    if len(op_names) > 1 and ALONE_FAMILIES & set(families):
+    classes = [registry.get(n) for n in op_names]
+    if len(classes) > 1 and any(cls.stands_alone for cls in classes):
         return False
-    for fam in set(families):
-        if fam not in REPEATABLE_FAMILIES and families.count(fam) > 1:
+    families = [cls.family for cls in classes]
+    for cls in classes:
+        if families.count(cls.family) > 1 and not cls.combines_within_family:
             return False
-    return all(n not in LAST_ONLY or i == len(op_names) - 1 for i, n in enumerate(op_names))
+    return all(not cls.ends_chain or i == len(classes) - 1 for i, cls in enumerate(classes))
 
 
-def _jpeg_last(names: list[str]) -> list[str]:
-    return [n for n in names if n not in LAST_ONLY] + [n for n in names if n in LAST_ONLY]
+def _ending_ops_last(names: list[str]) -> list[str]:
+    ends = {n for n in names if registry.get(n).ends_chain}
+    return [n for n in names if n not in ends] + [n for n in names if n in ends]
 
 
 def allowed_pairs(candidates: list[str] | None = None) -> list[tuple[str, str]]:
@@ -76,8 +78,12 @@ class ChainSampler:
         severity_range: tuple[float, float] = (0.0, 1.0),
     ):
         weights = family_weights or {}
-        # the CNN family joins only when asked for by weight (it needs a trained model pool)
-        pool = names or [n for n in registry.names() if registry.get(n).family != "cnn" or weights.get("cnn", 0) > 0]
+        # an opt-in distortion (e.g. one needing a trained model pool) joins only when its family has a weight
+        pool = names or [
+            n
+            for n in registry.names()
+            if not registry.get(n).opt_in or weights.get(registry.get(n).family, 0) > 0
+        ]
         for n in pool:
             registry.get(n)
         unknown = set(weights) - set(registry.FAMILIES)
@@ -101,11 +107,14 @@ class ChainSampler:
         self.ops = {n: registry.get(n)(severity_range=severity_range) for n in self.names}
 
     def category_of(self, ops: list[dict]) -> str:
-        """BAPPS-style category of a chain: 'cnn' for autoencoder outputs, else 'traditional'. An empty
-        chain (an identical JND pair) takes the sampler's own: 'cnn' only if it draws nothing else."""
-        if not ops:
-            return "cnn" if all(registry.get(n).family == "cnn" for n in self.names) else "traditional"
-        return "cnn" if any(registry.get(op["name"]).family == "cnn" for op in ops) else "traditional"
+        """BAPPS-style category of a chain: the declared category of its op that is not 'traditional'
+        (e.g. 'cnn' for autoencoder outputs), else 'traditional'. An empty chain (an identical JND pair)
+        takes the sampler's own: a special category only if the sampler draws nothing else."""
+        if ops:
+            special = sorted({registry.get(op["name"]).category for op in ops} - {"traditional"})
+            return special[0] if special else "traditional"
+        categories = {registry.get(n).category for n in self.names}
+        return categories.pop() if len(categories) == 1 else "traditional"
 
     def sample(self, rng: np.random.Generator) -> list[dict]:
         length = 1
@@ -113,10 +122,10 @@ class ChainSampler:
             length = int(rng.integers(2, self.max_ops + 1))
         chain: list[str] = [self.names[int(rng.choice(len(self.names), p=self.probs))]]
         while len(chain) < length:
-            options = [i for i, n in enumerate(self.names) if chain_allowed(_jpeg_last(chain + [n]))]
+            options = [i for i, n in enumerate(self.names) if chain_allowed(_ending_ops_last(chain + [n]))]
             if not options:
                 break
             p = self.probs[options] / self.probs[options].sum()
             chain.append(self.names[options[int(rng.choice(len(options), p=p))]])
-        chain = _jpeg_last(chain)
+        chain = _ending_ops_last(chain)
         return [{"name": n, "params": self.ops[n].sample(rng)} for n in chain]

@@ -71,6 +71,17 @@ class Distortion:
     params_schema: ClassVar[dict[str, Param]]
     # spec keys besides severity_range that from_dict accepts (e.g. where a model pool lives)
     extra_spec_keys: ClassVar[tuple[str, ...]] = ()
+    # What the pipeline needs to know, declared by each distortion (see distortions.pipeline):
+    stands_alone: ClassVar[bool] = False  # never composed with another op
+    combines_within_family: ClassVar[bool] = False  # may share a chain with another op of its family
+    ends_chain: ClassVar[bool] = False  # always the last op of a chain (e.g. compression)
+    opt_in: ClassVar[bool] = False  # a sampler draws it only when its family is given a weight
+    category: ClassVar[str] = "traditional"  # the BAPPS category of a chain containing it
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether it can be applied here now (e.g. a trained model it needs exists)."""
+        return True
 
     def __init__(self, severity_range: tuple[float, float] | list[float] = (0.0, 1.0)):
         lo, hi = self._check_severity_range(severity_range)
@@ -183,11 +194,8 @@ def names(family: str | None = None) -> list[str]:
 
 
 def available_names() -> list[str]:
-    """Names usable here now: every traditional distortion, plus cnn_autoencoder when a pool exists."""
-    from distortions.cnn.distortion import pool_index
-
-    has_pool = bool(pool_index()["models"])
-    return [n for n in names() if get(n).family != "cnn" or has_pool]
+    """Names usable here now: those whose class says it is ``available()``."""
+    return [n for n in names() if get(n).available()]
 
 
 def create(name: str, **spec) -> Distortion:

@@ -29,6 +29,7 @@ def _sign(rng: np.random.Generator) -> float:
 @register
 class LightnessShift(Distortion):
     name, family = "lightness_shift", "photometric"
+    combines_within_family = True
     summary = "Shift CIELAB lightness L* up or down."
     severity_doc = "|delta_l| = 1 -> 25 L* units, sign random"
     params_schema = {"delta_l": Param(float, -25.0, 25.0)}
@@ -43,6 +44,7 @@ class LightnessShift(Distortion):
 @register
 class ColorShift(Distortion):
     name, family = "color_shift", "photometric"
+    combines_within_family = True
     summary = "Global colour cast: shift CIELAB (a*, b*)."
     severity_doc = "|(delta_a, delta_b)| = 1 -> 25, hue direction random"
     params_schema = {"delta_a": Param(float, -25.0, 25.0), "delta_b": Param(float, -25.0, 25.0)}
@@ -59,6 +61,7 @@ class ColorShift(Distortion):
 @register
 class Contrast(Distortion):
     name, family = "contrast", "photometric"
+    combines_within_family = True
     summary = "Scale deviations from the mean grey level."
     severity_doc = "factor = exp(+/-(0.03 -> 0.9)): 0.97/1.03 -> 0.41/2.46, direction random"
     params_schema = {"factor": Param(float, 0.4, 2.5)}
@@ -73,6 +76,7 @@ class Contrast(Distortion):
 @register
 class Saturation(Distortion):
     name, family = "saturation", "photometric"
+    combines_within_family = True
     summary = "Scale HSV saturation (towards grey or more vivid)."
     severity_doc = "factor = exp(+/-(0.05 -> 1.6)): 0.95/1.05 -> 0.20/4.95, direction random"
     params_schema = {"factor": Param(float, 0.2, 5.0)}
@@ -328,6 +332,7 @@ class ChromaticAberration(Distortion):
 @register
 class JpegCompression(Distortion):
     name, family = "jpeg", "compression"
+    ends_chain = True
     summary = "JPEG round trip (Pillow/libjpeg, 4:2:0)."
     severity_doc = "quality = 90 -> 5 (rounded to an integer)"
     params_schema = {"quality": Param(int, 5, 90)}

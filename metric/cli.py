@@ -1,4 +1,4 @@
-"""python -m metric {distance, evaluate, train, bench}"""
+"""python -m metric {distance, evaluate, train} (benchmarks against the reference: manage.py bench_metric)"""
 
 from __future__ import annotations
 
@@ -65,10 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference-loop", action="store_true", help="full forward passes instead of the fast lin path")
     p.add_argument("--out", required=True, help="output folder (heads.pth, rank.pth, config.json)")
 
-    p = sub.add_parser("bench", help="benchmarks against the reference lpips package")
-    p.add_argument("--out", default=None, help="markdown file whose metric section is replaced")
-    p.add_argument("--quick", action="store_true", help="smaller sizes (for a smoke run)")
-
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
@@ -121,8 +117,4 @@ def _run(args) -> int:
         result = train_heads(_load(args), cfg, fast=not args.reference_loop and args.variant == "lin", progress=True)
         path = result.save(args.out)
         out.write(json.dumps({"heads": str(path), "seconds": round(result.seconds, 2), "final_loss": result.losses[-1]}) + "\n")
-    elif args.command == "bench":
-        from metric.bench import run_bench
-
-        out.write(run_bench(out=args.out, quick=args.quick) + "\n")
     return 0

@@ -1,4 +1,4 @@
-"""Start a real Celery worker process for a test and stop it afterwards (core.processes.child_process)."""
+"""Start a real Celery worker process for a test and stop it afterwards (devtools.processes.child_process)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def child_env(settings, redis_url: str | None = None) -> dict:
 
 @contextlib.contextmanager
 def celery_worker(env: dict, queues: str = "default,gpu", log_path: Path | None = None):
-    from core.processes import child_process
+    from devtools.processes import child_process
 
     argv = [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker", "-Q", queues, "--pool", "solo",
             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"test{os.getpid()}@%h"]  # fmt: skip

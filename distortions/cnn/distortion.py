@@ -92,6 +92,13 @@ class CnnAutoencoder(Distortion):
         "seed": Param(int, 0, 2**32 - 1),
     }
     extra_spec_keys = ("pool_dir",)
+    stands_alone = True  # an autoencoder output is a distortion on its own (BAPPS keeps the families apart)
+    opt_in = True  # drawn only when a study weights the family: it needs a trained model pool
+    category = "cnn"
+
+    @classmethod
+    def available(cls) -> bool:
+        return bool(pool_index()["models"])
 
     def __init__(self, severity_range=(0.0, 1.0), pool_dir: str | None = None):
         super().__init__(severity_range)

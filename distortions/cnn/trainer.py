@@ -4,6 +4,13 @@ A run directory holds ``spec.json``, ``latest.pt`` (everything needed to resume:
 states, RNG states, step; rewritten atomically), ``snapshot_<step>.pt`` (generator weights + spec + step)
 and, when finished, ``done.json``. A killed run restarted on the same directory continues from
 ``latest.pt`` and ends with the same weights as an uninterrupted run (on the same machine and threads).
+
+The feature term of the loss (``ArchSpec.feature_weight``) needs a deep-feature network, which this
+library does not own: the caller passes ``feature_distance``, a picklable factory ``f(device)`` that
+returns a module ``d(x, y)`` giving a per-image distance for N x 3 x H x W batches in [-1, 1] (the
+platform passes an unweighted LPIPS-alex, see ``studies.cnn_features``). Without one the feature term
+is left out and the loss is L1 plus the adversarial term; ``python -m distortions train-cnn-pool``
+takes ``--feature-distance module:function`` to plug one in.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import logging
 import math
 import multiprocessing
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -78,11 +86,8 @@ def corrupt(x: torch.Tensor, spec: ArchSpec, gen: torch.Generator) -> torch.Tens
     return F.interpolate(small, size=x.shape[2:], mode="bilinear", align_corners=False)
 
 
-def _feature_net(device):
-    from metric import LPIPS  # the unweighted deep-feature distance on a metric backbone
-
-    weights = os.environ.get("PERCEPTLAB_CNN_FEATURE_BACKBONE", "random")
-    return LPIPS(net="alex", backbone_weights=weights, head_weights=None, seed=0).to(device).eval()
+# f(device) -> a module d(x, y) of per-image distances (see the module docstring)
+FeatureDistance = Callable[[torch.device], torch.nn.Module]
 
 
 def _atomic_save(obj, path: Path) -> str:
@@ -100,6 +105,7 @@ def _atomic_save(obj, path: Path) -> str:
 def train_autoencoder(
     spec: ArchSpec, patches: torch.Tensor, run_dir: str | os.PathLike, budget: Budget | None = None, *,
     device: str = "cpu", progress: bool = False, on_step=None,
+    feature_distance: FeatureDistance | None = None,
 ) -> list[dict]:  # fmt: skip
     """Train (or resume) one autoencoder; returns its snapshots [{"step", "file", "sha256"}]."""
     budget = (budget or Budget()).validate()
@@ -116,7 +122,7 @@ def train_autoencoder(
     disc = Discriminator(spec.disc_layers).to(dev) if spec.adversarial_weight > 0 else None
     opt_g = torch.optim.Adam(gen_model.parameters(), lr=spec.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=spec.lr, betas=(0.5, 0.999)) if disc is not None else None
-    feature = _feature_net(dev) if spec.feature_weight > 0 else None
+    feature = feature_distance(dev) if spec.feature_weight > 0 and feature_distance is not None else None
     data_gen = torch.Generator().manual_seed(spec.seed + 1)
     step, snapshots = 0, []
     latest = run / "latest.pt"
@@ -194,20 +200,23 @@ def corpus_patches(n: int = 512, seed: int = 0, source: dict | None = None) -> t
 
 
 def _train_one(args) -> dict:
-    index, spec_dict, run_dir, corpus_path, budget_dict, device = args
+    index, spec_dict, run_dir, corpus_path, budget_dict, device, feature_distance = args
     torch.set_num_threads(1)
     patches = torch.load(corpus_path, weights_only=True)
     spec = ArchSpec.from_dict(spec_dict)
-    snaps = train_autoencoder(spec, patches, run_dir, Budget(**budget_dict), device=device)
+    snaps = train_autoencoder(spec, patches, run_dir, Budget(**budget_dict), device=device,
+                              feature_distance=feature_distance)  # fmt: skip
     return {"index": index, "dir": Path(run_dir).name, "spec": spec.to_dict(), "snapshots": snaps}
 
 
 def train_pool(
     out_dir: str | os.PathLike, *, n_models: int = 16, seed: int = 0, budget: Budget | None = None,
     corpus: int = 512, jobs: int | None = None, device: str | None = None, progress: bool = True, on_progress=None,
+    feature_distance: FeatureDistance | None = None,
 ) -> dict:  # fmt: skip
     """Sample n_models specs with the seed and train each (resumable; finished models are reused).
-    Writes pool.json, the index the cnn_autoencoder distortion reads."""
+    Writes pool.json, the index the cnn_autoencoder distortion reads. ``feature_distance``: see the
+    module docstring (a module-level function, so that the training processes can unpickle it)."""
     budget = (budget or Budget()).validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,8 +225,10 @@ def train_pool(
     if not corpus_path.exists():
         _atomic_save(corpus_patches(corpus, seed), corpus_path)
     specs = sample_specs(n_models, seed)
-    tasks = [(i, s.to_dict(), str(out / f"model_{i:03d}"), str(corpus_path), asdict(budget), device)
-             for i, s in enumerate(specs)]  # fmt: skip
+    tasks = [
+        (i, s.to_dict(), str(out / f"model_{i:03d}"), str(corpus_path), asdict(budget), device, feature_distance)
+        for i, s in enumerate(specs)
+    ]
     jobs = 1 if device != "cpu" else max(1, min(jobs or os.cpu_count() or 1, n_models))
     models = list(ordered_map(_train_one, tasks, jobs=jobs, context=multiprocessing.get_context("spawn"),
                               progress=progress, desc="train CNN pool", unit="model", on_progress=on_progress))  # fmt: skip

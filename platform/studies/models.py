@@ -26,7 +26,7 @@ class Study(BaseModel):
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
     is_demo = models.BooleanField(default=False)
-    # The distortion-engine config the stimuli were built from (JSON; see distortions.study).
+    # The distortion-engine config the stimuli were built from (JSON; see distortions.dataset).
     build_config = models.JSONField(default=dict, blank=True)
     # Collection settings (judgments per item by split, sentinel rate, HIT size, lease TTL, ...).
     config = models.JSONField(default=dict, blank=True)

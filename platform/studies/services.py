@@ -50,10 +50,12 @@ def cnn_pool_train(*, n_models: int = 16, seed: int = 0, budget: dict | None = N
     {"pool": path, "models": n, "device": ...}. On a GPU when one is present, else on the CPU."""
     from distortions.cnn.distortion import add_pool_dir
     from distortions.cnn.trainer import Budget, train_pool
+    from studies.cnn_features import lpips_alex
 
     try:
         manifest = train_pool(settings.CNN_POOL_DIR, n_models=n_models, seed=seed, budget=Budget(**(budget or {})),
-                              device=device, progress=progress, on_progress=on_progress)  # fmt: skip
+                              device=device, progress=progress, on_progress=on_progress,
+                              feature_distance=lpips_alex)  # fmt: skip
     except (distortions.DistortionError, TypeError) as exc:
         raise ApplicationError(f"training the CNN pool failed: {exc}") from exc
     add_pool_dir(settings.CNN_POOL_DIR)

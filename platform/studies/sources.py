@@ -1,6 +1,6 @@
 """Where a study's reference photographs come from, safely in front of a public crowd of researchers.
 
-A build config (`Study.build_config`, see distortions.study) names one of two sources:
+A build config (`Study.build_config`, see distortions.dataset) names one of two sources:
 
 - `{"type": "skimage"}` (optionally `"names": [...]`): the photographs bundled with scikit-image;
 - `{"type": "upload", "id": "<uuid>"}`: a source photo set its researcher uploaded (`POST /api/v1/sources/`).

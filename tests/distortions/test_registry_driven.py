@@ -120,7 +120,7 @@ GOLDEN = {
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_golden_hashes_for_fixed_seeds(name):
-    from distortions.contact import default_patch
+    from distortions.contact_sheet import default_patch
 
     dist = registry.get(name)()
     out = dist.apply(default_patch(), dist.sample(np.random.default_rng(2024)))

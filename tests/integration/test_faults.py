@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import require  # noqa: E402
 from worker_process import celery_worker, child_env, wait_for  # noqa: E402
 
-from core.processes import children, free_port  # noqa: E402
+from devtools.processes import children, free_port  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 
@@ -47,16 +47,16 @@ def pg_ready() -> bool:
 @pytest.mark.django_db(transaction=True)
 def test_acknowledged_judgments_survive_kills_and_a_database_restart(settings, postgres, redis_url, tmp_path, make_study,
                                                                      answer_trials):  # fmt: skip
+    from devtools import loadtest
     from exports.models import Export
     from exports.services import export_create
-    from judgments import loadtest
     from judgments.models import Assignment
     from judgments.services import assignment_start, open_leases
 
     host = postgres.get("HOST") or ""
     require(host in ("127.0.0.1", "localhost") and shutil.which("pg_ctlcluster") and os.geteuid() == 0
             and os.path.isdir("/etc/postgresql"), "a local PostgreSQL cluster this test may stop (root, pg_ctlcluster)")  # fmt: skip
-    env = {**child_env(settings, redis_url), "DJANGO_SETTINGS_MODULE": "config.settings.loadtest",
+    env = {**child_env(settings, redis_url), "DJANGO_SETTINGS_MODULE": "devtools.settings_loadtest",
            "PERCEPTLAB_DATA_DIR": str(tmp_path)}  # fmt: skip
     study = loadtest.loadtest_study(n_items=1000, target=2, hit_size=10)
     small = make_study(n_test=6, n_sentinels=2, n_practice=0)  # a study with image files, for the export job

@@ -14,9 +14,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 @pytest.mark.django_db(transaction=True)
 def test_a_short_load_run_loses_and_duplicates_nothing(settings, postgres, tmp_path):
-    from judgments import loadtest
+    from devtools import loadtest
 
-    env = {**child_env(settings), "DJANGO_SETTINGS_MODULE": "config.settings.loadtest", "PERCEPTLAB_DATA_DIR": str(tmp_path)}
+    env = {**child_env(settings), "DJANGO_SETTINGS_MODULE": "devtools.settings_loadtest", "PERCEPTLAB_DATA_DIR": str(tmp_path)}
     study = loadtest.loadtest_study(n_items=60, target=2, hit_size=10)  # small: the items fill up mid-run
     with loadtest.gunicorn(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as (base_url, _):
         result = loadtest.run_load(base_url, str(study.pk), clients=16, seconds=6, finish_hits=True)
@@ -31,9 +31,9 @@ def test_a_short_load_run_loses_and_duplicates_nothing(settings, postgres, tmp_p
 def test_a_paced_run_with_a_ramp_measures_its_window_only(settings, postgres, tmp_path):
     """Clients arrive over 2 s, then answer about every 0.1 s each for a 4 s window; answers outside the
     window are stored and checked but not counted in judgments/s or the latencies."""
-    from judgments import loadtest
+    from devtools import loadtest
 
-    env = {**child_env(settings), "DJANGO_SETTINGS_MODULE": "config.settings.loadtest", "PERCEPTLAB_DATA_DIR": str(tmp_path)}
+    env = {**child_env(settings), "DJANGO_SETTINGS_MODULE": "devtools.settings_loadtest", "PERCEPTLAB_DATA_DIR": str(tmp_path)}
     study = loadtest.loadtest_study(n_items=400, target=2, hit_size=10)
     with loadtest.gunicorn(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as (base_url, _):
         result = loadtest.run_load(base_url, str(study.pk), clients=8, seconds=4, ramp_s=2, think_s=0.1,
@@ -55,7 +55,7 @@ def test_autoanalyze_keeps_statistics_fresh_where_autovacuum_is_off(postgres):
 
     from django.db import connection
 
-    from judgments import loadtest
+    from devtools import loadtest
 
     def last_analyze():
         with connection.cursor() as cursor:

@@ -18,8 +18,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 def test_two_web_processes_share_one_throttle_budget(settings, postgres, redis_url, tmp_path, make_study):
     import redis
 
-    from judgments import loadtest
-    from judgments.simulation import HttpClient
+    from crowdsim.simulation import HttpClient
+    from devtools import loadtest
 
     cache_url = redis_url.rsplit("/", 1)[0] + "/11"
     redis.Redis.from_url(cache_url).flushdb()

@@ -12,7 +12,7 @@ warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
 @pytest.fixture(scope="session")
 def real_patches() -> np.ndarray:
     """Real 64x64 photo patches with distortions (from the engine): N x 64 x 64 x 3 uint8."""
-    from distortions.study import StudyBuilder, StudyConfig
+    from distortions.dataset import StudyBuilder, StudyConfig
 
     b = StudyBuilder(StudyConfig.from_dict({"kind": "2afc", "seed": 3, "n_items": 8, "sentinels": {"n": 0},
                                             "practice": {"n": 0}}))  # fmt: skip
@@ -23,7 +23,7 @@ def real_patches() -> np.ndarray:
 def synthetic_2afc(n: int, *, seed: int = 1, observer_seed: int = 7, votes: int = 5, temperature: float = 0.3):
     """Triplets from the distortion engine; votes from a hidden observer: LPIPS (official alex heads)
     on a random backbone, a logistic choice with the given temperature (in units of std(d0 - d1))."""
-    from distortions.study import StudyBuilder, StudyConfig
+    from distortions.dataset import StudyBuilder, StudyConfig
     from metric import LPIPS
     from metric.data import TwoAFCData
     from metric.evaluate import lpips_2afc_distances

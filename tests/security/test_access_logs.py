@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from core.logs import GUNICORN_ACCESS_LOG_FORMAT, NoQueryStrings
-from core.processes import child_process, free_port
+from devtools.processes import child_process, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PID, SESSION, WORKER = "5f3c0ffee0000000000badc0de", "SESSIONSECRET42", "AWORKERSECRET7"

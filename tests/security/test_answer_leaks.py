@@ -163,9 +163,9 @@ def test_the_annotator_page_never_logs_or_forwards_the_platform_ids(make_study, 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_simulated_crowd_judges_images_fetched_through_the_api(live_server, make_study):
-    """judgments.simulation's workers see the pixels only through the opaque image URLs, and still
+    """crowdsim.simulation's workers see the pixels only through the opaque image URLs, and still
     answer sentinels as their observer would (the pixels are the same)."""
-    from judgments.simulation import run_crowd
+    from crowdsim.simulation import run_crowd
 
     study = make_study(kind="2afc", n_test=8, n_sentinels=4, n_practice=0,
                        config={"simulation": True, "hit_size": 4, "judgments_per_item": {"train": 1, "val": 1},

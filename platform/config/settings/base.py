@@ -93,7 +93,7 @@ DJANGO_APPS = [
     "django.contrib.staticfiles",
 ]
 THIRD_PARTY_APPS = ["rest_framework", "rest_framework.authtoken", "drf_spectacular", "drf_spectacular_sidecar"]
-LOCAL_APPS = ["core", "studies", "judgments", "exports", "training", "dashboard"]
+LOCAL_APPS = ["core", "studies", "judgments", "exports", "training", "dashboard", "crowdsim", "devtools"]
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 
 MIDDLEWARE = [

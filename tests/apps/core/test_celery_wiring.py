@@ -9,8 +9,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from worker_process import celery_worker  # noqa: E402
 
 from config.celery_app import app  # noqa: E402
-from core.processes import ROOT  # noqa: E402
 from core.tasks import enqueue_on_commit, ping  # noqa: E402
+from devtools.processes import ROOT  # noqa: E402
 
 
 def test_serialization_is_json_only_with_time_limits_and_two_queues():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.processes import free_port
+from devtools.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 

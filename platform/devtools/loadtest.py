@@ -10,6 +10,7 @@ recorded, so a test can check afterwards that each exists exactly once. A bare D
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import socket
 import sys
@@ -19,10 +20,14 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from django.conf import settings
+from django.db import connection
 
 from core.logs import GUNICORN_ACCESS_LOG_FORMAT
-from core.processes import child_process, cpu_seconds, free_port, processes
-from judgments.simulation import HttpClient
+from crowdsim.simulation import HttpClient
+from devtools.processes import child_process, cpu_seconds, free_port, processes
+from devtools.reports import machine_line
+from studies.collection import sentinels_per_hit
 
 
 @contextlib.contextmanager
@@ -294,3 +299,97 @@ def verify(study, acknowledged: list[tuple[str, str]]) -> dict:
     n_open = dict(Item.objects.filter(study=study, n_open__gt=0).values_list("pk", "n_open"))
     return {"acknowledged": len(trial_ids), "missing": len(missing), "duplicated": len(duplicated),
             "items_over_target_or_miscounted": len(over) + (n_open != open_leases(study=study)), "open_trials": open_trials}  # fmt: skip
+
+
+def run(*, clients: int = 200, seconds: float = 30.0, workers: int = 2, threads: int = 2, hit_size: int = 20,
+        items: int = 4000, rate: float = 300.0, ramp: float | None = None) -> dict:  # fmt: skip
+    """Start gunicorn, measure the bare endpoint, then a back-to-back and a paced run against fresh
+    studies. Returns {"runs", "checks", "bare", "analyzing", "params"}; `report` renders it."""
+    db = settings.DATABASES["default"]
+    env = {k: os.environ[k] for k in ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CACHE_URL")
+           if k in os.environ}  # fmt: skip
+    env.update({"DJANGO_SETTINGS_MODULE": "devtools.settings_loadtest"})
+    log = Path(settings.DATA_DIR) / "loadtest-gunicorn.log"
+    think = clients / rate
+    per_hit = hit_size + sentinels_per_hit({"hit_size": hit_size, "sentinel_rate": SENTINEL_RATE})
+    ramp = per_hit * think if ramp is None else ramp
+    runs, checks, analyzing = {}, {}, False
+    with gunicorn(env, workers=workers, threads=threads, log_path=log) as (url, proc):
+        bare = run_bare(url, clients=clients, seconds=min(10.0, seconds))
+        for name, think_s in (("back to back", 0.0), (f"paced ({rate:g}/s offered)", think)):
+            study = loadtest_study(n_items=items, hit_size=hit_size)
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:  # what autovacuum does in service (it may be off here)
+                    cursor.execute("VACUUM ANALYZE")
+            with autoanalyze() as analyzing:
+                before = cpu_snapshot(proc.pid)
+                result = run_load(
+                    url, str(study.pk), clients=clients, seconds=seconds, think_s=think_s, ramp_s=ramp
+                )
+                after = cpu_snapshot(proc.pid)
+            n = max(len(result["acknowledged"]), 1)  # the CPU covers the whole run, ramp included
+            result["cpu_ms"] = {k: 1000 * (after[k] - before[k]) / n for k in before}
+            runs[name], checks[name] = result, verify(study, result["acknowledged"])
+    params = {"clients": clients, "seconds": seconds, "workers": workers, "threads": threads, "hit_size": hit_size,
+              "rate": rate, "ramp": ramp, "think": think, "per_hit": per_hit,
+              "engine": db["ENGINE"].rsplit(".", 1)[-1]}  # fmt: skip
+    return {"runs": runs, "checks": checks, "bare": bare, "analyzing": analyzing, "params": params}
+
+
+def report(measured: dict) -> str:
+    """The "loadtest" section of the benchmark report, as Markdown (without its markers)."""
+    runs, checks, bare, analyzing = (measured[k] for k in ("runs", "checks", "bare", "analyzing"))
+    p = measured["params"]
+    clients, seconds, workers, threads = p["clients"], p["seconds"], p["workers"], p["threads"]
+    hit_size, rate, ramp, think, per_hit = p["hit_size"], p["rate"], p["ramp"], p["think"], p["per_hit"]
+    paced = runs[f"paced ({rate:g}/s offered)"]
+    met = paced["judgments_per_s"] >= 0.97 * rate and all(
+        paced["latency_ms"][op]["p99"] < 200 for op in ("submit", "next_batch")
+    )
+
+    def row(label, fn):
+        return f"| {label} | " + " | ".join(fn(r, checks[k]) for k, r in runs.items()) + " |"
+
+    def pct(op):
+        return lambda r, c: "{p50:.0f} / {p95:.0f} / {p99:.0f} ms".format(**r["latency_ms"][op])
+
+    lines = [
+        "## Load test: annotators against gunicorn + " + p["engine"], "",
+        f"Machine: {machine_line()}. Command: `make loadtest` (`manage.py loadtest --clients {clients} --seconds "
+        f"{seconds:g} --workers {workers} --threads {threads} --hit-size {hit_size} --rate {rate:g} --ramp {ramp:g}`): "
+        "gunicorn gthread on loopback, throttles counted in Redis, the load generator on the same machine (it "
+        f"shares the two cores). Each client starts a HIT ({hit_size} test trials and {per_hit - hit_size} sentinels), "
+        "answers every trial, submits, repeats. The clients arrive at random times over the first "
+        f"{ramp:.0f} s; the table covers the {seconds:g} s after that (requests sent in that window). Back to "
+        "back: no pause between answers (the server's ceiling; with 200 clients and no pause, latency is queueing "
+        f"by design). Paced: each client answers 0.5-1.5 x {think:.2f} s after its previous answer was due, as "
+        "the annotator page does (the next trial is already loaded; answers post in order from an outbox), so "
+        f"the crowd offers {rate:g} judgments/s. CPU per judgment is each side's CPU time over the run divided "
+        "by the judgments stored."
+        + (" PostgreSQL's autovacuum is off on this machine, so the run ANALYZEs the engine's tables every 10 s, "
+           "as autovacuum would in service (its CPU counts in the PostgreSQL column)." if analyzing else ""), "",
+        "| measure | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs),
+        row("judgments/s (acknowledged)", lambda r, c: f"{r['judgments_per_s']:.0f}"),
+        row("submit latency p50 / p95 / p99", pct("submit")),
+        row("next-batch latency p50 / p95 / p99", pct("next_batch")),
+        row("CPU per judgment: web / PostgreSQL / load generator",
+            lambda r, c: " / ".join(f"{r['cpu_ms'][k]:.1f}" for k in ("web", "postgres", "load generator")) + " ms"),
+        row("HITs completed, errors", lambda r, c: f"{r['hits']}, {len(r['errors'])}"),
+        row("acknowledged answers missing / duplicated / items over target",
+            lambda r, c: f"{c['missing']} / {c['duplicated']} / {c['items_over_target_or_miscounted']}"),
+        "",
+        f"Bare Django JSON endpoint (`/livez`), same clients and server: {bare['requests_per_s']:.0f} requests/s "
+        f"(p99 {bare['latency_ms']['p99']:.0f} ms); back-to-back judgments/s are "
+        f"{runs['back to back']['judgments_per_s'] / bare['requests_per_s']:.2f} of that.",
+        "",
+        f"Target ({rate:g} judgments/s with p99 submit and next-batch latency under 200 ms, paced run): **{'met' if met else 'NOT met'}**.",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def problems(measured: dict) -> list:
+    """(run, first errors, check) for each run with errors, or acknowledged answers missing, duplicated or
+    over target."""
+    runs, checks = measured["runs"], measured["checks"]
+    return [(k, r["errors"][:5], checks[k]) for k, r in runs.items() if r["errors"] or checks[k]["missing"]
+            or checks[k]["duplicated"] or checks[k]["items_over_target_or_miscounted"]]  # fmt: skip

@@ -1,7 +1,7 @@
 """Production-like settings for `make loadtest` on loopback (DEBUG off, no throttles in the way of the
 simulated crowd, which shares one IP)."""
 
-from .base import *  # noqa: F403
+from config.settings.base import *  # noqa: F403
 
 DEBUG = False
 SECRET_KEY = SECRET_KEY or persistent_secret_key(DATA_DIR)  # noqa: F405

@@ -1,6 +1,7 @@
-"""Benchmarks against the reference `lpips` package, in the same run on the same machine
-(make bench). Both sides use the same seeded random AlexNet trunk (ImageNet weights cannot be
-downloaded here; the compute is identical) and the official v0.1 heads."""
+"""Benchmarks of `metric` against the reference `lpips` package, in the same run on the same machine
+(`make bench`, `manage.py bench_metric`), on triplets built by `distortions`: tooling, so that neither
+library imports the other. Both sides use the same seeded random AlexNet trunk (ImageNet weights cannot
+be downloaded here; the compute is identical) and the official v0.1 heads."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-BEGIN, END = "<!-- metric:begin -->", "<!-- metric:end -->"
+from devtools.reports import machine_line, write_section
+from distortions.dataset import StudyBuilder, StudyConfig
+
+SECTION = "metric"
 
 
 def _triplets(n: int, seed: int = 1):
-    from distortions.study import StudyBuilder, StudyConfig
-
     b = StudyBuilder(StudyConfig.from_dict({"kind": "2afc", "seed": seed, "n_items": n, "sentinels": {"n": 0},
                                             "practice": {"n": 0}}))  # fmt: skip
     items = [b.build_item(i)["_images"] for i in range(n)]
@@ -196,8 +198,8 @@ def bench_train(n_train: int, n_val: int, threads: int, epochs: int) -> dict:
 
 
 def run_bench(*, out: str | None = None, quick: bool = False) -> str:
-    from distortions.bench import _replace_section, machine_line
-
+    """Run both benchmarks; returns the report section as Markdown and, with `out`, writes it there
+    (section "metric") and the raw numbers beside it (same name, .json)."""
     warnings.filterwarnings("ignore")
     threads = min(2, os.cpu_count() or 1)
     ev = bench_eval(500 if quick else 3000, threads)
@@ -205,11 +207,10 @@ def run_bench(*, out: str | None = None, quick: bool = False) -> str:
     ref_rate = ev["reference"]["rate"]
     end_to_end = tr["features_seconds"] + tr["retrain_seconds"]
     lines = [
-        BEGIN,
         "## metric: LPIPS evaluation and head training vs the reference `lpips` 0.1.4",
         "",
         f"Machine: {machine_line()}, torch {torch.__version__}, {threads} threads. Command: `make bench` "
-        "(`python -m metric bench`). Both sides use the same seeded random AlexNet trunk and the official v0.1 "
+        "(`manage.py bench_metric`). Both sides use the same seeded random AlexNet trunk and the official v0.1 "
         "heads; each evaluation runs in a fresh process.",
         "",
         f"### 2AFC evaluation ({len(ev['fp32']['d0']):,} triplets at 64x64, batch 50, alex)",
@@ -254,11 +255,10 @@ def run_bench(*, out: str | None = None, quick: bool = False) -> str:
         "does not converge on so few triplets in 10 epochs).",
         "",
         "GPU figures: this session had no GPU; none are reported.",
-        END,
     ]
     section = "\n".join(lines)
     if out:
-        _replace_section(Path(out), section)
+        write_section(out, SECTION, section)
         Path(out).with_suffix(".json").write_text(json.dumps({"eval": {k: {kk: vv for kk, vv in v.items() if kk not in ("d0", "d1")}
                                                                        for k, v in ev.items()}, "train": tr}, indent=2))  # fmt: skip
     return section

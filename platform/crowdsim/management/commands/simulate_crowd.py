@@ -1,10 +1,10 @@
-"""Drive a study with simulated annotators over the real HTTP API (see judgments.simulation)."""
+"""Drive a study with simulated annotators over the real HTTP API (see crowdsim.simulation)."""
 
 from django.core.management.base import BaseCommand, CommandError
 
-from judgments.models import Judgment
-from judgments.simulation import run_crowd
-from studies.models import Study
+from core.exceptions import ApplicationError
+from crowdsim.services import simulation_study_prepare
+from crowdsim.simulation import run_crowd
 
 
 class Command(BaseCommand):
@@ -29,17 +29,10 @@ class Command(BaseCommand):
         parser.add_argument("--mark", action="store_true", help="mark the study as a simulation study first")
 
     def handle(self, *args, study, url, mark, **o):
-        s = Study.objects.filter(pk=study).first()
-        if s is None:
-            raise CommandError(f"no study {study}")
-        if not s.settings["simulation"]:
-            if not mark:
-                raise CommandError("not a simulation study: pass --mark (only for a study without real judgments)")
-            if Judgment.objects.filter(item__study=s, worker__is_simulated=False).exists():
-                raise CommandError("this study has real judgments; simulated ones are never mixed in")
-            from studies.services import study_update_config
-
-            study_update_config(study=s, config={"simulation": True})
+        try:
+            s = simulation_study_prepare(study_id=study, mark=mark)
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from exc
         last = [0]
 
         def progress(r):

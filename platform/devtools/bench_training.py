@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from devtools.reports import machine_line, write_section
 from distortions.imageio import write_png
 
 
@@ -150,8 +151,6 @@ def bench_size(n_judgments: int, *, seed: int = 0, every: int = 500) -> dict:
 
 
 def run(sizes=(10_000, 100_000), out: str | None = None) -> list[dict]:
-    from distortions.bench import _replace_section, machine_line
-
     results = []
     for size in sizes:
         r = bench_size(size)
@@ -163,7 +162,7 @@ def run(sizes=(10_000, 100_000), out: str | None = None) -> list[dict]:
         device = results[0]["device"] if results else "cpu"
         gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
         tag = "gpu" if gpu else "cpu"
-        lines = [f"<!-- training-{tag}:begin -->", f"## Continuous training: N-th judgment to dashboard ({tag.upper()})", "",
+        lines = [f"## Continuous training: N-th judgment to dashboard ({tag.upper()})", "",
                  f"Machine: {machine_line()}, torch {torch.__version__}" + (f", {gpu}" if gpu else "") + ". "
                  "Command: `make bench` (`python manage.py bench_training`). Trunk: AlexNet, random weights "
                  "(ImageNet weights cost the same and need a download); baselines l2_lab and psnr; 2 judgments per "
@@ -174,7 +173,6 @@ def run(sizes=(10_000, 100_000), out: str | None = None) -> list[dict]:
             target = "< 60 s: " + ("met" if r["warm_s"] < 60 else "NOT met") if r["judgments"] <= 20_000 and tag == "cpu" else ""
             lines.append(f"| {r['judgments']:,} | {r['items']:,} | {r['cold_s']:.1f} s | {r['warm_s']:.1f} s | {target} |")
         lines += ["", "The warm number is the steady state: features of items already seen come from the cache, so a "
-                  "retrain costs the head fit plus the evaluation (baselines over the val images, bootstrap CIs).",
-                  f"<!-- training-{tag}:end -->"]  # fmt: skip
-        _replace_section(Path(out), "\n".join(lines))
+                  "retrain costs the head fit plus the evaluation (baselines over the val images, bootstrap CIs)."]  # fmt: skip
+        write_section(out, f"training-{tag}", "\n".join(lines))
     return results

@@ -1,8 +1,8 @@
-"""Benchmark continuous training (see training.bench); writes a section of docs/benchmarks.md."""
+"""Benchmark continuous training (see devtools.bench_training); writes a section of docs/benchmarks.md."""
 
 from django.core.management.base import BaseCommand
 
-from training.bench import run
+from devtools.bench_training import run
 
 
 class Command(BaseCommand):

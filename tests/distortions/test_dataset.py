@@ -106,19 +106,8 @@ def test_cli_builds_a_study_and_reports_errors(tmp_path):
 def test_contact_sheet_has_a_row_per_distortion(tmp_path):
     from PIL import Image
 
-    from distortions.contact import contact_sheet
+    from distortions.contact_sheet import contact_sheet
 
     path = contact_sheet(tmp_path / "sheet.png")
     with Image.open(path) as img:
         assert img.height > 20 * 128 and img.width > 6 * 128
-
-
-def test_benchmark_sections_are_replaced_independently(tmp_path):
-    from distortions.bench import _replace_section
-
-    path = tmp_path / "bench.md"
-    _replace_section(path, "<!-- a:begin -->\nA1\n<!-- a:end -->")
-    _replace_section(path, "<!-- b:begin -->\nB1\n<!-- b:end -->")
-    _replace_section(path, "<!-- a:begin -->\nA2\n<!-- a:end -->")
-    text = path.read_text()
-    assert "A2" in text and "B1" in text and "A1" not in text and text.count("a:begin") == 1

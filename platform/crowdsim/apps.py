@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CrowdsimConfig(AppConfig):
+    name = "crowdsim"
+    verbose_name = "Simulated crowd"

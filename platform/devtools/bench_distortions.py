@@ -1,0 +1,17 @@
+"""`make bench`'s distortion-engine section: distortions.bench measured with the CNN pool trained as the
+platform trains it (feature loss studies.cnn_features.lpips_alex), written through devtools.reports."""
+
+from __future__ import annotations
+
+from devtools.reports import write_section
+from distortions.bench import run_bench
+from studies.cnn_features import lpips_alex
+
+SECTION = "distortions"
+
+
+def run(*, seconds: float = 1.0, cnn: bool = True, out: str | None = None) -> str:
+    markdown = run_bench(seconds=seconds, cnn=cnn, feature_distance=lpips_alex)
+    if out:
+        write_section(out, SECTION, markdown)
+    return markdown
