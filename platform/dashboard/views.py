@@ -18,7 +18,7 @@ def study_list(request):
 @login_required
 def study_detail(request, study_id):
     study = get_object_or_404(study_list_for(user=request.user), pk=study_id)
-    context = {"study": study, "config": study.settings, "exports": study.exports.all()[:10], **dashboard_for(study=study),
+    context = {"study": study, "config": study.collection, "exports": study.exports.all()[:10], **dashboard_for(study=study),
                "annotator_url": request.build_absolute_uri(f"/s/{study.pk}/")}  # fmt: skip
     return render(request, "dashboard/study.html", context)
 

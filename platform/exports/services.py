@@ -199,7 +199,7 @@ def export_archive_bytes(*, study: Study, include_excluded: bool = False, versio
         }
         summary["restore_rows"] = write_restore(lambda name, data, compress: add(zf, name, data, compress),
                                                 rows["restore"])["rows"]  # fmt: skip
-        meta = {**summary, "collection_config": study.settings, "build_config": study.build_config,
+        meta = {**summary, "collection_config": study.collection, "build_config": study.build_config,
                 "format": "perceptlab-export/1"}  # fmt: skip
         add(zf, "export.json", json.dumps(meta, indent=2, sort_keys=True).encode())
     return buffer.getvalue(), summary

@@ -71,7 +71,7 @@ class AssignmentOutputSerializer(serializers.Serializer):
 
 
 def _study_public(study: Study) -> dict:
-    config = study.settings
+    config = study.collection
     return {"id": str(study.pk), "name": study.name, "kind": study.kind, "timing": config["timing"],
             "instructions": config["instructions"]}  # fmt: skip
 
@@ -118,7 +118,7 @@ class AssignmentStartApi(AnnotatorApi):
         v = data.validated_data
         platform = v["platform"]
         if platform == Platform.MTURK and v.get("assignment_id") in (None, "", services.MTURK_PREVIEW):
-            if platform not in study.settings["platforms"]:
+            if platform not in study.collection["platforms"]:
                 raise ApplicationError("this study admits no MTurk workers", {"code": "platform"}, status_code=403)
             n = study.items.filter(role=Item.Role.PRACTICE).order_by("index")[:N_EXAMPLES].count()
             images = [{slot: example_url(study_id=study.pk, n=k, slot=slot) for slot in IMAGE_SLOTS[study.kind]}

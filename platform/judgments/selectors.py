@@ -16,7 +16,7 @@ from studies.models import Item, Study
 
 def study_stats(*, study: Study) -> dict:
     """Progress and QC summary: items by role, judgment coverage against the targets, workers, rates."""
-    config = study.settings
+    config = study.collection
     targets = config["judgments_per_item"]
     tests = Item.objects.filter(study=study, role=Item.Role.TEST)
     coverage = {}

@@ -331,7 +331,7 @@ def assignment_start(*, study: Study, platform: str, worker_id: str, platform_in
     if study.status != Study.Status.ACTIVE:
         raise ApplicationError(f"this study is {study.get_status_display().lower()} and takes no work now",
                                {"code": "study_inactive"}, status_code=409)  # fmt: skip
-    config = study.settings
+    config = study.collection
     if (platform == Platform.SIMULATED) != config["simulation"]:
         message = ("this study takes only simulated workers" if config["simulation"]
                    else "simulated workers are only admitted to simulation studies (config simulation=true)")  # fmt: skip
@@ -435,7 +435,7 @@ def assignment_heartbeat(*, token: str) -> Assignment:
     with transaction.atomic():
         assignment = _locked_assignment(token)
         _require_live(assignment, now)
-        _extend_lease(assignment, assignment.study.settings, now)
+        _extend_lease(assignment, assignment.study.collection, now)
     return assignment
 
 
@@ -821,7 +821,7 @@ def assignment_submit(*, token: str) -> Assignment:
             raise ApplicationError(f"{assignment.n_trials - assignment.n_answered} trials are not stored yet",
                                    {"code": "incomplete", "missing_positions": missing}, status_code=409)  # fmt: skip
         study = assignment.study
-        config = study.settings
+        config = study.collection
         qc = qc_evaluate(assignment=assignment, rule=config["exclusion"])
         assignment.status = Assignment.Status.SUBMITTED
         assignment.submitted_at = timezone.now()

@@ -41,7 +41,7 @@ class StudyDetailOutputSerializer(StudyOutputSerializer):
     stats = serializers.SerializerMethodField()
 
     def get_config(self, study) -> dict:
-        return study.settings
+        return study.collection
 
     def get_stats(self, study) -> dict:
         return study_stats(study=study)

@@ -13,7 +13,7 @@ def study_annotate(request, study_id):
     """The annotator's page: landing, consent, instructions, practice with feedback, trials, completion.
     Everything after landing runs in frontend/static/js/annotator.js against the annotator API."""
     study = get_object_or_404(Study, pk=study_id)
-    config = study.settings
+    config = study.collection
     params = {key: request.GET.get(key, "")[:256] for key in CROWD_PARAMS}
     page = {
         "study": str(study.pk),

@@ -238,7 +238,7 @@ def study_retrain(*, study: Study, progress=None) -> dict:
 
 
 def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
-    config = study.settings["training"]
+    config = study.collection["training"]
     n_boot = int(config["n_boot"])
     votes = _votes(study)
     n_judgments = sum(n for _, n in votes.values())

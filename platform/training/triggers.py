@@ -37,7 +37,7 @@ def judgments_added(*, study_id) -> bool:
     study = Study.objects.filter(pk=study_id).only("kind", "config").first()
     if study is None:
         return False
-    every = study.settings["training"]["every"]
+    every = study.collection["training"]["every"]
     if every is None:
         return False
     state = _state(study_id)

@@ -90,7 +90,7 @@ def test_a_full_2afc_hit_with_a_reload_mid_way(live_server, browser, settings):
     assert Judgment.objects.count() == assignment.n_trials  # nothing lost, nothing counted twice
     assert len(set(Judgment.objects.values_list("trial_id", flat=True))) == assignment.n_trials
     code = browser.find_element("id", "completion-code").text
-    assert code == study.settings["completion_code"]
+    assert code == study.collection["completion_code"]
     j = Judgment.objects.filter(kind="test").first()
     assert 0 < j.rt_ms < 60_000 and j.display["refresh_hz"] and j.display["patch_css_px"] == 256
     # left/right as pressed map to p0/p1 through the server's side draw

@@ -84,7 +84,7 @@ def test_the_prepared_queue_query_matches_the_portable_one(postgres, make_study)
         Item.objects.filter(pk=item.pk).update(n_judgments=k % 3, n_open=(k // 3) % 2, split=("train", "val")[k % 2])
     first = assignment_start(study=study, platform="anonymous", worker_id="w1").assignment  # w1 holds some items
     worker = Worker.objects.get(pk=first.worker_id)
-    config = study.settings
+    config = study.collection
     skip = {items[5].pk, items[8].pk}
     with transaction.atomic():
         raw = [i.pk for i in services._window_rows(study=study, config=config, worker=worker, skip=skip, n=50)]

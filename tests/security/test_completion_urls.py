@@ -58,7 +58,7 @@ def test_a_good_completion_url_is_accepted_and_used(researcher_client, make_stud
     r = researcher_client.patch(f"/api/v1/studies/{study.pk}/", {"config": {"prolific_completion_url": url}}, format="json")
     assert r.status_code == 200, r.content
     done = _complete_as_prolific(study)
-    code = Study.objects.get(pk=study.pk).settings["completion_code"]
+    code = Study.objects.get(pk=study.pk).collection["completion_code"]
     assert done.status_code == 200
     assert done.json()["completion"]["redirect_url"] == url.replace("{code}", code)
 

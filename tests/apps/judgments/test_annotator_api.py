@@ -47,7 +47,7 @@ def test_an_anonymous_worker_runs_a_whole_hit_over_http(client, make_study):
         assert answer(client, token, trial, "left").status_code == 201
     done = client.post(f"/api/v1/assignments/{token}/submit/")
     assert done.status_code == 200 and done.json()["status"] == "submitted"
-    assert done.json()["completion"]["code"] == study.settings["completion_code"]
+    assert done.json()["completion"]["code"] == study.collection["completion_code"]
     assert Judgment.objects.count() == 8
 
 
@@ -105,7 +105,7 @@ def test_prolific_gets_its_completion_redirect_only_after_every_trial(client, ma
     for trial in body["trials"]:
         answer(client, body["token"], trial, "left")
     done = client.post(f"/api/v1/assignments/{body['token']}/submit/").json()
-    code = study.settings["completion_code"]
+    code = study.collection["completion_code"]
     assert done["completion"]["redirect_url"] == f"https://app.prolific.com/submissions/complete?cc={code}"
     # the same Prolific session coming back sees its completion again instead of a new HIT
     back = start(client, study, platform="prolific", worker_id="PID123", study_id="STUDY9", session_id="SESS9")

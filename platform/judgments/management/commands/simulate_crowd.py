@@ -32,7 +32,7 @@ class Command(BaseCommand):
         s = Study.objects.filter(pk=study).first()
         if s is None:
             raise CommandError(f"no study {study}")
-        if not s.settings["simulation"]:
+        if not s.collection["simulation"]:
             if not mark:
                 raise CommandError("not a simulation study: pass --mark (only for a study without real judgments)")
             if Judgment.objects.filter(item__study=s, worker__is_simulated=False).exists():
