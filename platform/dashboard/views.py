@@ -8,6 +8,7 @@ from dashboard.selectors import dashboard_for
 from exports.services import export_create
 from studies.selectors import study_list_for
 from studies.services import study_pause, study_start
+from training.triggers import training_request
 
 
 @login_required
@@ -36,8 +37,6 @@ def study_action(request, study_id, action):
             export_create(study=study, user=request.user, include_excluded=request.POST.get("include_excluded") == "1")
             messages.info(request, "Export queued; it appears below when the worker has written it.")
         elif action == "evaluate":
-            from training.triggers import training_request
-
             training_request(study=study, force=True)
             messages.info(request, "Retraining and evaluation queued.")
         else:

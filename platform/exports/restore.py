@@ -3,7 +3,7 @@ assignments, trials, judgments: every stored field) and every image it reference
 `study_restore` rebuilds the study in another database with identical content. An export of the restored
 study is byte-identical to the export it came from (tested across PostgreSQL and SQLite).
 
-Published as exports publish them (exports.privacy): judgments' client timestamps relative to their HIT's
+Published as exports publish them (judgments.privacy): judgments' client timestamps relative to their HIT's
 first one, and no user agent unless the export asks for it.
 
 Left out on purpose: assignment tokens and trial public ids (credentials and opaque handles of annotators;
@@ -34,8 +34,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, models, transaction
 
 from core.exceptions import ApplicationError
-from exports.privacy import hit_origins, judgment_row_published
 from judgments.models import Assignment, Judgment, Trial, Worker
+from judgments.privacy import hit_origins, judgment_row_published
 from studies.collection import collection_config
 from studies.images import decode_image
 from studies.models import Item, Study

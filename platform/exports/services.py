@@ -6,7 +6,7 @@ Archive layout (``<study-slug>-v<N>.zip``)::
     jnd/<split>/<category>/{p0,p1}/<stem>.png and same/<stem>.npy         (JND studies)
     items.jsonl        one row per exported item: BAPPS paths, votes, distortion records (metric.data format)
     judgments.jsonl    one row per judgment: worker hash, sides, response time, sentinel outcome, flags,
-                       display profile, client times as ms since the HIT's first trial (exports.privacy)
+                       display profile, client times as ms since the HIT's first trial (judgments.privacy)
     assignments.jsonl  one row per assignment: platform, status, QC outcome
     export.json        study, collection config (exclusion rule), counts, file digests
     restore/           every row and image of the study, for `manage.py study_restore` (exports.restore)
@@ -38,9 +38,9 @@ from django.utils.text import slugify
 from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
 from exports.models import Export
-from exports.privacy import display_published, since_origin
 from exports.restore import dump_rows, stimulus_path, write_restore
 from judgments.models import Assignment, Judgment, Trial
+from judgments.privacy import display_published, since_origin
 from studies.models import Item, Study
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def _iso(value) -> str | None:
 def export_archive_bytes(*, study: Study, include_excluded: bool = False, version: int = 0,
                          include_user_agent: bool = False) -> tuple[bytes, dict]:  # fmt: skip
     """Build the archive in memory from one consistent snapshot; returns (zip bytes, summary). Client times
-    relative to each HIT, no user agent unless asked for (exports.privacy)."""
+    relative to each HIT, no user agent unless asked for (judgments.privacy)."""
     from metric.data import bapps_stem  # imports torch: only in the worker that builds exports
     rows = _read_snapshot(study, include_user_agent)
     origins = rows["origins"]

@@ -275,7 +275,7 @@ def verify(study, acknowledged: list[tuple[str, str]]) -> dict:
     from django.db.models import Count
 
     from judgments.models import Judgment, Trial
-    from judgments.services import open_leases
+    from judgments.selectors import open_leases
     from studies.models import Item
 
     trial_ids = {trial for _, trial in acknowledged}

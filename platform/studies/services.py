@@ -13,6 +13,7 @@ import distortions
 from core.exceptions import ApplicationError
 from studies.collection import collection_config, new_completion_code
 from studies.models import Item, Study
+from studies.sources import build_config_check, build_config_check_cnn, engine_build_config
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +23,6 @@ STIMULI_DIR = "stimuli"  # media-relative; content-addressed PNGs shared by all 
 def study_create(*, name: str, kind: str, build_config: dict, owner=None, config: dict | None = None,
                  is_demo: bool = False) -> Study:  # fmt: skip
     if build_config:  # empty: a study whose items are imported (study_import_items)
-        from studies.sources import build_config_check, build_config_check_cnn
-
         engine_config = build_config_check(build_config=build_config, owner=owner)  # sources and caps
         build_config = {**build_config, "kind": kind}
         try:
@@ -74,7 +73,6 @@ def study_build_stimuli(*, study: Study, jobs: int | None = None, progress: bool
         return study.items.count()
     if not study.build_config:
         raise ApplicationError("this study has no distortion-engine config; import its items instead")
-    from studies.sources import engine_build_config
 
     try:  # the platform's source rules and caps, again; an upload source becomes its stored files
         engine_config = engine_build_config(study=study)
@@ -186,4 +184,14 @@ def study_update_config(*, study: Study, config: dict) -> Study:
     collection_config(study.kind, merged, saving=True)
     Study.objects.filter(pk=study.pk).update(config=merged)
     study.config = merged
+    return study
+
+
+def study_update(*, study: Study, name: str | None = None, config: dict | None = None) -> Study:
+    """A researcher's PATCH: the name and / or collection settings (study_update_config)."""
+    if config is not None:
+        study_update_config(study=study, config=config)
+    if name is not None:
+        Study.objects.filter(pk=study.pk).update(name=name)
+        study.name = name
     return study

@@ -2,10 +2,16 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.clickjacking import xframe_options_exempt
 
 from studies.models import Study
+from studies.selectors import study_list_public
 
 # Crowd-platform URL parameters the annotator page understands (PLATFORM.md sections 4 and 5).
 CROWD_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "assignmentId", "hitId", "workerId", "turkSubmitTo")
 PATCH_DISPLAY_PX = 256  # each 64x64 patch is shown at 256x256 CSS pixels, nearest-neighbour (4x)
+
+
+def home(request):
+    """The public home page: the local demo study (studies.selectors.study_list_public)."""
+    return render(request, "home.html", {"studies": study_list_public()})
 
 
 @xframe_options_exempt  # MTurk shows ExternalQuestion pages in an iframe (CSP frame-ancestors limits who)

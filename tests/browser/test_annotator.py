@@ -132,7 +132,8 @@ def test_a_full_jnd_hit_records_measured_flash_durations(live_server, browser, m
 
 
 def test_the_dashboard_renders_its_charts(live_server, browser, researcher_carol, make_study, answer_trials):
-    from judgments.services import assignment_start, assignment_submit
+    from judgments.assignments import assignment_start
+    from judgments.qc import assignment_submit
     from training.services import study_retrain
 
     study = make_study(owner=researcher_carol, n_test=24, n_sentinels=3, n_practice=0, categories=("traditional", "cnn"),

@@ -17,8 +17,8 @@ OBSERVER = "lpips:alex:random:last"  # structure the unweighted / untrained head
 @pytest.mark.django_db(transaction=True)
 def test_a_simulated_crowd_trains_the_metric_live(settings, redis_url, postgres, live_server, tmp_path):
     from judgments.models import Assignment
-    from judgments.services import worker_hash
     from judgments.simulation import run_crowd
+    from judgments.workers import worker_hash
     from studies.services import study_build_stimuli, study_create
     from training.models import Evaluation, ModelVersion, TrainingState
     from training.services import accepted_judgments, training_request

@@ -25,7 +25,7 @@ def test_it_requires_a_login_and_hides_other_researchers_studies(client, carols_
 
 def test_it_renders_progress_and_qc_charts_before_any_evaluation(client, carols_study, researcher_carol,
                                                                 answer_trials, truthful):  # fmt: skip
-    from judgments.services import assignment_start
+    from judgments.assignments import assignment_start
 
     answer_trials(assignment_start(study=carols_study, platform="anonymous", worker_id="w").assignment, truthful)
     client.force_login(researcher_carol)

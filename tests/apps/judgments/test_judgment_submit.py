@@ -3,8 +3,10 @@
 import pytest
 
 from core.exceptions import ApplicationError
+from judgments.answers import judgment_submit, timing_flagged
+from judgments.assignments import assignment_start
 from judgments.models import Assignment, Judgment, Trial
-from judgments.services import assignment_start, assignment_submit, judgment_submit, timing_flagged
+from judgments.qc import assignment_submit
 from studies.models import Item
 
 pytestmark = pytest.mark.django_db

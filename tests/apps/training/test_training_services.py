@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from judgments.services import assignment_start
+from judgments.assignments import assignment_start
 from metric.lpips import LPIPS
 from training import services
 from training.features import FeatureCache
