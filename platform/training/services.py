@@ -251,9 +251,9 @@ def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
     versions: list[ModelVersion] = []
     notes = []
 
-    def add(metric, measure, split, scores, version=None):
+    def add(metric, kind, measure, split, scores, version=None):
         for cat, (score, lo, hi, n) in scores.items():
-            rows.append(Evaluation(study=study, model_version=version, run=run, metric=metric, measure=measure,
+            rows.append(Evaluation(study=study, model_version=version, run=run, metric=metric, kind=kind, measure=measure,
                                    split=split, category=cat, score=score, ci_low=lo, ci_high=hi, n_items=n,
                                    n_judgments=n_judgments))  # fmt: skip
 
@@ -264,15 +264,15 @@ def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
         ceil = {c: human_ceiling_plugin(p[[i for i, it in enumerate(val_items) if it["category"] == c]])
                 for c in sorted({it["category"] for it in val_items})}  # fmt: skip
         ceil["all"] = float(np.mean(list(ceil.values())))
-        add("human", "ceiling", "val", {c: (v, None, None, len(val_items)) for c, v in ceil.items()})
+        add("human", Evaluation.Kind.HUMAN, "ceiling", "val", {c: (v, None, None, len(val_items)) for c, v in ceil.items()})
     for name in config["baselines"]:
         fn = BASELINES[name]
         if study.kind == "2afc":
             d0 = _apply(fn, data.ref, data.p0)
             d1 = _apply(fn, data.ref, data.p1)
-            add(name, "2afc", "val", _scores_2afc(d0, d1, val_items, n_boot))
+            add(name, Evaluation.Kind.BASELINE, "2afc", "val", _scores_2afc(d0, d1, val_items, n_boot))
         else:
-            add(name, "jnd_map", "val", _jnd_map(_apply(fn, data.p0, data.p1), val_items, n_boot))
+            add(name, Evaluation.Kind.BASELINE, "jnd_map", "val", _jnd_map(_apply(fn, data.p0, data.p1), val_items, n_boot))
     # deep metrics from cached statistics
     for spec in config["backbones"]:
         label = f"{spec['net']}-{spec['weights']}"
@@ -284,10 +284,14 @@ def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
             continue
         cache = FeatureCache(study.pk, model)
         v0, v1 = cache.stats(val_items, kind=study.kind, progress=progress)
-        heads: dict[str, np.ndarray] = {f"{label} unweighted": np.ones(v0.shape[1], np.float32)}
+        # metric name -> (kind, flat head weights); only the trained heads' rows point at the model version
+        heads: dict[str, tuple[str, np.ndarray]] = {
+            f"{label} unweighted": (Evaluation.Kind.UNWEIGHTED, np.ones(v0.shape[1], np.float32))
+        }
         if config["official_lpips"] and spec["weights"] == "imagenet":
             official = LPIPS(net=spec["net"], backbone=model.backbone, head_weights="official")
-            heads[f"lpips-{spec['net']} v0.1 (official)"] = official.heads.flat_weights().detach().numpy()
+            heads[f"lpips-{spec['net']} v0.1 (official)"] = (Evaluation.Kind.OFFICIAL,
+                                                              official.heads.flat_weights().detach().numpy())  # fmt: skip
         version = None
         if train_items:
             t0, t1 = cache.stats(train_items, kind=study.kind, progress=progress)
@@ -300,7 +304,8 @@ def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
             epochs = max(int(config["epochs"]), -(-int(config["min_steps"]) // (2 * steps_per_epoch)))
             cfg = TrainConfig(net=spec["net"], backbone_weights=spec["weights"], seed=int(spec.get("seed", 0)),
                               epochs=epochs, epochs_decay=max(int(config["epochs_decay"]), epochs), lr=float(config["lr"]))  # fmt: skip
-            heads[f"{label} untrained (init heads)"] = model.heads.flat_weights().detach().cpu().numpy().copy()
+            heads[f"{label} untrained (init heads)"] = (Evaluation.Kind.UNTRAINED,
+                                                        model.heads.flat_weights().detach().cpu().numpy().copy())  # fmt: skip
             p_train = np.array([it["k"] / it["n"] for it in train_items])
             w, _rank, losses = train_lin_fast(t0, t1, p_train, cfg, w_init=model.heads.flat_weights())
             model.heads.set_flat_weights(w)
@@ -308,17 +313,18 @@ def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
             version.heads_path, version.heads_sha256 = rel, digest
             version.train_info = {"losses": [float(x) for x in losses][-5:], "feature_device": cache.device,
                                   "feature_cache": cache.path.name, "computed_features": cache.computed}  # fmt: skip
-            heads[f"trained {label} lin"] = w.detach().cpu().numpy() if torch.is_tensor(w) else np.asarray(w)
+            heads[f"trained {label} lin"] = (Evaluation.Kind.TRAINED,
+                                             w.detach().cpu().numpy() if torch.is_tensor(w) else np.asarray(w))  # fmt: skip
             versions.append(version)
         for variant in variants if train_items and study.kind == "2afc" else ():
             versions.append(_train_deep_variant(study, spec, variant, config, train_items, val_items, add))
-        for name, weights in heads.items():
+        for name, (kind, weights) in heads.items():
             d0, d1 = v0 @ weights, v1 @ weights
-            mv = version if name.startswith("trained ") else None
+            mv = version if kind == Evaluation.Kind.TRAINED else None
             if study.kind == "2afc":
-                add(name, "2afc", "val", _scores_2afc(d0.astype(np.float64), d1.astype(np.float64), val_items, n_boot), mv)
+                add(name, kind, "2afc", "val", _scores_2afc(d0.astype(np.float64), d1.astype(np.float64), val_items, n_boot), mv)
             else:
-                add(name, "jnd_map", "val", _jnd_map(d0.astype(np.float64), val_items, n_boot), mv)
+                add(name, kind, "jnd_map", "val", _jnd_map(d0.astype(np.float64), val_items, n_boot), mv)
     with transaction.atomic():  # the new model becomes current together with its evaluation
         for version in versions:
             version.status = ModelVersion.Status.READY
@@ -354,7 +360,7 @@ def _train_deep_variant(study, spec, variant, config, train_items, val_items, ad
                           "seconds": result.seconds}  # fmt: skip
     val = dataset_from_items(study, val_items)
     d0, d1 = lpips_2afc_distances(result.model.eval(), val)
-    add(f"trained {spec['net']}-{spec['weights']} {variant}", "2afc", "val", _scores_2afc(d0, d1, val_items, int(config["n_boot"])),
+    add(f"trained {spec['net']}-{spec['weights']} {variant}", Evaluation.Kind.TRAINED, "2afc", "val", _scores_2afc(d0, d1, val_items, int(config["n_boot"])),
         version)  # fmt: skip
     return version
 
