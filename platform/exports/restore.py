@@ -139,10 +139,8 @@ def _refuse(message: str, **extra) -> ApplicationError:
     return ApplicationError(message, extra or {"field": "archive"})
 
 
-def _read_archive(zf: zipfile.ZipFile) -> _Archive:
-    """Every member checked against the directory limits, the manifest's digests and the expected names
-    before it is used. Images must be ``stimuli/<sha256>.png`` whose bytes hash to that name."""
-    limits = settings.PERCEPTLAB_LIMITS
+def _restore_members(zf: zipfile.ZipFile, limits: dict) -> dict[str, zipfile.ZipInfo]:
+    """The restore/ members, checked against the directory limits and the expected names (nothing read yet)."""
     members = {m.filename: m for m in zf.infolist() if m.filename.startswith("restore/") and not m.is_dir()}
     if "restore/manifest.json" not in members:
         raise _refuse("this archive has no restore/ section (exports before format perceptlab-restore/1 cannot be restored)")
@@ -154,6 +152,11 @@ def _read_archive(zf: zipfile.ZipFile) -> _Archive:
         too_big = member.file_size > limits["restore_max_file_bytes"] * (1 if MEDIA_FILE.fullmatch(name) else 64)
         if too_big or (member.file_size > 1024 and member.file_size > max(member.compress_size, 1) * limits["max_compression_ratio"]):
             raise _refuse(f"{name}: too large or too compressed", file=name)
+    return members
+
+
+def _restore_manifest(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]) -> dict:
+    """restore/manifest.json, of our format, listing exactly the restore/ members."""
     try:
         manifest = json.loads(zf.read("restore/manifest.json"))
     except (ValueError, zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
@@ -170,6 +173,35 @@ def _read_archive(zf: zipfile.ZipFile) -> _Archive:
     extra = set(members) - set(files) - {"restore/manifest.json"}
     if extra:
         raise _refuse(f"files not in the manifest: {sorted(extra)[:5]}", file=sorted(extra)[0])
+    return manifest
+
+
+def _restore_image(name: str, data: bytes, rel: str, limits: dict) -> None:
+    """A stimulus image: its bytes hash to its name, and it is a real PNG within the pixel cap."""
+    if hashlib.sha256(data).hexdigest() != STIMULUS.fullmatch(rel)["sha"]:
+        raise _refuse(f"{name}: content does not hash to its name (stimuli are content-addressed)", file=name)
+    # a real PNG within the pixel cap (read from the header before decoding), not a page or script
+    decode_image(name, data, formats={"PNG"}, max_side=limits["restore_max_image_pixels"],
+                 max_pixels=limits["restore_max_image_pixels"])  # fmt: skip
+
+
+def _restore_table(name: str, data: bytes) -> list[dict]:
+    try:
+        rows = [json.loads(line) for line in data.splitlines()]
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+        raise _refuse(f"{name}: not JSON lines ({exc})", file=name) from exc
+    if not all(isinstance(row, dict) for row in rows):
+        raise _refuse(f"{name}: every line must be a JSON object", file=name)
+    return rows
+
+
+def _read_archive(zf: zipfile.ZipFile) -> _Archive:
+    """Every member checked against the directory limits, the manifest's digests and the expected names
+    before it is used. Images must be ``stimuli/<sha256>.png`` whose bytes hash to that name."""
+    limits = settings.PERCEPTLAB_LIMITS
+    members = _restore_members(zf, limits)
+    manifest = _restore_manifest(zf, members)
+    files, counts = manifest["files"], manifest["rows"]
     tables: dict[str, list[dict]] = {}
     images: dict[str, str] = {}
     for name, digest in files.items():
@@ -181,22 +213,10 @@ def _read_archive(zf: zipfile.ZipFile) -> _Archive:
             raise _refuse(f"{name}: content does not match its sha256 in the manifest", file=name)
         media = MEDIA_FILE.fullmatch(name)
         if media:
-            rel = media["rel"]
-            if hashlib.sha256(data).hexdigest() != STIMULUS.fullmatch(rel)["sha"]:
-                raise _refuse(f"{name}: content does not hash to its name (stimuli are content-addressed)", file=name)
-            # a real PNG within the pixel cap (read from the header before decoding), not a page or script
-            decode_image(name, data, formats={"PNG"}, max_side=limits["restore_max_image_pixels"],
-                         max_pixels=limits["restore_max_image_pixels"])  # fmt: skip
-            images[rel] = name  # read again when written: one image in memory at a time
+            _restore_image(name, data, media["rel"], limits)
+            images[media["rel"]] = name  # read again when written: one image in memory at a time
             continue
-        table = TABLE_FILE.fullmatch(name)["table"]
-        try:
-            rows = [json.loads(line) for line in data.splitlines()]
-        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
-            raise _refuse(f"{name}: not JSON lines ({exc})", file=name) from exc
-        if not all(isinstance(row, dict) for row in rows):
-            raise _refuse(f"{name}: every line must be a JSON object", file=name)
-        tables[table] = rows
+        tables[TABLE_FILE.fullmatch(name)["table"]] = _restore_table(name, data)
     for table in ("study", *(t for t, _, _ in TABLES)):
         if len(tables.get(table, ())) != counts.get(table):
             raise _refuse(f"restore/{table}.jsonl does not hold {counts.get(table)!r} rows", file=f"restore/{table}.jsonl")
