@@ -349,6 +349,41 @@ def study_restore(*, archive, owner=None) -> Study:
         return _restore(zf, owner)
 
 
+def _restore_workers(rows: list[dict]) -> tuple[dict, list]:
+    """archive worker id -> id here (a known identity, platform + hash, is reused), and the workers to create."""
+    workers = _objects(Worker, "workers", rows, {})
+    worker_map = {}
+    new_workers = []
+    for w in workers:
+        known = Worker.objects.filter(platform=w.platform, external_hash=w.external_hash).values_list("pk", flat=True).first()
+        worker_map[w.pk] = known if known is not None else w.pk
+        if known is None:
+            new_workers.append(w)
+    _check_ids("workers", workers)
+    return worker_map, new_workers
+
+
+def _restore_write(zf: zipfile.ZipFile, study: Study, rows: list[tuple], new_images: dict[str, str]) -> None:
+    """Write the checked rows (in dependency order) and the new image files, in one transaction."""
+    try:
+        with transaction.atomic():
+            created_at = study.created_at
+            study.save(force_insert=True)
+            Study.objects.filter(pk=study.pk).update(created_at=created_at)
+            study.created_at = created_at
+            for model, objs in rows:
+                _create(model, objs)
+            media = Path(settings.MEDIA_ROOT)
+            for rel, member in new_images.items():
+                data = zf.read(member)
+                if hashlib.sha256(data).hexdigest() != STIMULUS.fullmatch(rel)["sha"]:  # the zip changed underneath
+                    raise _refuse(f"{member}: content does not hash to its name", file=member)
+                _write_new_file(media / rel, data)
+    except IntegrityError as exc:
+        raise ApplicationError(f"the archive's rows conflict with each other or with this database: {exc}",
+                               {"field": "archive"}, status_code=409) from exc  # fmt: skip
+
+
 def _restore(zf: zipfile.ZipFile, owner) -> Study:
     checked = _read_archive(zf)
     tables = checked.tables
@@ -361,15 +396,7 @@ def _restore(zf: zipfile.ZipFile, owner) -> Study:
     rebound = {"study_id": {study.pk: study.pk}}  # every row joins the restored study, whatever it names
     items = _objects(Item, "items", _rebind(tables["items"], study), rebound)
     item_ids = _check_ids("items", items)
-    workers = _objects(Worker, "workers", tables["workers"], {})
-    worker_map = {}  # archive id -> id here: a known identity (platform + hash) is reused, others are new
-    new_workers = []
-    for w in workers:
-        known = Worker.objects.filter(platform=w.platform, external_hash=w.external_hash).values_list("pk", flat=True).first()
-        worker_map[w.pk] = known if known is not None else w.pk
-        if known is None:
-            new_workers.append(w)
-    _check_ids("workers", workers)
+    worker_map, new_workers = _restore_workers(tables["workers"])
     same = {i: i for i in item_ids}
     assignments = _objects(Assignment, "assignments", _rebind(tables["assignments"], study),
                            {**rebound, "worker_id": worker_map})  # fmt: skip
@@ -387,26 +414,8 @@ def _restore(zf: zipfile.ZipFile, owner) -> Study:
         _refuse_existing(model, table, ids)
     new_images = _check_images(items, checked.images)
     # all checked: now write, rows first (one transaction), the new image files last inside it
-    try:
-        with transaction.atomic():
-            created_at = study.created_at
-            study.save(force_insert=True)
-            Study.objects.filter(pk=study.pk).update(created_at=created_at)
-            study.created_at = created_at
-            _create(Item, items)
-            _create(Worker, new_workers)
-            _create(Assignment, assignments)
-            _create(Trial, trials)
-            _create(Judgment, judgments)
-            media = Path(settings.MEDIA_ROOT)
-            for rel, member in new_images.items():
-                data = zf.read(member)
-                if hashlib.sha256(data).hexdigest() != STIMULUS.fullmatch(rel)["sha"]:  # the zip changed underneath
-                    raise _refuse(f"{member}: content does not hash to its name", file=member)
-                _write_new_file(media / rel, data)
-    except IntegrityError as exc:
-        raise ApplicationError(f"the archive's rows conflict with each other or with this database: {exc}",
-                               {"field": "archive"}, status_code=409) from exc  # fmt: skip
+    _restore_write(zf, study, [(Item, items), (Worker, new_workers), (Assignment, assignments), (Trial, trials),
+                               (Judgment, judgments)], new_images)  # fmt: skip
     logger.info("restored study %s: %s", study.pk, checked.manifest["rows"])
     return study
 
