@@ -39,7 +39,7 @@ class AnswerField:
     required: bool = True
     min_length: int = 1
     max_length: int = 0
-    low: float = 0.0
+    low: float = 0
     high: float = 0.0
     numbers: bool = False
     help: str = ""
