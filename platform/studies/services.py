@@ -66,6 +66,16 @@ def _register_cnn_pool() -> None:
         add_pool_dir(settings.CNN_POOL_DIR)
 
 
+def _item_from_manifest(study: Study, e: dict) -> Item:
+    """An Item from one line of the engine's manifest (distortions.read_manifest)."""
+    return Item(
+        study=study, index=e["index"], split=e["split"], category=e["category"], role=e["role"],
+        ref_image=f"{STIMULI_DIR}/{e['files']['ref']}", p0_image=f"{STIMULI_DIR}/{e['files']['p0']}",
+        p1_image=f"{STIMULI_DIR}/{e['files']['p1']}", expected=e["expected"] or "",
+        records={"patch": e["patch"], **e["records"], "pixels_sha256": e["pixels_sha256"]},
+    )  # fmt: skip
+
+
 def study_build_stimuli(*, study: Study, jobs: int | None = None, progress: bool = False, on_progress=None) -> int:
     """Run the engine for the study's build_config and create its Items. Idempotent: a study that
     already has items is left alone. Returns the number of items."""
@@ -90,24 +100,7 @@ def study_build_stimuli(*, study: Study, jobs: int | None = None, progress: bool
         )
         entries = distortions.read_manifest(workdir / "manifest.jsonl")
         with transaction.atomic():
-            Item.objects.bulk_create(
-                [
-                    Item(
-                        study=study,
-                        index=e["index"],
-                        split=e["split"],
-                        category=e["category"],
-                        role=e["role"],
-                        ref_image=f"{STIMULI_DIR}/{e['files']['ref']}",
-                        p0_image=f"{STIMULI_DIR}/{e['files']['p0']}",
-                        p1_image=f"{STIMULI_DIR}/{e['files']['p1']}",
-                        expected=e["expected"] or "",
-                        records={"patch": e["patch"], **e["records"], "pixels_sha256": e["pixels_sha256"]},
-                    )
-                    for e in entries
-                ],
-                batch_size=500,
-            )
+            Item.objects.bulk_create([_item_from_manifest(study, e) for e in entries], batch_size=500)
             Study.objects.filter(pk=study.pk).update(status=Study.Status.ACTIVE)
         logger.info("study %s: built %d items (manifest %s)", study.pk, len(entries), summary["manifest_sha256"][:12])
         return len(entries)
