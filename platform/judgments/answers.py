@@ -52,10 +52,15 @@ ANSWER_FIELDS = (
     AnswerField("rt_ms", "number", high=MAX_RT_MS),
     AnswerField("client_shown_at", "number", required=False, high=CLIENT_TIME_MAX),
     AnswerField("client_answered_at", "number", required=False, high=CLIENT_TIME_MAX),
-    AnswerField("durations", "object", required=False, numbers=True,
-                help="JND: measured on-screen ms for ref_ms, gap_ms, distorted_ms"),
+    AnswerField(
+        "durations",
+        "object",
+        required=False,
+        numbers=True,
+        help="JND: measured on-screen ms for ref_ms, gap_ms, distorted_ms",
+    ),
     AnswerField("display", "object", required=False, help="viewport, devicePixelRatio, refresh_hz, ..."),
-)  # fmt: skip
+)
 FIELD = {field.name: field for field in ANSWER_FIELDS}
 OBJECTS_OF_NUMBERS = tuple(field for field in ANSWER_FIELDS if field.numbers)
 DISPLAY_MAX_CHARS, DURATIONS_MAX_CHARS = 4000, 2000
@@ -83,7 +88,9 @@ def answer_input(data) -> dict:
         key, value = field.name, data.get(field.name)
         if field.kind == "string":
             if not isinstance(value, str) or not value or len(value) > field.max_length:
-                raise ApplicationError(f"{key} must be a string of 1-{field.max_length} characters", {"field": key})
+                raise ApplicationError(
+                    f"{key} must be a string of 1-{field.max_length} characters", {"field": key}
+                )
         elif field.kind == "number":
             if value is not None or field.required:
                 value = _finite(value)
@@ -111,10 +118,16 @@ def _number(value, field: str, *, required: bool = True) -> float | None:
 def _check_sizes(*, token, trial_id, idempotency_key, durations: dict, display: dict) -> None:
     key = FIELD["idempotency_key"]
     if not isinstance(idempotency_key, str) or not key.min_length <= len(idempotency_key) <= key.max_length:
-        raise ApplicationError(f"idempotency_key must be {key.min_length}-{key.max_length} characters",
-                               {"field": "idempotency_key"})  # fmt: skip
-    if (not isinstance(durations, dict) or not isinstance(display, dict) or len(str(display)) > DISPLAY_MAX_CHARS
-            or len(str(durations)) > DURATIONS_MAX_CHARS):  # fmt: skip
+        raise ApplicationError(
+            f"idempotency_key must be {key.min_length}-{key.max_length} characters",
+            {"field": "idempotency_key"},
+        )
+    if (
+        not isinstance(durations, dict)
+        or not isinstance(display, dict)
+        or len(str(display)) > DISPLAY_MAX_CHARS
+        or len(str(durations)) > DURATIONS_MAX_CHARS
+    ):
         raise ApplicationError("durations and display must be small JSON objects", {"field": "display"})
     if not isinstance(trial_id, str) or not isinstance(token, str):
         raise ApplicationError("trial and token must be strings", {"field": "trial"})
@@ -132,10 +145,16 @@ class SubmitResult:
 def timing_flagged(*, timing: dict, durations: dict, display: dict) -> bool:
     """JND: a trial is flagged when any measured phase is off its target by more than one frame."""
     refresh = display.get("refresh_hz") if isinstance(display, dict) else None
-    frame_ms = 1000.0 / float(refresh) if isinstance(refresh, (int, float)) and 20 <= refresh <= 500 else 1000.0 / 60
+    frame_ms = (
+        1000.0 / float(refresh) if isinstance(refresh, (int, float)) and 20 <= refresh <= 500 else 1000.0 / 60
+    )
     for phase, target in timing.items():
         measured = durations.get(phase) if isinstance(durations, dict) else None
-        if not isinstance(measured, (int, float)) or isinstance(measured, bool) or abs(measured - target) > frame_ms:
+        if (
+            not isinstance(measured, (int, float))
+            or isinstance(measured, bool)
+            or abs(measured - target) > frame_ms
+        ):
             return True
     return False
 
@@ -143,14 +162,22 @@ def timing_flagged(*, timing: dict, durations: dict, display: dict) -> bool:
 def _replay(*, token: str, trial_id: str, idempotency_key: str) -> SubmitResult:
     """After a refused insert: the answer stored under this key (a retry that raced the first attempt),
     or the reason it cannot be stored."""
-    existing = (Judgment.objects.select_related("trial", "assignment")
-                .filter(assignment__token=token, idempotency_key=idempotency_key).first())  # fmt: skip
+    existing = (
+        Judgment.objects.select_related("trial", "assignment")
+        .filter(assignment__token=token, idempotency_key=idempotency_key)
+        .first()
+    )
     if existing is not None:
         if existing.trial.public_id != trial_id:
-            raise ApplicationError("idempotency_key was already used for another trial",
-                                   {"field": "idempotency_key"}, status_code=409)  # fmt: skip
+            raise ApplicationError(
+                "idempotency_key was already used for another trial",
+                {"field": "idempotency_key"},
+                status_code=409,
+            )
         return SubmitResult(existing, False, existing.assignment.n_answered, existing.assignment.n_trials)
-    raise ApplicationError("this trial was already answered", {"field": "trial", "code": "answered"}, status_code=409)
+    raise ApplicationError(
+        "this trial was already answered", {"field": "trial", "code": "answered"}, status_code=409
+    )
 
 
 def _row_missing(*, token: str, idempotency_key: str) -> ApplicationError:
@@ -159,15 +186,30 @@ def _row_missing(*, token: str, idempotency_key: str) -> ApplicationError:
     if not Assignment.objects.filter(token=token).exists():
         return ApplicationError("assignment not found", status_code=404)
     if Judgment.objects.filter(assignment__token=token, idempotency_key=idempotency_key).exists():
-        return ApplicationError("idempotency_key was already used for another trial", {"field": "idempotency_key"},
-                                status_code=409)  # fmt: skip
+        return ApplicationError(
+            "idempotency_key was already used for another trial",
+            {"field": "idempotency_key"},
+            status_code=409,
+        )
     return ApplicationError("this trial is not part of the assignment", {"field": "trial"})
 
 
-def _judgment_build(row: sql.AnswerRow, config: dict, *, now, response: str, rt_ms, idempotency_key: str,
-                    client_shown_at, client_answered_at, durations: dict, display: dict) -> Judgment:
+def _judgment_build(
+    row: sql.AnswerRow,
+    config: dict,
+    *,
+    now,
+    response: str,
+    rt_ms,
+    idempotency_key: str,
+    client_shown_at,
+    client_answered_at,
+    durations: dict,
+    display: dict,
+) -> Judgment:
     """The judgment an answer stores: the response checked against the study's kind, mapped from screen
-    side to p0/p1, scored against the item's expected answer (practice and sentinels), timing-flagged (JND)."""
+    side to p0/p1, scored against the item's expected answer (practice and sentinels), timing-flagged
+    (JND)."""
     kind = row.study_kind
     if response not in RESPONSES[kind]:
         raise ApplicationError(f"response must be one of {list(RESPONSES[kind])}", {"field": "response"})
@@ -183,17 +225,40 @@ def _judgment_build(row: sql.AnswerRow, config: dict, *, now, response: str, rt_
         correct = None if not row.expected else (response == row.expected)
         flagged = timing_flagged(timing=config["timing"], durations=durations, display=display)
     return Judgment(
-        id=uuid.uuid4(), created_at=now, updated_at=now, trial_id=row.trial_id, assignment_id=row.pk,
-        item_id=row.item_id, worker_id=row.worker_id, kind=row.trial_kind, idempotency_key=idempotency_key,
-        response=response, choice=choice, presented_left="p1" if row.swap else "p0",
-        correct=correct if row.trial_kind != Trial.Kind.TEST else None, rt_ms=rt, client_shown_at=shown,
-        client_answered_at=answered_at, durations=durations, timing_flagged=flagged, display=display,
-    )  # fmt: skip
+        id=uuid.uuid4(),
+        created_at=now,
+        updated_at=now,
+        trial_id=row.trial_id,
+        assignment_id=row.pk,
+        item_id=row.item_id,
+        worker_id=row.worker_id,
+        kind=row.trial_kind,
+        idempotency_key=idempotency_key,
+        response=response,
+        choice=choice,
+        presented_left="p1" if row.swap else "p0",
+        correct=correct if row.trial_kind != Trial.Kind.TEST else None,
+        rt_ms=rt,
+        client_shown_at=shown,
+        client_answered_at=answered_at,
+        durations=durations,
+        timing_flagged=flagged,
+        display=display,
+    )
 
 
-def judgment_submit(*, token: str, trial_id: str, response: str, rt_ms, idempotency_key: str,
-                    client_shown_at=None, client_answered_at=None, durations: dict | None = None,
-                    display: dict | None = None) -> SubmitResult:  # fmt: skip
+def judgment_submit(
+    *,
+    token: str,
+    trial_id: str,
+    response: str,
+    rt_ms,
+    idempotency_key: str,
+    client_shown_at=None,
+    client_answered_at=None,
+    durations: dict | None = None,
+    display: dict | None = None,
+) -> SubmitResult:
     """Store one answered trial. Idempotent: the same key returns the stored judgment (created=False);
     a second answer to an answered trial is refused. Acknowledged only after the transaction commits.
 
@@ -203,7 +268,9 @@ def judgment_submit(*, token: str, trial_id: str, response: str, rt_ms, idempote
     insert they refuse is resolved as a replay or a conflict."""
     durations = durations or {}
     display = display or {}
-    _check_sizes(token=token, trial_id=trial_id, idempotency_key=idempotency_key, durations=durations, display=display)
+    _check_sizes(
+        token=token, trial_id=trial_id, idempotency_key=idempotency_key, durations=durations, display=display
+    )
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -211,15 +278,27 @@ def judgment_submit(*, token: str, trial_id: str, response: str, rt_ms, idempote
             if row is None:
                 raise _row_missing(token=token, idempotency_key=idempotency_key)
             if row.judgment_id is not None and row.judgment_key == idempotency_key:
-                return SubmitResult(Judgment.objects.get(pk=row.judgment_id), False, row.n_answered, row.n_trials)
+                return SubmitResult(
+                    Judgment.objects.get(pk=row.judgment_id), False, row.n_answered, row.n_trials
+                )
             require_live(row, now)
             if row.answered or row.judgment_id is not None:
-                raise ApplicationError("this trial was already answered", {"field": "trial", "code": "answered"},
-                                       status_code=409)  # fmt: skip
+                raise ApplicationError(
+                    "this trial was already answered", {"field": "trial", "code": "answered"}, status_code=409
+                )
             config = collection_config(row.study_kind, row.study_config)
-            judgment = _judgment_build(row, config, now=now, response=response, rt_ms=rt_ms,
-                                       idempotency_key=idempotency_key, client_shown_at=client_shown_at,
-                                       client_answered_at=client_answered_at, durations=durations, display=display)  # fmt: skip
+            judgment = _judgment_build(
+                row,
+                config,
+                now=now,
+                response=response,
+                rt_ms=rt_ms,
+                idempotency_key=idempotency_key,
+                client_shown_at=client_shown_at,
+                client_answered_at=client_answered_at,
+                durations=durations,
+                display=display,
+            )
             ttl = config["lease_ttl_s"]
             sql.store_answer(judgment, row, now + timedelta(seconds=ttl), now + timedelta(seconds=ttl / 2))
             if row.trial_kind == Trial.Kind.TEST and config["training"]["every"] is not None:

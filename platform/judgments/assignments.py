@@ -57,8 +57,11 @@ def release_leases(assignment_ids) -> None:
     if not ids:
         return
     per_item: dict = {}
-    for item_id in (Trial.objects.filter(assignment_id__in=ids, kind=Trial.Kind.TEST, answered=False)
-                    .order_by().values_list("item_id", flat=True)):  # fmt: skip
+    for item_id in (
+        Trial.objects.filter(assignment_id__in=ids, kind=Trial.Kind.TEST, answered=False)
+        .order_by()
+        .values_list("item_id", flat=True)
+    ):
         per_item[item_id] = per_item.get(item_id, 0) + 1
     by_count: dict = {}
     for item_id, n in per_item.items():
@@ -92,8 +95,11 @@ def _target(config: dict, split: str) -> int:
 
 def _target_case(config: dict):
     jpi = config["judgments_per_item"]
-    return Case(*[When(split=split, then=Value(n)) for split, n in jpi.items()], default=Value(max(jpi.values())),
-                output_field=IntegerField())  # fmt: skip
+    return Case(
+        *[When(split=split, then=Value(n)) for split, n in jpi.items()],
+        default=Value(max(jpi.values())),
+        output_field=IntegerField(),
+    )
 
 
 def _window(*, study: Study, config: dict, worker: Worker, skip: set):
@@ -131,7 +137,11 @@ def _window_rows(*, study: Study, config: dict, worker: Worker, skip: set, n: in
 def _lease_items(*, study: Study, config: dict, worker: Worker, n: int) -> list[Item]:
     if not connection.features.has_select_for_update_skip_locked:
         # SQLite: the IMMEDIATE transaction already holds the database write lock; count exactly
-        ids = list(_window(study=study, config=config, worker=worker, skip=set()).values_list("pk", flat=True)[: 4 * n + 8])
+        ids = list(
+            _window(study=study, config=config, worker=worker, skip=set()).values_list("pk", flat=True)[
+                : 4 * n + 8
+            ]
+        )
         return _still_open(ids, config=config)[:n]
     taken: list[Item] = []
     rejected: set = set()
@@ -151,7 +161,11 @@ def _lease_items(*, study: Study, config: dict, worker: Worker, n: int) -> list[
         # A partial batch is served at once (small HITs near the end of a study). With nothing yet, items
         # that other transactions hold for a few milliseconds are waited for rather than reported as "no
         # work"; a transaction holding no rows blocks nobody, so this cannot livelock.
-        if taken or time.monotonic() > deadline or not _window(study=study, config=config, worker=worker, skip=held).exists():
+        if (
+            taken
+            or time.monotonic() > deadline
+            or not _window(study=study, config=config, worker=worker, skip=held).exists()
+        ):
             return taken[:n]
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
@@ -172,8 +186,12 @@ def _lease_bound(assignment: Assignment, config: dict):
 
 
 def _extend_lease(assignment: Assignment, config: dict, now) -> None:
-    """Heartbeat or resume: the lease moves to now + lease_ttl_s, but never past _lease_bound and never back."""
-    lease = max(assignment.lease_expires_at, min(now + timedelta(seconds=config["lease_ttl_s"]), _lease_bound(assignment, config)))
+    """Heartbeat or resume: the lease moves to now + lease_ttl_s, but never past _lease_bound and never
+    back."""
+    lease = max(
+        assignment.lease_expires_at,
+        min(now + timedelta(seconds=config["lease_ttl_s"]), _lease_bound(assignment, config)),
+    )
     if lease != assignment.lease_expires_at:
         assignment.lease_expires_at = lease
         Assignment.objects.filter(pk=assignment.pk).update(lease_expires_at=lease)
@@ -190,11 +208,16 @@ def _check_open_per_client(*, study: Study, client: str, now) -> None:
         key = int.from_bytes(hashlib.sha256(f"{study.pk}:{client}".encode()).digest()[:8], "big", signed=True)
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
-    open_ = Assignment.objects.filter(study=study, status=Assignment.Status.STARTED, client_hash=client,
-                                      lease_expires_at__gt=now)  # fmt: skip
+    open_ = Assignment.objects.filter(
+        study=study, status=Assignment.Status.STARTED, client_hash=client, lease_expires_at__gt=now
+    )
     if open_.count() >= cap:
-        raise ApplicationError(f"this network already holds {cap} unfinished assignments in this study; finish or "
-                               f"return one first", {"code": "too_many_open", "limit": cap}, status_code=409)  # fmt: skip
+        raise ApplicationError(
+            f"this network already holds {cap} unfinished assignments in this study; finish or "
+            f"return one first",
+            {"code": "too_many_open", "limit": cap},
+            status_code=409,
+        )
 
 
 @dataclass
@@ -206,7 +229,8 @@ class StartResult:
 
 @dataclass
 class Preview:
-    """An MTurk preview (no assignmentId yet): the study's first practice items as examples, nothing created."""
+    """An MTurk preview (no assignmentId yet): the study's first practice items as examples, nothing
+    created."""
 
     n_examples: int
 
@@ -214,8 +238,15 @@ class Preview:
 N_EXAMPLES = 2  # practice items an MTurk preview shows
 
 
-def assignment_request(*, study: Study, platform: str, worker_id: str, consent: bool, platform_info: dict,
-                       client_ip: str | None = None) -> tuple[StartResult | Preview, str | None]:
+def assignment_request(
+    *,
+    study: Study,
+    platform: str,
+    worker_id: str,
+    consent: bool,
+    platform_info: dict,
+    client_ip: str | None = None,
+) -> tuple[StartResult | Preview, str | None]:
     """A start request from the annotator's page: an MTurk preview, or (with consent) a started or resumed
     assignment. An anonymous link without a worker id gets a fresh one from the server; it comes back as
     the second value (None otherwise) for the page to send next time."""
@@ -229,8 +260,9 @@ def assignment_request(*, study: Study, platform: str, worker_id: str, consent: 
         if platform != Platform.ANONYMOUS:
             raise ApplicationError(f"{platform} links carry the worker id", {"field": "worker_id"})
         worker_id = issued = secrets.token_urlsafe(16)
-    result = assignment_start(study=study, platform=platform, worker_id=worker_id, platform_info=platform_info,
-                              client_ip=client_ip)
+    result = assignment_start(
+        study=study, platform=platform, worker_id=worker_id, platform_info=platform_info, client_ip=client_ip
+    )
     return result, issued
 
 
@@ -241,14 +273,23 @@ def assignment_preview(*, study: Study) -> Preview:
     return Preview(study.items.filter(role=Item.Role.PRACTICE).order_by("index")[:N_EXAMPLES].count())
 
 
-def hit_compose(*, tests: list, sentinel_pool: list, practice: list, n_sentinels: int, balance_sides: bool,
-                rng: random.Random) -> list[tuple[object, str, bool]]:
+def hit_compose(
+    *,
+    tests: list,
+    sentinel_pool: list,
+    practice: list,
+    n_sentinels: int,
+    balance_sides: bool,
+    rng: random.Random,
+) -> list[tuple[object, str, bool]]:
     """A HIT's trial sequence as (item, kind, swap): practice first, then the test items with `n_sentinels`
     sentinels drawn from the pool mixed in at random positions. `balance_sides` (2AFC): p0 goes left or
     right, half the trials each way in random order; otherwise (JND) the reference is always shown first,
     as in the paper. Pure: the items are given, the randomness comes from `rng`."""
     sentinels = rng.sample(sentinel_pool, n_sentinels)
-    counted = [(item, Trial.Kind.TEST) for item in tests] + [(item, Trial.Kind.SENTINEL) for item in sentinels]
+    counted = [(item, Trial.Kind.TEST) for item in tests] + [
+        (item, Trial.Kind.SENTINEL) for item in sentinels
+    ]
     rng.shuffle(counted)
     sequence = [(item, Trial.Kind.PRACTICE) for item in practice] + counted
     if balance_sides:
@@ -269,22 +310,35 @@ def _n_sentinels(config: dict, *, n_tests: int, pool: int) -> int:
 def _check_admission(*, config: dict, platform: str) -> None:
     """The study takes work from this platform."""
     if (platform == Platform.SIMULATED) != config["simulation"]:
-        message = ("this study takes only simulated workers" if config["simulation"]
-                   else "simulated workers are only admitted to simulation studies (config simulation=true)")  # fmt: skip
+        message = (
+            "this study takes only simulated workers"
+            if config["simulation"]
+            else "simulated workers are only admitted to simulation studies (config simulation=true)"
+        )
         raise ApplicationError(message, {"code": "simulation"}, status_code=403)
     allowed = config["platforms"]
     if platform != Platform.SIMULATED and platform not in allowed:
-        raise ApplicationError(f"this study admits only {', '.join(allowed)} participants",
-                               {"code": "platform", "valid": allowed}, status_code=403)  # fmt: skip
+        raise ApplicationError(
+            f"this study admits only {', '.join(allowed)} participants",
+            {"code": "platform", "valid": allowed},
+            status_code=403,
+        )
 
 
-def _resume(*, study: Study, config: dict, worker: Worker, platform: str, session_key: str | None, now) -> StartResult | None:
+def _resume(
+    *, study: Study, config: dict, worker: Worker, platform: str, session_key: str | None, now
+) -> StartResult | None:
     """The worker's live HIT in this session (its lease extended), or the outcome of this platform session's
     submitted or rejected HIT; None when a new HIT is due. Call inside the start's transaction."""
-    active = Assignment.objects.select_for_update().filter(study=study, worker=worker,
-                                                           status=Assignment.Status.STARTED).first()  # fmt: skip
+    active = (
+        Assignment.objects.select_for_update()
+        .filter(study=study, worker=worker, status=Assignment.Status.STARTED)
+        .first()
+    )
     if active is not None:
-        superseded = session_key is not None and platform_session(platform, active.platform_info) != session_key
+        superseded = (
+            session_key is not None and platform_session(platform, active.platform_info) != session_key
+        )
         if active.lease_expires_at > now and not superseded:
             _extend_lease(active, config, now)
             return StartResult(active, False)
@@ -292,46 +346,90 @@ def _resume(*, study: Study, config: dict, worker: Worker, platform: str, sessio
         # go back to the queue (its answers stay). A worker id is semi-public, so a stranger's session must
         # neither see the live HIT (its token) nor lock the real participant out of the study; the newest
         # session wins, and a participant whose HIT a stranger ended just starts again.
-        status = Assignment.Status.RETURNED if superseded and active.lease_expires_at > now else Assignment.Status.EXPIRED
+        status = (
+            Assignment.Status.RETURNED
+            if superseded and active.lease_expires_at > now
+            else Assignment.Status.EXPIRED
+        )
         Assignment.objects.filter(pk=active.pk).update(status=status)
         release_leases([active.pk])
         if superseded:
-            logger.warning("assignment %s ended: its worker started again in another %s session", active.pk, platform)
+            logger.warning(
+                "assignment %s ended: its worker started again in another %s session", active.pk, platform
+            )
     if session_key:  # the same Prolific session / MTurk assignment: show its outcome again
-        earlier = Assignment.objects.filter(study=study, worker=worker,
-                                            status__in=(Assignment.Status.SUBMITTED, Assignment.Status.REJECTED))  # fmt: skip
+        earlier = Assignment.objects.filter(
+            study=study, worker=worker, status__in=(Assignment.Status.SUBMITTED, Assignment.Status.REJECTED)
+        )
         for candidate in earlier:
-            if session_key in (candidate.platform_info.get("session_id"), candidate.platform_info.get("assignment_id")):
+            if session_key in (
+                candidate.platform_info.get("session_id"),
+                candidate.platform_info.get("assignment_id"),
+            ):
                 return StartResult(candidate, False)
     return None
 
 
-def _hit_create(*, study: Study, config: dict, worker: Worker, platform: str, info: dict, client: str, now) -> StartResult:
+def _hit_create(
+    *, study: Study, config: dict, worker: Worker, platform: str, info: dict, client: str, now
+) -> StartResult:
     """Lease test items and store a new HIT with its trials. Call inside the start's transaction."""
     tests = _lease_items(study=study, config=config, worker=worker, n=config["hit_size"])
     if not tests:
-        raise ApplicationError("no work is available in this study right now", {"code": "no_work"}, status_code=409)
+        raise ApplicationError(
+            "no work is available in this study right now", {"code": "no_work"}, status_code=409
+        )
     Item.objects.filter(pk__in=sorted(item.pk for item in tests)).update(n_open=F("n_open") + 1)
-    extra = list(Item.objects.filter(study=study, role__in=(Item.Role.SENTINEL, Item.Role.PRACTICE))
-                 .only(*TRIAL_ITEM_FIELDS).order_by("index"))  # fmt: skip
+    extra = list(
+        Item.objects.filter(study=study, role__in=(Item.Role.SENTINEL, Item.Role.PRACTICE))
+        .only(*TRIAL_ITEM_FIELDS)
+        .order_by("index")
+    )
     sentinel_pool = [item for item in extra if item.role == Item.Role.SENTINEL]
     practice = [item for item in extra if item.role == Item.Role.PRACTICE] if config["practice"] else []
-    sequence = hit_compose(tests=tests, sentinel_pool=sentinel_pool, practice=practice,
-                           n_sentinels=_n_sentinels(config, n_tests=len(tests), pool=len(sentinel_pool)),
-                           balance_sides=study.kind == "2afc", rng=_rng)  # fmt: skip
+    sequence = hit_compose(
+        tests=tests,
+        sentinel_pool=sentinel_pool,
+        practice=practice,
+        n_sentinels=_n_sentinels(config, n_tests=len(tests), pool=len(sentinel_pool)),
+        balance_sides=study.kind == "2afc",
+        rng=_rng,
+    )
     assignment = Assignment.objects.create(
-        study=study, worker=worker, platform=platform, platform_info=info, n_trials=len(sequence),
-        lease_expires_at=now + timedelta(seconds=_first_lease_s(config)), client_hash=client,
-    )  # fmt: skip
-    trials = [Trial(assignment=assignment, worker=worker, item=item, position=pos, kind=kind, swap=swap,
-                    created_at=now, updated_at=now)
-              for pos, (item, kind, swap) in enumerate(sequence)]  # fmt: skip
+        study=study,
+        worker=worker,
+        platform=platform,
+        platform_info=info,
+        n_trials=len(sequence),
+        lease_expires_at=now + timedelta(seconds=_first_lease_s(config)),
+        client_hash=client,
+    )
+    trials = [
+        Trial(
+            assignment=assignment,
+            worker=worker,
+            item=item,
+            position=pos,
+            kind=kind,
+            swap=swap,
+            created_at=now,
+            updated_at=now,
+        )
+        for pos, (item, kind, swap) in enumerate(sequence)
+    ]
     sql.insert_rows(trials)
     return StartResult(assignment, True, trials)
 
 
-def assignment_start(*, study: Study, platform: str, worker_id: str, platform_info: dict | None = None,
-                     is_simulated: bool = False, client_ip: str | None = None) -> StartResult:  # fmt: skip
+def assignment_start(
+    *,
+    study: Study,
+    platform: str,
+    worker_id: str,
+    platform_info: dict | None = None,
+    is_simulated: bool = False,
+    client_ip: str | None = None,
+) -> StartResult:
     """Resume the worker's active assignment in this study, or lease a new batch (hit_compose: practice
     items first, then test items with sentinels mixed in at random positions, left/right sides balanced).
 
@@ -342,35 +440,54 @@ def assignment_start(*, study: Study, platform: str, worker_id: str, platform_in
     most OPEN_PER_CLIENT open assignments per client and study (simulated workers, run by the researcher,
     are not capped)."""
     if study.status != Study.Status.ACTIVE:
-        raise ApplicationError(f"this study is {study.get_status_display().lower()} and takes no work now",
-                               {"code": "study_inactive"}, status_code=409)  # fmt: skip
+        raise ApplicationError(
+            f"this study is {study.get_status_display().lower()} and takes no work now",
+            {"code": "study_inactive"},
+            status_code=409,
+        )
     config = study.collection
     _check_admission(config=config, platform=platform)
     info = platform_info_clean(platform=platform, info=platform_info or {})
     client = client_hash(client_ip) if client_ip and platform != Platform.SIMULATED else ""
-    worker = worker_get_or_create(platform=platform, external_id=worker_id,
-                                  is_simulated=is_simulated or platform == Platform.SIMULATED)  # fmt: skip
+    worker = worker_get_or_create(
+        platform=platform, external_id=worker_id, is_simulated=is_simulated or platform == Platform.SIMULATED
+    )
     now = timezone.now()
     _expire(now=now, study=study)  # expired leases free their items now, not at the next sweep
     with transaction.atomic():
-        resumed = _resume(study=study, config=config, worker=worker, platform=platform,
-                          session_key=platform_session(platform, info), now=now)  # fmt: skip
+        resumed = _resume(
+            study=study,
+            config=config,
+            worker=worker,
+            platform=platform,
+            session_key=platform_session(platform, info),
+            now=now,
+        )
         if resumed is not None:
             return resumed
         if client:
             _check_open_per_client(study=study, client=client, now=now)
-        result = _hit_create(study=study, config=config, worker=worker, platform=platform, info=info, client=client,
-                             now=now)  # fmt: skip
+        result = _hit_create(
+            study=study, config=config, worker=worker, platform=platform, info=info, client=client, now=now
+        )
     n = {kind: sum(1 for trial in result.trials if trial.kind == kind) for kind in Trial.Kind.values}
-    logger.info("assignment %s: %d test, %d sentinel, %d practice trials for worker %s", result.assignment.pk,
-                n[Trial.Kind.TEST], n[Trial.Kind.SENTINEL], n[Trial.Kind.PRACTICE], worker.pk)  # fmt: skip
+    logger.info(
+        "assignment %s: %d test, %d sentinel, %d practice trials for worker %s",
+        result.assignment.pk,
+        n[Trial.Kind.TEST],
+        n[Trial.Kind.SENTINEL],
+        n[Trial.Kind.PRACTICE],
+        worker.pk,
+    )
     return result
 
 
 def locked_assignment(token: str) -> Assignment:
     # of=("self",): lock the assignment row only. Without it the joined study row is locked too, which
     # serialises every answer in a study and deadlocks against assignment starts' foreign-key checks.
-    assignment = Assignment.objects.select_for_update(of=("self",)).select_related("study").filter(token=token).first()
+    assignment = (
+        Assignment.objects.select_for_update(of=("self",)).select_related("study").filter(token=token).first()
+    )
     if assignment is None:
         raise ApplicationError("assignment not found", status_code=404)
     return assignment
@@ -382,12 +499,22 @@ def require_live(assignment: Assignment, now) -> None:
     if assignment.status == Assignment.Status.EXPIRED or (
         assignment.status == Assignment.Status.STARTED and assignment.lease_expires_at <= now
     ):
-        raise ApplicationError("this assignment expired; start a new one", {"code": "expired"}, status_code=410)
+        raise ApplicationError(
+            "this assignment expired; start a new one", {"code": "expired"}, status_code=410
+        )
     if assignment.status != Assignment.Status.STARTED:
-        if assignment.status == Assignment.Status.RETURNED:  # given back, or ended by a newer session of the worker
-            raise ApplicationError("this assignment was given back or continued in another session; reload the page to "
-                                   "go on with a new one", {"code": assignment.status}, status_code=409)  # fmt: skip
-        raise ApplicationError(f"this assignment is {assignment.status}", {"code": assignment.status}, status_code=409)
+        if (
+            assignment.status == Assignment.Status.RETURNED
+        ):  # given back, or ended by a newer session of the worker
+            raise ApplicationError(
+                "this assignment was given back or continued in another session; reload the page to "
+                "go on with a new one",
+                {"code": assignment.status},
+                status_code=409,
+            )
+        raise ApplicationError(
+            f"this assignment is {assignment.status}", {"code": assignment.status}, status_code=409
+        )
 
 
 def assignment_heartbeat(*, token: str) -> Assignment:

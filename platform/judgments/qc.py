@@ -23,7 +23,9 @@ logger = logging.getLogger(__name__)
 
 def qc_evaluate(*, assignment: Assignment, rule: dict) -> dict:
     """Sentinel accuracy, side bias and median RT of one assignment, and whether the rule excludes it."""
-    rows = list(assignment.judgments.exclude(kind=Trial.Kind.PRACTICE).values("kind", "correct", "response", "rt_ms"))
+    rows = list(
+        assignment.judgments.exclude(kind=Trial.Kind.PRACTICE).values("kind", "correct", "response", "rt_ms")
+    )
     sentinels = [r for r in rows if r["kind"] == Trial.Kind.SENTINEL]
     n_correct = sum(1 for r in sentinels if r["correct"])
     accuracy = n_correct / len(sentinels) if sentinels else None
@@ -41,9 +43,16 @@ def qc_evaluate(*, assignment: Assignment, rule: dict) -> dict:
     min_rt = rule.get("min_median_rt_ms")
     if min_rt is not None and median_rt is not None and median_rt < min_rt:
         reasons.append(f"median response time {median_rt:.0f} ms below {min_rt} ms")
-    return {"sentinels": len(sentinels), "sentinels_correct": n_correct, "sentinel_accuracy": accuracy,
-            f"fraction_{first}": side, "median_rt_ms": median_rt, "rule": rule, "excluded": bool(reasons),
-            "reasons": reasons}  # fmt: skip
+    return {
+        "sentinels": len(sentinels),
+        "sentinels_correct": n_correct,
+        "sentinel_accuracy": accuracy,
+        f"fraction_{first}": side,
+        "median_rt_ms": median_rt,
+        "rule": rule,
+        "excluded": bool(reasons),
+        "reasons": reasons,
+    }
 
 
 def _take_back_counts(assignment: Assignment) -> None:
@@ -53,7 +62,10 @@ def _take_back_counts(assignment: Assignment) -> None:
 
 def _mturk_host(submit_to) -> bool:
     try:
-        return urlparse(str(submit_to or "").rstrip("/"))._replace(path="").geturl() in settings.MTURK_SUBMIT_HOSTS
+        return (
+            urlparse(str(submit_to or "").rstrip("/"))._replace(path="").geturl()
+            in settings.MTURK_SUBMIT_HOSTS
+        )
     except ValueError:
         return False
 
@@ -68,10 +80,16 @@ def completion_for(assignment: Assignment) -> dict:
     if assignment.platform == Platform.PROLIFIC:
         redirect = completion_redirect(assignment.study.config, code)
         if redirect is None:
-            logger.warning("study %s: stored prolific_completion_url fails validation; no redirect", assignment.study_id)
+            logger.warning(
+                "study %s: stored prolific_completion_url fails validation; no redirect", assignment.study_id
+            )
         else:
             out["redirect_url"] = redirect
-    elif assignment.platform == Platform.MTURK and info.get("assignment_id") and _mturk_host(info.get("turk_submit_to")):
+    elif (
+        assignment.platform == Platform.MTURK
+        and info.get("assignment_id")
+        and _mturk_host(info.get("turk_submit_to"))
+    ):
         out["mturk_form"] = {
             "action": str(info["turk_submit_to"]).rstrip("/") + "/mturk/externalSubmit",
             "fields": {"assignmentId": info["assignment_id"], "completion_code": code},
@@ -88,8 +106,11 @@ def assignment_submit(*, token: str) -> Assignment:
         require_live(assignment, timezone.now())
         missing = list(assignment.trials.filter(answered=False).values_list("position", flat=True)[:20])
         if missing:
-            raise ApplicationError(f"{assignment.n_trials - assignment.n_answered} trials are not stored yet",
-                                   {"code": "incomplete", "missing_positions": missing}, status_code=409)  # fmt: skip
+            raise ApplicationError(
+                f"{assignment.n_trials - assignment.n_answered} trials are not stored yet",
+                {"code": "incomplete", "missing_positions": missing},
+                status_code=409,
+            )
         study = assignment.study
         config = study.collection
         qc = qc_evaluate(assignment=assignment, rule=config["exclusion"])
@@ -98,7 +119,9 @@ def assignment_submit(*, token: str) -> Assignment:
         assignment.completion_code = config["completion_code"] or ""
         assignment.excluded = qc["excluded"]
         assignment.qc = qc
-        assignment.save(update_fields=["status", "submitted_at", "completion_code", "excluded", "qc", "updated_at"])
+        assignment.save(
+            update_fields=["status", "submitted_at", "completion_code", "excluded", "qc", "updated_at"]
+        )
         if assignment.excluded:
             _take_back_counts(assignment)
             logger.info("assignment %s excluded: %s", assignment.pk, "; ".join(qc["reasons"]))
@@ -118,6 +141,10 @@ def assignment_reject(*, assignment: Assignment, reason: str = "rejected by the 
             _take_back_counts(assignment)
         assignment.status = Assignment.Status.REJECTED
         assignment.excluded = True
-        assignment.qc = {**assignment.qc, "excluded": True, "reasons": [*assignment.qc.get("reasons", []), reason]}
+        assignment.qc = {
+            **assignment.qc,
+            "excluded": True,
+            "reasons": [*assignment.qc.get("reasons", []), reason],
+        }
         assignment.save(update_fields=["status", "excluded", "qc", "updated_at"])
     return assignment

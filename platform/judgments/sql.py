@@ -23,28 +23,42 @@ from judgments.models import Assignment, Judgment, Trial
 from studies.models import Item, Study
 
 # What a start reads of an item: its queue position and what the annotator's page shows (not the records).
-TRIAL_ITEM_FIELDS = ("id", "index", "role", "split", "n_judgments", "n_open", "ref_image", "p0_image", "p1_image",
-                     "expected")  # fmt: skip
+TRIAL_ITEM_FIELDS = (
+    "id",
+    "index",
+    "role",
+    "split",
+    "n_judgments",
+    "n_open",
+    "ref_image",
+    "p0_image",
+    "p1_image",
+    "expected",
+)
 
 
 @functools.lru_cache
 def window_sql() -> str:
-    """PostgreSQL: the queue (judgments.assignments._window) as one prepared statement that locks and returns up to n items, with
-    the fields a start needs. Rows that SELECT ... FOR UPDATE returns are their latest committed versions,
-    re-checked against the WHERE clause once locked (PostgreSQL's documented READ COMMITTED behaviour), so
-    no second read is needed. Ordered like item_load_idx, which serves it."""
+    """PostgreSQL: the queue (judgments.assignments._window) as one prepared statement that locks and
+    returns up to n items, with the fields a start needs. Rows that SELECT ... FOR UPDATE returns are
+    their latest committed versions, re-checked against the WHERE clause once locked (PostgreSQL's
+    documented READ COMMITTED behaviour), so no second read is needed. Ordered like item_load_idx, which
+    serves it."""
     item, trial = Item._meta.db_table, Trial._meta.db_table
     columns = ", ".join(Item._meta.get_field(name).column for name in window_fields())
-    return (f"SELECT {columns} FROM {item} WHERE study_id = %s AND role = 'test' AND n_judgments + n_open < "
-            f"CASE WHEN split = 'train' THEN %s WHEN split = 'val' THEN %s ELSE %s END AND NOT (id = ANY(%s::uuid[])) "
-            f"AND id NOT IN (SELECT item_id FROM {trial} WHERE worker_id = %s AND kind = 'test') "
-            f"ORDER BY study_id, n_judgments + n_open, index LIMIT %s FOR UPDATE OF {item} SKIP LOCKED")  # fmt: skip
+    return (
+        f"SELECT {columns} FROM {item} WHERE study_id = %s AND role = 'test' AND n_judgments + n_open < "
+        f"CASE WHEN split = 'train' THEN %s WHEN split = 'val' THEN %s ELSE %s END AND NOT (id = ANY(%s::uuid[])) "
+        f"AND id NOT IN (SELECT item_id FROM {trial} WHERE worker_id = %s AND kind = 'test') "
+        f"ORDER BY study_id, n_judgments + n_open, index LIMIT %s FOR UPDATE OF {item} SKIP LOCKED"
+    )
 
 
 @functools.lru_cache
 def window_fields() -> tuple[str, ...]:
     """TRIAL_ITEM_FIELDS in the model's field order, the order Model.from_db expects."""
     return tuple(f.attname for f in Item._meta.concrete_fields if f.attname in TRIAL_ITEM_FIELDS)
+
 
 def window_rows(*, study_id, targets: tuple[int, int, int], worker_id, skip: set, n: int) -> list[Item]:
     """PostgreSQL: lock and return up to n queue items (window_sql). `targets`: judgments per item for the
@@ -85,7 +99,9 @@ class HotCursor:
 
     def __enter__(self):
         connection.ensure_connection()
-        self.prepared = connection.vendor == "postgresql" and connection.connection.prepare_threshold is not None
+        self.prepared = (
+            connection.vendor == "postgresql" and connection.connection.prepare_threshold is not None
+        )
         if self.prepared:
             import psycopg
 
@@ -129,11 +145,13 @@ def _aware(value):
 def answer_sql(for_update: bool) -> str:
     """The answer path's read (built once per process)."""
     t, a, s, i, j = (model._meta.db_table for model in (Trial, Assignment, Study, Item, Judgment))
-    sql = (f"SELECT t.id, t.kind, t.swap, t.answered, t.item_id, a.id, a.status, a.lease_expires_at, a.worker_id, "
-           f"a.n_answered, a.n_trials, s.id, s.kind, s.config, i.expected, j.id, j.idempotency_key "
-           f"FROM {t} t JOIN {a} a ON a.id = t.assignment_id JOIN {s} s ON s.id = a.study_id "
-           f"JOIN {i} i ON i.id = t.item_id LEFT JOIN {j} j ON j.trial_id = t.id "
-           f"WHERE a.token = %s AND t.public_id = %s")  # fmt: skip
+    sql = (
+        f"SELECT t.id, t.kind, t.swap, t.answered, t.item_id, a.id, a.status, a.lease_expires_at, a.worker_id, "
+        f"a.n_answered, a.n_trials, s.id, s.kind, s.config, i.expected, j.id, j.idempotency_key "
+        f"FROM {t} t JOIN {a} a ON a.id = t.assignment_id JOIN {s} s ON s.id = a.study_id "
+        f"JOIN {i} i ON i.id = t.item_id LEFT JOIN {j} j ON j.trial_id = t.id "
+        f"WHERE a.token = %s AND t.public_id = %s"
+    )
     # FOR UPDATE OF a: the assignment row only, so answers to other assignments never wait
     return sql + " FOR UPDATE OF a" if for_update else sql
 
@@ -144,8 +162,10 @@ def insert_sql(model, vendor: str, rows: int = 1) -> str:
     quote = connection.ops.quote_name
     fields = model._meta.concrete_fields
     row = f"({', '.join(['%s'] * len(fields))})"
-    return (f"INSERT INTO {model._meta.db_table} ({', '.join(quote(f.column) for f in fields)}) "
-            f"VALUES {', '.join([row] * rows)}")  # fmt: skip
+    return (
+        f"INSERT INTO {model._meta.db_table} ({', '.join(quote(f.column) for f in fields)}) "
+        f"VALUES {', '.join([row] * rows)}"
+    )
 
 
 def insert_params(objs) -> list:
@@ -173,11 +193,44 @@ def answer_row(token: str, trial_id: str) -> AnswerRow | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    (t_id, t_kind, swap, answered, item_id, a_id, status, lease, worker_id, n_answered, n_trials, s_id, s_kind, config,
-     expected, j_id, j_key) = row  # fmt: skip
-    return AnswerRow(_uuid(t_id), t_kind, bool(swap), bool(answered), _uuid(item_id), _uuid(a_id), status, _aware(lease),
-                      _uuid(worker_id), n_answered, n_trials, _uuid(s_id), s_kind,
-                      json.loads(config) if isinstance(config, str) else config, expected, _uuid(j_id), j_key)  # fmt: skip
+    (
+        t_id,
+        t_kind,
+        swap,
+        answered,
+        item_id,
+        a_id,
+        status,
+        lease,
+        worker_id,
+        n_answered,
+        n_trials,
+        s_id,
+        s_kind,
+        config,
+        expected,
+        j_id,
+        j_key,
+    ) = row
+    return AnswerRow(
+        _uuid(t_id),
+        t_kind,
+        bool(swap),
+        bool(answered),
+        _uuid(item_id),
+        _uuid(a_id),
+        status,
+        _aware(lease),
+        _uuid(worker_id),
+        n_answered,
+        n_trials,
+        _uuid(s_id),
+        s_kind,
+        json.loads(config) if isinstance(config, str) else config,
+        expected,
+        _uuid(j_id),
+        j_key,
+    )
 
 
 @functools.lru_cache
@@ -194,7 +247,7 @@ def store_answer_sql(vendor: str, test: bool) -> list[str]:
         # last_answer_at (unindexed) bounds what heartbeats may extend the lease to.
         f"UPDATE {assignment} SET n_answered = n_answered + 1, last_answer_at = %s, lease_expires_at = "
         f"CASE WHEN lease_expires_at < %s THEN %s ELSE lease_expires_at END WHERE id = %s",
-    ]  # fmt: skip
+    ]
     if test:  # the lease becomes a judgment: load (n_judgments + n_open) is unchanged
         writes.append(f"UPDATE {item} SET n_judgments = n_judgments + 1, n_open = n_open - 1 WHERE id = %s")
     if vendor != "postgresql":
@@ -210,8 +263,13 @@ def store_answer(judgment: Judgment, row: AnswerRow, lease_expires_at, renew_bef
     params = [
         insert_params([judgment]),
         [True, pk(Trial, row.trial_id)],
-        [prep(lease, judgment.created_at), prep(lease, renew_before), prep(lease, lease_expires_at), pk(Assignment, row.pk)],
-    ] + ([[pk(Item, row.item_id)]] if test else [])  # fmt: skip
+        [
+            prep(lease, judgment.created_at),
+            prep(lease, renew_before),
+            prep(lease, lease_expires_at),
+            pk(Assignment, row.pk),
+        ],
+    ] + ([[pk(Item, row.item_id)]] if test else [])
     statements = store_answer_sql(connection.vendor, test)
     if len(statements) == 1:
         params = [[value for group in params for value in group]]
@@ -220,4 +278,3 @@ def store_answer(judgment: Judgment, row: AnswerRow, lease_expires_at, renew_bef
             cursor.execute(sql, values)
     judgment._state.adding = False
     judgment._state.db = connection.alias
-

@@ -16,7 +16,10 @@ from judgments.models import Platform, Worker
 
 
 def _salt() -> bytes:
-    salt = settings.WORKER_ID_SALT or hashlib.sha256(b"perceptlab-worker-id:" + settings.SECRET_KEY.encode()).hexdigest()
+    salt = (
+        settings.WORKER_ID_SALT
+        or hashlib.sha256(b"perceptlab-worker-id:" + settings.SECRET_KEY.encode()).hexdigest()
+    )
     return salt.encode()
 
 
@@ -26,8 +29,9 @@ def worker_hash(*, platform: str, external_id: str) -> str:
 
 
 def client_hash(ip: str) -> str:
-    """Salted HMAC-SHA256 of a client address as core.net counts clients (IPv4 address, IPv6 /48 by default): what an
-    assignment keeps to cap open assignments per client. The raw address is never stored."""
+    """Salted HMAC-SHA256 of a client address as core.net counts clients (IPv4 address, IPv6 /48 by
+    default): what an assignment keeps to cap open assignments per client. The raw address is never
+    stored."""
     return hmac.new(_salt(), f"client:{client_key(ip)}".encode(), hashlib.sha256).hexdigest()
 
 
@@ -61,8 +65,10 @@ def platform_info_clean(*, platform: str, info: dict) -> dict:
         keys = ("hit_id", "assignment_id", "turk_submit_to")
         submit_to = (info.get("turk_submit_to") or "").rstrip("/")
         if urlparse(submit_to)._replace(path="").geturl() not in settings.MTURK_SUBMIT_HOSTS:
-            raise ApplicationError("turkSubmitTo is not an MTurk host", {"field": "turk_submit_to",
-                                                                          "valid": settings.MTURK_SUBMIT_HOSTS})  # fmt: skip
+            raise ApplicationError(
+                "turkSubmitTo is not an MTurk host",
+                {"field": "turk_submit_to", "valid": settings.MTURK_SUBMIT_HOSTS},
+            )
         if info.get("assignment_id") in (None, "", MTURK_PREVIEW):
             raise ApplicationError("MTurk preview: accept the HIT to start", {"field": "assignment_id"})
     else:

@@ -26,10 +26,16 @@ def test_a_good_answer_passes_and_optional_fields_default_to_none():
 
 @pytest.mark.parametrize(
     "change, field",
-    [({"trial": ""}, "trial"), ({"response": "x" * 17}, "response"), ({"rt_ms": "fast"}, "rt_ms"),
-     ({"rt_ms": 10**400}, "rt_ms"), ({"client_shown_at": [1]}, "client_shown_at"), ({"display": []}, "display"),
-     ({"durations": {"ref_ms": "1000"}}, "durations")],
-)  # fmt: skip
+    [
+        ({"trial": ""}, "trial"),
+        ({"response": "x" * 17}, "response"),
+        ({"rt_ms": "fast"}, "rt_ms"),
+        ({"rt_ms": 10**400}, "rt_ms"),
+        ({"client_shown_at": [1]}, "client_shown_at"),
+        ({"display": []}, "display"),
+        ({"durations": {"ref_ms": "1000"}}, "durations"),
+    ],
+)
 def test_a_bad_field_is_named(change, field):
     with pytest.raises(ApplicationError) as caught:
         answer_input({**GOOD, **change})

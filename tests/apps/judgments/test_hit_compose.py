@@ -12,8 +12,14 @@ def compose(seed=0, n_tests=10, n_pool=6, n_practice=2, n_sentinels=3, balance_s
     tests = [f"t{k}" for k in range(n_tests)]
     pool = [f"s{k}" for k in range(n_pool)]
     practice = [f"p{k}" for k in range(n_practice)]
-    return hit_compose(tests=tests, sentinel_pool=pool, practice=practice, n_sentinels=n_sentinels,
-                       balance_sides=balance_sides, rng=random.Random(seed))  # fmt: skip
+    return hit_compose(
+        tests=tests,
+        sentinel_pool=pool,
+        practice=practice,
+        n_sentinels=n_sentinels,
+        balance_sides=balance_sides,
+        rng=random.Random(seed),
+    )
 
 
 def test_practice_comes_first_in_order():
@@ -32,7 +38,10 @@ def test_every_test_item_once_and_the_requested_sentinels_from_the_pool():
 
 
 def test_sentinels_land_at_random_positions():
-    positions = {tuple(k for k, (_, kind, _) in enumerate(compose(seed=seed)) if kind == "sentinel") for seed in range(20)}
+    positions = {
+        tuple(k for k, (_, kind, _) in enumerate(compose(seed=seed)) if kind == "sentinel")
+        for seed in range(20)
+    }
     assert len(positions) > 10
 
 
@@ -41,7 +50,9 @@ def test_2afc_sides_are_balanced(n_practice):
     sequence = compose(n_practice=n_practice)
     swaps = [swap for _, _, swap in sequence]
     assert abs(sum(swaps) - (len(swaps) - sum(swaps))) <= 1
-    assert len({tuple(swap for _, _, swap in compose(seed=seed)) for seed in range(10)}) > 1  # in random order
+    assert (
+        len({tuple(swap for _, _, swap in compose(seed=seed)) for seed in range(10)}) > 1
+    )  # in random order
 
 
 def test_jnd_shows_the_reference_first():

@@ -39,8 +39,17 @@ def test_evaluation_kinds_are_filled_from_metric_names(migrator):
     run = uuid.uuid4()
     for metric in NAMES:
         for category in ("all", "cnn"):
-            Evaluation.objects.create(study=study, run=run, metric=metric, measure="2afc", split="val",
-                                      category=category, score=0.7, n_items=10, n_judgments=20)  # fmt: skip
+            Evaluation.objects.create(
+                study=study,
+                run=run,
+                metric=metric,
+                measure="2afc",
+                split="val",
+                category=category,
+                score=0.7,
+                n_items=10,
+                n_judgments=20,
+            )
     executor = migrator(connection)
     executor.migrate(AFTER)
     apps = executor.loader.project_state(AFTER).apps
