@@ -153,8 +153,8 @@ def answer_trials():
     """answer_trials(assignment, policy) answers every unanswered trial through the service layer.
     policy(trial, item) returns the *item-level* choice (2AFC 'p0'/'p1', JND 'same'/'different');
     the helper maps it to the screen response through the trial's side swap, as a browser would."""
+    from judgments.answers import judgment_submit
     from judgments.models import Trial
-    from judgments.services import judgment_submit
 
     def run(assignment, policy, *, limit=None):
         done = 0
@@ -181,7 +181,8 @@ def crowd(answer_trials):
     """crowd(study, n_workers, policy, prefix="worker-"): workers <prefix>0, 1, ... each take a HIT, answer
     it with answer_trials' policy and submit it, until n_workers have or the study has no work left."""
     from core.exceptions import ApplicationError
-    from judgments.services import assignment_start, assignment_submit
+    from judgments.assignments import assignment_start
+    from judgments.qc import assignment_submit
 
     def run(study, n_workers, policy, *, prefix="worker-"):
         for w in range(n_workers):

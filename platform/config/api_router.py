@@ -14,6 +14,7 @@ from judgments.apis import (
     AssignmentTrialImageApi,
     JudgmentSubmitApi,
     StudyExampleImageApi,
+    StudyWorkersApi,
 )
 from judgments.completions import StudyCompletionsApi
 from studies.apis import (
@@ -22,10 +23,9 @@ from studies.apis import (
     StudyListApi,
     StudyPauseApi,
     StudyStartApi,
-    StudyTrainApi,
-    StudyWorkersApi,
 )
 from studies.source_apis import SourceSetDetailApi, SourceSetListApi
+from training.apis import StudyTrainApi
 
 urlpatterns = [
     path("ping/", PingApi.as_view(), name="api-ping"),

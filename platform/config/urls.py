@@ -3,9 +3,10 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from core import views as core_views
+from studies import views as study_views
 
 urlpatterns = [
-    path("", core_views.home, name="home"),
+    path("", study_views.home, name="home"),
     path("healthz", core_views.healthz, name="healthz"),
     path("livez", core_views.livez, name="livez"),
     path("admin/", admin.site.urls),

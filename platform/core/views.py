@@ -2,15 +2,9 @@ import re
 
 from django.conf import settings
 from django.http import Http404, JsonResponse
-from django.shortcuts import render
 from django.views.static import serve
 
 from core.services import system_status
-from studies.selectors import study_list_public
-
-
-def home(request):
-    return render(request, "home.html", {"studies": study_list_public()})
 
 
 def livez(request):

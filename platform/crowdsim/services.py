@@ -14,7 +14,7 @@ def simulation_study_prepare(*, study_id: str, mark: bool = False) -> Study:
     study = Study.objects.filter(pk=study_id).first()
     if study is None:
         raise ApplicationError(f"no study {study_id}")
-    if not study.settings["simulation"]:
+    if not study.collection["simulation"]:
         if not mark:
             raise ApplicationError("not a simulation study: pass --mark (only for a study without real judgments)")
         if Judgment.objects.filter(item__study=study, worker__is_simulated=False).exists():

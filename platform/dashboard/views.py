@@ -8,6 +8,7 @@ from dashboard.selectors import dashboard_for
 from exports.services import export_create
 from studies.selectors import study_list_for
 from studies.services import study_pause, study_start
+from training.triggers import training_request
 
 
 @login_required
@@ -18,7 +19,7 @@ def study_list(request):
 @login_required
 def study_detail(request, study_id):
     study = get_object_or_404(study_list_for(user=request.user), pk=study_id)
-    context = {"study": study, "config": study.settings, "exports": study.exports.all()[:10], **dashboard_for(study=study),
+    context = {"study": study, "config": study.collection, "exports": study.exports.all()[:10], **dashboard_for(study=study),
                "annotator_url": request.build_absolute_uri(f"/s/{study.pk}/")}  # fmt: skip
     return render(request, "dashboard/study.html", context)
 
@@ -36,8 +37,6 @@ def study_action(request, study_id, action):
             export_create(study=study, user=request.user, include_excluded=request.POST.get("include_excluded") == "1")
             messages.info(request, "Export queued; it appears below when the worker has written it.")
         elif action == "evaluate":
-            from training.triggers import training_request
-
             training_request(study=study, force=True)
             messages.info(request, "Retraining and evaluation queued.")
         else:

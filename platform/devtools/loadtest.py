@@ -280,7 +280,7 @@ def verify(study, acknowledged: list[tuple[str, str]]) -> dict:
     from django.db.models import Count
 
     from judgments.models import Judgment, Trial
-    from judgments.services import open_leases
+    from judgments.selectors import open_leases
     from studies.models import Item
 
     trial_ids = {trial for _, trial in acknowledged}
@@ -288,7 +288,7 @@ def verify(study, acknowledged: list[tuple[str, str]]) -> dict:
                   .annotate(n=Count("pk")).values_list("trial__public_id", "n"))  # fmt: skip
     missing = [t for t in trial_ids if stored.get(t, 0) == 0]
     duplicated = [t for t, n in stored.items() if n > 1]
-    target = study.settings["judgments_per_item"]
+    target = study.collection["judgments_per_item"]
     over = []
     counts = dict(Judgment.objects.filter(item__study=study, kind="test", assignment__excluded=False)
                   .values_list("item_id").annotate(n=Count("pk")).values_list("item_id", "n"))  # fmt: skip

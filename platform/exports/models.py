@@ -22,7 +22,7 @@ class Export(BaseModel):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     include_excluded = models.BooleanField(default=False)
-    # judgments' browser user agents (left out unless the researcher asks: exports.privacy)
+    # judgments' browser user agents (left out unless the researcher asks: judgments.privacy)
     include_user_agent = models.BooleanField(default=False)
     archive = models.CharField(max_length=300, blank=True)  # media-relative path of the .zip
     sha256 = models.CharField(max_length=64, blank=True)

@@ -3,7 +3,7 @@ assignments, trials, judgments: every stored field) and every image it reference
 `study_restore` rebuilds the study in another database with identical content. An export of the restored
 study is byte-identical to the export it came from (tested across PostgreSQL and SQLite).
 
-Published as exports publish them (exports.privacy): judgments' client timestamps relative to their HIT's
+Published as exports publish them (judgments.privacy): judgments' client timestamps relative to their HIT's
 first one, and no user agent unless the export asks for it.
 
 Left out on purpose: assignment tokens and trial public ids (credentials and opaque handles of annotators;
@@ -34,8 +34,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, models, transaction
 
 from core.exceptions import ApplicationError
-from exports.privacy import hit_origins, judgment_row_published
 from judgments.models import Assignment, Judgment, Trial, Worker
+from judgments.privacy import hit_origins, judgment_row_published
 from studies.collection import collection_config
 from studies.images import decode_image
 from studies.models import Item, Study
@@ -139,10 +139,8 @@ def _refuse(message: str, **extra) -> ApplicationError:
     return ApplicationError(message, extra or {"field": "archive"})
 
 
-def _read_archive(zf: zipfile.ZipFile) -> _Archive:
-    """Every member checked against the directory limits, the manifest's digests and the expected names
-    before it is used. Images must be ``stimuli/<sha256>.png`` whose bytes hash to that name."""
-    limits = settings.PERCEPTLAB_LIMITS
+def _restore_members(zf: zipfile.ZipFile, limits: dict) -> dict[str, zipfile.ZipInfo]:
+    """The restore/ members, checked against the directory limits and the expected names (nothing read yet)."""
     members = {m.filename: m for m in zf.infolist() if m.filename.startswith("restore/") and not m.is_dir()}
     if "restore/manifest.json" not in members:
         raise _refuse("this archive has no restore/ section (exports before format perceptlab-restore/1 cannot be restored)")
@@ -154,6 +152,11 @@ def _read_archive(zf: zipfile.ZipFile) -> _Archive:
         too_big = member.file_size > limits["restore_max_file_bytes"] * (1 if MEDIA_FILE.fullmatch(name) else 64)
         if too_big or (member.file_size > 1024 and member.file_size > max(member.compress_size, 1) * limits["max_compression_ratio"]):
             raise _refuse(f"{name}: too large or too compressed", file=name)
+    return members
+
+
+def _restore_manifest(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]) -> dict:
+    """restore/manifest.json, of our format, listing exactly the restore/ members."""
     try:
         manifest = json.loads(zf.read("restore/manifest.json"))
     except (ValueError, zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
@@ -170,6 +173,35 @@ def _read_archive(zf: zipfile.ZipFile) -> _Archive:
     extra = set(members) - set(files) - {"restore/manifest.json"}
     if extra:
         raise _refuse(f"files not in the manifest: {sorted(extra)[:5]}", file=sorted(extra)[0])
+    return manifest
+
+
+def _restore_image(name: str, data: bytes, rel: str, limits: dict) -> None:
+    """A stimulus image: its bytes hash to its name, and it is a real PNG within the pixel cap."""
+    if hashlib.sha256(data).hexdigest() != STIMULUS.fullmatch(rel)["sha"]:
+        raise _refuse(f"{name}: content does not hash to its name (stimuli are content-addressed)", file=name)
+    # a real PNG within the pixel cap (read from the header before decoding), not a page or script
+    decode_image(name, data, formats={"PNG"}, max_side=limits["restore_max_image_pixels"],
+                 max_pixels=limits["restore_max_image_pixels"])  # fmt: skip
+
+
+def _restore_table(name: str, data: bytes) -> list[dict]:
+    try:
+        rows = [json.loads(line) for line in data.splitlines()]
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+        raise _refuse(f"{name}: not JSON lines ({exc})", file=name) from exc
+    if not all(isinstance(row, dict) for row in rows):
+        raise _refuse(f"{name}: every line must be a JSON object", file=name)
+    return rows
+
+
+def _read_archive(zf: zipfile.ZipFile) -> _Archive:
+    """Every member checked against the directory limits, the manifest's digests and the expected names
+    before it is used. Images must be ``stimuli/<sha256>.png`` whose bytes hash to that name."""
+    limits = settings.PERCEPTLAB_LIMITS
+    members = _restore_members(zf, limits)
+    manifest = _restore_manifest(zf, members)
+    files, counts = manifest["files"], manifest["rows"]
     tables: dict[str, list[dict]] = {}
     images: dict[str, str] = {}
     for name, digest in files.items():
@@ -181,22 +213,10 @@ def _read_archive(zf: zipfile.ZipFile) -> _Archive:
             raise _refuse(f"{name}: content does not match its sha256 in the manifest", file=name)
         media = MEDIA_FILE.fullmatch(name)
         if media:
-            rel = media["rel"]
-            if hashlib.sha256(data).hexdigest() != STIMULUS.fullmatch(rel)["sha"]:
-                raise _refuse(f"{name}: content does not hash to its name (stimuli are content-addressed)", file=name)
-            # a real PNG within the pixel cap (read from the header before decoding), not a page or script
-            decode_image(name, data, formats={"PNG"}, max_side=limits["restore_max_image_pixels"],
-                         max_pixels=limits["restore_max_image_pixels"])  # fmt: skip
-            images[rel] = name  # read again when written: one image in memory at a time
+            _restore_image(name, data, media["rel"], limits)
+            images[media["rel"]] = name  # read again when written: one image in memory at a time
             continue
-        table = TABLE_FILE.fullmatch(name)["table"]
-        try:
-            rows = [json.loads(line) for line in data.splitlines()]
-        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
-            raise _refuse(f"{name}: not JSON lines ({exc})", file=name) from exc
-        if not all(isinstance(row, dict) for row in rows):
-            raise _refuse(f"{name}: every line must be a JSON object", file=name)
-        tables[table] = rows
+        tables[TABLE_FILE.fullmatch(name)["table"]] = _restore_table(name, data)
     for table in ("study", *(t for t, _, _ in TABLES)):
         if len(tables.get(table, ())) != counts.get(table):
             raise _refuse(f"restore/{table}.jsonl does not hold {counts.get(table)!r} rows", file=f"restore/{table}.jsonl")
@@ -329,6 +349,41 @@ def study_restore(*, archive, owner=None) -> Study:
         return _restore(zf, owner)
 
 
+def _restore_workers(rows: list[dict]) -> tuple[dict, list]:
+    """archive worker id -> id here (a known identity, platform + hash, is reused), and the workers to create."""
+    workers = _objects(Worker, "workers", rows, {})
+    worker_map = {}
+    new_workers = []
+    for w in workers:
+        known = Worker.objects.filter(platform=w.platform, external_hash=w.external_hash).values_list("pk", flat=True).first()
+        worker_map[w.pk] = known if known is not None else w.pk
+        if known is None:
+            new_workers.append(w)
+    _check_ids("workers", workers)
+    return worker_map, new_workers
+
+
+def _restore_write(zf: zipfile.ZipFile, study: Study, rows: list[tuple], new_images: dict[str, str]) -> None:
+    """Write the checked rows (in dependency order) and the new image files, in one transaction."""
+    try:
+        with transaction.atomic():
+            created_at = study.created_at
+            study.save(force_insert=True)
+            Study.objects.filter(pk=study.pk).update(created_at=created_at)
+            study.created_at = created_at
+            for model, objs in rows:
+                _create(model, objs)
+            media = Path(settings.MEDIA_ROOT)
+            for rel, member in new_images.items():
+                data = zf.read(member)
+                if hashlib.sha256(data).hexdigest() != STIMULUS.fullmatch(rel)["sha"]:  # the zip changed underneath
+                    raise _refuse(f"{member}: content does not hash to its name", file=member)
+                _write_new_file(media / rel, data)
+    except IntegrityError as exc:
+        raise ApplicationError(f"the archive's rows conflict with each other or with this database: {exc}",
+                               {"field": "archive"}, status_code=409) from exc  # fmt: skip
+
+
 def _restore(zf: zipfile.ZipFile, owner) -> Study:
     checked = _read_archive(zf)
     tables = checked.tables
@@ -341,15 +396,7 @@ def _restore(zf: zipfile.ZipFile, owner) -> Study:
     rebound = {"study_id": {study.pk: study.pk}}  # every row joins the restored study, whatever it names
     items = _objects(Item, "items", _rebind(tables["items"], study), rebound)
     item_ids = _check_ids("items", items)
-    workers = _objects(Worker, "workers", tables["workers"], {})
-    worker_map = {}  # archive id -> id here: a known identity (platform + hash) is reused, others are new
-    new_workers = []
-    for w in workers:
-        known = Worker.objects.filter(platform=w.platform, external_hash=w.external_hash).values_list("pk", flat=True).first()
-        worker_map[w.pk] = known if known is not None else w.pk
-        if known is None:
-            new_workers.append(w)
-    _check_ids("workers", workers)
+    worker_map, new_workers = _restore_workers(tables["workers"])
     same = {i: i for i in item_ids}
     assignments = _objects(Assignment, "assignments", _rebind(tables["assignments"], study),
                            {**rebound, "worker_id": worker_map})  # fmt: skip
@@ -367,26 +414,8 @@ def _restore(zf: zipfile.ZipFile, owner) -> Study:
         _refuse_existing(model, table, ids)
     new_images = _check_images(items, checked.images)
     # all checked: now write, rows first (one transaction), the new image files last inside it
-    try:
-        with transaction.atomic():
-            created_at = study.created_at
-            study.save(force_insert=True)
-            Study.objects.filter(pk=study.pk).update(created_at=created_at)
-            study.created_at = created_at
-            _create(Item, items)
-            _create(Worker, new_workers)
-            _create(Assignment, assignments)
-            _create(Trial, trials)
-            _create(Judgment, judgments)
-            media = Path(settings.MEDIA_ROOT)
-            for rel, member in new_images.items():
-                data = zf.read(member)
-                if hashlib.sha256(data).hexdigest() != STIMULUS.fullmatch(rel)["sha"]:  # the zip changed underneath
-                    raise _refuse(f"{member}: content does not hash to its name", file=member)
-                _write_new_file(media / rel, data)
-    except IntegrityError as exc:
-        raise ApplicationError(f"the archive's rows conflict with each other or with this database: {exc}",
-                               {"field": "archive"}, status_code=409) from exc  # fmt: skip
+    _restore_write(zf, study, [(Item, items), (Worker, new_workers), (Assignment, assignments), (Trial, trials),
+                               (Judgment, judgments)], new_images)  # fmt: skip
     logger.info("restored study %s: %s", study.pk, checked.manifest["rows"])
     return study
 

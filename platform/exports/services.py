@@ -6,7 +6,7 @@ Archive layout (``<study-slug>-v<N>.zip``)::
     jnd/<split>/<category>/{p0,p1}/<stem>.png and same/<stem>.npy         (JND studies)
     items.jsonl        one row per exported item: BAPPS paths, votes, distortion records (metric.data format)
     judgments.jsonl    one row per judgment: worker hash, sides, response time, sentinel outcome, flags,
-                       display profile, client times as ms since the HIT's first trial (exports.privacy)
+                       display profile, client times as ms since the HIT's first trial (judgments.privacy)
     assignments.jsonl  one row per assignment: platform, status, QC outcome
     export.json        study, collection config (exclusion rule), counts, file digests
     restore/           every row and image of the study, for `manage.py study_restore` (exports.restore)
@@ -38,9 +38,9 @@ from django.utils.text import slugify
 from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
 from exports.models import Export
-from exports.privacy import display_published, since_origin
 from exports.restore import dump_rows, stimulus_path, write_restore
 from judgments.models import Assignment, Judgment, Trial
+from judgments.privacy import display_published, since_origin
 from studies.models import Item, Study
 
 logger = logging.getLogger(__name__)
@@ -104,20 +104,89 @@ def _iso(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def _zip_add(zf: zipfile.ZipFile, name: str, data: bytes, compress: bool = True) -> None:
+    """One archive member with fixed metadata (date, mode), so that equal exports are equal bytes."""
+    info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+    info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    info.external_attr = 0o644 << 16
+    zf.writestr(info, data)
+
+
+def _counted_votes(judgments: list[dict], include_excluded: bool) -> dict:
+    """item id -> [positive votes, counted votes] over the counted test judgments."""
+    votes: dict = defaultdict(lambda: [0, 0])
+    for j in judgments:
+        if j["kind"] == Trial.Kind.TEST and (include_excluded or not j["assignment__excluded"]):
+            votes[j["item_id"]][0] += j["choice"]  # 2AFC: chose p1; JND: said same
+            votes[j["item_id"]][1] += 1
+    return votes
+
+
+def _write_bapps(zf: zipfile.ZipFile, kind: str, groups: dict, votes: dict) -> tuple[list[dict], dict]:
+    """The BAPPS tree (images and vote fractions per split and category); returns the items.jsonl lines and
+    item id -> BAPPS path stem."""
+    from metric.data import bapps_stem  # imports torch: only in the worker that builds exports
+
+    item_lines, paths_of = [], {}
+    for (split, category), group in sorted(groups.items()):
+        base = f"{kind}/{split}/{category}"
+        for n, row in enumerate(group):
+            stem = bapps_stem(n, len(group))
+            positive, total = votes[row["id"]]
+            parts = {"ref": row["ref_image"], "p0": row["p0_image"], "p1": row["p1_image"]}
+            if kind == "jnd":
+                parts.pop("ref")
+            paths = {}
+            for sub, rel in parts.items():
+                path = f"{base}/{sub}/{stem}.png"
+                _zip_add(zf, path, stimulus_path(rel).read_bytes(), compress=False)  # stimuli/<sha256>.png only
+                paths[sub] = path
+            npy = io.BytesIO()
+            np.save(npy, np.array([positive / total], dtype=np.float32))
+            _zip_add(zf, f"{base}/{'judge' if kind == '2afc' else 'same'}/{stem}.npy", npy.getvalue())
+            paths_of[row["id"]] = f"{split}/{category}/{stem}"
+            line = {"kind": kind, "id": row["index"], "split": split, "category": category, "stem": stem, **paths,
+                    ("p1_votes" if kind == "2afc" else "same_votes"): positive, "n_votes": total,
+                    "records": row["records"]}  # fmt: skip
+            item_lines.append(line)
+    return item_lines, paths_of
+
+
+def _judgment_line(j: dict, item: dict, *, kind: str, bapps: str | None, origin, include_excluded: bool,
+                   include_user_agent: bool) -> dict:  # fmt: skip
+    """One judgments.jsonl line: client times relative to the HIT, no user agent unless asked for."""
+    excluded = j["assignment__excluded"]
+    return {
+        "id": str(j["id"]), "item": item["index"], "role": j["kind"], "split": item["split"],
+        "category": item["category"], "bapps": bapps, "assignment": str(j["assignment_id"]),
+        "worker": j["worker__external_hash"], "simulated": j["worker__is_simulated"],
+        "choice": (f"p{j['choice']}" if kind == "2afc" else ("same" if j["choice"] else "different")),
+        "response": j["response"], "presented_left": j["presented_left"], "sentinel_correct": j["correct"],
+        "rt_ms": j["rt_ms"], "shown_ms": since_origin(j["client_shown_at"], origin),
+        "answered_ms": since_origin(j["client_answered_at"], origin),
+        "durations": j["durations"], "timing_flagged": j["timing_flagged"],
+        "display": display_published(j["display"], include_user_agent=include_user_agent),
+        "excluded": excluded, "counted": j["kind"] == Trial.Kind.TEST and (include_excluded or not excluded),
+        "created_at": _iso(j["created_at"]),
+    }  # fmt: skip
+
+
+def _assignment_line(a: dict) -> dict:
+    return {"id": str(a["id"]), "worker": a["worker__external_hash"], "simulated": a["worker__is_simulated"],
+            "platform": a["platform"], "status": a["status"], "excluded": a["excluded"], "qc": a["qc"],
+            "n_trials": a["n_trials"], "n_answered": a["n_answered"], "created_at": _iso(a["created_at"]),
+            "submitted_at": _iso(a["submitted_at"])}  # fmt: skip
+
+
 def export_archive_bytes(*, study: Study, include_excluded: bool = False, version: int = 0,
                          include_user_agent: bool = False) -> tuple[bytes, dict]:  # fmt: skip
     """Build the archive in memory from one consistent snapshot; returns (zip bytes, summary). Client times
-    relative to each HIT, no user agent unless asked for (exports.privacy)."""
-    from metric.data import bapps_stem  # imports torch: only in the worker that builds exports
+    relative to each HIT, no user agent unless asked for (judgments.privacy)."""
     rows = _read_snapshot(study, include_user_agent)
     origins = rows["origins"]
     kind = study.kind
     items = {row["id"]: row for row in rows["items"]}
-    votes: dict = defaultdict(lambda: [0, 0])  # item id -> [positive votes, counted votes]
-    for j in rows["judgments"]:
-        if j["kind"] == Trial.Kind.TEST and (include_excluded or not j["assignment__excluded"]):
-            votes[j["item_id"]][0] += j["choice"]  # 2AFC: chose p1; JND: said same
-            votes[j["item_id"]][1] += 1
+    votes = _counted_votes(rows["judgments"], include_excluded)
     exported = [row for row in rows["items"] if row["role"] == Item.Role.TEST and votes[row["id"]][1] > 0]
     groups: dict = defaultdict(list)
     for row in exported:
@@ -125,65 +194,20 @@ def export_archive_bytes(*, study: Study, include_excluded: bool = False, versio
 
     buffer = io.BytesIO()
     digests = {}
-    item_lines, paths_of = [], {}
-
-    def add(zf: zipfile.ZipFile, name: str, data: bytes, compress: bool = True) -> None:
-        info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
-        info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-        info.external_attr = 0o644 << 16
-        zf.writestr(info, data)
-
     with zipfile.ZipFile(buffer, "w") as zf:
-        for (split, category), group in sorted(groups.items()):
-            base = f"{kind}/{split}/{category}"
-            for n, row in enumerate(group):
-                stem = bapps_stem(n, len(group))
-                positive, total = votes[row["id"]]
-                parts = {"ref": row["ref_image"], "p0": row["p0_image"], "p1": row["p1_image"]}
-                if kind == "jnd":
-                    parts.pop("ref")
-                paths = {}
-                for sub, rel in parts.items():
-                    path = f"{base}/{sub}/{stem}.png"
-                    add(zf, path, stimulus_path(rel).read_bytes(), compress=False)  # stimuli/<sha256>.png only
-                    paths[sub] = path
-                npy = io.BytesIO()
-                np.save(npy, np.array([positive / total], dtype=np.float32))
-                add(zf, f"{base}/{'judge' if kind == '2afc' else 'same'}/{stem}.npy", npy.getvalue())
-                paths_of[row["id"]] = f"{split}/{category}/{stem}"
-                line = {"kind": kind, "id": row["index"], "split": split, "category": category, "stem": stem, **paths,
-                        ("p1_votes" if kind == "2afc" else "same_votes"): positive, "n_votes": total,
-                        "records": row["records"]}  # fmt: skip
-                item_lines.append(line)
-        judgment_lines = []
-        for j in rows["judgments"]:
-            item = items[j["item_id"]]
-            excluded = j["assignment__excluded"]
-            judgment_lines.append({
-                "id": str(j["id"]), "item": item["index"], "role": j["kind"], "split": item["split"],
-                "category": item["category"], "bapps": paths_of.get(j["item_id"]), "assignment": str(j["assignment_id"]),
-                "worker": j["worker__external_hash"], "simulated": j["worker__is_simulated"],
-                "choice": (f"p{j['choice']}" if kind == "2afc" else ("same" if j["choice"] else "different")),
-                "response": j["response"], "presented_left": j["presented_left"], "sentinel_correct": j["correct"],
-                "rt_ms": j["rt_ms"], "shown_ms": since_origin(j["client_shown_at"], origins.get(str(j["assignment_id"]))),
-                "answered_ms": since_origin(j["client_answered_at"], origins.get(str(j["assignment_id"]))),
-                "durations": j["durations"], "timing_flagged": j["timing_flagged"],
-                "display": display_published(j["display"], include_user_agent=include_user_agent),
-                "excluded": excluded, "counted": j["kind"] == Trial.Kind.TEST and (include_excluded or not excluded),
-                "created_at": _iso(j["created_at"]),
-            })  # fmt: skip
-        assignment_lines = [
-            {"id": str(a["id"]), "worker": a["worker__external_hash"], "simulated": a["worker__is_simulated"],
-             "platform": a["platform"], "status": a["status"], "excluded": a["excluded"], "qc": a["qc"],
-             "n_trials": a["n_trials"], "n_answered": a["n_answered"], "created_at": _iso(a["created_at"]),
-             "submitted_at": _iso(a["submitted_at"])}  # fmt: skip
-            for a in rows["assignments"]
+        item_lines, paths_of = _write_bapps(zf, kind, groups, votes)
+        judgment_lines = [
+            _judgment_line(j, items[j["item_id"]], kind=kind, bapps=paths_of.get(j["item_id"]),
+                           origin=origins.get(str(j["assignment_id"])), include_excluded=include_excluded,
+                           include_user_agent=include_user_agent)  # fmt: skip
+            for j in rows["judgments"]
         ]
+        assignment_lines = [_assignment_line(a) for a in rows["assignments"]]
         for name, lines in (("items.jsonl", item_lines), ("judgments.jsonl", judgment_lines),
                             ("assignments.jsonl", assignment_lines)):  # fmt: skip
             data = "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines).encode()
             digests[name] = hashlib.sha256(data).hexdigest()
-            add(zf, name, data)
+            _zip_add(zf, name, data)
         summary = {
             "study": {"id": str(study.pk), "name": study.name, "kind": kind},
             "version": version,
@@ -197,11 +221,11 @@ def export_archive_bytes(*, study: Study, include_excluded: bool = False, versio
             "categories": sorted({f"{s}/{c}" for s, c in groups}),
             "files": digests,
         }
-        summary["restore_rows"] = write_restore(lambda name, data, compress: add(zf, name, data, compress),
+        summary["restore_rows"] = write_restore(lambda name, data, compress: _zip_add(zf, name, data, compress),
                                                 rows["restore"])["rows"]  # fmt: skip
-        meta = {**summary, "collection_config": study.settings, "build_config": study.build_config,
+        meta = {**summary, "collection_config": study.collection, "build_config": study.build_config,
                 "format": "perceptlab-export/1"}  # fmt: skip
-        add(zf, "export.json", json.dumps(meta, indent=2, sort_keys=True).encode())
+        _zip_add(zf, "export.json", json.dumps(meta, indent=2, sort_keys=True).encode())
     return buffer.getvalue(), summary
 
 

@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from judgments.models import Assignment, Judgment, Trial, Worker
-from judgments.services import assignment_reject
+from judgments.qc import assignment_reject
 
 
 @admin.register(Worker)

@@ -3,8 +3,6 @@ never name items, distortions, categories, sentinels or p0/p1; sides are screen 
 
 from __future__ import annotations
 
-import math
-import secrets
 from pathlib import PurePosixPath
 
 from django.conf import settings
@@ -18,13 +16,21 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.exceptions import ApplicationError
 from core.net import client_ip
 from core.parsers import StrictJSONParser
 from core.throttling import AssignmentImageThrottle, AssignmentStartThrottle, AssignmentThrottle
-from judgments import services
+from judgments.answers import ANSWER_FIELDS, answer_input, judgment_submit
+from judgments.assignments import (
+    N_EXAMPLES,
+    Preview,
+    assignment_heartbeat,
+    assignment_request,
+    assignment_return,
+)
 from judgments.models import Assignment, Platform
-from judgments.selectors import IMAGE_SLOTS, assignment_trials, slot_image, trial_image
+from judgments.qc import assignment_submit, completion_for
+from judgments.selectors import IMAGE_SLOTS, assignment_trials, slot_image, trial_image, worker_stats
+from studies.apis import owned_study
 from studies.models import Item, Study
 
 
@@ -71,7 +77,7 @@ class AssignmentOutputSerializer(serializers.Serializer):
 
 
 def _study_public(study: Study) -> dict:
-    config = study.settings
+    config = study.collection
     return {"id": str(study.pk), "name": study.name, "kind": study.kind, "timing": config["timing"],
             "instructions": config["instructions"]}  # fmt: skip
 
@@ -82,7 +88,7 @@ def assignment_output(assignment: Assignment, trials: list | None = None, **extr
     overhead on every start and completion. `trials`: a new assignment's trials, held by the caller."""
     trials = assignment_trials(assignment=assignment, trials=trials)
     pending = [t["position"] for t in trials if not t["answered"]]
-    completion = services.completion_for(assignment) if assignment.status == Assignment.Status.SUBMITTED else None
+    completion = completion_for(assignment) if assignment.status == Assignment.Status.SUBMITTED else None
     return {
         "token": assignment.token, "status": assignment.status, "kind": assignment.study.kind,
         "study": _study_public(assignment.study), "lease_expires_at": assignment.lease_expires_at,
@@ -116,28 +122,14 @@ class AssignmentStartApi(AnnotatorApi):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        platform = v["platform"]
-        if platform == Platform.MTURK and v.get("assignment_id") in (None, "", services.MTURK_PREVIEW):
-            if platform not in study.settings["platforms"]:
-                raise ApplicationError("this study admits no MTurk workers", {"code": "platform"}, status_code=403)
-            n = study.items.filter(role=Item.Role.PRACTICE).order_by("index")[:N_EXAMPLES].count()
-            images = [{slot: example_url(study_id=study.pk, n=k, slot=slot) for slot in IMAGE_SLOTS[study.kind]}
-                      for k in range(n)]  # fmt: skip
-            return Response({"preview": True, "study": _study_public(study), "examples": images})
-        if not v["consent"]:
-            return Response({"message": "consent is required to take part", "extra": {"field": "consent"}},
-                            status=status.HTTP_400_BAD_REQUEST)  # fmt: skip
-        worker_id = (v.get("worker_id") or "").strip()
-        extra = {}
-        if not worker_id:
-            if platform != Platform.ANONYMOUS:
-                return Response({"message": f"{platform} links carry the worker id", "extra": {"field": "worker_id"}},
-                                status=status.HTTP_400_BAD_REQUEST)  # fmt: skip
-            worker_id = secrets.token_urlsafe(16)
-            extra["worker_id"] = worker_id
         info = {k: v[k] for k in ("study_id", "session_id", "hit_id", "assignment_id", "turk_submit_to") if v.get(k)}
-        result = services.assignment_start(study=study, platform=platform, worker_id=worker_id, platform_info=info,
-                                           client_ip=client_ip(request))  # fmt: skip
+        result, issued_id = assignment_request(study=study, platform=v["platform"], worker_id=v.get("worker_id") or "",
+                                               consent=v["consent"], platform_info=info, client_ip=client_ip(request))  # fmt: skip
+        if isinstance(result, Preview):
+            images = [{slot: example_url(study_id=study.pk, n=k, slot=slot) for slot in IMAGE_SLOTS[study.kind]}
+                      for k in range(result.n_examples)]  # fmt: skip
+            return Response({"preview": True, "study": _study_public(study), "examples": images})
+        extra = {"worker_id": issued_id} if issued_id else {}
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
         return Response(assignment_output(result.assignment, result.trials, **extra), status=code)
 
@@ -157,70 +149,34 @@ class AssignmentDetailApi(AnnotatorApi):
 class AssignmentHeartbeatApi(AnnotatorApi):
     @extend_schema(request=None, responses=inline_serializer("Heartbeat", {"lease_expires_at": serializers.DateTimeField()}))
     def post(self, request, token):
-        assignment = services.assignment_heartbeat(token=token)
+        assignment = assignment_heartbeat(token=token)
         return Response({"lease_expires_at": assignment.lease_expires_at})
 
 
-def _finite(value) -> float | None:
-    """`value` as a finite float, or None: JSON numbers (an integer of 400 digits is valid JSON, and float()
-    of it raises OverflowError) and numeric strings."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        value = float(value)
-    except (ValueError, OverflowError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _answer_input(data) -> dict:
-    """The fields of JudgmentSubmitApi.InputSerializer, checked for type; 400 naming the field otherwise."""
-    if not isinstance(data, dict):
-        raise ApplicationError("send a JSON object", {"field": "body"})
-
-    def number(key, required):
-        value = data.get(key)
-        if value is None and not required:
-            return None
-        value = _finite(value)
-        if value is None:
-            raise ApplicationError(f"{key} must be a number", {"field": key})
-        return value
-
-    out = {}
-    for key, limit in (("trial", 64), ("response", 16), ("idempotency_key", 64)):
-        value = data.get(key)
-        if not isinstance(value, str) or not value or len(value) > limit:
-            raise ApplicationError(f"{key} must be a string of 1-{limit} characters", {"field": key})
-        out[key] = value
-    out["rt_ms"] = number("rt_ms", True)
-    out["client_shown_at"] = number("client_shown_at", False)
-    out["client_answered_at"] = number("client_answered_at", False)
-    for key in ("durations", "display"):
-        value = data.get(key)
-        if value is not None and not isinstance(value, dict):
-            raise ApplicationError(f"{key} must be an object", {"field": key})
-        out[key] = value
-    for phase, value in (out["durations"] or {}).items():
-        if isinstance(value, str) or _finite(value) is None:
-            raise ApplicationError(f"durations.{phase} must be a number", {"field": "durations"})
-    return out
+def _answer_serializer_field(field) -> serializers.Field:
+    """The OpenAPI description of one answer field (judgments.answers.ANSWER_FIELDS)."""
+    extra = {"help_text": field.help} if field.help else {}
+    if field.kind == "string":
+        if field.min_length > 1:
+            extra["min_length"] = field.min_length
+        return serializers.CharField(max_length=field.max_length, **extra)
+    if field.kind == "number":
+        return serializers.FloatField(required=field.required, allow_null=not field.required, min_value=field.low,
+                                      max_value=field.high, **extra)  # fmt: skip
+    if field.numbers:
+        return serializers.DictField(required=field.required, child=serializers.FloatField(), **extra)
+    return serializers.DictField(required=field.required, **extra)
 
 
 class JudgmentSubmitApi(AnnotatorApi):
     """Store one trial's answer. Send it as soon as the trial ends, with a fresh idempotency key per trial;
     retrying with the same key is safe (200 with the stored answer instead of 201)."""
 
-    class InputSerializer(serializers.Serializer):
-        trial = serializers.CharField(max_length=64)
-        response = serializers.CharField(max_length=16, help_text="2AFC: left / right; JND: same / different")
-        rt_ms = serializers.FloatField(min_value=0, max_value=services.MAX_RT_MS)
-        idempotency_key = serializers.CharField(min_length=8, max_length=64)
-        client_shown_at = serializers.FloatField(required=False, allow_null=True, min_value=0)
-        client_answered_at = serializers.FloatField(required=False, allow_null=True, min_value=0)
-        durations = serializers.DictField(required=False, child=serializers.FloatField(),
-                                          help_text="JND: measured on-screen ms for ref_ms, gap_ms, distorted_ms")  # fmt: skip
-        display = serializers.DictField(required=False, help_text="viewport, devicePixelRatio, refresh_hz, ...")
+    # Generated from ANSWER_FIELDS, the definition answer_input and judgment_submit check against.
+    InputSerializer = type("InputSerializer", (serializers.Serializer,), {
+        "__qualname__": "JudgmentSubmitApi.InputSerializer", "__module__": __name__,
+        **{field.name: _answer_serializer_field(field) for field in ANSWER_FIELDS},
+    })  # fmt: skip
 
     class OutputSerializer(serializers.Serializer):
         trial = serializers.CharField()
@@ -232,10 +188,10 @@ class JudgmentSubmitApi(AnnotatorApi):
 
     @extend_schema(request=InputSerializer, responses={200: OutputSerializer, 201: OutputSerializer})
     def post(self, request, token):
-        # The hottest endpoint: the body is checked by hand (the service checks ranges and sizes) rather
-        # than by instantiating InputSerializer, which documents it; the same inputs get a 400 either way.
-        v = _answer_input(request.data)
-        result = services.judgment_submit(
+        # The hottest endpoint: the body is checked by hand (answer_input; the service checks ranges and
+        # sizes) rather than by instantiating InputSerializer; both come from ANSWER_FIELDS.
+        v = answer_input(request.data)
+        result = judgment_submit(
             token=token, trial_id=v["trial"], response=v["response"], rt_ms=v["rt_ms"],
             idempotency_key=v["idempotency_key"], client_shown_at=v.get("client_shown_at"),
             client_answered_at=v.get("client_answered_at"), durations=v.get("durations"), display=v.get("display"),
@@ -252,7 +208,7 @@ class AssignmentSubmitApi(AnnotatorApi):
 
     @extend_schema(request=None, responses=AssignmentOutputSerializer)
     def post(self, request, token):
-        assignment = services.assignment_submit(token=token)
+        assignment = assignment_submit(token=token)
         return Response(assignment_output(assignment))
 
 
@@ -261,14 +217,11 @@ class AssignmentReturnApi(AnnotatorApi):
 
     @extend_schema(request=None, responses=inline_serializer("Returned", {"status": serializers.CharField()}))
     def post(self, request, token):
-        assignment = services.assignment_return(token=token)
+        assignment = assignment_return(token=token)
         return Response({"status": assignment.status})
 
 
 # --- stimulus images ------------------------------------------------------------------------------------
-N_EXAMPLES = 2  # practice items an MTurk preview shows
-
-
 def example_url(*, study_id, n: int, slot: str) -> str:
     return f"/api/v1/studies/{study_id}/examples/{n}/{slot}/"
 
@@ -322,3 +275,13 @@ class StudyExampleImageApi(AnnotatorApi):
         item = (study.items.filter(role=Item.Role.PRACTICE).order_by("index")
                 .only("ref_image", "p0_image", "p1_image")[n : n + 1].first())  # fmt: skip
         return _image_response(slot_image(kind=study.kind, item=item, swap=False, slot=slot) if item else None)
+
+
+# --- researchers ----------------------------------------------------------------------------------------
+class StudyWorkersApi(APIView):
+    """Per-worker QC statistics (hashed ids only)."""
+
+    @extend_schema(responses=inline_serializer("WorkerStats", {"worker": serializers.CharField(),
+                                                               "judgments": serializers.IntegerField()}, many=True))  # fmt: skip
+    def get(self, request, study_id):
+        return Response(worker_stats(study=owned_study(request, study_id)))

@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from judgments.models import Assignment, Platform
+from studies.apis import owned_study
 from studies.models import Study
 
 COLUMNS = ("assignment", "platform", "session_id", "platform_study", "status", "excluded", "reasons", "approve",
@@ -89,8 +90,6 @@ class StudyCompletionsApi(APIView):
         "submitted_at": serializers.DateTimeField(allow_null=True), "n_answered": serializers.IntegerField(),
         "n_trials": serializers.IntegerField()}, many=True))  # fmt: skip
     def get(self, request, study_id, format=None):
-        from studies.apis import owned_study
-
         study = owned_study(request, study_id)
         response = Response(study_completions(study=study))
         if getattr(request, "accepted_renderer", None) is not None and request.accepted_renderer.format == "csv":

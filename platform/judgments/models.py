@@ -10,6 +10,9 @@ from django.db.models import Q
 from core.models import BaseModel
 from studies.models import Item, Study
 
+# What an annotator may press, by study kind (screen sides for 2AFC).
+RESPONSES = {"2afc": ("left", "right"), "jnd": ("same", "different")}
+
 
 class Platform(models.TextChoices):
     PROLIFIC = "prolific", "Prolific"
@@ -40,7 +43,7 @@ def new_token() -> str:
 class Assignment(BaseModel):
     """One worker's HIT: practice, sentinel and test trials. started -> submitted | returned | expired |
     rejected. The lease (lease_expires_at) holds its unanswered test items; answers renew it, heartbeats
-    only up to a bound after the last answer (judgments.services)."""
+    only up to a bound after the last answer (judgments.assignments)."""
 
     class Status(models.TextChoices):
         STARTED = "started", "started"

@@ -2,7 +2,7 @@
 about a participant, and for how long"). `manage.py purge_participant_data` calls it.
 
 For one study, for rows created before a date: browser user agents always go; optionally the whole display
-profile, the client clock times (made relative to each HIT, as exports publish them: exports.privacy) and
+profile, the client clock times (made relative to each HIT, as exports publish them: judgments.privacy) and
 the platform session ids of finished assignments (after the platform has paid; the completions list is
 empty for them afterwards). Answers, response times, QC outcomes and salted worker hashes stay: they are the
 dataset. Idempotent.
@@ -14,8 +14,8 @@ from datetime import datetime
 
 from django.db import transaction
 
-from exports.privacy import CLIENT_TIMES, USER_AGENT_KEYS, hit_origins, since_origin
 from judgments.models import Assignment, Judgment
+from judgments.privacy import CLIENT_TIMES, USER_AGENT_KEYS, hit_origins, since_origin
 from studies.models import Study
 
 BATCH = 1000

@@ -9,14 +9,26 @@ from datetime import timedelta
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from judgments.models import Assignment, Judgment, Trial
-from judgments.services import RESPONSES
+from judgments.models import RESPONSES, Assignment, Judgment, Trial
 from studies.models import Item, Study
+
+
+def open_leases(*, study: Study) -> dict:
+    """item id -> open leases counted from the trials (unanswered test trials of started assignments):
+    what each item's n_open must equal. The engine reads n_open; this is the check."""
+    return dict(
+        Trial.objects.filter(assignment__study=study, assignment__status=Assignment.Status.STARTED,
+                             kind=Trial.Kind.TEST, answered=False)  # fmt: skip
+        .order_by()
+        .values_list("item_id")
+        .annotate(c=Count("pk"))
+        .values_list("item_id", "c")
+    )
 
 
 def study_stats(*, study: Study) -> dict:
     """Progress and QC summary: items by role, judgment coverage against the targets, workers, rates."""
-    config = study.settings
+    config = study.collection
     targets = config["judgments_per_item"]
     tests = Item.objects.filter(study=study, role=Item.Role.TEST)
     coverage = {}

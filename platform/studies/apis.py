@@ -12,10 +12,9 @@ from rest_framework.views import APIView
 
 from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
-from judgments.selectors import study_stats, worker_stats
 from studies import imports, services
 from studies.models import Item, Study
-from studies.selectors import study_list_for
+from studies.selectors import study_list_for, study_stats
 
 
 class StudyOutputSerializer(serializers.Serializer):
@@ -41,7 +40,7 @@ class StudyDetailOutputSerializer(StudyOutputSerializer):
     stats = serializers.SerializerMethodField()
 
     def get_config(self, study) -> dict:
-        return study.settings
+        return study.collection
 
     def get_stats(self, study) -> dict:
         return study_stats(study=study)
@@ -95,10 +94,7 @@ class StudyDetailApi(APIView):
         study = owned_study(request, study_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        if "config" in data.validated_data:
-            services.study_update_config(study=study, config=data.validated_data["config"])
-        if "name" in data.validated_data:
-            Study.objects.filter(pk=study.pk).update(name=data.validated_data["name"])
+        services.study_update(study=study, **data.validated_data)
         return Response(StudyDetailOutputSerializer(owned_study(request, study_id)).data)
 
 
@@ -151,38 +147,3 @@ class StudyImportApi(APIView):
         progress = imports.study_import_start(study=study, archive=v["archive"], split=v["split"], category=v["category"])
         return Response({"state": progress["state"], "done": progress["done"], "total": progress["total"],
                          "poll": f"/api/v1/studies/{study.pk}/"}, status=status.HTTP_202_ACCEPTED)  # fmt: skip
-
-
-class StudyWorkersApi(APIView):
-    """Per-worker QC statistics (hashed ids only)."""
-
-    @extend_schema(responses=inline_serializer("WorkerStats", {"worker": serializers.CharField(),
-                                                               "judgments": serializers.IntegerField()}, many=True))  # fmt: skip
-    def get(self, request, study_id):
-        return Response(worker_stats(study=owned_study(request, study_id)))
-
-
-
-class StudyTrainApi(APIView):
-    """Retrain and evaluate now. `variants` adds on-demand "tune" / "scratch" training (the trunk trains too:
-    slow on a CPU); lin heads are retrained on every run anyway. Within PERCEPTLAB_MIN_RETRAIN_INTERVAL_S of the
-    last retrain queued or finished: 429 with Retry-After."""
-
-    class InputSerializer(serializers.Serializer):
-        variants = serializers.ListField(child=serializers.ChoiceField(choices=["lin", "tune", "scratch"]), required=False)
-
-    @extend_schema(request=InputSerializer, responses={202: inline_serializer("TrainQueued", {"queued": serializers.BooleanField()})})
-    def post(self, request, study_id):
-        from training.triggers import training_request
-
-        study = owned_study(request, study_id)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        try:
-            queued = training_request(study=study, force=True, variants=data.validated_data.get("variants"))
-        except ApplicationError as exc:  # 429 inside the minimum interval between retrains
-            if exc.status_code != status.HTTP_429_TOO_MANY_REQUESTS:
-                raise
-            return Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code,
-                            headers={"Retry-After": str(exc.extra["retry_after_s"])})  # fmt: skip
-        return Response({"queued": queued}, status=status.HTTP_202_ACCEPTED)

@@ -206,11 +206,39 @@ def _publish(staging: Path, images_dir: Path) -> None:
             pass
 
 
+def _stage_items(zf: zipfile.ZipFile, plan: ImportPlan, study: Study, staging: Path, on_progress) -> tuple[list[dict], int]:
+    """Stage every triplet's images (content-addressed) and return the new items' fields, and how many
+    triplets were skipped as already in the study (same pixels)."""
+    limits = _limits()
+    total = len(plan.groups)
+    known = {tuple(r.get("import_pixels", ())) for r in study.items.filter(records__has_key="import_pixels")
+             .values_list("records", flat=True)}  # fmt: skip
+    rows, skipped = [], 0
+    step = max(1, total // 100)
+    for n, key in enumerate(sorted(plan.groups), start=1):
+        names = {part: plan.groups[key][part] for part in plan.parts}
+        hashes, files = _stage_triplet(zf, names, staging, limits)
+        if hashes in known:
+            skipped += 1
+        else:
+            known.add(hashes)
+            rows.append(dict(
+                split=key[0], category=key[1], role=Item.Role.TEST,
+                ref_image=f"{STIMULI_DIR}/{files.get('ref', files['p0'])}", p0_image=f"{STIMULI_DIR}/{files['p0']}",
+                p1_image=f"{STIMULI_DIR}/{files['p1']}",
+                records={"source": "import", "stem": key[2], "files": names, "import_pixels": list(hashes)},
+            ))  # fmt: skip
+        if n % step == 0 and n < total:
+            _set_progress(study.pk, state="running", done=n, total=total)
+            if on_progress is not None:
+                on_progress(n, total)
+    return rows, skipped
+
+
 def study_import_items(*, study: Study, upload: Path, split: str = "val", category: str = "imported",
                        on_progress=None) -> dict:  # fmt: skip
     """The import job: add test items from a checked upload, one triplet at a time, all or nothing. Items
     already in the study (same pixels) are skipped. Records the outcome in build_progress and returns it."""
-    limits = _limits()
     staging = upload.with_name(upload.stem + ".staged")
     try:
         with _open_zip(upload) as zf:
@@ -218,27 +246,7 @@ def study_import_items(*, study: Study, upload: Path, split: str = "val", catego
             total = len(plan.groups)
             _set_progress(study.pk, state="running", done=0, total=total)
             staging.mkdir(parents=True, exist_ok=True)
-            known = {tuple(r.get("import_pixels", ())) for r in study.items.filter(records__has_key="import_pixels")
-                     .values_list("records", flat=True)}  # fmt: skip
-            rows, skipped = [], 0
-            step = max(1, total // 100)
-            for n, key in enumerate(sorted(plan.groups), start=1):
-                names = {part: plan.groups[key][part] for part in plan.parts}
-                hashes, files = _stage_triplet(zf, names, staging, limits)
-                if hashes in known:
-                    skipped += 1
-                else:
-                    known.add(hashes)
-                    rows.append(dict(
-                        split=key[0], category=key[1], role=Item.Role.TEST,
-                        ref_image=f"{STIMULI_DIR}/{files.get('ref', files['p0'])}", p0_image=f"{STIMULI_DIR}/{files['p0']}",
-                        p1_image=f"{STIMULI_DIR}/{files['p1']}",
-                        records={"source": "import", "stem": key[2], "files": names, "import_pixels": list(hashes)},
-                    ))  # fmt: skip
-                if n % step == 0 and n < total:
-                    _set_progress(study.pk, state="running", done=n, total=total)
-                    if on_progress is not None:
-                        on_progress(n, total)
+            rows, skipped = _stage_items(zf, plan, study, staging, on_progress)
         with transaction.atomic():
             Study.objects.select_for_update().filter(pk=study.pk).first()
             last = study.items.aggregate(m=Max("index"))["m"]

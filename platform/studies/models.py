@@ -5,6 +5,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from core.models import BaseModel
+from studies.collection import collection_config
 
 
 class Study(BaseModel):
@@ -35,10 +36,9 @@ class Study(BaseModel):
     build_progress = models.JSONField(default=dict, blank=True)
 
     @property
-    def settings(self) -> dict:
-        """The validated collection config with defaults merged (studies.collection)."""
-        from studies.collection import collection_config
-
+    def collection(self) -> dict:
+        """The validated collection config (`config`) with defaults merged (studies.collection): what a
+        HIT, a lease, QC and training read."""
         return collection_config(self.kind, self.config)
 
     class Meta:

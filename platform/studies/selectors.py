@@ -1,6 +1,23 @@
+from collections.abc import Callable
+
 from django.db.models import Count, Q, QuerySet
 
 from studies.models import Item, Study
+
+# A study's live statistics come from the apps above this one (judgments registers its progress and QC
+# summary in JudgmentsConfig.ready()), so that studies never imports them.
+_stats_provider: Callable[..., dict] | None = None
+
+
+def study_stats_provider_set(provider: Callable[..., dict]) -> None:
+    """Register the function (keyword `study`) that computes a study's live statistics."""
+    global _stats_provider
+    _stats_provider = provider
+
+
+def study_stats(*, study: Study) -> dict:
+    """The study's live statistics (progress, QC), from the registered provider; {} without one."""
+    return _stats_provider(study=study) if _stats_provider is not None else {}
 
 
 def study_list_public() -> QuerySet[Study]:

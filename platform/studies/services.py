@@ -13,6 +13,7 @@ import distortions
 from core.exceptions import ApplicationError
 from studies.collection import collection_config, new_completion_code
 from studies.models import Item, Study
+from studies.sources import build_config_check, build_config_check_cnn, engine_build_config
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +23,6 @@ STIMULI_DIR = "stimuli"  # media-relative; content-addressed PNGs shared by all 
 def study_create(*, name: str, kind: str, build_config: dict, owner=None, config: dict | None = None,
                  is_demo: bool = False) -> Study:  # fmt: skip
     if build_config:  # empty: a study whose items are imported (study_import_items)
-        from studies.sources import build_config_check, build_config_check_cnn
-
         engine_config = build_config_check(build_config=build_config, owner=owner)  # sources and caps
         build_config = {**build_config, "kind": kind}
         try:
@@ -69,6 +68,16 @@ def _register_cnn_pool() -> None:
         add_pool_dir(settings.CNN_POOL_DIR)
 
 
+def _item_from_manifest(study: Study, e: dict) -> Item:
+    """An Item from one line of the engine's manifest (distortions.read_manifest)."""
+    return Item(
+        study=study, index=e["index"], split=e["split"], category=e["category"], role=e["role"],
+        ref_image=f"{STIMULI_DIR}/{e['files']['ref']}", p0_image=f"{STIMULI_DIR}/{e['files']['p0']}",
+        p1_image=f"{STIMULI_DIR}/{e['files']['p1']}", expected=e["expected"] or "",
+        records={"patch": e["patch"], **e["records"], "pixels_sha256": e["pixels_sha256"]},
+    )  # fmt: skip
+
+
 def study_build_stimuli(*, study: Study, jobs: int | None = None, progress: bool = False, on_progress=None) -> int:
     """Run the engine for the study's build_config and create its Items. Idempotent: a study that
     already has items is left alone. Returns the number of items."""
@@ -76,7 +85,6 @@ def study_build_stimuli(*, study: Study, jobs: int | None = None, progress: bool
         return study.items.count()
     if not study.build_config:
         raise ApplicationError("this study has no distortion-engine config; import its items instead")
-    from studies.sources import engine_build_config
 
     try:  # the platform's source rules and caps, again; an upload source becomes its stored files
         engine_config = engine_build_config(study=study)
@@ -94,24 +102,7 @@ def study_build_stimuli(*, study: Study, jobs: int | None = None, progress: bool
         )
         entries = distortions.read_manifest(workdir / "manifest.jsonl")
         with transaction.atomic():
-            Item.objects.bulk_create(
-                [
-                    Item(
-                        study=study,
-                        index=e["index"],
-                        split=e["split"],
-                        category=e["category"],
-                        role=e["role"],
-                        ref_image=f"{STIMULI_DIR}/{e['files']['ref']}",
-                        p0_image=f"{STIMULI_DIR}/{e['files']['p0']}",
-                        p1_image=f"{STIMULI_DIR}/{e['files']['p1']}",
-                        expected=e["expected"] or "",
-                        records={"patch": e["patch"], **e["records"], "pixels_sha256": e["pixels_sha256"]},
-                    )
-                    for e in entries
-                ],
-                batch_size=500,
-            )
+            Item.objects.bulk_create([_item_from_manifest(study, e) for e in entries], batch_size=500)
             Study.objects.filter(pk=study.pk).update(status=Study.Status.ACTIVE)
         logger.info("study %s: built %d items (manifest %s)", study.pk, len(entries), summary["manifest_sha256"][:12])
         return len(entries)
@@ -188,4 +179,14 @@ def study_update_config(*, study: Study, config: dict) -> Study:
     collection_config(study.kind, merged, saving=True)
     Study.objects.filter(pk=study.pk).update(config=merged)
     study.config = merged
+    return study
+
+
+def study_update(*, study: Study, name: str | None = None, config: dict | None = None) -> Study:
+    """A researcher's PATCH: the name and / or collection settings (study_update_config)."""
+    if config is not None:
+        study_update_config(study=study, config=config)
+    if name is not None:
+        Study.objects.filter(pk=study.pk).update(name=name)
+        study.name = name
     return study

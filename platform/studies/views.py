@@ -2,10 +2,16 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.clickjacking import xframe_options_exempt
 
 from studies.models import Study
+from studies.selectors import study_list_public
 
 # Crowd-platform URL parameters the annotator page understands (docs/design-notes.md, "Crowd platforms").
 CROWD_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "assignmentId", "hitId", "workerId", "turkSubmitTo")
 PATCH_DISPLAY_PX = 256  # each 64x64 patch is shown at 256x256 CSS pixels, nearest-neighbour (4x)
+
+
+def home(request):
+    """The public home page: the local demo study (studies.selectors.study_list_public)."""
+    return render(request, "home.html", {"studies": study_list_public()})
 
 
 @xframe_options_exempt  # MTurk shows ExternalQuestion pages in an iframe (CSP frame-ancestors limits who)
@@ -13,7 +19,7 @@ def study_annotate(request, study_id):
     """The annotator's page: landing, consent, instructions, practice with feedback, trials, completion.
     Everything after landing runs in frontend/static/js/annotator.js against the annotator API."""
     study = get_object_or_404(Study, pk=study_id)
-    config = study.settings
+    config = study.collection
     params = {key: request.GET.get(key, "")[:256] for key in CROWD_PARAMS}
     page = {
         "study": str(study.pk),

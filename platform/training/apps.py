@@ -1,6 +1,19 @@
 from django.apps import AppConfig
 
 
+def _judgment_accepted(sender, *, study_id, **kwargs) -> None:
+    """Continuous training: after each committed test judgment in a study that trains, the debounced
+    trigger decides whether a retrain is due (training.triggers)."""
+    from training.triggers import judgments_added
+
+    judgments_added(study_id=study_id)
+
+
 class TrainingConfig(AppConfig):
     name = "training"
     verbose_name = "Metric training and evaluation"
+
+    def ready(self) -> None:
+        from judgments.signals import judgment_accepted
+
+        judgment_accepted.connect(_judgment_accepted, dispatch_uid="training-judgment-accepted")

@@ -43,11 +43,20 @@ class Evaluation(BaseModel):
     """A metric's agreement with the humans of a study on one split and category (2AFC score or JND mAP),
     with a bootstrap confidence interval. `model_version` is set for trained heads, empty for baselines."""
 
+    class Kind(models.TextChoices):
+        HUMAN = "human", "human ceiling"
+        BASELINE = "baseline", "baseline on images (l2, ssim, ...)"
+        OFFICIAL = "official", "official LPIPS heads"
+        UNWEIGHTED = "unweighted", "backbone, unweighted"
+        UNTRAINED = "untrained", "backbone, initial heads"
+        TRAINED = "trained", "heads trained on this study"
+
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="evaluations")
     model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.CASCADE,
                                       related_name="evaluations")  # fmt: skip
     run = models.UUIDField(db_index=True)  # evaluations computed together share a run id
-    metric = models.CharField(max_length=64)  # "l2", "ssim", "lpips-alex-v0.1", "trained:alex-imagenet-lin v3", "human"
+    metric = models.CharField(max_length=64)  # "l2", "ssim", "lpips-alex v0.1 (official)", "trained alex-imagenet lin", "human"
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.BASELINE)  # what `metric` is
     measure = models.CharField(max_length=16)  # "2afc" / "jnd_map" / "ceiling"
     split = models.CharField(max_length=8)
     category = models.CharField(max_length=64)  # or "all"

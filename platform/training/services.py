@@ -238,8 +238,7 @@ def study_retrain(*, study: Study, progress=None) -> dict:
 
 
 def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
-    config = study.settings["training"]
-    n_boot = int(config["n_boot"])
+    config = study.collection["training"]
     votes = _votes(study)
     n_judgments = sum(n for _, n in votes.values())
     train_items = study_items(study, "train", votes) if study.kind == "2afc" else []
@@ -249,76 +248,17 @@ def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
     run = uuid.uuid4()
     rows: list[Evaluation] = []
     versions: list[ModelVersion] = []
-    notes = []
+    notes: list[str] = []
 
-    def add(metric, measure, split, scores, version=None):
+    def add(metric, kind, measure, split, scores, version=None):
         for cat, (score, lo, hi, n) in scores.items():
-            rows.append(Evaluation(study=study, model_version=version, run=run, metric=metric, measure=measure,
+            rows.append(Evaluation(study=study, model_version=version, run=run, metric=metric, kind=kind, measure=measure,
                                    split=split, category=cat, score=score, ci_low=lo, ci_high=hi, n_items=n,
                                    n_judgments=n_judgments))  # fmt: skip
 
-    # human ceiling (plug-in, as the paper) and baselines on images
-    data = dataset_from_items(study, val_items)
-    if study.kind == "2afc":
-        p = data.p
-        ceil = {c: human_ceiling_plugin(p[[i for i, it in enumerate(val_items) if it["category"] == c]])
-                for c in sorted({it["category"] for it in val_items})}  # fmt: skip
-        ceil["all"] = float(np.mean(list(ceil.values())))
-        add("human", "ceiling", "val", {c: (v, None, None, len(val_items)) for c, v in ceil.items()})
-    for name in config["baselines"]:
-        fn = BASELINES[name]
-        if study.kind == "2afc":
-            d0 = _apply(fn, data.ref, data.p0)
-            d1 = _apply(fn, data.ref, data.p1)
-            add(name, "2afc", "val", _scores_2afc(d0, d1, val_items, n_boot))
-        else:
-            add(name, "jnd_map", "val", _jnd_map(_apply(fn, data.p0, data.p1), val_items, n_boot))
-    # deep metrics from cached statistics
-    for spec in config["backbones"]:
-        label = f"{spec['net']}-{spec['weights']}"
-        try:
-            model = backbone_model(spec)
-        except MetricError as exc:
-            notes.append(f"{label}: {exc}")
-            logger.warning("study %s: backbone %s unavailable: %s", study.pk, label, exc)
-            continue
-        cache = FeatureCache(study.pk, model)
-        v0, v1 = cache.stats(val_items, kind=study.kind, progress=progress)
-        heads: dict[str, np.ndarray] = {f"{label} unweighted": np.ones(v0.shape[1], np.float32)}
-        if config["official_lpips"] and spec["weights"] == "imagenet":
-            official = LPIPS(net=spec["net"], backbone=model.backbone, head_weights="official")
-            heads[f"lpips-{spec['net']} v0.1 (official)"] = official.heads.flat_weights().detach().numpy()
-        version = None
-        if train_items:
-            t0, t1 = cache.stats(train_items, kind=study.kind, progress=progress)
-            last = ModelVersion.objects.filter(study=study, backbone=spec["net"], weights=spec["weights"],
-                                               variant="lin").aggregate(v=Max("version"))["v"] or 0  # fmt: skip
-            version = ModelVersion.objects.create(study=study, backbone=spec["net"], weights=spec["weights"], variant="lin",
-                                                  version=last + 1, n_train_items=len(train_items),
-                                                  n_train_judgments=sum(it["n"] for it in train_items))  # fmt: skip
-            steps_per_epoch = -(-len(train_items) // 50)
-            epochs = max(int(config["epochs"]), -(-int(config["min_steps"]) // (2 * steps_per_epoch)))
-            cfg = TrainConfig(net=spec["net"], backbone_weights=spec["weights"], seed=int(spec.get("seed", 0)),
-                              epochs=epochs, epochs_decay=max(int(config["epochs_decay"]), epochs), lr=float(config["lr"]))  # fmt: skip
-            heads[f"{label} untrained (init heads)"] = model.heads.flat_weights().detach().cpu().numpy().copy()
-            p_train = np.array([it["k"] / it["n"] for it in train_items])
-            w, _rank, losses = train_lin_fast(t0, t1, p_train, cfg, w_init=model.heads.flat_weights())
-            model.heads.set_flat_weights(w)
-            rel, digest = _save_heads(model, f"models/{study.pk}/{spec['net']}-{spec['weights']}-lin-v{version.version}.pth")
-            version.heads_path, version.heads_sha256 = rel, digest
-            version.train_info = {"losses": [float(x) for x in losses][-5:], "feature_device": cache.device,
-                                  "feature_cache": cache.path.name, "computed_features": cache.computed}  # fmt: skip
-            heads[f"trained {label} lin"] = w.detach().cpu().numpy() if torch.is_tensor(w) else np.asarray(w)
-            versions.append(version)
-        for variant in variants if train_items and study.kind == "2afc" else ():
-            versions.append(_train_deep_variant(study, spec, variant, config, train_items, val_items, add))
-        for name, weights in heads.items():
-            d0, d1 = v0 @ weights, v1 @ weights
-            mv = version if name.startswith("trained ") else None
-            if study.kind == "2afc":
-                add(name, "2afc", "val", _scores_2afc(d0.astype(np.float64), d1.astype(np.float64), val_items, n_boot), mv)
-            else:
-                add(name, "jnd_map", "val", _jnd_map(d0.astype(np.float64), val_items, n_boot), mv)
+    _evaluate_on_images(study, config, val_items, add)
+    for spec in config["backbones"]:  # deep metrics from cached statistics
+        versions += _evaluate_backbone(study, spec, config, train_items, val_items, variants, progress, add, notes)
     with transaction.atomic():  # the new model becomes current together with its evaluation
         for version in versions:
             version.status = ModelVersion.Status.READY
@@ -329,6 +269,94 @@ def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
                 study.pk, len({r.metric for r in rows}), len(val_items), n_judgments, len(versions))  # fmt: skip
     return {"study": str(study.pk), "status": "done", "run": str(run), "n_judgments": n_judgments,
             "models": [str(v) for v in versions], "metrics": sorted({r.metric for r in rows}), "notes": notes}  # fmt: skip
+
+
+def _evaluate_on_images(study: Study, config: dict, val_items: list[dict], add) -> None:
+    """The human ceiling (plug-in, as the paper) and the baselines, computed on the val images."""
+    n_boot = int(config["n_boot"])
+    data = dataset_from_items(study, val_items)
+    if study.kind == "2afc":
+        p = data.p
+        ceil = {c: human_ceiling_plugin(p[[i for i, it in enumerate(val_items) if it["category"] == c]])
+                for c in sorted({it["category"] for it in val_items})}  # fmt: skip
+        ceil["all"] = float(np.mean(list(ceil.values())))
+        add("human", Evaluation.Kind.HUMAN, "ceiling", "val", {c: (v, None, None, len(val_items)) for c, v in ceil.items()})
+    for name in config["baselines"]:
+        fn = BASELINES[name]
+        if study.kind == "2afc":
+            d0 = _apply(fn, data.ref, data.p0)
+            d1 = _apply(fn, data.ref, data.p1)
+            add(name, Evaluation.Kind.BASELINE, "2afc", "val", _scores_2afc(d0, d1, val_items, n_boot))
+        else:
+            add(name, Evaluation.Kind.BASELINE, "jnd_map", "val", _jnd_map(_apply(fn, data.p0, data.p1), val_items, n_boot))
+
+
+def _evaluate_backbone(study: Study, spec: dict, config: dict, train_items: list[dict], val_items: list[dict],
+                       variants, progress, add, notes: list[str]) -> list[ModelVersion]:  # fmt: skip
+    """One backbone: its unweighted and official heads evaluated, its lin heads trained (and the on-demand
+    variants); returns the model versions trained (still running until _retrain commits them)."""
+    label = f"{spec['net']}-{spec['weights']}"
+    try:
+        model = backbone_model(spec)
+    except MetricError as exc:
+        notes.append(f"{label}: {exc}")
+        logger.warning("study %s: backbone %s unavailable: %s", study.pk, label, exc)
+        return []
+    cache = FeatureCache(study.pk, model)
+    v0, v1 = cache.stats(val_items, kind=study.kind, progress=progress)
+    # metric name -> (kind, flat head weights); only the trained heads' rows point at the model version
+    heads: dict[str, tuple[str, np.ndarray]] = {
+        f"{label} unweighted": (Evaluation.Kind.UNWEIGHTED, np.ones(v0.shape[1], np.float32))
+    }
+    if config["official_lpips"] and spec["weights"] == "imagenet":
+        official = LPIPS(net=spec["net"], backbone=model.backbone, head_weights="official")
+        heads[f"lpips-{spec['net']} v0.1 (official)"] = (Evaluation.Kind.OFFICIAL,
+                                                          official.heads.flat_weights().detach().numpy())  # fmt: skip
+    versions: list[ModelVersion] = []
+    version = None
+    if train_items:
+        version = _train_lin(study, spec, config, model, cache, train_items, progress, heads)
+        versions.append(version)
+    for variant in variants if train_items and study.kind == "2afc" else ():
+        versions.append(_train_deep_variant(study, spec, variant, config, train_items, val_items, add))
+    n_boot = int(config["n_boot"])
+    for name, (kind, weights) in heads.items():
+        d0, d1 = v0 @ weights, v1 @ weights
+        mv = version if kind == Evaluation.Kind.TRAINED else None
+        if study.kind == "2afc":
+            add(name, kind, "2afc", "val", _scores_2afc(d0.astype(np.float64), d1.astype(np.float64), val_items, n_boot), mv)
+        else:
+            add(name, kind, "jnd_map", "val", _jnd_map(d0.astype(np.float64), val_items, n_boot), mv)
+    return versions
+
+
+def _train_lin(study: Study, spec: dict, config: dict, model: LPIPS, cache: FeatureCache, train_items: list[dict],
+               progress, heads: dict) -> ModelVersion:  # fmt: skip
+    """Fit the lin heads on the cached train statistics and save them as a new (running) model version;
+    adds the initial and the trained heads to `heads` for evaluation."""
+    label = f"{spec['net']}-{spec['weights']}"
+    t0, t1 = cache.stats(train_items, kind=study.kind, progress=progress)
+    last = ModelVersion.objects.filter(study=study, backbone=spec["net"], weights=spec["weights"],
+                                       variant="lin").aggregate(v=Max("version"))["v"] or 0  # fmt: skip
+    version = ModelVersion.objects.create(study=study, backbone=spec["net"], weights=spec["weights"], variant="lin",
+                                          version=last + 1, n_train_items=len(train_items),
+                                          n_train_judgments=sum(it["n"] for it in train_items))  # fmt: skip
+    steps_per_epoch = -(-len(train_items) // 50)
+    epochs = max(int(config["epochs"]), -(-int(config["min_steps"]) // (2 * steps_per_epoch)))
+    cfg = TrainConfig(net=spec["net"], backbone_weights=spec["weights"], seed=int(spec.get("seed", 0)),
+                      epochs=epochs, epochs_decay=max(int(config["epochs_decay"]), epochs), lr=float(config["lr"]))  # fmt: skip
+    heads[f"{label} untrained (init heads)"] = (Evaluation.Kind.UNTRAINED,
+                                                model.heads.flat_weights().detach().cpu().numpy().copy())  # fmt: skip
+    p_train = np.array([it["k"] / it["n"] for it in train_items])
+    w, _rank, losses = train_lin_fast(t0, t1, p_train, cfg, w_init=model.heads.flat_weights())
+    model.heads.set_flat_weights(w)
+    rel, digest = _save_heads(model, f"models/{study.pk}/{spec['net']}-{spec['weights']}-lin-v{version.version}.pth")
+    version.heads_path, version.heads_sha256 = rel, digest
+    version.train_info = {"losses": [float(x) for x in losses][-5:], "feature_device": cache.device,
+                          "feature_cache": cache.path.name, "computed_features": cache.computed}  # fmt: skip
+    heads[f"trained {label} lin"] = (Evaluation.Kind.TRAINED,
+                                     w.detach().cpu().numpy() if torch.is_tensor(w) else np.asarray(w))  # fmt: skip
+    return version
 
 
 def _train_deep_variant(study, spec, variant, config, train_items, val_items, add) -> ModelVersion:
@@ -354,7 +382,7 @@ def _train_deep_variant(study, spec, variant, config, train_items, val_items, ad
                           "seconds": result.seconds}  # fmt: skip
     val = dataset_from_items(study, val_items)
     d0, d1 = lpips_2afc_distances(result.model.eval(), val)
-    add(f"trained {spec['net']}-{spec['weights']} {variant}", "2afc", "val", _scores_2afc(d0, d1, val_items, int(config["n_boot"])),
+    add(f"trained {spec['net']}-{spec['weights']} {variant}", Evaluation.Kind.TRAINED, "2afc", "val", _scores_2afc(d0, d1, val_items, int(config["n_boot"])),
         version)  # fmt: skip
     return version
 

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
 from studies.models import Item, Study
 from training.models import TrainingState
@@ -37,7 +38,7 @@ def judgments_added(*, study_id) -> bool:
     study = Study.objects.filter(pk=study_id).only("kind", "config").first()
     if study is None:
         return False
-    every = study.settings["training"]["every"]
+    every = study.collection["training"]["every"]
     if every is None:
         return False
     state = _state(study_id)
@@ -86,8 +87,6 @@ VARIANTS = ("lin", "tune", "scratch")
 def training_request(*, study: Study, force: bool = False, variants: list[str] | None = None) -> bool:
     """Ask for a retrain now (dashboard button, API): queued unless one is already queued. `variants`
     adds on-demand "tune" / "scratch" training (slow: the trunk trains too) to the next job."""
-    from core.exceptions import ApplicationError
-
     state = _state(study.pk)
     extra = [v for v in (variants or []) if v != "lin"]
     if any(v not in VARIANTS for v in extra):

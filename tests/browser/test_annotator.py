@@ -90,7 +90,7 @@ def test_a_full_2afc_hit_with_a_reload_mid_way(live_server, browser, settings):
     assert Judgment.objects.count() == assignment.n_trials  # nothing lost, nothing counted twice
     assert len(set(Judgment.objects.values_list("trial_id", flat=True))) == assignment.n_trials
     code = browser.find_element("id", "completion-code").text
-    assert code == study.settings["completion_code"]
+    assert code == study.collection["completion_code"]
     j = Judgment.objects.filter(kind="test").first()
     assert 0 < j.rt_ms < 60_000 and j.display["refresh_hz"] and j.display["patch_css_px"] == 256
     # left/right as pressed map to p0/p1 through the server's side draw
@@ -132,7 +132,8 @@ def test_a_full_jnd_hit_records_measured_flash_durations(live_server, browser, m
 
 
 def test_the_dashboard_renders_its_charts(live_server, browser, researcher_carol, make_study, answer_trials):
-    from judgments.services import assignment_start, assignment_submit
+    from judgments.assignments import assignment_start
+    from judgments.qc import assignment_submit
     from training.services import study_retrain
 
     study = make_study(owner=researcher_carol, n_test=24, n_sentinels=3, n_practice=0, categories=("traditional", "cnn"),

@@ -7,8 +7,8 @@ import pytest
 from django.db import connection
 
 from core.exceptions import ApplicationError
+from judgments.assignments import assignment_start
 from judgments.models import Trial
-from judgments.services import assignment_start
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -69,12 +69,12 @@ def test_many_concurrent_workers_never_over_assign_and_starve_nothing(postgres, 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_prepared_queue_query_matches_the_portable_one(postgres, make_study):
-    """PostgreSQL leases items with hand-written SQL (services._window_rows); the ORM queue
-    (services._window) is the definition SQLite uses. Same items, same order, for a study in mid-flight:
+    """PostgreSQL leases items with hand-written SQL (assignments._window_rows); the ORM queue
+    (assignments._window) is the definition SQLite uses. Same items, same order, for a study in mid-flight:
     items at different loads, both splits, items the worker already had, items to skip."""
     from django.db import transaction
 
-    from judgments import services
+    from judgments import assignments
     from judgments.models import Worker
     from studies.models import Item
 
@@ -84,11 +84,11 @@ def test_the_prepared_queue_query_matches_the_portable_one(postgres, make_study)
         Item.objects.filter(pk=item.pk).update(n_judgments=k % 3, n_open=(k // 3) % 2, split=("train", "val")[k % 2])
     first = assignment_start(study=study, platform="anonymous", worker_id="w1").assignment  # w1 holds some items
     worker = Worker.objects.get(pk=first.worker_id)
-    config = study.settings
+    config = study.collection
     skip = {items[5].pk, items[8].pk}
     with transaction.atomic():
-        raw = [i.pk for i in services._window_rows(study=study, config=config, worker=worker, skip=skip, n=50)]
-        orm = list(services._window(study=study, config=config, worker=worker, skip=skip).values_list("pk", flat=True)[:50])
+        raw = [i.pk for i in assignments._window_rows(study=study, config=config, worker=worker, skip=skip, n=50)]
+        orm = list(assignments._window(study=study, config=config, worker=worker, skip=skip).values_list("pk", flat=True)[:50])
     assert raw == orm, (len(raw), len(orm))
     held = set(Trial.objects.filter(worker=worker, kind="test").values_list("item_id", flat=True))
     assert len(raw) >= 10 and held and not (held | skip) & set(raw)

@@ -18,7 +18,7 @@ OBSERVER = "lpips:alex:random:last"  # structure the unweighted / untrained head
 def test_a_simulated_crowd_trains_the_metric_live(settings, redis_url, postgres, live_server, tmp_path):
     from crowdsim.simulation import run_crowd
     from judgments.models import Assignment
-    from judgments.services import worker_hash
+    from judgments.workers import worker_hash
     from studies.services import study_build_stimuli, study_create
     from training.models import Evaluation, ModelVersion, TrainingState
     from training.services import accepted_judgments, training_request

@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 @pytest.mark.django_db(transaction=True)
 def test_an_export_taken_under_streaming_judgments_is_consistent(postgres, make_study, answer_trials):
     from exports.services import export_archive_bytes
-    from judgments.services import assignment_start, assignment_submit
+    from judgments.assignments import assignment_start
+    from judgments.qc import assignment_submit
 
     study = make_study(n_test=40, n_sentinels=4, n_practice=0, config={"hit_size": 10, "judgments_per_item": {"train": 5, "val": 5}})
     stop = threading.Event()

@@ -50,8 +50,9 @@ def test_acknowledged_judgments_survive_kills_and_a_database_restart(settings, p
     from devtools import loadtest
     from exports.models import Export
     from exports.services import export_create
+    from judgments.assignments import assignment_start
     from judgments.models import Assignment
-    from judgments.services import assignment_start, open_leases
+    from judgments.selectors import open_leases
 
     host = postgres.get("HOST") or ""
     require(host in ("127.0.0.1", "localhost") and shutil.which("pg_ctlcluster") and os.geteuid() == 0

@@ -58,7 +58,7 @@ def test_a_good_completion_url_is_accepted_and_used(researcher_client, make_stud
     r = researcher_client.patch(f"/api/v1/studies/{study.pk}/", {"config": {"prolific_completion_url": url}}, format="json")
     assert r.status_code == 200, r.content
     done = _complete_as_prolific(study)
-    code = Study.objects.get(pk=study.pk).settings["completion_code"]
+    code = Study.objects.get(pk=study.pk).collection["completion_code"]
     assert done.status_code == 200
     assert done.json()["completion"]["redirect_url"] == url.replace("{code}", code)
 
@@ -104,7 +104,8 @@ def test_the_admin_refuses_a_bad_completion_url_too(make_study):
 
 def test_a_stored_foreign_turk_submit_to_gets_no_form(make_study):
     """Defence in depth for rows that bypassed the start-time check (a restored archive, a hand edit)."""
-    from judgments.services import assignment_start, completion_for
+    from judgments.assignments import assignment_start
+    from judgments.qc import completion_for
 
     study = make_study(n_test=2, n_sentinels=1, n_practice=0)
     a = assignment_start(study=study, platform="mturk", worker_id="W1", platform_info={

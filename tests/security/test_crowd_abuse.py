@@ -8,8 +8,10 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from judgments.assignments import assignment_start
 from judgments.models import Assignment
-from judgments.services import assignment_reject, assignment_start, open_leases
+from judgments.qc import assignment_reject
+from judgments.selectors import open_leases
 from studies.models import Item, Study
 
 pytestmark = pytest.mark.django_db

@@ -11,8 +11,10 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from judgments.answers import judgment_submit
+from judgments.assignments import assignment_start
 from judgments.models import Assignment, Judgment
-from judgments.services import assignment_start, assignment_submit, judgment_submit
+from judgments.qc import assignment_submit
 
 pytestmark = pytest.mark.django_db
 UA = "Mozilla/5.0 (Macintosh) Safari/605 unique-7731"

@@ -12,8 +12,9 @@ import io
 import pytest
 from rest_framework.test import APIClient
 
+from judgments.assignments import assignment_start
 from judgments.models import Worker
-from judgments.services import assignment_reject, assignment_start, assignment_submit
+from judgments.qc import assignment_reject, assignment_submit
 
 pytestmark = pytest.mark.django_db
 

@@ -18,8 +18,9 @@ from PIL import Image
 from core.exceptions import ApplicationError
 from exports.restore import study_restore
 from exports.services import export_archive_bytes
+from judgments.assignments import assignment_start
 from judgments.models import Assignment, Judgment, Trial, Worker
-from judgments.services import assignment_start, assignment_submit
+from judgments.qc import assignment_submit
 from studies.models import Item, Study
 
 pytestmark = pytest.mark.django_db

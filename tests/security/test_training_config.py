@@ -105,7 +105,7 @@ def test_forced_retrains_back_to_back_get_429_with_retry_after(researcher_carol,
 
 def test_automatic_retrains_inside_the_interval_are_deferred(make_study, answer_trials, settings, captured_tasks,
                                                             django_capture_on_commit_callbacks):  # fmt: skip
-    from judgments.services import assignment_start
+    from judgments.assignments import assignment_start
     from training.triggers import judgments_added, retrain_due
 
     settings.PERCEPTLAB_MIN_RETRAIN_INTERVAL_S = 600

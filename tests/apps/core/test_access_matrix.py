@@ -15,8 +15,9 @@ from rest_framework.test import APIClient
 
 from exports.models import Export
 from exports.services import export_build, export_create
+from judgments.assignments import assignment_start
 from judgments.models import Assignment, Judgment
-from judgments.services import assignment_start, assignment_submit
+from judgments.qc import assignment_submit
 from studies.models import Item, Study
 
 pytestmark = pytest.mark.django_db

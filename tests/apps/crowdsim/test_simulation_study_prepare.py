@@ -19,7 +19,7 @@ def test_a_real_study_needs_mark(make_study):
         simulation_study_prepare(study_id=str(study.pk))
     marked = simulation_study_prepare(study_id=str(study.pk), mark=True)
     marked.refresh_from_db()
-    assert marked.settings["simulation"]
+    assert marked.collection["simulation"]
 
 
 def test_a_missing_study_is_an_application_error():

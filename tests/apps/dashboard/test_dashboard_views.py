@@ -25,14 +25,14 @@ def test_it_requires_a_login_and_hides_other_researchers_studies(client, carols_
 
 def test_it_renders_progress_and_qc_charts_before_any_evaluation(client, carols_study, researcher_carol,
                                                                 answer_trials, truthful):  # fmt: skip
-    from judgments.services import assignment_start
+    from judgments.assignments import assignment_start
 
     answer_trials(assignment_start(study=carols_study, platform="anonymous", worker_id="w").assignment, truthful)
     client.force_login(researcher_carol)
     html = client.get(f"/dashboard/{carols_study.pk}/").content.decode()
     assert re.findall(r'<svg class="chart (\w+)', html) == ["bars", "columns", "hist", "hist"]
     assert "No evaluation yet" in html and "PROLIFIC_PID={{%PROLIFIC_PID%}}" in html
-    assert carols_study.settings["completion_code"] in html
+    assert carols_study.collection["completion_code"] in html
 
 
 def test_actions_pause_start_and_export(client, carols_study, researcher_carol, captured_tasks,

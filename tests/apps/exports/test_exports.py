@@ -12,7 +12,8 @@ from rest_framework.test import APIClient
 
 from exports.models import Export
 from exports.services import export_archive_bytes, export_build, export_create
-from judgments.services import assignment_start, assignment_submit
+from judgments.assignments import assignment_start
+from judgments.qc import assignment_submit
 from metric.data import read_bapps_2afc, read_bapps_jnd, read_manifest
 
 pytestmark = pytest.mark.django_db

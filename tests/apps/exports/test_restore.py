@@ -14,8 +14,9 @@ import pytest
 
 from exports.restore import SKIPPED, TABLES, study_restore
 from exports.services import export_archive_bytes
+from judgments.assignments import assignment_return, assignment_start
 from judgments.models import Assignment, Judgment, Trial
-from judgments.services import assignment_return, assignment_start, assignment_submit
+from judgments.qc import assignment_submit
 from studies.models import Item, Study
 
 ROOT = Path(__file__).resolve().parents[3]

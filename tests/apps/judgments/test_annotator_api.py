@@ -47,7 +47,7 @@ def test_an_anonymous_worker_runs_a_whole_hit_over_http(client, make_study):
         assert answer(client, token, trial, "left").status_code == 201
     done = client.post(f"/api/v1/assignments/{token}/submit/")
     assert done.status_code == 200 and done.json()["status"] == "submitted"
-    assert done.json()["completion"]["code"] == study.settings["completion_code"]
+    assert done.json()["completion"]["code"] == study.collection["completion_code"]
     assert Judgment.objects.count() == 8
 
 
@@ -105,7 +105,7 @@ def test_prolific_gets_its_completion_redirect_only_after_every_trial(client, ma
     for trial in body["trials"]:
         answer(client, body["token"], trial, "left")
     done = client.post(f"/api/v1/assignments/{body['token']}/submit/").json()
-    code = study.settings["completion_code"]
+    code = study.collection["completion_code"]
     assert done["completion"]["redirect_url"] == f"https://app.prolific.com/submissions/complete?cc={code}"
     # the same Prolific session coming back sees its completion again instead of a new HIT
     back = start(client, study, platform="prolific", worker_id="PID123", study_id="STUDY9", session_id="SESS9")
@@ -200,7 +200,7 @@ def test_throttles_let_requests_through_while_the_cache_is_unreachable(client, m
 def test_malformed_answers_get_a_400_naming_the_field(make_study, change, field):
     from rest_framework.test import APIClient
 
-    from judgments.services import assignment_start
+    from judgments.assignments import assignment_start
 
     study = make_study(n_test=2, n_sentinels=0, n_practice=0)
     a = assignment_start(study=study, platform="anonymous", worker_id="w").assignment
@@ -221,7 +221,7 @@ def test_assignment_bodies_match_their_documented_serializer(make_study):
     from rest_framework.renderers import JSONRenderer
 
     from judgments.apis import AssignmentOutputSerializer, assignment_output
-    from judgments.services import assignment_start
+    from judgments.assignments import assignment_start
 
     study = make_study(n_test=4, n_sentinels=2, n_practice=2)
     a = assignment_start(study=study, platform="anonymous", worker_id="w").assignment
@@ -234,8 +234,8 @@ def test_assignment_bodies_match_their_documented_serializer(make_study):
 
 def test_an_assignment_body_is_one_query_whatever_the_hit_size(make_study, django_assert_num_queries):
     from judgments.apis import assignment_output
+    from judgments.assignments import assignment_start
     from judgments.models import Assignment
-    from judgments.services import assignment_start
 
     study = make_study(n_test=20, n_sentinels=4, n_practice=2, config={"hit_size": 20})
     a = assignment_start(study=study, platform="anonymous", worker_id="w").assignment
@@ -250,8 +250,8 @@ def test_a_new_assignment_body_from_memory_equals_the_stored_one(make_study, dja
     """A start builds its body from the trials it just inserted, without reading them back; the body is the
     one the database would give (images by side, practice answers, positions, ids)."""
     from judgments.apis import assignment_output
+    from judgments.assignments import assignment_start
     from judgments.models import Assignment
-    from judgments.services import assignment_start
 
     study = make_study(kind=kind, n_test=12, n_sentinels=3, n_practice=2, config={"hit_size": 10})
     result = assignment_start(study=study, platform="anonymous", worker_id="w")

@@ -7,8 +7,9 @@ import pytest
 from django.utils import timezone
 
 from core.exceptions import ApplicationError
+from judgments.assignments import assignment_heartbeat, assignment_return, assignment_start
 from judgments.models import Assignment, Trial, Worker
-from judgments.services import assignment_heartbeat, assignment_return, assignment_start, worker_hash
+from judgments.workers import worker_hash
 from studies.models import Study
 
 pytestmark = pytest.mark.django_db
@@ -40,7 +41,7 @@ def test_it_never_serves_a_worker_the_same_item_twice(make_study, answer_trials,
         a = start(study, "alice")
         seen += leased_items(a)
         answer_trials(a, truthful)
-        from judgments.services import assignment_submit
+        from judgments.qc import assignment_submit
 
         assignment_submit(token=a.token)
     assert sorted(seen) == sorted(set(seen)) and len(seen) == 6
@@ -79,7 +80,7 @@ def test_heartbeats_extend_the_lease(make_study):
 
 def test_a_fast_worker_keeps_receiving_work_while_slow_workers_hold_leases(make_study, answer_trials, truthful):
     # Prodigy /t/7179: the fast annotator starved
-    from judgments.services import assignment_submit
+    from judgments.qc import assignment_submit
 
     study = make_study(n_test=12, n_sentinels=0, n_practice=0,
                        config={"hit_size": 2, "judgments_per_item": {"train": 1, "val": 1}})  # fmt: skip
@@ -182,7 +183,9 @@ def test_open_lease_counts_stay_exact_through_every_transition(make_study, answe
     started assignments, through starts, answers, submissions, returns, expiries and the sweep."""
     import random
 
-    from judgments.services import assignment_submit, assignments_expire_stale, open_leases
+    from judgments.assignments import assignments_expire_stale
+    from judgments.qc import assignment_submit
+    from judgments.selectors import open_leases
     from studies.models import Item
 
     def check():

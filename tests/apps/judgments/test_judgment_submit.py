@@ -3,8 +3,10 @@
 import pytest
 
 from core.exceptions import ApplicationError
+from judgments.answers import judgment_submit, timing_flagged
+from judgments.assignments import assignment_start
 from judgments.models import Assignment, Judgment, Trial
-from judgments.services import assignment_start, assignment_submit, judgment_submit, timing_flagged
+from judgments.qc import assignment_submit
 from studies.models import Item
 
 pytestmark = pytest.mark.django_db
@@ -208,3 +210,29 @@ def test_answers_renew_the_lease_once_half_of_it_is_gone(make_study):
     assert after.lease_expires_at > timezone.now() + timedelta(seconds=890) and after.n_answered == 3
     item = Item.objects.get(pk=trials[2].item_id)
     assert (item.n_judgments, item.n_open) == (1, 0)  # the lease became a judgment
+
+
+@pytest.mark.parametrize("every, sent", [(10, 1), (None, 0)])
+def test_a_test_judgment_sends_judgment_accepted_after_commit_in_studies_that_train(
+    make_study, django_capture_on_commit_callbacks, every, sent
+):
+    from judgments.signals import judgment_accepted
+
+    study = make_study(n_test=3, n_sentinels=0, n_practice=0, config={"training": {"every": every}})
+    a = begin(study)
+    received = []
+
+    def receiver(sender, study_id, **kwargs):
+        received.append(study_id)
+
+    judgment_accepted.connect(receiver, dispatch_uid="test-judgment-accepted")
+    try:
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            submit(a, first_test(a))
+        assert received == []  # nothing before the commit
+        assert len(callbacks) == sent  # a study that does not train registers nothing (and pays no reads)
+        for callback in callbacks:
+            callback()
+    finally:
+        judgment_accepted.disconnect(dispatch_uid="test-judgment-accepted")
+    assert received == [study.pk] * sent

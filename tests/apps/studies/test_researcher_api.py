@@ -88,7 +88,7 @@ def test_researchers_see_only_their_own_studies(researcher_carol, researcher_dav
 
 
 def test_start_pause_and_stats(researcher_carol, make_study, answer_trials, truthful):
-    from judgments.services import assignment_start
+    from judgments.assignments import assignment_start
 
     study = make_study(owner=researcher_carol, n_test=6, n_sentinels=2, n_practice=1, active=False)
     carol = client_for(researcher_carol)

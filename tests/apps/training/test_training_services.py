@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from judgments.services import assignment_start
+from judgments.assignments import assignment_start
 from metric.lpips import LPIPS
 from training import services
 from training.features import FeatureCache
@@ -55,6 +55,11 @@ def test_a_retrain_trains_saves_heads_and_evaluates(crowd, make_study, answer_tr
     metrics = set(Evaluation.objects.filter(study=study).values_list("metric", flat=True))
     assert metrics == {"human", "l2_lab", "psnr", "alex-random unweighted", "alex-random untrained (init heads)",
                        "trained alex-random lin"}
+    kinds = dict(Evaluation.objects.filter(study=study).values_list("metric", "kind"))
+    assert kinds == {"human": "human", "l2_lab": "baseline", "psnr": "baseline", "alex-random unweighted": "unweighted",
+                     "alex-random untrained (init heads)": "untrained", "trained alex-random lin": "trained"}
+    linked = set(Evaluation.objects.filter(study=study, model_version=version).values_list("kind", flat=True))
+    assert linked == {"trained"}  # only the trained heads' rows point at the model version
     cats = set(Evaluation.objects.filter(study=study, metric="l2_lab").values_list("category", flat=True))
     assert cats == {"traditional", "cnn", "all"}
     row = Evaluation.objects.get(study=study, metric="l2_lab", category="all")

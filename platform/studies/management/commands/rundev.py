@@ -15,6 +15,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from config.celery_app import ensure_broker_folders
+from studies.management.commands.demo_setup import admin_password_path
+from studies.models import Study
 
 
 class Command(BaseCommand):
@@ -25,9 +27,6 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
 
     def handle(self, *args, host, port, **options):
-        from studies.management.commands.demo_setup import admin_password_path
-        from studies.models import Study
-
         ensure_broker_folders()
         # The worker is a fresh interpreter: it finds config, core, ... only with platform/ on its path
         # (the platform is never installed; manage.py puts it on its own path, README "Layout").

@@ -1,0 +1,310 @@
+"""The answer path: one answered trial stored (judgment_submit), idempotent on the client's key.
+
+The answer's fields are defined once, in ANSWER_FIELDS: `answer_input` checks a request body's types
+against it (the API's hand check, kept because the endpoint is the hottest one: no serializer per answer),
+`judgment_submit` checks ranges and sizes from it, and the API's OpenAPI serializer is generated from it.
+The statements that store an answer are hand-written (judgments.sql). A stored test judgment sends
+`judgments.signals.judgment_accepted` once the transaction commits.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from core.exceptions import ApplicationError
+from judgments import sql
+from judgments.assignments import require_live
+from judgments.models import RESPONSES, Assignment, Judgment, Trial
+from judgments.signals import judgment_accepted
+from studies.collection import collection_config
+
+MAX_RT_MS = 3600 * 1000.0
+CLIENT_TIME_MAX = 1e14  # client clocks (ms since the epoch, or since page load)
+
+
+# --- the answer's input contract ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AnswerField:
+    """One field of an answer. kind: "string" (min_length..max_length characters), "number" (a finite
+    number in low..high), "object" (a small JSON object; `numbers`: its values must be numbers)."""
+
+    name: str
+    kind: str
+    required: bool = True
+    min_length: int = 1
+    max_length: int = 0
+    low: float = 0
+    high: float = 0.0
+    numbers: bool = False
+    help: str = ""
+
+
+ANSWER_FIELDS = (
+    AnswerField("trial", "string", max_length=64),
+    AnswerField("response", "string", max_length=16, help="2AFC: left / right; JND: same / different"),
+    AnswerField("idempotency_key", "string", min_length=8, max_length=64),
+    AnswerField("rt_ms", "number", high=MAX_RT_MS),
+    AnswerField("client_shown_at", "number", required=False, high=CLIENT_TIME_MAX),
+    AnswerField("client_answered_at", "number", required=False, high=CLIENT_TIME_MAX),
+    AnswerField(
+        "durations",
+        "object",
+        required=False,
+        numbers=True,
+        help="JND: measured on-screen ms for ref_ms, gap_ms, distorted_ms",
+    ),
+    AnswerField("display", "object", required=False, help="viewport, devicePixelRatio, refresh_hz, ..."),
+)
+FIELD = {field.name: field for field in ANSWER_FIELDS}
+OBJECTS_OF_NUMBERS = tuple(field for field in ANSWER_FIELDS if field.numbers)
+DISPLAY_MAX_CHARS, DURATIONS_MAX_CHARS = 4000, 2000
+
+
+def _finite(value) -> float | None:
+    """`value` as a finite float, or None: JSON numbers (an integer of 400 digits is valid JSON, and float()
+    of it raises OverflowError) and numeric strings."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        value = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def answer_input(data) -> dict:
+    """A request body's answer fields (ANSWER_FIELDS), checked for type; 400 naming the field otherwise.
+    Ranges and sizes are judgment_submit's to check."""
+    if not isinstance(data, dict):
+        raise ApplicationError("send a JSON object", {"field": "body"})
+    out = {}
+    for field in ANSWER_FIELDS:
+        key, value = field.name, data.get(field.name)
+        if field.kind == "string":
+            if not isinstance(value, str) or not value or len(value) > field.max_length:
+                raise ApplicationError(
+                    f"{key} must be a string of 1-{field.max_length} characters", {"field": key}
+                )
+        elif field.kind == "number":
+            if value is not None or field.required:
+                value = _finite(value)
+                if value is None:
+                    raise ApplicationError(f"{key} must be a number", {"field": key})
+        elif value is not None and not isinstance(value, dict):
+            raise ApplicationError(f"{key} must be an object", {"field": key})
+        out[key] = value
+    for field in OBJECTS_OF_NUMBERS:
+        for name, number in (out[field.name] or {}).items():
+            if isinstance(number, str) or _finite(number) is None:
+                raise ApplicationError(f"{field.name}.{name} must be a number", {"field": field.name})
+    return out
+
+
+def _number(value, field: str, *, required: bool = True) -> float | None:
+    if value is None and not required:
+        return None
+    low, high = FIELD[field].low, FIELD[field].high
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ApplicationError(f"{field} must be a number in [{low:g}, {high:g}]", {"field": field})
+    return float(value)
+
+
+def _check_sizes(*, token, trial_id, idempotency_key, durations: dict, display: dict) -> None:
+    key = FIELD["idempotency_key"]
+    if not isinstance(idempotency_key, str) or not key.min_length <= len(idempotency_key) <= key.max_length:
+        raise ApplicationError(
+            f"idempotency_key must be {key.min_length}-{key.max_length} characters",
+            {"field": "idempotency_key"},
+        )
+    if (
+        not isinstance(durations, dict)
+        or not isinstance(display, dict)
+        or len(str(display)) > DISPLAY_MAX_CHARS
+        or len(str(durations)) > DURATIONS_MAX_CHARS
+    ):
+        raise ApplicationError("durations and display must be small JSON objects", {"field": "display"})
+    if not isinstance(trial_id, str) or not isinstance(token, str):
+        raise ApplicationError("trial and token must be strings", {"field": "trial"})
+
+
+# --- storing an answer ----------------------------------------------------------------------------------
+@dataclass
+class SubmitResult:
+    judgment: Judgment
+    created: bool
+    n_answered: int
+    n_trials: int
+
+
+def timing_flagged(*, timing: dict, durations: dict, display: dict) -> bool:
+    """JND: a trial is flagged when any measured phase is off its target by more than one frame."""
+    refresh = display.get("refresh_hz") if isinstance(display, dict) else None
+    frame_ms = (
+        1000.0 / float(refresh) if isinstance(refresh, (int, float)) and 20 <= refresh <= 500 else 1000.0 / 60
+    )
+    for phase, target in timing.items():
+        measured = durations.get(phase) if isinstance(durations, dict) else None
+        if (
+            not isinstance(measured, (int, float))
+            or isinstance(measured, bool)
+            or abs(measured - target) > frame_ms
+        ):
+            return True
+    return False
+
+
+def _replay(*, token: str, trial_id: str, idempotency_key: str) -> SubmitResult:
+    """After a refused insert: the answer stored under this key (a retry that raced the first attempt),
+    or the reason it cannot be stored."""
+    existing = (
+        Judgment.objects.select_related("trial", "assignment")
+        .filter(assignment__token=token, idempotency_key=idempotency_key)
+        .first()
+    )
+    if existing is not None:
+        if existing.trial.public_id != trial_id:
+            raise ApplicationError(
+                "idempotency_key was already used for another trial",
+                {"field": "idempotency_key"},
+                status_code=409,
+            )
+        return SubmitResult(existing, False, existing.assignment.n_answered, existing.assignment.n_trials)
+    raise ApplicationError(
+        "this trial was already answered", {"field": "trial", "code": "answered"}, status_code=409
+    )
+
+
+def _row_missing(*, token: str, idempotency_key: str) -> ApplicationError:
+    """Why the answer path found no trial: no such assignment, a key spent on another trial, or a trial
+    of another assignment."""
+    if not Assignment.objects.filter(token=token).exists():
+        return ApplicationError("assignment not found", status_code=404)
+    if Judgment.objects.filter(assignment__token=token, idempotency_key=idempotency_key).exists():
+        return ApplicationError(
+            "idempotency_key was already used for another trial",
+            {"field": "idempotency_key"},
+            status_code=409,
+        )
+    return ApplicationError("this trial is not part of the assignment", {"field": "trial"})
+
+
+def _judgment_build(
+    row: sql.AnswerRow,
+    config: dict,
+    *,
+    now,
+    response: str,
+    rt_ms,
+    idempotency_key: str,
+    client_shown_at,
+    client_answered_at,
+    durations: dict,
+    display: dict,
+) -> Judgment:
+    """The judgment an answer stores: the response checked against the study's kind, mapped from screen
+    side to p0/p1, scored against the item's expected answer (practice and sentinels), timing-flagged
+    (JND)."""
+    kind = row.study_kind
+    if response not in RESPONSES[kind]:
+        raise ApplicationError(f"response must be one of {list(RESPONSES[kind])}", {"field": "response"})
+    rt = _number(rt_ms, "rt_ms")
+    shown = _number(client_shown_at, "client_shown_at", required=False)
+    answered_at = _number(client_answered_at, "client_answered_at", required=False)
+    if kind == "2afc":
+        choice = int((response == "right") != row.swap)
+        correct = None if not row.expected else (f"p{choice}" == row.expected)
+        flagged = False
+    else:
+        choice = int(response == "same")
+        correct = None if not row.expected else (response == row.expected)
+        flagged = timing_flagged(timing=config["timing"], durations=durations, display=display)
+    return Judgment(
+        id=uuid.uuid4(),
+        created_at=now,
+        updated_at=now,
+        trial_id=row.trial_id,
+        assignment_id=row.pk,
+        item_id=row.item_id,
+        worker_id=row.worker_id,
+        kind=row.trial_kind,
+        idempotency_key=idempotency_key,
+        response=response,
+        choice=choice,
+        presented_left="p1" if row.swap else "p0",
+        correct=correct if row.trial_kind != Trial.Kind.TEST else None,
+        rt_ms=rt,
+        client_shown_at=shown,
+        client_answered_at=answered_at,
+        durations=durations,
+        timing_flagged=flagged,
+        display=display,
+    )
+
+
+def judgment_submit(
+    *,
+    token: str,
+    trial_id: str,
+    response: str,
+    rt_ms,
+    idempotency_key: str,
+    client_shown_at=None,
+    client_answered_at=None,
+    durations: dict | None = None,
+    display: dict | None = None,
+) -> SubmitResult:
+    """Store one answered trial. Idempotent: the same key returns the stored judgment (created=False);
+    a second answer to an answered trial is refused. Acknowledged only after the transaction commits.
+
+    One statement finds the trial, its item, any stored answer and the study, and locks the assignment
+    row (only that row), so answers to one assignment are serialised and answers to others never wait.
+    The unique constraints (one judgment per trial; one per assignment and key) are the final word: an
+    insert they refuse is resolved as a replay or a conflict."""
+    durations = durations or {}
+    display = display or {}
+    _check_sizes(
+        token=token, trial_id=trial_id, idempotency_key=idempotency_key, durations=durations, display=display
+    )
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            row = sql.answer_row(token, trial_id)
+            if row is None:
+                raise _row_missing(token=token, idempotency_key=idempotency_key)
+            if row.judgment_id is not None and row.judgment_key == idempotency_key:
+                return SubmitResult(
+                    Judgment.objects.get(pk=row.judgment_id), False, row.n_answered, row.n_trials
+                )
+            require_live(row, now)
+            if row.answered or row.judgment_id is not None:
+                raise ApplicationError(
+                    "this trial was already answered", {"field": "trial", "code": "answered"}, status_code=409
+                )
+            config = collection_config(row.study_kind, row.study_config)
+            judgment = _judgment_build(
+                row,
+                config,
+                now=now,
+                response=response,
+                rt_ms=rt_ms,
+                idempotency_key=idempotency_key,
+                client_shown_at=client_shown_at,
+                client_answered_at=client_answered_at,
+                durations=durations,
+                display=display,
+            )
+            ttl = config["lease_ttl_s"]
+            sql.store_answer(judgment, row, now + timedelta(seconds=ttl), now + timedelta(seconds=ttl / 2))
+            if row.trial_kind == Trial.Kind.TEST and config["training"]["every"] is not None:
+                study_id = row.study_id  # studies that do not train skip the receivers' reads
+                transaction.on_commit(lambda: judgment_accepted.send(sender=Judgment, study_id=study_id))
+    except IntegrityError:
+        # a concurrent request with the same key (a client retry) or for the same trial committed first
+        return _replay(token=token, trial_id=trial_id, idempotency_key=idempotency_key)
+    return SubmitResult(judgment, True, row.n_answered + 1, row.n_trials)

@@ -1,0 +1,551 @@
+"""The assignment engine: start (leases with overlap), heartbeat, return and expiry of HITs.
+
+Assignment rule (PLATFORM.md section 9): a test item is available to a worker when
+``accepted judgments + open leases < target`` for its split and the worker has never had it. An open
+lease is an unanswered test trial of a started assignment; each item keeps the count in ``n_open``,
+changed only under its row lock (+1 on a start, -1 when answered, returned or expired). Every start first
+expires its study's assignments past their lease, so an expired lease frees its items for that start
+without waiting for the periodic sweep. Candidates come breadth-first (least loaded first) from the index
+on ``(study, n_judgments + n_open, index)``.
+
+Concurrency: on Postgres the candidate rows are locked with ``SELECT ... FOR UPDATE SKIP LOCKED`` and then
+re-read; since every count change needs the item's row lock, the re-read of locked rows is exact, and
+concurrent assigners take disjoint items instead of waiting. An assigner that finds every free row held by
+others in flight waits (briefly, holding nothing) for them to commit instead of answering "no work". On
+SQLite every write transaction starts with ``BEGIN IMMEDIATE`` (config.settings), which serialises them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Case, F, IntegerField, Value, When
+from django.utils import timezone
+
+from core.exceptions import ApplicationError
+from judgments import sql
+from judgments.models import Assignment, Platform, Trial, Worker
+from judgments.sql import TRIAL_ITEM_FIELDS
+from judgments.workers import (
+    MTURK_PREVIEW,
+    client_hash,
+    platform_info_clean,
+    platform_session,
+    worker_get_or_create,
+)
+from studies.collection import sentinels_per_hit
+from studies.models import Item, Study
+
+logger = logging.getLogger(__name__)
+
+LOCK_WAIT_S = 5.0  # longest wait for rows other assigners hold in flight
+_rng = random.SystemRandom()
+
+
+def release_leases(assignment_ids) -> None:
+    """Take the unanswered test trials of assignments that stop holding them (returned, expired) out of
+    their items' open-lease counts. Call in the transaction that changes the assignments' status."""
+    ids = list(assignment_ids)
+    if not ids:
+        return
+    per_item: dict = {}
+    for item_id in (
+        Trial.objects.filter(assignment_id__in=ids, kind=Trial.Kind.TEST, answered=False)
+        .order_by()
+        .values_list("item_id", flat=True)
+    ):
+        per_item[item_id] = per_item.get(item_id, 0) + 1
+    by_count: dict = {}
+    for item_id, n in per_item.items():
+        by_count.setdefault(n, []).append(item_id)
+    for n, item_ids in sorted(by_count.items()):
+        Item.objects.filter(pk__in=sorted(item_ids)).update(n_open=F("n_open") - n)
+
+
+def _expire(*, now, study: Study | None = None, limit: int = 500) -> int:
+    """Mark started assignments past their lease expired and release their items; each assignment is
+    expired by exactly one caller (rows another transaction holds are skipped and left to it)."""
+    stale = Assignment.objects.filter(status=Assignment.Status.STARTED, lease_expires_at__lte=now)
+    if study is not None:
+        stale = stale.filter(study=study)
+    if not stale.exists():  # the common case: one index probe, no transaction
+        return 0
+    with transaction.atomic():
+        locked = stale.order_by("pk")
+        if connection.features.has_select_for_update_skip_locked:
+            locked = locked.select_for_update(skip_locked=True)
+        ids = list(locked.values_list("pk", flat=True)[:limit])
+        Assignment.objects.filter(pk__in=ids).update(status=Assignment.Status.EXPIRED)
+        release_leases(ids)
+    return len(ids)
+
+
+def _target(config: dict, split: str) -> int:
+    target = config["judgments_per_item"]
+    return target.get(split, max(target.values()))
+
+
+def _target_case(config: dict):
+    jpi = config["judgments_per_item"]
+    return Case(
+        *[When(split=split, then=Value(n)) for split, n in jpi.items()],
+        default=Value(max(jpi.values())),
+        output_field=IntegerField(),
+    )
+
+
+def _window(*, study: Study, config: dict, worker: Worker, skip: set):
+    """Available test items, least loaded first (breadth-first: accepted judgments plus open leases), as a
+    queryset that follows the index on (study, n_judgments + n_open, index). Expired leases were released
+    just before (assignment_start), so the load counts live leases only."""
+    return (
+        Item.objects.filter(study=study, role=Item.Role.TEST)
+        .alias(load=F("n_judgments") + F("n_open"), target=_target_case(config))
+        .filter(load__lt=F("target"))
+        .exclude(pk__in=skip)
+        .exclude(pk__in=Trial.objects.filter(worker=worker, kind=Trial.Kind.TEST).values("item_id"))
+        .order_by("study_id", "load", "index")
+    )
+
+
+def _below_target(items, *, config: dict) -> list[Item]:
+    """The items still below their split's target, least loaded first (the queue's order)."""
+    items = [item for item in items if item.n_judgments + item.n_open < _target(config, item.split)]
+    return sorted(items, key=lambda item: (item.n_judgments + item.n_open, item.index))
+
+
+def _still_open(item_ids, *, config: dict) -> list[Item]:
+    """The given items (whose rows this transaction holds), read afresh, still below their split's target."""
+    return _below_target(Item.objects.filter(pk__in=list(item_ids)).only(*TRIAL_ITEM_FIELDS), config=config)
+
+
+def _window_rows(*, study: Study, config: dict, worker: Worker, skip: set, n: int) -> list[Item]:
+    """PostgreSQL: the queue's next n free rows, locked (judgments.sql.window_sql)."""
+    jpi = config["judgments_per_item"]
+    targets = (_target(config, "train"), _target(config, "val"), max(jpi.values()))
+    return sql.window_rows(study_id=study.pk, targets=targets, worker_id=worker.pk, skip=skip, n=n)
+
+
+def _lease_items(*, study: Study, config: dict, worker: Worker, n: int) -> list[Item]:
+    if not connection.features.has_select_for_update_skip_locked:
+        # SQLite: the IMMEDIATE transaction already holds the database write lock; count exactly
+        ids = list(
+            _window(study=study, config=config, worker=worker, skip=set()).values_list("pk", flat=True)[
+                : 4 * n + 8
+            ]
+        )
+        return _still_open(ids, config=config)[:n]
+    taken: list[Item] = []
+    rejected: set = set()
+    delay, deadline = 0.005, time.monotonic() + LOCK_WAIT_S
+    while True:
+        held = {item.pk for item in taken} | rejected
+        # SKIP LOCKED inside the ordered LIMIT: concurrent assigners each get the next rows nobody holds.
+        locked = _window_rows(study=study, config=config, worker=worker, skip=held, n=n - len(taken))
+        if locked:
+            # Locked rows come back as their latest versions and cannot change under us: this check is exact
+            # (and, as the query re-checks its WHERE clause on them, a guard rather than a filter).
+            ok = _below_target(locked, config=config)
+            taken += ok
+            rejected |= {item.pk for item in locked} - {item.pk for item in ok}
+            if len(taken) < n:
+                continue  # rows others hold were skipped, or some were full: look further down the queue
+        # A partial batch is served at once (small HITs near the end of a study). With nothing yet, items
+        # that other transactions hold for a few milliseconds are waited for rather than reported as "no
+        # work"; a transaction holding no rows blocks nobody, so this cannot livelock.
+        if (
+            taken
+            or time.monotonic() > deadline
+            or not _window(study=study, config=config, worker=worker, skip=held).exists()
+        ):
+            return taken[:n]
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _first_lease_s(config: dict) -> float:
+    return min(config["lease_ttl_s"], settings.PERCEPTLAB_CROWD["FIRST_LEASE_S"])
+
+
+def _lease_bound(assignment: Assignment, config: dict):
+    """The latest a lease may run without a new answer: lease_ttl_s after the last answer, or the short
+    first lease after the start while there is none. Heartbeats and resumes extend a lease up to here
+    only; answers move it (the answer path). So an assignment nobody answers is released within minutes
+    however often its page (or a script) sends heartbeats."""
+    if assignment.last_answer_at is None:
+        return assignment.created_at + timedelta(seconds=_first_lease_s(config))
+    return assignment.last_answer_at + timedelta(seconds=config["lease_ttl_s"])
+
+
+def _extend_lease(assignment: Assignment, config: dict, now) -> None:
+    """Heartbeat or resume: the lease moves to now + lease_ttl_s, but never past _lease_bound and never
+    back."""
+    lease = max(
+        assignment.lease_expires_at,
+        min(now + timedelta(seconds=config["lease_ttl_s"]), _lease_bound(assignment, config)),
+    )
+    if lease != assignment.lease_expires_at:
+        assignment.lease_expires_at = lease
+        Assignment.objects.filter(pk=assignment.pk).update(lease_expires_at=lease)
+
+
+def _check_open_per_client(*, study: Study, client: str, now) -> None:
+    cap = settings.PERCEPTLAB_CROWD["OPEN_PER_CLIENT"]
+    if not cap:
+        return
+    if connection.vendor == "postgresql":
+        # Concurrent starts from one client in one study take turns (until this transaction ends), so that
+        # they cannot all count the same open assignments; other clients and studies never wait. (SQLite's
+        # IMMEDIATE transactions are serialised already.)
+        key = int.from_bytes(hashlib.sha256(f"{study.pk}:{client}".encode()).digest()[:8], "big", signed=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+    open_ = Assignment.objects.filter(
+        study=study, status=Assignment.Status.STARTED, client_hash=client, lease_expires_at__gt=now
+    )
+    if open_.count() >= cap:
+        raise ApplicationError(
+            f"this network already holds {cap} unfinished assignments in this study; finish or "
+            f"return one first",
+            {"code": "too_many_open", "limit": cap},
+            status_code=409,
+        )
+
+
+@dataclass
+class StartResult:
+    assignment: Assignment
+    created: bool
+    trials: list[Trial] | None = None  # a new assignment's trials, their items loaded (for the response body)
+
+
+@dataclass
+class Preview:
+    """An MTurk preview (no assignmentId yet): the study's first practice items as examples, nothing
+    created."""
+
+    n_examples: int
+
+
+N_EXAMPLES = 2  # practice items an MTurk preview shows
+
+
+def assignment_request(
+    *,
+    study: Study,
+    platform: str,
+    worker_id: str,
+    consent: bool,
+    platform_info: dict,
+    client_ip: str | None = None,
+) -> tuple[StartResult | Preview, str | None]:
+    """A start request from the annotator's page: an MTurk preview, or (with consent) a started or resumed
+    assignment. An anonymous link without a worker id gets a fresh one from the server; it comes back as
+    the second value (None otherwise) for the page to send next time."""
+    if platform == Platform.MTURK and platform_info.get("assignment_id") in (None, "", MTURK_PREVIEW):
+        return assignment_preview(study=study), None
+    if not consent:
+        raise ApplicationError("consent is required to take part", {"field": "consent"})
+    worker_id = (worker_id or "").strip()
+    issued = None
+    if not worker_id:
+        if platform != Platform.ANONYMOUS:
+            raise ApplicationError(f"{platform} links carry the worker id", {"field": "worker_id"})
+        worker_id = issued = secrets.token_urlsafe(16)
+    result = assignment_start(
+        study=study, platform=platform, worker_id=worker_id, platform_info=platform_info, client_ip=client_ip
+    )
+    return result, issued
+
+
+def assignment_preview(*, study: Study) -> Preview:
+    """MTurk shows a HIT before it is accepted: the practice examples only."""
+    if Platform.MTURK not in study.collection["platforms"]:
+        raise ApplicationError("this study admits no MTurk workers", {"code": "platform"}, status_code=403)
+    return Preview(study.items.filter(role=Item.Role.PRACTICE).order_by("index")[:N_EXAMPLES].count())
+
+
+def hit_compose(
+    *,
+    tests: list,
+    sentinel_pool: list,
+    practice: list,
+    n_sentinels: int,
+    balance_sides: bool,
+    rng: random.Random,
+) -> list[tuple[object, str, bool]]:
+    """A HIT's trial sequence as (item, kind, swap): practice first, then the test items with `n_sentinels`
+    sentinels drawn from the pool mixed in at random positions. `balance_sides` (2AFC): p0 goes left or
+    right, half the trials each way in random order; otherwise (JND) the reference is always shown first,
+    as in the paper. Pure: the items are given, the randomness comes from `rng`."""
+    sentinels = rng.sample(sentinel_pool, n_sentinels)
+    counted = [(item, Trial.Kind.TEST) for item in tests] + [
+        (item, Trial.Kind.SENTINEL) for item in sentinels
+    ]
+    rng.shuffle(counted)
+    sequence = [(item, Trial.Kind.PRACTICE) for item in practice] + counted
+    if balance_sides:
+        swaps = [i % 2 == 1 for i in range(len(sequence))]
+        rng.shuffle(swaps)
+    else:
+        swaps = [False] * len(sequence)
+    return [(item, kind, swap) for (item, kind), swap in zip(sequence, swaps, strict=True)]
+
+
+def _n_sentinels(config: dict, *, n_tests: int, pool: int) -> int:
+    """Sentinels for a HIT of n_tests test items: the study's share, scaled down for a partial HIT."""
+    if not pool or config["sentinel_rate"] <= 0:
+        return 0
+    return min(pool, max(1, round(sentinels_per_hit(config) * n_tests / config["hit_size"])))
+
+
+def _check_admission(*, config: dict, platform: str) -> None:
+    """The study takes work from this platform."""
+    if (platform == Platform.SIMULATED) != config["simulation"]:
+        message = (
+            "this study takes only simulated workers"
+            if config["simulation"]
+            else "simulated workers are only admitted to simulation studies (config simulation=true)"
+        )
+        raise ApplicationError(message, {"code": "simulation"}, status_code=403)
+    allowed = config["platforms"]
+    if platform != Platform.SIMULATED and platform not in allowed:
+        raise ApplicationError(
+            f"this study admits only {', '.join(allowed)} participants",
+            {"code": "platform", "valid": allowed},
+            status_code=403,
+        )
+
+
+def _resume(
+    *, study: Study, config: dict, worker: Worker, platform: str, session_key: str | None, now
+) -> StartResult | None:
+    """The worker's live HIT in this session (its lease extended), or the outcome of this platform session's
+    submitted or rejected HIT; None when a new HIT is due. Call inside the start's transaction."""
+    active = (
+        Assignment.objects.select_for_update()
+        .filter(study=study, worker=worker, status=Assignment.Status.STARTED)
+        .first()
+    )
+    if active is not None:
+        superseded = (
+            session_key is not None and platform_session(platform, active.platform_info) != session_key
+        )
+        if active.lease_expires_at > now and not superseded:
+            _extend_lease(active, config, now)
+            return StartResult(active, False)
+        # Past its lease, or another platform session of this worker id: the old HIT ends here and its items
+        # go back to the queue (its answers stay). A worker id is semi-public, so a stranger's session must
+        # neither see the live HIT (its token) nor lock the real participant out of the study; the newest
+        # session wins, and a participant whose HIT a stranger ended just starts again.
+        status = (
+            Assignment.Status.RETURNED
+            if superseded and active.lease_expires_at > now
+            else Assignment.Status.EXPIRED
+        )
+        Assignment.objects.filter(pk=active.pk).update(status=status)
+        release_leases([active.pk])
+        if superseded:
+            logger.warning(
+                "assignment %s ended: its worker started again in another %s session", active.pk, platform
+            )
+    if session_key:  # the same Prolific session / MTurk assignment: show its outcome again
+        earlier = Assignment.objects.filter(
+            study=study, worker=worker, status__in=(Assignment.Status.SUBMITTED, Assignment.Status.REJECTED)
+        )
+        for candidate in earlier:
+            if session_key in (
+                candidate.platform_info.get("session_id"),
+                candidate.platform_info.get("assignment_id"),
+            ):
+                return StartResult(candidate, False)
+    return None
+
+
+def _hit_create(
+    *, study: Study, config: dict, worker: Worker, platform: str, info: dict, client: str, now
+) -> StartResult:
+    """Lease test items and store a new HIT with its trials. Call inside the start's transaction."""
+    tests = _lease_items(study=study, config=config, worker=worker, n=config["hit_size"])
+    if not tests:
+        raise ApplicationError(
+            "no work is available in this study right now", {"code": "no_work"}, status_code=409
+        )
+    Item.objects.filter(pk__in=sorted(item.pk for item in tests)).update(n_open=F("n_open") + 1)
+    extra = list(
+        Item.objects.filter(study=study, role__in=(Item.Role.SENTINEL, Item.Role.PRACTICE))
+        .only(*TRIAL_ITEM_FIELDS)
+        .order_by("index")
+    )
+    sentinel_pool = [item for item in extra if item.role == Item.Role.SENTINEL]
+    practice = [item for item in extra if item.role == Item.Role.PRACTICE] if config["practice"] else []
+    sequence = hit_compose(
+        tests=tests,
+        sentinel_pool=sentinel_pool,
+        practice=practice,
+        n_sentinels=_n_sentinels(config, n_tests=len(tests), pool=len(sentinel_pool)),
+        balance_sides=study.kind == "2afc",
+        rng=_rng,
+    )
+    assignment = Assignment.objects.create(
+        study=study,
+        worker=worker,
+        platform=platform,
+        platform_info=info,
+        n_trials=len(sequence),
+        lease_expires_at=now + timedelta(seconds=_first_lease_s(config)),
+        client_hash=client,
+    )
+    trials = [
+        Trial(
+            assignment=assignment,
+            worker=worker,
+            item=item,
+            position=pos,
+            kind=kind,
+            swap=swap,
+            created_at=now,
+            updated_at=now,
+        )
+        for pos, (item, kind, swap) in enumerate(sequence)
+    ]
+    sql.insert_rows(trials)
+    return StartResult(assignment, True, trials)
+
+
+def assignment_start(
+    *,
+    study: Study,
+    platform: str,
+    worker_id: str,
+    platform_info: dict | None = None,
+    is_simulated: bool = False,
+    client_ip: str | None = None,
+) -> StartResult:
+    """Resume the worker's active assignment in this study, or lease a new batch (hit_compose: practice
+    items first, then test items with sentinels mixed in at random positions, left/right sides balanced).
+
+    A Prolific or MTurk worker resumes only in the same platform session (SESSION_ID, assignmentId): a
+    worker id alone is semi-public, so a start in another session ends the live HIT (returned, its items
+    released) and starts afresh, never handing out the old token. A session whose HIT was submitted or
+    rejected sees that outcome again instead of a new HIT. `client_ip` (the API's core.net.client_ip): at
+    most OPEN_PER_CLIENT open assignments per client and study (simulated workers, run by the researcher,
+    are not capped)."""
+    if study.status != Study.Status.ACTIVE:
+        raise ApplicationError(
+            f"this study is {study.get_status_display().lower()} and takes no work now",
+            {"code": "study_inactive"},
+            status_code=409,
+        )
+    config = study.collection
+    _check_admission(config=config, platform=platform)
+    info = platform_info_clean(platform=platform, info=platform_info or {})
+    client = client_hash(client_ip) if client_ip and platform != Platform.SIMULATED else ""
+    worker = worker_get_or_create(
+        platform=platform, external_id=worker_id, is_simulated=is_simulated or platform == Platform.SIMULATED
+    )
+    now = timezone.now()
+    _expire(now=now, study=study)  # expired leases free their items now, not at the next sweep
+    with transaction.atomic():
+        resumed = _resume(
+            study=study,
+            config=config,
+            worker=worker,
+            platform=platform,
+            session_key=platform_session(platform, info),
+            now=now,
+        )
+        if resumed is not None:
+            return resumed
+        if client:
+            _check_open_per_client(study=study, client=client, now=now)
+        result = _hit_create(
+            study=study, config=config, worker=worker, platform=platform, info=info, client=client, now=now
+        )
+    n = {kind: sum(1 for trial in result.trials if trial.kind == kind) for kind in Trial.Kind.values}
+    logger.info(
+        "assignment %s: %d test, %d sentinel, %d practice trials for worker %s",
+        result.assignment.pk,
+        n[Trial.Kind.TEST],
+        n[Trial.Kind.SENTINEL],
+        n[Trial.Kind.PRACTICE],
+        worker.pk,
+    )
+    return result
+
+
+def locked_assignment(token: str) -> Assignment:
+    # of=("self",): lock the assignment row only. Without it the joined study row is locked too, which
+    # serialises every answer in a study and deadlocks against assignment starts' foreign-key checks.
+    assignment = (
+        Assignment.objects.select_for_update(of=("self",)).select_related("study").filter(token=token).first()
+    )
+    if assignment is None:
+        raise ApplicationError("assignment not found", status_code=404)
+    return assignment
+
+
+def require_live(assignment: Assignment, now) -> None:
+    # An assignment past its lease is refused here; its status (and its items' open leases) change in
+    # _expire, run by the next start in the study and by the periodic sweep.
+    if assignment.status == Assignment.Status.EXPIRED or (
+        assignment.status == Assignment.Status.STARTED and assignment.lease_expires_at <= now
+    ):
+        raise ApplicationError(
+            "this assignment expired; start a new one", {"code": "expired"}, status_code=410
+        )
+    if assignment.status != Assignment.Status.STARTED:
+        if (
+            assignment.status == Assignment.Status.RETURNED
+        ):  # given back, or ended by a newer session of the worker
+            raise ApplicationError(
+                "this assignment was given back or continued in another session; reload the page to "
+                "go on with a new one",
+                {"code": assignment.status},
+                status_code=409,
+            )
+        raise ApplicationError(
+            f"this assignment is {assignment.status}", {"code": assignment.status}, status_code=409
+        )
+
+
+def assignment_heartbeat(*, token: str) -> Assignment:
+    """Extend the lease of a live assignment by the study's TTL, but no further than lease_ttl_s after its
+    last answer (the short first lease before any): heartbeats bridge a pause, they do not hold items."""
+    now = timezone.now()
+    with transaction.atomic():
+        assignment = locked_assignment(token)
+        require_live(assignment, now)
+        _extend_lease(assignment, assignment.study.collection, now)
+    return assignment
+
+
+def assignment_return(*, token: str) -> Assignment:
+    """The worker gives the assignment back: its unanswered items are free at once."""
+    with transaction.atomic():
+        assignment = locked_assignment(token)
+        if assignment.status == Assignment.Status.RETURNED:
+            return assignment
+        require_live(assignment, timezone.now())
+        assignment.status = Assignment.Status.RETURNED
+        Assignment.objects.filter(pk=assignment.pk).update(status=assignment.status)
+        release_leases([assignment.pk])
+    return assignment
+
+
+def assignments_expire_stale(*, now=None) -> int:
+    """Mark started assignments past their lease as expired. Housekeeping only: expired leases already
+    stop counting the moment they pass."""
+    now = now or timezone.now()
+    total = 0
+    while n := _expire(now=now):
+        total += n
+    return total

@@ -1,0 +1,150 @@
+"""Quality control and completion: finishing a HIT (QC against the study's exclusion rule), what the
+annotator's page does afterwards (completion code, Prolific redirect, MTurk form), and a researcher's
+rejection."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from core.exceptions import ApplicationError
+from judgments.assignments import locked_assignment, release_leases, require_live
+from judgments.models import RESPONSES, Assignment, Platform, Trial
+from studies.collection import completion_redirect
+from studies.models import Item
+
+logger = logging.getLogger(__name__)
+
+
+def qc_evaluate(*, assignment: Assignment, rule: dict) -> dict:
+    """Sentinel accuracy, side bias and median RT of one assignment, and whether the rule excludes it."""
+    rows = list(
+        assignment.judgments.exclude(kind=Trial.Kind.PRACTICE).values("kind", "correct", "response", "rt_ms")
+    )
+    sentinels = [r for r in rows if r["kind"] == Trial.Kind.SENTINEL]
+    n_correct = sum(1 for r in sentinels if r["correct"])
+    accuracy = n_correct / len(sentinels) if sentinels else None
+    first = RESPONSES[assignment.study.kind][0]
+    side = sum(1 for r in rows if r["response"] == first) / len(rows) if rows else None
+    rts = sorted(r["rt_ms"] for r in rows)
+    median_rt = (rts[(len(rts) - 1) // 2] + rts[len(rts) // 2]) / 2 if rts else None
+    reasons = []
+    min_acc = rule.get("min_sentinel_accuracy")
+    if min_acc is not None and accuracy is not None and accuracy + 1e-9 < min_acc:
+        reasons.append(f"sentinel accuracy {n_correct}/{len(sentinels)} below {min_acc:.3f}")
+    max_bias = rule.get("max_side_bias")
+    if max_bias is not None and side is not None and abs(side - 0.5) > max_bias:
+        reasons.append(f"side bias {side:.2f} beyond 0.5 +/- {max_bias}")
+    min_rt = rule.get("min_median_rt_ms")
+    if min_rt is not None and median_rt is not None and median_rt < min_rt:
+        reasons.append(f"median response time {median_rt:.0f} ms below {min_rt} ms")
+    return {
+        "sentinels": len(sentinels),
+        "sentinels_correct": n_correct,
+        "sentinel_accuracy": accuracy,
+        f"fraction_{first}": side,
+        "median_rt_ms": median_rt,
+        "rule": rule,
+        "excluded": bool(reasons),
+        "reasons": reasons,
+    }
+
+
+def _take_back_counts(assignment: Assignment) -> None:
+    items = assignment.judgments.filter(kind=Trial.Kind.TEST).values_list("item_id", flat=True)
+    Item.objects.filter(pk__in=list(items), n_judgments__gt=0).update(n_judgments=F("n_judgments") - 1)
+
+
+def _mturk_host(submit_to) -> bool:
+    try:
+        return (
+            urlparse(str(submit_to or "").rstrip("/"))._replace(path="").geturl()
+            in settings.MTURK_SUBMIT_HOSTS
+        )
+    except ValueError:
+        return False
+
+
+def completion_for(assignment: Assignment) -> dict:
+    """What the annotator's page does after the server holds every trial. Never raises on what is stored: a
+    completion URL that fails today's rule (studies.collection.completion_url_problem), or an MTurk
+    turkSubmitTo that is not an MTurk host, leaves the redirect or form out, and the page shows the code."""
+    code = assignment.completion_code
+    out = {"code": code, "platform": assignment.platform}
+    info = assignment.platform_info if isinstance(assignment.platform_info, dict) else {}
+    if assignment.platform == Platform.PROLIFIC:
+        redirect = completion_redirect(assignment.study.config, code)
+        if redirect is None:
+            logger.warning(
+                "study %s: stored prolific_completion_url fails validation; no redirect", assignment.study_id
+            )
+        else:
+            out["redirect_url"] = redirect
+    elif (
+        assignment.platform == Platform.MTURK
+        and info.get("assignment_id")
+        and _mturk_host(info.get("turk_submit_to"))
+    ):
+        out["mturk_form"] = {
+            "action": str(info["turk_submit_to"]).rstrip("/") + "/mturk/externalSubmit",
+            "fields": {"assignmentId": info["assignment_id"], "completion_code": code},
+        }
+    return out
+
+
+def assignment_submit(*, token: str) -> Assignment:
+    """Finish an assignment once every trial is stored; apply the study's exclusion rule. Idempotent."""
+    with transaction.atomic():
+        assignment = locked_assignment(token)
+        if assignment.status == Assignment.Status.SUBMITTED:
+            return assignment
+        require_live(assignment, timezone.now())
+        missing = list(assignment.trials.filter(answered=False).values_list("position", flat=True)[:20])
+        if missing:
+            raise ApplicationError(
+                f"{assignment.n_trials - assignment.n_answered} trials are not stored yet",
+                {"code": "incomplete", "missing_positions": missing},
+                status_code=409,
+            )
+        study = assignment.study
+        config = study.collection
+        qc = qc_evaluate(assignment=assignment, rule=config["exclusion"])
+        assignment.status = Assignment.Status.SUBMITTED
+        assignment.submitted_at = timezone.now()
+        assignment.completion_code = config["completion_code"] or ""
+        assignment.excluded = qc["excluded"]
+        assignment.qc = qc
+        assignment.save(
+            update_fields=["status", "submitted_at", "completion_code", "excluded", "qc", "updated_at"]
+        )
+        if assignment.excluded:
+            _take_back_counts(assignment)
+            logger.info("assignment %s excluded: %s", assignment.pk, "; ".join(qc["reasons"]))
+    return assignment
+
+
+def assignment_reject(*, assignment: Assignment, reason: str = "rejected by the researcher") -> Assignment:
+    """A researcher rejects an assignment: its data stay, flagged, and its items reopen (a started one's
+    unanswered items are released at once, as on a return)."""
+    with transaction.atomic():
+        assignment = Assignment.objects.select_for_update().get(pk=assignment.pk)
+        if assignment.status == Assignment.Status.REJECTED:
+            return assignment
+        if assignment.status == Assignment.Status.STARTED:
+            release_leases([assignment.pk])
+        if not assignment.excluded:
+            _take_back_counts(assignment)
+        assignment.status = Assignment.Status.REJECTED
+        assignment.excluded = True
+        assignment.qc = {
+            **assignment.qc,
+            "excluded": True,
+            "reasons": [*assignment.qc.get("reasons", []), reason],
+        }
+        assignment.save(update_fields=["status", "excluded", "qc", "updated_at"])
+    return assignment
