@@ -1,6 +1,6 @@
 """Datasets: the BAPPS directory format (read and write) and our JSONL manifest format.
 
-BAPPS (SCIENCE.md section 1): ``2afc/<split>/<category>/{ref,p0,p1,judge}`` and
+BAPPS (docs/science.md, "BAPPS on disk"): ``2afc/<split>/<category>/{ref,p0,p1,judge}`` and
 ``jnd/<split>/<category>/{p0,p1,same}``. Each folder is listed recursively and sorted on its own, and
 item i is the i-th file of every folder (as the reference loader does); we also check that the stems
 agree, which the reference never did. ``judge`` = fraction who chose p1; ``same`` = fraction who said

@@ -128,7 +128,7 @@ class LPIPS(nn.Module):
         return self.distance_from_features(f0, f1, tuple(x0.shape[2:]), retPerLayer)
 
     def describe(self) -> dict:
-        """What every reported number must state (SCIENCE.md section 8)."""
+        """What every reported number must state (docs/science.md, "Pitfalls of the reference package")."""
         return {
             "metric": "lpips" if self.heads is not None else "deep-unweighted",
             "net": self.net,

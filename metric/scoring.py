@@ -1,4 +1,4 @@
-"""Agreement between a metric and human judgments (SCIENCE.md section 4).
+"""Agreement between a metric and human judgments (docs/science.md, "Scoring").
 
 Conventions: ``p`` is the fraction of judges who chose p1 as closer to the reference; ``same`` the
 fraction who said "same" in JND. Distances: lower = more similar.

@@ -1,6 +1,6 @@
 """The assignment engine: start (leases with overlap), heartbeat, return and expiry of HITs.
 
-Assignment rule (PLATFORM.md section 9): a test item is available to a worker when
+Assignment rule (docs/design-notes.md, "Assignment"): a test item is available to a worker when
 ``accepted judgments + open leases < target`` for its split and the worker has never had it. An open
 lease is an unanswered test trial of a started assignment; each item keeps the count in ``n_open``,
 changed only under its row lock (+1 on a start, -1 when answered, returned or expired). Every start first
