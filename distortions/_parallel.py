@@ -6,10 +6,20 @@ from collections.abc import Callable, Iterator, Sequence
 
 
 def ordered_map(
-    fn: Callable, items: Sequence, *, jobs: int = 1, context=None, initializer=None, initargs: tuple = (),
-    chunksize: int = 1, progress: bool = False, desc: str = "", unit: str = "item",
-    on_progress: Callable[[int, int], None] | None = None, report_every: int = 1,
-) -> Iterator:  # fmt: skip
+    fn: Callable,
+    items: Sequence,
+    *,
+    jobs: int = 1,
+    context=None,
+    initializer=None,
+    initargs: tuple = (),
+    chunksize: int = 1,
+    progress: bool = False,
+    desc: str = "",
+    unit: str = "item",
+    on_progress: Callable[[int, int], None] | None = None,
+    report_every: int = 1,
+) -> Iterator:
     """Yield fn(item) for every item, in order; in `jobs` processes of `context` when jobs > 1.
     The pool is closed and joined, and the bar closed, however the caller stops iterating."""
     total = len(items)

@@ -60,8 +60,9 @@ def bench_cnn_pool(n_models: int = 16, seconds: float = 1.0, feature_distance=No
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        pool = train_pool(tmp, n_models=n_models, seed=0, device="cpu", progress=False,
-                          feature_distance=feature_distance)  # fmt: skip
+        pool = train_pool(
+            tmp, n_models=n_models, seed=0, device="cpu", progress=False, feature_distance=feature_distance
+        )
         train_seconds = time.perf_counter() - start
         add_pool_dir(tmp)
         try:
@@ -71,8 +72,13 @@ def bench_cnn_pool(n_models: int = 16, seconds: float = 1.0, feature_distance=No
             _EXTRA_DIRS.remove(Path(tmp).resolve())
             _index.cache_clear()
     budget = Budget()
-    return {"n_models": len(pool["models"]), "seconds": train_seconds, "steps": budget.steps,
-            "batch": budget.batch_size, "rate": rate}  # fmt: skip
+    return {
+        "n_models": len(pool["models"]),
+        "seconds": train_seconds,
+        "steps": budget.steps,
+        "batch": budget.batch_size,
+        "rate": rate,
+    }
 
 
 def run_bench(*, seconds: float = 1.0, cnn: bool = True, feature_distance=None) -> str:

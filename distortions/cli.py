@@ -31,13 +31,21 @@ def main(argv: list[str] | None = None) -> int:
     p_pool.add_argument("--seed", type=int, default=0)
     p_pool.add_argument("--steps", type=int, default=200, help="training steps per model")
     p_pool.add_argument("--batch-size", type=int, default=12)
-    p_pool.add_argument("--snapshots", default=None, help="comma-separated steps (default: 2.5%%, 12.5%%, 40%%, 100%% of steps)")
+    p_pool.add_argument(
+        "--snapshots",
+        default=None,
+        help="comma-separated steps (default: 2.5%%, 12.5%%, 40%%, 100%% of steps)",
+    )
     p_pool.add_argument("--corpus", type=int, default=512, help="training patches")
     p_pool.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p_pool.add_argument("--jobs", type=int, default=None, help="parallel models on CPU (default: all cores)")
-    p_pool.add_argument("--feature-distance", default=None, metavar="MODULE:FUNCTION",
-                        help="factory f(device) of the feature-loss network, e.g. "
-                             "studies.cnn_features:lpips_alex (default: none, the loss is L1 + adversarial)")  # fmt: skip
+    p_pool.add_argument(
+        "--feature-distance",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="factory f(device) of the feature-loss network, e.g. "
+        "studies.cnn_features:lpips_alex (default: none, the loss is L1 + adversarial)",
+    )
     p_bench = sub.add_parser("bench", help="print items/s per distortion and 2AFC triplets/s as Markdown")
     p_bench.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     p_bench.add_argument("--no-cnn", action="store_true", help="skip timing the CNN pool training (minutes)")
@@ -90,14 +98,32 @@ def _run(args) -> int:
     elif args.command == "train-cnn-pool":
         from distortions.cnn.trainer import Budget, train_pool
 
-        snaps = ([int(x) for x in args.snapshots.split(",")] if args.snapshots
-                 else sorted({max(1, round(args.steps * f)) for f in (0.025, 0.125, 0.4, 1.0)}))  # fmt: skip
+        snaps = (
+            [int(x) for x in args.snapshots.split(",")]
+            if args.snapshots
+            else sorted({max(1, round(args.steps * f)) for f in (0.025, 0.125, 0.4, 1.0)})
+        )
         budget = Budget(steps=args.steps, batch_size=args.batch_size, snapshots=snaps)
-        pool = train_pool(args.outdir, n_models=args.models, seed=args.seed, budget=budget, corpus=args.corpus,
-                          jobs=args.jobs, device=args.device,
-                          feature_distance=_import_callable(args.feature_distance))  # fmt: skip
-        out.write(json.dumps({"pool": str(Path(args.outdir) / "pool.json"), "models": len(pool["models"]),
-                              "device": pool["device"]}) + "\n")  # fmt: skip
+        pool = train_pool(
+            args.outdir,
+            n_models=args.models,
+            seed=args.seed,
+            budget=budget,
+            corpus=args.corpus,
+            jobs=args.jobs,
+            device=args.device,
+            feature_distance=_import_callable(args.feature_distance),
+        )
+        out.write(
+            json.dumps(
+                {
+                    "pool": str(Path(args.outdir) / "pool.json"),
+                    "models": len(pool["models"]),
+                    "device": pool["device"],
+                }
+            )
+            + "\n"
+        )
     elif args.command == "bench":
         from distortions.bench import run_bench
 

@@ -21,7 +21,12 @@ def default_patch(size: int = 64) -> np.ndarray:
 
 
 def contact_sheet(
-    path: str | Path, *, patch: np.ndarray | None = None, names: list[str] | None = None, scale: int = 2, seed: int = 0
+    path: str | Path,
+    *,
+    patch: np.ndarray | None = None,
+    names: list[str] | None = None,
+    scale: int = 2,
+    seed: int = 0,
 ) -> Path:
     patch = default_patch() if patch is None else patch
     names = names or registry.available_names()
@@ -43,7 +48,9 @@ def contact_sheet(
 
     for i, name in enumerate(names):
         dist = registry.get(name)()
-        draw.text((4, header + i * (cell + pad) + cell // 2 - 6), f"{name} ({dist.family})", fill="black", font=font)
+        draw.text(
+            (4, header + i * (cell + pad) + cell // 2 - 6), f"{name} ({dist.family})", fill="black", font=font
+        )
         paste(patch, i, 0)
         for j, severity in enumerate(SEVERITIES):
             # the same nuisance draw (direction, noise seed) in every column: only severity changes

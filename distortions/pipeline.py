@@ -55,7 +55,11 @@ def apply_ops(image: np.ndarray, ops: list[dict]) -> np.ndarray:
         raise DistortionError("ops must be a non-empty list of {'name', 'params'}")
     x = to_float(image)
     for op in ops:
-        if not isinstance(op, dict) or set(op) - {"name", "params", "family", "provenance"} or "name" not in op:
+        if (
+            not isinstance(op, dict)
+            or set(op) - {"name", "params", "family", "provenance"}
+            or "name" not in op
+        ):
             raise DistortionError(f"each op must be {{'name', 'params'}}, got {op!r}")
         x = registry.get(op["name"])().apply_float(x, op.get("params"))
     return to_uint8(x)

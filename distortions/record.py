@@ -74,7 +74,12 @@ def _op_entry(op: dict) -> dict:
 
 
 def make_record(
-    *, ops: list[dict], seed: dict | None, input_image: np.ndarray, output_image: np.ndarray, source: dict | None = None
+    *,
+    ops: list[dict],
+    seed: dict | None,
+    input_image: np.ndarray,
+    output_image: np.ndarray,
+    source: dict | None = None,
 ) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,

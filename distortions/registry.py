@@ -40,7 +40,9 @@ class Param:
     def check(self, name: str, owner: str, value: Any) -> None:
         if self.kind is str:
             if not isinstance(value, str) or not re.fullmatch(self.pattern, value):
-                raise DistortionError(f"{owner}: param {name!r} must be a string matching {self.pattern}, got {value!r}")
+                raise DistortionError(
+                    f"{owner}: param {name!r} must be a string matching {self.pattern}, got {value!r}"
+                )
             return
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise DistortionError(f"{owner}: param {name!r} must be a number, got {value!r}")
@@ -93,7 +95,9 @@ class Distortion:
         except (TypeError, ValueError) as exc:
             raise DistortionError(f"{self.name}: severity_range must be two numbers, got {value!r}") from exc
         if not (0.0 <= lo <= hi <= 1.0):
-            raise DistortionError(f"{self.name}: severity_range must satisfy 0 <= low <= high <= 1, got {value!r}")
+            raise DistortionError(
+                f"{self.name}: severity_range must satisfy 0 <= low <= high <= 1, got {value!r}"
+            )
         return lo, hi
 
     # --- serialization ---------------------------------------------------------------------------

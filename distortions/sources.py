@@ -18,9 +18,20 @@ from distortions.imageio import load_rgb
 
 # Photographs that ship inside the scikit-image wheel (no download needed).
 SKIMAGE_PHOTOS = (
-    "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
-    "camera", "moon", "grass", "gravel", "brick", "clock", "coins",
-)  # fmt: skip
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "camera",
+    "moon",
+    "grass",
+    "gravel",
+    "brick",
+    "clock",
+    "coins",
+)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -109,7 +120,9 @@ class SkimagePhotos(PatchSource):
         self.names = list(names or SKIMAGE_PHOTOS)
         unknown = set(self.names) - set(SKIMAGE_PHOTOS)
         if unknown:
-            raise DistortionError(f"unknown scikit-image photos {sorted(unknown)}; bundled: {list(SKIMAGE_PHOTOS)}")
+            raise DistortionError(
+                f"unknown scikit-image photos {sorted(unknown)}; bundled: {list(SKIMAGE_PHOTOS)}"
+            )
 
     def to_dict(self) -> dict:
         return {"type": self.kind, "names": self.names}

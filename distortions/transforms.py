@@ -149,7 +149,11 @@ class ColoredNoise(Distortion):
     params_schema = {"sigma": Param(float, 0.005, 0.25), "exponent": Param(float, -2.0, 2.0), "seed": SEED}
 
     def _params_at(self, s, rng):
-        return {"sigma": lerp(0.005, 0.25, s), "exponent": float(rng.uniform(-2.0, 2.0)), "seed": child_seed(rng)}
+        return {
+            "sigma": lerp(0.005, 0.25, s),
+            "exponent": float(rng.uniform(-2.0, 2.0)),
+            "seed": child_seed(rng),
+        }
 
     def _apply(self, image, sigma, exponent, seed):
         return fn.colored_noise(image, sigma, exponent, seed)
@@ -301,7 +305,11 @@ class Ghosting(Distortion):
     name, family = "ghosting", "spatial"
     summary = "A displaced, faded copy blended over the image (echo)."
     severity_doc = "alpha = 0.03 -> 0.5; offset 3-10 px in a random direction"
-    params_schema = {"alpha": Param(float, 0.03, 0.5), "dy": Param(float, -10.0, 10.0), "dx": Param(float, -10.0, 10.0)}
+    params_schema = {
+        "alpha": Param(float, 0.03, 0.5),
+        "dy": Param(float, -10.0, 10.0),
+        "dx": Param(float, -10.0, 10.0),
+    }
 
     def _params_at(self, s, rng):
         d = float(rng.uniform(3.0, 10.0))

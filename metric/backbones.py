@@ -41,24 +41,30 @@ class BackboneSpec:
 
 BACKBONES: dict[str, BackboneSpec] = {
     "alex": BackboneSpec(
-        "alex", "alexnet", "AlexNet_Weights",
+        "alex",
+        "alexnet",
+        "AlexNet_Weights",
         ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12)),
         ("relu1", "relu2", "relu3", "relu4", "relu5"),
         (64, 192, 384, 256, 256),
     ),
     "vgg": BackboneSpec(
-        "vgg", "vgg16", "VGG16_Weights",
+        "vgg",
+        "vgg16",
+        "VGG16_Weights",
         ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30)),
         ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"),
         (64, 128, 256, 512, 512),
     ),
     "squeeze": BackboneSpec(
-        "squeeze", "squeezenet1_1", "SqueezeNet1_1_Weights",
+        "squeeze",
+        "squeezenet1_1",
+        "SqueezeNet1_1_Weights",
         ((0, 2), (2, 5), (5, 8), (8, 10), (10, 11), (11, 12), (12, 13)),
         ("conv1", "fire3", "fire5", "fire6", "fire7", "fire8", "fire9"),
         (64, 128, 256, 384, 384, 512, 512),
     ),
-}  # fmt: skip
+}
 ALIASES = {"alexnet": "alex", "vgg16": "vgg", "squeezenet1_1": "squeeze", "squeezenet": "squeeze"}
 WEIGHT_SOURCES = ("imagenet", "random", "kmeans")
 
@@ -66,7 +72,9 @@ WEIGHT_SOURCES = ("imagenet", "random", "kmeans")
 def backbone_spec(net: str) -> BackboneSpec:
     key = ALIASES.get(net, net)
     if key not in BACKBONES:
-        raise MetricError(f"unknown net {net!r}; choose one of {sorted(BACKBONES)} (aliases {sorted(ALIASES)})")
+        raise MetricError(
+            f"unknown net {net!r}; choose one of {sorted(BACKBONES)} (aliases {sorted(ALIASES)})"
+        )
     return BACKBONES[key]
 
 
@@ -173,7 +181,9 @@ def build_backbone(
             features, source = _features_imagenet(spec, allow_download), "imagenet"
         else:
             if kmeans_corpus is None:
-                raise MetricError("backbone_weights='kmeans' needs kmeans_corpus: an N x 3 x H x W tensor in [-1, 1]")
+                raise MetricError(
+                    "backbone_weights='kmeans' needs kmeans_corpus: an N x 3 x H x W tensor in [-1, 1]"
+                )
             features, source = kmeans_features(spec, kmeans_corpus, seed=seed, cache_dir=cache_dir)
     else:
         path = Path(weights)
@@ -204,7 +214,9 @@ def _spherical_kmeans(x: torch.Tensor, k: int, gen: torch.Generator, iters: int 
 
 
 @torch.no_grad()
-def kmeans_init_(features: nn.Sequential, corpus: torch.Tensor, *, seed: int = 0, max_patches: int = 20000) -> None:
+def kmeans_init_(
+    features: nn.Sequential, corpus: torch.Tensor, *, seed: int = 0, max_patches: int = 20000
+) -> None:
     """Layer by layer: filters = spherical k-means centroids of whitened-by-norm input patches, then
     each output channel is scaled and biased to zero mean, unit variance over the corpus."""
     gen = torch.Generator().manual_seed(seed)
@@ -217,8 +229,9 @@ def kmeans_init_(features: nn.Sequential, corpus: torch.Tensor, *, seed: int = 0
         finally:
             handle.remove()
         inp = captured[0]
-        patches = nn.functional.unfold(inp, conv.kernel_size, dilation=conv.dilation, padding=conv.padding,
-                                       stride=conv.stride)  # fmt: skip
+        patches = nn.functional.unfold(
+            inp, conv.kernel_size, dilation=conv.dilation, padding=conv.padding, stride=conv.stride
+        )
         patches = patches.transpose(1, 2).reshape(-1, patches.shape[1])
         if patches.shape[0] > max_patches:
             patches = patches[torch.randperm(patches.shape[0], generator=gen)[:max_patches]]

@@ -38,7 +38,9 @@ def to_uint8_reference(x: torch.Tensor, normalize: bool = False) -> np.ndarray:
     return arr
 
 
-def l2(x0: torch.Tensor, x1: torch.Tensor, *, colorspace: str = "Lab", normalize: bool = False) -> torch.Tensor:
+def l2(
+    x0: torch.Tensor, x1: torch.Tensor, *, colorspace: str = "Lab", normalize: bool = False
+) -> torch.Tensor:
     check_pair(x0, x1, normalize=normalize)
     if colorspace == "RGB":
         a, b = (2 * x0 - 1, 2 * x1 - 1) if normalize else (x0, x1)
@@ -50,7 +52,9 @@ def l2(x0: torch.Tensor, x1: torch.Tensor, *, colorspace: str = "Lab", normalize
     raise MetricError(f"colorspace must be 'RGB' or 'Lab', got {colorspace!r}")
 
 
-def dssim(x0: torch.Tensor, x1: torch.Tensor, *, colorspace: str = "Lab", normalize: bool = False) -> torch.Tensor:
+def dssim(
+    x0: torch.Tensor, x1: torch.Tensor, *, colorspace: str = "Lab", normalize: bool = False
+) -> torch.Tensor:
     check_pair(x0, x1, normalize=normalize)
     a, b = to_uint8_reference(x0, normalize), to_uint8_reference(x1, normalize)
     if colorspace == "RGB":
@@ -60,12 +64,15 @@ def dssim(x0: torch.Tensor, x1: torch.Tensor, *, colorspace: str = "Lab", normal
     else:
         raise MetricError(f"colorspace must be 'RGB' or 'Lab', got {colorspace!r}")
     values = [
-        (1.0 - structural_similarity(a[i], b[i], data_range=data_range, channel_axis=-1)) / 2.0 for i in range(len(a))
+        (1.0 - structural_similarity(a[i], b[i], data_range=data_range, channel_axis=-1)) / 2.0
+        for i in range(len(a))
     ]
     return torch.tensor(values, dtype=torch.float32)
 
 
-def psnr(x0: torch.Tensor, x1: torch.Tensor, *, normalize: bool = False, as_distance: bool = True) -> torch.Tensor:
+def psnr(
+    x0: torch.Tensor, x1: torch.Tensor, *, normalize: bool = False, as_distance: bool = True
+) -> torch.Tensor:
     check_pair(x0, x1, normalize=normalize)
     a, b = _to_unit(x0.float(), normalize), _to_unit(x1.float(), normalize)
     mse = (a - b).pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
@@ -100,10 +107,14 @@ def _ssim_components(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, dat
 def ssim(x0: torch.Tensor, x1: torch.Tensor, *, normalize: bool = False) -> torch.Tensor:
     """Mean SSIM (Gaussian window 11, sigma 1.5, valid region) on [0, 1] RGB; higher = more similar."""
     check_pair(x0, x1, normalize=normalize)
-    return _ssim_components(_to_unit(x0.float(), normalize), _to_unit(x1.float(), normalize), _gaussian_window())[0]
+    return _ssim_components(
+        _to_unit(x0.float(), normalize), _to_unit(x1.float(), normalize), _gaussian_window()
+    )[0]
 
 
-def ms_ssim(x0: torch.Tensor, x1: torch.Tensor, *, normalize: bool = False, as_distance: bool = True) -> torch.Tensor:
+def ms_ssim(
+    x0: torch.Tensor, x1: torch.Tensor, *, normalize: bool = False, as_distance: bool = True
+) -> torch.Tensor:
     check_pair(x0, x1, normalize=normalize)
     x, y = _to_unit(x0.float(), normalize), _to_unit(x1.float(), normalize)
     window = _gaussian_window()
@@ -112,7 +123,9 @@ def ms_ssim(x0: torch.Tensor, x1: torch.Tensor, *, normalize: bool = False, as_d
     while scales < 5 and size // (2**scales) >= window.shape[0]:
         scales += 1
     if scales == 0:
-        raise MetricError(f"MS-SSIM needs images of at least {window.shape[0]}x{window.shape[0]}, got {tuple(x.shape[2:])}")
+        raise MetricError(
+            f"MS-SSIM needs images of at least {window.shape[0]}x{window.shape[0]}, got {tuple(x.shape[2:])}"
+        )
     weights = torch.tensor(MS_SSIM_WEIGHTS[:scales])
     weights = weights / weights.sum()
     values = []

@@ -13,14 +13,19 @@ from metric.errors import MetricError
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--net", default="alex", help="alex | vgg | squeeze (default alex)")
     p.add_argument("--version", default="0.1", help="0.1 (default) or 0.0")
-    p.add_argument("--backbone-weights", default="imagenet",
-                   help="imagenet (torchvision, cached) | random | kmeans | path to a .pth (default imagenet)")
+    p.add_argument(
+        "--backbone-weights",
+        default="imagenet",
+        help="imagenet (torchvision, cached) | random | kmeans | path to a .pth (default imagenet)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for random/kmeans backbones")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--bapps", nargs="+", help="BAPPS folders, e.g. dataset/2afc/val/traditional (one per category)")
+    src.add_argument(
+        "--bapps", nargs="+", help="BAPPS folders, e.g. dataset/2afc/val/traditional (one per category)"
+    )
     src.add_argument("--manifest", help="a perceptlab JSONL manifest")
     p.add_argument("--split", default=None, help="manifest split to use (train/val)")
     p.add_argument("--jnd", action="store_true", help="the data is JND pairs (p0, p1, same)")
@@ -42,14 +47,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("img1")
     _add_model_args(p)
     p.add_argument("--heads", default="official", help="official | none (unweighted) | path to a head .pth")
-    p.add_argument("--size", type=int, default=None, help="resize both images to SIZE x SIZE first (default: keep)")
+    p.add_argument(
+        "--size", type=int, default=None, help="resize both images to SIZE x SIZE first (default: keep)"
+    )
 
     p = sub.add_parser("evaluate", help="2AFC (or JND mAP) per category with bootstrap CIs")
     _add_data_args(p)
     _add_model_args(p)
-    p.add_argument("--metrics", default="lpips-alex,l2_lab,dssim_rgb,psnr,ms_ssim",
-                   help="comma-separated: l2_lab, l2_rgb, dssim_lab, dssim_rgb, psnr, ms_ssim, lpips-<net>, deep-<net>")
-    p.add_argument("--heads", action="append", default=[], metavar="NAME=PATH", help="trained heads for lpips-<net>")
+    p.add_argument(
+        "--metrics",
+        default="lpips-alex,l2_lab,dssim_rgb,psnr,ms_ssim",
+        help="comma-separated: l2_lab, l2_rgb, dssim_lab, dssim_rgb, psnr, ms_ssim, lpips-<net>, deep-<net>",
+    )
+    p.add_argument(
+        "--heads", action="append", default=[], metavar="NAME=PATH", help="trained heads for lpips-<net>"
+    )
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--out", help="write the JSON report here")
@@ -62,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs-decay", type=int, default=5)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--reference-loop", action="store_true", help="full forward passes instead of the fast lin path")
+    p.add_argument(
+        "--reference-loop", action="store_true", help="full forward passes instead of the fast lin path"
+    )
     p.add_argument("--out", required=True, help="output folder (heads.pth, rank.pth, config.json)")
 
     args = parser.parse_args(argv)
@@ -83,8 +97,13 @@ def _run(args) -> int:
         from metric.lpips import LPIPS
 
         heads = None if args.heads == "none" else args.heads
-        model = LPIPS(net=args.net, version=args.version, backbone_weights=args.backbone_weights,
-                      head_weights=heads, seed=args.seed)  # fmt: skip
+        model = LPIPS(
+            net=args.net,
+            version=args.version,
+            backbone_weights=args.backbone_weights,
+            head_weights=heads,
+            seed=args.seed,
+        )
         try:
             a, b = (load_patch(p, args.size) for p in (args.img0, args.img1))
         except OSError as exc:
@@ -96,11 +115,19 @@ def _run(args) -> int:
         from metric.evaluate import evaluate_2afc, evaluate_jnd, resolve_metrics
 
         heads = dict(h.split("=", 1) for h in args.heads)
-        metrics = resolve_metrics([m for m in args.metrics.split(",") if m], backbone_weights=args.backbone_weights,
-                                  version=args.version, seed=args.seed, heads=heads)  # fmt: skip
+        metrics = resolve_metrics(
+            [m for m in args.metrics.split(",") if m],
+            backbone_weights=args.backbone_weights,
+            version=args.version,
+            seed=args.seed,
+            heads=heads,
+        )
         data = _load(args)
-        report = (evaluate_jnd(data, metrics) if args.jnd
-                  else evaluate_2afc(data, metrics, n_boot=args.n_boot, precision=args.precision, progress=True))  # fmt: skip
+        report = (
+            evaluate_jnd(data, metrics)
+            if args.jnd
+            else evaluate_2afc(data, metrics, n_boot=args.n_boot, precision=args.precision, progress=True)
+        )
         text = json.dumps(report, indent=2)
         if args.out:
             with open(args.out, "w") as handle:
@@ -111,10 +138,25 @@ def _run(args) -> int:
 
         if args.jnd:
             raise MetricError("training uses 2AFC judgments")
-        cfg = TrainConfig(net=args.net, variant=args.variant, version=args.version,
-                          backbone_weights=args.backbone_weights, epochs=args.epochs, epochs_decay=args.epochs_decay,
-                          lr=args.lr, batch_size=args.batch_size, seed=args.seed)  # fmt: skip
-        result = train_heads(_load(args), cfg, fast=not args.reference_loop and args.variant == "lin", progress=True)
+        cfg = TrainConfig(
+            net=args.net,
+            variant=args.variant,
+            version=args.version,
+            backbone_weights=args.backbone_weights,
+            epochs=args.epochs,
+            epochs_decay=args.epochs_decay,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
+        result = train_heads(
+            _load(args), cfg, fast=not args.reference_loop and args.variant == "lin", progress=True
+        )
         path = result.save(args.out)
-        out.write(json.dumps({"heads": str(path), "seconds": round(result.seconds, 2), "final_loss": result.losses[-1]}) + "\n")
+        out.write(
+            json.dumps(
+                {"heads": str(path), "seconds": round(result.seconds, 2), "final_loss": result.losses[-1]}
+            )
+            + "\n"
+        )
     return 0

@@ -58,9 +58,14 @@ class TwoAFCData:
     def subset(self, idx) -> TwoAFCData:
         idx = np.asarray(idx)
         return TwoAFCData(
-            self.ref[idx], self.p0[idx], self.p1[idx], self.p[idx], [self.categories[i] for i in idx],
-            None if self.n_votes is None else self.n_votes[idx], [self.ids[i] for i in idx] if self.ids else [],
-        )  # fmt: skip
+            self.ref[idx],
+            self.p0[idx],
+            self.p1[idx],
+            self.p[idx],
+            [self.categories[i] for i in idx],
+            None if self.n_votes is None else self.n_votes[idx],
+            [self.ids[i] for i in idx] if self.ids else [],
+        )
 
 
 @dataclass
@@ -80,7 +85,12 @@ def _sorted_files(folder: Path, suffixes: set[str]) -> list[Path]:
     if not folder.is_dir():
         raise MetricError(f"BAPPS folder missing: {folder}")
     return sorted(
-        (Path(root) / f for root, _, files in os.walk(folder) for f in files if Path(f).suffix.lower() in suffixes),
+        (
+            Path(root) / f
+            for root, _, files in os.walk(folder)
+            for f in files
+            if Path(f).suffix.lower() in suffixes
+        ),
         key=lambda p: str(p.relative_to(folder)),
     )
 
@@ -95,7 +105,9 @@ def _paired(root: Path, folders: dict[str, set[str]]) -> dict[str, list[Path]]:
     for name, s in stems.items():
         if s != first:
             bad = next(i for i, (a, b) in enumerate(zip(first, s, strict=True)) if a != b)
-            raise MetricError(f"{root}: file stems disagree at item {bad}: {first[bad]!r} vs {name}/{s[bad]!r}")
+            raise MetricError(
+                f"{root}: file stems disagree at item {bad}: {first[bad]!r} vs {name}/{s[bad]!r}"
+            )
     return lists
 
 
@@ -111,7 +123,9 @@ def read_bapps_2afc(roots: str | os.PathLike | list, *, size: int = 64) -> TwoAF
     roots = [Path(r) for r in (roots if isinstance(roots, list | tuple) else [roots])]
     refs, p0s, p1s, ps, cats, ids = [], [], [], [], [], []
     for root in roots:
-        lists = _paired(root, {"ref": IMAGE_SUFFIXES, "p0": IMAGE_SUFFIXES, "p1": IMAGE_SUFFIXES, "judge": {".npy"}})
+        lists = _paired(
+            root, {"ref": IMAGE_SUFFIXES, "p0": IMAGE_SUFFIXES, "p1": IMAGE_SUFFIXES, "judge": {".npy"}}
+        )
         for i in range(len(lists["ref"])):
             refs.append(load_patch(lists["ref"][i], size))
             p0s.append(load_patch(lists["p0"][i], size))
@@ -170,7 +184,9 @@ def write_bapps_jnd(root: str | os.PathLike, data: JNDData) -> Path:
     return root
 
 
-def read_manifest(path: str | os.PathLike, *, kind: str | None = None, split: str | None = None, size: int = 64):
+def read_manifest(
+    path: str | os.PathLike, *, kind: str | None = None, split: str | None = None, size: int = 64
+):
     """Read our JSONL manifest into TwoAFCData or JNDData (one kind per call)."""
     path = Path(path)
     if not path.is_file():
@@ -200,9 +216,23 @@ def read_manifest(path: str | os.PathLike, *, kind: str | None = None, split: st
     n = np.array([r["n_votes"] for r in rows], dtype=np.float64)
     if kind == "2afc":
         k = np.array([r["p1_votes"] for r in rows], dtype=np.float64)
-        return TwoAFCData(np.stack([img(r["ref"]) for r in rows]), np.stack([img(r["p0"]) for r in rows]),
-                          np.stack([img(r["p1"]) for r in rows]), k / n, cats, n, ids)  # fmt: skip
+        return TwoAFCData(
+            np.stack([img(r["ref"]) for r in rows]),
+            np.stack([img(r["p0"]) for r in rows]),
+            np.stack([img(r["p1"]) for r in rows]),
+            k / n,
+            cats,
+            n,
+            ids,
+        )
     if kind == "jnd":
         k = np.array([r["same_votes"] for r in rows], dtype=np.float64)
-        return JNDData(np.stack([img(r["p0"]) for r in rows]), np.stack([img(r["p1"]) for r in rows]), k / n, cats, n, ids)
+        return JNDData(
+            np.stack([img(r["p0"]) for r in rows]),
+            np.stack([img(r["p1"]) for r in rows]),
+            k / n,
+            cats,
+            n,
+            ids,
+        )
     raise MetricError(f"unknown kind {kind!r} in {path}")

@@ -36,7 +36,9 @@ def _prepared_batch(model: LPIPS, arrays: list[np.ndarray], device, dtype=torch.
     """uint8 N x H x W x 3 arrays -> the backbone's input in one fused affine pass, channels-last:
     x = u8 / 127.5 - 1 (the [-1, 1] convention), then the version's ImageNet scaling. Under bf16 the
     result is emitted in bf16 directly (autocast would cast it before the first conv anyway)."""
-    u8 = torch.from_numpy(np.concatenate(arrays)).to(device).permute(0, 3, 1, 2)  # NHWC memory = channels-last
+    u8 = (
+        torch.from_numpy(np.concatenate(arrays)).to(device).permute(0, 3, 1, 2)
+    )  # NHWC memory = channels-last
     if model.version == "0.1":
         a = (1.0 / (127.5 * model.scale)).to(device)
         b = ((-1.0 - model.shift) / model.scale).to(device)
@@ -48,7 +50,9 @@ def _prepared_batch(model: LPIPS, arrays: list[np.ndarray], device, dtype=torch.
 
 
 @torch.no_grad()
-def _triplet_distances(model: LPIPS, arrays: list[np.ndarray], precision: str, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _triplet_distances(
+    model: LPIPS, arrays: list[np.ndarray], precision: str, device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One backbone call over ref, p0 and p1 together (3 passes' worth, not the reference's 4); each
     image's features are normalised once (in fp32). The 1x1 heads commute with the spatial mean, so
     the distance is the per-layer spatial mean of squared differences dotted with the head weights."""
@@ -79,9 +83,15 @@ def _triplet_distances(model: LPIPS, arrays: list[np.ndarray], precision: str, d
 
 @torch.no_grad()
 def lpips_2afc_distances(
-    model: LPIPS, data: TwoAFCData, *, batch: int = 50, precision: str = "fp32", device: str | torch.device = "cpu",
-    progress: bool = False, refine_ties: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    model: LPIPS,
+    data: TwoAFCData,
+    *,
+    batch: int = 50,
+    precision: str = "fp32",
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    refine_ties: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """d(ref, p0), d(ref, p1) for every triplet. The reference patch's features are computed once and
     reused for both pairs. With bf16/fp16, near-ties (|d0 - d1| < TIE_MARGIN * mean) are re-scored in
     fp32 unless ``refine_ties=False``."""
@@ -104,7 +114,9 @@ def lpips_2afc_distances(
     return torch.cat(d0s).numpy().astype(np.float64), torch.cat(d1s).numpy().astype(np.float64)
 
 
-def baseline_2afc_distances(fn: Callable, data: TwoAFCData, *, batch: int = 50) -> tuple[np.ndarray, np.ndarray]:
+def baseline_2afc_distances(
+    fn: Callable, data: TwoAFCData, *, batch: int = 50
+) -> tuple[np.ndarray, np.ndarray]:
     d0s, d1s = [], []
     for s in range(0, len(data), batch):
         ref, p0, p1 = (to_tensor(a[s : s + batch]) for a in (data.ref, data.p0, data.p1))
@@ -125,8 +137,14 @@ def pair_distances(metric, p0: np.ndarray, p1: np.ndarray, *, batch: int = 50, d
     return torch.cat(out).numpy().astype(np.float64)
 
 
-def resolve_metrics(names: list[str], *, backbone_weights: str = "imagenet", version: str = "0.1",
-                    seed: int = 0, heads: dict[str, str] | None = None) -> dict:  # fmt: skip
+def resolve_metrics(
+    names: list[str],
+    *,
+    backbone_weights: str = "imagenet",
+    version: str = "0.1",
+    seed: int = 0,
+    heads: dict[str, str] | None = None,
+) -> dict:
     """'l2_lab', 'dssim_rgb', 'psnr', 'ms_ssim', 'lpips-alex', 'lpips-vgg', 'deep-alex' (unweighted) ...;
     ``heads`` maps a name to a head file for trained heads."""
     out = {}
@@ -136,14 +154,25 @@ def resolve_metrics(names: list[str], *, backbone_weights: str = "imagenet", ver
         elif name.startswith(("lpips-", "deep-")):
             kind, net = name.split("-", 1)
             head = (heads or {}).get(name, "official") if kind == "lpips" else None
-            out[name] = LPIPS(net=net, version=version, backbone_weights=backbone_weights, head_weights=head, seed=seed)
+            out[name] = LPIPS(
+                net=net, version=version, backbone_weights=backbone_weights, head_weights=head, seed=seed
+            )
         else:
-            raise MetricError(f"unknown metric {name!r}; baselines {sorted(BASELINES)}, or lpips-<net>, deep-<net>")
+            raise MetricError(
+                f"unknown metric {name!r}; baselines {sorted(BASELINES)}, or lpips-<net>, deep-<net>"
+            )
     return out
 
 
-def evaluate_2afc(data: TwoAFCData, metrics: dict, *, n_boot: int = 1000, seed: int = 0, precision: str = "fp32",
-                  progress: bool = False) -> dict:  # fmt: skip
+def evaluate_2afc(
+    data: TwoAFCData,
+    metrics: dict,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    precision: str = "fp32",
+    progress: bool = False,
+) -> dict:
     """Per category and overall ('all' = unweighted mean of per-category scores, as the paper)."""
     cats = sorted(set(data.categories))
     cat_idx = {c: np.array([i for i, x in enumerate(data.categories) if x == c]) for c in cats}
@@ -164,7 +193,11 @@ def evaluate_2afc(data: TwoAFCData, metrics: dict, *, n_boot: int = 1000, seed: 
         by_cat = {}
         for c in cats:
             scores = per_item[cat_idx[c]]
-            lo, hi = bootstrap_ci(lambda idx, s=scores: s[idx].mean(), len(scores), n_boot=n_boot, seed=seed) if len(scores) > 1 else (float("nan"),) * 2
+            lo, hi = (
+                bootstrap_ci(lambda idx, s=scores: s[idx].mean(), len(scores), n_boot=n_boot, seed=seed)
+                if len(scores) > 1
+                else (float("nan"),) * 2
+            )
             by_cat[c] = {"score": float(scores.mean()), "ci_low": lo, "ci_high": hi}
         report["metrics"][name] = {
             "categories": by_cat,
@@ -183,5 +216,8 @@ def evaluate_jnd(data: JNDData, metrics: dict) -> dict:
         for c in cats:
             idx = np.array([i for i, x in enumerate(data.categories) if x == c])
             by_cat[c] = {"map": jnd_average_precision(d[idx], data.same[idx]), "n": len(idx)}
-        report["metrics"][name] = {"categories": by_cat, "all": float(np.mean([v["map"] for v in by_cat.values()]))}
+        report["metrics"][name] = {
+            "categories": by_cat,
+            "all": float(np.mean([v["map"] for v in by_cat.values()])),
+        }
     return report

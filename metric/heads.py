@@ -45,16 +45,22 @@ class LinearHeads(nn.Module):
 
     # --- the reference's file format ---------------------------------------------------------------
     def reference_state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"lin{k}.model.1.weight": conv.weight.detach().cpu().clone() for k, conv in enumerate(self.convs)}
+        return {
+            f"lin{k}.model.1.weight": conv.weight.detach().cpu().clone() for k, conv in enumerate(self.convs)
+        }
 
-    def load_reference_state_dict(self, state: dict[str, torch.Tensor], *, source: str = "state dict") -> None:
+    def load_reference_state_dict(
+        self, state: dict[str, torch.Tensor], *, source: str = "state dict"
+    ) -> None:
         """Strict: every `lin{k}.model.1.weight` must be present with the right shape, nothing else
         may be, and every weight must be >= 0."""
         expected = {f"lin{k}.model.1.weight": (1, c, 1, 1) for k, c in enumerate(self.channels)}
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
         if missing or unexpected:
-            raise MetricError(f"head weights in {source} do not match: missing {missing}, unexpected {unexpected}")
+            raise MetricError(
+                f"head weights in {source} do not match: missing {missing}, unexpected {unexpected}"
+            )
         for key, shape in expected.items():
             if tuple(state[key].shape) != shape:
                 raise MetricError(f"{source}: {key} has shape {tuple(state[key].shape)}, expected {shape}")

@@ -1,10 +1,10 @@
 """The LPIPS module, with the reference's API shape (Zhang et al. 2018; ref: lpips/lpips.py).
 
-    >>> import torch, metric
-    >>> model = metric.LPIPS(net="alex", version="0.1", backbone_weights="random")
-    >>> x0, x1 = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
-    >>> model(x0, x1, normalize=True).shape
-    torch.Size([2, 1, 1, 1])
+>>> import torch, metric
+>>> model = metric.LPIPS(net="alex", version="0.1", backbone_weights="random")
+>>> x0, x1 = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+>>> model(x0, x1, normalize=True).shape
+torch.Size([2, 1, 1, 1])
 """
 
 from __future__ import annotations
@@ -63,7 +63,12 @@ class LPIPS(nn.Module):
         if version not in VERSIONS:
             raise MetricError(f"version must be one of {VERSIONS}, got {version!r}")
         self.backbone = backbone or build_backbone(
-            net, backbone_weights, seed=seed, tune=tune, kmeans_corpus=kmeans_corpus, allow_download=allow_download
+            net,
+            backbone_weights,
+            seed=seed,
+            tune=tune,
+            kmeans_corpus=kmeans_corpus,
+            allow_download=allow_download,
         )
         self.net = self.backbone.spec.name
         self.version = version
@@ -110,12 +115,18 @@ class LPIPS(nn.Module):
         return self.backbone(self.prepare(x, normalize))
 
     def distance_from_features(
-        self, feats0: list[torch.Tensor], feats1: list[torch.Tensor], size: tuple[int, int], retPerLayer: bool = False
+        self,
+        feats0: list[torch.Tensor],
+        feats1: list[torch.Tensor],
+        size: tuple[int, int],
+        retPerLayer: bool = False,
     ):
         diffs = squared_diffs(feats0, feats1)
         res = []
         for k, diff in enumerate(diffs):
-            layer = self.heads.forward_layer(k, diff) if self.heads is not None else diff.sum(dim=1, keepdim=True)
+            layer = (
+                self.heads.forward_layer(k, diff) if self.heads is not None else diff.sum(dim=1, keepdim=True)
+            )
             res.append(upsample(layer, size) if self.spatial else layer.mean(dim=(2, 3), keepdim=True))
         val = res[0]
         for r in res[1:]:

@@ -50,9 +50,13 @@ class RankNet(nn.Module):
     def __init__(self, mid: int = 32):
         super().__init__()
         self.model = nn.Sequential(
-            nn.Conv2d(5, mid, 1), nn.LeakyReLU(0.2), nn.Conv2d(mid, mid, 1), nn.LeakyReLU(0.2), nn.Conv2d(mid, 1, 1),
+            nn.Conv2d(5, mid, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(mid, mid, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(mid, 1, 1),
             nn.Sigmoid(),
-        )  # fmt: skip
+        )
 
     def forward(self, d0: torch.Tensor, d1: torch.Tensor, eps: float = 0.1) -> torch.Tensor:
         d0, d1 = d0.reshape(-1, 1), d1.reshape(-1, 1)
@@ -84,7 +88,12 @@ class TrainConfig:
             raise MetricError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.fast_dropout not in ("none", "channel"):
             raise MetricError("fast_dropout must be 'none' or 'channel'")
-        if self.batch_size < 1 or self.epochs < 0 or self.epochs_decay < 0 or self.epochs + self.epochs_decay < 1:
+        if (
+            self.batch_size < 1
+            or self.epochs < 0
+            or self.epochs_decay < 0
+            or self.epochs + self.epochs_decay < 1
+        ):
             raise MetricError("batch_size >= 1 and at least one epoch are required")
         if self.lr <= 0:
             raise MetricError("lr must be > 0")
@@ -103,8 +112,16 @@ class TrainConfig:
 def build_model(cfg: TrainConfig, **kwargs) -> LPIPS:
     """A model with freshly initialised heads (seeded PyTorch default init, as the reference)."""
     weights = "random" if cfg.variant == "scratch" else cfg.backbone_weights
-    model = LPIPS(net=cfg.net, version=cfg.version, backbone_weights=weights, head_weights="random",
-                  use_dropout=cfg.use_dropout, tune=cfg.variant != "lin", seed=cfg.seed, **kwargs)  # fmt: skip
+    model = LPIPS(
+        net=cfg.net,
+        version=cfg.version,
+        backbone_weights=weights,
+        head_weights="random",
+        use_dropout=cfg.use_dropout,
+        tune=cfg.variant != "lin",
+        seed=cfg.seed,
+        **kwargs,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         for conv in model.heads.convs:
@@ -114,13 +131,16 @@ def build_model(cfg: TrainConfig, **kwargs) -> LPIPS:
 
 # --- sufficient statistics ---------------------------------------------------------------------------
 @torch.no_grad()
-def extract_stats(model: LPIPS, data: TwoAFCData, *, batch: int = 100, precision: str = "fp32",
-                  progress: bool = False) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def extract_stats(
+    model: LPIPS, data: TwoAFCData, *, batch: int = 100, precision: str = "fp32", progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Per triplet, layer_stats(ref, p0) and layer_stats(ref, p1): N x sum(C_l) float32 each.
     The reference's features are computed once (3 backbone passes per triplet)."""
     model.eval()
     s0, s1 = [], []
-    for s in progress_iter(range(0, len(data), batch), (len(data) + batch - 1) // batch, "features", progress):
+    for s in progress_iter(
+        range(0, len(data), batch), (len(data) + batch - 1) // batch, "features", progress
+    ):
         ref, p0, p1 = (to_tensor(a[s : s + batch]) for a in (data.ref, data.p0, data.p1))
         with autocast(precision, torch.device("cpu")):
             fr, f0, f1 = model.features(ref), model.features(p0), model.features(p1)
@@ -129,13 +149,24 @@ def extract_stats(model: LPIPS, data: TwoAFCData, *, batch: int = 100, precision
     return torch.cat(s0).numpy(), torch.cat(s1).numpy()
 
 
-def train_lin_fast(s0: np.ndarray, s1: np.ndarray, p: np.ndarray, cfg: TrainConfig, *, w_init: torch.Tensor,
-                   progress: bool = False) -> tuple[torch.Tensor, RankNet, list[float]]:  # fmt: skip
+def train_lin_fast(
+    s0: np.ndarray,
+    s1: np.ndarray,
+    p: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    w_init: torch.Tensor,
+    progress: bool = False,
+) -> tuple[torch.Tensor, RankNet, list[float]]:
     """Train flat non-negative head weights w (sum C_l) and G on cached statistics."""
     cfg.validate()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    s0t, s1t, pt = torch.from_numpy(s0).float(), torch.from_numpy(s1).float(), torch.from_numpy(np.asarray(p)).float()
+    s0t, s1t, pt = (
+        torch.from_numpy(s0).float(),
+        torch.from_numpy(s1).float(),
+        torch.from_numpy(np.asarray(p)).float(),
+    )
     w = nn.Parameter(w_init.detach().clone().float())
     rank = RankNet()
     opt = torch.optim.Adam([w, *rank.parameters()], lr=cfg.lr, betas=(cfg.beta1, 0.999), foreach=True)
@@ -171,8 +202,9 @@ def train_lin_fast(s0: np.ndarray, s1: np.ndarray, p: np.ndarray, cfg: TrainConf
 
 
 # --- reference-style loop ------------------------------------------------------------------------------
-def train_reference_style(model: LPIPS, data: TwoAFCData, cfg: TrainConfig, *, progress: bool = False
-                          ) -> tuple[RankNet, list[float]]:  # fmt: skip
+def train_reference_style(
+    model: LPIPS, data: TwoAFCData, cfg: TrainConfig, *, progress: bool = False
+) -> tuple[RankNet, list[float]]:
     """The reference recipe on full forward passes (dropout active on the heads). For lin the trunk is
     frozen and its features need no gradients; tune/scratch backpropagate into the trunk."""
     cfg.validate()
@@ -229,14 +261,26 @@ class TrainResult:
         out.mkdir(parents=True, exist_ok=True)
         self.model.save_heads(out / "heads.pth")
         torch.save(self.rank.state_dict(), out / "rank.pth")
-        meta = {"config": asdict(self.config), "losses": self.losses, "seconds": self.seconds, "path": self.path,
-                "model": self.model.describe()}  # fmt: skip
+        meta = {
+            "config": asdict(self.config),
+            "losses": self.losses,
+            "seconds": self.seconds,
+            "path": self.path,
+            "model": self.model.describe(),
+        }
         (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
         return out / "heads.pth"
 
 
-def train_heads(data: TwoAFCData, cfg: TrainConfig, *, fast: bool = True, progress: bool = False,
-                model: LPIPS | None = None, stats: tuple[np.ndarray, np.ndarray] | None = None) -> TrainResult:  # fmt: skip
+def train_heads(
+    data: TwoAFCData,
+    cfg: TrainConfig,
+    *,
+    fast: bool = True,
+    progress: bool = False,
+    model: LPIPS | None = None,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> TrainResult:
     """Train heads with the recipe; ``fast`` uses cached statistics (lin only)."""
     cfg.validate()
     start = time.perf_counter()
@@ -245,7 +289,9 @@ def train_heads(data: TwoAFCData, cfg: TrainConfig, *, fast: bool = True, progre
         if cfg.variant != "lin":
             raise MetricError("the fast path needs a frozen trunk: use variant='lin' or fast=False")
         s0, s1 = stats if stats is not None else extract_stats(model, data, progress=progress)
-        w, rank, losses = train_lin_fast(s0, s1, data.p, cfg, w_init=model.heads.flat_weights(), progress=progress)
+        w, rank, losses = train_lin_fast(
+            s0, s1, data.p, cfg, w_init=model.heads.flat_weights(), progress=progress
+        )
         model.heads.set_flat_weights(w)
     else:
         rank, losses = train_reference_style(model, data, cfg, progress=progress)

@@ -42,7 +42,9 @@ def require(condition: bool, what: str) -> None:
 def port_open(url: str, default_port: int) -> bool:
     parsed = urlparse(url)
     try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=2):
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=2
+        ):
             return True
     except OSError:
         return False
@@ -57,7 +59,10 @@ def redis_url() -> str:
 
 @pytest.fixture
 def postgres(settings):
-    require(settings.DATABASES["default"]["ENGINE"].endswith("postgresql"), "PostgreSQL (DATABASE_URL=postgres://...)")
+    require(
+        settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
+        "PostgreSQL (DATABASE_URL=postgres://...)",
+    )
     return settings.DATABASES["default"]
 
 
@@ -110,8 +115,19 @@ def make_study(settings):
 
     counter = [0]
 
-    def build(*, kind="2afc", n_test=20, n_sentinels=15, n_practice=2, config=None, owner=None, val_fraction=0.5,
-              categories=("traditional",), name="test study", active=True):  # fmt: skip
+    def build(
+        *,
+        kind="2afc",
+        n_test=20,
+        n_sentinels=15,
+        n_practice=2,
+        config=None,
+        owner=None,
+        val_fraction=0.5,
+        categories=("traditional",),
+        name="test study",
+        active=True,
+    ):
         study = study_create(name=name, kind=kind, build_config={}, owner=owner, config=config or {})
         images = Path(settings.MEDIA_ROOT) / "stimuli"
         images.mkdir(parents=True, exist_ok=True)
@@ -124,11 +140,25 @@ def make_study(settings):
                 files.append("stimuli/" + write_png(_png_patch(counter[0]), images)[0])
             test_pos = index - n_practice - n_sentinels
             split = "val" if role == "test" and test_pos < round(n_test * val_fraction) else "train"
-            expected = "" if role == "test" else (("p0", "p1")[index % 2] if kind == "2afc" else ("same", "different")[index % 2])
-            items.append(Item(study=study, index=index, split=split, role=role, expected=expected,
-                              category=categories[index % len(categories)] if role == "test" else role,
-                              ref_image=files[0], p0_image=files[1], p1_image=files[2],
-                              records={"patch": {"i": index}}))  # fmt: skip
+            expected = (
+                ""
+                if role == "test"
+                else (("p0", "p1")[index % 2] if kind == "2afc" else ("same", "different")[index % 2])
+            )
+            items.append(
+                Item(
+                    study=study,
+                    index=index,
+                    split=split,
+                    role=role,
+                    expected=expected,
+                    category=categories[index % len(categories)] if role == "test" else role,
+                    ref_image=files[0],
+                    p0_image=files[1],
+                    p1_image=files[2],
+                    records={"patch": {"i": index}},
+                )
+            )
         Item.objects.bulk_create(items)
         if active:
             Study.objects.filter(pk=study.pk).update(status=Study.Status.ACTIVE)
@@ -144,7 +174,11 @@ def captured_tasks(monkeypatch):
     from config.celery_app import app
 
     sent = []
-    monkeypatch.setattr(app, "send_task", lambda name, args=(), kwargs=None, **kw: sent.append((name, tuple(args), kwargs or {})))
+    monkeypatch.setattr(
+        app,
+        "send_task",
+        lambda name, args=(), kwargs=None, **kw: sent.append((name, tuple(args), kwargs or {})),
+    )
     return sent
 
 
@@ -158,7 +192,11 @@ def answer_trials():
 
     def run(assignment, policy, *, limit=None):
         done = 0
-        for trial in Trial.objects.filter(assignment=assignment, answered=False).select_related("item").order_by("position"):
+        for trial in (
+            Trial.objects.filter(assignment=assignment, answered=False)
+            .select_related("item")
+            .order_by("position")
+        ):
             if limit is not None and done >= limit:
                 break
             wanted = policy(trial, trial.item)
@@ -166,10 +204,15 @@ def answer_trials():
                 response = "left" if (wanted == "p0") != trial.swap else "right"
             else:
                 response = wanted
-            judgment_submit(token=assignment.token, trial_id=trial.public_id, response=response, rt_ms=900.0,
-                            idempotency_key=f"k-{trial.public_id}",
-                            durations={"ref_ms": 1000, "gap_ms": 250, "distorted_ms": 1000},
-                            display={"refresh_hz": 60})  # fmt: skip
+            judgment_submit(
+                token=assignment.token,
+                trial_id=trial.public_id,
+                response=response,
+                rt_ms=900.0,
+                idempotency_key=f"k-{trial.public_id}",
+                durations={"ref_ms": 1000, "gap_ms": 250, "distorted_ms": 1000},
+                display={"refresh_hz": 60},
+            )
             done += 1
         return done
 

@@ -31,7 +31,13 @@ def test_stdlib_platform_works_inside_pytest_after_django_setup(settings):
 
 def test_stdlib_platform_works_inside_manage_py():
     result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", "import platform; print(platform.system(), platform.__file__)"],
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-c",
+            "import platform; print(platform.system(), platform.__file__)",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -44,7 +50,9 @@ def test_stdlib_platform_works_inside_manage_py():
     assert not path.startswith(str(ROOT))
 
 
-@pytest.mark.parametrize("name", ["queue", "secrets", "email", "types", "signal", "select", "code", "test", "token"])
+@pytest.mark.parametrize(
+    "name", ["queue", "secrets", "email", "types", "signal", "select", "code", "test", "token"]
+)
 def test_no_package_shadows_a_stdlib_module(name):
     for base in (ROOT, ROOT / "platform"):
         assert not (base / name / "__init__.py").exists()

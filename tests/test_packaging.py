@@ -26,7 +26,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARIES = {"distortions", "metric"}
-PLATFORM_PACKAGES = ("config", "core", "studies", "judgments", "exports", "training", "dashboard", "crowdsim", "devtools")
+PLATFORM_PACKAGES = (
+    "config",
+    "core",
+    "studies",
+    "judgments",
+    "exports",
+    "training",
+    "dashboard",
+    "crowdsim",
+    "devtools",
+)
 NOT_IN_A_CLEAN_CHECKOUT = (".git", "var", "build", "dist", "*.egg-info", "__pycache__", ".venv", "artifacts")
 
 pytestmark = pytest.mark.slow

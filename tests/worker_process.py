@@ -14,9 +14,11 @@ def child_env(settings, redis_url: str | None = None) -> dict:
     from urllib.parse import urlparse, urlunparse
 
     url = urlparse(os.environ["DATABASE_URL"])
-    env = {"DJANGO_SETTINGS_MODULE": "config.settings.test",
-           "DATABASE_URL": urlunparse(url._replace(path="/" + settings.DATABASES["default"]["NAME"])),
-           "MEDIA_ROOT": str(settings.MEDIA_ROOT)}  # fmt: skip
+    env = {
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": urlunparse(url._replace(path="/" + settings.DATABASES["default"]["NAME"])),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+    }
     if redis_url:
         env.update({"CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url})
     return env
@@ -26,8 +28,24 @@ def child_env(settings, redis_url: str | None = None) -> dict:
 def celery_worker(env: dict, queues: str = "default,gpu", log_path: Path | None = None):
     from devtools.processes import child_process
 
-    argv = [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker", "-Q", queues, "--pool", "solo",
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"test{os.getpid()}@%h"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config.celery_app",
+        "worker",
+        "-Q",
+        queues,
+        "--pool",
+        "solo",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+        "--hostname",
+        f"test{os.getpid()}@%h",
+    ]
     with child_process(argv, env=env, log_path=log_path) as proc:
         yield proc
 

@@ -59,7 +59,11 @@ def _index(dirs: tuple[Path, ...]) -> dict:
             entry = {"dir": str(d / m["dir"]), "spec": m["spec"], "snapshots": m["snapshots"], "pool": str(d)}
             models.append(entry)
             for snap in m["snapshots"]:
-                index[snap["sha256"]] = {"file": str(d / m["dir"] / snap["file"]), "step": snap["step"], "spec": m["spec"]}
+                index[snap["sha256"]] = {
+                    "file": str(d / m["dir"] / snap["file"]),
+                    "step": snap["step"],
+                    "spec": m["spec"],
+                }
     return {"by_sha": index, "models": models}
 
 
@@ -113,7 +117,8 @@ class CnnAutoencoder(Distortion):
         models = pool_index()["models"]
         if not models:
             raise DistortionError(
-                "no trained CNN-autoencoder pool found in " + ", ".join(map(str, pool_dirs()))
+                "no trained CNN-autoencoder pool found in "
+                + ", ".join(map(str, pool_dirs()))
                 + ": train one with `python -m distortions train-cnn-pool DIR` and pass pool_dir or set PERCEPTLAB_CNN_POOL"
             )
         return models
@@ -123,7 +128,12 @@ class CnnAutoencoder(Distortion):
         m = int(rng.integers(len(models)))
         snaps = models[m]["snapshots"]
         snap = snaps[int(round((1.0 - s) * (len(snaps) - 1)))]
-        return {"model": m, "step": int(snap["step"]), "checkpoint_sha256": snap["sha256"], "seed": child_seed(rng)}
+        return {
+            "model": m,
+            "step": int(snap["step"]),
+            "checkpoint_sha256": snap["sha256"],
+            "seed": child_seed(rng),
+        }
 
     def provenance(self, params: dict) -> dict | None:
         entry = pool_index()["by_sha"].get(params.get("checkpoint_sha256"))

@@ -32,7 +32,12 @@ class _Up(nn.Module):
 
     def forward(self, x):
         if self.factor == 2 and self.method in ("bilinear", "nearest"):
-            x = F.interpolate(x, scale_factor=2, mode=self.method, **({"align_corners": False} if self.method == "bilinear" else {}))
+            x = F.interpolate(
+                x,
+                scale_factor=2,
+                mode=self.method,
+                **({"align_corners": False} if self.method == "bilinear" else {}),
+            )
         return self.op(x)
 
 
@@ -49,8 +54,13 @@ class Generator(nn.Module):
         self.top_skip = spec.force_top_skip
         enc, cin = [], 3
         for i, c in enumerate(chans):
-            enc.append(nn.Sequential(nn.Conv2d(cin, c, 4 if self.strides[i] == 2 else 3, stride=self.strides[i],
-                                               padding=1), _norm(spec.norm if i else "none", c), nn.LeakyReLU(0.2)))  # fmt: skip
+            enc.append(
+                nn.Sequential(
+                    nn.Conv2d(cin, c, 4 if self.strides[i] == 2 else 3, stride=self.strides[i], padding=1),
+                    _norm(spec.norm if i else "none", c),
+                    nn.LeakyReLU(0.2),
+                )
+            )
             cin = c
         self.encoder = nn.ModuleList(enc)
         dec = []
@@ -60,7 +70,14 @@ class Generator(nn.Module):
             block = [_Up(spec.upsample, chans[i], cout, self.strides[i]), _norm(spec.norm, cout), nn.ReLU()]
             if i in spec.dropout_layers:
                 block.append(nn.Dropout(0.5))
-            dec.append(nn.ModuleDict({"up": nn.Sequential(*block), "merge": nn.Conv2d(cout + extra, cout, 1) if extra else nn.Identity()}))
+            dec.append(
+                nn.ModuleDict(
+                    {
+                        "up": nn.Sequential(*block),
+                        "merge": nn.Conv2d(cout + extra, cout, 1) if extra else nn.Identity(),
+                    }
+                )
+            )
         self.decoder = nn.ModuleList(dec)
         self.head = nn.Conv2d(spec.first_channels + (3 if self.top_skip else 0), 3, 3, padding=1)
 

@@ -50,7 +50,11 @@ class Budget:
     def validate(self) -> Budget:
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise DistortionError("steps, batch_size and checkpoint_every must be >= 1")
-        if not self.snapshots or sorted(set(self.snapshots)) != list(self.snapshots) or self.snapshots[-1] != self.steps:
+        if (
+            not self.snapshots
+            or sorted(set(self.snapshots)) != list(self.snapshots)
+            or self.snapshots[-1] != self.steps
+        ):
             raise DistortionError("snapshots must be increasing step numbers ending at steps")
         return self
 
@@ -103,10 +107,16 @@ def _atomic_save(obj, path: Path) -> str:
 
 
 def train_autoencoder(
-    spec: ArchSpec, patches: torch.Tensor, run_dir: str | os.PathLike, budget: Budget | None = None, *,
-    device: str = "cpu", progress: bool = False, on_step=None,
+    spec: ArchSpec,
+    patches: torch.Tensor,
+    run_dir: str | os.PathLike,
+    budget: Budget | None = None,
+    *,
+    device: str = "cpu",
+    progress: bool = False,
+    on_step=None,
     feature_distance: FeatureDistance | None = None,
-) -> list[dict]:  # fmt: skip
+) -> list[dict]:
     """Train (or resume) one autoencoder; returns its snapshots [{"step", "file", "sha256"}]."""
     budget = (budget or Budget()).validate()
     spec.validate()
@@ -154,14 +164,17 @@ def train_autoencoder(
             loss = loss + spec.feature_weight * feature(out, target).mean()
         if disc is not None:
             logits = disc(out)
-            loss = loss + spec.adversarial_weight * F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+            loss = loss + spec.adversarial_weight * F.binary_cross_entropy_with_logits(
+                logits, torch.ones_like(logits)
+            )
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
         if disc is not None:
             real, fake = disc(target), disc(out.detach())
-            d_loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + \
-                F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))  # fmt: skip
+            d_loss = F.binary_cross_entropy_with_logits(
+                real, torch.ones_like(real)
+            ) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
@@ -170,21 +183,33 @@ def train_autoencoder(
             raise DistortionError(f"{run}: loss diverged at step {step}")
         if step in budget.snapshots:
             name = f"snapshot_{step:06d}.pt"
-            sha = _atomic_save({"generator": gen_model.state_dict(), "spec": spec.to_dict(), "step": step}, run / name)
+            sha = _atomic_save(
+                {"generator": gen_model.state_dict(), "spec": spec.to_dict(), "step": step}, run / name
+            )
             snapshots.append({"step": step, "file": name, "sha256": sha})
         if step in budget.snapshots or step % budget.checkpoint_every == 0:
-            _atomic_save({"generator": gen_model.state_dict(), "opt_g": opt_g.state_dict(),
-                          "disc": disc.state_dict() if disc is not None else None,
-                          "opt_d": opt_d.state_dict() if opt_d is not None else None,
-                          "data_rng": data_gen.get_state(), "torch_rng": torch.get_rng_state(),
-                          "step": step, "snapshots": snapshots}, latest)  # fmt: skip
+            _atomic_save(
+                {
+                    "generator": gen_model.state_dict(),
+                    "opt_g": opt_g.state_dict(),
+                    "disc": disc.state_dict() if disc is not None else None,
+                    "opt_d": opt_d.state_dict() if opt_d is not None else None,
+                    "data_rng": data_gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "step": step,
+                    "snapshots": snapshots,
+                },
+                latest,
+            )
         if bar is not None:
             bar.update(1)
         if on_step is not None:
             on_step(step, budget.steps)
     if bar is not None:
         bar.close()
-    done.write_text(json.dumps({"snapshots": snapshots, "spec": spec.to_dict(), "budget": asdict(budget)}, indent=2))
+    done.write_text(
+        json.dumps({"snapshots": snapshots, "spec": spec.to_dict(), "budget": asdict(budget)}, indent=2)
+    )
     return snapshots
 
 
@@ -204,16 +229,25 @@ def _train_one(args) -> dict:
     torch.set_num_threads(1)
     patches = torch.load(corpus_path, weights_only=True)
     spec = ArchSpec.from_dict(spec_dict)
-    snaps = train_autoencoder(spec, patches, run_dir, Budget(**budget_dict), device=device,
-                              feature_distance=feature_distance)  # fmt: skip
+    snaps = train_autoencoder(
+        spec, patches, run_dir, Budget(**budget_dict), device=device, feature_distance=feature_distance
+    )
     return {"index": index, "dir": Path(run_dir).name, "spec": spec.to_dict(), "snapshots": snaps}
 
 
 def train_pool(
-    out_dir: str | os.PathLike, *, n_models: int = 16, seed: int = 0, budget: Budget | None = None,
-    corpus: int = 512, jobs: int | None = None, device: str | None = None, progress: bool = True, on_progress=None,
+    out_dir: str | os.PathLike,
+    *,
+    n_models: int = 16,
+    seed: int = 0,
+    budget: Budget | None = None,
+    corpus: int = 512,
+    jobs: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    on_progress=None,
     feature_distance: FeatureDistance | None = None,
-) -> dict:  # fmt: skip
+) -> dict:
     """Sample n_models specs with the seed and train each (resumable; finished models are reused).
     Writes pool.json, the index the cnn_autoencoder distortion reads. ``feature_distance``: see the
     module docstring (a module-level function, so that the training processes can unpickle it)."""
@@ -226,14 +260,37 @@ def train_pool(
         _atomic_save(corpus_patches(corpus, seed), corpus_path)
     specs = sample_specs(n_models, seed)
     tasks = [
-        (i, s.to_dict(), str(out / f"model_{i:03d}"), str(corpus_path), asdict(budget), device, feature_distance)
+        (
+            i,
+            s.to_dict(),
+            str(out / f"model_{i:03d}"),
+            str(corpus_path),
+            asdict(budget),
+            device,
+            feature_distance,
+        )
         for i, s in enumerate(specs)
     ]
     jobs = 1 if device != "cpu" else max(1, min(jobs or os.cpu_count() or 1, n_models))
-    models = list(ordered_map(_train_one, tasks, jobs=jobs, context=multiprocessing.get_context("spawn"),
-                              progress=progress, desc="train CNN pool", unit="model", on_progress=on_progress))  # fmt: skip
-    manifest = {"seed": seed, "n_models": n_models, "budget": asdict(budget), "device": device,
-                "models": sorted(models, key=lambda m: m["index"])}  # fmt: skip
+    models = list(
+        ordered_map(
+            _train_one,
+            tasks,
+            jobs=jobs,
+            context=multiprocessing.get_context("spawn"),
+            progress=progress,
+            desc="train CNN pool",
+            unit="model",
+            on_progress=on_progress,
+        )
+    )
+    manifest = {
+        "seed": seed,
+        "n_models": n_models,
+        "budget": asdict(budget),
+        "device": device,
+        "models": sorted(models, key=lambda m: m["index"]),
+    }
     tmp = out / "pool.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp.replace(out / "pool.json")

@@ -46,12 +46,22 @@ urlpatterns = [
     # annotators (authorised by the assignment token)
     path("studies/<uuid:study_id>/assignments/", AssignmentStartApi.as_view(), name="api-assignment-start"),
     path("assignments/<handle:token>/", AssignmentDetailApi.as_view(), name="api-assignment-detail"),
-    path("assignments/<handle:token>/heartbeat/", AssignmentHeartbeatApi.as_view(), name="api-assignment-heartbeat"),
+    path(
+        "assignments/<handle:token>/heartbeat/",
+        AssignmentHeartbeatApi.as_view(),
+        name="api-assignment-heartbeat",
+    ),
     path("assignments/<handle:token>/judgments/", JudgmentSubmitApi.as_view(), name="api-judgment-submit"),
     path("assignments/<handle:token>/submit/", AssignmentSubmitApi.as_view(), name="api-assignment-submit"),
     path("assignments/<handle:token>/return/", AssignmentReturnApi.as_view(), name="api-assignment-return"),
-    path("assignments/<handle:token>/trials/<handle:trial_id>/<slug:slot>/", AssignmentTrialImageApi.as_view(),
-         name="api-assignment-image"),  # fmt: skip
-    path("studies/<uuid:study_id>/examples/<int:n>/<slug:slot>/", StudyExampleImageApi.as_view(),
-         name="api-study-example-image"),  # fmt: skip
+    path(
+        "assignments/<handle:token>/trials/<handle:trial_id>/<slug:slot>/",
+        AssignmentTrialImageApi.as_view(),
+        name="api-assignment-image",
+    ),
+    path(
+        "studies/<uuid:study_id>/examples/<int:n>/<slug:slot>/",
+        StudyExampleImageApi.as_view(),
+        name="api-study-example-image",
+    ),
 ]

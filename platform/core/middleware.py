@@ -27,7 +27,9 @@ class SecurityHeadersMiddleware:
         frame = f"'self' {mturk}" if framed else "'none'"
         response.headers.setdefault("Content-Security-Policy", BASE_POLICY.format(mturk=mturk, frame=frame))
         response.headers.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
-        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin-allow-popups" if framed else "same-origin")
+        response.headers.setdefault(
+            "Cross-Origin-Opener-Policy", "same-origin-allow-popups" if framed else "same-origin"
+        )
         return response
 
 
@@ -51,7 +53,9 @@ class DatabaseUnavailableMiddleware:
         if connection.vendor == "sqlite" and "locked" not in str(exception):
             return None  # SQLite's other OperationalErrors (no such table, ...) are bugs, not outages
         logger.warning("database unavailable on %s %s: %s", request.method, request.path, exception)
-        response = JsonResponse({"message": "the database is unavailable; retry shortly", "extra": {"code": "db_unavailable"}},
-                                status=503)  # fmt: skip
+        response = JsonResponse(
+            {"message": "the database is unavailable; retry shortly", "extra": {"code": "db_unavailable"}},
+            status=503,
+        )
         response["Retry-After"] = "1"
         return response

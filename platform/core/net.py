@@ -26,7 +26,9 @@ def client_ip(request) -> str:
     hops = getattr(settings, "PERCEPTLAB_TRUSTED_PROXIES", 0)
     if hops <= 0:
         return remote
-    forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+    forwarded = [
+        part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()
+    ]
     if not forwarded:
         return remote  # reached us without passing the proxy (a health check on the internal network)
     return _valid(forwarded[-min(hops, len(forwarded))]) or remote

@@ -27,10 +27,14 @@ def add_error_responses(result, generator, request, public):
         for operation in methods.values():
             responses = operation.setdefault("responses", {})
             for code, text in ERROR_CODES.items():
-                responses.setdefault(code, {"description": text, "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})  # fmt: skip
+                responses.setdefault(
+                    code,
+                    {
+                        "description": text,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    },
+                )
     return result
-
 
 
 class AutoSchema(_AutoSchema):

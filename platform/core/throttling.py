@@ -44,7 +44,9 @@ def _redis_script():
         return None
     script = getattr(backend, "_throttle_script", None)
     if script is None:
-        script = backend._throttle_script = backend._cache.get_client(write=True).register_script(_SLIDING_WINDOW)
+        script = backend._throttle_script = backend._cache.get_client(write=True).register_script(
+            _SLIDING_WINDOW
+        )
     return backend, script
 
 
@@ -70,8 +72,9 @@ class _SharedThrottle(SimpleRateThrottle):
         now = self.timer()
         window, into = divmod(now, self.duration)
         keys = [backend.make_and_validate_key(f"{key}:{int(window) - k}") for k in (0, 1)]
-        allowed, current, previous = script(keys=keys, args=[self.num_requests, 1 - into / self.duration,
-                                                             2 * self.duration + 1])  # fmt: skip
+        allowed, current, previous = script(
+            keys=keys, args=[self.num_requests, 1 - into / self.duration, 2 * self.duration + 1]
+        )
         if not allowed:
             self._retry_after = self._sliding_wait(into, int(current), int(previous))
         return bool(allowed)

@@ -16,7 +16,9 @@ def simulation_study_prepare(*, study_id: str, mark: bool = False) -> Study:
         raise ApplicationError(f"no study {study_id}")
     if not study.collection["simulation"]:
         if not mark:
-            raise ApplicationError("not a simulation study: pass --mark (only for a study without real judgments)")
+            raise ApplicationError(
+                "not a simulation study: pass --mark (only for a study without real judgments)"
+            )
         if Judgment.objects.filter(item__study=study, worker__is_simulated=False).exists():
             raise ApplicationError("this study has real judgments; simulated ones are never mixed in")
         study_update_config(study=study, config={"simulation": True})

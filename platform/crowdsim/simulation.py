@@ -49,12 +49,19 @@ class Observer:
             return
         parts = spec.split(":")
         if parts[0] != "lpips" or len(parts) not in (3, 4):
-            raise MetricError(f"unknown observer {spec!r}: a baseline {sorted(BASELINES)} or lpips:<net>:<weights>[:heads]")
+            raise MetricError(
+                f"unknown observer {spec!r}: a baseline {sorted(BASELINES)} or lpips:<net>:<weights>[:heads]"
+            )
         from metric.lpips import LPIPS
 
         heads = parts[3] if len(parts) == 4 else "official"
-        model = LPIPS(net=parts[1], backbone_weights=parts[2], head_weights="official" if heads == "official" else "random",
-                      seed=seed, use_dropout=False)  # fmt: skip
+        model = LPIPS(
+            net=parts[1],
+            backbone_weights=parts[2],
+            head_weights="official" if heads == "official" else "random",
+            seed=seed,
+            use_dropout=False,
+        )
         if heads in ("ones", "sparse", "last"):
             w = torch.ones_like(model.heads.flat_weights())
             if heads == "last":
@@ -183,9 +190,22 @@ class CrowdResult:
     spammer_ids: list = field(default_factory=list)  # ids (as sent) of spammers who submitted a HIT
 
 
-def run_crowd(*, base_url: str, study_id: str, n_workers: int = 50, spammers: float = 0.1, lapse: float = 0.05,
-              left_bias: float = 0.0, noise: float = 0.15, observer: str = "l2_lab", seed: int = 0,
-              concurrency: int = 4, replay_rate: float = 0.05, max_hits: int = 3, progress=None) -> CrowdResult:  # fmt: skip
+def run_crowd(
+    *,
+    base_url: str,
+    study_id: str,
+    n_workers: int = 50,
+    spammers: float = 0.1,
+    lapse: float = 0.05,
+    left_bias: float = 0.0,
+    noise: float = 0.15,
+    observer: str = "l2_lab",
+    seed: int = 0,
+    concurrency: int = 4,
+    replay_rate: float = 0.05,
+    max_hits: int = 3,
+    progress=None,
+) -> CrowdResult:
     """Simulated workers drive the annotator API as browsers do: start, fetch images, answer each trial with
     an idempotency key (re-sending some answers, as a flaky network would), submit; until no work is left."""
     obs = Observer(observer, seed=seed)
@@ -198,8 +218,15 @@ def run_crowd(*, base_url: str, study_id: str, n_workers: int = 50, spammers: fl
     personas = []
     for _ in range(n_workers):
         spam = rng_master.random() < spammers
-        personas.append(Persona(noise=noise, lapse=lapse, left_bias=left_bias, spammer=spam,
-                                rt_ms=rng_master.uniform(600, 2500)))  # fmt: skip
+        personas.append(
+            Persona(
+                noise=noise,
+                lapse=lapse,
+                left_bias=left_bias,
+                spammer=spam,
+                rt_ms=rng_master.uniform(600, 2500),
+            )
+        )
     started = time.perf_counter()
 
     def image(client: HttpClient, url: str) -> np.ndarray:
@@ -220,8 +247,11 @@ def run_crowd(*, base_url: str, study_id: str, n_workers: int = 50, spammers: fl
                 persona, rng = personas[w], random.Random(seed * 100_003 + w)
                 hits = 0
                 while hits < max_hits:
-                    status, data = client.request("POST", f"/api/v1/studies/{study_id}/assignments/",
-                                                  {"platform": "simulated", "worker_id": f"sim-{seed}-{w}", "consent": True})  # fmt: skip
+                    status, data = client.request(
+                        "POST",
+                        f"/api/v1/studies/{study_id}/assignments/",
+                        {"platform": "simulated", "worker_id": f"sim-{seed}-{w}", "consent": True},
+                    )
                     if status == 409 and data.get("extra", {}).get("code") == "no_work":
                         with result_lock:
                             result.no_work += 1
@@ -235,15 +265,23 @@ def run_crowd(*, base_url: str, study_id: str, n_workers: int = 50, spammers: fl
                         imgs = {k: image(client, v) for k, v in trial["images"].items()}
                         with obs_lock:
                             if "ref" in imgs:
-                                response = answer_2afc(obs, persona, rng, imgs["left"], imgs["ref"], imgs["right"])
+                                response = answer_2afc(
+                                    obs, persona, rng, imgs["left"], imgs["ref"], imgs["right"]
+                                )
                             else:
                                 response = answer_jnd(obs, persona, rng, imgs["first"], imgs["second"])
-                        body = {"trial": trial["id"], "response": response, "idempotency_key": uuid.uuid4().hex,
-                                "rt_ms": max(150.0, rng.gauss(persona.rt_ms, persona.rt_ms / 4)),
-                                "durations": {"ref_ms": 1000, "gap_ms": 250, "distorted_ms": 1000},
-                                "display": {"refresh_hz": 60, "simulated": True}}  # fmt: skip
+                        body = {
+                            "trial": trial["id"],
+                            "response": response,
+                            "idempotency_key": uuid.uuid4().hex,
+                            "rt_ms": max(150.0, rng.gauss(persona.rt_ms, persona.rt_ms / 4)),
+                            "durations": {"ref_ms": 1000, "gap_ms": 250, "distorted_ms": 1000},
+                            "display": {"refresh_hz": 60, "simulated": True},
+                        }
                         for _ in range(2 if rng.random() < replay_rate else 1):
-                            status, answer = client.request("POST", f"/api/v1/assignments/{token}/judgments/", body)
+                            status, answer = client.request(
+                                "POST", f"/api/v1/assignments/{token}/judgments/", body
+                            )
                             if status not in (200, 201):
                                 raise RuntimeError(f"judgment: {status} {answer}")
                             replays += status == 200

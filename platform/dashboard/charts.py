@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from html import escape
 
-PALETTE = ["#0b5cad", "#c2410c", "#15803d", "#7c3aed", "#b91c1c", "#0e7490", "#a16207", "#be185d", "#4d7c0f", "#334155"]
+PALETTE = [
+    "#0b5cad",
+    "#c2410c",
+    "#15803d",
+    "#7c3aed",
+    "#b91c1c",
+    "#0e7490",
+    "#a16207",
+    "#be185d",
+    "#4d7c0f",
+    "#334155",
+]
 
 
 def _svg(width: int, height: int, title: str, desc: str, body: list[str], css_class: str) -> str:
@@ -16,8 +27,15 @@ def _svg(width: int, height: int, title: str, desc: str, body: list[str], css_cl
     )
 
 
-def bar_chart(rows: list[tuple[str, float]], *, title: str, unit: str = "", max_value: float | None = None,
-              width: int = 640, css_class: str = "bars") -> str:  # fmt: skip
+def bar_chart(
+    rows: list[tuple[str, float]],
+    *,
+    title: str,
+    unit: str = "",
+    max_value: float | None = None,
+    width: int = 640,
+    css_class: str = "bars",
+) -> str:
     """Horizontal bars with value labels: rows of (label, value)."""
     bar_h, gap, left = 18, 6, 170
     height = max(1, len(rows)) * (bar_h + gap) + 24
@@ -33,27 +51,46 @@ def bar_chart(rows: list[tuple[str, float]], *, title: str, unit: str = "", max_
     return _svg(width, height, title, desc, body, css_class)
 
 
-def column_chart(rows: list[tuple[str, float]], *, title: str, width: int = 640, height: int = 160,
-                 css_class: str = "columns") -> str:  # fmt: skip
+def column_chart(
+    rows: list[tuple[str, float]],
+    *,
+    title: str,
+    width: int = 640,
+    height: int = 160,
+    css_class: str = "columns",
+) -> str:
     """Vertical columns over time-like labels (e.g. judgments per hour)."""
     n = max(1, len(rows))
     top = max([v for _, v in rows] + [1])
     col_w = (width - 40) / n
-    body = [f'<line x1="30" y1="{height - 20}" x2="{width}" y2="{height - 20}" stroke="#888"/>',
-            f'<text x="26" y="14" text-anchor="end">{top:g}</text>']  # fmt: skip
+    body = [
+        f'<line x1="30" y1="{height - 20}" x2="{width}" y2="{height - 20}" stroke="#888"/>',
+        f'<text x="26" y="14" text-anchor="end">{top:g}</text>',
+    ]
     for i, (label, value) in enumerate(rows):
         h = (height - 40) * value / top
         x = 34 + i * col_w
-        body.append(f'<rect x="{x:.1f}" y="{height - 20 - h:.1f}" width="{max(1.0, col_w - 2):.1f}" height="{h:.1f}" '
-                    f'fill="{PALETTE[0]}"><title>{escape(label)}: {value:g}</title></rect>')  # fmt: skip
+        body.append(
+            f'<rect x="{x:.1f}" y="{height - 20 - h:.1f}" width="{max(1.0, col_w - 2):.1f}" height="{h:.1f}" '
+            f'fill="{PALETTE[0]}"><title>{escape(label)}: {value:g}</title></rect>'
+        )
         if i % max(1, n // 6) == 0:
             body.append(f'<text x="{x:.1f}" y="{height - 5}">{escape(label)}</text>')
     desc = "; ".join(f"{label}: {value:g}" for label, value in rows)
     return _svg(width, height, title, desc, body, css_class)
 
 
-def histogram(values: list[float], *, title: str, bins: int = 10, low: float = 0.0, high: float = 1.0,
-              width: int = 320, height: int = 150, css_class: str = "hist") -> str:  # fmt: skip
+def histogram(
+    values: list[float],
+    *,
+    title: str,
+    bins: int = 10,
+    low: float = 0.0,
+    high: float = 1.0,
+    width: int = 320,
+    height: int = 150,
+    css_class: str = "hist",
+) -> str:
     counts = [0] * bins
     for v in values:
         if v is None:
@@ -65,9 +102,17 @@ def histogram(values: list[float], *, title: str, bins: int = 10, low: float = 0
     return column_chart(rows, title=title, width=width, height=height, css_class=css_class)
 
 
-def score_chart(groups: list[str], series: dict[str, dict[str, tuple[float, float | None, float | None]]], *,
-                ceiling: dict[str, float] | None = None, title: str, low: float = 0.5, high: float = 1.0,
-                width: int = 760, css_class: str = "scores") -> str:  # fmt: skip
+def score_chart(
+    groups: list[str],
+    series: dict[str, dict[str, tuple[float, float | None, float | None]]],
+    *,
+    ceiling: dict[str, float] | None = None,
+    title: str,
+    low: float = 0.5,
+    high: float = 1.0,
+    width: int = 760,
+    css_class: str = "scores",
+) -> str:
     """Grouped horizontal bars with confidence-interval whiskers: series[metric][group] = (score, lo, hi);
     a dashed mark per group shows the human ceiling."""
     metrics = list(series)
@@ -95,24 +140,42 @@ def score_chart(groups: list[str], series: dict[str, dict[str, tuple[float, floa
             y = y0 + 14 + m * (bar_h + 3)
             color = PALETTE[m % len(PALETTE)]
             body.append(f'<text x="{left - 6}" y="{y + 11}" text-anchor="end">{escape(metric)}</text>')
-            body.append(f'<rect x="{left}" y="{y}" width="{x(score) - left:.1f}" height="{bar_h}" fill="{color}" opacity=".85"/>')
+            body.append(
+                f'<rect x="{left}" y="{y}" width="{x(score) - left:.1f}" height="{bar_h}" fill="{color}" opacity=".85"/>'
+            )
             if lo is not None and hi is not None:
                 ym = y + bar_h / 2
-                body.append(f'<line x1="{x(lo):.1f}" y1="{ym}" x2="{x(hi):.1f}" y2="{ym}" stroke="#111" stroke-width="1.5"/>')
+                body.append(
+                    f'<line x1="{x(lo):.1f}" y1="{ym}" x2="{x(hi):.1f}" y2="{ym}" stroke="#111" stroke-width="1.5"/>'
+                )
                 for v in (lo, hi):
-                    body.append(f'<line x1="{x(v):.1f}" y1="{ym - 4}" x2="{x(v):.1f}" y2="{ym + 4}" stroke="#111"/>')
+                    body.append(
+                        f'<line x1="{x(v):.1f}" y1="{ym - 4}" x2="{x(v):.1f}" y2="{ym + 4}" stroke="#111"/>'
+                    )
             body.append(f'<text x="{max(x(score), x(hi or score)) + 4:.1f}" y="{y + 11}">{score:.3f}</text>')
-            desc.append(f"{group} {metric}: {score:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""))
+            desc.append(
+                f"{group} {metric}: {score:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
+            )
         if ceiling and group in ceiling:
             cx = x(ceiling[group])
-            body.append(f'<line x1="{cx:.1f}" y1="{y0 + 12}" x2="{cx:.1f}" y2="{y0 + group_h - 2}" stroke="#111" '
-                        f'stroke-dasharray="4 3" stroke-width="2"><title>human ceiling {ceiling[group]:.3f}</title></line>')  # fmt: skip
+            body.append(
+                f'<line x1="{cx:.1f}" y1="{y0 + 12}" x2="{cx:.1f}" y2="{y0 + group_h - 2}" stroke="#111" '
+                f'stroke-dasharray="4 3" stroke-width="2"><title>human ceiling {ceiling[group]:.3f}</title></line>'
+            )
             desc.append(f"{group} human ceiling: {ceiling[group]:.3f}")
     return _svg(width, height, title, "; ".join(desc), body, css_class)
 
 
-def line_chart(series: dict[str, list[tuple[float, float]]], *, title: str, x_label: str, y_label: str,
-               width: int = 760, height: int = 260, css_class: str = "lines") -> str:  # fmt: skip
+def line_chart(
+    series: dict[str, list[tuple[float, float]]],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    width: int = 760,
+    height: int = 260,
+    css_class: str = "lines",
+) -> str:
     """One line per series of (x, y) points, with a legend."""
     points = [pt for pts in series.values() for pt in pts]
     if not points:
@@ -131,12 +194,14 @@ def line_chart(series: dict[str, list[tuple[float, float]]], *, title: str, x_la
     def py(v):
         return top + (height - top - bottom) * (1 - (v - y0) / (y1 - y0))
 
-    body = [f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#888"/>',
-            f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#888"/>',
-            f'<text x="{(left + width - right) / 2}" y="{height - 4}" text-anchor="middle">{escape(x_label)}</text>',
-            f'<text x="4" y="{top + 10}">{y1:.3f}</text><text x="4" y="{height - bottom}">{y0:.3f}</text>',
-            f'<text x="{left}" y="{height - bottom + 14}">{x0:g}</text>',
-            f'<text x="{width - right}" y="{height - bottom + 14}" text-anchor="end">{x1:g}</text>']  # fmt: skip
+    body = [
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#888"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#888"/>',
+        f'<text x="{(left + width - right) / 2}" y="{height - 4}" text-anchor="middle">{escape(x_label)}</text>',
+        f'<text x="4" y="{top + 10}">{y1:.3f}</text><text x="4" y="{height - bottom}">{y0:.3f}</text>',
+        f'<text x="{left}" y="{height - bottom + 14}">{x0:g}</text>',
+        f'<text x="{width - right}" y="{height - bottom + 14}" text-anchor="end">{x1:g}</text>',
+    ]
     desc = []
     for k, (name, pts) in enumerate(series.items()):
         color = PALETTE[k % len(PALETTE)]
@@ -144,7 +209,9 @@ def line_chart(series: dict[str, list[tuple[float, float]]], *, title: str, x_la
         path = " ".join(f"{'M' if i == 0 else 'L'}{px(a):.1f},{py(b):.1f}" for i, (a, b) in enumerate(pts))
         body.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
         for a, b in pts:
-            body.append(f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" fill="{color}"><title>{escape(name)}: {b:.3f} at {a:g}</title></circle>')
+            body.append(
+                f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" fill="{color}"><title>{escape(name)}: {b:.3f} at {a:g}</title></circle>'
+            )
         ly = top + 14 * k + 8
         body.append(f'<rect x="{width - right + 10}" y="{ly - 8}" width="10" height="10" fill="{color}"/>')
         body.append(f'<text x="{width - right + 24}" y="{ly + 1}">{escape(name)}</text>')

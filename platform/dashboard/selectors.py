@@ -20,8 +20,11 @@ def judgments_per_hour(*, study: Study, hours: int = 24) -> list[tuple[str, floa
     now = timezone.now().replace(minute=0, second=0, microsecond=0)
     since = now - timedelta(hours=hours - 1)
     rows = dict(
-        Judgment.objects.filter(item__study=study, created_at__gte=since).exclude(kind=Trial.Kind.PRACTICE)
-        .annotate(hour=TruncHour("created_at")).values_list("hour").annotate(n=Count("pk"))  # fmt: skip
+        Judgment.objects.filter(item__study=study, created_at__gte=since)
+        .exclude(kind=Trial.Kind.PRACTICE)
+        .annotate(hour=TruncHour("created_at"))
+        .values_list("hour")
+        .annotate(n=Count("pk"))
     )
     out = []
     for h in range(hours):
@@ -31,7 +34,9 @@ def judgments_per_hour(*, study: Study, hours: int = 24) -> list[tuple[str, floa
 
 
 def latest_evaluations(*, study: Study) -> list[Evaluation]:
-    last = Evaluation.objects.filter(study=study).order_by("-created_at").values_list("run", flat=True).first()
+    last = (
+        Evaluation.objects.filter(study=study).order_by("-created_at").values_list("run", flat=True).first()
+    )
     return list(Evaluation.objects.filter(study=study, run=last)) if last else []
 
 
@@ -51,9 +56,18 @@ def agreement_charts(*, study: Study) -> dict:
         for r in sorted(two, key=lambda r: r.metric):
             series[r.metric][r.category] = (r.score, r.ci_low, r.ci_high)
         low = min(0.5, max(0.0, round(min(min(r.score, r.ci_low or r.score) for r in two) - 0.05, 1)))
-        out["charts"].append(("2AFC agreement with humans (" + split + ", 95% bootstrap CI; dashed: human ceiling)",
-                              charts.score_chart(groups, dict(series), ceiling=ceiling, low=low,
-                                                 title=f"2AFC score per metric and category, {split} split")))  # fmt: skip
+        out["charts"].append(
+            (
+                "2AFC agreement with humans (" + split + ", 95% bootstrap CI; dashed: human ceiling)",
+                charts.score_chart(
+                    groups,
+                    dict(series),
+                    ceiling=ceiling,
+                    low=low,
+                    title=f"2AFC score per metric and category, {split} split",
+                ),
+            )
+        )
         out["tables"].append(sorted(two, key=lambda r: (r.category, -r.score)))
     jnd = [r for r in rows if r.measure == "jnd_map"]
     if jnd:
@@ -61,16 +75,30 @@ def agreement_charts(*, study: Study) -> dict:
         series = defaultdict(dict)
         for r in jnd:
             series[r.metric][r.category] = (r.score, r.ci_low, r.ci_high)
-        out["charts"].append(("JND mean average precision", charts.score_chart(groups, dict(series), title="JND mAP",
-                                                                               low=0.0, high=1.0)))  # fmt: skip
+        out["charts"].append(
+            (
+                "JND mean average precision",
+                charts.score_chart(groups, dict(series), title="JND mAP", low=0.0, high=1.0),
+            )
+        )
         out["tables"].append(sorted(jnd, key=lambda r: (r.category, -r.score)))
     curve: dict = defaultdict(list)
-    for r in Evaluation.objects.filter(study=study, measure__in=["2afc", "jnd_map"], category="all", split=split).order_by("created_at"):
+    for r in Evaluation.objects.filter(
+        study=study, measure__in=["2afc", "jnd_map"], category="all", split=split
+    ).order_by("created_at"):
         curve[r.metric].append((float(r.n_judgments), r.score))
     if curve:
-        out["charts"].append(("Learning curve: agreement as judgments accrued",
-                              charts.line_chart(dict(curve), title="Agreement vs judgments", x_label="judgments collected",
-                                                y_label="score")))  # fmt: skip
+        out["charts"].append(
+            (
+                "Learning curve: agreement as judgments accrued",
+                charts.line_chart(
+                    dict(curve),
+                    title="Agreement vs judgments",
+                    x_label="judgments collected",
+                    y_label="score",
+                ),
+            )
+        )
     out["evaluated_at"] = rows[0].created_at
     out["n_judgments"] = rows[0].n_judgments
     return out
@@ -80,17 +108,41 @@ def dashboard_for(*, study: Study) -> dict:
     stats = study_stats(study=study)
     workers = worker_stats(study=study)
     first = "fraction_left" if study.kind == "2afc" else "fraction_same"
-    coverage = [(f"{split}: {c['accepted']}/{c['needed']}", 100.0 * c["accepted"] / c["needed"] if c["needed"] else 0.0)
-                for split, c in stats["coverage"].items()]  # fmt: skip
+    coverage = [
+        (
+            f"{split}: {c['accepted']}/{c['needed']}",
+            100.0 * c["accepted"] / c["needed"] if c["needed"] else 0.0,
+        )
+        for split, c in stats["coverage"].items()
+    ]
     progress_charts = [
-        ("Judgments collected against the target", charts.bar_chart(coverage, title="Coverage by split", unit="%", max_value=100)),
-        ("Judgments per hour (last 24 hours)", charts.column_chart(judgments_per_hour(study=study), title="Judgments per hour")),
+        (
+            "Judgments collected against the target",
+            charts.bar_chart(coverage, title="Coverage by split", unit="%", max_value=100),
+        ),
+        (
+            "Judgments per hour (last 24 hours)",
+            charts.column_chart(judgments_per_hour(study=study), title="Judgments per hour"),
+        ),
     ]
     qc_charts = [
-        ("Sentinel accuracy per worker", charts.histogram([w["sentinel_accuracy"] for w in workers if w["sentinel_accuracy"] is not None],
-                                                          title="Workers by sentinel accuracy")),  # fmt: skip
-        ("Side bias per worker (share of " + first.split("_")[1] + ")",
-         charts.histogram([w[first] for w in workers], title="Workers by side bias")),
+        (
+            "Sentinel accuracy per worker",
+            charts.histogram(
+                [w["sentinel_accuracy"] for w in workers if w["sentinel_accuracy"] is not None],
+                title="Workers by sentinel accuracy",
+            ),
+        ),
+        (
+            "Side bias per worker (share of " + first.split("_")[1] + ")",
+            charts.histogram([w[first] for w in workers], title="Workers by side bias"),
+        ),
     ]
-    return {"stats": stats, "workers": workers, "side_key": first, "progress_charts": progress_charts,
-            "qc_charts": qc_charts, "agreement": agreement_charts(study=study)}  # fmt: skip
+    return {
+        "stats": stats,
+        "workers": workers,
+        "side_key": first,
+        "progress_charts": progress_charts,
+        "qc_charts": qc_charts,
+        "agreement": agreement_charts(study=study),
+    }

@@ -19,8 +19,13 @@ def study_list(request):
 @login_required
 def study_detail(request, study_id):
     study = get_object_or_404(study_list_for(user=request.user), pk=study_id)
-    context = {"study": study, "config": study.collection, "exports": study.exports.all()[:10], **dashboard_for(study=study),
-               "annotator_url": request.build_absolute_uri(f"/s/{study.pk}/")}  # fmt: skip
+    context = {
+        "study": study,
+        "config": study.collection,
+        "exports": study.exports.all()[:10],
+        **dashboard_for(study=study),
+        "annotator_url": request.build_absolute_uri(f"/s/{study.pk}/"),
+    }
     return render(request, "dashboard/study.html", context)
 
 
@@ -34,7 +39,9 @@ def study_action(request, study_id, action):
         elif action == "pause":
             study_pause(study=study)
         elif action == "export":
-            export_create(study=study, user=request.user, include_excluded=request.POST.get("include_excluded") == "1")
+            export_create(
+                study=study, user=request.user, include_excluded=request.POST.get("include_excluded") == "1"
+            )
             messages.info(request, "Export queued; it appears below when the worker has written it.")
         elif action == "evaluate":
             training_request(study=study, force=True)

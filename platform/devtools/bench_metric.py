@@ -24,8 +24,11 @@ SECTION = "metric"
 
 
 def _triplets(n: int, seed: int = 1):
-    b = StudyBuilder(StudyConfig.from_dict({"kind": "2afc", "seed": seed, "n_items": n, "sentinels": {"n": 0},
-                                            "practice": {"n": 0}}))  # fmt: skip
+    b = StudyBuilder(
+        StudyConfig.from_dict(
+            {"kind": "2afc", "seed": seed, "n_items": n, "sentinels": {"n": 0}, "practice": {"n": 0}}
+        )
+    )
     items = [b.build_item(i)["_images"] for i in range(n)]
     return tuple(np.stack([im[k] for im in items]) for k in ("ref", "p0", "p1"))
 
@@ -87,8 +90,14 @@ def _eval_worker(args) -> dict:
         d0, d1 = lpips_2afc_distances(ours, data, batch=50, precision=kind)
         seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"kind": kind, "rate": len(data) / seconds, "d0": d0.tolist(), "d1": d1.tolist(),
-            "peak_mb": peak / 1024, "delta_mb": (peak - before) / 1024}  # fmt: skip
+    return {
+        "kind": kind,
+        "rate": len(data) / seconds,
+        "d0": d0.tolist(),
+        "d1": d1.tolist(),
+        "peak_mb": peak / 1024,
+        "delta_mb": (peak - before) / 1024,
+    }
 
 
 def _throughput_rounds(path: str, threads: int, rounds: int) -> dict:
@@ -161,11 +170,15 @@ def bench_train(n_train: int, n_val: int, threads: int, epochs: int) -> dict:
     prob = 1 / (1 + np.exp(-(d0 - d1) / (0.3 * np.std(d0 - d1))))
     data.p = np.random.default_rng(0).binomial(5, prob) / 5
     train, val = data.subset(np.arange(n_train)), data.subset(np.arange(n_train, n))
-    cfg = TrainConfig(backbone_weights="random", seed=0, lr=1e-3, epochs=epochs // 2, epochs_decay=epochs - epochs // 2)
+    cfg = TrainConfig(
+        backbone_weights="random", seed=0, lr=1e-3, epochs=epochs // 2, epochs_decay=epochs - epochs // 2
+    )
 
     # reference Trainer, end to end (it computes the features inside every step)
     trainer = lpips.Trainer()
-    trainer.initialize(model="lpips", net="alex", pnet_rand=True, use_gpu=False, is_train=True, lr=cfg.lr, beta1=0.5)
+    trainer.initialize(
+        model="lpips", net="alex", pnet_rand=True, use_gpu=False, is_train=True, lr=cfg.lr, beta1=0.5
+    )
     _copy_trunk(observer, trainer.net.net)
     gen = torch.Generator().manual_seed(0)
     start = time.perf_counter()
@@ -175,8 +188,14 @@ def bench_train(n_train: int, n_val: int, threads: int, epochs: int) -> dict:
         perm = torch.randperm(n_train, generator=gen).numpy()
         for s in range(0, n_train, cfg.batch_size):
             idx = perm[s : s + cfg.batch_size]
-            trainer.set_input({"ref": to_tensor(train.ref[idx]), "p0": to_tensor(train.p0[idx]),
-                               "p1": to_tensor(train.p1[idx]), "judge": torch.from_numpy(train.p[idx]).float().view(-1, 1, 1, 1)})  # fmt: skip
+            trainer.set_input(
+                {
+                    "ref": to_tensor(train.ref[idx]),
+                    "p0": to_tensor(train.p0[idx]),
+                    "p1": to_tensor(train.p1[idx]),
+                    "judge": torch.from_numpy(train.p[idx]).float().view(-1, 1, 1, 1),
+                }
+            )
             trainer.optimize_parameters()
     ref_seconds = time.perf_counter() - start
     trainer.net.eval()
@@ -192,9 +211,16 @@ def bench_train(n_train: int, n_val: int, threads: int, epochs: int) -> dict:
     retrain_seconds = time.perf_counter() - start
     model.heads.set_flat_weights(w)
     ours_score = two_afc_score(*lpips_2afc_distances(model, val), val.p)
-    return {"n_train": n_train, "n_val": n_val, "epochs": cfg.total_epochs, "reference_seconds": ref_seconds,
-            "reference_2afc": ref_score, "features_seconds": features_seconds, "retrain_seconds": retrain_seconds,
-            "ours_2afc": ours_score}  # fmt: skip
+    return {
+        "n_train": n_train,
+        "n_val": n_val,
+        "epochs": cfg.total_epochs,
+        "reference_seconds": ref_seconds,
+        "reference_2afc": ref_score,
+        "features_seconds": features_seconds,
+        "retrain_seconds": retrain_seconds,
+        "ours_2afc": ours_score,
+    }
 
 
 def run_bench(*, out: str | None = None, quick: bool = False) -> str:
@@ -226,9 +252,12 @@ def run_bench(*, out: str | None = None, quick: bool = False) -> str:
         "",
         f"Rates are medians of {len(ev['fp32']['rates'])} interleaved rounds in one process (reference, fp32, bf16, "
         "reference, ...); the ratio is the median of per-round ratios. Rounds (triplets/s): reference "
-        + ", ".join(f"{r:,.0f}" for r in ev["reference"]["rates"]) + "; fp32 "
-        + ", ".join(f"{r:,.0f}" for r in ev["fp32"]["rates"]) + "; bf16 "
-        + ", ".join(f"{r:,.0f}" for r in ev["bf16"]["rates"]) + ". Peak RSS and decisions come from one run per "
+        + ", ".join(f"{r:,.0f}" for r in ev["reference"]["rates"])
+        + "; fp32 "
+        + ", ".join(f"{r:,.0f}" for r in ev["fp32"]["rates"])
+        + "; bf16 "
+        + ", ".join(f"{r:,.0f}" for r in ev["bf16"]["rates"])
+        + ". Peak RSS and decisions come from one run per "
         "implementation in a fresh process.",
         "",
         "Targets: fp32 >= 1.25x the reference (reusing the reference patch's features gives a 1.33x ceiling in "
@@ -259,6 +288,15 @@ def run_bench(*, out: str | None = None, quick: bool = False) -> str:
     section = "\n".join(lines)
     if out:
         write_section(out, SECTION, section)
-        Path(out).with_suffix(".json").write_text(json.dumps({"eval": {k: {kk: vv for kk, vv in v.items() if kk not in ("d0", "d1")}
-                                                                       for k, v in ev.items()}, "train": tr}, indent=2))  # fmt: skip
+        Path(out).with_suffix(".json").write_text(
+            json.dumps(
+                {
+                    "eval": {
+                        k: {kk: vv for kk, vv in v.items() if kk not in ("d0", "d1")} for k, v in ev.items()
+                    },
+                    "train": tr,
+                },
+                indent=2,
+            )
+        )
     return section

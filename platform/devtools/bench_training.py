@@ -49,32 +49,87 @@ def make_synthetic_study(n_judgments: int, *, seed: int = 0, every: int = 500):
     from studies.services import study_create
 
     n_items = max(10, round(n_judgments / 3.5))  # half train (x2), half val (x5)
-    study = study_create(name=f"bench {n_judgments}", kind="2afc", build_config={}, config={
-        "simulation": True, "judgments_per_item": {"train": 2, "val": 5},
-        "training": {"every": every, "backbones": [{"net": "alex", "weights": "random"}],
-                     "baselines": ["l2_lab", "psnr"], "official_lpips": False, "n_boot": 200}})  # fmt: skip
+    study = study_create(
+        name=f"bench {n_judgments}",
+        kind="2afc",
+        build_config={},
+        config={
+            "simulation": True,
+            "judgments_per_item": {"train": 2, "val": 5},
+            "training": {
+                "every": every,
+                "backbones": [{"net": "alex", "weights": "random"}],
+                "baselines": ["l2_lab", "psnr"],
+                "official_lpips": False,
+                "n_boot": 200,
+            },
+        },
+    )
     pool = _pool_of_patches(min(2000, n_items), seed)
     rnd = random.Random(seed)
-    items = [Item(study=study, index=i, split="train" if i % 2 == 0 else "val", role="test",
-                  category=("traditional", "cnn")[i % 4 // 2], ref_image=rnd.choice(pool), p0_image=rnd.choice(pool),
-                  p1_image=rnd.choice(pool), n_judgments=2 if i % 2 == 0 else 5) for i in range(n_items)]  # fmt: skip
+    items = [
+        Item(
+            study=study,
+            index=i,
+            split="train" if i % 2 == 0 else "val",
+            role="test",
+            category=("traditional", "cnn")[i % 4 // 2],
+            ref_image=rnd.choice(pool),
+            p0_image=rnd.choice(pool),
+            p1_image=rnd.choice(pool),
+            n_judgments=2 if i % 2 == 0 else 5,
+        )
+        for i in range(n_items)
+    ]
     with transaction.atomic():
         Item.objects.bulk_create(items, batch_size=2000)
-        workers = Worker.objects.bulk_create([Worker(platform=Platform.SIMULATED, external_hash=f"bench-{study.pk.hex[:12]}-{k:04d}",
-                                                     is_simulated=True) for k in range(5)])  # fmt: skip
+        workers = Worker.objects.bulk_create(
+            [
+                Worker(
+                    platform=Platform.SIMULATED,
+                    external_hash=f"bench-{study.pk.hex[:12]}-{k:04d}",
+                    is_simulated=True,
+                )
+                for k in range(5)
+            ]
+        )
         now = timezone.now()
-        assignments = Assignment.objects.bulk_create([Assignment(study=study, worker=w, status="submitted", platform="simulated",
-                                                                 lease_expires_at=now) for w in workers])  # fmt: skip
+        assignments = Assignment.objects.bulk_create(
+            [
+                Assignment(
+                    study=study, worker=w, status="submitted", platform="simulated", lease_expires_at=now
+                )
+                for w in workers
+            ]
+        )
         trials, judgments = [], []
         for item in items:
             for k in range(item.n_judgments):
-                t = Trial(assignment=assignments[k], worker=workers[k], item=item, position=len(trials), kind="test",
-                          swap=False, answered=True)  # fmt: skip
+                t = Trial(
+                    assignment=assignments[k],
+                    worker=workers[k],
+                    item=item,
+                    position=len(trials),
+                    kind="test",
+                    swap=False,
+                    answered=True,
+                )
                 trials.append(t)
                 choice = int(rnd.random() < 0.5)
-                judgments.append(Judgment(trial=t, assignment=assignments[k], item=item, worker=workers[k], kind="test",
-                                          idempotency_key=f"b{len(judgments):09d}", response=("left", "right")[choice],
-                                          choice=choice, presented_left="p0", rt_ms=900.0))  # fmt: skip
+                judgments.append(
+                    Judgment(
+                        trial=t,
+                        assignment=assignments[k],
+                        item=item,
+                        worker=workers[k],
+                        kind="test",
+                        idempotency_key=f"b{len(judgments):09d}",
+                        response=("left", "right")[choice],
+                        choice=choice,
+                        presented_left="p0",
+                        rt_ms=900.0,
+                    )
+                )
         Trial.objects.bulk_create(trials, batch_size=5000)
         Judgment.objects.bulk_create(judgments, batch_size=5000)
         Study.objects.filter(pk=study.pk).update(status="active")
@@ -92,16 +147,47 @@ def _add_judgments(study, n: int, seed: int) -> None:
     rnd = random.Random(seed)
     items = list(Item.objects.filter(study=study, split="val").order_by("index")[:n])
     with transaction.atomic():
-        worker = Worker.objects.create(platform=Platform.SIMULATED, external_hash=f"bench-{study.pk.hex[:12]}-new", is_simulated=True)
-        assignment = Assignment.objects.create(study=study, worker=worker, status="submitted", platform="simulated",
-                                               lease_expires_at=timezone.now())  # fmt: skip
-        trials = [Trial(assignment=assignment, worker=worker, item=item, position=k, kind="test", swap=False, answered=True)
-                  for k, item in enumerate(items)]  # fmt: skip
+        worker = Worker.objects.create(
+            platform=Platform.SIMULATED, external_hash=f"bench-{study.pk.hex[:12]}-new", is_simulated=True
+        )
+        assignment = Assignment.objects.create(
+            study=study,
+            worker=worker,
+            status="submitted",
+            platform="simulated",
+            lease_expires_at=timezone.now(),
+        )
+        trials = [
+            Trial(
+                assignment=assignment,
+                worker=worker,
+                item=item,
+                position=k,
+                kind="test",
+                swap=False,
+                answered=True,
+            )
+            for k, item in enumerate(items)
+        ]
         Trial.objects.bulk_create(trials, batch_size=5000)
-        Judgment.objects.bulk_create([
-            Judgment(trial=t, assignment=assignment, item=t.item, worker=worker, kind="test", idempotency_key=f"n{k:08d}",
-                     response="left", choice=int(rnd.random() < 0.5), presented_left="p0", rt_ms=900.0)
-            for k, t in enumerate(trials)], batch_size=5000)  # fmt: skip
+        Judgment.objects.bulk_create(
+            [
+                Judgment(
+                    trial=t,
+                    assignment=assignment,
+                    item=t.item,
+                    worker=worker,
+                    kind="test",
+                    idempotency_key=f"n{k:08d}",
+                    response="left",
+                    choice=int(rnd.random() < 0.5),
+                    presented_left="p0",
+                    rt_ms=900.0,
+                )
+                for k, t in enumerate(trials)
+            ],
+            batch_size=5000,
+        )
         Item.objects.filter(pk__in=[i.pk for i in items]).update(n_judgments=F("n_judgments") + 1)
 
 
@@ -146,8 +232,15 @@ def bench_size(n_judgments: int, *, seed: int = 0, every: int = 500) -> dict:
     if not queued:
         raise RuntimeError("the trigger did not queue a retrain")
     _delete(study)
-    return {"judgments": n, "items": n_items, "setup_s": setup, "cold_s": cold, "warm_s": warm, "queued": queued,
-            "device": "cuda" if torch.cuda.is_available() else "cpu"}  # fmt: skip
+    return {
+        "judgments": n,
+        "items": n_items,
+        "setup_s": setup,
+        "cold_s": cold,
+        "warm_s": warm,
+        "queued": queued,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+    }
 
 
 def run(sizes=(10_000, 100_000), out: str | None = None) -> list[dict]:
@@ -155,24 +248,39 @@ def run(sizes=(10_000, 100_000), out: str | None = None) -> list[dict]:
     for size in sizes:
         r = bench_size(size)
         results.append(r)
-        sys.stdout.write(f"{r['judgments']:>7} judgments, {r['items']:>6} items ({r['device']}): first retrain "
-                         f"{r['cold_s']:.1f} s (features for every item), N-th judgment -> dashboard {r['warm_s']:.1f} s\n")  # fmt: skip
+        sys.stdout.write(
+            f"{r['judgments']:>7} judgments, {r['items']:>6} items ({r['device']}): first retrain "
+            f"{r['cold_s']:.1f} s (features for every item), N-th judgment -> dashboard {r['warm_s']:.1f} s\n"
+        )
         sys.stdout.flush()
     if out:
         device = results[0]["device"] if results else "cpu"
         gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
         tag = "gpu" if gpu else "cpu"
-        lines = [f"## Continuous training: N-th judgment to dashboard ({tag.upper()})", "",
-                 f"Machine: {machine_line()}, torch {torch.__version__}" + (f", {gpu}" if gpu else "") + ". "
-                 "Command: `make bench` (`python manage.py bench_training`). Trunk: AlexNet, random weights "
-                 "(ImageNet weights cost the same and need a download); baselines l2_lab and psnr; 2 judgments per "
-                 "train item, 5 per val item; `every` = 500 new judgments.", "",
-                 "| judgments | items | first retrain (all features computed) | N-th judgment -> updated dashboard | target |",
-                 "|---:|---:|---:|---:|---|"]  # fmt: skip
+        lines = [
+            f"## Continuous training: N-th judgment to dashboard ({tag.upper()})",
+            "",
+            f"Machine: {machine_line()}, torch {torch.__version__}" + (f", {gpu}" if gpu else "") + ". "
+            "Command: `make bench` (`python manage.py bench_training`). Trunk: AlexNet, random weights "
+            "(ImageNet weights cost the same and need a download); baselines l2_lab and psnr; 2 judgments per "
+            "train item, 5 per val item; `every` = 500 new judgments.",
+            "",
+            "| judgments | items | first retrain (all features computed) | N-th judgment -> updated dashboard | target |",
+            "|---:|---:|---:|---:|---|",
+        ]
         for r in results:
-            target = "< 60 s: " + ("met" if r["warm_s"] < 60 else "NOT met") if r["judgments"] <= 20_000 and tag == "cpu" else ""
-            lines.append(f"| {r['judgments']:,} | {r['items']:,} | {r['cold_s']:.1f} s | {r['warm_s']:.1f} s | {target} |")
-        lines += ["", "The warm number is the steady state: features of items already seen come from the cache, so a "
-                  "retrain costs the head fit plus the evaluation (baselines over the val images, bootstrap CIs)."]  # fmt: skip
+            target = (
+                "< 60 s: " + ("met" if r["warm_s"] < 60 else "NOT met")
+                if r["judgments"] <= 20_000 and tag == "cpu"
+                else ""
+            )
+            lines.append(
+                f"| {r['judgments']:,} | {r['items']:,} | {r['cold_s']:.1f} s | {r['warm_s']:.1f} s | {target} |"
+            )
+        lines += [
+            "",
+            "The warm number is the steady state: features of items already seen come from the cache, so a "
+            "retrain costs the head fit plus the evaluation (baselines over the val images, bootstrap CIs).",
+        ]
         write_section(out, f"training-{tag}", "\n".join(lines))
     return results

@@ -31,12 +31,34 @@ from studies.collection import sentinels_per_hit
 
 
 @contextlib.contextmanager
-def gunicorn(env: dict, *, workers: int = 2, threads: int = 2, port: int | None = None, log_path: Path | None = None):
+def gunicorn(
+    env: dict, *, workers: int = 2, threads: int = 2, port: int | None = None, log_path: Path | None = None
+):
     """Run `gunicorn config.wsgi` (gthread workers) on loopback; yields (base_url, process)."""
     port = port or free_port()
-    argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-            "--worker-class", "gthread", "--threads", str(threads), "--graceful-timeout", "5", "--timeout", "60",
-            "--log-level", "warning", "--preload", "--access-logformat", GUNICORN_ACCESS_LOG_FORMAT]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "config.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(threads),
+        "--graceful-timeout",
+        "5",
+        "--timeout",
+        "60",
+        "--log-level",
+        "warning",
+        "--preload",
+        "--access-logformat",
+        GUNICORN_ACCESS_LOG_FORMAT,
+    ]
     with child_process(argv, env=env, log_path=log_path) as proc:
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 60
@@ -61,18 +83,49 @@ def loadtest_study(*, n_items: int = 3000, target: int = 3, hit_size: int = 20):
     from studies.models import Item, Study
     from studies.services import study_create
 
-    study = study_create(name=f"load test {uuid.uuid4().hex[:6]}", kind="2afc", build_config={}, config={
-        "simulation": True, "hit_size": hit_size, "sentinel_rate": SENTINEL_RATE, "practice": False,
-        "judgments_per_item": {"train": target, "val": target}, "training": {"every": None}})  # fmt: skip
+    study = study_create(
+        name=f"load test {uuid.uuid4().hex[:6]}",
+        kind="2afc",
+        build_config={},
+        config={
+            "simulation": True,
+            "hit_size": hit_size,
+            "sentinel_rate": SENTINEL_RATE,
+            "practice": False,
+            "judgments_per_item": {"train": target, "val": target},
+            "training": {"every": None},
+        },
+    )
 
     def name(*parts) -> str:
         return "stimuli/" + hashlib.sha256(repr(parts).encode()).hexdigest() + ".png"
 
-    items = [Item(study=study, index=i, split="train" if i % 4 else "val", role="test", ref_image=name(i, "r"),
-                  p0_image=name(i, 0), p1_image=name(i, 1)) for i in range(n_items)]  # fmt: skip
-    items += [Item(study=study, index=n_items + k, split="train", role="sentinel", expected=("p0", "p1")[k % 2],
-                   category="sentinel", ref_image=name("s", k, "r"), p0_image=name("s", k, 0), p1_image=name("s", k, 1))
-              for k in range(10)]  # fmt: skip
+    items = [
+        Item(
+            study=study,
+            index=i,
+            split="train" if i % 4 else "val",
+            role="test",
+            ref_image=name(i, "r"),
+            p0_image=name(i, 0),
+            p1_image=name(i, 1),
+        )
+        for i in range(n_items)
+    ]
+    items += [
+        Item(
+            study=study,
+            index=n_items + k,
+            split="train",
+            role="sentinel",
+            expected=("p0", "p1")[k % 2],
+            category="sentinel",
+            ref_image=name("s", k, "r"),
+            p0_image=name("s", k, 0),
+            p1_image=name("s", k, 1),
+        )
+        for k in range(10)
+    ]
     Item.objects.bulk_create(items, batch_size=2000)
     Study.objects.filter(pk=study.pk).update(status=Study.Status.ACTIVE)
     study.refresh_from_db()
@@ -124,8 +177,11 @@ def cpu_snapshot(web_pid: int) -> dict:
     procs = processes()
     web = [pid for pid, ppid, _ in procs if pid == web_pid or ppid == web_pid]
     postgres = [pid for pid, _, name in procs if name.startswith("postgres")]
-    return {"web": sum(map(cpu_seconds, web)), "postgres": sum(map(cpu_seconds, postgres)),
-            "load generator": time.process_time()}  # fmt: skip
+    return {
+        "web": sum(map(cpu_seconds, web)),
+        "postgres": sum(map(cpu_seconds, postgres)),
+        "load generator": time.process_time(),
+    }
 
 
 class Recorder:
@@ -154,8 +210,17 @@ class Recorder:
             self.in_window += self.window[0] <= sent < self.window[1]
 
 
-def _client(base_url: str, study_id: str, worker: str, arrive: float, deadline: float, rec: Recorder,
-            rng: random.Random, finish_hits: bool, think_s: float = 0.0) -> None:  # fmt: skip
+def _client(
+    base_url: str,
+    study_id: str,
+    worker: str,
+    arrive: float,
+    deadline: float,
+    rec: Recorder,
+    rng: random.Random,
+    finish_hits: bool,
+    think_s: float = 0.0,
+) -> None:
     """One annotator: arrives at `arrive` (perf_counter time), then starts HITs and answers them until
     `deadline`. With think_s, answers follow the annotator's own pace (0.5-1.5 x think_s apart), as the
     annotator page does: the next trial is already loaded and answers queue in an outbox that posts them in
@@ -165,8 +230,11 @@ def _client(base_url: str, study_id: str, worker: str, arrive: float, deadline: 
     try:
         while time.perf_counter() < deadline:
             t = time.perf_counter()
-            status, data = http.request("POST", f"/api/v1/studies/{study_id}/assignments/",
-                                        {"platform": "simulated", "worker_id": worker, "consent": True})  # fmt: skip
+            status, data = http.request(
+                "POST",
+                f"/api/v1/studies/{study_id}/assignments/",
+                {"platform": "simulated", "worker_id": worker, "consent": True},
+            )
             rec.add("next_batch", t, time.perf_counter() - t)
             if status == 409:
                 time.sleep(0.2)
@@ -186,10 +254,16 @@ def _client(base_url: str, study_id: str, worker: str, arrive: float, deadline: 
                     time.sleep(max(0.0, due - time.perf_counter()))
                 elif time.perf_counter() >= deadline and not finish_hits:
                     return
-                body = {"trial": trial["id"], "response": rng.choice(("left", "right")), "rt_ms": rng.uniform(300, 3000),
-                        "idempotency_key": uuid.uuid4().hex}  # fmt: skip
+                body = {
+                    "trial": trial["id"],
+                    "response": rng.choice(("left", "right")),
+                    "rt_ms": rng.uniform(300, 3000),
+                    "idempotency_key": uuid.uuid4().hex,
+                }
                 t = time.perf_counter()
-                status, answer = http.request("POST", f"/api/v1/assignments/{token}/judgments/", body, attempts=60)
+                status, answer = http.request(
+                    "POST", f"/api/v1/assignments/{token}/judgments/", body, attempts=60
+                )
                 rec.add("submit", t, time.perf_counter() - t)
                 if status in (200, 201):
                     rec.acknowledge(token, trial["id"], t)
@@ -211,8 +285,17 @@ def _client(base_url: str, study_id: str, worker: str, arrive: float, deadline: 
         http.close()
 
 
-def run_load(base_url: str, study_id: str, *, clients: int = 200, seconds: float = 30.0, seed: int = 0,
-             finish_hits: bool = False, think_s: float = 0.0, ramp_s: float = 0.0) -> dict:  # fmt: skip
+def run_load(
+    base_url: str,
+    study_id: str,
+    *,
+    clients: int = 200,
+    seconds: float = 30.0,
+    seed: int = 0,
+    finish_hits: bool = False,
+    think_s: float = 0.0,
+    ramp_s: float = 0.0,
+) -> dict:
     """`clients` simulated annotators. They arrive at random times spread evenly over the first `ramp_s`
     seconds (a crowd does not press start in the same millisecond), then work for `seconds` more, the
     measurement window: judgments/s and latencies count the requests sent in it. Each annotator answers
@@ -223,19 +306,42 @@ def run_load(base_url: str, study_id: str, *, clients: int = 200, seconds: float
     window = (start + ramp_s, start + ramp_s + seconds)
     rec = Recorder(*window)
     arrivals = random.Random(seed)
-    threads = [threading.Thread(target=_client, args=(base_url, study_id, f"load-{seed}-{c}", start + arrivals.uniform(0, ramp_s),
-                                                      window[1], rec, random.Random(seed * 7919 + c), finish_hits, think_s),
-                                daemon=True)
-               for c in range(clients)]  # fmt: skip
+    threads = [
+        threading.Thread(
+            target=_client,
+            args=(
+                base_url,
+                study_id,
+                f"load-{seed}-{c}",
+                start + arrivals.uniform(0, ramp_s),
+                window[1],
+                rec,
+                random.Random(seed * 7919 + c),
+                finish_hits,
+                think_s,
+            ),
+            daemon=True,
+        )
+        for c in range(clients)
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
-    return {"clients": clients, "seconds": seconds, "ramp_s": ramp_s, "elapsed_s": elapsed, "judgments": rec.in_window,
-            "judgments_per_s": rec.in_window / seconds, "hits": rec.hits, "errors": rec.errors,
-            "retried_requests": rec.server_errors, "latency_ms": percentiles(rec.latency),
-            "acknowledged": rec.acknowledged}  # fmt: skip
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "ramp_s": ramp_s,
+        "elapsed_s": elapsed,
+        "judgments": rec.in_window,
+        "judgments_per_s": rec.in_window / seconds,
+        "hits": rec.hits,
+        "errors": rec.errors,
+        "retried_requests": rec.server_errors,
+        "latency_ms": percentiles(rec.latency),
+        "acknowledged": rec.acknowledged,
+    }
 
 
 def run_bare(base_url: str, *, clients: int = 200, seconds: float = 10.0) -> dict:
@@ -269,8 +375,12 @@ def percentiles(latency: dict[str, list[float]]) -> dict:
     for op, values in latency.items():
         if values:
             arr = np.array(values) * 1000
-            out[op] = {"n": len(values), "p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)),
-                       "p99": float(np.percentile(arr, 99))}  # fmt: skip
+            out[op] = {
+                "n": len(values),
+                "p50": float(np.percentile(arr, 50)),
+                "p95": float(np.percentile(arr, 95)),
+                "p99": float(np.percentile(arr, 99)),
+            }
     return out
 
 
@@ -284,30 +394,55 @@ def verify(study, acknowledged: list[tuple[str, str]]) -> dict:
     from studies.models import Item
 
     trial_ids = {trial for _, trial in acknowledged}
-    stored = dict(Judgment.objects.filter(trial__public_id__in=trial_ids).values_list("trial__public_id")
-                  .annotate(n=Count("pk")).values_list("trial__public_id", "n"))  # fmt: skip
+    stored = dict(
+        Judgment.objects.filter(trial__public_id__in=trial_ids)
+        .values_list("trial__public_id")
+        .annotate(n=Count("pk"))
+        .values_list("trial__public_id", "n")
+    )
     missing = [t for t in trial_ids if stored.get(t, 0) == 0]
     duplicated = [t for t, n in stored.items() if n > 1]
     target = study.collection["judgments_per_item"]
     over = []
-    counts = dict(Judgment.objects.filter(item__study=study, kind="test", assignment__excluded=False)
-                  .values_list("item_id").annotate(n=Count("pk")).values_list("item_id", "n"))  # fmt: skip
+    counts = dict(
+        Judgment.objects.filter(item__study=study, kind="test", assignment__excluded=False)
+        .values_list("item_id")
+        .annotate(n=Count("pk"))
+        .values_list("item_id", "n")
+    )
     for item in Item.objects.filter(study=study, role="test").only("pk", "split", "n_judgments"):
         if counts.get(item.pk, 0) > target[item.split] or item.n_judgments != counts.get(item.pk, 0):
             over.append(item.pk)
     open_trials = Trial.objects.filter(assignment__study=study, assignment__status="started").count()
     n_open = dict(Item.objects.filter(study=study, n_open__gt=0).values_list("pk", "n_open"))
-    return {"acknowledged": len(trial_ids), "missing": len(missing), "duplicated": len(duplicated),
-            "items_over_target_or_miscounted": len(over) + (n_open != open_leases(study=study)), "open_trials": open_trials}  # fmt: skip
+    return {
+        "acknowledged": len(trial_ids),
+        "missing": len(missing),
+        "duplicated": len(duplicated),
+        "items_over_target_or_miscounted": len(over) + (n_open != open_leases(study=study)),
+        "open_trials": open_trials,
+    }
 
 
-def run(*, clients: int = 200, seconds: float = 30.0, workers: int = 2, threads: int = 2, hit_size: int = 20,
-        items: int = 4000, rate: float = 300.0, ramp: float | None = None) -> dict:  # fmt: skip
+def run(
+    *,
+    clients: int = 200,
+    seconds: float = 30.0,
+    workers: int = 2,
+    threads: int = 2,
+    hit_size: int = 20,
+    items: int = 4000,
+    rate: float = 300.0,
+    ramp: float | None = None,
+) -> dict:
     """Start gunicorn, measure the bare endpoint, then a back-to-back and a paced run against fresh
     studies. Returns {"runs", "checks", "bare", "analyzing", "params"}; `report` renders it."""
     db = settings.DATABASES["default"]
-    env = {k: os.environ[k] for k in ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CACHE_URL")
-           if k in os.environ}  # fmt: skip
+    env = {
+        k: os.environ[k]
+        for k in ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CACHE_URL")
+        if k in os.environ
+    }
     env.update({"DJANGO_SETTINGS_MODULE": "devtools.settings_loadtest"})
     log = Path(settings.DATA_DIR) / "loadtest-gunicorn.log"
     think = clients / rate
@@ -330,9 +465,18 @@ def run(*, clients: int = 200, seconds: float = 30.0, workers: int = 2, threads:
             n = max(len(result["acknowledged"]), 1)  # the CPU covers the whole run, ramp included
             result["cpu_ms"] = {k: 1000 * (after[k] - before[k]) / n for k in before}
             runs[name], checks[name] = result, verify(study, result["acknowledged"])
-    params = {"clients": clients, "seconds": seconds, "workers": workers, "threads": threads, "hit_size": hit_size,
-              "rate": rate, "ramp": ramp, "think": think, "per_hit": per_hit,
-              "engine": db["ENGINE"].rsplit(".", 1)[-1]}  # fmt: skip
+    params = {
+        "clients": clients,
+        "seconds": seconds,
+        "workers": workers,
+        "threads": threads,
+        "hit_size": hit_size,
+        "rate": rate,
+        "ramp": ramp,
+        "think": think,
+        "per_hit": per_hit,
+        "engine": db["ENGINE"].rsplit(".", 1)[-1],
+    }
     return {"runs": runs, "checks": checks, "bare": bare, "analyzing": analyzing, "params": params}
 
 
@@ -354,7 +498,8 @@ def report(measured: dict) -> str:
         return lambda r, c: "{p50:.0f} / {p95:.0f} / {p99:.0f} ms".format(**r["latency_ms"][op])
 
     lines = [
-        "## Load test: annotators against gunicorn + " + p["engine"], "",
+        "## Load test: annotators against gunicorn + " + p["engine"],
+        "",
         f"Machine: {machine_line()}. Command: `make loadtest` (`manage.py loadtest --clients {clients} --seconds "
         f"{seconds:g} --workers {workers} --threads {threads} --hit-size {hit_size} --rate {rate:g} --ramp {ramp:g}`): "
         "gunicorn gthread on loopback, throttles counted in Redis, the load generator on the same machine (it "
@@ -366,24 +511,36 @@ def report(measured: dict) -> str:
         "the annotator page does (the next trial is already loaded; answers post in order from an outbox), so "
         f"the crowd offers {rate:g} judgments/s. CPU per judgment is each side's CPU time over the run divided "
         "by the judgments stored."
-        + (" PostgreSQL's autovacuum is off on this machine, so the run ANALYZEs the engine's tables every 10 s, "
-           "as autovacuum would in service (its CPU counts in the PostgreSQL column)." if analyzing else ""), "",
-        "| measure | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs),
+        + (
+            " PostgreSQL's autovacuum is off on this machine, so the run ANALYZEs the engine's tables every 10 s, "
+            "as autovacuum would in service (its CPU counts in the PostgreSQL column)."
+            if analyzing
+            else ""
+        ),
+        "",
+        "| measure | " + " | ".join(runs) + " |",
+        "|---|" + "---|" * len(runs),
         row("judgments/s (acknowledged)", lambda r, c: f"{r['judgments_per_s']:.0f}"),
         row("submit latency p50 / p95 / p99", pct("submit")),
         row("next-batch latency p50 / p95 / p99", pct("next_batch")),
-        row("CPU per judgment: web / PostgreSQL / load generator",
-            lambda r, c: " / ".join(f"{r['cpu_ms'][k]:.1f}" for k in ("web", "postgres", "load generator")) + " ms"),
+        row(
+            "CPU per judgment: web / PostgreSQL / load generator",
+            lambda r, c: (
+                " / ".join(f"{r['cpu_ms'][k]:.1f}" for k in ("web", "postgres", "load generator")) + " ms"
+            ),
+        ),
         row("HITs completed, errors", lambda r, c: f"{r['hits']}, {len(r['errors'])}"),
-        row("acknowledged answers missing / duplicated / items over target",
-            lambda r, c: f"{c['missing']} / {c['duplicated']} / {c['items_over_target_or_miscounted']}"),
+        row(
+            "acknowledged answers missing / duplicated / items over target",
+            lambda r, c: f"{c['missing']} / {c['duplicated']} / {c['items_over_target_or_miscounted']}",
+        ),
         "",
         f"Bare Django JSON endpoint (`/livez`), same clients and server: {bare['requests_per_s']:.0f} requests/s "
         f"(p99 {bare['latency_ms']['p99']:.0f} ms); back-to-back judgments/s are "
         f"{runs['back to back']['judgments_per_s'] / bare['requests_per_s']:.2f} of that.",
         "",
         f"Target ({rate:g} judgments/s with p99 submit and next-batch latency under 200 ms, paced run): **{'met' if met else 'NOT met'}**.",
-    ]  # fmt: skip
+    ]
     return "\n".join(lines)
 
 
@@ -391,5 +548,11 @@ def problems(measured: dict) -> list:
     """(run, first errors, check) for each run with errors, or acknowledged answers missing, duplicated or
     over target."""
     runs, checks = measured["runs"], measured["checks"]
-    return [(k, r["errors"][:5], checks[k]) for k, r in runs.items() if r["errors"] or checks[k]["missing"]
-            or checks[k]["duplicated"] or checks[k]["items_over_target_or_miscounted"]]  # fmt: skip
+    return [
+        (k, r["errors"][:5], checks[k])
+        for k, r in runs.items()
+        if r["errors"]
+        or checks[k]["missing"]
+        or checks[k]["duplicated"]
+        or checks[k]["items_over_target_or_miscounted"]
+    ]

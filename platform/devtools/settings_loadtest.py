@@ -6,7 +6,9 @@ from config.settings.base import *  # noqa: F403
 DEBUG = False
 SECRET_KEY = SECRET_KEY or persistent_secret_key(DATA_DIR)  # noqa: F405
 SERVE_MEDIA = True
-REST_FRAMEWORK = {**REST_FRAMEWORK,  # noqa: F405
-                  "DEFAULT_THROTTLE_RATES": {"judgments": "100000/min", "assignment_start": "100000/min"}}  # fmt: skip
+REST_FRAMEWORK = {
+    **REST_FRAMEWORK,  # noqa: F405
+    "DEFAULT_THROTTLE_RATES": {"judgments": "100000/min", "assignment_start": "100000/min"},
+}
 DATABASES["default"]["CONN_MAX_AGE"] = 60  # noqa: F405
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405

@@ -42,10 +42,14 @@ class StudyExportListApi(APIView):
     """List a study's exports, or start a new one (a Celery job; poll the export until `done`)."""
 
     class InputSerializer(serializers.Serializer):
-        include_excluded = serializers.BooleanField(default=False,
-                                                    help_text="count judgments from QC-excluded assignments too")  # fmt: skip
-        include_user_agent = serializers.BooleanField(default=False, help_text="publish each judgment's browser user "
-                                                      "agent too (left out by default: it identifies participants)")  # fmt: skip
+        include_excluded = serializers.BooleanField(
+            default=False, help_text="count judgments from QC-excluded assignments too"
+        )
+        include_user_agent = serializers.BooleanField(
+            default=False,
+            help_text="publish each judgment's browser user "
+            "agent too (left out by default: it identifies participants)",
+        )
 
     @extend_schema(responses=ExportOutputSerializer(many=True))
     def get(self, request, study_id):
@@ -57,8 +61,12 @@ class StudyExportListApi(APIView):
         study = owned_study(request, study_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        export = export_create(study=study, user=request.user, include_excluded=data.validated_data["include_excluded"],
-                               include_user_agent=data.validated_data["include_user_agent"])  # fmt: skip
+        export = export_create(
+            study=study,
+            user=request.user,
+            include_excluded=data.validated_data["include_excluded"],
+            include_user_agent=data.validated_data["include_user_agent"],
+        )
         return Response(ExportOutputSerializer(export).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -82,10 +90,14 @@ class ExportDownloadApi(APIView):
     def get(self, request, export_id):
         export = owned_export(request, export_id)
         if export.status != Export.Status.DONE:
-            raise ApplicationError(f"the export is {export.status}", {"status": export.status}, status_code=409)
+            raise ApplicationError(
+                f"the export is {export.status}", {"status": export.status}, status_code=409
+            )
         path = Path(settings.MEDIA_ROOT) / export.archive
         if not path.is_file():
             raise ApplicationError("the archive file is missing from media storage", status_code=410)
-        response = FileResponse(path.open("rb"), as_attachment=True, filename=path.name, content_type="application/zip")
+        response = FileResponse(
+            path.open("rb"), as_attachment=True, filename=path.name, content_type="application/zip"
+        )
         response["ETag"] = f'"{export.sha256}"'
         return response

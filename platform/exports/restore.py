@@ -80,7 +80,11 @@ def _parse(field: models.Field, value):
 def dump_rows(study: Study, *, include_user_agent: bool = False) -> dict[str, list[dict]]:
     """Every row of the study, table by table (call inside the export's snapshot transaction)."""
     study_fields = [f.attname for f in _fields(Study)]
-    out = {"study": [{k: _cell(v) for k, v in Study.objects.filter(pk=study.pk).values(*study_fields).get().items()}]}
+    out = {
+        "study": [
+            {k: _cell(v) for k, v in Study.objects.filter(pk=study.pk).values(*study_fields).get().items()}
+        ]
+    }
     scopes = {
         "items": {"study": study},
         "workers": {"assignments__study": study},
@@ -93,7 +97,10 @@ def dump_rows(study: Study, *, include_user_agent: bool = False) -> dict[str, li
         rows = model.objects.filter(**scopes[table]).distinct().order_by(*ordering).values(*names)
         out[table] = [{k: _cell(v) for k, v in row.items()} for row in rows]
     origins = hit_origins(out["judgments"])
-    out["judgments"] = [judgment_row_published(row, origins, include_user_agent=include_user_agent) for row in out["judgments"]]
+    out["judgments"] = [
+        judgment_row_published(row, origins, include_user_agent=include_user_agent)
+        for row in out["judgments"]
+    ]
     return out
 
 
@@ -101,12 +108,16 @@ def stimulus_path(rel: str) -> Path:
     """The file of an item's image path; only ``stimuli/<sha256>.png`` names one (an export never reads
     any other file, whatever a row says)."""
     if not isinstance(rel, str) or not STIMULUS.fullmatch(rel):
-        raise ApplicationError(f"{rel!r} is not a stimulus path (stimuli/<sha256>.png)", {"path": str(rel)[:200]})
+        raise ApplicationError(
+            f"{rel!r} is not a stimulus path (stimuli/<sha256>.png)", {"path": str(rel)[:200]}
+        )
     return Path(settings.MEDIA_ROOT) / rel
 
 
 def media_paths(items: list[dict]) -> list[str]:
-    return sorted({row[key] for row in items for key in ("ref_image", "p0_image", "p1_image") if row.get(key)})
+    return sorted(
+        {row[key] for row in items for key in ("ref_image", "p0_image", "p1_image") if row.get(key)}
+    )
 
 
 def write_restore(zf_add, rows: dict[str, list[dict]]) -> dict:
@@ -143,14 +154,30 @@ def _restore_members(zf: zipfile.ZipFile, limits: dict) -> dict[str, zipfile.Zip
     """The restore/ members, checked against the directory limits and the expected names (nothing read yet)."""
     members = {m.filename: m for m in zf.infolist() if m.filename.startswith("restore/") and not m.is_dir()}
     if "restore/manifest.json" not in members:
-        raise _refuse("this archive has no restore/ section (exports before format perceptlab-restore/1 cannot be restored)")
-    if len(members) > limits["restore_max_files"] or sum(m.file_size for m in members.values()) > limits["restore_max_total_bytes"]:
+        raise _refuse(
+            "this archive has no restore/ section (exports before format perceptlab-restore/1 cannot be restored)"
+        )
+    if (
+        len(members) > limits["restore_max_files"]
+        or sum(m.file_size for m in members.values()) > limits["restore_max_total_bytes"]
+    ):
         raise _refuse("the archive is too large to restore")
     for name, member in members.items():
-        if name != "restore/manifest.json" and not TABLE_FILE.fullmatch(name) and not MEDIA_FILE.fullmatch(name):
-            raise _refuse(f"{name}: unexpected file (images must be restore/media/stimuli/<sha256>.png)", file=name)
-        too_big = member.file_size > limits["restore_max_file_bytes"] * (1 if MEDIA_FILE.fullmatch(name) else 64)
-        if too_big or (member.file_size > 1024 and member.file_size > max(member.compress_size, 1) * limits["max_compression_ratio"]):
+        if (
+            name != "restore/manifest.json"
+            and not TABLE_FILE.fullmatch(name)
+            and not MEDIA_FILE.fullmatch(name)
+        ):
+            raise _refuse(
+                f"{name}: unexpected file (images must be restore/media/stimuli/<sha256>.png)", file=name
+            )
+        too_big = member.file_size > limits["restore_max_file_bytes"] * (
+            1 if MEDIA_FILE.fullmatch(name) else 64
+        )
+        if too_big or (
+            member.file_size > 1024
+            and member.file_size > max(member.compress_size, 1) * limits["max_compression_ratio"]
+        ):
             raise _refuse(f"{name}: too large or too compressed", file=name)
     return members
 
@@ -160,13 +187,22 @@ def _restore_manifest(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]) 
     try:
         manifest = json.loads(zf.read("restore/manifest.json"))
     except (ValueError, zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
-        raise _refuse(f"restore/manifest.json is not readable JSON ({exc.__class__.__name__})", file="restore/manifest.json") from exc
+        raise _refuse(
+            f"restore/manifest.json is not readable JSON ({exc.__class__.__name__})",
+            file="restore/manifest.json",
+        ) from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         fmt = manifest.get("format") if isinstance(manifest, dict) else None
         raise _refuse(f"unknown restore format {fmt!r} (this version reads {FORMAT})")
     files, counts = manifest.get("files"), manifest.get("rows")
-    if not isinstance(files, dict) or not isinstance(counts, dict) or not all(isinstance(v, str) for v in files.values()):
-        raise _refuse("restore/manifest.json has no valid files and rows sections", file="restore/manifest.json")
+    if (
+        not isinstance(files, dict)
+        or not isinstance(counts, dict)
+        or not all(isinstance(v, str) for v in files.values())
+    ):
+        raise _refuse(
+            "restore/manifest.json has no valid files and rows sections", file="restore/manifest.json"
+        )
     for name in files:
         if name not in members:
             raise _refuse(f"{name} is listed in the manifest but missing", file=name)
@@ -181,8 +217,13 @@ def _restore_image(name: str, data: bytes, rel: str, limits: dict) -> None:
     if hashlib.sha256(data).hexdigest() != STIMULUS.fullmatch(rel)["sha"]:
         raise _refuse(f"{name}: content does not hash to its name (stimuli are content-addressed)", file=name)
     # a real PNG within the pixel cap (read from the header before decoding), not a page or script
-    decode_image(name, data, formats={"PNG"}, max_side=limits["restore_max_image_pixels"],
-                 max_pixels=limits["restore_max_image_pixels"])  # fmt: skip
+    decode_image(
+        name,
+        data,
+        formats={"PNG"},
+        max_side=limits["restore_max_image_pixels"],
+        max_pixels=limits["restore_max_image_pixels"],
+    )
 
 
 def _restore_table(name: str, data: bytes) -> list[dict]:
@@ -208,7 +249,9 @@ def _read_archive(zf: zipfile.ZipFile) -> _Archive:
         try:
             data = zf.read(members[name])
         except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError) as exc:
-            raise _refuse(f"{name}: cannot be read from the zip ({exc.__class__.__name__})", file=name) from exc
+            raise _refuse(
+                f"{name}: cannot be read from the zip ({exc.__class__.__name__})", file=name
+            ) from exc
         if hashlib.sha256(data).hexdigest() != digest:
             raise _refuse(f"{name}: content does not match its sha256 in the manifest", file=name)
         media = MEDIA_FILE.fullmatch(name)
@@ -219,7 +262,10 @@ def _read_archive(zf: zipfile.ZipFile) -> _Archive:
         tables[TABLE_FILE.fullmatch(name)["table"]] = _restore_table(name, data)
     for table in ("study", *(t for t, _, _ in TABLES)):
         if len(tables.get(table, ())) != counts.get(table):
-            raise _refuse(f"restore/{table}.jsonl does not hold {counts.get(table)!r} rows", file=f"restore/{table}.jsonl")
+            raise _refuse(
+                f"restore/{table}.jsonl does not hold {counts.get(table)!r} rows",
+                file=f"restore/{table}.jsonl",
+            )
     if len(tables["study"]) != 1:
         raise _refuse("restore/study.jsonl must hold exactly one study", file="restore/study.jsonl")
     return _Archive(manifest, tables, images)
@@ -231,7 +277,9 @@ def _objects(model, table: str, rows: list[dict], rebind: dict) -> list:
     a row can only point at rows of the same archive (or at the worker identity it was matched to)."""
     fields = _fields(model)
     relations = [f.name for f in fields if f.is_relation]
-    rebind = {f.attname: rebind.get(f.attname, {}) for f in fields if f.is_relation}  # unmapped: nothing allowed
+    rebind = {
+        f.attname: rebind.get(f.attname, {}) for f in fields if f.is_relation
+    }  # unmapped: nothing allowed
     out = []
     for n, row in enumerate(rows, start=1):
         where = f"restore/{table}.jsonl line {n}"
@@ -240,20 +288,27 @@ def _objects(model, table: str, rows: list[dict], rebind: dict) -> list:
             try:
                 value = _parse(f, row.get(f.attname))
             except (DjangoValidationError, TypeError, ValueError, AttributeError) as exc:
-                raise _refuse(f"{where}: {f.attname} is not valid ({exc})", file=f"restore/{table}.jsonl", line=n) from exc
+                raise _refuse(
+                    f"{where}: {f.attname} is not valid ({exc})", file=f"restore/{table}.jsonl", line=n
+                ) from exc
             if f.is_relation:
                 if value is None and f.null:
                     pass
                 elif value not in rebind[f.attname]:
-                    raise _refuse(f"{where}: {f.attname} {value} is not a row of this archive", file=f"restore/{table}.jsonl",
-                                  line=n)  # fmt: skip
+                    raise _refuse(
+                        f"{where}: {f.attname} {value} is not a row of this archive",
+                        file=f"restore/{table}.jsonl",
+                        line=n,
+                    )
                 else:
                     value = rebind[f.attname][value]
             values[f.attname] = value
         obj = model(**values)
         try:
             # a null the database allows is fine even where the model's forms would want a value
-            obj.clean_fields(exclude=relations + [f.name for f in fields if f.null and values[f.attname] is None])
+            obj.clean_fields(
+                exclude=relations + [f.name for f in fields if f.null and values[f.attname] is None]
+            )
         except DjangoValidationError as exc:
             raise _refuse(f"{where}: {exc.message_dict}", file=f"restore/{table}.jsonl", line=n) from exc
         out.append(obj)
@@ -275,11 +330,14 @@ def _refuse_existing(model, table: str, ids: set) -> None:
     """No archive row may take (and so overwrite or join) a row that already exists here."""
     chunk = list(ids)
     for i in range(0, len(chunk), 500):
-        taken = model.objects.filter(pk__in=chunk[i:i + 500]).values_list("pk", flat=True).first()
+        taken = model.objects.filter(pk__in=chunk[i : i + 500]).values_list("pk", flat=True).first()
         if taken is not None:
-            raise ApplicationError(f"restore/{table}.jsonl: row {taken} is already in this database (restore into a "
-                                   "database that does not hold this study)", {"file": f"restore/{table}.jsonl"},
-                                   status_code=409)  # fmt: skip
+            raise ApplicationError(
+                f"restore/{table}.jsonl: row {taken} is already in this database (restore into a "
+                "database that does not hold this study)",
+                {"file": f"restore/{table}.jsonl"},
+                status_code=409,
+            )
 
 
 def _check_images(items: list, images: dict[str, str]) -> dict[str, str]:
@@ -292,20 +350,30 @@ def _check_images(items: list, images: dict[str, str]) -> dict[str, str]:
             if rel == "" and key == "p1_image":
                 continue
             if not STIMULUS.fullmatch(rel):
-                raise _refuse(f"restore/items.jsonl line {n}: {key} {rel[:200]!r} is not a stimulus path "
-                              "(stimuli/<sha256>.png)", file="restore/items.jsonl", line=n)  # fmt: skip
+                raise _refuse(
+                    f"restore/items.jsonl line {n}: {key} {rel[:200]!r} is not a stimulus path "
+                    "(stimuli/<sha256>.png)",
+                    file="restore/items.jsonl",
+                    line=n,
+                )
             referenced.add(rel)
     unused = set(images) - referenced
     if unused:
-        raise _refuse(f"restore/media/{min(unused)} is not referenced by any item", file=f"restore/media/{min(unused)}")
+        raise _refuse(
+            f"restore/media/{min(unused)} is not referenced by any item", file=f"restore/media/{min(unused)}"
+        )
     media = Path(settings.MEDIA_ROOT)
     missing = {}
     for rel in sorted(referenced):
         path = media / rel
         if path.is_file():
             if hashlib.sha256(path.read_bytes()).hexdigest() != STIMULUS.fullmatch(rel)["sha"]:
-                raise ApplicationError(f"{rel} on this server does not hash to its name; an operator must check it "
-                                       "before this archive can be restored", {"file": rel}, status_code=409)  # fmt: skip
+                raise ApplicationError(
+                    f"{rel} on this server does not hash to its name; an operator must check it "
+                    "before this archive can be restored",
+                    {"file": rel},
+                    status_code=409,
+                )
         elif rel in images:
             missing[rel] = images[rel]
         else:
@@ -355,7 +423,11 @@ def _restore_workers(rows: list[dict]) -> tuple[dict, list]:
     worker_map = {}
     new_workers = []
     for w in workers:
-        known = Worker.objects.filter(platform=w.platform, external_hash=w.external_hash).values_list("pk", flat=True).first()
+        known = (
+            Worker.objects.filter(platform=w.platform, external_hash=w.external_hash)
+            .values_list("pk", flat=True)
+            .first()
+        )
         worker_map[w.pk] = known if known is not None else w.pk
         if known is None:
             new_workers.append(w)
@@ -376,12 +448,17 @@ def _restore_write(zf: zipfile.ZipFile, study: Study, rows: list[tuple], new_ima
             media = Path(settings.MEDIA_ROOT)
             for rel, member in new_images.items():
                 data = zf.read(member)
-                if hashlib.sha256(data).hexdigest() != STIMULUS.fullmatch(rel)["sha"]:  # the zip changed underneath
+                if (
+                    hashlib.sha256(data).hexdigest() != STIMULUS.fullmatch(rel)["sha"]
+                ):  # the zip changed underneath
                     raise _refuse(f"{member}: content does not hash to its name", file=member)
                 _write_new_file(media / rel, data)
     except IntegrityError as exc:
-        raise ApplicationError(f"the archive's rows conflict with each other or with this database: {exc}",
-                               {"field": "archive"}, status_code=409) from exc  # fmt: skip
+        raise ApplicationError(
+            f"the archive's rows conflict with each other or with this database: {exc}",
+            {"field": "archive"},
+            status_code=409,
+        ) from exc
 
 
 def _restore(zf: zipfile.ZipFile, owner) -> Study:
@@ -398,24 +475,50 @@ def _restore(zf: zipfile.ZipFile, owner) -> Study:
     item_ids = _check_ids("items", items)
     worker_map, new_workers = _restore_workers(tables["workers"])
     same = {i: i for i in item_ids}
-    assignments = _objects(Assignment, "assignments", _rebind(tables["assignments"], study),
-                           {**rebound, "worker_id": worker_map})  # fmt: skip
+    assignments = _objects(
+        Assignment, "assignments", _rebind(tables["assignments"], study), {**rebound, "worker_id": worker_map}
+    )
     assignment_ids = _check_ids("assignments", assignments)
-    trials = _objects(Trial, "trials", tables["trials"],
-                      {"assignment_id": {i: i for i in assignment_ids}, "worker_id": worker_map, "item_id": same})  # fmt: skip
+    trials = _objects(
+        Trial,
+        "trials",
+        tables["trials"],
+        {"assignment_id": {i: i for i in assignment_ids}, "worker_id": worker_map, "item_id": same},
+    )
     trial_ids = _check_ids("trials", trials)
-    judgments = _objects(Judgment, "judgments", tables["judgments"],
-                         {"trial_id": {i: i for i in trial_ids}, "assignment_id": {i: i for i in assignment_ids},
-                          "worker_id": worker_map, "item_id": same})  # fmt: skip
+    judgments = _objects(
+        Judgment,
+        "judgments",
+        tables["judgments"],
+        {
+            "trial_id": {i: i for i in trial_ids},
+            "assignment_id": {i: i for i in assignment_ids},
+            "worker_id": worker_map,
+            "item_id": same,
+        },
+    )
     judgment_ids = _check_ids("judgments", judgments)
-    for table, model, ids in (("items", Item, item_ids), ("workers", Worker, {w.pk for w in new_workers}),
-                              ("assignments", Assignment, assignment_ids), ("trials", Trial, trial_ids),
-                              ("judgments", Judgment, judgment_ids)):  # fmt: skip
+    for table, model, ids in (
+        ("items", Item, item_ids),
+        ("workers", Worker, {w.pk for w in new_workers}),
+        ("assignments", Assignment, assignment_ids),
+        ("trials", Trial, trial_ids),
+        ("judgments", Judgment, judgment_ids),
+    ):
         _refuse_existing(model, table, ids)
     new_images = _check_images(items, checked.images)
     # all checked: now write, rows first (one transaction), the new image files last inside it
-    _restore_write(zf, study, [(Item, items), (Worker, new_workers), (Assignment, assignments), (Trial, trials),
-                               (Judgment, judgments)], new_images)  # fmt: skip
+    _restore_write(
+        zf,
+        study,
+        [
+            (Item, items),
+            (Worker, new_workers),
+            (Assignment, assignments),
+            (Trial, trials),
+            (Judgment, judgments),
+        ],
+        new_images,
+    )
     logger.info("restored study %s: %s", study.pk, checked.manifest["rows"])
     return study
-

@@ -48,15 +48,21 @@ EXPORTS_DIR = "exports"
 ZIP_DATE = (2018, 1, 1, 0, 0, 0)  # fixed member timestamps: same content, same bytes
 
 
-def export_create(*, study: Study, user=None, include_excluded: bool = False, include_user_agent: bool = False) -> Export:
+def export_create(
+    *, study: Study, user=None, include_excluded: bool = False, include_user_agent: bool = False
+) -> Export:
     """Reserve the next version number and queue the build job."""
     for _ in range(5):
         try:
             with transaction.atomic():
                 last = study.exports.aggregate(v=Max("version"))["v"] or 0
-                export = Export.objects.create(study=study, version=last + 1, created_by=user,
-                                               include_excluded=include_excluded,
-                                               include_user_agent=include_user_agent)  # fmt: skip
+                export = Export.objects.create(
+                    study=study,
+                    version=last + 1,
+                    created_by=user,
+                    include_excluded=include_excluded,
+                    include_user_agent=include_user_agent,
+                )
                 enqueue_on_commit("exports.export_build", str(export.pk))
                 return export
         except IntegrityError:  # two requests raced for the same version number
@@ -65,30 +71,83 @@ def export_create(*, study: Study, user=None, include_excluded: bool = False, in
 
 
 def _snapshot_rows(study: Study, include_user_agent: bool = False) -> dict:
-    items = list(Item.objects.filter(study=study).order_by("index").values(
-        "id", "index", "split", "category", "role", "ref_image", "p0_image", "p1_image", "expected", "records"))  # fmt: skip
+    items = list(
+        Item.objects.filter(study=study)
+        .order_by("index")
+        .values(
+            "id",
+            "index",
+            "split",
+            "category",
+            "role",
+            "ref_image",
+            "p0_image",
+            "p1_image",
+            "expected",
+            "records",
+        )
+    )
     judgments = list(
         Judgment.objects.filter(item__study=study)
         .exclude(kind=Trial.Kind.PRACTICE)
         .order_by("created_at", "id")
-        .values("id", "item_id", "assignment_id", "kind", "response", "choice", "presented_left", "correct",
-                "rt_ms", "client_shown_at", "client_answered_at", "durations", "timing_flagged", "display",
-                "created_at", "worker__external_hash", "worker__is_simulated", "assignment__excluded")  # fmt: skip
+        .values(
+            "id",
+            "item_id",
+            "assignment_id",
+            "kind",
+            "response",
+            "choice",
+            "presented_left",
+            "correct",
+            "rt_ms",
+            "client_shown_at",
+            "client_answered_at",
+            "durations",
+            "timing_flagged",
+            "display",
+            "created_at",
+            "worker__external_hash",
+            "worker__is_simulated",
+            "assignment__excluded",
+        )
     )
     assignments = list(
-        Assignment.objects.filter(study=study).order_by("created_at", "id")
-        .values("id", "platform", "status", "excluded", "qc", "n_trials", "n_answered", "created_at",
-                "submitted_at", "worker__external_hash", "worker__is_simulated")  # fmt: skip
+        Assignment.objects.filter(study=study)
+        .order_by("created_at", "id")
+        .values(
+            "id",
+            "platform",
+            "status",
+            "excluded",
+            "qc",
+            "n_trials",
+            "n_answered",
+            "created_at",
+            "submitted_at",
+            "worker__external_hash",
+            "worker__is_simulated",
+        )
     )
     # each HIT's first client timestamp (practice included): client times are published relative to it
     origins = {}
-    for a, shown, answered in (Judgment.objects.filter(assignment__study=study).order_by().values("assignment_id")
-                               .annotate(s=Min("client_shown_at"), a=Min("client_answered_at")).values_list("assignment_id", "s", "a")):  # fmt: skip
+    for a, shown, answered in (
+        Judgment.objects.filter(assignment__study=study)
+        .order_by()
+        .values("assignment_id")
+        .annotate(s=Min("client_shown_at"), a=Min("client_answered_at"))
+        .values_list("assignment_id", "s", "a")
+    ):
         first = min((t for t in (shown, answered) if t is not None), default=None)
         if first is not None:
             origins[str(a)] = first
-    return {"items": items, "judgments": judgments, "assignments": assignments, "origins": origins,
-            "restore": dump_rows(study, include_user_agent=include_user_agent)}  # fmt: skip
+    return {
+        "items": items,
+        "judgments": judgments,
+        "assignments": assignments,
+        "origins": origins,
+        "restore": dump_rows(study, include_user_agent=include_user_agent),
+    }
 
 
 def _read_snapshot(study: Study, include_user_agent: bool = False) -> dict:
@@ -139,47 +198,86 @@ def _write_bapps(zf: zipfile.ZipFile, kind: str, groups: dict, votes: dict) -> t
             paths = {}
             for sub, rel in parts.items():
                 path = f"{base}/{sub}/{stem}.png"
-                _zip_add(zf, path, stimulus_path(rel).read_bytes(), compress=False)  # stimuli/<sha256>.png only
+                _zip_add(
+                    zf, path, stimulus_path(rel).read_bytes(), compress=False
+                )  # stimuli/<sha256>.png only
                 paths[sub] = path
             npy = io.BytesIO()
             np.save(npy, np.array([positive / total], dtype=np.float32))
             _zip_add(zf, f"{base}/{'judge' if kind == '2afc' else 'same'}/{stem}.npy", npy.getvalue())
             paths_of[row["id"]] = f"{split}/{category}/{stem}"
-            line = {"kind": kind, "id": row["index"], "split": split, "category": category, "stem": stem, **paths,
-                    ("p1_votes" if kind == "2afc" else "same_votes"): positive, "n_votes": total,
-                    "records": row["records"]}  # fmt: skip
+            line = {
+                "kind": kind,
+                "id": row["index"],
+                "split": split,
+                "category": category,
+                "stem": stem,
+                **paths,
+                ("p1_votes" if kind == "2afc" else "same_votes"): positive,
+                "n_votes": total,
+                "records": row["records"],
+            }
             item_lines.append(line)
     return item_lines, paths_of
 
 
-def _judgment_line(j: dict, item: dict, *, kind: str, bapps: str | None, origin, include_excluded: bool,
-                   include_user_agent: bool) -> dict:  # fmt: skip
+def _judgment_line(
+    j: dict,
+    item: dict,
+    *,
+    kind: str,
+    bapps: str | None,
+    origin,
+    include_excluded: bool,
+    include_user_agent: bool,
+) -> dict:
     """One judgments.jsonl line: client times relative to the HIT, no user agent unless asked for."""
     excluded = j["assignment__excluded"]
     return {
-        "id": str(j["id"]), "item": item["index"], "role": j["kind"], "split": item["split"],
-        "category": item["category"], "bapps": bapps, "assignment": str(j["assignment_id"]),
-        "worker": j["worker__external_hash"], "simulated": j["worker__is_simulated"],
+        "id": str(j["id"]),
+        "item": item["index"],
+        "role": j["kind"],
+        "split": item["split"],
+        "category": item["category"],
+        "bapps": bapps,
+        "assignment": str(j["assignment_id"]),
+        "worker": j["worker__external_hash"],
+        "simulated": j["worker__is_simulated"],
         "choice": (f"p{j['choice']}" if kind == "2afc" else ("same" if j["choice"] else "different")),
-        "response": j["response"], "presented_left": j["presented_left"], "sentinel_correct": j["correct"],
-        "rt_ms": j["rt_ms"], "shown_ms": since_origin(j["client_shown_at"], origin),
+        "response": j["response"],
+        "presented_left": j["presented_left"],
+        "sentinel_correct": j["correct"],
+        "rt_ms": j["rt_ms"],
+        "shown_ms": since_origin(j["client_shown_at"], origin),
         "answered_ms": since_origin(j["client_answered_at"], origin),
-        "durations": j["durations"], "timing_flagged": j["timing_flagged"],
+        "durations": j["durations"],
+        "timing_flagged": j["timing_flagged"],
         "display": display_published(j["display"], include_user_agent=include_user_agent),
-        "excluded": excluded, "counted": j["kind"] == Trial.Kind.TEST and (include_excluded or not excluded),
+        "excluded": excluded,
+        "counted": j["kind"] == Trial.Kind.TEST and (include_excluded or not excluded),
         "created_at": _iso(j["created_at"]),
-    }  # fmt: skip
+    }
 
 
 def _assignment_line(a: dict) -> dict:
-    return {"id": str(a["id"]), "worker": a["worker__external_hash"], "simulated": a["worker__is_simulated"],
-            "platform": a["platform"], "status": a["status"], "excluded": a["excluded"], "qc": a["qc"],
-            "n_trials": a["n_trials"], "n_answered": a["n_answered"], "created_at": _iso(a["created_at"]),
-            "submitted_at": _iso(a["submitted_at"])}  # fmt: skip
+    return {
+        "id": str(a["id"]),
+        "worker": a["worker__external_hash"],
+        "simulated": a["worker__is_simulated"],
+        "platform": a["platform"],
+        "status": a["status"],
+        "excluded": a["excluded"],
+        "qc": a["qc"],
+        "n_trials": a["n_trials"],
+        "n_answered": a["n_answered"],
+        "created_at": _iso(a["created_at"]),
+        "submitted_at": _iso(a["submitted_at"]),
+    }
 
 
-def export_archive_bytes(*, study: Study, include_excluded: bool = False, version: int = 0,
-                         include_user_agent: bool = False) -> tuple[bytes, dict]:  # fmt: skip
+def export_archive_bytes(
+    *, study: Study, include_excluded: bool = False, version: int = 0, include_user_agent: bool = False
+) -> tuple[bytes, dict]:
     """Build the archive in memory from one consistent snapshot; returns (zip bytes, summary). Client times
     relative to each HIT, no user agent unless asked for (judgments.privacy)."""
     rows = _read_snapshot(study, include_user_agent)
@@ -197,14 +295,23 @@ def export_archive_bytes(*, study: Study, include_excluded: bool = False, versio
     with zipfile.ZipFile(buffer, "w") as zf:
         item_lines, paths_of = _write_bapps(zf, kind, groups, votes)
         judgment_lines = [
-            _judgment_line(j, items[j["item_id"]], kind=kind, bapps=paths_of.get(j["item_id"]),
-                           origin=origins.get(str(j["assignment_id"])), include_excluded=include_excluded,
-                           include_user_agent=include_user_agent)  # fmt: skip
+            _judgment_line(
+                j,
+                items[j["item_id"]],
+                kind=kind,
+                bapps=paths_of.get(j["item_id"]),
+                origin=origins.get(str(j["assignment_id"])),
+                include_excluded=include_excluded,
+                include_user_agent=include_user_agent,
+            )
             for j in rows["judgments"]
         ]
         assignment_lines = [_assignment_line(a) for a in rows["assignments"]]
-        for name, lines in (("items.jsonl", item_lines), ("judgments.jsonl", judgment_lines),
-                            ("assignments.jsonl", assignment_lines)):  # fmt: skip
+        for name, lines in (
+            ("items.jsonl", item_lines),
+            ("judgments.jsonl", judgment_lines),
+            ("assignments.jsonl", assignment_lines),
+        ):
             data = "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines).encode()
             digests[name] = hashlib.sha256(data).hexdigest()
             _zip_add(zf, name, data)
@@ -221,10 +328,15 @@ def export_archive_bytes(*, study: Study, include_excluded: bool = False, versio
             "categories": sorted({f"{s}/{c}" for s, c in groups}),
             "files": digests,
         }
-        summary["restore_rows"] = write_restore(lambda name, data, compress: _zip_add(zf, name, data, compress),
-                                                rows["restore"])["rows"]  # fmt: skip
-        meta = {**summary, "collection_config": study.collection, "build_config": study.build_config,
-                "format": "perceptlab-export/1"}  # fmt: skip
+        summary["restore_rows"] = write_restore(
+            lambda name, data, compress: _zip_add(zf, name, data, compress), rows["restore"]
+        )["rows"]
+        meta = {
+            **summary,
+            "collection_config": study.collection,
+            "build_config": study.build_config,
+            "format": "perceptlab-export/1",
+        }
         _zip_add(zf, "export.json", json.dumps(meta, indent=2, sort_keys=True).encode())
     return buffer.getvalue(), summary
 
@@ -236,8 +348,12 @@ def export_build(*, export: Export) -> Export:
     Export.objects.filter(pk=export.pk).update(status=Export.Status.RUNNING)
     study = export.study
     try:
-        data, summary = export_archive_bytes(study=study, include_excluded=export.include_excluded, version=export.version,
-                                             include_user_agent=export.include_user_agent)  # fmt: skip
+        data, summary = export_archive_bytes(
+            study=study,
+            include_excluded=export.include_excluded,
+            version=export.version,
+            include_user_agent=export.include_user_agent,
+        )
         rel = f"{EXPORTS_DIR}/{study.pk}/{slugify(study.name)[:60] or 'study'}-v{export.version}.zip"
         path = Path(settings.MEDIA_ROOT) / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,11 +364,22 @@ def export_build(*, export: Export) -> Export:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         Export.objects.filter(pk=export.pk).update(
-            status=Export.Status.DONE, archive=rel, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data),
-            summary=summary, finished_at=timezone.now(), error="",
-        )  # fmt: skip
-        logger.info("export %s v%d: %d items, %d judgments, %d bytes", study.pk, export.version,
-                    summary["n_items"], summary["n_judgments"], len(data))  # fmt: skip
+            status=Export.Status.DONE,
+            archive=rel,
+            sha256=hashlib.sha256(data).hexdigest(),
+            size_bytes=len(data),
+            summary=summary,
+            finished_at=timezone.now(),
+            error="",
+        )
+        logger.info(
+            "export %s v%d: %d items, %d judgments, %d bytes",
+            study.pk,
+            export.version,
+            summary["n_items"],
+            summary["n_judgments"],
+            len(data),
+        )
     except Exception as exc:
         Export.objects.filter(pk=export.pk).update(status=Export.Status.FAILED, error=repr(exc)[:2000])
         raise

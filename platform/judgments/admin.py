@@ -30,8 +30,22 @@ class AssignmentAdmin(admin.ModelAdmin):
     list_display = ("id", "study", "platform", "status", "n_answered", "n_trials", "excluded", "created_at")
     list_filter = ("status", "platform", "excluded", "study")
     # status changes go through the services (the reject action), which keep the items' counters right
-    readonly_fields = ("token", "worker", "study", "status", "lease_expires_at", "excluded", "submitted_at", "n_trials",
-                       "n_answered", "qc", "platform_info", "completion_code", "last_answer_at", "client_hash")  # fmt: skip
+    readonly_fields = (
+        "token",
+        "worker",
+        "study",
+        "status",
+        "lease_expires_at",
+        "excluded",
+        "submitted_at",
+        "n_trials",
+        "n_answered",
+        "qc",
+        "platform_info",
+        "completion_code",
+        "last_answer_at",
+        "client_hash",
+    )
     inlines = [TrialInline]
     actions = ["reject"]
 
@@ -44,8 +58,17 @@ class AssignmentAdmin(admin.ModelAdmin):
 
 @admin.register(Judgment)
 class JudgmentAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "item", "kind", "response", "choice", "presented_left", "correct", "rt_ms",
-                    "timing_flagged")  # fmt: skip
+    list_display = (
+        "created_at",
+        "item",
+        "kind",
+        "response",
+        "choice",
+        "presented_left",
+        "correct",
+        "rt_ms",
+        "timing_flagged",
+    )
     list_filter = ("kind", "timing_flagged", "correct")
     raw_id_fields = ("trial", "assignment", "item", "worker")
 

@@ -78,8 +78,13 @@ class AssignmentOutputSerializer(serializers.Serializer):
 
 def _study_public(study: Study) -> dict:
     config = study.collection
-    return {"id": str(study.pk), "name": study.name, "kind": study.kind, "timing": config["timing"],
-            "instructions": config["instructions"]}  # fmt: skip
+    return {
+        "id": str(study.pk),
+        "name": study.name,
+        "kind": study.kind,
+        "timing": config["timing"],
+        "instructions": config["instructions"],
+    }
 
 
 def assignment_output(assignment: Assignment, trials: list | None = None, **extra) -> dict:
@@ -90,11 +95,18 @@ def assignment_output(assignment: Assignment, trials: list | None = None, **extr
     pending = [t["position"] for t in trials if not t["answered"]]
     completion = completion_for(assignment) if assignment.status == Assignment.Status.SUBMITTED else None
     return {
-        "token": assignment.token, "status": assignment.status, "kind": assignment.study.kind,
-        "study": _study_public(assignment.study), "lease_expires_at": assignment.lease_expires_at,
-        "n_trials": assignment.n_trials, "n_answered": sum(1 for t in trials if t["answered"]),
-        "next_position": pending[0] if pending else None, "trials": trials, "completion": completion, **extra,
-    }  # fmt: skip
+        "token": assignment.token,
+        "status": assignment.status,
+        "kind": assignment.study.kind,
+        "study": _study_public(assignment.study),
+        "lease_expires_at": assignment.lease_expires_at,
+        "n_trials": assignment.n_trials,
+        "n_answered": sum(1 for t in trials if t["answered"]),
+        "next_position": pending[0] if pending else None,
+        "trials": trials,
+        "completion": completion,
+        **extra,
+    }
 
 
 class AssignmentStartApi(AnnotatorApi):
@@ -105,29 +117,53 @@ class AssignmentStartApi(AnnotatorApi):
     throttle_classes = [AssignmentStartThrottle]
 
     class InputSerializer(serializers.Serializer):
-        platform = serializers.ChoiceField(choices=[Platform.PROLIFIC, Platform.MTURK, Platform.ANONYMOUS, Platform.SIMULATED],
-                                           help_text="simulated: simulation studies only (manage.py simulate_crowd)")  # fmt: skip
-        worker_id = serializers.CharField(required=False, allow_blank=True, max_length=128,
-                                          help_text="PROLIFIC_PID, MTurk workerId, or the anonymous id")  # fmt: skip
+        platform = serializers.ChoiceField(
+            choices=[Platform.PROLIFIC, Platform.MTURK, Platform.ANONYMOUS, Platform.SIMULATED],
+            help_text="simulated: simulation studies only (manage.py simulate_crowd)",
+        )
+        worker_id = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            max_length=128,
+            help_text="PROLIFIC_PID, MTurk workerId, or the anonymous id",
+        )
         consent = serializers.BooleanField()
-        study_id = serializers.CharField(required=False, allow_blank=True, max_length=256, help_text="Prolific STUDY_ID")
-        session_id = serializers.CharField(required=False, allow_blank=True, max_length=256, help_text="Prolific SESSION_ID")
+        study_id = serializers.CharField(
+            required=False, allow_blank=True, max_length=256, help_text="Prolific STUDY_ID"
+        )
+        session_id = serializers.CharField(
+            required=False, allow_blank=True, max_length=256, help_text="Prolific SESSION_ID"
+        )
         hit_id = serializers.CharField(required=False, allow_blank=True, max_length=256)
         assignment_id = serializers.CharField(required=False, allow_blank=True, max_length=256)
         turk_submit_to = serializers.CharField(required=False, allow_blank=True, max_length=256)
 
-    @extend_schema(request=InputSerializer, responses={200: AssignmentOutputSerializer, 201: AssignmentOutputSerializer})
+    @extend_schema(
+        request=InputSerializer, responses={200: AssignmentOutputSerializer, 201: AssignmentOutputSerializer}
+    )
     def post(self, request, study_id):
         study = get_object_or_404(Study, pk=study_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        info = {k: v[k] for k in ("study_id", "session_id", "hit_id", "assignment_id", "turk_submit_to") if v.get(k)}
-        result, issued_id = assignment_request(study=study, platform=v["platform"], worker_id=v.get("worker_id") or "",
-                                               consent=v["consent"], platform_info=info, client_ip=client_ip(request))  # fmt: skip
+        info = {
+            k: v[k]
+            for k in ("study_id", "session_id", "hit_id", "assignment_id", "turk_submit_to")
+            if v.get(k)
+        }
+        result, issued_id = assignment_request(
+            study=study,
+            platform=v["platform"],
+            worker_id=v.get("worker_id") or "",
+            consent=v["consent"],
+            platform_info=info,
+            client_ip=client_ip(request),
+        )
         if isinstance(result, Preview):
-            images = [{slot: example_url(study_id=study.pk, n=k, slot=slot) for slot in IMAGE_SLOTS[study.kind]}
-                      for k in range(result.n_examples)]  # fmt: skip
+            images = [
+                {slot: example_url(study_id=study.pk, n=k, slot=slot) for slot in IMAGE_SLOTS[study.kind]}
+                for k in range(result.n_examples)
+            ]
             return Response({"preview": True, "study": _study_public(study), "examples": images})
         extra = {"worker_id": issued_id} if issued_id else {}
         code = status.HTTP_201_CREATED if result.created else status.HTTP_200_OK
@@ -147,7 +183,10 @@ class AssignmentDetailApi(AnnotatorApi):
 
 
 class AssignmentHeartbeatApi(AnnotatorApi):
-    @extend_schema(request=None, responses=inline_serializer("Heartbeat", {"lease_expires_at": serializers.DateTimeField()}))
+    @extend_schema(
+        request=None,
+        responses=inline_serializer("Heartbeat", {"lease_expires_at": serializers.DateTimeField()}),
+    )
     def post(self, request, token):
         assignment = assignment_heartbeat(token=token)
         return Response({"lease_expires_at": assignment.lease_expires_at})
@@ -161,8 +200,13 @@ def _answer_serializer_field(field) -> serializers.Field:
             extra["min_length"] = field.min_length
         return serializers.CharField(max_length=field.max_length, **extra)
     if field.kind == "number":
-        return serializers.FloatField(required=field.required, allow_null=not field.required, min_value=field.low,
-                                      max_value=field.high, **extra)  # fmt: skip
+        return serializers.FloatField(
+            required=field.required,
+            allow_null=not field.required,
+            min_value=field.low,
+            max_value=field.high,
+            **extra,
+        )
     if field.numbers:
         return serializers.DictField(required=field.required, child=serializers.FloatField(), **extra)
     return serializers.DictField(required=field.required, **extra)
@@ -173,10 +217,15 @@ class JudgmentSubmitApi(AnnotatorApi):
     retrying with the same key is safe (200 with the stored answer instead of 201)."""
 
     # Generated from ANSWER_FIELDS, the definition answer_input and judgment_submit check against.
-    InputSerializer = type("InputSerializer", (serializers.Serializer,), {
-        "__qualname__": "JudgmentSubmitApi.InputSerializer", "__module__": __name__,
-        **{field.name: _answer_serializer_field(field) for field in ANSWER_FIELDS},
-    })  # fmt: skip
+    InputSerializer = type(
+        "InputSerializer",
+        (serializers.Serializer,),
+        {
+            "__qualname__": "JudgmentSubmitApi.InputSerializer",
+            "__module__": __name__,
+            **{field.name: _answer_serializer_field(field) for field in ANSWER_FIELDS},
+        },
+    )
 
     class OutputSerializer(serializers.Serializer):
         trial = serializers.CharField()
@@ -192,13 +241,25 @@ class JudgmentSubmitApi(AnnotatorApi):
         # sizes) rather than by instantiating InputSerializer; both come from ANSWER_FIELDS.
         v = answer_input(request.data)
         result = judgment_submit(
-            token=token, trial_id=v["trial"], response=v["response"], rt_ms=v["rt_ms"],
-            idempotency_key=v["idempotency_key"], client_shown_at=v.get("client_shown_at"),
-            client_answered_at=v.get("client_answered_at"), durations=v.get("durations"), display=v.get("display"),
-        )  # fmt: skip
+            token=token,
+            trial_id=v["trial"],
+            response=v["response"],
+            rt_ms=v["rt_ms"],
+            idempotency_key=v["idempotency_key"],
+            client_shown_at=v.get("client_shown_at"),
+            client_answered_at=v.get("client_answered_at"),
+            durations=v.get("durations"),
+            display=v.get("display"),
+        )
         judgment = result.judgment
-        body = {"trial": v["trial"], "stored": True, "replayed": not result.created, "n_answered": result.n_answered,
-                "n_trials": result.n_trials, "correct": judgment.correct if judgment.kind == "practice" else None}  # fmt: skip
+        body = {
+            "trial": v["trial"],
+            "stored": True,
+            "replayed": not result.created,
+            "n_answered": result.n_answered,
+            "n_trials": result.n_trials,
+            "correct": judgment.correct if judgment.kind == "practice" else None,
+        }
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
 
@@ -269,19 +330,32 @@ class StudyExampleImageApi(AnnotatorApi):
 
     @extend_schema(responses={(200, "image/png"): bytes})
     def get(self, request, study_id, n, slot):
-        study = get_object_or_404(Study.objects.only("kind", "status"), pk=study_id, status=Study.Status.ACTIVE)
+        study = get_object_or_404(
+            Study.objects.only("kind", "status"), pk=study_id, status=Study.Status.ACTIVE
+        )
         if n >= N_EXAMPLES:
             raise Http404("no such example")
-        item = (study.items.filter(role=Item.Role.PRACTICE).order_by("index")
-                .only("ref_image", "p0_image", "p1_image")[n : n + 1].first())  # fmt: skip
-        return _image_response(slot_image(kind=study.kind, item=item, swap=False, slot=slot) if item else None)
+        item = (
+            study.items.filter(role=Item.Role.PRACTICE)
+            .order_by("index")
+            .only("ref_image", "p0_image", "p1_image")[n : n + 1]
+            .first()
+        )
+        return _image_response(
+            slot_image(kind=study.kind, item=item, swap=False, slot=slot) if item else None
+        )
 
 
 # --- researchers ----------------------------------------------------------------------------------------
 class StudyWorkersApi(APIView):
     """Per-worker QC statistics (hashed ids only)."""
 
-    @extend_schema(responses=inline_serializer("WorkerStats", {"worker": serializers.CharField(),
-                                                               "judgments": serializers.IntegerField()}, many=True))  # fmt: skip
+    @extend_schema(
+        responses=inline_serializer(
+            "WorkerStats",
+            {"worker": serializers.CharField(), "judgments": serializers.IntegerField()},
+            many=True,
+        )
+    )
     def get(self, request, study_id):
         return Response(worker_stats(study=owned_study(request, study_id)))

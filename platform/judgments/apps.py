@@ -8,7 +8,11 @@ def _allow_prepared_statements(sender, connection, **kwargs) -> None:
     PERCEPTLAB_PREPARED_STATEMENTS=0 behind a transaction-mode pooler."""
     from django.conf import settings
 
-    if connection.vendor == "postgresql" and settings.PREPARED_STATEMENTS and connection.connection.prepare_threshold is None:
+    if (
+        connection.vendor == "postgresql"
+        and settings.PREPARED_STATEMENTS
+        and connection.connection.prepare_threshold is None
+    ):
         connection.connection.prepare_threshold = 2**31 - 1
 
 

@@ -22,30 +22,61 @@ from judgments.models import Assignment, Platform
 from studies.apis import owned_study
 from studies.models import Study
 
-COLUMNS = ("assignment", "platform", "session_id", "platform_study", "status", "excluded", "reasons", "approve",
-           "submitted_at", "n_answered", "n_trials")  # fmt: skip
+COLUMNS = (
+    "assignment",
+    "platform",
+    "session_id",
+    "platform_study",
+    "status",
+    "excluded",
+    "reasons",
+    "approve",
+    "submitted_at",
+    "n_answered",
+    "n_trials",
+)
 # the platform_info keys that name the submission (to approve or reject) and the platform's study / HIT
 SESSION_KEY = {Platform.PROLIFIC: "session_id", Platform.MTURK: "assignment_id"}
 STUDY_KEY = {Platform.PROLIFIC: "study_id", Platform.MTURK: "hit_id"}
 
 
 def study_completions(*, study: Study) -> list[dict]:
-    rows = (Assignment.objects.filter(study=study, status__in=[Assignment.Status.SUBMITTED, Assignment.Status.REJECTED])
-            .order_by("submitted_at", "id")
-            .values("id", "platform", "platform_info", "status", "excluded", "qc", "submitted_at", "n_answered", "n_trials"))  # fmt: skip
+    rows = (
+        Assignment.objects.filter(
+            study=study, status__in=[Assignment.Status.SUBMITTED, Assignment.Status.REJECTED]
+        )
+        .order_by("submitted_at", "id")
+        .values(
+            "id",
+            "platform",
+            "platform_info",
+            "status",
+            "excluded",
+            "qc",
+            "submitted_at",
+            "n_answered",
+            "n_trials",
+        )
+    )
     out = []
     for a in rows.iterator():
         info = a["platform_info"] if isinstance(a["platform_info"], dict) else {}
         qc = a["qc"] if isinstance(a["qc"], dict) else {}
-        out.append({
-            "assignment": str(a["id"]), "platform": a["platform"],
-            "session_id": str(info.get(SESSION_KEY.get(a["platform"], ""), "") or ""),
-            "platform_study": str(info.get(STUDY_KEY.get(a["platform"], ""), "") or ""),
-            "status": a["status"], "excluded": a["excluded"], "reasons": [str(r) for r in qc.get("reasons", [])],
-            "approve": a["status"] == Assignment.Status.SUBMITTED and not a["excluded"],
-            "submitted_at": a["submitted_at"].isoformat() if a["submitted_at"] else None,
-            "n_answered": a["n_answered"], "n_trials": a["n_trials"],
-        })  # fmt: skip
+        out.append(
+            {
+                "assignment": str(a["id"]),
+                "platform": a["platform"],
+                "session_id": str(info.get(SESSION_KEY.get(a["platform"], ""), "") or ""),
+                "platform_study": str(info.get(STUDY_KEY.get(a["platform"], ""), "") or ""),
+                "status": a["status"],
+                "excluded": a["excluded"],
+                "reasons": [str(r) for r in qc.get("reasons", [])],
+                "approve": a["status"] == Assignment.Status.SUBMITTED and not a["excluded"],
+                "submitted_at": a["submitted_at"].isoformat() if a["submitted_at"] else None,
+                "n_answered": a["n_answered"],
+                "n_trials": a["n_trials"],
+            }
+        )
     return out
 
 
@@ -81,17 +112,31 @@ class StudyCompletionsApi(APIView):
 
     renderer_classes = [JSONRenderer, CompletionsCsvRenderer]
 
-    @extend_schema(responses=inline_serializer("Completion", {
-        "assignment": serializers.UUIDField(), "platform": serializers.CharField(),
-        "session_id": serializers.CharField(help_text="Prolific SESSION_ID or MTurk assignmentId"),
-        "platform_study": serializers.CharField(help_text="Prolific STUDY_ID or MTurk HITId"),
-        "status": serializers.CharField(), "excluded": serializers.BooleanField(),
-        "reasons": serializers.ListField(child=serializers.CharField()), "approve": serializers.BooleanField(),
-        "submitted_at": serializers.DateTimeField(allow_null=True), "n_answered": serializers.IntegerField(),
-        "n_trials": serializers.IntegerField()}, many=True))  # fmt: skip
+    @extend_schema(
+        responses=inline_serializer(
+            "Completion",
+            {
+                "assignment": serializers.UUIDField(),
+                "platform": serializers.CharField(),
+                "session_id": serializers.CharField(help_text="Prolific SESSION_ID or MTurk assignmentId"),
+                "platform_study": serializers.CharField(help_text="Prolific STUDY_ID or MTurk HITId"),
+                "status": serializers.CharField(),
+                "excluded": serializers.BooleanField(),
+                "reasons": serializers.ListField(child=serializers.CharField()),
+                "approve": serializers.BooleanField(),
+                "submitted_at": serializers.DateTimeField(allow_null=True),
+                "n_answered": serializers.IntegerField(),
+                "n_trials": serializers.IntegerField(),
+            },
+            many=True,
+        )
+    )
     def get(self, request, study_id, format=None):
         study = owned_study(request, study_id)
         response = Response(study_completions(study=study))
-        if getattr(request, "accepted_renderer", None) is not None and request.accepted_renderer.format == "csv":
+        if (
+            getattr(request, "accepted_renderer", None) is not None
+            and request.accepted_renderer.format == "csv"
+        ):
             response["Content-Disposition"] = f'attachment; filename="completions-{study.pk}.csv"'
         return response

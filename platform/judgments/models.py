@@ -30,7 +30,9 @@ class Worker(BaseModel):
     is_simulated = models.BooleanField(default=False)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["platform", "external_hash"], name="worker_unique_identity")]
+        constraints = [
+            models.UniqueConstraint(fields=["platform", "external_hash"], name="worker_unique_identity")
+        ]
 
     def __str__(self) -> str:
         return f"{self.platform}:{self.external_hash[:10]}"
@@ -77,12 +79,19 @@ class Assignment(BaseModel):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["study", "worker"], condition=Q(status="started"),
-                                    name="assignment_one_active_per_worker"),  # fmt: skip
+            models.UniqueConstraint(
+                fields=["study", "worker"],
+                condition=Q(status="started"),
+                name="assignment_one_active_per_worker",
+            ),
         ]
         indexes = [
             models.Index(fields=["study", "status", "lease_expires_at"], name="assignment_lease_idx"),
-            models.Index(fields=["study", "client_hash"], condition=Q(status="started"), name="assignment_open_client_idx"),
+            models.Index(
+                fields=["study", "client_hash"],
+                condition=Q(status="started"),
+                name="assignment_open_client_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -113,8 +122,9 @@ class Trial(BaseModel):
             models.UniqueConstraint(fields=["assignment", "position"], name="trial_unique_position"),
             models.UniqueConstraint(fields=["assignment", "item"], name="trial_unique_item_per_assignment"),
             # A worker never gets the same test item twice, in any assignment.
-            models.UniqueConstraint(fields=["worker", "item"], condition=Q(kind="test"),
-                                    name="trial_unique_test_item_per_worker"),  # fmt: skip
+            models.UniqueConstraint(
+                fields=["worker", "item"], condition=Q(kind="test"), name="trial_unique_test_item_per_worker"
+            ),
         ]
         # No index holds `answered`: marking a trial answered is then a heap-only (HOT) update. Lease
         # counts live on Item.n_open; trials are found by assignment, worker or public id.
@@ -146,6 +156,8 @@ class Judgment(BaseModel):
     class Meta:
         ordering = ["created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["assignment", "idempotency_key"], name="judgment_unique_idempotency"),
+            models.UniqueConstraint(
+                fields=["assignment", "idempotency_key"], name="judgment_unique_idempotency"
+            ),
         ]
         indexes = [models.Index(fields=["item", "kind"], name="judgment_item_kind_idx")]

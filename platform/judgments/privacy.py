@@ -44,8 +44,9 @@ def since_origin(value, origin) -> float | None:
     return round(value - origin, 3)
 
 
-def judgment_row_published(row: dict, origins: dict[str, float], *, include_user_agent: bool = False,
-                           key: str = "assignment_id") -> dict:  # fmt: skip
+def judgment_row_published(
+    row: dict, origins: dict[str, float], *, include_user_agent: bool = False, key: str = "assignment_id"
+) -> dict:
     """A copy of a judgment row (restore/ attnames) with relative client times and the display rule applied."""
     origin = origins.get(str(row[key]))
     out = {**row, **{field: since_origin(row.get(field), origin) for field in CLIENT_TIMES if field in row}}

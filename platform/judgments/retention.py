@@ -21,8 +21,14 @@ from studies.models import Study
 BATCH = 1000
 
 
-def participant_data_purge(*, study: Study, before: datetime, display: bool = False, client_times: bool = False,
-                           session_ids: bool = False) -> dict:  # fmt: skip
+def participant_data_purge(
+    *,
+    study: Study,
+    before: datetime,
+    display: bool = False,
+    client_times: bool = False,
+    session_ids: bool = False,
+) -> dict:
     """Returns counts of changed rows: {"judgments": n, "assignments": m}."""
     judgments = Judgment.objects.filter(assignment__study=study, created_at__lt=before)
     origins = {}
@@ -36,7 +42,9 @@ def participant_data_purge(*, study: Study, before: datetime, display: bool = Fa
         for j in judgments.only("id", "assignment_id", "display", *CLIENT_TIMES).order_by("id").iterator():
             before_values = (j.display, j.client_shown_at, j.client_answered_at)
             if isinstance(j.display, dict):
-                j.display = {} if display else {k: v for k, v in j.display.items() if k not in USER_AGENT_KEYS}
+                j.display = (
+                    {} if display else {k: v for k, v in j.display.items() if k not in USER_AGENT_KEYS}
+                )
             if client_times:
                 origin = origins.get(str(j.assignment_id))
                 j.client_shown_at = since_origin(j.client_shown_at, origin)
@@ -47,8 +55,11 @@ def participant_data_purge(*, study: Study, before: datetime, display: bool = Fa
                 changed_judgments += _save(batch)
         changed_judgments += _save(batch)
         if session_ids:
-            finished = (Assignment.objects.filter(study=study, created_at__lt=before).exclude(status=Assignment.Status.STARTED)
-                        .exclude(platform_info={}))  # fmt: skip
+            finished = (
+                Assignment.objects.filter(study=study, created_at__lt=before)
+                .exclude(status=Assignment.Status.STARTED)
+                .exclude(platform_info={})
+            )
             changed_assignments = finished.update(platform_info={})
     return {"judgments": changed_judgments, "assignments": changed_assignments}
 

@@ -17,8 +17,12 @@ def open_leases(*, study: Study) -> dict:
     """item id -> open leases counted from the trials (unanswered test trials of started assignments):
     what each item's n_open must equal. The engine reads n_open; this is the check."""
     return dict(
-        Trial.objects.filter(assignment__study=study, assignment__status=Assignment.Status.STARTED,
-                             kind=Trial.Kind.TEST, answered=False)  # fmt: skip
+        Trial.objects.filter(
+            assignment__study=study,
+            assignment__status=Assignment.Status.STARTED,
+            kind=Trial.Kind.TEST,
+            answered=False,
+        )
         .order_by()
         .values_list("item_id")
         .annotate(c=Count("pk"))
@@ -35,11 +39,18 @@ def study_stats(*, study: Study) -> dict:
     for split in Item.Split.values:
         target = targets.get(split, max(targets.values()))
         row = tests.filter(split=split).aggregate(
-            items=Count("pk"), accepted=Sum("n_judgments"), complete=Count("pk", filter=Q(n_judgments__gte=target))
+            items=Count("pk"),
+            accepted=Sum("n_judgments"),
+            complete=Count("pk", filter=Q(n_judgments__gte=target)),
         )
         if row["items"]:
-            coverage[split] = {"items": row["items"], "target_per_item": target, "accepted": row["accepted"] or 0,
-                               "needed": row["items"] * target, "complete_items": row["complete"]}  # fmt: skip
+            coverage[split] = {
+                "items": row["items"],
+                "target_per_item": target,
+                "accepted": row["accepted"] or 0,
+                "needed": row["items"] * target,
+                "complete_items": row["complete"],
+            }
     roles = dict(Item.objects.filter(study=study).values_list("role").annotate(n=Count("pk")))
     by_status = dict(Assignment.objects.filter(study=study).values_list("status").annotate(n=Count("pk")))
     judgments = Judgment.objects.filter(item__study=study)
@@ -52,9 +63,15 @@ def study_stats(*, study: Study) -> dict:
         sentinels_correct=Count("pk", filter=Q(kind=Trial.Kind.SENTINEL, correct=True)),
         flagged=Count("pk", filter=Q(timing_flagged=True)),
     )
-    submitted = Assignment.objects.filter(study=study, status__in=[Assignment.Status.SUBMITTED, Assignment.Status.REJECTED])
+    submitted = Assignment.objects.filter(
+        study=study, status__in=[Assignment.Status.SUBMITTED, Assignment.Status.REJECTED]
+    )
     return {
-        "items": {"test": roles.get("test", 0), "sentinel": roles.get("sentinel", 0), "practice": roles.get("practice", 0)},
+        "items": {
+            "test": roles.get("test", 0),
+            "sentinel": roles.get("sentinel", 0),
+            "practice": roles.get("practice", 0),
+        },
         "coverage": coverage,
         "judgments": agg["total"],
         "test_judgments": agg["tests"],
@@ -74,9 +91,20 @@ def worker_stats(*, study: Study) -> list[dict]:
     response time, agreement with the majority of the other workers on shared test items, exclusions."""
     first = RESPONSES[study.kind][0]
     rows = list(
-        Judgment.objects.filter(item__study=study).exclude(kind=Trial.Kind.PRACTICE)
-        .values("worker_id", "worker__external_hash", "worker__is_simulated", "item_id", "kind", "choice",
-                "response", "correct", "rt_ms", "assignment__excluded")  # fmt: skip
+        Judgment.objects.filter(item__study=study)
+        .exclude(kind=Trial.Kind.PRACTICE)
+        .values(
+            "worker_id",
+            "worker__external_hash",
+            "worker__is_simulated",
+            "item_id",
+            "kind",
+            "choice",
+            "response",
+            "correct",
+            "rt_ms",
+            "assignment__excluded",
+        )
     )
     votes: dict = defaultdict(Counter)
     for r in rows:
@@ -101,16 +129,20 @@ def worker_stats(*, study: Study) -> list[dict]:
             if others[0] != others[1]:
                 total += 1
                 agree += int((others[1] > others[0]) == bool(r["choice"]))
-        out.append({
-            "worker": items[0]["worker__external_hash"][:16],
-            "simulated": items[0]["worker__is_simulated"],
-            "judgments": len(items),
-            "sentinel_accuracy": sum(1 for r in sentinels if r["correct"]) / len(sentinels) if sentinels else None,
-            f"fraction_{first}": sum(1 for r in items if r["response"] == first) / len(items),
-            "median_rt_ms": statistics.median(r["rt_ms"] for r in items),
-            "majority_agreement": agree / total if total else None,
-            "excluded_assignments": excluded.get(worker_id, 0),
-        })  # fmt: skip
+        out.append(
+            {
+                "worker": items[0]["worker__external_hash"][:16],
+                "simulated": items[0]["worker__is_simulated"],
+                "judgments": len(items),
+                "sentinel_accuracy": sum(1 for r in sentinels if r["correct"]) / len(sentinels)
+                if sentinels
+                else None,
+                f"fraction_{first}": sum(1 for r in items if r["response"] == first) / len(items),
+                "median_rt_ms": statistics.median(r["rt_ms"] for r in items),
+                "majority_agreement": agree / total if total else None,
+                "excluded_assignments": excluded.get(worker_id, 0),
+            }
+        )
     out.sort(key=lambda w: -w["judgments"])
     return out
 
@@ -137,12 +169,24 @@ def slot_image(*, kind: str, item: Item, swap: bool, slot: str) -> str | None:
 def trial_image(*, token: str, trial_id: str, slot: str) -> str | None:
     """The file behind an annotator's image URL, found by one indexed query (trial public id, joined to its
     assignment, checked against the token, study kind and item); None when the URL names nothing live."""
-    trial = (Trial.objects.select_related("assignment__study", "item")
-             .only("swap", "assignment__token", "assignment__status", "assignment__study__kind", "item__ref_image",
-                   "item__p0_image", "item__p1_image")
-             .filter(public_id=trial_id, assignment__token=token,
-                     assignment__status__in=(Assignment.Status.STARTED, Assignment.Status.SUBMITTED))
-             .first())  # fmt: skip
+    trial = (
+        Trial.objects.select_related("assignment__study", "item")
+        .only(
+            "swap",
+            "assignment__token",
+            "assignment__status",
+            "assignment__study__kind",
+            "item__ref_image",
+            "item__p0_image",
+            "item__p1_image",
+        )
+        .filter(
+            public_id=trial_id,
+            assignment__token=token,
+            assignment__status__in=(Assignment.Status.STARTED, Assignment.Status.SUBMITTED),
+        )
+        .first()
+    )
     if trial is None:
         return None
     return slot_image(kind=trial.assignment.study.kind, item=trial.item, swap=trial.swap, slot=slot)
@@ -157,14 +201,24 @@ def assignment_trials(*, assignment: Assignment, trials: list[Trial] | None = No
     kind = assignment.study.kind
     token = assignment.token
     if trials is None:
-        trials = (assignment.trials.select_related("item").order_by("position")
-                  .only("assignment", "public_id", "position", "kind", "answered", "swap", "item__expected"))  # fmt: skip
+        trials = (
+            assignment.trials.select_related("item")
+            .order_by("position")
+            .only("assignment", "public_id", "position", "kind", "answered", "swap", "item__expected")
+        )
     out = []
     for trial in trials:
         item = trial.item
-        entry = {"id": trial.public_id, "position": trial.position, "practice": trial.kind == Trial.Kind.PRACTICE,
-                 "answered": trial.answered,
-                 "images": {slot: image_url(token=token, trial_id=trial.public_id, slot=slot) for slot in IMAGE_SLOTS[kind]}}  # fmt: skip
+        entry = {
+            "id": trial.public_id,
+            "position": trial.position,
+            "practice": trial.kind == Trial.Kind.PRACTICE,
+            "answered": trial.answered,
+            "images": {
+                slot: image_url(token=token, trial_id=trial.public_id, slot=slot)
+                for slot in IMAGE_SLOTS[kind]
+            },
+        }
         if trial.kind == Trial.Kind.PRACTICE and item.expected:
             if kind == "2afc":
                 entry["answer"] = "left" if (item.expected == "p0") != trial.swap else "right"

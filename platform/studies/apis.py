@@ -59,7 +59,9 @@ class StudyListApi(APIView):
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=200)
         kind = serializers.ChoiceField(choices=Study.Kind.choices)
-        build_config = serializers.DictField(required=False, help_text="distortions.StudyConfig; omit to import items")
+        build_config = serializers.DictField(
+            required=False, help_text="distortions.StudyConfig; omit to import items"
+        )
         config = serializers.DictField(required=False, help_text="collection settings (studies.collection)")
 
     @extend_schema(responses=StudyOutputSerializer(many=True))
@@ -71,11 +73,18 @@ class StudyListApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        study = services.study_create(name=v["name"], kind=v["kind"], build_config=v.get("build_config") or {},
-                                      owner=request.user, config=v.get("config"))  # fmt: skip
+        study = services.study_create(
+            name=v["name"],
+            kind=v["kind"],
+            build_config=v.get("build_config") or {},
+            owner=request.user,
+            config=v.get("config"),
+        )
         if study.build_config:
             enqueue_on_commit("studies.study_build_stimuli", str(study.pk))
-        return Response(StudyDetailOutputSerializer(owned_study(request, study.pk)).data, status=status.HTTP_201_CREATED)
+        return Response(
+            StudyDetailOutputSerializer(owned_study(request, study.pk)).data, status=status.HTTP_201_CREATED
+        )
 
 
 class StudyDetailApi(APIView):
@@ -126,12 +135,21 @@ class StudyImportApi(APIView):
         split = serializers.ChoiceField(choices=Item.Split.choices, default="val")
         category = serializers.CharField(max_length=64, default="imported")
 
-    @extend_schema(request={"multipart/form-data": InputSerializer},
-                   responses={202: inline_serializer("ImportQueued", {"state": serializers.CharField(),
-                                                                      "done": serializers.IntegerField(),
-                                                                      "total": serializers.IntegerField(),
-                                                                      "poll": serializers.CharField()}),
-                              413: OpenApiResponse(description="the upload is larger than PERCEPTLAB_MAX_UPLOAD_BYTES")})  # fmt: skip
+    @extend_schema(
+        request={"multipart/form-data": InputSerializer},
+        responses={
+            202: inline_serializer(
+                "ImportQueued",
+                {
+                    "state": serializers.CharField(),
+                    "done": serializers.IntegerField(),
+                    "total": serializers.IntegerField(),
+                    "poll": serializers.CharField(),
+                },
+            ),
+            413: OpenApiResponse(description="the upload is larger than PERCEPTLAB_MAX_UPLOAD_BYTES"),
+        },
+    )
     def post(self, request, study_id):
         study = owned_study(request, study_id)
         try:
@@ -139,11 +157,23 @@ class StudyImportApi(APIView):
         except ValueError:
             length = 0
         if length > settings.PERCEPTLAB_MAX_UPLOAD_BYTES:  # refused before the body is read
-            raise ApplicationError(f"the upload is {length} bytes; the limit is {settings.PERCEPTLAB_MAX_UPLOAD_BYTES}",
-                                   {"field": "archive"}, status_code=413)  # fmt: skip
+            raise ApplicationError(
+                f"the upload is {length} bytes; the limit is {settings.PERCEPTLAB_MAX_UPLOAD_BYTES}",
+                {"field": "archive"},
+                status_code=413,
+            )
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        progress = imports.study_import_start(study=study, archive=v["archive"], split=v["split"], category=v["category"])
-        return Response({"state": progress["state"], "done": progress["done"], "total": progress["total"],
-                         "poll": f"/api/v1/studies/{study.pk}/"}, status=status.HTTP_202_ACCEPTED)  # fmt: skip
+        progress = imports.study_import_start(
+            study=study, archive=v["archive"], split=v["split"], category=v["category"]
+        )
+        return Response(
+            {
+                "state": progress["state"],
+                "done": progress["done"],
+                "total": progress["total"],
+                "poll": f"/api/v1/studies/{study.pk}/",
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )

@@ -113,7 +113,9 @@ def _collection_config(kind: str, config: dict | None) -> dict:
     merged = copy.deepcopy({**COMMON, **DEFAULTS[kind]})
     for key, value in (config or {}).items():
         if key not in merged:
-            raise ApplicationError(f"unknown study setting {key!r}", {"field": "config", "valid": sorted(merged)})
+            raise ApplicationError(
+                f"unknown study setting {key!r}", {"field": "config", "valid": sorted(merged)}
+            )
         if isinstance(merged[key], dict) and isinstance(value, dict):
             merged[key] = {**merged[key], **value}
         else:
@@ -132,7 +134,9 @@ def _validate(kind: str, c: dict) -> None:
         _fail("judgments_per_item maps 'train' and 'val' to a count", "judgments_per_item")
     for split, n in jpi.items():
         if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 100:
-            _fail(f"judgments_per_item[{split!r}] must be an integer in 1..100, got {n!r}", "judgments_per_item")
+            _fail(
+                f"judgments_per_item[{split!r}] must be an integer in 1..100, got {n!r}", "judgments_per_item"
+            )
     hs = c["hit_size"]
     if not isinstance(hs, int) or isinstance(hs, bool) or not 1 <= hs <= 2000:
         _fail(f"hit_size must be an integer in 1..2000, got {hs!r}", "hit_size")
@@ -148,7 +152,9 @@ def _validate(kind: str, c: dict) -> None:
     if not isinstance(excl, dict) or set(excl) - EXCLUSION_KEYS:
         _fail(f"exclusion keys are {sorted(EXCLUSION_KEYS)}", "exclusion")
     for key, value in excl.items():
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+        if value is not None and (
+            not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0
+        ):
             _fail(f"exclusion.{key} must be a non-negative number or null", "exclusion")
     timing = c["timing"]
     if not isinstance(timing, dict) or set(timing) - TIMING_KEYS:
@@ -171,8 +177,12 @@ def _validate(kind: str, c: dict) -> None:
     if not isinstance(c["simulation"], bool):
         _fail("simulation must be true or false", "simulation")
     platforms = c["platforms"]
-    if not isinstance(platforms, list) or not platforms or not all(p in PLATFORMS for p in platforms) \
-            or len(set(platforms)) != len(platforms):  # fmt: skip
+    if (
+        not isinstance(platforms, list)
+        or not platforms
+        or not all(p in PLATFORMS for p in platforms)
+        or len(set(platforms)) != len(platforms)
+    ):
         _fail(f"platforms is a non-empty list of distinct values from {list(PLATFORMS)}", "platforms")
     url = c["prolific_completion_url"]
     if not isinstance(url, str) or not url.startswith("https://") or "{code}" not in url:
@@ -182,7 +192,11 @@ def _validate(kind: str, c: dict) -> None:
 def completion_url_problem(url) -> str | None:
     """Why `url` cannot be a Prolific completion URL, or None: https on a host in
     settings.PROLIFIC_COMPLETION_HOSTS, exactly one `{code}` and no other braces (no format fields)."""
-    if not isinstance(url, str) or not 0 < len(url) <= 2000 or any(ch.isspace() or ord(ch) < 32 for ch in url):
+    if (
+        not isinstance(url, str)
+        or not 0 < len(url) <= 2000
+        or any(ch.isspace() or ord(ch) < 32 for ch in url)
+    ):
         return "prolific_completion_url must be a URL of at most 2000 characters without spaces"
     if url.count("{code}") != 1 or "{" in url.replace("{code}", "") or "}" in url.replace("{code}", ""):
         return "prolific_completion_url must contain {code} exactly once and no other braces"
@@ -192,8 +206,13 @@ def completion_url_problem(url) -> str | None:
     except ValueError:
         return "prolific_completion_url is not a valid URL"
     hosts = [h.lower() for h in settings.PROLIFIC_COMPLETION_HOSTS]
-    if parts.scheme != "https" or parts.username or parts.password or port not in (None, 443) \
-            or (parts.hostname or "").lower() not in hosts:  # fmt: skip
+    if (
+        parts.scheme != "https"
+        or parts.username
+        or parts.password
+        or port not in (None, 443)
+        or (parts.hostname or "").lower() not in hosts
+    ):
         return f"prolific_completion_url must be an https URL on {', '.join(hosts)}"
     return None
 
@@ -202,10 +221,16 @@ def completion_redirect(config, code: str) -> str | None:
     """The Prolific completion URL for `code` from a study's stored config (Study.config; the default when it
     names none), or None when the stored URL fails completion_url_problem (a row saved before the rule, or
     edited by hand). Never raises."""
-    url = config.get("prolific_completion_url", COMMON["prolific_completion_url"]) if isinstance(config, dict) else None
+    url = (
+        config.get("prolific_completion_url", COMMON["prolific_completion_url"])
+        if isinstance(config, dict)
+        else None
+    )
     if completion_url_problem(url) is not None:
         return None
     return url.replace("{code}", quote(str(code or ""), safe=""))
+
+
 # Training settings: every field typed and capped (settings.PERCEPTLAB_TRAINING_LIMITS). Backbone weights come
 # from the allowed sources only (never a file path); baselines by name (metric.baselines.BASELINES, named
 # here so that web processes never import torch; a test keeps the two lists equal).
@@ -221,10 +246,14 @@ def _validate_training(tr: dict) -> None:
 
     def count(key: str, low: int, *, null: bool = False):
         value = tr[key]
-        if (value is None and null) or (isinstance(value, int) and not isinstance(value, bool) and low <= value <= caps[key]):
+        if (value is None and null) or (
+            isinstance(value, int) and not isinstance(value, bool) and low <= value <= caps[key]
+        ):
             return
-        _fail(f"training.{key} must be an integer in {low}..{caps[key]}{' or null' if null else ''}, got {value!r}",
-              f"training.{key}")  # fmt: skip
+        _fail(
+            f"training.{key} must be an integer in {low}..{caps[key]}{' or null' if null else ''}, got {value!r}",
+            f"training.{key}",
+        )
 
     count("every", 1, null=True)
     count("n_boot", 1)
@@ -237,18 +266,37 @@ def _validate_training(tr: dict) -> None:
     if not isinstance(tr["official_lpips"], bool):
         _fail("training.official_lpips must be true or false", "training.official_lpips")
     backbones = tr["backbones"]
-    if not isinstance(backbones, list) or not 1 <= len(backbones) <= caps["backbones"] or not all(
-        isinstance(b, dict) and set(b) <= {"net", "weights", "seed"} and b.get("net") in TRAINING_NETS
-        and b.get("weights") in TRAINING_WEIGHTS
-        and (isinstance(b.get("seed", 0), int) and not isinstance(b.get("seed", 0), bool) and 0 <= b.get("seed", 0) <= caps["seed"])
-        for b in backbones
-    ):  # fmt: skip
-        _fail(f"training.backbones is a list of 1..{caps['backbones']} {{net: {'|'.join(TRAINING_NETS)}, "
-              f"weights: {'|'.join(TRAINING_WEIGHTS)}, seed?: 0..{caps['seed']}}}", "training.backbones")  # fmt: skip
+    if (
+        not isinstance(backbones, list)
+        or not 1 <= len(backbones) <= caps["backbones"]
+        or not all(
+            isinstance(b, dict)
+            and set(b) <= {"net", "weights", "seed"}
+            and b.get("net") in TRAINING_NETS
+            and b.get("weights") in TRAINING_WEIGHTS
+            and (
+                isinstance(b.get("seed", 0), int)
+                and not isinstance(b.get("seed", 0), bool)
+                and 0 <= b.get("seed", 0) <= caps["seed"]
+            )
+            for b in backbones
+        )
+    ):
+        _fail(
+            f"training.backbones is a list of 1..{caps['backbones']} {{net: {'|'.join(TRAINING_NETS)}, "
+            f"weights: {'|'.join(TRAINING_WEIGHTS)}, seed?: 0..{caps['seed']}}}",
+            "training.backbones",
+        )
     baselines = tr["baselines"]
-    if not isinstance(baselines, list) or not all(isinstance(b, str) and b in TRAINING_BASELINES for b in baselines) \
-            or len(set(baselines)) != len(baselines):  # fmt: skip
-        _fail(f"training.baselines is a list of distinct names from {list(TRAINING_BASELINES)}", "training.baselines")
+    if (
+        not isinstance(baselines, list)
+        or not all(isinstance(b, str) and b in TRAINING_BASELINES for b in baselines)
+        or len(set(baselines)) != len(baselines)
+    ):
+        _fail(
+            f"training.baselines is a list of distinct names from {list(TRAINING_BASELINES)}",
+            "training.baselines",
+        )
 
 
 def sentinels_per_hit(config: dict) -> int:

@@ -15,14 +15,29 @@ from PIL import Image
 from core.exceptions import ApplicationError
 
 # What reading a hostile image or zip member may raise besides our own errors.
-READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, zlib.error,
-               zipfile.BadZipFile, RuntimeError, NotImplementedError)  # fmt: skip
+READ_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    zlib.error,
+    zipfile.BadZipFile,
+    RuntimeError,
+    NotImplementedError,
+)
 
 
-def _check(name: str, img: Image.Image, *, formats: set[str], max_side: int, max_pixels: int) -> tuple[str, int, int]:
+def _check(
+    name: str, img: Image.Image, *, formats: set[str], max_side: int, max_pixels: int
+) -> tuple[str, int, int]:
     if img.format not in formats:
-        raise ApplicationError(f"{name}: {img.format or 'unknown'} images are not accepted (use {' or '.join(sorted(formats))})",
-                               {"file": name})  # fmt: skip
+        raise ApplicationError(
+            f"{name}: {img.format or 'unknown'} images are not accepted (use {' or '.join(sorted(formats))})",
+            {"file": name},
+        )
     w, h = img.size
     if w > max_side or h > max_side or w < 8 or h < 8:
         raise ApplicationError(f"{name}: {w}x{h} pixels is outside 8..{max_side} per side", {"file": name})
@@ -41,10 +56,14 @@ def _reading(name: str):
     except Image.DecompressionBombError as exc:
         raise ApplicationError(f"{name}: too many pixels (a decompression bomb?)", {"file": name}) from exc
     except READ_ERRORS as exc:
-        raise ApplicationError(f"{name}: not a readable image ({exc.__class__.__name__})", {"file": name}) from exc
+        raise ApplicationError(
+            f"{name}: not a readable image ({exc.__class__.__name__})", {"file": name}
+        ) from exc
 
 
-def image_header(name: str, stream, *, formats: set[str], max_side: int, max_pixels: int) -> tuple[str, int, int]:
+def image_header(
+    name: str, stream, *, formats: set[str], max_side: int, max_pixels: int
+) -> tuple[str, int, int]:
     """(format, width, height) from the header alone (PIL opens lazily: no pixel data is decoded)."""
     with _reading(name), Image.open(stream) as img:
         return _check(name, img, formats=formats, max_side=max_side, max_pixels=max_pixels)

@@ -43,8 +43,11 @@ logger = logging.getLogger(__name__)
 
 IMPORTS_DIR = "imports"  # media-relative and private: uploads waiting for their job, staging folders
 IMPORT_FORMATS = {"PNG", "JPEG"}
-MEMBER = re.compile(r"^(?:(?P<split>train|val)/)?(?:(?P<cat>[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})/)?(?P<part>ref|p0|p1)/"
-                    r"(?P<stem>[^/]{1,200})\.(?:png|jpe?g)$", re.IGNORECASE)  # fmt: skip
+MEMBER = re.compile(
+    r"^(?:(?P<split>train|val)/)?(?:(?P<cat>[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})/)?(?P<part>ref|p0|p1)/"
+    r"(?P<stem>[^/]{1,200})\.(?:png|jpe?g)$",
+    re.IGNORECASE,
+)
 CATEGORY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
@@ -69,7 +72,9 @@ def _check_options(*, study: Study, split: str, category: str) -> None:
     if split not in Item.Split.values:
         raise ApplicationError(f"split must be one of {Item.Split.values}", {"field": "split"})
     if not CATEGORY.fullmatch(category or "") or category in ("sentinel", "practice"):
-        raise ApplicationError("category must be 1-64 letters, digits, '_', '.' or '-'", {"field": "category"})
+        raise ApplicationError(
+            "category must be 1-64 letters, digits, '_', '.' or '-'", {"field": "category"}
+        )
     if study.status == Study.Status.BUILDING:
         raise ApplicationError("the study is being built; import when it is done", status_code=409)
 
@@ -78,26 +83,41 @@ def import_plan(*, zf: zipfile.ZipFile, study: Study, split: str, category: str)
     """Check the zip's directory, then every image's header (format, size, pixels); decode nothing."""
     limits = _limits()
     parts = _parts(study)
-    members = [m for m in zf.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX/")
-               and not m.filename.rsplit("/", 1)[-1].startswith(".")]  # fmt: skip
+    members = [
+        m
+        for m in zf.infolist()
+        if not m.is_dir()
+        and not m.filename.startswith("__MACOSX/")
+        and not m.filename.rsplit("/", 1)[-1].startswith(".")
+    ]
     if len(members) > limits["import_max_files"]:
-        raise ApplicationError(f"too many files ({len(members)} > {limits['import_max_files']})", {"field": "archive"})
+        raise ApplicationError(
+            f"too many files ({len(members)} > {limits['import_max_files']})", {"field": "archive"}
+        )
     total = sum(m.file_size for m in members)
     if total > limits["import_max_total_bytes"]:
-        raise ApplicationError(f"the archive unpacks to {total} bytes (limit {limits['import_max_total_bytes']})",
-                               {"field": "archive"})  # fmt: skip
+        raise ApplicationError(
+            f"the archive unpacks to {total} bytes (limit {limits['import_max_total_bytes']})",
+            {"field": "archive"},
+        )
     groups: dict = {}
     for m in members:
         match = MEMBER.match(m.filename)
         if not match:
-            raise ApplicationError(f"unexpected file {m.filename!r}: use {'/'.join(parts)} folders of PNG/JPEG",
-                                   {"file": m.filename})  # fmt: skip
+            raise ApplicationError(
+                f"unexpected file {m.filename!r}: use {'/'.join(parts)} folders of PNG/JPEG",
+                {"file": m.filename},
+            )
         if match["part"] not in parts:
-            raise ApplicationError(f"{m.filename}: a {study.kind} study takes only {list(parts)} folders", {"file": m.filename})
+            raise ApplicationError(
+                f"{m.filename}: a {study.kind} study takes only {list(parts)} folders", {"file": m.filename}
+            )
         if m.file_size > limits["import_max_file_bytes"] or (
             m.file_size > 1024 and m.file_size > max(m.compress_size, 1) * limits["max_compression_ratio"]
         ):
-            raise ApplicationError(f"{m.filename}: too large or too compressed to be an image patch", {"file": m.filename})
+            raise ApplicationError(
+                f"{m.filename}: too large or too compressed to be an image patch", {"file": m.filename}
+            )
         key = (match["split"] or split, match["cat"] or category, match["stem"])
         if match["part"] in groups.setdefault(key, {}):
             raise ApplicationError(f"two files for {match['part']}/{match['stem']}", {"file": m.filename})
@@ -106,7 +126,9 @@ def import_plan(*, zf: zipfile.ZipFile, study: Study, split: str, category: str)
         raise ApplicationError("the archive holds no images", {"field": "archive"})
     for key, found in groups.items():
         if set(found) != set(parts):
-            raise ApplicationError(f"{'/'.join(key)}: needs {list(parts)}, found {sorted(found)}", {"stem": key[2]})
+            raise ApplicationError(
+                f"{'/'.join(key)}: needs {list(parts)}, found {sorted(found)}", {"stem": key[2]}
+            )
     total_pixels = 0
     for key in sorted(groups):
         sizes = set()
@@ -114,17 +136,29 @@ def import_plan(*, zf: zipfile.ZipFile, study: Study, split: str, category: str)
             name = groups[key][part]
             try:
                 with zf.open(name) as stream:
-                    _, w, h = image_header(name, stream, formats=IMPORT_FORMATS, max_side=limits["import_max_side"],
-                                           max_pixels=limits["import_max_side"] ** 2)  # fmt: skip
+                    _, w, h = image_header(
+                        name,
+                        stream,
+                        formats=IMPORT_FORMATS,
+                        max_side=limits["import_max_side"],
+                        max_pixels=limits["import_max_side"] ** 2,
+                    )
             except READ_ERRORS as exc:  # an encrypted or damaged member
-                raise ApplicationError(f"{name}: cannot be read from the zip ({exc.__class__.__name__})", {"file": name}) from exc
+                raise ApplicationError(
+                    f"{name}: cannot be read from the zip ({exc.__class__.__name__})", {"file": name}
+                ) from exc
             total_pixels += w * h
             if total_pixels > limits["import_max_total_pixels"]:
-                raise ApplicationError(f"{name}: the images up to this one hold more than "
-                                       f"{limits['import_max_total_pixels']} pixels in all", {"file": name})  # fmt: skip
+                raise ApplicationError(
+                    f"{name}: the images up to this one hold more than "
+                    f"{limits['import_max_total_pixels']} pixels in all",
+                    {"file": name},
+                )
             sizes.add((w, h))
         if len(sizes) != 1:
-            raise ApplicationError(f"{'/'.join(key)}: images differ in size {sorted(sizes)}", {"stem": key[2]})
+            raise ApplicationError(
+                f"{'/'.join(key)}: images differ in size {sorted(sizes)}", {"stem": key[2]}
+            )
     return ImportPlan(parts=parts, groups=groups, total_pixels=total_pixels)
 
 
@@ -155,8 +189,11 @@ def study_import_start(*, study: Study, archive, split: str = "val", category: s
     _check_options(study=study, split=split, category=category)
     size = getattr(archive, "size", None)
     if size is not None and size > settings.PERCEPTLAB_MAX_UPLOAD_BYTES:
-        raise ApplicationError(f"the upload is {size} bytes; the limit is {settings.PERCEPTLAB_MAX_UPLOAD_BYTES}",
-                               {"field": "archive"}, status_code=413)  # fmt: skip
+        raise ApplicationError(
+            f"the upload is {size} bytes; the limit is {settings.PERCEPTLAB_MAX_UPLOAD_BYTES}",
+            {"field": "archive"},
+            status_code=413,
+        )
     with _open_zip(archive) as zf:
         plan = import_plan(zf=zf, study=study, split=split, category=category)
     rel = f"{IMPORTS_DIR}/{study.pk}/{uuid.uuid4().hex}.zip"
@@ -165,15 +202,20 @@ def study_import_start(*, study: Study, archive, split: str = "val", category: s
     tmp = path.with_suffix(".part")
     archive.seek(0)
     with open(tmp, "wb") as handle:
-        for chunk in archive.chunks() if hasattr(archive, "chunks") else iter(lambda: archive.read(1 << 20), b""):
+        for chunk in (
+            archive.chunks() if hasattr(archive, "chunks") else iter(lambda: archive.read(1 << 20), b"")
+        ):
             handle.write(chunk)
     os.replace(tmp, path)
     try:
         with transaction.atomic():
             locked = Study.objects.select_for_update().get(pk=study.pk)  # one import at a time per study
             if _import_running(locked.build_progress):
-                raise ApplicationError("an import into this study is still running; wait for it to finish",
-                                       {"code": "import_running"}, status_code=409)  # fmt: skip
+                raise ApplicationError(
+                    "an import into this study is still running; wait for it to finish",
+                    {"code": "import_running"},
+                    status_code=409,
+                )
             progress = _set_progress(study.pk, state="queued", done=0, total=len(plan.groups))
             enqueue_on_commit("studies.study_import_items", str(study.pk), rel, split, category)
     except BaseException:
@@ -182,15 +224,26 @@ def study_import_start(*, study: Study, archive, split: str = "val", category: s
     return progress
 
 
-def _stage_triplet(zf: zipfile.ZipFile, names: dict[str, str], staging: Path, limits: dict) -> tuple[tuple, dict]:
+def _stage_triplet(
+    zf: zipfile.ZipFile, names: dict[str, str], staging: Path, limits: dict
+) -> tuple[tuple, dict]:
     """Decode one triplet, check it, write its PNGs into the staging folder; returns (pixel hashes, file
     names). The decoded images die with this call: at most one triplet is ever held."""
-    images = {part: decode_image(name, zf.read(name), formats=IMPORT_FORMATS, max_side=limits["import_max_side"],
-                                 max_pixels=limits["import_max_side"] ** 2)
-              for part, name in names.items()}  # fmt: skip
+    images = {
+        part: decode_image(
+            name,
+            zf.read(name),
+            formats=IMPORT_FORMATS,
+            max_side=limits["import_max_side"],
+            max_pixels=limits["import_max_side"] ** 2,
+        )
+        for part, name in names.items()
+    }
     shapes = {img.shape for img in images.values()}
     if len(shapes) != 1:
-        raise ApplicationError(f"{sorted(names.values())}: images differ in size {sorted(shapes)}", {"file": min(names.values())})
+        raise ApplicationError(
+            f"{sorted(names.values())}: images differ in size {sorted(shapes)}", {"file": min(names.values())}
+        )
     hashes = tuple(pixels_sha256(images[part]) for part in names)
     return hashes, {part: write_png(images[part], staging)[0] for part in names}
 
@@ -206,13 +259,17 @@ def _publish(staging: Path, images_dir: Path) -> None:
             pass
 
 
-def _stage_items(zf: zipfile.ZipFile, plan: ImportPlan, study: Study, staging: Path, on_progress) -> tuple[list[dict], int]:
+def _stage_items(
+    zf: zipfile.ZipFile, plan: ImportPlan, study: Study, staging: Path, on_progress
+) -> tuple[list[dict], int]:
     """Stage every triplet's images (content-addressed) and return the new items' fields, and how many
     triplets were skipped as already in the study (same pixels)."""
     limits = _limits()
     total = len(plan.groups)
-    known = {tuple(r.get("import_pixels", ())) for r in study.items.filter(records__has_key="import_pixels")
-             .values_list("records", flat=True)}  # fmt: skip
+    known = {
+        tuple(r.get("import_pixels", ()))
+        for r in study.items.filter(records__has_key="import_pixels").values_list("records", flat=True)
+    }
     rows, skipped = [], 0
     step = max(1, total // 100)
     for n, key in enumerate(sorted(plan.groups), start=1):
@@ -222,12 +279,22 @@ def _stage_items(zf: zipfile.ZipFile, plan: ImportPlan, study: Study, staging: P
             skipped += 1
         else:
             known.add(hashes)
-            rows.append(dict(
-                split=key[0], category=key[1], role=Item.Role.TEST,
-                ref_image=f"{STIMULI_DIR}/{files.get('ref', files['p0'])}", p0_image=f"{STIMULI_DIR}/{files['p0']}",
-                p1_image=f"{STIMULI_DIR}/{files['p1']}",
-                records={"source": "import", "stem": key[2], "files": names, "import_pixels": list(hashes)},
-            ))  # fmt: skip
+            rows.append(
+                dict(
+                    split=key[0],
+                    category=key[1],
+                    role=Item.Role.TEST,
+                    ref_image=f"{STIMULI_DIR}/{files.get('ref', files['p0'])}",
+                    p0_image=f"{STIMULI_DIR}/{files['p0']}",
+                    p1_image=f"{STIMULI_DIR}/{files['p1']}",
+                    records={
+                        "source": "import",
+                        "stem": key[2],
+                        "files": names,
+                        "import_pixels": list(hashes),
+                    },
+                )
+            )
         if n % step == 0 and n < total:
             _set_progress(study.pk, state="running", done=n, total=total)
             if on_progress is not None:
@@ -235,8 +302,9 @@ def _stage_items(zf: zipfile.ZipFile, plan: ImportPlan, study: Study, staging: P
     return rows, skipped
 
 
-def study_import_items(*, study: Study, upload: Path, split: str = "val", category: str = "imported",
-                       on_progress=None) -> dict:  # fmt: skip
+def study_import_items(
+    *, study: Study, upload: Path, split: str = "val", category: str = "imported", on_progress=None
+) -> dict:
     """The import job: add test items from a checked upload, one triplet at a time, all or nothing. Items
     already in the study (same pixels) are skipped. Records the outcome in build_progress and returns it."""
     staging = upload.with_name(upload.stem + ".staged")
@@ -251,14 +319,29 @@ def study_import_items(*, study: Study, upload: Path, split: str = "val", catego
             Study.objects.select_for_update().filter(pk=study.pk).first()
             last = study.items.aggregate(m=Max("index"))["m"]
             start = 0 if last is None else last + 1
-            Item.objects.bulk_create([Item(study=study, index=start + n, **row) for n, row in enumerate(rows)], batch_size=500)
-            _publish(staging, Path(settings.MEDIA_ROOT) / STIMULI_DIR)  # last: a failure here rolls the rows back
-            result = _set_progress(study.pk, state="done", done=total, total=total, imported=len(rows),
-                                   skipped_duplicates=skipped)  # fmt: skip
+            Item.objects.bulk_create(
+                [Item(study=study, index=start + n, **row) for n, row in enumerate(rows)], batch_size=500
+            )
+            _publish(
+                staging, Path(settings.MEDIA_ROOT) / STIMULI_DIR
+            )  # last: a failure here rolls the rows back
+            result = _set_progress(
+                study.pk,
+                state="done",
+                done=total,
+                total=total,
+                imported=len(rows),
+                skipped_duplicates=skipped,
+            )
         logger.info("study %s: imported %d items (%d duplicates skipped)", study.pk, len(rows), skipped)
         return result
     except ApplicationError as exc:
-        return _set_progress(study.pk, state="failed", error=exc.message, **{k: v for k, v in exc.extra.items() if k in ("file", "stem")})
+        return _set_progress(
+            study.pk,
+            state="failed",
+            error=exc.message,
+            **{k: v for k, v in exc.extra.items() if k in ("file", "stem")},
+        )
     except BaseException as exc:
         _set_progress(study.pk, state="failed", error=f"the import job failed: {exc.__class__.__name__}")
         raise
@@ -272,4 +355,3 @@ def upload_path(rel: str) -> Path | None:
     if not re.fullmatch(rf"{IMPORTS_DIR}/[0-9a-f-]{{36}}/[0-9a-f]{{32}}\.zip", rel or ""):
         return None
     return Path(settings.MEDIA_ROOT) / rel
-

@@ -83,8 +83,13 @@ class Item(BaseModel):
         constraints = [models.UniqueConstraint(fields=["study", "index"], name="item_unique_study_index")]
         indexes = [
             # the assignment engine's queue: test items of a study, least loaded first
-            models.Index(F("study"), F("n_judgments") + F("n_open"), F("index"), condition=Q(role="test"),
-                         name="item_load_idx"),  # fmt: skip
+            models.Index(
+                F("study"),
+                F("n_judgments") + F("n_open"),
+                F("index"),
+                condition=Q(role="test"),
+                name="item_load_idx",
+            ),
         ]
 
     def __str__(self) -> str:

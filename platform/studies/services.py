@@ -20,31 +20,52 @@ logger = logging.getLogger(__name__)
 STIMULI_DIR = "stimuli"  # media-relative; content-addressed PNGs shared by all studies
 
 
-def study_create(*, name: str, kind: str, build_config: dict, owner=None, config: dict | None = None,
-                 is_demo: bool = False) -> Study:  # fmt: skip
+def study_create(
+    *, name: str, kind: str, build_config: dict, owner=None, config: dict | None = None, is_demo: bool = False
+) -> Study:
     if build_config:  # empty: a study whose items are imported (study_import_items)
         engine_config = build_config_check(build_config=build_config, owner=owner)  # sources and caps
         build_config = {**build_config, "kind": kind}
         try:
-            build_config_check_cnn(engine_config=distortions.StudyConfig.from_dict({**engine_config, "kind": kind}))
+            build_config_check_cnn(
+                engine_config=distortions.StudyConfig.from_dict({**engine_config, "kind": kind})
+            )
         except distortions.DistortionError as exc:
-            raise ApplicationError(f"invalid distortion-engine config: {exc}", {"field": "build_config"}) from exc
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:  # wrong types the engine did not name
-            raise ApplicationError(f"invalid distortion-engine config: {exc.__class__.__name__}: {exc}",
-                                   {"field": "build_config"}) from exc  # fmt: skip
+            raise ApplicationError(
+                f"invalid distortion-engine config: {exc}", {"field": "build_config"}
+            ) from exc
+        except (
+            TypeError,
+            ValueError,
+            KeyError,
+            AttributeError,
+        ) as exc:  # wrong types the engine did not name
+            raise ApplicationError(
+                f"invalid distortion-engine config: {exc.__class__.__name__}: {exc}",
+                {"field": "build_config"},
+            ) from exc
     else:
         build_config = {}
     config = dict(config or {})
     config.setdefault("completion_code", new_completion_code())
     collection_config(kind, config, saving=True)  # validates; raises ApplicationError naming the field
-    study = Study(name=name, kind=kind, owner=owner, build_config=build_config, config=config, is_demo=is_demo)
+    study = Study(
+        name=name, kind=kind, owner=owner, build_config=build_config, config=config, is_demo=is_demo
+    )
     study.full_clean()
     study.save()
     return study
 
 
-def cnn_pool_train(*, n_models: int = 16, seed: int = 0, budget: dict | None = None, device: str | None = None,
-                   progress: bool = False, on_progress=None) -> dict:  # fmt: skip
+def cnn_pool_train(
+    *,
+    n_models: int = 16,
+    seed: int = 0,
+    budget: dict | None = None,
+    device: str | None = None,
+    progress: bool = False,
+    on_progress=None,
+) -> dict:
     """Train (or resume, or reuse) the CNN-autoencoder pool under settings.CNN_POOL_DIR; returns
     {"pool": path, "models": n, "device": ...}. On a GPU when one is present, else on the CPU."""
     from distortions.cnn.distortion import add_pool_dir
@@ -52,13 +73,24 @@ def cnn_pool_train(*, n_models: int = 16, seed: int = 0, budget: dict | None = N
     from studies.cnn_features import lpips_alex
 
     try:
-        manifest = train_pool(settings.CNN_POOL_DIR, n_models=n_models, seed=seed, budget=Budget(**(budget or {})),
-                              device=device, progress=progress, on_progress=on_progress,
-                              feature_distance=lpips_alex)  # fmt: skip
+        manifest = train_pool(
+            settings.CNN_POOL_DIR,
+            n_models=n_models,
+            seed=seed,
+            budget=Budget(**(budget or {})),
+            device=device,
+            progress=progress,
+            on_progress=on_progress,
+            feature_distance=lpips_alex,
+        )
     except (distortions.DistortionError, TypeError) as exc:
         raise ApplicationError(f"training the CNN pool failed: {exc}") from exc
     add_pool_dir(settings.CNN_POOL_DIR)
-    return {"pool": str(settings.CNN_POOL_DIR), "models": len(manifest["models"]), "device": manifest["device"]}
+    return {
+        "pool": str(settings.CNN_POOL_DIR),
+        "models": len(manifest["models"]),
+        "device": manifest["device"],
+    }
 
 
 def _register_cnn_pool() -> None:
@@ -71,14 +103,22 @@ def _register_cnn_pool() -> None:
 def _item_from_manifest(study: Study, e: dict) -> Item:
     """An Item from one line of the engine's manifest (distortions.read_manifest)."""
     return Item(
-        study=study, index=e["index"], split=e["split"], category=e["category"], role=e["role"],
-        ref_image=f"{STIMULI_DIR}/{e['files']['ref']}", p0_image=f"{STIMULI_DIR}/{e['files']['p0']}",
-        p1_image=f"{STIMULI_DIR}/{e['files']['p1']}", expected=e["expected"] or "",
+        study=study,
+        index=e["index"],
+        split=e["split"],
+        category=e["category"],
+        role=e["role"],
+        ref_image=f"{STIMULI_DIR}/{e['files']['ref']}",
+        p0_image=f"{STIMULI_DIR}/{e['files']['p0']}",
+        p1_image=f"{STIMULI_DIR}/{e['files']['p1']}",
+        expected=e["expected"] or "",
         records={"patch": e["patch"], **e["records"], "pixels_sha256": e["pixels_sha256"]},
-    )  # fmt: skip
+    )
 
 
-def study_build_stimuli(*, study: Study, jobs: int | None = None, progress: bool = False, on_progress=None) -> int:
+def study_build_stimuli(
+    *, study: Study, jobs: int | None = None, progress: bool = False, on_progress=None
+) -> int:
     """Run the engine for the study's build_config and create its Items. Idempotent: a study that
     already has items is left alone. Returns the number of items."""
     if study.items.exists():
@@ -98,13 +138,20 @@ def study_build_stimuli(*, study: Study, jobs: int | None = None, progress: bool
     workdir = media / "builds" / str(study.pk)
     try:
         summary = distortions.build_study(
-            engine_config, workdir, jobs=jobs, progress=progress, images_dir=images_dir, on_progress=on_progress
+            engine_config,
+            workdir,
+            jobs=jobs,
+            progress=progress,
+            images_dir=images_dir,
+            on_progress=on_progress,
         )
         entries = distortions.read_manifest(workdir / "manifest.jsonl")
         with transaction.atomic():
             Item.objects.bulk_create([_item_from_manifest(study, e) for e in entries], batch_size=500)
             Study.objects.filter(pk=study.pk).update(status=Study.Status.ACTIVE)
-        logger.info("study %s: built %d items (manifest %s)", study.pk, len(entries), summary["manifest_sha256"][:12])
+        logger.info(
+            "study %s: built %d items (manifest %s)", study.pk, len(entries), summary["manifest_sha256"][:12]
+        )
         return len(entries)
     except distortions.DistortionError as exc:
         Study.objects.filter(pk=study.pk).update(status=Study.Status.FAILED, build_error=str(exc))
@@ -128,7 +175,9 @@ DEMO_BUILD_CONFIG = {
 DEMO_CNN_FAMILIES = {"photometric": 1, "noise": 1, "blur": 1, "spatial": 1, "compression": 1, "cnn": 2}
 
 
-def demo_study_ensure(*, owner=None, n_items: int | None = None, with_cnn: bool | None = None) -> tuple[Study, bool]:
+def demo_study_ensure(
+    *, owner=None, n_items: int | None = None, with_cnn: bool | None = None
+) -> tuple[Study, bool]:
     """The demo study: 2AFC triplets from scikit-image's bundled photographs, traditional distortions
     plus the CNN family from the default CPU pool (trained here on first use). Reused if present."""
     existing = Study.objects.filter(is_demo=True).first()
@@ -143,7 +192,11 @@ def demo_study_ensure(*, owner=None, n_items: int | None = None, with_cnn: bool 
             cnn_pool_train(progress=True, **settings.PERCEPTLAB["DEMO_CNN_POOL"])
             config["families"] = DEMO_CNN_FAMILIES
         existing = study_create(
-            name=settings.PERCEPTLAB["DEMO_STUDY_NAME"], kind="2afc", build_config=config, owner=owner, is_demo=True
+            name=settings.PERCEPTLAB["DEMO_STUDY_NAME"],
+            kind="2afc",
+            build_config=config,
+            owner=owner,
+            is_demo=True,
         )
     study_build_stimuli(study=existing, progress=True)
     existing.refresh_from_db()
@@ -167,7 +220,9 @@ def study_start(*, study: Study) -> Study:
 def study_pause(*, study: Study) -> Study:
     """Stop handing out new assignments. Started assignments may still be finished and submitted."""
     if study.status not in (Study.Status.ACTIVE, Study.Status.PAUSED):
-        raise ApplicationError(f"only an active study can be paused (this one is {study.status})", status_code=409)
+        raise ApplicationError(
+            f"only an active study can be paused (this one is {study.status})", status_code=409
+        )
     Study.objects.filter(pk=study.pk).update(status=Study.Status.PAUSED)
     study.status = Study.Status.PAUSED
     return study

@@ -32,8 +32,16 @@ class SourceSetDetailOutputSerializer(SourceSetOutputSerializer):
     photos = serializers.SerializerMethodField()
 
     def get_photos(self, photo_set) -> list[dict]:
-        return [{"name": f["name"], "sha256": f["file"].split(".")[0], "width": f["width"], "height": f["height"],
-                 "bytes": f["bytes"]} for f in photo_set.files]  # fmt: skip
+        return [
+            {
+                "name": f["name"],
+                "sha256": f["file"].split(".")[0],
+                "width": f["width"],
+                "height": f["height"],
+                "bytes": f["bytes"],
+            }
+            for f in photo_set.files
+        ]
 
 
 def owned_source_set(request, set_id) -> SourcePhotoSet:
@@ -57,13 +65,19 @@ class SourceSetListApi(APIView):
     def get(self, request):
         return Response(SourceSetOutputSerializer(source_set_list_for(user=request.user), many=True).data)
 
-    @extend_schema(request={"multipart/form-data": InputSerializer},
-                   responses={201: SourceSetDetailOutputSerializer, 413: OpenApiResponse(description="archive over the size cap")})  # fmt: skip
+    @extend_schema(
+        request={"multipart/form-data": InputSerializer},
+        responses={
+            201: SourceSetDetailOutputSerializer,
+            413: OpenApiResponse(description="archive over the size cap"),
+        },
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        photo_set = source_set_create(owner=request.user, name=data.validated_data["name"],
-                                      archive=data.validated_data["archive"])  # fmt: skip
+        photo_set = source_set_create(
+            owner=request.user, name=data.validated_data["name"], archive=data.validated_data["archive"]
+        )
         return Response(SourceSetDetailOutputSerializer(photo_set).data, status=status.HTTP_201_CREATED)
 
 

@@ -36,9 +36,15 @@ from core.exceptions import ApplicationError
 from studies.models import SourcePhotoSet, Study
 
 SOURCES_DIR = "sources"  # media-relative, private
-SOURCE_FORMATS = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg"}  # MPO: a camera JPEG with extra frames (the first is used)
-REFUSED_SOURCE = ("build_config.source must be {'type': 'skimage'} (optionally with 'names') or "
-                  "{'type': 'upload', 'id': '<source photo set id>'} (upload photos with POST /api/v1/sources/)")  # fmt: skip
+SOURCE_FORMATS = {
+    "PNG": "png",
+    "JPEG": "jpg",
+    "MPO": "jpg",
+}  # MPO: a camera JPEG with extra frames (the first is used)
+REFUSED_SOURCE = (
+    "build_config.source must be {'type': 'skimage'} (optionally with 'names') or "
+    "{'type': 'upload', 'id': '<source photo set id>'} (upload photos with POST /api/v1/sources/)"
+)
 UNKNOWN_SET = "build_config.source.id: no such source photo set"
 SECTION_KEYS = {
     "sentinels": {"n", "light_severity", "heavy_severity", "identical_fraction"},
@@ -46,8 +52,14 @@ SECTION_KEYS = {
     "jnd": {"identical_fraction"},
     "composition": {"p_compose", "max_ops"},
 }
-FRACTIONS = {("flat_threshold",), ("sentinels", "light_severity"), ("sentinels", "heavy_severity"),
-             ("sentinels", "identical_fraction"), ("jnd", "identical_fraction"), ("composition", "p_compose")}  # fmt: skip
+FRACTIONS = {
+    ("flat_threshold",),
+    ("sentinels", "light_severity"),
+    ("sentinels", "heavy_severity"),
+    ("sentinels", "identical_fraction"),
+    ("jnd", "identical_fraction"),
+    ("composition", "p_compose"),
+}
 
 
 def _fail(message: str, field: str, **extra):
@@ -82,30 +94,52 @@ def build_config_check(*, build_config: dict, owner) -> dict:
     for section, keys in SECTION_KEYS.items():
         value = c.get(section, {})
         if not isinstance(value, dict) or set(value) - keys:
-            _fail(f"build_config.{section} must be an object with keys {sorted(keys)}", f"build_config.{section}")
+            _fail(
+                f"build_config.{section} must be an object with keys {sorted(keys)}",
+                f"build_config.{section}",
+            )
     _count(c.get("sentinels", {}).get("n", 0), "build_config.sentinels.n", 0, limits["sentinels"])
     _count(c.get("practice", {}).get("n", 0), "build_config.practice.n", 0, limits["practice"])
-    _count(c.get("composition", {}).get("max_ops", 2), "build_config.composition.max_ops", 1, limits["max_ops"])
+    _count(
+        c.get("composition", {}).get("max_ops", 2), "build_config.composition.max_ops", 1, limits["max_ops"]
+    )
     for path in FRACTIONS:
         value = c.get(path[0], {}) if len(path) == 2 else c
         if path[-1] in value and (not _is_number(value[path[-1]]) or not 0 <= value[path[-1]] <= 1):
             field = "build_config." + ".".join(path)
             _fail(f"{field} must be a number in [0, 1], got {value[path[-1]]!r}", field)
     names = c.get("distortions")
-    if names is not None and (not isinstance(names, list) or not 1 <= len(names) <= limits["distortions"]
-                              or not all(isinstance(n, str) for n in names)):  # fmt: skip
-        _fail(f"build_config.distortions must be a list of 1..{limits['distortions']} distortion names",
-              "build_config.distortions", cap=limits["distortions"])  # fmt: skip
+    if names is not None and (
+        not isinstance(names, list)
+        or not 1 <= len(names) <= limits["distortions"]
+        or not all(isinstance(n, str) for n in names)
+    ):
+        _fail(
+            f"build_config.distortions must be a list of 1..{limits['distortions']} distortion names",
+            "build_config.distortions",
+            cap=limits["distortions"],
+        )
     severity = c.get("severity_range", [0.0, 1.0])
-    if (not isinstance(severity, list) or len(severity) != 2 or not all(_is_number(s) for s in severity)
-            or not 0 <= severity[0] <= severity[1] <= 1):  # fmt: skip
-        _fail("build_config.severity_range must be [low, high] with 0 <= low <= high <= 1", "build_config.severity_range")
+    if (
+        not isinstance(severity, list)
+        or len(severity) != 2
+        or not all(_is_number(s) for s in severity)
+        or not 0 <= severity[0] <= severity[1] <= 1
+    ):
+        _fail(
+            "build_config.severity_range must be [low, high] with 0 <= low <= high <= 1",
+            "build_config.severity_range",
+        )
     for key in ("families", "splits"):
         value = c.get(key, {})
-        if not isinstance(value, dict) or not all(isinstance(k, str) and _is_number(v) and 0 <= v <= 1000
-                                                  for k, v in value.items()):  # fmt: skip
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and _is_number(v) and 0 <= v <= 1000 for k, v in value.items()
+        ):
             _fail(f"build_config.{key} must map names to numbers in 0..1000", f"build_config.{key}")
-    return {**c, "source": _engine_source(c.get("source", {"type": "skimage"}), owner, c.get("patch_size", 64))}
+    return {
+        **c,
+        "source": _engine_source(c.get("source", {"type": "skimage"}), owner, c.get("patch_size", 64)),
+    }
 
 
 def build_config_check_cnn(*, engine_config) -> None:
@@ -114,11 +148,17 @@ def build_config_check_cnn(*, engine_config) -> None:
     from distortions import registry
 
     sampler = engine_config.sampler()
-    share = sum(float(p) for n, p in zip(sampler.names, sampler.probs, strict=True) if registry.get(n).family == "cnn")
+    share = sum(
+        float(p) for n, p in zip(sampler.names, sampler.probs, strict=True) if registry.get(n).family == "cnn"
+    )
     cap = settings.PERCEPTLAB_BUILD_LIMITS["cnn_items"]
     if share * engine_config.n_items > cap:
-        _fail(f"build_config: at most {cap} CNN-distorted items (n_items x the CNN share, "
-              f"{engine_config.n_items} x {share:.2f} here)", "build_config.families", cap=cap)  # fmt: skip
+        _fail(
+            f"build_config: at most {cap} CNN-distorted items (n_items x the CNN share, "
+            f"{engine_config.n_items} x {share:.2f} here)",
+            "build_config.families",
+            cap=cap,
+        )
 
 
 def _engine_source(source, owner, patch_size) -> dict:
@@ -127,22 +167,35 @@ def _engine_source(source, owner, patch_size) -> dict:
     kind = source.get("type") if isinstance(source, dict) else None
     if kind == "skimage" and set(source) <= {"type", "names"}:
         names = source.get("names")
-        if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
-                                  or len(set(names)) != len(names) or not 1 <= len(names) <= len(SKIMAGE_PHOTOS)):  # fmt: skip
-            _fail(f"build_config.source.names must list distinct bundled photographs: {list(SKIMAGE_PHOTOS)}",
-                  "build_config.source.names")  # fmt: skip
+        if names is not None and (
+            not isinstance(names, list)
+            or not all(isinstance(n, str) for n in names)
+            or len(set(names)) != len(names)
+            or not 1 <= len(names) <= len(SKIMAGE_PHOTOS)
+        ):
+            _fail(
+                f"build_config.source.names must list distinct bundled photographs: {list(SKIMAGE_PHOTOS)}",
+                "build_config.source.names",
+            )
         return dict(source)
     if kind == "upload" and set(source) == {"type", "id"}:
         photo_set = source_set_for(owner=owner, set_id=source["id"])
         if photo_set is None:
             _fail(UNKNOWN_SET, "build_config.source.id")
         if _is_int(patch_size) and patch_size > photo_set.min_side:
-            _fail(f"build_config.patch_size {patch_size} is larger than the smallest photo of this source set "
-                  f"({photo_set.min_side} pixels)", "build_config.patch_size", cap=photo_set.min_side)  # fmt: skip
+            _fail(
+                f"build_config.patch_size {patch_size} is larger than the smallest photo of this source set "
+                f"({photo_set.min_side} pixels)",
+                "build_config.patch_size",
+                cap=photo_set.min_side,
+            )
         folder = _set_dir(photo_set.pk)
         paths = [folder / f["file"] for f in photo_set.files]
         if not paths or not all(p.is_file() for p in paths):
-            _fail("build_config.source.id: this source photo set is incomplete; upload it again", "build_config.source.id")
+            _fail(
+                "build_config.source.id: this source photo set is incomplete; upload it again",
+                "build_config.source.id",
+            )
         return {"type": "files", "paths": [str(p) for p in paths]}
     _fail(REFUSED_SOURCE, "build_config.source")
 
@@ -150,8 +203,9 @@ def _engine_source(source, owner, patch_size) -> dict:
 def engine_build_config(*, study: Study) -> dict:
     """The engine config a study builds from: its build config checked again (settings or sets may have
     changed since it was created) and its upload source resolved to files."""
-    return build_config_check(build_config={k: v for k, v in study.build_config.items() if k != "kind"},
-                              owner=study.owner) | {"kind": study.kind}  # fmt: skip
+    return build_config_check(
+        build_config={k: v for k, v in study.build_config.items() if k != "kind"}, owner=study.owner
+    ) | {"kind": study.kind}
 
 
 # --- source photo sets ---------------------------------------------------------------------------------------
@@ -175,7 +229,9 @@ def source_set_for(*, owner, set_id) -> SourcePhotoSet | None:
 
 
 def _archive_fail(message: str, member: str | None = None, status_code: int = 400):
-    raise ApplicationError(message, {"field": "archive", **({"file": member} if member else {})}, status_code=status_code)
+    raise ApplicationError(
+        message, {"field": "archive", **({"file": member} if member else {})}, status_code=status_code
+    )
 
 
 def _check_photo(name: str, data: bytes, limits: dict) -> tuple[str, int, int]:
@@ -190,29 +246,41 @@ def _check_photo(name: str, data: bytes, limits: dict) -> tuple[str, int, int]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 if img.format not in SOURCE_FORMATS:
-                    _archive_fail(f"{name}: {img.format or 'unknown'} files are not accepted (PNG or JPEG photos only)", name)
+                    _archive_fail(
+                        f"{name}: {img.format or 'unknown'} files are not accepted (PNG or JPEG photos only)",
+                        name,
+                    )
                 w, h = img.size
                 if w * h > limits["max_pixels"]:
                     _archive_fail(f"{name}: {w}x{h} is more than {limits['max_pixels']} pixels", name)
                 if min(w, h) < limits["min_side"]:
                     _archive_fail(f"{name}: {w}x{h} is smaller than {limits['min_side']} pixels a side", name)
-                img.convert("RGB")  # decodes every pixel: truncated or corrupt files fail here, not in a build
+                img.convert(
+                    "RGB"
+                )  # decodes every pixel: truncated or corrupt files fail here, not in a build
                 return SOURCE_FORMATS[img.format], w, h
     except ApplicationError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ApplicationError(f"{name}: too many pixels (a decompression bomb?)", {"field": "archive", "file": name}) from exc
+        raise ApplicationError(
+            f"{name}: too many pixels (a decompression bomb?)", {"field": "archive", "file": name}
+        ) from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # PIL's many ways of saying "not an image"
-        raise ApplicationError(f"{name}: not a readable PNG or JPEG photo ({exc.__class__.__name__})",
-                               {"field": "archive", "file": name}) from exc  # fmt: skip
+        raise ApplicationError(
+            f"{name}: not a readable PNG or JPEG photo ({exc.__class__.__name__})",
+            {"field": "archive", "file": name},
+        ) from exc
 
 
 def source_set_create(*, owner, name: str, archive) -> SourcePhotoSet:
     """Store an uploaded zip of photographs as the owner's source photo set (checks in the module docstring)."""
     limits = settings.PERCEPTLAB_SOURCE_LIMITS
     if source_set_list_for(user=owner).count() >= limits["max_sets_per_owner"]:
-        raise ApplicationError(f"at most {limits['max_sets_per_owner']} source photo sets per researcher; delete one first",
-                               {"field": "archive", "cap": limits["max_sets_per_owner"]}, status_code=409)  # fmt: skip
+        raise ApplicationError(
+            f"at most {limits['max_sets_per_owner']} source photo sets per researcher; delete one first",
+            {"field": "archive", "cap": limits["max_sets_per_owner"]},
+            status_code=409,
+        )
     size = getattr(archive, "size", None)
     if size is not None and size > limits["max_archive_bytes"]:
         _archive_fail(f"the archive is {size} bytes (limit {limits['max_archive_bytes']})", status_code=413)
@@ -227,9 +295,16 @@ def source_set_create(*, owner, name: str, archive) -> SourcePhotoSet:
         with zf:
             files = _store_members(zf, tmp, limits)
         digest = hashlib.sha256("\n".join(sorted(f["file"] for f in files)).encode()).hexdigest()
-        photo_set = SourcePhotoSet(id=set_id, owner=owner, name=name, files=files, n_images=len(files),
-                                   min_side=min(min(f["width"], f["height"]) for f in files),
-                                   total_bytes=sum(f["bytes"] for f in files), digest=digest)  # fmt: skip
+        photo_set = SourcePhotoSet(
+            id=set_id,
+            owner=owner,
+            name=name,
+            files=files,
+            n_images=len(files),
+            min_side=min(min(f["width"], f["height"]) for f in files),
+            total_bytes=sum(f["bytes"] for f in files),
+            digest=digest,
+        )
         photo_set.full_clean()
         tmp.replace(_set_dir(set_id))
     except BaseException:
@@ -244,8 +319,13 @@ def source_set_create(*, owner, name: str, archive) -> SourcePhotoSet:
 
 
 def _store_members(zf: zipfile.ZipFile, folder: Path, limits: dict) -> list[dict]:
-    members = [m for m in zf.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX/")
-               and not m.filename.rsplit("/", 1)[-1].startswith(".")]  # fmt: skip
+    members = [
+        m
+        for m in zf.infolist()
+        if not m.is_dir()
+        and not m.filename.startswith("__MACOSX/")
+        and not m.filename.rsplit("/", 1)[-1].startswith(".")
+    ]
     if not members:
         _archive_fail("the archive holds no photos")
     if len(members) > limits["max_files"]:
@@ -257,9 +337,14 @@ def _store_members(zf: zipfile.ZipFile, folder: Path, limits: dict) -> list[dict
         label = m.filename[-200:]
         if m.file_size > limits["max_file_bytes"]:
             _archive_fail(f"{label}: {m.file_size} bytes (limit {limits['max_file_bytes']} a photo)", label)
-        if m.file_size and (not m.compress_size or m.file_size / m.compress_size > limits["max_compression_ratio"]):
-            _archive_fail(f"{label}: compressed {m.file_size // max(m.compress_size, 1)}:1 "
-                          f"(limit {limits['max_compression_ratio']}:1; a zip bomb?)", label)  # fmt: skip
+        if m.file_size and (
+            not m.compress_size or m.file_size / m.compress_size > limits["max_compression_ratio"]
+        ):
+            _archive_fail(
+                f"{label}: compressed {m.file_size // max(m.compress_size, 1)}:1 "
+                f"(limit {limits['max_compression_ratio']}:1; a zip bomb?)",
+                label,
+            )
     files: dict[str, dict] = {}
     pixels = 0
     for m in members:
@@ -268,8 +353,9 @@ def _store_members(zf: zipfile.ZipFile, folder: Path, limits: dict) -> list[dict
             with zf.open(m) as handle:
                 data = handle.read(limits["max_file_bytes"] + 1)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
-            raise ApplicationError(f"{label}: cannot be unpacked ({exc.__class__.__name__})",
-                                   {"field": "archive", "file": label}) from exc  # fmt: skip
+            raise ApplicationError(
+                f"{label}: cannot be unpacked ({exc.__class__.__name__})", {"field": "archive", "file": label}
+            ) from exc
         if len(data) > limits["max_file_bytes"]:
             _archive_fail(f"{label}: larger than its header says", label)
         ext, w, h = _check_photo(label, data, limits)
@@ -289,10 +375,16 @@ def source_set_delete(*, photo_set: SourcePhotoSet) -> None:
     """Delete a set and its files, unless a study still waiting for its build names it (409)."""
     folder = _set_dir(photo_set.pk)
     with transaction.atomic():
-        pending = Study.objects.filter(owner_id=photo_set.owner_id, status__in=(Study.Status.DRAFT, Study.Status.BUILDING),
-                                       build_config__source__id=str(photo_set.pk))  # fmt: skip
+        pending = Study.objects.filter(
+            owner_id=photo_set.owner_id,
+            status__in=(Study.Status.DRAFT, Study.Status.BUILDING),
+            build_config__source__id=str(photo_set.pk),
+        )
         if pending.exists():
-            raise ApplicationError("a study whose stimuli are not built yet uses this source photo set",
-                                   {"studies": [str(pk) for pk in pending.values_list("pk", flat=True)]}, status_code=409)  # fmt: skip
+            raise ApplicationError(
+                "a study whose stimuli are not built yet uses this source photo set",
+                {"studies": [str(pk) for pk in pending.values_list("pk", flat=True)]},
+                status_code=409,
+            )
         photo_set.delete()
     shutil.rmtree(folder, ignore_errors=True)

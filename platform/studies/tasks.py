@@ -18,8 +18,14 @@ def study_build_stimuli(self, study_id: str) -> dict:
     return {"study": study_id, "items": build(study=study, jobs=1, on_progress=report)}
 
 
-@shared_task(name="distortions.autoencoder_pool_train", bind=True, acks_late=True, reject_on_worker_lost=True,
-             time_limit=6 * 3600, soft_time_limit=6 * 3600 - 60)  # fmt: skip
+@shared_task(
+    name="distortions.autoencoder_pool_train",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=6 * 3600,
+    soft_time_limit=6 * 3600 - 60,
+)
 def autoencoder_pool_train(self, n_models: int = 16, seed: int = 0, budget: dict | None = None) -> dict:
     """Routed to the `gpu` queue (GPU when present, CPU otherwise). A redelivered task after a worker
     crash resumes every model from its last checkpoint; finished models are reused."""

@@ -31,8 +31,11 @@ def study_annotate(request, study_id):
         "params": params,
         "api": "/api/v1/",
     }
-    response = render(request, "annotator/task.html", {"study": study, "config": config, "page": page,
-                                                       "patch_px": PATCH_DISPLAY_PX})  # fmt: skip
+    response = render(
+        request,
+        "annotator/task.html",
+        {"study": study, "config": config, "page": page, "patch_px": PATCH_DISPLAY_PX},
+    )
     response["X-Perceptlab-Frame"] = "mturk"  # core.middleware widens frame-ancestors for this page
     # The address carries PROLIFIC_PID / workerId until annotator.js removes it: send it nowhere as a Referer
     # (the page's own script, style and API requests included). Never log this page's query string.

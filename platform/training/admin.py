@@ -5,13 +5,33 @@ from training.models import Evaluation, ModelVersion, TrainingState
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ("study", "backbone", "weights", "variant", "version", "status", "n_train_judgments", "created_at")
+    list_display = (
+        "study",
+        "backbone",
+        "weights",
+        "variant",
+        "version",
+        "status",
+        "n_train_judgments",
+        "created_at",
+    )
     list_filter = ("status", "backbone", "variant")
 
 
 @admin.register(Evaluation)
 class EvaluationAdmin(admin.ModelAdmin):
-    list_display = ("study", "metric", "measure", "split", "category", "score", "ci_low", "ci_high", "n_items", "created_at")
+    list_display = (
+        "study",
+        "metric",
+        "measure",
+        "split",
+        "category",
+        "score",
+        "ci_low",
+        "ci_high",
+        "n_items",
+        "created_at",
+    )
     list_filter = ("measure", "split", "metric")
 
 

@@ -58,7 +58,12 @@ class FeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         ids = sorted(table)
         tmp = self.path.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(tmp, ids=np.array(ids), s0=np.stack([table[k][0] for k in ids]), s1=np.stack([table[k][1] for k in ids]))
+        np.savez(
+            tmp,
+            ids=np.array(ids),
+            s0=np.stack([table[k][0] for k in ids]),
+            s1=np.stack([table[k][1] for k in ids]),
+        )
         os.replace(tmp, self.path)
         for old in self.dir.glob(f"{self.model.net}-*.npz"):  # invalidated: another backbone of this net
             if old != self.path and ".tmp" not in old.name:

@@ -32,8 +32,12 @@ class ModelVersion(BaseModel):
 
     class Meta:
         ordering = ["-created_at"]
-        constraints = [models.UniqueConstraint(fields=["study", "backbone", "weights", "variant", "version"],
-                                               name="modelversion_unique_version")]  # fmt: skip
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "backbone", "weights", "variant", "version"],
+                name="modelversion_unique_version",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.backbone}-{self.weights}-{self.variant} v{self.version}"
@@ -52,10 +56,13 @@ class Evaluation(BaseModel):
         TRAINED = "trained", "heads trained on this study"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="evaluations")
-    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.CASCADE,
-                                      related_name="evaluations")  # fmt: skip
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="evaluations"
+    )
     run = models.UUIDField(db_index=True)  # evaluations computed together share a run id
-    metric = models.CharField(max_length=64)  # "l2", "ssim", "lpips-alex v0.1 (official)", "trained alex-imagenet lin", "human"
+    metric = models.CharField(
+        max_length=64
+    )  # "l2", "ssim", "lpips-alex v0.1 (official)", "trained alex-imagenet lin", "human"
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.BASELINE)  # what `metric` is
     measure = models.CharField(max_length=16)  # "2afc" / "jnd_map" / "ceiling"
     split = models.CharField(max_length=8)
@@ -74,7 +81,9 @@ class Evaluation(BaseModel):
 class TrainingState(models.Model):
     """Per study: the debounce counter and the one-job-at-a-time claim for retraining."""
 
-    study = models.OneToOneField(Study, on_delete=models.CASCADE, primary_key=True, related_name="training_state")
+    study = models.OneToOneField(
+        Study, on_delete=models.CASCADE, primary_key=True, related_name="training_state"
+    )
     queued = models.BooleanField(default=False)
     running_since = models.DateTimeField(null=True, blank=True)
     last_judgments = models.PositiveIntegerField(default=0)  # accepted judgments the current model saw

@@ -58,7 +58,9 @@ logger = logging.getLogger(__name__)
 def _votes(study: Study) -> dict:
     """item id -> (positive votes, counted votes); counted = test judgments of non-excluded assignments."""
     votes: dict = defaultdict(lambda: [0, 0])
-    rows = Judgment.objects.filter(item__study=study, kind=Trial.Kind.TEST, assignment__excluded=False).values_list("item_id", "choice")
+    rows = Judgment.objects.filter(
+        item__study=study, kind=Trial.Kind.TEST, assignment__excluded=False
+    ).values_list("item_id", "choice")
     for item_id, choice in rows:
         votes[item_id][0] += choice
         votes[item_id][1] += 1
@@ -110,11 +112,17 @@ def _by_category(per_item: np.ndarray, items: list[dict], n_boot: int, seed: int
     for c in cats:
         idx = np.array([i for i, it in enumerate(items) if it["category"] == c])
         scores = per_item[idx]
-        lo, hi = (bootstrap_ci(lambda s_idx, s=scores: s[s_idx].mean(), len(scores), n_boot=n_boot, seed=seed)
-                  if len(scores) > 1 else (None, None))  # fmt: skip
+        lo, hi = (
+            bootstrap_ci(lambda s_idx, s=scores: s[s_idx].mean(), len(scores), n_boot=n_boot, seed=seed)
+            if len(scores) > 1
+            else (None, None)
+        )
         out[c] = (float(scores.mean()), lo, hi, len(scores))
-    lo, hi = (bootstrap_ci(lambda s_idx: per_item[s_idx].mean(), len(per_item), n_boot=n_boot, seed=seed)
-              if len(per_item) > 1 else (None, None))  # fmt: skip
+    lo, hi = (
+        bootstrap_ci(lambda s_idx: per_item[s_idx].mean(), len(per_item), n_boot=n_boot, seed=seed)
+        if len(per_item) > 1
+        else (None, None)
+    )
     out["all"] = (float(np.mean([v[0] for v in out.values()])), lo, hi, len(per_item))
     return out
 
@@ -131,7 +139,9 @@ def _jnd_map(d: np.ndarray, items: list[dict], n_boot: int, seed: int = 0) -> di
             pick = rng.integers(0, len(idx), len(idx))
             if same[idx][pick].sum() > 0:
                 boots.append(jnd_average_precision(d[idx][pick], same[idx][pick]))
-        lo, hi = (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))) if boots else (None, None)
+        lo, hi = (
+            (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))) if boots else (None, None)
+        )
         out[c] = (score, lo, hi, len(idx))
     return out
 
@@ -147,8 +157,11 @@ def _claim(study_id, claim: uuid.UUID) -> bool:
     now, stale = timezone.now(), _stale_before()
     return bool(
         TrainingState.objects.filter(study_id=study_id)
-        .filter(Q(running_since__isnull=True) | Q(heartbeat_at__lt=stale)
-                | Q(heartbeat_at__isnull=True, running_since__lt=stale))  # fmt: skip
+        .filter(
+            Q(running_since__isnull=True)
+            | Q(heartbeat_at__lt=stale)
+            | Q(heartbeat_at__isnull=True, running_since__lt=stale)
+        )
         .update(running_since=now, heartbeat_at=now, claim=claim, queued=False)
     )
 
@@ -177,13 +190,17 @@ class _Heartbeat:
         try:
             while not self.stop.wait(settings.PERCEPTLAB_TRAINING_HEARTBEAT_S):
                 try:
-                    beat = TrainingState.objects.filter(study_id=self.study_id, claim=self.claim).update(heartbeat_at=timezone.now())
+                    beat = TrainingState.objects.filter(study_id=self.study_id, claim=self.claim).update(
+                        heartbeat_at=timezone.now()
+                    )
                 except Exception:  # the database is briefly away: the next beat tries again
                     logger.warning("study %s: training heartbeat failed", self.study_id, exc_info=True)
                     continue
                 if not beat and not self.lost:
                     self.lost = True
-                    logger.warning("study %s: the training claim was taken over (this job looked dead)", self.study_id)
+                    logger.warning(
+                        "study %s: the training claim was taken over (this job looked dead)", self.study_id
+                    )
         finally:
             connection.close()
 
@@ -207,8 +224,12 @@ def study_retrain(*, study: Study, progress=None) -> dict:
     if not _claim(study.pk, claim):
         state = TrainingState.objects.get(study_id=study.pk)
         beat = state.heartbeat_at or state.running_since or timezone.now()
-        retry_in = max(1.0, settings.PERCEPTLAB_TRAINING_STALE_S - (timezone.now() - beat).total_seconds() + 1.0)
-        retry_in = min(retry_in, max(1.0, settings.PERCEPTLAB_TRAINING_HEARTBEAT_S * 2))  # soon after a job ends
+        retry_in = max(
+            1.0, settings.PERCEPTLAB_TRAINING_STALE_S - (timezone.now() - beat).total_seconds() + 1.0
+        )
+        retry_in = min(
+            retry_in, max(1.0, settings.PERCEPTLAB_TRAINING_HEARTBEAT_S * 2)
+        )  # soon after a job ends
         logger.info("study %s: a training job holds the claim; trying again in %.0f s", study.pk, retry_in)
         TrainingState.objects.filter(study_id=study.pk).update(queued=True, queued_at=timezone.now())
         return {"study": str(study.pk), "status": "busy", "retry_in": retry_in}
@@ -220,15 +241,24 @@ def study_retrain(*, study: Study, progress=None) -> dict:
         state = TrainingState.objects.select_for_update().get(study_id=study.pk)
         variants, state.pending_variants = list(state.pending_variants), []
         state.save(update_fields=["pending_variants"])
-    mine = TrainingState.objects.filter(study_id=study.pk, claim=claim)  # a claim taken over is not ours to clear
+    mine = TrainingState.objects.filter(
+        study_id=study.pk, claim=claim
+    )  # a claim taken over is not ours to clear
     released = {"running_since": None, "heartbeat_at": None, "claim": None}
     try:
         with _Heartbeat(study.pk, claim):
             summary = _retrain(study, progress, variants=variants)
-        mine.update(**released, last_judgments=summary["n_judgments"], last_run_at=timezone.now(), last_error="",
-                    runs=F("runs") + 1)  # fmt: skip
+        mine.update(
+            **released,
+            last_judgments=summary["n_judgments"],
+            last_run_at=timezone.now(),
+            last_error="",
+            runs=F("runs") + 1,
+        )
     except BaseException as exc:
-        mine.update(**released, last_error=repr(exc)[:2000], pending_variants=variants)  # asked again next time
+        mine.update(
+            **released, last_error=repr(exc)[:2000], pending_variants=variants
+        )  # asked again next time
         ModelVersion.objects.filter(study=study, status=ModelVersion.Status.RUNNING).update(
             status=ModelVersion.Status.FAILED, error=repr(exc)[:2000]
         )
@@ -252,23 +282,52 @@ def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
 
     def add(metric, kind, measure, split, scores, version=None):
         for cat, (score, lo, hi, n) in scores.items():
-            rows.append(Evaluation(study=study, model_version=version, run=run, metric=metric, kind=kind, measure=measure,
-                                   split=split, category=cat, score=score, ci_low=lo, ci_high=hi, n_items=n,
-                                   n_judgments=n_judgments))  # fmt: skip
+            rows.append(
+                Evaluation(
+                    study=study,
+                    model_version=version,
+                    run=run,
+                    metric=metric,
+                    kind=kind,
+                    measure=measure,
+                    split=split,
+                    category=cat,
+                    score=score,
+                    ci_low=lo,
+                    ci_high=hi,
+                    n_items=n,
+                    n_judgments=n_judgments,
+                )
+            )
 
     _evaluate_on_images(study, config, val_items, add)
     for spec in config["backbones"]:  # deep metrics from cached statistics
-        versions += _evaluate_backbone(study, spec, config, train_items, val_items, variants, progress, add, notes)
+        versions += _evaluate_backbone(
+            study, spec, config, train_items, val_items, variants, progress, add, notes
+        )
     with transaction.atomic():  # the new model becomes current together with its evaluation
         for version in versions:
             version.status = ModelVersion.Status.READY
             version.finished_at = timezone.now()
             version.save()
         Evaluation.objects.bulk_create(rows)
-    logger.info("study %s: evaluated %d metrics on %d val items (%d judgments); trained %d model(s)",
-                study.pk, len({r.metric for r in rows}), len(val_items), n_judgments, len(versions))  # fmt: skip
-    return {"study": str(study.pk), "status": "done", "run": str(run), "n_judgments": n_judgments,
-            "models": [str(v) for v in versions], "metrics": sorted({r.metric for r in rows}), "notes": notes}  # fmt: skip
+    logger.info(
+        "study %s: evaluated %d metrics on %d val items (%d judgments); trained %d model(s)",
+        study.pk,
+        len({r.metric for r in rows}),
+        len(val_items),
+        n_judgments,
+        len(versions),
+    )
+    return {
+        "study": str(study.pk),
+        "status": "done",
+        "run": str(run),
+        "n_judgments": n_judgments,
+        "models": [str(v) for v in versions],
+        "metrics": sorted({r.metric for r in rows}),
+        "notes": notes,
+    }
 
 
 def _evaluate_on_images(study: Study, config: dict, val_items: list[dict], add) -> None:
@@ -277,10 +336,18 @@ def _evaluate_on_images(study: Study, config: dict, val_items: list[dict], add) 
     data = dataset_from_items(study, val_items)
     if study.kind == "2afc":
         p = data.p
-        ceil = {c: human_ceiling_plugin(p[[i for i, it in enumerate(val_items) if it["category"] == c]])
-                for c in sorted({it["category"] for it in val_items})}  # fmt: skip
+        ceil = {
+            c: human_ceiling_plugin(p[[i for i, it in enumerate(val_items) if it["category"] == c]])
+            for c in sorted({it["category"] for it in val_items})
+        }
         ceil["all"] = float(np.mean(list(ceil.values())))
-        add("human", Evaluation.Kind.HUMAN, "ceiling", "val", {c: (v, None, None, len(val_items)) for c, v in ceil.items()})
+        add(
+            "human",
+            Evaluation.Kind.HUMAN,
+            "ceiling",
+            "val",
+            {c: (v, None, None, len(val_items)) for c, v in ceil.items()},
+        )
     for name in config["baselines"]:
         fn = BASELINES[name]
         if study.kind == "2afc":
@@ -288,11 +355,26 @@ def _evaluate_on_images(study: Study, config: dict, val_items: list[dict], add) 
             d1 = _apply(fn, data.ref, data.p1)
             add(name, Evaluation.Kind.BASELINE, "2afc", "val", _scores_2afc(d0, d1, val_items, n_boot))
         else:
-            add(name, Evaluation.Kind.BASELINE, "jnd_map", "val", _jnd_map(_apply(fn, data.p0, data.p1), val_items, n_boot))
+            add(
+                name,
+                Evaluation.Kind.BASELINE,
+                "jnd_map",
+                "val",
+                _jnd_map(_apply(fn, data.p0, data.p1), val_items, n_boot),
+            )
 
 
-def _evaluate_backbone(study: Study, spec: dict, config: dict, train_items: list[dict], val_items: list[dict],
-                       variants, progress, add, notes: list[str]) -> list[ModelVersion]:  # fmt: skip
+def _evaluate_backbone(
+    study: Study,
+    spec: dict,
+    config: dict,
+    train_items: list[dict],
+    val_items: list[dict],
+    variants,
+    progress,
+    add,
+    notes: list[str],
+) -> list[ModelVersion]:
     """One backbone: its unweighted and official heads evaluated, its lin heads trained (and the on-demand
     variants); returns the model versions trained (still running until _retrain commits them)."""
     label = f"{spec['net']}-{spec['weights']}"
@@ -310,8 +392,10 @@ def _evaluate_backbone(study: Study, spec: dict, config: dict, train_items: list
     }
     if config["official_lpips"] and spec["weights"] == "imagenet":
         official = LPIPS(net=spec["net"], backbone=model.backbone, head_weights="official")
-        heads[f"lpips-{spec['net']} v0.1 (official)"] = (Evaluation.Kind.OFFICIAL,
-                                                          official.heads.flat_weights().detach().numpy())  # fmt: skip
+        heads[f"lpips-{spec['net']} v0.1 (official)"] = (
+            Evaluation.Kind.OFFICIAL,
+            official.heads.flat_weights().detach().numpy(),
+        )
     versions: list[ModelVersion] = []
     version = None
     if train_items:
@@ -324,38 +408,79 @@ def _evaluate_backbone(study: Study, spec: dict, config: dict, train_items: list
         d0, d1 = v0 @ weights, v1 @ weights
         mv = version if kind == Evaluation.Kind.TRAINED else None
         if study.kind == "2afc":
-            add(name, kind, "2afc", "val", _scores_2afc(d0.astype(np.float64), d1.astype(np.float64), val_items, n_boot), mv)
+            add(
+                name,
+                kind,
+                "2afc",
+                "val",
+                _scores_2afc(d0.astype(np.float64), d1.astype(np.float64), val_items, n_boot),
+                mv,
+            )
         else:
             add(name, kind, "jnd_map", "val", _jnd_map(d0.astype(np.float64), val_items, n_boot), mv)
     return versions
 
 
-def _train_lin(study: Study, spec: dict, config: dict, model: LPIPS, cache: FeatureCache, train_items: list[dict],
-               progress, heads: dict) -> ModelVersion:  # fmt: skip
+def _train_lin(
+    study: Study,
+    spec: dict,
+    config: dict,
+    model: LPIPS,
+    cache: FeatureCache,
+    train_items: list[dict],
+    progress,
+    heads: dict,
+) -> ModelVersion:
     """Fit the lin heads on the cached train statistics and save them as a new (running) model version;
     adds the initial and the trained heads to `heads` for evaluation."""
     label = f"{spec['net']}-{spec['weights']}"
     t0, t1 = cache.stats(train_items, kind=study.kind, progress=progress)
-    last = ModelVersion.objects.filter(study=study, backbone=spec["net"], weights=spec["weights"],
-                                       variant="lin").aggregate(v=Max("version"))["v"] or 0  # fmt: skip
-    version = ModelVersion.objects.create(study=study, backbone=spec["net"], weights=spec["weights"], variant="lin",
-                                          version=last + 1, n_train_items=len(train_items),
-                                          n_train_judgments=sum(it["n"] for it in train_items))  # fmt: skip
+    last = (
+        ModelVersion.objects.filter(
+            study=study, backbone=spec["net"], weights=spec["weights"], variant="lin"
+        ).aggregate(v=Max("version"))["v"]
+        or 0
+    )
+    version = ModelVersion.objects.create(
+        study=study,
+        backbone=spec["net"],
+        weights=spec["weights"],
+        variant="lin",
+        version=last + 1,
+        n_train_items=len(train_items),
+        n_train_judgments=sum(it["n"] for it in train_items),
+    )
     steps_per_epoch = -(-len(train_items) // 50)
     epochs = max(int(config["epochs"]), -(-int(config["min_steps"]) // (2 * steps_per_epoch)))
-    cfg = TrainConfig(net=spec["net"], backbone_weights=spec["weights"], seed=int(spec.get("seed", 0)),
-                      epochs=epochs, epochs_decay=max(int(config["epochs_decay"]), epochs), lr=float(config["lr"]))  # fmt: skip
-    heads[f"{label} untrained (init heads)"] = (Evaluation.Kind.UNTRAINED,
-                                                model.heads.flat_weights().detach().cpu().numpy().copy())  # fmt: skip
+    cfg = TrainConfig(
+        net=spec["net"],
+        backbone_weights=spec["weights"],
+        seed=int(spec.get("seed", 0)),
+        epochs=epochs,
+        epochs_decay=max(int(config["epochs_decay"]), epochs),
+        lr=float(config["lr"]),
+    )
+    heads[f"{label} untrained (init heads)"] = (
+        Evaluation.Kind.UNTRAINED,
+        model.heads.flat_weights().detach().cpu().numpy().copy(),
+    )
     p_train = np.array([it["k"] / it["n"] for it in train_items])
     w, _rank, losses = train_lin_fast(t0, t1, p_train, cfg, w_init=model.heads.flat_weights())
     model.heads.set_flat_weights(w)
-    rel, digest = _save_heads(model, f"models/{study.pk}/{spec['net']}-{spec['weights']}-lin-v{version.version}.pth")
+    rel, digest = _save_heads(
+        model, f"models/{study.pk}/{spec['net']}-{spec['weights']}-lin-v{version.version}.pth"
+    )
     version.heads_path, version.heads_sha256 = rel, digest
-    version.train_info = {"losses": [float(x) for x in losses][-5:], "feature_device": cache.device,
-                          "feature_cache": cache.path.name, "computed_features": cache.computed}  # fmt: skip
-    heads[f"trained {label} lin"] = (Evaluation.Kind.TRAINED,
-                                     w.detach().cpu().numpy() if torch.is_tensor(w) else np.asarray(w))  # fmt: skip
+    version.train_info = {
+        "losses": [float(x) for x in losses][-5:],
+        "feature_device": cache.device,
+        "feature_cache": cache.path.name,
+        "computed_features": cache.computed,
+    }
+    heads[f"trained {label} lin"] = (
+        Evaluation.Kind.TRAINED,
+        w.detach().cpu().numpy() if torch.is_tensor(w) else np.asarray(w),
+    )
     return version
 
 
@@ -365,25 +490,51 @@ def _train_deep_variant(study, spec, variant, config, train_items, val_items, ad
     from metric.evaluate import lpips_2afc_distances
     from metric.train import train_heads
 
-    last = ModelVersion.objects.filter(study=study, backbone=spec["net"], weights=spec["weights"],
-                                       variant=variant).aggregate(v=Max("version"))["v"] or 0  # fmt: skip
-    version = ModelVersion.objects.create(study=study, backbone=spec["net"], weights=spec["weights"], variant=variant,
-                                          version=last + 1, n_train_items=len(train_items),
-                                          n_train_judgments=sum(it["n"] for it in train_items))  # fmt: skip
-    cfg = TrainConfig(net=spec["net"], variant=variant, backbone_weights=spec["weights"], seed=int(spec.get("seed", 0)),
-                      epochs=int(config["epochs"]), epochs_decay=int(config["epochs_decay"]), lr=float(config["lr"]) / 10)  # fmt: skip
+    last = (
+        ModelVersion.objects.filter(
+            study=study, backbone=spec["net"], weights=spec["weights"], variant=variant
+        ).aggregate(v=Max("version"))["v"]
+        or 0
+    )
+    version = ModelVersion.objects.create(
+        study=study,
+        backbone=spec["net"],
+        weights=spec["weights"],
+        variant=variant,
+        version=last + 1,
+        n_train_items=len(train_items),
+        n_train_judgments=sum(it["n"] for it in train_items),
+    )
+    cfg = TrainConfig(
+        net=spec["net"],
+        variant=variant,
+        backbone_weights=spec["weights"],
+        seed=int(spec.get("seed", 0)),
+        epochs=int(config["epochs"]),
+        epochs_decay=int(config["epochs_decay"]),
+        lr=float(config["lr"]) / 10,
+    )
     result = train_heads(dataset_from_items(study, train_items), cfg, fast=False)
     stem = f"models/{study.pk}/{spec['net']}-{spec['weights']}-{variant}-v{version.version}"
     version.heads_path, version.heads_sha256 = _save_heads(result.model, f"{stem}.pth")
     trunk = Path(settings.MEDIA_ROOT) / f"{stem}-trunk.pth"
     torch.save(result.model.backbone.features.state_dict(), trunk.with_suffix(".tmp"))
     os.replace(trunk.with_suffix(".tmp"), trunk)
-    version.train_info = {"losses": [float(x) for x in result.losses][-5:], "trunk": f"{stem}-trunk.pth",
-                          "seconds": result.seconds}  # fmt: skip
+    version.train_info = {
+        "losses": [float(x) for x in result.losses][-5:],
+        "trunk": f"{stem}-trunk.pth",
+        "seconds": result.seconds,
+    }
     val = dataset_from_items(study, val_items)
     d0, d1 = lpips_2afc_distances(result.model.eval(), val)
-    add(f"trained {spec['net']}-{spec['weights']} {variant}", Evaluation.Kind.TRAINED, "2afc", "val", _scores_2afc(d0, d1, val_items, int(config["n_boot"])),
-        version)  # fmt: skip
+    add(
+        f"trained {spec['net']}-{spec['weights']} {variant}",
+        Evaluation.Kind.TRAINED,
+        "2afc",
+        "val",
+        _scores_2afc(d0, d1, val_items, int(config["n_boot"])),
+        version,
+    )
     return version
 
 

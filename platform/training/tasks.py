@@ -1,8 +1,14 @@
 from celery import shared_task
 
 
-@shared_task(name="training.study_retrain", bind=True, acks_late=True, reject_on_worker_lost=True,
-             time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60)  # fmt: skip
+@shared_task(
+    name="training.study_retrain",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=3 * 3600,
+    soft_time_limit=3 * 3600 - 60,
+)
 def study_retrain(self, study_id: str) -> dict:
     """Routed to the `gpu` queue (GPU when present, CPU otherwise). A worker killed mid-job leaves its
     message unacknowledged: the broker delivers it again and the new job takes over the stale claim. A job
@@ -19,7 +25,9 @@ def study_retrain(self, study_id: str) -> dict:
 
     result = retrain(study=study, progress=report)
     if result["status"] == "busy":
-        raise self.retry(countdown=result["retry_in"], max_retries=None)  # bounded by the other job's time limit
+        raise self.retry(
+            countdown=result["retry_in"], max_retries=None
+        )  # bounded by the other job's time limit
     return result
 
 

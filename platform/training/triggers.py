@@ -25,7 +25,9 @@ from training.models import TrainingState
 
 
 def accepted_judgments(*, study_id) -> int:
-    return Item.objects.filter(study_id=study_id, role=Item.Role.TEST).aggregate(n=Sum("n_judgments"))["n"] or 0
+    return (
+        Item.objects.filter(study_id=study_id, role=Item.Role.TEST).aggregate(n=Sum("n_judgments"))["n"] or 0
+    )
 
 
 def _state(study_id) -> TrainingState:
@@ -73,9 +75,11 @@ def retry_after_s(state: TrainingState) -> int:
 def _mark_queued(study_id) -> bool:
     now = timezone.now()
     with transaction.atomic():
-        won = (TrainingState.objects.filter(study_id=study_id)
-               .filter(Q(queued=False) | Q(queued_at__isnull=True) | Q(queued_at__lt=now - queue_lost()))
-               .update(queued=True, queued_at=now))  # fmt: skip
+        won = (
+            TrainingState.objects.filter(study_id=study_id)
+            .filter(Q(queued=False) | Q(queued_at__isnull=True) | Q(queued_at__lt=now - queue_lost()))
+            .update(queued=True, queued_at=now)
+        )
         if won:
             enqueue_on_commit("training.study_retrain", str(study_id))
     return bool(won)
@@ -93,8 +97,12 @@ def training_request(*, study: Study, force: bool = False, variants: list[str] |
         raise ApplicationError(f"variants are {list(VARIANTS)}", {"field": "variants"})
     wait = retry_after_s(state) if (force or extra) else 0
     if wait:
-        raise ApplicationError(f"the study was retrained or queued less than {settings.PERCEPTLAB_MIN_RETRAIN_INTERVAL_S} s "
-                               f"ago; ask again in {wait} s", {"retry_after_s": wait}, status_code=429)  # fmt: skip
+        raise ApplicationError(
+            f"the study was retrained or queued less than {settings.PERCEPTLAB_MIN_RETRAIN_INTERVAL_S} s "
+            f"ago; ask again in {wait} s",
+            {"retry_after_s": wait},
+            status_code=429,
+        )
     if extra:
         with transaction.atomic():
             state = TrainingState.objects.select_for_update().get(pk=state.pk)
@@ -112,5 +120,3 @@ def retrain_due() -> int:
     for study_id in Study.objects.filter(status=Study.Status.ACTIVE).values_list("pk", flat=True):
         n += judgments_added(study_id=study_id)
     return n
-
-

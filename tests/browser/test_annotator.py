@@ -39,8 +39,10 @@ def consent_and_start(browser, url):
     click(browser, "btn-consent")
     wait(browser, "return document.body.dataset.screen === 'instructions'", what="instructions")
     if browser.execute_script("return !!document.querySelector('#screen-instructions figure')"):
-        shown = browser.execute_script("return !document.getElementById('example').hidden && "
-                                       "[...document.querySelectorAll('#example img')].every(i => i.src)")  # fmt: skip
+        shown = browser.execute_script(
+            "return !document.getElementById('example').hidden && "
+            "[...document.querySelectorAll('#example img')].every(i => i.src)"
+        )
         assert shown, "the instructions show an example"
     click(browser, "btn-start")
 
@@ -51,11 +53,16 @@ def answer_trials(browser, keys, *, stop_after=None):
 
     given, last = 0, None
     while stop_after is None or given < stop_after:
-        state = wait(browser, """
+        state = wait(
+            browser,
+            """
             const s = document.body.dataset.screen;
             if (s === 'done' || s === 'error' || s === 'practice-done') return s;
             if (s === 'trial' && document.body.dataset.ready && document.body.dataset.ready !== arguments[0]) return 'ready';
-            return null;""".replace("arguments[0]", repr(last or "")), timeout=60, what="a trial")  # fmt: skip
+            return null;""".replace("arguments[0]", repr(last or "")),
+            timeout=60,
+            what="a trial",
+        )
         if state == "practice-done":
             click(browser, "btn-trials")
             continue
@@ -79,8 +86,11 @@ def test_a_full_2afc_hit_with_a_reload_mid_way(live_server, browser, settings):
     given, state = answer_trials(browser, [Keys.ARROW_LEFT, Keys.ARROW_RIGHT], stop_after=7)
     assert state == "trial"
     # every answer is acknowledged before we reload (the outbox drains in the background)
-    wait(browser, "return JSON.parse(localStorage.getItem(Object.keys(localStorage).find(k => k.endsWith(':outbox'))) || '[]').length === 0",
-         what="the outbox to drain")  # fmt: skip
+    wait(
+        browser,
+        "return JSON.parse(localStorage.getItem(Object.keys(localStorage).find(k => k.endsWith(':outbox'))) || '[]').length === 0",
+        what="the outbox to drain",
+    )
     assert Judgment.objects.count() == 7
     browser.refresh()
     more, state = answer_trials(browser, [Keys.ARROW_RIGHT])
@@ -118,8 +128,13 @@ def test_patches_are_shown_at_a_fixed_size_without_smoothing(live_server, browse
 def test_a_full_jnd_hit_records_measured_flash_durations(live_server, browser, make_study):
     from judgments.models import Assignment, Judgment
 
-    study = make_study(kind="jnd", n_test=4, n_sentinels=2, n_practice=2,
-                       config={"timing": {"ref_ms": 300, "gap_ms": 100, "distorted_ms": 300}})  # fmt: skip
+    study = make_study(
+        kind="jnd",
+        n_test=4,
+        n_sentinels=2,
+        n_practice=2,
+        config={"timing": {"ref_ms": 300, "gap_ms": 100, "distorted_ms": 300}},
+    )
     consent_and_start(browser, f"{live_server.url}/s/{study.pk}/")
     given, state = answer_trials(browser, ["s", "d", "d"])
     assert state == "done"
@@ -136,10 +151,24 @@ def test_the_dashboard_renders_its_charts(live_server, browser, researcher_carol
     from judgments.qc import assignment_submit
     from training.services import study_retrain
 
-    study = make_study(owner=researcher_carol, n_test=24, n_sentinels=3, n_practice=0, categories=("traditional", "cnn"),
-                       config={"hit_size": 24, "training": {"every": None, "backbones": [{"net": "alex", "weights": "random"}],
-                                                            "baselines": ["l2_lab", "psnr"],
-                                                            "official_lpips": False, "n_boot": 50, "min_steps": 50}})  # fmt: skip
+    study = make_study(
+        owner=researcher_carol,
+        n_test=24,
+        n_sentinels=3,
+        n_practice=0,
+        categories=("traditional", "cnn"),
+        config={
+            "hit_size": 24,
+            "training": {
+                "every": None,
+                "backbones": [{"net": "alex", "weights": "random"}],
+                "baselines": ["l2_lab", "psnr"],
+                "official_lpips": False,
+                "n_boot": 50,
+                "min_steps": 50,
+            },
+        },
+    )
     for w in range(5):
         a = assignment_start(study=study, platform="anonymous", worker_id=f"w{w}").assignment
         answer_trials(a, lambda t, i, w=w: i.expected or ("p0" if (i.index + w) % 3 else "p1"))
@@ -152,7 +181,9 @@ def test_the_dashboard_renders_its_charts(live_server, browser, researcher_carol
     wait(browser, "return location.pathname === '/dashboard/'", what="the dashboard")
     browser.find_element("link text", study.name).click()
     wait(browser, "return document.querySelectorAll('svg.chart').length >= 5", what="charts")
-    kinds = browser.execute_script("return [...document.querySelectorAll('svg.chart')].map(s => s.classList[1])")
+    kinds = browser.execute_script(
+        "return [...document.querySelectorAll('svg.chart')].map(s => s.classList[1])"
+    )
     assert {"bars", "columns", "hist", "scores", "lines"} <= set(kinds)
     assert browser.execute_script("return document.querySelectorAll('svg.scores rect').length") >= 8
     text = browser.find_element("tag name", "main").text
@@ -170,13 +201,19 @@ def test_platform_ids_leave_the_address_bar_and_a_reload_still_resumes(live_serv
     from judgments.models import Assignment
 
     study = make_study(n_test=4, n_sentinels=1, n_practice=1)
-    consent_and_start(browser, f"{live_server.url}/s/{study.pk}/?PROLIFIC_PID=PIDSECRET42&STUDY_ID=ST1&SESSION_ID=SE1")
+    consent_and_start(
+        browser, f"{live_server.url}/s/{study.pk}/?PROLIFIC_PID=PIDSECRET42&STUDY_ID=ST1&SESSION_ID=SE1"
+    )
     wait(browser, "return document.body.dataset.ready", what="a trial")
     assert browser.execute_script("return window.location.search") == ""
     assert "PIDSECRET42" not in browser.current_url
     token = Assignment.objects.get().token
     browser.refresh()
-    wait(browser, "return ['trial', 'instructions'].includes(document.body.dataset.screen)", what="the resumed HIT")
+    wait(
+        browser,
+        "return ['trial', 'instructions'].includes(document.body.dataset.screen)",
+        what="the resumed HIT",
+    )
     assert Assignment.objects.get().token == token and Assignment.objects.get().platform == "prolific"
     assert "PIDSECRET42" not in browser.current_url
 
@@ -191,7 +228,9 @@ def test_a_first_lease_that_ran_out_on_the_instructions_screen_starts_again(live
 
     from judgments.models import Assignment
 
-    study = make_study(n_test=6, n_sentinels=1, n_practice=0, config={"hit_size": 3})  # a worker never sees an item twice
+    study = make_study(
+        n_test=6, n_sentinels=1, n_practice=0, config={"hit_size": 3}
+    )  # a worker never sees an item twice
     browser.get(f"{live_server.url}/s/{study.pk}/")
     wait(browser, "return document.body.dataset.screen === 'landing'", what="landing")
     click(browser, "btn-begin")
@@ -202,7 +241,9 @@ def test_a_first_lease_that_ran_out_on_the_instructions_screen_starts_again(live
     Assignment.objects.filter(pk=first.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     click(browser, "btn-start")
     given, state = answer_trials(browser, [Keys.ARROW_LEFT])
-    assert state == "done", browser.execute_script("return document.getElementById('error-message').textContent")
+    assert state == "done", browser.execute_script(
+        "return document.getElementById('error-message').textContent"
+    )
     fresh = Assignment.objects.exclude(pk=first.pk).get()
     assert fresh.status == "submitted" and fresh.n_answered == given == fresh.n_trials
     assert Assignment.objects.get(pk=first.pk).status == "expired"

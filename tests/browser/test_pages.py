@@ -8,7 +8,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
-def test_home_links_to_the_annotator_landing_page_with_only_local_assets(live_server, browser, researcher_carol):
+def test_home_links_to_the_annotator_landing_page_with_only_local_assets(
+    live_server, browser, researcher_carol
+):
     from studies.services import demo_study_ensure
 
     study, _ = demo_study_ensure(owner=researcher_carol, n_items=5)
@@ -29,5 +31,7 @@ def test_home_links_to_the_annotator_landing_page_with_only_local_assets(live_se
 
 def test_the_api_docs_load_without_a_cdn(live_server, browser):
     browser.get(live_server.url + "/api/docs/")
-    urls = browser.execute_script("return [...document.querySelectorAll('script[src], link[href]')].map(e => e.src || e.href)")
+    urls = browser.execute_script(
+        "return [...document.querySelectorAll('script[src], link[href]')].map(e => e.src || e.href)"
+    )
     assert urls and all(u.startswith(live_server.url) for u in urls), urls

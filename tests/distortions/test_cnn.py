@@ -43,11 +43,18 @@ def pool(trained_pool):
 def test_every_sampled_spec_builds_and_runs_on_64x64():
     specs = sample_specs(120, seed=1)
     assert len({s.to_json() for s in specs}) == 120
-    seen = {k: {getattr(s, k) for s in specs} for k in ("upsample", "norm", "corruption", "first_stride", "n_layers")}
+    seen = {
+        k: {getattr(s, k) for s in specs}
+        for k in ("upsample", "norm", "corruption", "first_stride", "n_layers")
+    }
     assert seen["upsample"] == {"transpose", "bilinear", "nearest", "pixelshuffle"}
     assert seen["norm"] == {"batch", "instance", "none"} and seen["first_stride"] == {1, 2}
     assert len(seen["corruption"]) == 5 and seen["n_layers"] == {2, 3, 4}
-    assert any(s.force_top_skip for s in specs) and any(s.skip_layers for s in specs) and any(s.dropout_layers for s in specs)
+    assert (
+        any(s.force_top_skip for s in specs)
+        and any(s.skip_layers for s in specs)
+        and any(s.dropout_layers for s in specs)
+    )
     x = torch.rand(2, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         for spec in specs:
@@ -81,7 +88,11 @@ def test_cnn_distortion_is_deterministic_and_records_round_trip(pool, patch):
     out, record = distortions.distort(patch, [{"name": "cnn_autoencoder", "params": params}])
     record = json.loads(json.dumps(record))
     prov = record["ops"][0]["provenance"]
-    assert prov["step"] == params["step"] and "upsample" in prov["arch"] and prov["training_seed"] == prov["arch"]["seed"]
+    assert (
+        prov["step"] == params["step"]
+        and "upsample" in prov["arch"]
+        and prov["training_seed"] == prov["arch"]["seed"]
+    )
     assert distortions.reapply(record, patch).tobytes() == out.tobytes()
 
 
@@ -94,7 +105,13 @@ def test_distance_grows_as_the_snapshot_gets_earlier(pool, patches):
         for m, model in enumerate(models):
             snap = next(s for s in model["snapshots"] if s["step"] == step)
             for j, p in enumerate(patches):
-                params = {"severity": 1.0 - k / 2, "model": m, "step": step, "checkpoint_sha256": snap["sha256"], "seed": j}
+                params = {
+                    "severity": 1.0 - k / 2,
+                    "model": m,
+                    "step": step,
+                    "checkpoint_sha256": snap["sha256"],
+                    "seed": j,
+                }
                 per.append(np.abs(d.apply(p, params).astype(float) - p).mean())
         errors[step] = float(np.mean(per))
     assert errors[2] > errors[8] > errors[24], errors
@@ -116,8 +133,14 @@ def test_bad_params_and_missing_checkpoints_are_clear(pool, patch):
 
 
 def test_studies_mix_cnn_with_traditional_families(pool, tmp_path):
-    cfg = {"kind": "2afc", "seed": 4, "n_items": 40, "families": {"blur": 1, "cnn": 1}, "sentinels": {"n": 0},
-           "practice": {"n": 0}}  # fmt: skip
+    cfg = {
+        "kind": "2afc",
+        "seed": 4,
+        "n_items": 40,
+        "families": {"blur": 1, "cnn": 1},
+        "sentinels": {"n": 0},
+        "practice": {"n": 0},
+    }
     distortions.build_study(cfg, tmp_path, jobs=1, progress=False)
     items = distortions.read_manifest(tmp_path / "manifest.jsonl")
     cats = {i["category"] for i in items}
@@ -127,9 +150,10 @@ def test_studies_mix_cnn_with_traditional_families(pool, tmp_path):
     from distortions.imageio import load_rgb
 
     ref = load_rgb(tmp_path / "images" / cnn_item["files"]["ref"])
-    assert distortions.reapply(cnn_item["records"]["p1"], ref).tobytes() == load_rgb(
-        tmp_path / "images" / cnn_item["files"]["p1"]
-    ).tobytes()
+    assert (
+        distortions.reapply(cnn_item["records"]["p1"], ref).tobytes()
+        == load_rgb(tmp_path / "images" / cnn_item["files"]["p1"]).tobytes()
+    )
 
 
 def test_cnn_never_composes():
@@ -155,8 +179,12 @@ train_autoencoder(spec, patches, sys.argv[1], Budget(steps=30, batch_size=4, sna
 
 def _run(run_dir, corpus, wait_for_step=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", RESUME_SCRIPT, str(run_dir), str(corpus)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RESUME_SCRIPT, str(run_dir), str(corpus)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     if wait_for_step is None:
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out.decode()[-3000:]
@@ -197,9 +225,29 @@ def test_a_finished_run_is_reused(tmp_path):
 
 
 def test_cli_trains_a_pool(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "distortions", "train-cnn-pool", str(tmp_path), "--models", "2",
-                        "--steps", "4", "--batch-size", "2", "--corpus", "8", "--jobs", "1"],
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distortions",
+            "train-cnn-pool",
+            str(tmp_path),
+            "--models",
+            "2",
+            "--steps",
+            "4",
+            "--batch-size",
+            "2",
+            "--corpus",
+            "8",
+            "--jobs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["models"] == 2 and "train CNN pool" in r.stderr
     pool = json.loads((tmp_path / "pool.json").read_text())
@@ -210,8 +258,14 @@ def test_parallel_builds_with_torch_loaded_match_serial_builds(pool, tmp_path):
     """With torch loaded the builder spawns its workers (forking after OpenMP threads start can hang);
     they get the CNN pool directories explicitly and produce the same bytes."""
     assert "torch" in sys.modules
-    cfg = {"kind": "jnd", "seed": 6, "n_items": 16, "families": {"noise": 1, "cnn": 1}, "sentinels": {"n": 2},
-           "practice": {"n": 0}}  # fmt: skip
+    cfg = {
+        "kind": "jnd",
+        "seed": 6,
+        "n_items": 16,
+        "families": {"noise": 1, "cnn": 1},
+        "sentinels": {"n": 2},
+        "practice": {"n": 0},
+    }
     a = distortions.build_study(cfg, tmp_path / "a", jobs=1, progress=False)
     b = distortions.build_study(cfg, tmp_path / "b", jobs=2, progress=False)
     assert a["manifest_sha256"] == b["manifest_sha256"]

@@ -25,7 +25,9 @@ def test_same_config_gives_byte_identical_output(tmp_path):
 
 
 def test_2afc_manifest_records_reproduce_the_stored_pngs(tmp_path):
-    summary = distortions.build_study({"kind": "2afc", "seed": 3, "n_items": 30}, tmp_path, jobs=1, progress=False)
+    summary = distortions.build_study(
+        {"kind": "2afc", "seed": 3, "n_items": 30}, tmp_path, jobs=1, progress=False
+    )
     items = distortions.read_manifest(tmp_path / "manifest.jsonl")
     assert len(items) == summary["n_items"] == 30 + 15 + 4
     assert summary["counts"] == {"practice": 4, "sentinel": 15, "test": 30}
@@ -82,7 +84,9 @@ def test_bad_configs_fail_clearly(cfg, message):
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "distortions", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "distortions", *args], capture_output=True, text=True, cwd=cwd
+    )
 
 
 def test_cli_lists_one_name_per_line():

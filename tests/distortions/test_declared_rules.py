@@ -48,7 +48,10 @@ def test_opt_in_distortions_join_a_sampler_only_when_their_family_is_weighted():
 
 
 def test_cli_refuses_a_feature_distance_it_cannot_import(tmp_path, capsys):
-    assert cli_main(["train-cnn-pool", str(tmp_path), "--models", "1", "--feature-distance", "no_such_module:f"]) == 2
+    assert (
+        cli_main(["train-cnn-pool", str(tmp_path), "--models", "1", "--feature-distance", "no_such_module:f"])
+        == 2
+    )
     assert "--feature-distance" in capsys.readouterr().err
 
 

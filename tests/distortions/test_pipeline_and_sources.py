@@ -88,8 +88,12 @@ def test_registry_never_imports_django():
             tree = ast.parse(path.read_text())
             for node in ast.walk(tree):
                 if isinstance(node, ast.Import | ast.ImportFrom):
-                    mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-                    assert not any(m.split(".")[0] in {"django", "rest_framework", "celery"} for m in mods), path
+                    mods = (
+                        [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                    )
+                    assert not any(m.split(".")[0] in {"django", "rest_framework", "celery"} for m in mods), (
+                        path
+                    )
 
 
 def test_names_are_unique_and_families_known():

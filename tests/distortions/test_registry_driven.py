@@ -16,8 +16,12 @@ ALL = [n for n in registry.names() if registry.get(n).family != "cnn"]  # the CN
 def test_it_registers_the_papers_twenty_by_family():
     by_family = {f: registry.names(f) for f in ("photometric", "noise", "blur", "spatial", "compression")}
     assert {f: len(v) for f, v in by_family.items()} == {
-        "photometric": 4, "noise": 6, "blur": 2, "spatial": 7, "compression": 1,
-    }  # fmt: skip
+        "photometric": 4,
+        "noise": 6,
+        "blur": 2,
+        "spatial": 7,
+        "compression": 1,
+    }
     assert len(ALL) == 20
     assert registry.names("cnn") == ["cnn_autoencoder"]
 

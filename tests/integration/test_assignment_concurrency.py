@@ -41,7 +41,9 @@ def concurrent_starts(study, workers: list[str]) -> tuple[list, list]:
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_next_task_calls_on_a_one_overlap_item_serve_it_once(postgres, make_study):
-    study = make_study(n_test=1, n_sentinels=0, n_practice=0, config={"judgments_per_item": {"train": 1, "val": 1}})
+    study = make_study(
+        n_test=1, n_sentinels=0, n_practice=0, config={"judgments_per_item": {"train": 1, "val": 1}}
+    )
     served, refused = concurrent_starts(study, [f"w{n}" for n in range(12)])
     assert len(served) == 1 and len(refused) == 11
     assert all(e.extra.get("code") == "no_work" for e in refused)
@@ -50,16 +52,26 @@ def test_concurrent_next_task_calls_on_a_one_overlap_item_serve_it_once(postgres
 @pytest.mark.django_db(transaction=True)
 def test_many_concurrent_workers_never_over_assign_and_starve_nothing(postgres, make_study):
     target = {"train": 2, "val": 3}
-    study = make_study(n_test=40, n_sentinels=5, n_practice=1, val_fraction=0.5,
-                       config={"hit_size": 7, "judgments_per_item": target})  # fmt: skip
+    study = make_study(
+        n_test=40,
+        n_sentinels=5,
+        n_practice=1,
+        val_fraction=0.5,
+        config={"hit_size": 7, "judgments_per_item": target},
+    )
     need = 20 * 2 + 20 * 3  # 100 leases fill the study
     served, refused = concurrent_starts(study, [f"w{n}" for n in range(24)])
-    leased = Counter(Trial.objects.filter(assignment__study=study, kind="test").values_list("item_id", flat=True))
+    leased = Counter(
+        Trial.objects.filter(assignment__study=study, kind="test").values_list("item_id", flat=True)
+    )
     items = {i.pk: i for i in study.items.filter(role="test")}
     for item_id, n in leased.items():
         assert n <= target[items[item_id].split]  # never over-assigned
     total = sum(leased.values())
-    assert total == min(need, 24 * 7), (len(served), [e.message for e in refused][:3])  # no "no work" while work was free
+    assert total == min(need, 24 * 7), (
+        len(served),
+        [e.message for e in refused][:3],
+    )  # no "no work" while work was free
     assert len(set(leased)) == 40  # breadth-first: every item reached
     for a in served:  # and no worker holds an item twice
         ids = list(a.trials.filter(kind="test").values_list("item_id", flat=True))
@@ -78,17 +90,29 @@ def test_the_prepared_queue_query_matches_the_portable_one(postgres, make_study)
     from judgments.models import Worker
     from studies.models import Item
 
-    study = make_study(n_test=30, n_sentinels=2, config={"judgments_per_item": {"train": 3, "val": 2}, "hit_size": 8})
+    study = make_study(
+        n_test=30, n_sentinels=2, config={"judgments_per_item": {"train": 3, "val": 2}, "hit_size": 8}
+    )
     items = list(Item.objects.filter(study=study, role="test").order_by("index"))
     for k, item in enumerate(items):  # loads 0..3 spread over the items
-        Item.objects.filter(pk=item.pk).update(n_judgments=k % 3, n_open=(k // 3) % 2, split=("train", "val")[k % 2])
-    first = assignment_start(study=study, platform="anonymous", worker_id="w1").assignment  # w1 holds some items
+        Item.objects.filter(pk=item.pk).update(
+            n_judgments=k % 3, n_open=(k // 3) % 2, split=("train", "val")[k % 2]
+        )
+    first = assignment_start(
+        study=study, platform="anonymous", worker_id="w1"
+    ).assignment  # w1 holds some items
     worker = Worker.objects.get(pk=first.worker_id)
     config = study.collection
     skip = {items[5].pk, items[8].pk}
     with transaction.atomic():
-        raw = [i.pk for i in assignments._window_rows(study=study, config=config, worker=worker, skip=skip, n=50)]
-        orm = list(assignments._window(study=study, config=config, worker=worker, skip=skip).values_list("pk", flat=True)[:50])
+        raw = [
+            i.pk for i in assignments._window_rows(study=study, config=config, worker=worker, skip=skip, n=50)
+        ]
+        orm = list(
+            assignments._window(study=study, config=config, worker=worker, skip=skip).values_list(
+                "pk", flat=True
+            )[:50]
+        )
     assert raw == orm, (len(raw), len(orm))
     held = set(Trial.objects.filter(worker=worker, kind="test").values_list("item_id", flat=True))
     assert len(raw) >= 10 and held and not (held | skip) & set(raw)

@@ -24,21 +24,52 @@ def test_a_simulated_crowd_trains_the_metric_live(settings, redis_url, postgres,
     from training.services import accepted_judgments, training_request
 
     study = study_create(
-        name="e2e", kind="2afc",
-        build_config={"seed": 11, "n_items": 240, "source": {"type": "skimage"}, "splits": {"train": 0.5, "val": 0.5},
-                      "sentinels": {"n": 20}, "practice": {"n": 2}},
-        config={"hit_size": 40, "sentinel_rate": 0.3, "judgments_per_item": {"train": 2, "val": 3},
-                "exclusion": {"min_sentinel_accuracy": 0.8}, "simulation": True,
-                "training": {"every": 250, "backbones": [{"net": "alex", "weights": "random"}],
-                             "baselines": ["l2_lab"], "official_lpips": False, "n_boot": 200}},
-    )  # fmt: skip
+        name="e2e",
+        kind="2afc",
+        build_config={
+            "seed": 11,
+            "n_items": 240,
+            "source": {"type": "skimage"},
+            "splits": {"train": 0.5, "val": 0.5},
+            "sentinels": {"n": 20},
+            "practice": {"n": 2},
+        },
+        config={
+            "hit_size": 40,
+            "sentinel_rate": 0.3,
+            "judgments_per_item": {"train": 2, "val": 3},
+            "exclusion": {"min_sentinel_accuracy": 0.8},
+            "simulation": True,
+            "training": {
+                "every": 250,
+                "backbones": [{"net": "alex", "weights": "random"}],
+                "baselines": ["l2_lab"],
+                "official_lpips": False,
+                "n_boot": 200,
+            },
+        },
+    )
     study_build_stimuli(study=study, jobs=1)
     with celery_worker(child_env(settings, redis_url), log_path=tmp_path / "worker.log"):
-        result = run_crowd(base_url=live_server.url, study_id=str(study.pk), n_workers=40, spammers=0.15, lapse=0.02,
-                           noise=0.15, observer=OBSERVER, seed=3, concurrency=4, replay_rate=0.05, max_hits=2)  # fmt: skip
+        result = run_crowd(
+            base_url=live_server.url,
+            study_id=str(study.pk),
+            n_workers=40,
+            spammers=0.15,
+            lapse=0.02,
+            noise=0.15,
+            observer=OBSERVER,
+            seed=3,
+            concurrency=4,
+            replay_rate=0.05,
+            max_hits=2,
+        )
         # retraining fired on its own while the crowd worked
         try:
-            wait_for(lambda: TrainingState.objects.filter(study=study, runs__gte=1, running_since=None).exists(), timeout=300)
+            wait_for(
+                lambda: TrainingState.objects.filter(study=study, runs__gte=1, running_since=None).exists(),
+                timeout=300,
+            )
         except TimeoutError:
             pytest.fail("no retrain ran:\n" + (tmp_path / "worker.log").read_text()[-4000:])
         auto_runs = TrainingState.objects.get(study=study).runs
@@ -46,20 +77,32 @@ def test_a_simulated_crowd_trains_the_metric_live(settings, redis_url, postgres,
         final = accepted_judgments(study_id=study.pk)
         wait_for(lambda: TrainingState.objects.get(study=study).running_since is None, timeout=300)
         training_request(study=study, force=True)
-        wait_for(lambda: TrainingState.objects.get(study=study).last_judgments == final
-                 and TrainingState.objects.get(study=study).running_since is None, timeout=300)  # fmt: skip
+        wait_for(
+            lambda: (
+                TrainingState.objects.get(study=study).last_judgments == final
+                and TrainingState.objects.get(study=study).running_since is None
+            ),
+            timeout=300,
+        )
     log = (tmp_path / "worker.log").read_text()
     assert "training.study_retrain" in log and auto_runs >= 1
     assert result.spammers >= 2 and result.replays > 0
     # QC: every spammer who submitted is excluded; an honest worker at most rarely (a short HIT at the end of
     # the study holds few sentinels, so one lapse there can cost it)
     spam_hashes = {worker_hash(platform="simulated", external_id=w) for w in result.spammer_ids}
-    excluded = set(Assignment.objects.filter(study=study, excluded=True).values_list("worker__external_hash", flat=True))
+    excluded = set(
+        Assignment.objects.filter(study=study, excluded=True).values_list("worker__external_hash", flat=True)
+    )
     assert spam_hashes and spam_hashes <= excluded
-    assert len(excluded - spam_hashes) <= 1, Assignment.objects.filter(study=study, excluded=True).values_list("qc", flat=True)
+    assert len(excluded - spam_hashes) <= 1, Assignment.objects.filter(
+        study=study, excluded=True
+    ).values_list("qc", flat=True)
     # the model learned the observer: trained vs the same heads untrained, and vs the unweighted trunk
     run = Evaluation.objects.filter(study=study).latest("created_at").run
-    score = {e.metric: e.score for e in Evaluation.objects.filter(study=study, run=run, category="all", measure="2afc")}
+    score = {
+        e.metric: e.score
+        for e in Evaluation.objects.filter(study=study, run=run, category="all", measure="2afc")
+    }
     trained = score["trained alex-random lin"]
     assert trained >= score["alex-random untrained (init heads)"] + 0.2
     assert trained >= score["alex-random unweighted"]

@@ -18,7 +18,12 @@ def test_an_export_taken_under_streaming_judgments_is_consistent(postgres, make_
     from judgments.assignments import assignment_start
     from judgments.qc import assignment_submit
 
-    study = make_study(n_test=40, n_sentinels=4, n_practice=0, config={"hit_size": 10, "judgments_per_item": {"train": 5, "val": 5}})
+    study = make_study(
+        n_test=40,
+        n_sentinels=4,
+        n_practice=0,
+        config={"hit_size": 10, "judgments_per_item": {"train": 5, "val": 5}},
+    )
     stop = threading.Event()
     streamed = [0]
     hits = [0]
@@ -44,7 +49,9 @@ def test_an_export_taken_under_streaming_judgments_is_consistent(postgres, make_
     try:
         archives = []
         deadline = time.time() + 90
-        while (len(archives) < 4 or hits[0] < 3) and time.time() < deadline:  # exports race honest and excluded HITs
+        while (
+            len(archives) < 4 or hits[0] < 3
+        ) and time.time() < deadline:  # exports race honest and excluded HITs
             archives.append(export_archive_bytes(study=study)[0])
     finally:
         stop.set()
@@ -65,7 +72,10 @@ def test_an_export_taken_under_streaming_judgments_is_consistent(postgres, make_
                 per_item[r["item"]] = (k + (r["choice"] == "p1"), n + 1)
             assert {i["id"]: (i["p1_votes"], i["n_votes"]) for i in items} == per_item
             # and every counted row's assignment is in the snapshot's assignment list
-            excluded = {a["id"]: a["excluded"] for a in (json.loads(x) for x in zf.read("assignments.jsonl").splitlines())}
+            excluded = {
+                a["id"]: a["excluded"]
+                for a in (json.loads(x) for x in zf.read("assignments.jsonl").splitlines())
+            }
             assert all(excluded[r["assignment"]] == r["excluded"] for r in rows)  # one moment in time
             sizes.add(len(rows))
     assert len(sizes) >= 1

@@ -36,8 +36,12 @@ def kill9(*pids: int) -> None:
 def pg_cluster(action: str) -> None:
     version = sorted(os.listdir("/etc/postgresql"))[0]
     extra = ["-m", "fast"] if action == "stop" else []
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action, *extra], check=True,
-                   timeout=120, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action, *extra],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
 
 
 def pg_ready() -> bool:
@@ -45,8 +49,9 @@ def pg_ready() -> bool:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_acknowledged_judgments_survive_kills_and_a_database_restart(settings, postgres, redis_url, tmp_path, make_study,
-                                                                     answer_trials):  # fmt: skip
+def test_acknowledged_judgments_survive_kills_and_a_database_restart(
+    settings, postgres, redis_url, tmp_path, make_study, answer_trials
+):
     from devtools import loadtest
     from exports.models import Export
     from exports.services import export_create
@@ -55,24 +60,38 @@ def test_acknowledged_judgments_survive_kills_and_a_database_restart(settings, p
     from judgments.selectors import open_leases
 
     host = postgres.get("HOST") or ""
-    require(host in ("127.0.0.1", "localhost") and shutil.which("pg_ctlcluster") and os.geteuid() == 0
-            and os.path.isdir("/etc/postgresql"), "a local PostgreSQL cluster this test may stop (root, pg_ctlcluster)")  # fmt: skip
-    env = {**child_env(settings, redis_url), "DJANGO_SETTINGS_MODULE": "devtools.settings_loadtest",
-           "PERCEPTLAB_DATA_DIR": str(tmp_path)}  # fmt: skip
+    require(
+        host in ("127.0.0.1", "localhost")
+        and shutil.which("pg_ctlcluster")
+        and os.geteuid() == 0
+        and os.path.isdir("/etc/postgresql"),
+        "a local PostgreSQL cluster this test may stop (root, pg_ctlcluster)",
+    )
+    env = {
+        **child_env(settings, redis_url),
+        "DJANGO_SETTINGS_MODULE": "devtools.settings_loadtest",
+        "PERCEPTLAB_DATA_DIR": str(tmp_path),
+    }
     study = loadtest.loadtest_study(n_items=1000, target=2, hit_size=10)
     small = make_study(n_test=6, n_sentinels=2, n_practice=0)  # a study with image files, for the export job
-    answer_trials(assignment_start(study=small, platform="anonymous", worker_id="w").assignment, lambda t, i: "p0")
+    answer_trials(
+        assignment_start(study=small, platform="anonymous", worker_id="w").assignment, lambda t, i: "p0"
+    )
     port = free_port()
     events: list[str] = []
     web = contextlib.ExitStack()
     worker = contextlib.ExitStack()
     try:
-        base_url, master = web.enter_context(loadtest.gunicorn(env, port=port, workers=2, threads=4,
-                                                               log_path=tmp_path / "gunicorn-1.log"))  # fmt: skip
+        base_url, master = web.enter_context(
+            loadtest.gunicorn(env, port=port, workers=2, threads=4, log_path=tmp_path / "gunicorn-1.log")
+        )
         celery = worker.enter_context(celery_worker(env, log_path=tmp_path / "celery-1.log"))
         result: dict = {}
-        load = threading.Thread(target=lambda: result.update(
-            loadtest.run_load(base_url, str(study.pk), clients=16, seconds=24, finish_hits=True)))  # fmt: skip
+        load = threading.Thread(
+            target=lambda: result.update(
+                loadtest.run_load(base_url, str(study.pk), clients=16, seconds=24, finish_hits=True)
+            )
+        )
         load.start()
         t0 = time.time()
 
@@ -96,8 +115,9 @@ def test_acknowledged_judgments_survive_kills_and_a_database_restart(settings, p
         kill9(master.pid, *children(master.pid))
         master.wait()
         web.close()
-        base_url2, master = web.enter_context(loadtest.gunicorn(env, port=port, workers=2, threads=4,
-                                                                log_path=tmp_path / "gunicorn-2.log"))  # fmt: skip
+        base_url2, master = web.enter_context(
+            loadtest.gunicorn(env, port=port, workers=2, threads=4, log_path=tmp_path / "gunicorn-2.log")
+        )
         assert base_url2 == base_url
         events.append("killed and restarted gunicorn")
         at(15)  # stop PostgreSQL for a few seconds

@@ -16,7 +16,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 def test_a_short_load_run_loses_and_duplicates_nothing(settings, postgres, tmp_path):
     from devtools import loadtest
 
-    env = {**child_env(settings), "DJANGO_SETTINGS_MODULE": "devtools.settings_loadtest", "PERCEPTLAB_DATA_DIR": str(tmp_path)}
+    env = {
+        **child_env(settings),
+        "DJANGO_SETTINGS_MODULE": "devtools.settings_loadtest",
+        "PERCEPTLAB_DATA_DIR": str(tmp_path),
+    }
     study = loadtest.loadtest_study(n_items=60, target=2, hit_size=10)  # small: the items fill up mid-run
     with loadtest.gunicorn(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as (base_url, _):
         result = loadtest.run_load(base_url, str(study.pk), clients=16, seconds=6, finish_hits=True)
@@ -33,11 +37,16 @@ def test_a_paced_run_with_a_ramp_measures_its_window_only(settings, postgres, tm
     window are stored and checked but not counted in judgments/s or the latencies."""
     from devtools import loadtest
 
-    env = {**child_env(settings), "DJANGO_SETTINGS_MODULE": "devtools.settings_loadtest", "PERCEPTLAB_DATA_DIR": str(tmp_path)}
+    env = {
+        **child_env(settings),
+        "DJANGO_SETTINGS_MODULE": "devtools.settings_loadtest",
+        "PERCEPTLAB_DATA_DIR": str(tmp_path),
+    }
     study = loadtest.loadtest_study(n_items=400, target=2, hit_size=10)
     with loadtest.gunicorn(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as (base_url, _):
-        result = loadtest.run_load(base_url, str(study.pk), clients=8, seconds=4, ramp_s=2, think_s=0.1,
-                                   finish_hits=True)  # fmt: skip
+        result = loadtest.run_load(
+            base_url, str(study.pk), clients=8, seconds=4, ramp_s=2, think_s=0.1, finish_hits=True
+        )
     assert result["errors"] == [], result["errors"][:5]
     acknowledged = len(result["acknowledged"])
     # 8 clients x ~10 answers/s offered for 4 s: the window holds most of them, not the ramp's or the tail's

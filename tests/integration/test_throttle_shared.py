@@ -26,12 +26,15 @@ def test_two_web_processes_share_one_throttle_budget(settings, postgres, redis_u
     env = {**child_env(settings), "CACHE_URL": cache_url, "THROTTLE_JUDGMENTS": "4/min"}
     study = make_study(n_test=3)
     with loadtest.gunicorn(env, workers=2, threads=1, log_path=tmp_path / "gunicorn.log") as (base_url, _):
-        status, body = HttpClient(base_url).request("POST", f"/api/v1/studies/{study.pk}/assignments/",
-                                                    {"platform": "anonymous", "consent": True})  # fmt: skip
+        status, body = HttpClient(base_url).request(
+            "POST", f"/api/v1/studies/{study.pk}/assignments/", {"platform": "anonymous", "consent": True}
+        )
         assert status == 201, body
         codes = []
         for _ in range(10):  # a new connection each time: gunicorn hands them to either worker
-            conn = http.client.HTTPConnection(urlparse(base_url).hostname, urlparse(base_url).port, timeout=30)
+            conn = http.client.HTTPConnection(
+                urlparse(base_url).hostname, urlparse(base_url).port, timeout=30
+            )
             conn.request("POST", f"/api/v1/assignments/{body['token']}/heartbeat/")
             codes.append(conn.getresponse().status)
             conn.close()
@@ -49,7 +52,9 @@ def test_the_redis_throttle_is_a_sliding_window(settings, redis_url):
 
     cache_url = redis_url.rsplit("/", 1)[0] + "/11"
     redis.Redis.from_url(cache_url).flushdb()
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": cache_url}}
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": cache_url}
+    }
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"judgments": "5/min"}}
     saved = SimpleRateThrottle.THROTTLE_RATES
     SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES

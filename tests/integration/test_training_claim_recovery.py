@@ -22,18 +22,37 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_retrain_killed_mid_job_is_taken_over_by_a_fresh_worker(settings, redis_url, postgres, tmp_path, make_study,
-                                                                  crowd):  # fmt: skip
+def test_a_retrain_killed_mid_job_is_taken_over_by_a_fresh_worker(
+    settings, redis_url, postgres, tmp_path, make_study, crowd
+):
     from training.models import Evaluation, ModelVersion, TrainingState
     from training.triggers import training_request
 
     rng = np.random.default_rng(0)
-    study = make_study(n_test=40, n_sentinels=0, n_practice=0, config={"hit_size": 40, "training": {
-        "every": None, "backbones": [{"net": "alex", "weights": "random"}], "baselines": ["l2_lab"],
-        "official_lpips": False, "n_boot": 50, "min_steps": 2_000}})  # fmt: skip
+    study = make_study(
+        n_test=40,
+        n_sentinels=0,
+        n_practice=0,
+        config={
+            "hit_size": 40,
+            "training": {
+                "every": None,
+                "backbones": [{"net": "alex", "weights": "random"}],
+                "baselines": ["l2_lab"],
+                "official_lpips": False,
+                "n_boot": 50,
+                "min_steps": 2_000,
+            },
+        },
+    )
     crowd(study, 3, lambda t, i: ("p0", "p1")[int(rng.random() < 0.4)], prefix="w")
-    env = {**child_env(settings, redis_url), "PERCEPTLAB_TRAINING_HEARTBEAT_S": "0.2", "PERCEPTLAB_TRAINING_STALE_S": "3",
-           "CELERY_VISIBILITY_TIMEOUT": "20", "PERCEPTLAB_MIN_RETRAIN_INTERVAL_S": "0"}  # fmt: skip
+    env = {
+        **child_env(settings, redis_url),
+        "PERCEPTLAB_TRAINING_HEARTBEAT_S": "0.2",
+        "PERCEPTLAB_TRAINING_STALE_S": "3",
+        "CELERY_VISIBILITY_TIMEOUT": "20",
+        "PERCEPTLAB_MIN_RETRAIN_INTERVAL_S": "0",
+    }
 
     def state():
         return TrainingState.objects.get(study=study)
@@ -52,7 +71,9 @@ def test_a_retrain_killed_mid_job_is_taken_over_by_a_fresh_worker(settings, redi
     finally:
         first.close()
     killed = state()
-    assert killed.running_since is not None and killed.runs == 0, "the job finished before the kill; make it longer"
+    assert killed.running_since is not None and killed.runs == 0, (
+        "the job finished before the kill; make it longer"
+    )
     assert not Evaluation.objects.filter(study=study).exists()
 
     with celery_worker(env, log_path=tmp_path / "celery-2.log"):
@@ -63,8 +84,12 @@ def test_a_retrain_killed_mid_job_is_taken_over_by_a_fresh_worker(settings, redi
         recovered = state()
         assert recovered.last_error == "" and not recovered.queued
         assert ModelVersion.objects.filter(study=study, status="ready").exists()
-        assert not ModelVersion.objects.filter(study=study, status="running").exists()  # the killed job's: failed
-        assert Evaluation.objects.filter(study=study, metric="trained alex-random lin", category="all").exists()
+        assert not ModelVersion.objects.filter(
+            study=study, status="running"
+        ).exists()  # the killed job's: failed
+        assert Evaluation.objects.filter(
+            study=study, metric="trained alex-random lin", category="all"
+        ).exists()
         # and the button works again
         assert training_request(study=study, force=True) is True
         try:
@@ -72,7 +97,9 @@ def test_a_retrain_killed_mid_job_is_taken_over_by_a_fresh_worker(settings, redi
         except TimeoutError:
             pytest.fail("the forced retrain never ran:\n" + (tmp_path / "celery-2.log").read_text()[-4000:])
     log = (tmp_path / "celery-2.log").read_text()
-    assert f"Task training.study_retrain[{killed_task_id(tmp_path)}] received" in log, "the killed job was not redelivered"
+    assert f"Task training.study_retrain[{killed_task_id(tmp_path)}] received" in log, (
+        "the killed job was not redelivered"
+    )
     assert ModelVersion.objects.filter(study=study, status="ready").count() >= 2
     assert not ModelVersion.objects.filter(study=study, status="running").exists()
 
@@ -81,6 +108,8 @@ def killed_task_id(tmp_path) -> str:
     """The id of the task the first worker received (and was killed in)."""
     import re
 
-    match = re.search(r"Task training\.study_retrain\[([0-9a-f-]+)\] received", (tmp_path / "celery-1.log").read_text())
+    match = re.search(
+        r"Task training\.study_retrain\[([0-9a-f-]+)\] received", (tmp_path / "celery-1.log").read_text()
+    )
     assert match, "the first worker never received the job"
     return match.group(1)

@@ -24,7 +24,9 @@ def test_smoke_task_round_trips_through_redis_and_a_worker(settings, redis_url, 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_worker_builds_a_study_in_postgres_after_commit(settings, redis_url, postgres, researcher_carol, tmp_path):
+def test_worker_builds_a_study_in_postgres_after_commit(
+    settings, redis_url, postgres, researcher_carol, tmp_path
+):
     from django.db import connection, transaction
 
     from core.tasks import enqueue_on_commit
@@ -35,7 +37,9 @@ def test_worker_builds_a_study_in_postgres_after_commit(settings, redis_url, pos
     assert connection.vendor == "postgresql"
     with celery_worker(child_env(settings, redis_url), log_path=tmp_path / "worker.log"):
         with transaction.atomic():
-            study = study_create(name="pg", kind="2afc", build_config={"n_items": 12, "seed": 4}, owner=researcher_carol)
+            study = study_create(
+                name="pg", kind="2afc", build_config={"n_items": 12, "seed": 4}, owner=researcher_carol
+            )
             enqueue_on_commit(study_build_stimuli, str(study.pk))
         try:
             wait_for(lambda: Study.objects.get(pk=study.pk).status == Study.Status.ACTIVE, timeout=120)

@@ -14,13 +14,18 @@ def real_patches() -> np.ndarray:
     """Real 64x64 photo patches with distortions (from the engine): N x 64 x 64 x 3 uint8."""
     from distortions.dataset import StudyBuilder, StudyConfig
 
-    b = StudyBuilder(StudyConfig.from_dict({"kind": "2afc", "seed": 3, "n_items": 8, "sentinels": {"n": 0},
-                                            "practice": {"n": 0}}))  # fmt: skip
+    b = StudyBuilder(
+        StudyConfig.from_dict(
+            {"kind": "2afc", "seed": 3, "n_items": 8, "sentinels": {"n": 0}, "practice": {"n": 0}}
+        )
+    )
     items = [b.build_item(i)["_images"] for i in range(8)]
     return np.stack([im[k] for im in items for k in ("ref", "p0", "p1")])
 
 
-def synthetic_2afc(n: int, *, seed: int = 1, observer_seed: int = 7, votes: int = 5, temperature: float = 0.3):
+def synthetic_2afc(
+    n: int, *, seed: int = 1, observer_seed: int = 7, votes: int = 5, temperature: float = 0.3
+):
     """Triplets from the distortion engine; votes from a hidden observer: LPIPS (official alex heads)
     on a random backbone, a logistic choice with the given temperature (in units of std(d0 - d1))."""
     from distortions.dataset import StudyBuilder, StudyConfig
@@ -28,10 +33,15 @@ def synthetic_2afc(n: int, *, seed: int = 1, observer_seed: int = 7, votes: int 
     from metric.data import TwoAFCData
     from metric.evaluate import lpips_2afc_distances
 
-    b = StudyBuilder(StudyConfig.from_dict({"kind": "2afc", "seed": seed, "n_items": n, "sentinels": {"n": 0},
-                                            "practice": {"n": 0}}))  # fmt: skip
+    b = StudyBuilder(
+        StudyConfig.from_dict(
+            {"kind": "2afc", "seed": seed, "n_items": n, "sentinels": {"n": 0}, "practice": {"n": 0}}
+        )
+    )
     items = [b.build_item(i)["_images"] for i in range(n)]
-    data = TwoAFCData(*(np.stack([im[k] for im in items]) for k in ("ref", "p0", "p1")), np.zeros(n), ["traditional"] * n)
+    data = TwoAFCData(
+        *(np.stack([im[k] for im in items]) for k in ("ref", "p0", "p1")), np.zeros(n), ["traditional"] * n
+    )
     observer = LPIPS(net="alex", backbone_weights="random", seed=observer_seed, head_weights="official")
     d0, d1 = lpips_2afc_distances(observer, data)
     prob = 1.0 / (1.0 + np.exp(-(d0 - d1) / (temperature * np.std(d0 - d1))))

@@ -12,7 +12,9 @@ def test_taps_have_the_reference_channels_and_sizes(net):
     backbone = build_backbone(net, "random", seed=0)
     outs = backbone(torch.zeros(1, 3, 64, 64))
     assert [o.shape[1] for o in outs] == list(spec.channels)
-    expected_hw = {"alex": [15, 7, 3, 3, 3], "vgg": [64, 32, 16, 8, 4], "squeeze": [31, 15, 7, 3, 3, 3, 3]}[net]
+    expected_hw = {"alex": [15, 7, 3, 3, 3], "vgg": [64, 32, 16, 8, 4], "squeeze": [31, 15, 7, 3, 3, 3, 3]}[
+        net
+    ]
     assert [o.shape[2] for o in outs] == expected_hw
 
 
@@ -68,7 +70,9 @@ def test_kmeans_init_is_seeded_cached_and_data_dependent(tmp_path, real_patches)
     assert torch.equal(a.features[0].weight, b.features[0].weight)
     # first-layer filters are unit-norm k-means centroids rescaled per channel; outputs are whitened
     with torch.no_grad():
-        pre = torch.nn.functional.conv2d(corpus, a.features[0].weight, a.features[0].bias, stride=4, padding=2)
+        pre = torch.nn.functional.conv2d(
+            corpus, a.features[0].weight, a.features[0].bias, stride=4, padding=2
+        )
     assert pre.mean(dim=(0, 2, 3)).abs().max() < 1e-3
     assert (pre.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-2
     c = build_backbone("alex", "kmeans", kmeans_corpus=corpus[:12], seed=0, cache_dir=tmp_path)

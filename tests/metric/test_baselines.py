@@ -28,8 +28,15 @@ def test_dssim_is_the_reference_definition_with_the_current_skimage_api(real_pat
         u0 = lpips_ref.tensor2im(x[i : i + 1]).astype(float)
         u1 = lpips_ref.tensor2im(x[2 + i : 3 + i]).astype(float)
         rgb = (1 - structural_similarity(u0, u1, data_range=255.0, channel_axis=-1)) / 2
-        lab = (1 - structural_similarity(color.rgb2lab(u0.astype(np.uint8)), color.rgb2lab(u1.astype(np.uint8)),
-                                         data_range=100.0, channel_axis=-1)) / 2  # fmt: skip
+        lab = (
+            1
+            - structural_similarity(
+                color.rgb2lab(u0.astype(np.uint8)),
+                color.rgb2lab(u1.astype(np.uint8)),
+                data_range=100.0,
+                channel_axis=-1,
+            )
+        ) / 2
         assert float(ours_rgb[i]) == pytest.approx(rgb, abs=1e-6)
         assert float(ours_lab[i]) == pytest.approx(lab, abs=1e-6)
 
@@ -45,15 +52,25 @@ def test_ssim_matches_scikit_image_gaussian_ssim(real_patches):
     x = to_tensor(real_patches[:2])
     ours = float(baselines.ssim(x[:1], x[1:2]))
     u = [((t[0].permute(1, 2, 0).numpy() + 1) / 2).astype(np.float64) for t in (x[:1], x[1:2])]
-    ref = structural_similarity(u[0], u[1], data_range=1.0, channel_axis=-1, gaussian_weights=True, sigma=1.5,
-                                use_sample_covariance=False)  # fmt: skip
+    ref = structural_similarity(
+        u[0],
+        u[1],
+        data_range=1.0,
+        channel_axis=-1,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
     assert ours == pytest.approx(ref, abs=2e-3)
 
 
 def test_ms_ssim_is_zero_distance_for_identical_and_grows_with_noise(real_patches):
     x = to_tensor(real_patches[:4])
     gen = torch.Generator().manual_seed(0)
-    d = [baselines.ms_ssim(x, (x + s * torch.randn(x.shape, generator=gen)).clamp(-1, 1)).mean().item() for s in (0, 0.05, 0.3)]
+    d = [
+        baselines.ms_ssim(x, (x + s * torch.randn(x.shape, generator=gen)).clamp(-1, 1)).mean().item()
+        for s in (0, 0.05, 0.3)
+    ]
     assert d[0] == pytest.approx(0.0, abs=1e-5) and d[0] < d[1] < d[2]
     with pytest.raises(Exception, match="at least"):
         baselines.ms_ssim(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))

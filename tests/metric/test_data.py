@@ -18,8 +18,13 @@ from metric.errors import MetricError
 def _two_afc(real_patches, n=5):
     rng = np.random.default_rng(0)
     cats = ["traditional"] * 3 + ["cnn"] * (n - 3)
-    return TwoAFCData(real_patches[0:n], real_patches[n : 2 * n], real_patches[2 * n : 3 * n],
-                      rng.choice([0, 0.2, 0.4, 0.6, 0.8, 1.0], n), cats)  # fmt: skip
+    return TwoAFCData(
+        real_patches[0:n],
+        real_patches[n : 2 * n],
+        real_patches[2 * n : 3 * n],
+        rng.choice([0, 0.2, 0.4, 0.6, 0.8, 1.0], n),
+        cats,
+    )
 
 
 def test_bapps_2afc_round_trip(tmp_path, real_patches):
@@ -70,7 +75,9 @@ def test_manifest_reader(tmp_path, real_patches):
         for k, arr in (("ref", real_patches[i]), ("p0", real_patches[3 + i]), ("p1", real_patches[6 + i])):
             Image.fromarray(arr).save(tmp_path / f"{k}{i}.png")
             names[k] = f"{k}{i}.png"
-        rows.append({"kind": "2afc", "split": "val", "category": "traditional", **names, "p1_votes": i, "n_votes": 5})
+        rows.append(
+            {"kind": "2afc", "split": "val", "category": "traditional", **names, "p1_votes": i, "n_votes": 5}
+        )
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     data = read_manifest(tmp_path / "m.jsonl")
     assert np.allclose(data.p, [0, 0.2, 0.4]) and list(data.n_votes) == [5, 5, 5]

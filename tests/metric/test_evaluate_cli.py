@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _cli(*args):
     env = {**os.environ, "PERCEPTLAB_OFFLINE": "1", "PYTHONPATH": f"{ROOT}:{ROOT / 'platform'}"}
-    return subprocess.run([sys.executable, "-m", "metric", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "metric", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,12 @@ def test_bf16_decisions_agree_with_fp32(synthetic_data):
 
 
 def test_evaluate_jnd_map(real_patches):
-    data = JNDData(real_patches[:6], real_patches[[0, 1, 2, 9, 10, 11]], np.array([1.0, 1.0, 1.0, 0.0, 0.0, 1 / 3]), ["cnn"] * 6)
+    data = JNDData(
+        real_patches[:6],
+        real_patches[[0, 1, 2, 9, 10, 11]],
+        np.array([1.0, 1.0, 1.0, 0.0, 0.0, 1 / 3]),
+        ["cnn"] * 6,
+    )
     report = evaluate_jnd(data, resolve_metrics(["l2_lab"]))
     # identical pairs have distance 0 and are ranked first: perfect precision on them
     assert report["metrics"]["l2_lab"]["categories"]["cnn"]["map"] > 0.9
@@ -68,19 +75,52 @@ def test_cli_distance_evaluate_and_train(tmp_path, small, real_patches):
 
     write_bapps_2afc(tmp_path / "2afc" / "val", small)
     roots = [str(tmp_path / "2afc" / "val" / c) for c in ("cnn", "traditional")]
-    r = _cli("evaluate", "--bapps", *roots, "--metrics", "lpips-alex,l2_rgb", "--backbone-weights", "random",
-             "--n-boot", "100", "--out", str(tmp_path / "report.json"))  # fmt: skip
+    r = _cli(
+        "evaluate",
+        "--bapps",
+        *roots,
+        "--metrics",
+        "lpips-alex,l2_rgb",
+        "--backbone-weights",
+        "random",
+        "--n-boot",
+        "100",
+        "--out",
+        str(tmp_path / "report.json"),
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["metrics"]["lpips-alex"]["categories"]) == {"cnn", "traditional"}
     assert "2afc" in r.stderr  # progress bar
 
-    r = _cli("train", "--bapps", *roots, "--backbone-weights", "random", "--epochs", "1", "--epochs-decay", "1",
-             "--out", str(tmp_path / "run"))  # fmt: skip
+    r = _cli(
+        "train",
+        "--bapps",
+        *roots,
+        "--backbone-weights",
+        "random",
+        "--epochs",
+        "1",
+        "--epochs-decay",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "run" / "heads.pth").is_file()
-    r = _cli("evaluate", "--bapps", *roots, "--metrics", "lpips-alex", "--backbone-weights", "random",
-             "--heads", f"lpips-alex={tmp_path / 'run' / 'heads.pth'}", "--n-boot", "50")  # fmt: skip
+    r = _cli(
+        "evaluate",
+        "--bapps",
+        *roots,
+        "--metrics",
+        "lpips-alex",
+        "--backbone-weights",
+        "random",
+        "--heads",
+        f"lpips-alex={tmp_path / 'run' / 'heads.pth'}",
+        "--n-boot",
+        "50",
+    )
     assert r.returncode == 0 and "file:" in r.stdout
 
     jnd = JNDData(real_patches[:4], real_patches[4:8], np.array([0, 1 / 3, 2 / 3, 1.0]), ["cnn"] * 4)

@@ -46,7 +46,10 @@ def test_distances_and_spatial_maps_match_on_real_patches(net, version, real_pat
     x0, x1 = x[0::3], x[1::3]
     with torch.no_grad():
         a, b = ours(x0, x1), ref(x0, x1)
-        a01, b01 = ours((x0 + 1) / 2, (x1 + 1) / 2, normalize=True), ref((x0 + 1) / 2, (x1 + 1) / 2, normalize=True)
+        a01, b01 = (
+            ours((x0 + 1) / 2, (x1 + 1) / 2, normalize=True),
+            ref((x0 + 1) / 2, (x1 + 1) / 2, normalize=True),
+        )
     assert a.shape == (8, 1, 64, 64)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     torch.testing.assert_close(a01, b01, atol=1e-5, rtol=0)
@@ -85,7 +88,10 @@ def test_our_trained_heads_load_in_the_reference_and_back(net, tmp_path, real_pa
         torch.testing.assert_close(ours(x[:3], x[3:]), ref(x[:3], x[3:]), atol=1e-5, rtol=0)
     # and a head file written by the reference's model loads strictly into ours
     ref_path = tmp_path / "from_ref.pth"
-    torch.save({k: v for k, v in ref.state_dict().items() if k.startswith("lin") and not k.startswith("lins.")}, ref_path)
+    torch.save(
+        {k: v for k, v in ref.state_dict().items() if k.startswith("lin") and not k.startswith("lins.")},
+        ref_path,
+    )
     again = metric.LPIPS(net=net, backbone_weights="random", seed=4, head_weights=ref_path)
     with torch.no_grad():
         torch.testing.assert_close(again(x[:3], x[3:]), ours(x[:3], x[3:]), atol=0, rtol=0)
@@ -97,7 +103,15 @@ FIXTURE = {
     ("alex", "0.1"): [(35, 2.35), (55, 16.14), (37, 39.27), (18, 27.20), (5, 20.32)],
     ("alex", "0.0"): [(43, 2.57), (102, 10.26), (63, 22.43), (42, 16.31), (7, 13.93)],
     ("vgg", "0.1"): [(0, 6.93), (0, 8.86), (0, 17.52), (0, 51.52), (0, 47.03)],
-    ("squeeze", "0.1"): [(13, 5.69), (27, 1.19), (18, 16.33), (10, 71.01), (17, 37.37), (22, 24.26), (12, 17.59)],
+    ("squeeze", "0.1"): [
+        (13, 5.69),
+        (27, 1.19),
+        (18, 16.33),
+        (10, 71.01),
+        (17, 37.37),
+        (22, 24.26),
+        (12, 17.59),
+    ],
 }
 
 
@@ -129,6 +143,9 @@ def test_lpips_is_zero_for_identical_and_grows_with_noise(real_patches):
     x = to_tensor(real_patches[:4])
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        d = [float(model(x, (x + s * torch.randn(x.shape, generator=gen)).clamp(-1, 1)).mean()) for s in (0.0, 0.1, 0.4)]
+        d = [
+            float(model(x, (x + s * torch.randn(x.shape, generator=gen)).clamp(-1, 1)).mean())
+            for s in (0.0, 0.1, 0.4)
+        ]
     assert d[0] == pytest.approx(0.0, abs=1e-7) and d[0] < d[1] < d[2]
     assert np.isfinite(d).all()

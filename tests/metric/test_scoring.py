@@ -32,7 +32,9 @@ def test_jnd_average_precision_golden_cases(same, ap):
 
 def test_jnd_uses_a_stable_sort_and_flattens():
     d = np.array([[[[0.2]]], [[[0.2]]], [[[0.1]]]])  # N x 1 x 1 x 1, as LPIPS returns
-    assert jnd_average_precision(d, [0, 1, 1]) == pytest.approx(jnd_average_precision([0.2, 0.2, 0.1], [0, 1, 1]))
+    assert jnd_average_precision(d, [0, 1, 1]) == pytest.approx(
+        jnd_average_precision([0.2, 0.2, 0.1], [0, 1, 1])
+    )
     with pytest.raises(MetricError, match="no judge"):
         jnd_average_precision([0.1, 0.2], [0, 0])
 

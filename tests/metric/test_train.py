@@ -62,7 +62,9 @@ def test_fast_path_stats_reproduce_the_full_distance(synthetic_data):
 @pytest.mark.parametrize("variant", ["tune", "scratch"])
 def test_tune_and_scratch_train_the_trunk(variant, synthetic_data):
     data = synthetic_data.subset(np.arange(20))
-    cfg = TrainConfig(variant=variant, backbone_weights="random", seed=1, epochs=1, epochs_decay=0, batch_size=10)
+    cfg = TrainConfig(
+        variant=variant, backbone_weights="random", seed=1, epochs=1, epochs_decay=0, batch_size=10
+    )
     model = build_model(cfg)
     before = model.backbone.features[0].weight.detach().clone()
     result = train_heads(data, cfg, fast=False, model=model)

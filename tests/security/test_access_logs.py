@@ -24,19 +24,32 @@ from devtools.processes import child_process, free_port
 ROOT = Path(__file__).resolve().parents[2]
 PID, SESSION, WORKER = "5f3c0ffee0000000000badc0de", "SESSIONSECRET42", "AWORKERSECRET7"
 STUDY = uuid.uuid4()
-CROWD_PATHS = [f"/s/{STUDY}/?PROLIFIC_PID={PID}&STUDY_ID=S1&SESSION_ID={SESSION}",
-               f"/s/{STUDY}/?assignmentId=A1&hitId=H1&workerId={WORKER}&turkSubmitTo=https%3A%2F%2Fwww.mturk.com",
-               f"/livez?PROLIFIC_PID={PID}"]  # fmt: skip
+CROWD_PATHS = [
+    f"/s/{STUDY}/?PROLIFIC_PID={PID}&STUDY_ID=S1&SESSION_ID={SESSION}",
+    f"/s/{STUDY}/?assignmentId=A1&hitId=H1&workerId={WORKER}&turkSubmitTo=https%3A%2F%2Fwww.mturk.com",
+    f"/livez?PROLIFIC_PID={PID}",
+]
 
 
 @pytest.fixture(scope="module")
 def site_env(tmp_path_factory):
     """A migrated SQLite database the child servers share (the annotator page reads it)."""
     data = tmp_path_factory.mktemp("site")
-    env = {"PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}", "PERCEPTLAB_DATA_DIR": str(data), "DATABASE_URL": "",
-           "DJANGO_SETTINGS_MODULE": "config.settings.test", "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO"}  # fmt: skip
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env={**os.environ, **env}, check=True,
-                   timeout=300)  # fmt: skip
+    env = {
+        "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
+        "PERCEPTLAB_DATA_DIR": str(data),
+        "DATABASE_URL": "",
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "PYTHONUNBUFFERED": "1",
+        "LOG_LEVEL": "INFO",
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v0"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=True,
+        timeout=300,
+    )
     return env
 
 
@@ -73,8 +86,20 @@ def _assert_no_ids(text: str) -> None:
 
 def test_gunicorn_access_log_keeps_no_crowd_ids(site_env, tmp_path):
     port = free_port()
-    argv = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-            "--access-logfile", "-", "--access-logformat", GUNICORN_ACCESS_LOG_FORMAT]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "config.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--access-logfile",
+        "-",
+        "--access-logformat",
+        GUNICORN_ACCESS_LOG_FORMAT,
+    ]
     text = _serve_and_read_log(argv, site_env, port, tmp_path / "gunicorn.log")
     _assert_no_ids(text)
     assert f"GET /s/{STUDY}/ HTTP/1.1 404" in text
@@ -89,8 +114,17 @@ def test_runserver_request_log_keeps_no_crowd_ids(site_env, tmp_path):
 
 
 def test_the_filter_strips_query_strings_from_messages_and_arguments():
-    record = logging.LogRecord("django.server", logging.INFO, __file__, 1, '"%s" %s %s',
-                               (f"GET /s/x/?PROLIFIC_PID={PID} HTTP/1.1", "200", "512"), None)  # fmt: skip
+    record = logging.LogRecord(
+        "django.server",
+        logging.INFO,
+        __file__,
+        1,
+        '"%s" %s %s',
+        (f"GET /s/x/?PROLIFIC_PID={PID} HTTP/1.1", "200", "512"),
+        None,
+    )
     assert NoQueryStrings().filter(record) and record.getMessage() == '"GET /s/x/ HTTP/1.1" 200 512'
-    record = logging.LogRecord("x", logging.WARNING, __file__, 1, f"odd /s/x/?workerId={WORKER} seen", None, None)
+    record = logging.LogRecord(
+        "x", logging.WARNING, __file__, 1, f"odd /s/x/?workerId={WORKER} seen", None, None
+    )
     assert NoQueryStrings().filter(record) and record.getMessage() == "odd /s/x/ seen"

@@ -34,9 +34,16 @@ def with_identical_pairs(study):
 def sentinel_score(client, body, policy):
     """Answer every trial with `policy(images)` and return the sentinel accuracy QC computes."""
     for trial in body["trials"]:
-        r = client.post(f"/api/v1/assignments/{body['token']}/judgments/",
-                        {"trial": trial["id"], "response": policy(trial["images"]), "rt_ms": 900,
-                         "idempotency_key": f"key-{trial['id']}"}, format="json")  # fmt: skip
+        r = client.post(
+            f"/api/v1/assignments/{body['token']}/judgments/",
+            {
+                "trial": trial["id"],
+                "response": policy(trial["images"]),
+                "rt_ms": 900,
+                "idempotency_key": f"key-{trial['id']}",
+            },
+            format="json",
+        )
         assert r.status_code == 201
     done = client.post(f"/api/v1/assignments/{body['token']}/submit/")
     return done.status_code, Assignment.objects.get(token=body["token"]).qc
@@ -45,8 +52,11 @@ def sentinel_score(client, body, policy):
 def test_the_url_equality_bot_no_longer_scores_on_jnd(make_study):
     """The bot: answer "same" exactly when the two image URLs are equal. With content-hash URLs it scored
     10/10 on sentinels and found the identical test pairs too."""
-    study = with_identical_pairs(make_study(kind="jnd", n_test=10, n_sentinels=10, n_practice=0,
-                                            config={"sentinel_rate": 0.5, "hit_size": 10}))  # fmt: skip
+    study = with_identical_pairs(
+        make_study(
+            kind="jnd", n_test=10, n_sentinels=10, n_practice=0, config={"sentinel_rate": 0.5, "hit_size": 10}
+        )
+    )
     client = APIClient()
     body = start(client, study).json()
     urls = [url for t in body["trials"] for url in t["images"].values()]
@@ -54,15 +64,26 @@ def test_the_url_equality_bot_no_longer_scores_on_jnd(make_study):
     bot = lambda images: "same" if images["first"] == images["second"] else "different"  # noqa: E731
     status, qc = sentinel_score(client, body, bot)
     assert status == 200 and qc["sentinels"] >= 4
-    n_same = Trial.objects.filter(assignment__token=body["token"], kind="sentinel", item__expected="same").count()
-    assert n_same > 0 and qc["sentinels_correct"] == qc["sentinels"] - n_same  # no better than always "different"
+    n_same = Trial.objects.filter(
+        assignment__token=body["token"], kind="sentinel", item__expected="same"
+    ).count()
+    assert (
+        n_same > 0 and qc["sentinels_correct"] == qc["sentinels"] - n_same
+    )  # no better than always "different"
     assert qc["excluded"]
 
 
 def test_the_url_equality_bot_no_longer_scores_on_2afc(make_study):
     """The bot: pick the side whose URL equals the reference's (a sentinel's right answer is the ref)."""
-    study = with_identical_pairs(make_study(kind="2afc", n_test=10, n_sentinels=10, n_practice=2,
-                                            config={"sentinel_rate": 0.5, "hit_size": 10}))  # fmt: skip
+    study = with_identical_pairs(
+        make_study(
+            kind="2afc",
+            n_test=10,
+            n_sentinels=10,
+            n_practice=2,
+            config={"sentinel_rate": 0.5, "hit_size": 10},
+        )
+    )
     client = APIClient()
     body = start(client, study).json()
     urls = [url for t in body["trials"] for url in t["images"].values()]
@@ -76,8 +97,11 @@ def test_image_responses_reveal_no_content_hash(make_study):
     study = with_identical_pairs(make_study(kind="jnd", n_test=4, n_sentinels=4, n_practice=0))
     client = APIClient()
     body = start(client, study).json()
-    hashes = {PurePosixPath(name).stem for item in Item.objects.filter(study=study)
-              for name in (item.ref_image, item.p0_image, item.p1_image)}  # fmt: skip
+    hashes = {
+        PurePosixPath(name).stem
+        for item in Item.objects.filter(study=study)
+        for name in (item.ref_image, item.p0_image, item.p1_image)
+    }
     seen = {}
     for trial in body["trials"]:
         t = Trial.objects.select_related("item").get(public_id=trial["id"])
@@ -112,29 +136,45 @@ def test_image_urls_open_only_with_their_own_token(make_study):
     assert client.get(f"/api/v1/assignments/{mine['token']}/trials/{other_trial}/left/").status_code == 404
     own = mine["trials"][0]["id"]
     for slot in ("first", "p0", "..", "ref.png"):
-        assert client.get(f"/api/v1/assignments/{mine['token']}/trials/{own}/{slot}/").status_code == 404, slot
+        assert client.get(f"/api/v1/assignments/{mine['token']}/trials/{own}/{slot}/").status_code == 404, (
+            slot
+        )
     client.post(f"/api/v1/assignments/{mine['token']}/return/")
     assert client.get(mine["trials"][0]["images"]["left"]).status_code == 404  # a returned HIT shows nothing
 
 
 def test_a_reverse_proxy_can_send_the_file(make_study, settings):
-    settings.PERCEPTLAB_CROWD = {**settings.PERCEPTLAB_CROWD, "IMAGE_ACCEL_HEADER": "X-Accel-Redirect",
-                                 "IMAGE_ACCEL_PREFIX": "/internal-media/"}  # fmt: skip
+    settings.PERCEPTLAB_CROWD = {
+        **settings.PERCEPTLAB_CROWD,
+        "IMAGE_ACCEL_HEADER": "X-Accel-Redirect",
+        "IMAGE_ACCEL_PREFIX": "/internal-media/",
+    }
     study = make_study(kind="2afc", n_test=2, n_sentinels=0, n_practice=0)
     client = APIClient()
     body = start(client, study).json()
     trial = body["trials"][0]
     r = client.get(trial["images"]["ref"])
     item = Trial.objects.select_related("item").get(public_id=trial["id"]).item
-    assert r.status_code == 200 and r["X-Accel-Redirect"] == "/internal-media/" + item.ref_image and r.content == b""
+    assert (
+        r.status_code == 200
+        and r["X-Accel-Redirect"] == "/internal-media/" + item.ref_image
+        and r.content == b""
+    )
     assert "ETag" not in r and "private" in r["Cache-Control"]
 
 
 def test_mturk_preview_examples_are_opaque_too(make_study):
     study = with_identical_pairs(make_study(kind="2afc", n_test=2, n_sentinels=0, n_practice=3))
     client = APIClient()
-    r = start(client, study, platform="mturk", worker_id="", assignment_id="ASSIGNMENT_ID_NOT_AVAILABLE", hit_id="H",
-              turk_submit_to="https://www.mturk.com")  # fmt: skip
+    r = start(
+        client,
+        study,
+        platform="mturk",
+        worker_id="",
+        assignment_id="ASSIGNMENT_ID_NOT_AVAILABLE",
+        hit_id="H",
+        turk_submit_to="https://www.mturk.com",
+    )
     examples = r.json()["examples"]
     urls = [url for ex in examples for url in ex.values()]
     assert len(examples) == 2 and len(urls) == len(set(urls)) == 6
@@ -167,11 +207,26 @@ def test_the_simulated_crowd_judges_images_fetched_through_the_api(live_server, 
     answer sentinels as their observer would (the pixels are the same)."""
     from crowdsim.simulation import run_crowd
 
-    study = make_study(kind="2afc", n_test=8, n_sentinels=4, n_practice=0,
-                       config={"simulation": True, "hit_size": 4, "judgments_per_item": {"train": 1, "val": 1},
-                               "training": {"every": None}})  # fmt: skip
-    result = run_crowd(base_url=live_server.url, study_id=str(study.pk), n_workers=2, spammers=0.0, concurrency=1,
-                       replay_rate=0.0)  # fmt: skip
+    study = make_study(
+        kind="2afc",
+        n_test=8,
+        n_sentinels=4,
+        n_practice=0,
+        config={
+            "simulation": True,
+            "hit_size": 4,
+            "judgments_per_item": {"train": 1, "val": 1},
+            "training": {"every": None},
+        },
+    )
+    result = run_crowd(
+        base_url=live_server.url,
+        study_id=str(study.pk),
+        n_workers=2,
+        spammers=0.0,
+        concurrency=1,
+        replay_rate=0.0,
+    )
     assert result.assignments >= 2 and result.judgments >= 8
     assert Assignment.objects.filter(study=study, status="submitted").count() == result.assignments
 

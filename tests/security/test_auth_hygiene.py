@@ -19,7 +19,9 @@ LOGIN_PAGES = ["/accounts/login/", "/admin/login/"]
 
 @pytest.fixture
 def admin_user(django_user_model):
-    return django_user_model.objects.create_superuser(username="root", email="", password="Correct-horse-42-battery")
+    return django_user_model.objects.create_superuser(
+        username="root", email="", password="Correct-horse-42-battery"
+    )
 
 
 def _attempt(client, path, password, *, username="root", **extra):
@@ -32,9 +34,13 @@ def _logged_in(client) -> bool:
 
 @pytest.mark.parametrize("path", LOGIN_PAGES)
 def test_password_guessing_is_locked_out(client, admin_user, settings, path):
-    answers = [_attempt(client, path, f"guess-{n}").status_code for n in range(settings.AXES_FAILURE_LIMIT + 3)]
-    assert answers[: settings.AXES_FAILURE_LIMIT - 1] == [200] * (settings.AXES_FAILURE_LIMIT - 1)  # the form again
-    assert set(answers[settings.AXES_FAILURE_LIMIT - 1:]) == {429}
+    answers = [
+        _attempt(client, path, f"guess-{n}").status_code for n in range(settings.AXES_FAILURE_LIMIT + 3)
+    ]
+    assert answers[: settings.AXES_FAILURE_LIMIT - 1] == [200] * (
+        settings.AXES_FAILURE_LIMIT - 1
+    )  # the form again
+    assert set(answers[settings.AXES_FAILURE_LIMIT - 1 :]) == {429}
     # locked: even the right password is refused now, with a clear page, and nobody is logged in
     r = _attempt(client, path, "Correct-horse-42-battery")
     assert r.status_code == 429 and b"Too many login attempts" in r.content and not _logged_in(client)
@@ -45,9 +51,13 @@ def test_password_guessing_is_locked_out(client, admin_user, settings, path):
 
 def test_rotating_ipv6_addresses_within_one_network_does_not_escape_the_lockout(client, admin_user, settings):
     """The attack: one fresh address of one's own /64 (or /56, or a tunnel broker's /48) per password guess."""
-    answers = [_attempt(client, "/accounts/login/", f"guess-{n}", REMOTE_ADDR=f"2001:db8:0:{n:x}00::{n + 1:x}").status_code
-               for n in range(settings.AXES_FAILURE_LIMIT + 10)]  # fmt: skip
-    assert set(answers[settings.AXES_FAILURE_LIMIT - 1:]) == {429}, answers
+    answers = [
+        _attempt(
+            client, "/accounts/login/", f"guess-{n}", REMOTE_ADDR=f"2001:db8:0:{n:x}00::{n + 1:x}"
+        ).status_code
+        for n in range(settings.AXES_FAILURE_LIMIT + 10)
+    ]
+    assert set(answers[settings.AXES_FAILURE_LIMIT - 1 :]) == {429}, answers
     r = _attempt(client, "/accounts/login/", "Correct-horse-42-battery", REMOTE_ADDR="2001:db8:0:ffff::ff")
     assert r.status_code == 429 and not _logged_in(client)
 
@@ -57,19 +67,42 @@ def test_rotating_forged_forwarded_for_entries_does_not_escape_the_lockout(clien
     (further left) change nothing. Without a trusted proxy X-Forwarded-For is ignored altogether."""
     settings.PERCEPTLAB_TRUSTED_PROXIES = 1
     for n in range(settings.AXES_FAILURE_LIMIT + 2):
-        r = _attempt(client, "/accounts/login/", f"guess-{n}", REMOTE_ADDR="10.0.0.2",
-                     HTTP_X_FORWARDED_FOR=f"192.0.2.{n}, 203.0.113.9")  # fmt: skip
+        r = _attempt(
+            client,
+            "/accounts/login/",
+            f"guess-{n}",
+            REMOTE_ADDR="10.0.0.2",
+            HTTP_X_FORWARDED_FOR=f"192.0.2.{n}, 203.0.113.9",
+        )
     assert r.status_code == 429
-    assert _attempt(client, "/accounts/login/", "Correct-horse-42-battery", REMOTE_ADDR="10.0.0.2",
-                    HTTP_X_FORWARDED_FOR="192.0.2.200, 203.0.113.9").status_code == 429  # fmt: skip
+    assert (
+        _attempt(
+            client,
+            "/accounts/login/",
+            "Correct-horse-42-battery",
+            REMOTE_ADDR="10.0.0.2",
+            HTTP_X_FORWARDED_FOR="192.0.2.200, 203.0.113.9",
+        ).status_code
+        == 429
+    )
     # another real client behind the same proxy is not locked out by the attacker
-    assert _attempt(client, "/accounts/login/", "Correct-horse-42-battery", REMOTE_ADDR="10.0.0.2",
-                    HTTP_X_FORWARDED_FOR="203.0.113.10").status_code == 302  # fmt: skip
+    assert (
+        _attempt(
+            client,
+            "/accounts/login/",
+            "Correct-horse-42-battery",
+            REMOTE_ADDR="10.0.0.2",
+            HTTP_X_FORWARDED_FOR="203.0.113.10",
+        ).status_code
+        == 302
+    )
 
     settings.PERCEPTLAB_TRUSTED_PROXIES = 0
     fresh = client.__class__()
     for n in range(settings.AXES_FAILURE_LIMIT + 1):
-        r = _attempt(fresh, "/accounts/login/", f"guess-{n}", username="nobody", HTTP_X_FORWARDED_FOR=f"192.0.2.{n}")
+        r = _attempt(
+            fresh, "/accounts/login/", f"guess-{n}", username="nobody", HTTP_X_FORWARDED_FOR=f"192.0.2.{n}"
+        )
     assert r.status_code == 429  # all counted against REMOTE_ADDR
 
 
@@ -77,11 +110,20 @@ def test_garbage_in_forwarded_for_falls_back_to_the_peer_address(rf, settings):
     from core.net import client_ip as client_address
 
     settings.PERCEPTLAB_TRUSTED_PROXIES = 1
-    assert client_address(rf.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="1.2.3.4, <script>")) == "10.0.0.2"
-    assert client_address(rf.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="1.2.3.4, 203.0.113.9")) == "203.0.113.9"
+    assert (
+        client_address(rf.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="1.2.3.4, <script>"))
+        == "10.0.0.2"
+    )
+    assert (
+        client_address(rf.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="1.2.3.4, 203.0.113.9"))
+        == "203.0.113.9"
+    )
     assert client_address(rf.get("/", REMOTE_ADDR="10.0.0.2")) == "10.0.0.2"
     settings.PERCEPTLAB_TRUSTED_PROXIES = 2
-    assert client_address(rf.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="6.6.6.6, 1.2.3.4, 10.0.0.1")) == "1.2.3.4"
+    assert (
+        client_address(rf.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="6.6.6.6, 1.2.3.4, 10.0.0.1"))
+        == "1.2.3.4"
+    )
 
 
 @pytest.mark.parametrize("weak", ["password123", "123456789012345", "short-pw1", "rootroot1"])
@@ -89,8 +131,10 @@ def test_a_weak_password_is_refused(client, admin_user, weak):
     with pytest.raises(ValidationError):
         password_validation.validate_password(weak, admin_user)
     client.force_login(admin_user)
-    r = client.post("/accounts/password_change/", {"old_password": "Correct-horse-42-battery",
-                                                   "new_password1": weak, "new_password2": weak})  # fmt: skip
+    r = client.post(
+        "/accounts/password_change/",
+        {"old_password": "Correct-horse-42-battery", "new_password1": weak, "new_password2": weak},
+    )
     assert r.status_code == 200 and r.context["form"].errors.get("new_password2")
     admin_user.refresh_from_db()
     assert admin_user.check_password("Correct-horse-42-battery")
@@ -109,13 +153,29 @@ def test_the_demo_admin_password_passes_the_validators(settings, tmp_path, djang
 
 
 def _production(env: dict, expr: str) -> subprocess.CompletedProcess:
-    safe = {"SECRET_KEY": "x" * 50, "ALLOWED_HOSTS": "percept.example.org", "DATABASE_URL": "postgres://u:p@db:5432/p",
-            "CELERY_BROKER_URL": "redis://redis:6379/0", "CACHE_URL": "redis://redis:6379/2"}  # fmt: skip
+    safe = {
+        "SECRET_KEY": "x" * 50,
+        "ALLOWED_HOSTS": "percept.example.org",
+        "DATABASE_URL": "postgres://u:p@db:5432/p",
+        "CELERY_BROKER_URL": "redis://redis:6379/0",
+        "CACHE_URL": "redis://redis:6379/2",
+    }
     base = {k: v for k, v in os.environ.items() if k not in {*safe, "DEBUG", "SECURE_HSTS_SECONDS"}}
     code = f"import django; from django.conf import settings; django.setup(); print({expr})"
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**base, **safe, "DJANGO_SETTINGS_MODULE": "config.settings.production",
-                               "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}", **env})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **base,
+            **safe,
+            "DJANGO_SETTINGS_MODULE": "config.settings.production",
+            "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
+            **env,
+        },
+    )
 
 
 def test_production_hsts_lasts_at_least_180_days_and_cannot_be_shortened():

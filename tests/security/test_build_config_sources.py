@@ -24,8 +24,9 @@ def client_for(user) -> APIClient:
 
 
 def create(user, build_config, kind="2afc"):
-    return client_for(user).post("/api/v1/studies/", {"name": "attack", "kind": kind, "build_config": build_config},
-                                 format="json")  # fmt: skip
+    return client_for(user).post(
+        "/api/v1/studies/", {"name": "attack", "kind": kind, "build_config": build_config}, format="json"
+    )
 
 
 @pytest.fixture
@@ -46,7 +47,9 @@ def photo_zip(*sizes, seed=0) -> io.BytesIO:
     with zipfile.ZipFile(buffer, "w") as zf:
         for n, (w, h) in enumerate(sizes):
             png = io.BytesIO()
-            Image.fromarray((np.random.default_rng(seed + n).random((h, w, 3)) * 255).astype("uint8")).save(png, format="PNG")
+            Image.fromarray((np.random.default_rng(seed + n).random((h, w, 3)) * 255).astype("uint8")).save(
+                png, format="PNG"
+            )
             zf.writestr(f"photos/{n}.png", png.getvalue())
     buffer.seek(0)
     buffer.name = "photos.zip"
@@ -54,7 +57,9 @@ def photo_zip(*sizes, seed=0) -> io.BytesIO:
 
 
 def upload(user, *sizes, seed=0) -> str:
-    r = client_for(user).post("/api/v1/sources/", {"archive": photo_zip(*sizes, seed=seed), "name": "mine"}, format="multipart")
+    r = client_for(user).post(
+        "/api/v1/sources/", {"archive": photo_zip(*sizes, seed=seed), "name": "mine"}, format="multipart"
+    )
     assert r.status_code == 201, r.content
     return r.json()["id"]
 
@@ -88,24 +93,27 @@ def test_the_existence_oracle_is_closed(researcher_carol, no_filesystem_sources)
     assert len(answers) == 1 and answers.pop()[0] == 400
 
 
-@pytest.mark.parametrize("build_config,field", [
-    ({"n_items": 10_000_000}, "build_config.n_items"),
-    ({"n_items": 1e7}, "build_config.n_items"),
-    ({"n_items": True}, "build_config.n_items"),
-    ({"patch_size": 1024}, "build_config.patch_size"),
-    ({"sentinels": {"n": 10**12}}, "build_config.sentinels.n"),
-    ({"sentinels": {"n": 1e12}}, "build_config.sentinels.n"),
-    ({"practice": {"n": 10**6}}, "build_config.practice.n"),
-    ({"composition": {"max_ops": 100}}, "build_config.composition.max_ops"),
-    ({"distortions": ["gaussian_blur"] * 10_000}, "build_config.distortions"),
-    ({"source": {"type": "skimage", "names": ["moon"] * 10_000}}, "build_config.source.names"),
-    ({"seed": 10**30}, "build_config.seed"),
-    ({"sentinels": {"light_severity": 1e9}}, "build_config.sentinels.light_severity"),
-    ({"flat_threshold": "x"}, "build_config.flat_threshold"),
-    ({"severity_range": [0, 1, 2]}, "build_config.severity_range"),
-    ({"families": {"blur": 1e300}}, "build_config.families"),
-    ({"sentinels": {"n": 1, "surprise": 1}}, "build_config.sentinels"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "build_config,field",
+    [
+        ({"n_items": 10_000_000}, "build_config.n_items"),
+        ({"n_items": 1e7}, "build_config.n_items"),
+        ({"n_items": True}, "build_config.n_items"),
+        ({"patch_size": 1024}, "build_config.patch_size"),
+        ({"sentinels": {"n": 10**12}}, "build_config.sentinels.n"),
+        ({"sentinels": {"n": 1e12}}, "build_config.sentinels.n"),
+        ({"practice": {"n": 10**6}}, "build_config.practice.n"),
+        ({"composition": {"max_ops": 100}}, "build_config.composition.max_ops"),
+        ({"distortions": ["gaussian_blur"] * 10_000}, "build_config.distortions"),
+        ({"source": {"type": "skimage", "names": ["moon"] * 10_000}}, "build_config.source.names"),
+        ({"seed": 10**30}, "build_config.seed"),
+        ({"sentinels": {"light_severity": 1e9}}, "build_config.sentinels.light_severity"),
+        ({"flat_threshold": "x"}, "build_config.flat_threshold"),
+        ({"severity_range": [0, 1, 2]}, "build_config.severity_range"),
+        ({"families": {"blur": 1e300}}, "build_config.families"),
+        ({"sentinels": {"n": 1, "surprise": 1}}, "build_config.sentinels"),
+    ],
+)
 def test_huge_counts_and_sizes_are_refused(researcher_carol, build_config, field, settings):
     r = create(researcher_carol, build_config)
     assert r.status_code == 400 and r.json()["extra"]["field"] == field, r.json()
@@ -134,12 +142,17 @@ def test_the_caps_come_from_settings(researcher_carol, settings):
 
 def test_another_researchers_source_set_id_is_refused_like_a_missing_one(researcher_carol, researcher_dave):
     carols = upload(researcher_carol, (64, 64))
-    answers = {(r.status_code, r.content) for r in (
-        create(researcher_dave, {"source": {"type": "upload", "id": carols}}),
-        create(researcher_dave, {"source": {"type": "upload", "id": "00000000-0000-4000-8000-000000000000"}}),
-        create(researcher_dave, {"source": {"type": "upload", "id": "not-a-uuid"}}),
-        create(researcher_dave, {"source": {"type": "upload", "id": 7}}),
-    )}  # fmt: skip
+    answers = {
+        (r.status_code, r.content)
+        for r in (
+            create(researcher_dave, {"source": {"type": "upload", "id": carols}}),
+            create(
+                researcher_dave, {"source": {"type": "upload", "id": "00000000-0000-4000-8000-000000000000"}}
+            ),
+            create(researcher_dave, {"source": {"type": "upload", "id": "not-a-uuid"}}),
+            create(researcher_dave, {"source": {"type": "upload", "id": 7}}),
+        )
+    }
     assert len(answers) == 1
     status, body = answers.pop()
     assert status == 400 and b"no such source photo set" in body
@@ -156,8 +169,17 @@ def test_a_study_builds_from_the_researchers_own_photos(researcher_carol, settin
     from studies.services import study_build_stimuli
 
     set_id = upload(researcher_carol, (96, 80), (128, 128), seed=5)
-    r = create(researcher_carol, {"n_items": 3, "patch_size": 64, "seed": 2, "sentinels": {"n": 1}, "practice": {"n": 0},
-                                  "source": {"type": "upload", "id": set_id}})  # fmt: skip
+    r = create(
+        researcher_carol,
+        {
+            "n_items": 3,
+            "patch_size": 64,
+            "seed": 2,
+            "sentinels": {"n": 1},
+            "practice": {"n": 0},
+            "source": {"type": "upload", "id": set_id},
+        },
+    )
     assert r.status_code == 201, r.content
     assert r.json()["build_config"]["source"] == {"type": "upload", "id": set_id}  # no server path anywhere
     study = Study.objects.get(pk=r.json()["id"])
@@ -167,16 +189,24 @@ def test_a_study_builds_from_the_researchers_own_photos(researcher_carol, settin
     sources = {item.records["patch"]["source"] for item in study.items.all()}
     stored = {f"file:{p.name}" for p in (settings.MEDIA_ROOT / "sources" / set_id).iterdir()}
     assert sources and sources <= stored
-    assert str(settings.MEDIA_ROOT) not in str(client_for(researcher_carol).get(f"/api/v1/studies/{study.pk}/").json())
+    assert str(settings.MEDIA_ROOT) not in str(
+        client_for(researcher_carol).get(f"/api/v1/studies/{study.pk}/").json()
+    )
 
 
-def test_a_stored_folder_source_is_refused_at_build_time(researcher_carol, no_filesystem_sources, captured_tasks):
+def test_a_stored_folder_source_is_refused_at_build_time(
+    researcher_carol, no_filesystem_sources, captured_tasks
+):
     """A study row from before these rules (or written around the API) cannot make the worker read files."""
     from core.exceptions import ApplicationError
     from studies.services import study_build_stimuli
 
-    study = Study.objects.create(name="old", kind="2afc", owner=researcher_carol,
-                                 build_config={"kind": "2afc", "n_items": 2, "source": {"type": "folder", "path": "/"}})  # fmt: skip
+    study = Study.objects.create(
+        name="old",
+        kind="2afc",
+        owner=researcher_carol,
+        build_config={"kind": "2afc", "n_items": 2, "source": {"type": "folder", "path": "/"}},
+    )
     with pytest.raises(ApplicationError, match="build_config.source"):
         study_build_stimuli(study=study, jobs=1)
     study.refresh_from_db()

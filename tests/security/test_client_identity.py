@@ -27,8 +27,10 @@ def start_rate(settings):
 
     def set_rate(rate: str):
         cache.clear()
-        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
-                                   "DEFAULT_THROTTLE_RATES": {"judgments": "100000/min", "assignment_start": rate}}  # fmt: skip
+        settings.REST_FRAMEWORK = {
+            **settings.REST_FRAMEWORK,
+            "DEFAULT_THROTTLE_RATES": {"judgments": "100000/min", "assignment_start": rate},
+        }
         SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
 
     yield set_rate
@@ -37,8 +39,13 @@ def start_rate(settings):
 
 
 def _start(client, study, **headers):
-    return client.post(f"/api/v1/studies/{study.pk}/assignments/", {"platform": "anonymous", "consent": True},
-                       format="json", REMOTE_ADDR="198.51.100.7", **headers)  # fmt: skip
+    return client.post(
+        f"/api/v1/studies/{study.pk}/assignments/",
+        {"platform": "anonymous", "consent": True},
+        format="json",
+        REMOTE_ADDR="198.51.100.7",
+        **headers,
+    )
 
 
 def test_rotating_x_forwarded_for_gives_no_extra_starts(make_study, start_rate, settings):
@@ -52,7 +59,9 @@ def test_rotating_x_forwarded_for_gives_no_extra_starts(make_study, start_rate, 
     assert codes[:3] == [201, 201, 201] and set(codes[3:]) == {429}, codes
 
 
-def test_prepending_x_forwarded_for_entries_behind_a_trusted_proxy_gives_no_extra_starts(make_study, start_rate, settings):
+def test_prepending_x_forwarded_for_entries_behind_a_trusted_proxy_gives_no_extra_starts(
+    make_study, start_rate, settings
+):
     """Behind one trusted proxy the client can still write entries *before* the one the proxy appends; only
     the proxy's entry (rightmost) counts."""
     settings.PERCEPTLAB_TRUSTED_PROXIES = 1
@@ -60,7 +69,9 @@ def test_prepending_x_forwarded_for_entries_behind_a_trusted_proxy_gives_no_extr
     start_rate("3/min")
     study = make_study(n_test=40, n_sentinels=0, n_practice=0, config={"hit_size": 1})
     client = APIClient()
-    codes = [_start(client, study, HTTP_X_FORWARDED_FOR=f"10.0.{k}.{k}, 203.0.113.5").status_code for k in range(5)]
+    codes = [
+        _start(client, study, HTTP_X_FORWARDED_FOR=f"10.0.{k}.{k}, 203.0.113.5").status_code for k in range(5)
+    ]
     assert codes[:3] == [201, 201, 201] and set(codes[3:]) == {429}, codes
     # a different real client (as the proxy saw it) has its own budget
     assert _start(client, study, HTTP_X_FORWARDED_FOR="10.9.9.9, 203.0.113.6").status_code == 201
@@ -78,24 +89,61 @@ def test_client_ip_believes_only_the_trusted_hops(settings):
     garbage = rf.get("/", REMOTE_ADDR="192.0.2.1", HTTP_X_FORWARDED_FOR="not-an-ip")
     assert client_ip(garbage) == "192.0.2.1"
     # one IPv6 network (a /48 by default: what a tunnel broker hands out for free) is one client
-    assert client_key("2001:db8:1:2::1") == client_key("2001:db8:1:ff00::9") == client_key("2001:db8:1::") == "2001:db8:1::"
+    assert (
+        client_key("2001:db8:1:2::1")
+        == client_key("2001:db8:1:ff00::9")
+        == client_key("2001:db8:1::")
+        == "2001:db8:1::"
+    )
     assert client_key("2001:db8:1:2::1") != client_key("2001:db8:2::1")
     settings.PERCEPTLAB_IPV6_CLIENT_PREFIX = 64
-    assert client_key("2001:db8:1:2::1") == client_key("2001:db8:1:2:ffff::9") != client_key("2001:db8:1:3::1")
+    assert (
+        client_key("2001:db8:1:2::1") == client_key("2001:db8:1:2:ffff::9") != client_key("2001:db8:1:3::1")
+    )
 
 
 def _production(expr: str, env: dict) -> subprocess.CompletedProcess:
-    keep = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY", "DEBUG",
-                                                              "ALLOWED_HOSTS", "CACHE_URL", "PERCEPTLAB_TRUSTED_PROXIES"}}  # fmt: skip
-    safe = {"SECRET_KEY": "x" * 50, "ALLOWED_HOSTS": "percept.example.org", "DATABASE_URL": "postgres://u:p@db:5432/p",
-            "CELERY_BROKER_URL": "redis://redis:6379/0", "CACHE_URL": "redis://redis:6379/2"}  # fmt: skip
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {
+            "DATABASE_URL",
+            "CELERY_BROKER_URL",
+            "SECRET_KEY",
+            "DEBUG",
+            "ALLOWED_HOSTS",
+            "CACHE_URL",
+            "PERCEPTLAB_TRUSTED_PROXIES",
+        }
+    }
+    safe = {
+        "SECRET_KEY": "x" * 50,
+        "ALLOWED_HOSTS": "percept.example.org",
+        "DATABASE_URL": "postgres://u:p@db:5432/p",
+        "CELERY_BROKER_URL": "redis://redis:6379/0",
+        "CACHE_URL": "redis://redis:6379/2",
+    }
     code = f"import django; from django.conf import settings; django.setup(); from django.test import RequestFactory; print({expr})"
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**keep, **safe, "DJANGO_SETTINGS_MODULE": "config.settings.production",
-                               "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}", **env})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **keep,
+            **safe,
+            "DJANGO_SETTINGS_MODULE": "config.settings.production",
+            "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
+            **env,
+        },
+    )
 
 
-SPOOF = "RequestFactory().get('/', HTTP_X_FORWARDED_PROTO='https', SERVER_NAME='percept.example.org').is_secure()"
+SPOOF = (
+    "RequestFactory().get('/', HTTP_X_FORWARDED_PROTO='https', SERVER_NAME='percept.example.org').is_secure()"
+)
 
 
 def test_a_spoofed_x_forwarded_proto_does_not_count_as_https():
@@ -106,7 +154,9 @@ def test_a_spoofed_x_forwarded_proto_does_not_count_as_https():
     assert r.stdout.strip() == "False None"
     r = _production(f"{SPOOF}, settings.SECURE_PROXY_SSL_HEADER", {"PERCEPTLAB_TRUSTED_PROXIES": "1"})
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "True ('HTTP_X_FORWARDED_PROTO', 'https')"  # the proxy (which overwrites it) is trusted
+    assert (
+        r.stdout.strip() == "True ('HTTP_X_FORWARDED_PROTO', 'https')"
+    )  # the proxy (which overwrites it) is trusted
 
 
 def test_a_bad_trusted_proxies_value_is_a_clear_error():

@@ -42,12 +42,20 @@ def researcher_client(researcher_carol):
 def test_a_bad_completion_url_is_refused_when_saved(researcher_client, make_study, researcher_carol, url):
     study = make_study(n_test=2, n_sentinels=1, n_practice=0, owner=researcher_carol)
     before = Study.objects.get(pk=study.pk).config
-    r = researcher_client.patch(f"/api/v1/studies/{study.pk}/", {"config": {"prolific_completion_url": url}}, format="json")
+    r = researcher_client.patch(
+        f"/api/v1/studies/{study.pk}/", {"config": {"prolific_completion_url": url}}, format="json"
+    )
     assert r.status_code == 400, r.content
-    assert r.json()["extra"]["field"] == "config.prolific_completion_url" and "prolific_completion_url" in r.json()["message"]
+    assert (
+        r.json()["extra"]["field"] == "config.prolific_completion_url"
+        and "prolific_completion_url" in r.json()["message"]
+    )
     assert Study.objects.get(pk=study.pk).config == before
-    r = researcher_client.post("/api/v1/studies/", {"name": "x", "kind": "2afc", "config": {"prolific_completion_url": url}},
-                               format="json")  # fmt: skip
+    r = researcher_client.post(
+        "/api/v1/studies/",
+        {"name": "x", "kind": "2afc", "config": {"prolific_completion_url": url}},
+        format="json",
+    )
     assert r.status_code == 400 and r.json()["extra"]["field"] == "config.prolific_completion_url"
     assert not Study.objects.filter(name="x").exists()
 
@@ -55,7 +63,9 @@ def test_a_bad_completion_url_is_refused_when_saved(researcher_client, make_stud
 def test_a_good_completion_url_is_accepted_and_used(researcher_client, make_study, researcher_carol):
     study = make_study(n_test=2, n_sentinels=1, n_practice=0, owner=researcher_carol)
     url = "https://app.prolific.co/submissions/complete?cc={code}&src=perceptlab"
-    r = researcher_client.patch(f"/api/v1/studies/{study.pk}/", {"config": {"prolific_completion_url": url}}, format="json")
+    r = researcher_client.patch(
+        f"/api/v1/studies/{study.pk}/", {"config": {"prolific_completion_url": url}}, format="json"
+    )
     assert r.status_code == 200, r.content
     done = _complete_as_prolific(study)
     code = Study.objects.get(pk=study.pk).collection["completion_code"]
@@ -65,19 +75,35 @@ def test_a_good_completion_url_is_accepted_and_used(researcher_client, make_stud
 
 def _complete_as_prolific(study):
     client = APIClient()
-    body = client.post(f"/api/v1/studies/{study.pk}/assignments/", {"platform": "prolific", "consent": True,
-                       "worker_id": "PID-1", "study_id": "S", "session_id": "SESSION-1"}, format="json").json()  # fmt: skip
+    body = client.post(
+        f"/api/v1/studies/{study.pk}/assignments/",
+        {
+            "platform": "prolific",
+            "consent": True,
+            "worker_id": "PID-1",
+            "study_id": "S",
+            "session_id": "SESSION-1",
+        },
+        format="json",
+    ).json()
     for trial in body["trials"]:
-        r = client.post(f"/api/v1/assignments/{body['token']}/judgments/", {"trial": trial["id"], "response": "left",
-                        "rt_ms": 700, "idempotency_key": uuid.uuid4().hex}, format="json")  # fmt: skip
+        r = client.post(
+            f"/api/v1/assignments/{body['token']}/judgments/",
+            {"trial": trial["id"], "response": "left", "rt_ms": 700, "idempotency_key": uuid.uuid4().hex},
+            format="json",
+        )
         assert r.status_code == 201
     return client.post(f"/api/v1/assignments/{body['token']}/submit/")
 
 
-@pytest.mark.parametrize("url", [u for u in BAD_URLS if "{code}" in u and u.startswith("https://")])  # the old rule
+@pytest.mark.parametrize(
+    "url", [u for u in BAD_URLS if "{code}" in u and u.startswith("https://")]
+)  # the old rule
 def test_a_stored_bad_completion_url_never_breaks_the_submit(make_study, url):
     study = make_study(n_test=2, n_sentinels=1, n_practice=0)
-    Study.objects.filter(pk=study.pk).update(config={**study.config, "prolific_completion_url": url})  # an old row
+    Study.objects.filter(pk=study.pk).update(
+        config={**study.config, "prolific_completion_url": url}
+    )  # an old row
     done = _complete_as_prolific(study)
     assert done.status_code == 200, done.content
     body = done.json()
@@ -94,8 +120,15 @@ def test_the_admin_refuses_a_bad_completion_url_too(make_study):
     from studies.admin import StudyAdminForm
 
     study = make_study(n_test=2, n_sentinels=1, n_practice=0)
-    data = {"name": study.name, "kind": study.kind, "status": study.status, "build_config": "{}", "build_error": "",
-            "build_progress": "{}", "config": '{"prolific_completion_url": "https://app.prolific.com/?cc={code}{}"}'}  # fmt: skip
+    data = {
+        "name": study.name,
+        "kind": study.kind,
+        "status": study.status,
+        "build_config": "{}",
+        "build_error": "",
+        "build_progress": "{}",
+        "config": '{"prolific_completion_url": "https://app.prolific.com/?cc={code}{}"}',
+    }
     form = StudyAdminForm(data=data, instance=study)
     assert not form.is_valid() and "prolific_completion_url" in str(form.errors["config"])
     data["config"] = '{"prolific_completion_url": "https://app.prolific.com/?cc={code}"}'
@@ -108,8 +141,12 @@ def test_a_stored_foreign_turk_submit_to_gets_no_form(make_study):
     from judgments.qc import completion_for
 
     study = make_study(n_test=2, n_sentinels=1, n_practice=0)
-    a = assignment_start(study=study, platform="mturk", worker_id="W1", platform_info={
-        "hit_id": "H", "assignment_id": "A", "turk_submit_to": "https://www.mturk.com"}).assignment  # fmt: skip
+    a = assignment_start(
+        study=study,
+        platform="mturk",
+        worker_id="W1",
+        platform_info={"hit_id": "H", "assignment_id": "A", "turk_submit_to": "https://www.mturk.com"},
+    ).assignment
     assert completion_for(a)["mturk_form"]["action"] == "https://www.mturk.com/mturk/externalSubmit"
     for bad in ("https://evil.example", "https://[broken", None, 7):
         a.platform_info = {**a.platform_info, "turk_submit_to": bad}

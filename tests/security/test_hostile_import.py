@@ -28,7 +28,11 @@ pytestmark = pytest.mark.django_db
 
 def png(seed: int | None, side: int = 16) -> bytes:
     """A noisy PNG (seed) or a flat one (None): a flat 1024x1024 PNG is ~3 KB and 3 MB decoded."""
-    pixels = np.zeros((side, side, 3), "uint8") if seed is None else (np.random.default_rng(seed).random((side, side, 3)) * 255).astype("uint8")
+    pixels = (
+        np.zeros((side, side, 3), "uint8")
+        if seed is None
+        else (np.random.default_rng(seed).random((side, side, 3)) * 255).astype("uint8")
+    )
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -45,7 +49,11 @@ def zip_of(files: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> io.Byte
 
 
 def triplets(n: int, side: int = 16, seed: int = 0) -> dict[str, bytes]:
-    return {f"{part}/{i:03d}.png": png(seed + 10 * i + k, side) for i in range(n) for k, part in enumerate(("ref", "p0", "p1"))}
+    return {
+        f"{part}/{i:03d}.png": png(seed + 10 * i + k, side)
+        for i in range(n)
+        for k, part in enumerate(("ref", "p0", "p1"))
+    }
 
 
 @pytest.fixture
@@ -97,17 +105,23 @@ def limits(settings, **changes):
     settings.PERCEPTLAB_LIMITS = {**settings.PERCEPTLAB_LIMITS, **changes}
 
 
-def test_a_flood_of_flat_big_pngs_is_refused_from_the_headers(carol, study, captured_tasks, settings, decodes):
+def test_a_flood_of_flat_big_pngs_is_refused_from_the_headers(
+    carol, study, captured_tasks, settings, decodes
+):
     flat = png(None, 1024)
     assert len(flat) < 10_000  # tiny in the zip, 3 MB each decoded
     limits(settings, import_max_total_pixels=4 * 1024 * 1024)
     files = {f"{part}/{i:03d}.png": flat for i in range(3) for part in ("ref", "p0", "p1")}
     body = refused_at_once(carol, study, zip_of(files), captured_tasks, settings)
-    assert "pixels in all" in body["message"] and body["extra"]["file"] == "p0/001.png"  # the 5th image (ref, p0, p1 of 000; ref, p0 of 001) crosses it
+    assert (
+        "pixels in all" in body["message"] and body["extra"]["file"] == "p0/001.png"
+    )  # the 5th image (ref, p0, p1 of 000; ref, p0 of 001) crosses it
     assert decodes["calls"] == 0  # decided from the headers alone
 
 
-def test_an_image_whose_header_claims_too_many_pixels_is_refused_undecoded(carol, study, captured_tasks, settings, decodes):
+def test_an_image_whose_header_claims_too_many_pixels_is_refused_undecoded(
+    carol, study, captured_tasks, settings, decodes
+):
     limits(settings, import_max_side=512)
     files = {**triplets(1), "p1/000.png": png(None, 1024)}
     body = refused_at_once(carol, study, zip_of(files), captured_tasks, settings)
@@ -149,13 +163,20 @@ def test_an_oversize_file_without_a_content_length_is_refused_by_the_service(stu
     assert err.value.status_code == 413
 
 
-def test_an_import_holds_one_triplet_decoded_at_a_time(carol, study, captured_tasks, settings, decodes,
-                                                       django_capture_on_commit_callbacks):  # fmt: skip
+def test_an_import_holds_one_triplet_decoded_at_a_time(
+    carol, study, captured_tasks, settings, decodes, django_capture_on_commit_callbacks
+):
     n = 8
     with django_capture_on_commit_callbacks(execute=True):
-        r = carol.post(f"/api/v1/studies/{study.pk}/import/", {"archive": zip_of(triplets(n, side=64))}, format="multipart")
-    assert r.status_code == 202 and r.json()["total"] == n and decodes["calls"] == 0  # the API decodes nothing
-    (name, args, _), = captured_tasks
+        r = carol.post(
+            f"/api/v1/studies/{study.pk}/import/",
+            {"archive": zip_of(triplets(n, side=64))},
+            format="multipart",
+        )
+    assert (
+        r.status_code == 202 and r.json()["total"] == n and decodes["calls"] == 0
+    )  # the API decodes nothing
+    ((name, args, _),) = captured_tasks
     assert name == "studies.study_import_items"
     result = study_import_items(*args)
     assert result["state"] == "done" and result["imported"] == n
@@ -163,42 +184,64 @@ def test_an_import_holds_one_triplet_decoded_at_a_time(carol, study, captured_ta
     assert Item.objects.filter(study=study).count() == n
 
 
-def test_a_bad_image_late_in_the_archive_leaves_no_rows_and_no_files(carol, study, captured_tasks, settings,
-                                                                     django_capture_on_commit_callbacks):  # fmt: skip
+def test_a_bad_image_late_in_the_archive_leaves_no_rows_and_no_files(
+    carol, study, captured_tasks, settings, django_capture_on_commit_callbacks
+):
     files = triplets(6)
     good = files["p1/005.png"]
     files["p1/005.png"] = good[: len(good) - 40]  # the header is fine: only decoding finds the damage
     with django_capture_on_commit_callbacks(execute=True):
         r = carol.post(f"/api/v1/studies/{study.pk}/import/", {"archive": zip_of(files)}, format="multipart")
     assert r.status_code == 202, r.content
-    (_, args, _), = captured_tasks
+    ((_, args, _),) = captured_tasks
     result = study_import_items(*args)
-    assert result["state"] == "failed" and result["file"] == "p1/005.png" and "not a readable image" in result["error"]
+    assert (
+        result["state"] == "failed"
+        and result["file"] == "p1/005.png"
+        and "not a readable image" in result["error"]
+    )
     progress = Study.objects.get(pk=study.pk).build_progress
     assert progress["state"] == "failed" and progress["file"] == "p1/005.png"
     media = Path(settings.MEDIA_ROOT)
     assert not Item.objects.filter(study=study).exists()
-    assert not (media / "stimuli").exists() or not list((media / "stimuli").iterdir())  # the first 5 were staged only
+    assert not (media / "stimuli").exists() or not list(
+        (media / "stimuli").iterdir()
+    )  # the first 5 were staged only
     assert not [p for p in (media / "imports").rglob("*") if p.is_file()]  # upload and staging removed
 
 
-def test_the_stored_upload_is_private(carol, study, captured_tasks, settings, django_capture_on_commit_callbacks):
+def test_the_stored_upload_is_private(
+    carol, study, captured_tasks, settings, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
-        assert carol.post(f"/api/v1/studies/{study.pk}/import/", {"archive": zip_of(triplets(1))},
-                          format="multipart").status_code == 202  # fmt: skip
-    (_, args, _), = captured_tasks
+        assert (
+            carol.post(
+                f"/api/v1/studies/{study.pk}/import/", {"archive": zip_of(triplets(1))}, format="multipart"
+            ).status_code
+            == 202
+        )
+    ((_, args, _),) = captured_tasks
     stored = args[1]
     assert stored.startswith("imports/") and (Path(settings.MEDIA_ROOT) / stored).is_file()
     assert APIClient().get(f"/media/{stored}").status_code == 404
     assert carol.get(f"/media/{stored}").status_code == 404
 
 
-def test_a_second_import_while_one_is_queued_is_refused(carol, study, captured_tasks, settings,
-                                                        django_capture_on_commit_callbacks):  # fmt: skip
+def test_a_second_import_while_one_is_queued_is_refused(
+    carol, study, captured_tasks, settings, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
-        assert carol.post(f"/api/v1/studies/{study.pk}/import/", {"archive": zip_of(triplets(1))},
-                          format="multipart").status_code == 202  # fmt: skip
-        r = carol.post(f"/api/v1/studies/{study.pk}/import/", {"archive": zip_of(triplets(1, seed=50))}, format="multipart")
+        assert (
+            carol.post(
+                f"/api/v1/studies/{study.pk}/import/", {"archive": zip_of(triplets(1))}, format="multipart"
+            ).status_code
+            == 202
+        )
+        r = carol.post(
+            f"/api/v1/studies/{study.pk}/import/",
+            {"archive": zip_of(triplets(1, seed=50))},
+            format="multipart",
+        )
     assert r.status_code == 409 and "still running" in r.json()["message"]
     assert len(captured_tasks) == 1 and len(list((Path(settings.MEDIA_ROOT) / "imports").rglob("*.zip"))) == 1
 

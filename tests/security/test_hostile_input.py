@@ -19,8 +19,9 @@ HUGE = "1" + "0" * 400  # valid JSON; float() of it overflows
 
 def _started(study):
     client = APIClient()
-    body = client.post(f"/api/v1/studies/{study.pk}/assignments/", {"platform": "anonymous", "consent": True},
-                       format="json").json()  # fmt: skip
+    body = client.post(
+        f"/api/v1/studies/{study.pk}/assignments/", {"platform": "anonymous", "consent": True}, format="json"
+    ).json()
     return client, body["token"], body["trials"][0]["id"]
 
 
@@ -65,23 +66,36 @@ def _check_answer_attacks(study):
 
 def _check_path_attacks(study):
     client, token, trial = _started(study)
-    for path in ("/api/v1/assignments/a%00b/", f"/api/v1/assignments/{token}/trials/a%00b/left/",
-                 f"/api/v1/assignments/{token}/trials/{trial}/le%00ft/", "/api/v1/assignments/" + "x" * 5000 + "/"):  # fmt: skip
+    for path in (
+        "/api/v1/assignments/a%00b/",
+        f"/api/v1/assignments/{token}/trials/a%00b/left/",
+        f"/api/v1/assignments/{token}/trials/{trial}/le%00ft/",
+        "/api/v1/assignments/" + "x" * 5000 + "/",
+    ):
         assert client.get(path).status_code == 404, path
     for verb in ("heartbeat", "submit", "return"):
         assert client.post(f"/api/v1/assignments/a%00b/{verb}/").status_code == 404
-        assert client.post(f"/api/v1/assignments/%ED%A0%80x/{verb}/").status_code == 404  # an encoded lone surrogate
+        assert (
+            client.post(f"/api/v1/assignments/%ED%A0%80x/{verb}/").status_code == 404
+        )  # an encoded lone surrogate
 
 
 def _check_researcher_attacks(study, owner):
     client = APIClient()
     client.force_authenticate(owner)
-    for raw in (json.dumps({"config": {"instructions": "a\x00b"}}), json.dumps({"name": "x\x00"}),
-                '{"config": {"instructions": "\\ud800"}}', '{"config": ' + "[" * 3000 + "]" * 3000 + "}"):  # fmt: skip
+    for raw in (
+        json.dumps({"config": {"instructions": "a\x00b"}}),
+        json.dumps({"name": "x\x00"}),
+        '{"config": {"instructions": "\\ud800"}}',
+        '{"config": ' + "[" * 3000 + "]" * 3000 + "}",
+    ):
         r = client.patch(f"/api/v1/studies/{study.pk}/", raw, content_type="application/json")
         assert 400 <= r.status_code < 500 and r.json().get("message"), (raw[:40], r.status_code)
-    r = client.post("/api/v1/studies/", json.dumps({"name": "n", "kind": "2afc", "config": {"consent_text": "a\x00"}}),
-                    content_type="application/json")  # fmt: skip
+    r = client.post(
+        "/api/v1/studies/",
+        json.dumps({"name": "n", "kind": "2afc", "config": {"consent_text": "a\x00"}}),
+        content_type="application/json",
+    )
     assert r.status_code == 400
     study.refresh_from_db()
     assert "\x00" not in json.dumps(study.config) and "\x00" not in study.name
@@ -96,7 +110,9 @@ def test_hostile_paths_get_a_404(make_study):
 
 
 def test_hostile_researcher_bodies_get_a_4xx(make_study, researcher_carol):
-    _check_researcher_attacks(make_study(n_test=2, n_sentinels=0, n_practice=0, owner=researcher_carol), researcher_carol)
+    _check_researcher_attacks(
+        make_study(n_test=2, n_sentinels=0, n_practice=0, owner=researcher_carol), researcher_carol
+    )
 
 
 @pytest.mark.integration

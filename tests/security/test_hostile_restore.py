@@ -29,18 +29,26 @@ TABLES = ("study", "items", "workers", "assignments", "trials", "judgments")
 
 def png(seed: int, side: int = 16) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray((np.random.default_rng(seed).random((side, side, 3)) * 255).astype("uint8")).save(buffer, format="PNG")
+    Image.fromarray((np.random.default_rng(seed).random((side, side, 3)) * 255).astype("uint8")).save(
+        buffer, format="PNG"
+    )
     return buffer.getvalue()
 
 
 def read_restore(data: bytes) -> tuple[dict[str, list[dict]], dict[str, bytes]]:
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        tables = {t: [json.loads(line) for line in zf.read(f"restore/{t}.jsonl").splitlines()] for t in TABLES}
-        media = {n[len("restore/media/"):]: zf.read(n) for n in zf.namelist() if n.startswith("restore/media/")}
+        tables = {
+            t: [json.loads(line) for line in zf.read(f"restore/{t}.jsonl").splitlines()] for t in TABLES
+        }
+        media = {
+            n[len("restore/media/") :]: zf.read(n) for n in zf.namelist() if n.startswith("restore/media/")
+        }
     return tables, media
 
 
-def forge(tables: dict[str, list[dict]], media: dict[str, bytes], extra: dict[str, bytes] | None = None) -> io.BytesIO:
+def forge(
+    tables: dict[str, list[dict]], media: dict[str, bytes], extra: dict[str, bytes] | None = None
+) -> io.BytesIO:
     """A restore/ section with a manifest that matches whatever it holds (what an attacker writes)."""
     files, out = {}, io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -51,7 +59,11 @@ def forge(tables: dict[str, list[dict]], media: dict[str, bytes], extra: dict[st
         for rel, body in {**{f"media/{k}": v for k, v in media.items()}, **(extra or {})}.items():
             zf.writestr(f"restore/{rel}", body)
             files[f"restore/{rel}"] = hashlib.sha256(body).hexdigest()
-        manifest = {"format": "perceptlab-restore/1", "rows": {t: len(tables[t]) for t in TABLES}, "files": files}
+        manifest = {
+            "format": "perceptlab-restore/1",
+            "rows": {t: len(tables[t]) for t in TABLES},
+            "files": files,
+        }
         zf.writestr("restore/manifest.json", json.dumps(manifest))
     out.seek(0)
     return out
@@ -64,7 +76,10 @@ def fresh_ids(tables: dict[str, list[dict]]) -> dict[str, list[dict]]:
         for row in tables[table]:
             new.setdefault(row["id"], str(uuid.uuid4()))
     keys = ("id", "study_id", "item_id", "worker_id", "assignment_id", "trial_id")
-    return {t: [{k: (new.get(v, v) if k in keys else v) for k, v in row.items()} for row in rows] for t, rows in tables.items()}
+    return {
+        t: [{k: (new.get(v, v) if k in keys else v) for k, v in row.items()} for row in rows]
+        for t, rows in tables.items()
+    }
 
 
 @pytest.fixture
@@ -76,7 +91,9 @@ def victim(make_study, researcher_dave):
 def dave_state(study, settings) -> dict:
     stimuli = Path(settings.MEDIA_ROOT) / "stimuli"
     return {
-        "items": sorted(Item.objects.filter(study=study).values_list("id", "index", "ref_image", "p0_image", "p1_image")),
+        "items": sorted(
+            Item.objects.filter(study=study).values_list("id", "index", "ref_image", "p0_image", "p1_image")
+        ),
         "assignments": Assignment.objects.filter(study=study).count(),
         "files": {p.name: (p.read_bytes(), p.stat().st_ino) for p in stimuli.iterdir()},
     }
@@ -85,8 +102,9 @@ def dave_state(study, settings) -> dict:
 @pytest.fixture
 def attacker_export(make_study, answer_trials, researcher_carol):
     """Carol's own small study with judgments, exported; the archive's restore/ tables and images."""
-    study = make_study(n_test=4, n_sentinels=1, n_practice=0, owner=researcher_carol, name="carol's",
-                       config={"hit_size": 5})  # fmt: skip
+    study = make_study(
+        n_test=4, n_sentinels=1, n_practice=0, owner=researcher_carol, name="carol's", config={"hit_size": 5}
+    )
     a = assignment_start(study=study, platform="anonymous", worker_id="carol-worker").assignment
     answer_trials(a, lambda t, i: i.expected or "p0")
     assignment_submit(token=a.token)
@@ -101,8 +119,14 @@ def forged(attacker_export):
 
 
 def counts() -> dict:
-    return {"studies": Study.objects.count(), "items": Item.objects.count(), "workers": Worker.objects.count(),
-            "assignments": Assignment.objects.count(), "trials": Trial.objects.count(), "judgments": Judgment.objects.count()}  # fmt: skip
+    return {
+        "studies": Study.objects.count(),
+        "items": Item.objects.count(),
+        "workers": Worker.objects.count(),
+        "assignments": Assignment.objects.count(),
+        "trials": Trial.objects.count(),
+        "judgments": Judgment.objects.count(),
+    }
 
 
 def test_rows_naming_another_study_land_in_the_restored_study(victim, forged, settings, researcher_carol):
@@ -137,14 +161,18 @@ def test_rows_reusing_existing_ids_are_refused(victim, forged, settings, researc
 def test_rows_pointing_at_rows_outside_the_archive_are_refused(victim, forged, settings, researcher_carol):
     tables, media = forged()
     before, state = counts(), dave_state(victim, settings)
-    tables["trials"][0]["item_id"] = str(Item.objects.filter(study=victim).first().pk)  # a trial on Dave's item
+    tables["trials"][0]["item_id"] = str(
+        Item.objects.filter(study=victim).first().pk
+    )  # a trial on Dave's item
     with pytest.raises(ApplicationError, match="is not a row of this archive") as err:
         study_restore(archive=forge(tables, media), owner=researcher_carol)
     assert err.value.status_code == 400 and err.value.extra["file"] == "restore/trials.jsonl"
     assert counts() == before and dave_state(victim, settings) == state
 
 
-def test_overwriting_another_studys_stimulus_with_other_bytes_is_refused(victim, forged, settings, researcher_carol):
+def test_overwriting_another_studys_stimulus_with_other_bytes_is_refused(
+    victim, forged, settings, researcher_carol
+):
     tables, media = forged()
     target = Item.objects.filter(study=victim).first().ref_image  # stimuli/<sha>.png of Dave's
     before, state = counts(), dave_state(victim, settings)
@@ -156,7 +184,9 @@ def test_overwriting_another_studys_stimulus_with_other_bytes_is_refused(victim,
     assert counts() == before and dave_state(victim, settings) == state
 
 
-def test_an_existing_stimulus_is_never_rewritten_even_with_the_right_bytes(victim, forged, settings, researcher_carol):
+def test_an_existing_stimulus_is_never_rewritten_even_with_the_right_bytes(
+    victim, forged, settings, researcher_carol
+):
     tables, media = forged()
     state = dave_state(victim, settings)
     target = Item.objects.filter(study=victim).first().ref_image
@@ -168,28 +198,44 @@ def test_an_existing_stimulus_is_never_rewritten_even_with_the_right_bytes(victi
     assert all(after[name] == state["files"][name] for name in state["files"])  # same bytes, same inode
 
 
-@pytest.mark.parametrize("rel,body,word", [
-    ("media/stimuli/evil.html", b"<script>alert(document.cookie)</script>", "unexpected file"),
-    ("media/stimuli/evil.js", b"fetch('/api/v1/studies/')", "unexpected file"),
-    ("media/stimuli/x/../evil.svg", b"<svg onload=alert(1)>", "unexpected file"),
-    ("media/stimuli/" + hashlib.sha256(b"<html><script>alert(1)</script>").hexdigest() + ".png",
-     b"<html><script>alert(1)</script>", "not a readable image"),  # hashes to its name, but no PNG
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "rel,body,word",
+    [
+        ("media/stimuli/evil.html", b"<script>alert(document.cookie)</script>", "unexpected file"),
+        ("media/stimuli/evil.js", b"fetch('/api/v1/studies/')", "unexpected file"),
+        ("media/stimuli/x/../evil.svg", b"<svg onload=alert(1)>", "unexpected file"),
+        (
+            "media/stimuli/" + hashlib.sha256(b"<html><script>alert(1)</script>").hexdigest() + ".png",
+            b"<html><script>alert(1)</script>",
+            "not a readable image",
+        ),  # hashes to its name, but no PNG
+    ],
+)
 def test_html_or_script_under_stimuli_is_refused(forged, settings, researcher_carol, rel, body, word):
     tables, media = forged()
     for path in (Path(settings.MEDIA_ROOT) / "stimuli").iterdir():
         path.unlink()  # so that the archive's own images would be written if the restore went ahead
     if rel.endswith(".png"):
-        tables["items"][0]["p1_image"] = rel[len("media/"):]
+        tables["items"][0]["p1_image"] = rel[len("media/") :]
     before = counts()
     with pytest.raises(ApplicationError, match=word):
         study_restore(archive=forge(tables, media, {rel: body}), owner=researcher_carol)
     assert counts() == before and not list((Path(settings.MEDIA_ROOT) / "stimuli").iterdir())
 
 
-@pytest.mark.parametrize("path", ["/etc/hostname", "../../var/secret_key", "stimuli/../../var/secret_key",
-                                  "exports/0d1f/dave-v1.zip", "imports/x/y.zip", "stimuli/" + "A" * 64 + ".png",
-                                  "stimuli/" + "a" * 64 + ".png.html", "stimuli//" + "a" * 64 + ".png"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/etc/hostname",
+        "../../var/secret_key",
+        "stimuli/../../var/secret_key",
+        "exports/0d1f/dave-v1.zip",
+        "imports/x/y.zip",
+        "stimuli/" + "A" * 64 + ".png",
+        "stimuli/" + "a" * 64 + ".png.html",
+        "stimuli//" + "a" * 64 + ".png",
+    ],
+)
 def test_image_paths_outside_stimuli_are_refused(forged, settings, researcher_carol, path):
     tables, media = forged()
     tables["items"][-1]["ref_image"] = path  # so that the next export would ship this file
@@ -245,8 +291,12 @@ def test_a_zip_bomb_in_the_restore_section_is_refused_unread(forged, researcher_
     before = counts()
     bomb = b"\0" * (20 * 1024**2)  # 20 MB of zeros, ~20 KB compressed
     with pytest.raises(ApplicationError, match="too large or too compressed"):
-        study_restore(archive=forge(tables, media, {"media/stimuli/" + hashlib.sha256(bomb).hexdigest() + ".png": bomb}),
-                      owner=researcher_carol)  # fmt: skip
+        study_restore(
+            archive=forge(
+                tables, media, {"media/stimuli/" + hashlib.sha256(bomb).hexdigest() + ".png": bomb}
+            ),
+            owner=researcher_carol,
+        )
     assert counts() == before
 
 
@@ -256,17 +306,22 @@ def test_a_restored_copy_joins_no_other_owner(forged, researcher_carol, research
     tables, media = forged()
     tables["study"][0]["owner_id"] = researcher_dave.pk
     restored = study_restore(archive=forge(tables, media), owner=researcher_carol)
-    assert restored.owner == researcher_carol and not Study.objects.filter(owner=researcher_dave, pk=restored.pk).exists()
+    assert (
+        restored.owner == researcher_carol
+        and not Study.objects.filter(owner=researcher_dave, pk=restored.pk).exists()
+    )
 
 
-
-@pytest.mark.parametrize("table,change", [
-    ("items", lambda row: row.update(role="admin")),
-    ("items", lambda row: row.update(index=-1)),
-    ("judgments", lambda row: row.update(created_at=[1, 2])),
-    ("assignments", lambda row: row.update(id="not-a-uuid")),
-    ("study", lambda row: row.update(config={"hit_size": "all of them"})),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "table,change",
+    [
+        ("items", lambda row: row.update(role="admin")),
+        ("items", lambda row: row.update(index=-1)),
+        ("judgments", lambda row: row.update(created_at=[1, 2])),
+        ("assignments", lambda row: row.update(id="not-a-uuid")),
+        ("study", lambda row: row.update(config={"hit_size": "all of them"})),
+    ],
+)
 def test_malformed_rows_get_a_clear_error_not_a_crash(forged, researcher_carol, table, change):
     tables, media = forged()
     change(tables[table][-1])

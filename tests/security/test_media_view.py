@@ -25,12 +25,25 @@ def test_a_stimulus_is_served_as_a_png_with_nosniff(client, media):
 
     name, _ = write_png(np.zeros((8, 8, 3), "uint8"), media / "stimuli")
     r = client.get(f"/media/stimuli/{name}")
-    assert r.status_code == 200 and r["Content-Type"] == "image/png" and r["X-Content-Type-Options"] == "nosniff"
+    assert (
+        r.status_code == 200 and r["Content-Type"] == "image/png" and r["X-Content-Type-Options"] == "nosniff"
+    )
     assert b"".join(r.streaming_content) == (media / "stimuli" / name).read_bytes()
 
 
-@pytest.mark.parametrize("name", ["evil.html", "evil.js", "evil.svg", "evil.png", f"{'a' * 64}.html",
-                                  f"{'a' * 64}.png.js", f"{'A' * 64}.png", f"sub/{'a' * 64}.png"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "evil.html",
+        "evil.js",
+        "evil.svg",
+        "evil.png",
+        f"{'a' * 64}.html",
+        f"{'a' * 64}.png.js",
+        f"{'A' * 64}.png",
+        f"sub/{'a' * 64}.png",
+    ],
+)
 def test_html_or_script_under_stimuli_is_not_served(client, media, name):
     path = media / "stimuli" / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,13 +57,26 @@ def test_html_under_a_stimulus_name_is_served_as_an_inert_png(client, media):
     name = f"{hashlib.sha256(HTML).hexdigest()}.png"
     (media / "stimuli" / name).write_bytes(HTML)
     r = client.get(f"/media/stimuli/{name}")
-    assert r.status_code == 200 and r["Content-Type"] == "image/png" and r["X-Content-Type-Options"] == "nosniff"
+    assert (
+        r.status_code == 200 and r["Content-Type"] == "image/png" and r["X-Content-Type-Options"] == "nosniff"
+    )
     assert "sandbox" in r["Content-Security-Policy"] and "default-src 'none'" in r["Content-Security-Policy"]
 
 
-@pytest.mark.parametrize("path", ["stimuli/../secret_key", "stimuli/%2e%2e/secret_key", "../secret_key", "secret_key",
-                                  "exports/s/study-v1.zip", "imports/s/upload.zip", "features/x.npz", "stimuli/",
-                                  "stimuli"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    [
+        "stimuli/../secret_key",
+        "stimuli/%2e%2e/secret_key",
+        "../secret_key",
+        "secret_key",
+        "exports/s/study-v1.zip",
+        "imports/s/upload.zip",
+        "features/x.npz",
+        "stimuli/",
+        "stimuli",
+    ],
+)
 def test_paths_outside_stimuli_are_not_served(client, media, path):
     (media / "secret_key").write_text("k" * 50)
     for rel in ("exports/s/study-v1.zip", "imports/s/upload.zip", "features/x.npz"):

@@ -28,7 +28,9 @@ def client_for(user) -> APIClient:
 
 def photo(w=64, h=64, fmt="PNG", seed=0) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray((np.random.default_rng(seed).random((h, w, 3)) * 255).astype("uint8")).save(buffer, format=fmt)
+    Image.fromarray((np.random.default_rng(seed).random((h, w, 3)) * 255).astype("uint8")).save(
+        buffer, format=fmt
+    )
     return buffer.getvalue()
 
 
@@ -50,10 +52,19 @@ def png_header_only(w: int, h: int) -> bytes:
     """A PNG whose header claims w x h pixels, with almost no data behind it."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
@@ -74,10 +85,16 @@ def refused(r, word: str, status: int = 400):
 
 def test_an_upload_stores_the_photos_privately_and_content_addressed(researcher_carol, settings, client):
     a, b = photo(seed=1), photo(80, 64, fmt="JPEG", seed=2)
-    r = post(researcher_carol, archive({"x/a.png": a, "b.jpg": b, "copy-of-a.png": a, "__MACOSX/._a.png": b"junk"}))
+    r = post(
+        researcher_carol, archive({"x/a.png": a, "b.jpg": b, "copy-of-a.png": a, "__MACOSX/._a.png": b"junk"})
+    )
     assert r.status_code == 201, r.content
     body = r.json()
-    assert body["n_images"] == 2 and body["min_side"] == 64 and body["build_source"] == {"type": "upload", "id": body["id"]}
+    assert (
+        body["n_images"] == 2
+        and body["min_side"] == 64
+        and body["build_source"] == {"type": "upload", "id": body["id"]}
+    )
     stored = sorted(p.name for p in (settings.MEDIA_ROOT / "sources" / body["id"]).iterdir())
     assert stored == sorted([hashlib.sha256(a).hexdigest() + ".png", hashlib.sha256(b).hexdigest() + ".jpg"])
     assert {p["sha256"] for p in body["photos"]} == {s.split(".")[0] for s in stored}
@@ -97,7 +114,9 @@ def test_a_zip_bomb_is_refused_before_it_is_unpacked(researcher_carol, nothing_s
 
 def test_a_member_that_lies_about_its_size_is_refused(researcher_carol, nothing_stored):
     """A bomb whose headers claim 1000 bytes: unpacking stops at the claimed size and the CRC fails."""
-    data = bytearray(archive({"liar.png": b"\x00" * (20 * 1024 * 1024)}, compression=zipfile.ZIP_DEFLATED).getvalue())
+    data = bytearray(
+        archive({"liar.png": b"\x00" * (20 * 1024 * 1024)}, compression=zipfile.ZIP_DEFLATED).getvalue()
+    )
     central = data.index(b"PK\x01\x02")
     struct.pack_into("<I", data, 22, 1000)  # local header: uncompressed size
     struct.pack_into("<I", data, central + 24, 1000)  # central directory: uncompressed size
@@ -124,21 +143,26 @@ def test_an_archive_over_the_size_cap_is_refused_with_413(researcher_carol, noth
     refused(post(researcher_carol, archive({"a.png": photo()})), "limit 1000", status=413)
 
 
-def test_a_pixel_bomb_is_refused_from_its_header_before_decoding(researcher_carol, nothing_stored, monkeypatch):
+def test_a_pixel_bomb_is_refused_from_its_header_before_decoding(
+    researcher_carol, nothing_stored, monkeypatch
+):
     monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("the pixel bomb was decoded"))
     body = refused(post(researcher_carol, archive({"huge.png": png_header_only(5000, 5000)})), "pixels")
     assert body["extra"]["file"] == "huge.png"
     refused(post(researcher_carol, archive({"huger.png": png_header_only(60000, 60000)})), "pixels")
 
 
-@pytest.mark.parametrize("name,data,word", [
-    ("notes.png", b"#!/bin/sh\nrm -rf /\n", "not a readable PNG or JPEG"),
-    ("a.gif", photo(fmt="GIF"), "GIF files are not accepted"),
-    ("a.bmp", photo(fmt="BMP"), "BMP files are not accepted"),
-    ("truncated.png", photo(seed=3)[:-200], "not a readable PNG or JPEG"),
-    ("nested.zip", archive({"a.png": photo()}).getvalue(), "not a readable PNG or JPEG"),
-    ("small.png", photo(32, 200), "smaller than 64"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,data,word",
+    [
+        ("notes.png", b"#!/bin/sh\nrm -rf /\n", "not a readable PNG or JPEG"),
+        ("a.gif", photo(fmt="GIF"), "GIF files are not accepted"),
+        ("a.bmp", photo(fmt="BMP"), "BMP files are not accepted"),
+        ("truncated.png", photo(seed=3)[:-200], "not a readable PNG or JPEG"),
+        ("nested.zip", archive({"a.png": photo()}).getvalue(), "not a readable PNG or JPEG"),
+        ("small.png", photo(32, 200), "smaller than 64"),
+    ],
+)
 def test_a_file_that_is_not_a_usable_photo_is_refused(researcher_carol, nothing_stored, name, data, word):
     body = refused(post(researcher_carol, archive({"good.png": photo(), name: data})), word)
     assert body["extra"]["file"] == name
@@ -171,16 +195,28 @@ def test_another_researcher_cannot_see_use_or_delete_a_set(researcher_carol, res
     assert dave.get(f"/api/v1/sources/{set_id}/").status_code == 404
     assert dave.delete(f"/api/v1/sources/{set_id}/").status_code == 404
     assert APIClient().get("/api/v1/sources/").status_code in (401, 403)
-    assert APIClient().post("/api/v1/sources/", {"archive": archive({"a.png": photo()})}, format="multipart").status_code in (401, 403)
-    assert SourcePhotoSet.objects.filter(pk=set_id).exists() and (settings.MEDIA_ROOT / "sources" / set_id).is_dir()
+    assert APIClient().post(
+        "/api/v1/sources/", {"archive": archive({"a.png": photo()})}, format="multipart"
+    ).status_code in (401, 403)
+    assert (
+        SourcePhotoSet.objects.filter(pk=set_id).exists()
+        and (settings.MEDIA_ROOT / "sources" / set_id).is_dir()
+    )
     assert [s["id"] for s in client_for(researcher_carol).get("/api/v1/sources/").json()] == [set_id]
 
 
 def test_a_set_in_use_by_an_unbuilt_study_is_not_deleted(researcher_carol, settings):
     carol = client_for(researcher_carol)
     set_id = post(researcher_carol, archive({"a.png": photo()})).json()["id"]
-    r = carol.post("/api/v1/studies/", {"name": "s", "kind": "2afc", "build_config": {
-        "n_items": 2, "source": {"type": "upload", "id": set_id}}}, format="json")  # fmt: skip
+    r = carol.post(
+        "/api/v1/studies/",
+        {
+            "name": "s",
+            "kind": "2afc",
+            "build_config": {"n_items": 2, "source": {"type": "upload", "id": set_id}},
+        },
+        format="json",
+    )
     assert r.status_code == 201
     assert carol.delete(f"/api/v1/sources/{set_id}/").status_code == 409
     Study.objects.filter(pk=r.json()["id"]).update(status=Study.Status.ACTIVE)  # built

@@ -92,7 +92,12 @@ DJANGO_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
 ]
-THIRD_PARTY_APPS = ["rest_framework", "rest_framework.authtoken", "drf_spectacular", "drf_spectacular_sidecar"]
+THIRD_PARTY_APPS = [
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+]
 LOCAL_APPS = ["core", "studies", "judgments", "exports", "training", "dashboard", "crowdsim", "devtools"]
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 
@@ -171,7 +176,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Perceptual-similarity studies: 2AFC/JND judgments, datasets and metrics.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.openapi.add_error_responses"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.openapi.add_error_responses",
+    ],
     # Swagger UI from the vendored sidecar package: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -243,12 +251,15 @@ def require_secret_key(key: str) -> str:
         raise ImproperlyConfigured("SECRET_KEY must be set to a random string of at least 32 characters")
     return key
 
+
 # Salt for worker identity hashes (PROLIFIC_PID, MTurk workerId): one per deployment. Keep it stable, or
 # repeat-worker blocking breaks; by default it is derived from SECRET_KEY.
 WORKER_ID_SALT = env_str("WORKER_ID_SALT")
 
 # MTurk hosts a HIT may post back to (turkSubmitTo), live and sandbox.
-MTURK_SUBMIT_HOSTS = env_list("MTURK_SUBMIT_HOSTS", ["https://www.mturk.com", "https://workersandbox.mturk.com"])
+MTURK_SUBMIT_HOSTS = env_list(
+    "MTURK_SUBMIT_HOSTS", ["https://www.mturk.com", "https://workersandbox.mturk.com"]
+)
 
 # Periodic jobs (celery beat; `make run` starts beat inside the worker).
 CELERY_BEAT_SCHEDULE = {
@@ -310,10 +321,16 @@ PROLIFIC_COMPLETION_HOSTS = env_list("PROLIFIC_COMPLETION_HOSTS", ["app.prolific
 # runserver's request log (`make run`) never shows query strings: the crowd link carries PROLIFIC_PID/workerId.
 # gunicorn gets the same rule from --access-logformat (core.logs.GUNICORN_ACCESS_LOG_FORMAT, docker-compose.yml).
 LOGGING["filters"] = {**LOGGING.get("filters", {}), "no_query_strings": {"()": "core.logs.NoQueryStrings"}}
-LOGGING["formatters"]["django.server"] = {"()": "django.utils.log.ServerFormatter", "format": "[{server_time}] {message}",
-                                          "style": "{"}  # fmt: skip
-LOGGING["handlers"]["django.server"] = {"class": "logging.StreamHandler", "formatter": "django.server",
-                                        "filters": ["no_query_strings"]}  # fmt: skip
+LOGGING["formatters"]["django.server"] = {
+    "()": "django.utils.log.ServerFormatter",
+    "format": "[{server_time}] {message}",
+    "style": "{",
+}
+LOGGING["handlers"]["django.server"] = {
+    "class": "logging.StreamHandler",
+    "formatter": "django.server",
+    "filters": ["no_query_strings"],
+}
 LOGGING["loggers"]["django.server"] = {"handlers": ["django.server"], "level": "INFO", "propagate": False}
 # --- The annotator side (judgments, core.net): client identity, per-client caps, leases, stimulus images ---
 # How many reverse proxies we trust in front of the web process. 0 (default): the client address is
@@ -392,5 +409,8 @@ PERCEPTLAB_TRAINING_STALE_S = float(env_str("PERCEPTLAB_TRAINING_STALE_S", "300"
 # (kombu's default, an hour, when unset; the claim recovery test sets a few seconds and sweeps often).
 if CELERY_BROKER_URL.startswith("redis") and env_str("CELERY_VISIBILITY_TIMEOUT"):
     _visibility = int(env_str("CELERY_VISIBILITY_TIMEOUT"))
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": _visibility, "unacked_restore_throttle": 1,
-                                       "unacked_restore_interval": max(1, min(10, _visibility // 4))}  # fmt: skip
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": _visibility,
+        "unacked_restore_throttle": 1,
+        "unacked_restore_interval": max(1, min(10, _visibility // 4)),
+    }

@@ -29,7 +29,9 @@ if not ALLOWED_HOSTS or "*" in ALLOWED_HOSTS:
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     problems.append("DATABASE_URL must point at PostgreSQL (SQLite is the embedded default only)")
 if CELERY_BROKER_URL.startswith("filesystem"):
-    problems.append("CELERY_BROKER_URL must point at Redis (the filesystem broker is the embedded default only)")
+    problems.append(
+        "CELERY_BROKER_URL must point at Redis (the filesystem broker is the embedded default only)"
+    )
 if not CACHE_URL:
     problems.append("CACHE_URL must point at Redis (throttle counts shared by every web process)")
 if problems:
@@ -58,5 +60,7 @@ try:
 except ValueError as exc:
     raise ImproperlyConfigured("SECURE_HSTS_SECONDS must be a whole number of seconds") from exc
 if SECURE_HSTS_SECONDS < HSTS_MIN_SECONDS:
-    raise ImproperlyConfigured(f"unsafe production settings: SECURE_HSTS_SECONDS must be at least {HSTS_MIN_SECONDS} "
-                               f"(180 days), got {SECURE_HSTS_SECONDS}")
+    raise ImproperlyConfigured(
+        f"unsafe production settings: SECURE_HSTS_SECONDS must be at least {HSTS_MIN_SECONDS} "
+        f"(180 days), got {SECURE_HSTS_SECONDS}"
+    )

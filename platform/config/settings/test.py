@@ -20,8 +20,12 @@ SERVE_MEDIA = True
 PERCEPTLAB = {**PERCEPTLAB, "DEMO_CNN": False}  # noqa: F405
 # Many tests start assignments from 127.0.0.1 within a minute; the throttle tests set their own rates (in
 # this process, or through THROTTLE_* for a child process).
-REST_FRAMEWORK = {**REST_FRAMEWORK,  # noqa: F405
-                  "DEFAULT_THROTTLE_RATES": {"judgments": env_str("THROTTLE_JUDGMENTS", "100000/min"),
-                                             "assignment_start": env_str("THROTTLE_ASSIGNMENT_START", "100000/min")}}  # fmt: skip
+REST_FRAMEWORK = {
+    **REST_FRAMEWORK,  # noqa: F405
+    "DEFAULT_THROTTLE_RATES": {
+        "judgments": env_str("THROTTLE_JUDGMENTS", "100000/min"),
+        "assignment_start": env_str("THROTTLE_ASSIGNMENT_START", "100000/min"),
+    },
+}
 # Tests retrain back to back; tests/security sets its own interval.
 PERCEPTLAB_MIN_RETRAIN_INTERVAL_S = int(env_str("PERCEPTLAB_MIN_RETRAIN_INTERVAL_S", "0"))

@@ -11,7 +11,7 @@ def count_open_leases(apps, schema_editor):
     Item = apps.get_model("studies", "Item")
     Trial = apps.get_model("judgments", "Trial")
     rows = (Trial.objects.filter(kind="test", answered=False, assignment__status="started")
-            .order_by().values("item_id").annotate(n=Count("pk")))  # fmt: skip
+            .order_by().values("item_id").annotate(n=Count("pk")))
     for row in rows:
         Item.objects.filter(pk=row["item_id"]).update(n_open=row["n"])
 

@@ -42,7 +42,7 @@ class Migration(migrations.Migration):
                          ("official", "official LPIPS heads"), ("unweighted", "backbone, unweighted"),
                          ("untrained", "backbone, initial heads"), ("trained", "heads trained on this study")],
                 default="baseline", max_length=16,
-            ),  # fmt: skip
+            ),
         ),
         migrations.RunPython(fill_kinds, migrations.RunPython.noop),
     ]

@@ -24,18 +24,30 @@ pytestmark = pytest.mark.django_db
 
 # name -> (method, path template, body); {sa} study, {export}, {token}; JSON bodies unless "multipart"
 RESEARCHER_ROUTES = {
-    "api-study-detail": [("get", "/api/v1/studies/{sa}/", None), ("patch", "/api/v1/studies/{sa}/", {"name": "mine now"})],
+    "api-study-detail": [
+        ("get", "/api/v1/studies/{sa}/", None),
+        ("patch", "/api/v1/studies/{sa}/", {"name": "mine now"}),
+    ],
     "api-study-start": [("post", "/api/v1/studies/{sa}/start/", {})],
     "api-study-pause": [("post", "/api/v1/studies/{sa}/pause/", {})],
     "api-study-import": [("post", "/api/v1/studies/{sa}/import/", "multipart")],
     "api-study-workers": [("get", "/api/v1/studies/{sa}/workers/", None)],
     "api-study-train": [("post", "/api/v1/studies/{sa}/train/", {})],
-    "api-study-exports": [("get", "/api/v1/studies/{sa}/exports/", None), ("post", "/api/v1/studies/{sa}/exports/", {})],
-    "api-study-completions": [("get", "/api/v1/studies/{sa}/completions/", None), ("get", "/api/v1/studies/{sa}/completions/?format=csv", None)],
+    "api-study-exports": [
+        ("get", "/api/v1/studies/{sa}/exports/", None),
+        ("post", "/api/v1/studies/{sa}/exports/", {}),
+    ],
+    "api-study-completions": [
+        ("get", "/api/v1/studies/{sa}/completions/", None),
+        ("get", "/api/v1/studies/{sa}/completions/?format=csv", None),
+    ],
     "api-export-detail": [("get", "/api/v1/exports/{export}/", None)],
     "api-export-download": [("get", "/api/v1/exports/{export}/download/", None)],
 }
-RESEARCHER_ROUTES["api-source-detail"] = [("get", "/api/v1/sources/{source}/", None), ("delete", "/api/v1/sources/{source}/", None)]
+RESEARCHER_ROUTES["api-source-detail"] = [
+    ("get", "/api/v1/sources/{source}/", None),
+    ("delete", "/api/v1/sources/{source}/", None),
+]
 ANNOTATOR_ROUTES = {
     "api-assignment-detail": [("get", "/api/v1/assignments/{token}/", None)],
     "api-assignment-heartbeat": [("post", "/api/v1/assignments/{token}/heartbeat/", {})],
@@ -46,14 +58,29 @@ ANNOTATOR_ROUTES = {
 }
 DASHBOARD_ROUTES = {
     "dashboard-study": [("get", "/dashboard/{sa}/", None)],
-    "dashboard-action": [("post", f"/dashboard/{{sa}}/{action}/", {}) for action in ("start", "pause", "export", "evaluate")],
+    "dashboard-action": [
+        ("post", f"/dashboard/{{sa}}/{action}/", {}) for action in ("start", "pause", "export", "evaluate")
+    ],
 }
 # Public by design, checked below: home, health, the schema and docs, the annotator page, starting an
 # assignment from a crowd link, stimuli; the study list APIs and dashboard list filter by owner.
-PUBLIC_OR_FILTERED = {"home", "healthz", "livez", "api-ping", "api-schema", "api-docs", "study-annotate",
-                      "api-assignment-start", "media", "api-study-list", "dashboard",
-                      "api-study-example-image"}  # fmt: skip  (an active study's practice examples)
-PUBLIC_OR_FILTERED |= {"api-source-list"}  # a researcher's own source photo sets (tests/security/test_source_sets.py)
+PUBLIC_OR_FILTERED = {
+    "home",
+    "healthz",
+    "livez",
+    "api-ping",
+    "api-schema",
+    "api-docs",
+    "study-annotate",
+    "api-assignment-start",
+    "media",
+    "api-study-list",
+    "dashboard",
+    "api-study-example-image",  # an active study's practice examples
+}
+PUBLIC_OR_FILTERED |= {
+    "api-source-list"
+}  # a researcher's own source photo sets (tests/security/test_source_sets.py)
 
 
 def _names(patterns, prefix=""):
@@ -75,16 +102,29 @@ def test_the_matrix_covers_every_route():
 
 @pytest.fixture
 def world(make_study, answer_trials, researcher_carol, researcher_dave, django_user_model):
-    sa = make_study(n_test=8, n_sentinels=2, n_practice=0, owner=researcher_carol, name="A's study",
-                    config={"hit_size": 4})  # fmt: skip
+    sa = make_study(
+        n_test=8,
+        n_sentinels=2,
+        n_practice=0,
+        owner=researcher_carol,
+        name="A's study",
+        config={"hit_size": 4},
+    )
     sb = make_study(n_test=4, n_sentinels=1, n_practice=0, owner=researcher_dave, name="B's study")
     done = assignment_start(study=sa, platform="anonymous", worker_id="annotator-1").assignment
     answer_trials(done, lambda t, i: i.expected or "p0")
     assignment_submit(token=done.token)
     export = export_build(export=export_create(study=sa, user=researcher_carol))
     live = assignment_start(study=sa, platform="anonymous", worker_id="annotator-2").assignment
-    return {"sa": sa, "sb": sb, "export": export, "token": live.token, "a": researcher_carol, "b": researcher_dave,
-            "source": _source_set(researcher_carol)}
+    return {
+        "sa": sa,
+        "sb": sb,
+        "export": export,
+        "token": live.token,
+        "a": researcher_carol,
+        "b": researcher_dave,
+        "source": _source_set(researcher_carol),
+    }
 
 
 def _source_set(owner):
@@ -94,7 +134,9 @@ def _source_set(owner):
     from studies.sources import source_set_create
 
     photo, archive = io.BytesIO(), io.BytesIO()
-    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype("uint8")).save(photo, format="PNG")
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype("uint8")).save(
+        photo, format="PNG"
+    )
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("a.png", photo.getvalue())
     archive.seek(0)
@@ -110,8 +152,13 @@ def _client(persona: str, world) -> APIClient:
 
 def _call(client, method, template, body, world, token=None):
     trial = Assignment.objects.get(token=world["token"]).trials.order_by("position").first().public_id
-    path = template.format(sa=world["sa"].pk, export=world["export"].pk, token=token or world["token"], trial=trial,
-                           source=world["source"].pk)
+    path = template.format(
+        sa=world["sa"].pk,
+        export=world["export"].pk,
+        token=token or world["token"],
+        trial=trial,
+        source=world["source"].pk,
+    )
     if body == "multipart":
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as zf:
@@ -120,15 +167,28 @@ def _call(client, method, template, body, world, token=None):
         return client.post(path, {"archive": buf}, format="multipart")
     if body == "judgment":
         trial = Assignment.objects.get(token=world["token"]).trials.order_by("position").first()
-        body = {"trial": trial.public_id, "response": "left", "rt_ms": 800, "idempotency_key": "matrix-key-01"}
-    return getattr(client, method)(path, body, format="json") if body is not None else getattr(client, method)(path)
+        body = {
+            "trial": trial.public_id,
+            "response": "left",
+            "rt_ms": 800,
+            "idempotency_key": "matrix-key-01",
+        }
+    return (
+        getattr(client, method)(path, body, format="json")
+        if body is not None
+        else getattr(client, method)(path)
+    )
 
 
 def _state(world) -> dict:
     sa = Study.objects.get(pk=world["sa"].pk)
-    return {"study": (sa.name, sa.status, sa.config), "items": Item.objects.filter(study=sa).count(),
-            "exports": Export.objects.filter(study=sa).count(), "judgments": Judgment.objects.filter(item__study=sa).count(),
-            "assignments": sorted(Assignment.objects.filter(study=sa).values_list("status", "n_answered"))}  # fmt: skip
+    return {
+        "study": (sa.name, sa.status, sa.config),
+        "items": Item.objects.filter(study=sa).count(),
+        "exports": Export.objects.filter(study=sa).count(),
+        "judgments": Judgment.objects.filter(item__study=sa).count(),
+        "assignments": sorted(Assignment.objects.filter(study=sa).values_list("status", "n_answered")),
+    }
 
 
 @pytest.mark.parametrize("persona", ["b", "annotator", "anonymous"])
@@ -140,7 +200,9 @@ def test_researcher_endpoints_refuse_everyone_but_the_owner(world, persona, capt
             r = _call(_client(persona, world), method, template, body, world)
             assert r.status_code in expected, (persona, name, method, r.status_code)
             assert str(world["sa"].name) not in r.content.decode(errors="replace"), (persona, name)
-    assert _state(world) == before and captured_tasks == []  # no refused write changed anything or queued work
+    assert (
+        _state(world) == before and captured_tasks == []
+    )  # no refused write changed anything or queued work
 
 
 def test_the_owner_reaches_every_researcher_endpoint(world, captured_tasks):
@@ -157,7 +219,9 @@ def test_list_endpoints_show_only_ones_own(world):
         ids = {s["id"] for s in r.json()}
         assert str(world[own].pk) in ids and str(world[other].pk) not in ids
     assert _client("anonymous", world).get("/api/v1/studies/").status_code in (401, 403)
-    assert _client("anonymous", world).post("/api/v1/studies/", {"name": "x", "kind": "2afc"}, format="json").status_code in (401, 403)
+    assert _client("anonymous", world).post(
+        "/api/v1/studies/", {"name": "x", "kind": "2afc"}, format="json"
+    ).status_code in (401, 403)
 
 
 @pytest.mark.parametrize("persona", ["a", "b", "annotator", "anonymous"])
@@ -168,8 +232,21 @@ def test_assignment_endpoints_open_only_with_the_token(world, persona):
     for name, calls in ANNOTATOR_ROUTES.items():
         for method, template, body in calls:
             wrong = "x" * 32
-            r = _call(_client(persona, world), method, template, body if body != "judgment" else {
-                "trial": "t" * 20, "response": "left", "rt_ms": 800, "idempotency_key": "matrix-key-02"}, world, token=wrong)  # fmt: skip
+            r = _call(
+                _client(persona, world),
+                method,
+                template,
+                body
+                if body != "judgment"
+                else {
+                    "trial": "t" * 20,
+                    "response": "left",
+                    "rt_ms": 800,
+                    "idempotency_key": "matrix-key-02",
+                },
+                world,
+                token=wrong,
+            )
             assert r.status_code == 404, (persona, name, method, r.status_code)
     assert _state(world) == before
 
@@ -182,10 +259,15 @@ def test_the_annotator_token_opens_only_its_own_assignment(world):
     assert {t["id"] for t in r.json()["trials"]} == own
     # a trial of another assignment cannot be answered through this token
     other = Assignment.objects.exclude(token=world["token"]).get(study=world["sa"]).trials.first()
-    r = client.post(f"/api/v1/assignments/{world['token']}/judgments/",
-                    {"trial": other.public_id, "response": "left", "rt_ms": 800, "idempotency_key": "matrix-key-03"}, format="json")  # fmt: skip
+    r = client.post(
+        f"/api/v1/assignments/{world['token']}/judgments/",
+        {"trial": other.public_id, "response": "left", "rt_ms": 800, "idempotency_key": "matrix-key-03"},
+        format="json",
+    )
     assert r.status_code == 400 and not Judgment.objects.filter(idempotency_key="matrix-key-03").exists()
-    assert _call(client, "post", "/api/v1/assignments/{token}/judgments/", "judgment", world).status_code == 201
+    assert (
+        _call(client, "post", "/api/v1/assignments/{token}/judgments/", "judgment", world).status_code == 201
+    )
 
 
 @pytest.mark.parametrize("persona", ["b", "anonymous"])
@@ -201,8 +283,15 @@ def test_dashboard_pages_and_actions_are_the_owners_only(world, persona, client,
             else:
                 assert r.status_code == 302 and r["Location"].startswith("/accounts/login/"), (name, template)
     r = client.get("/dashboard/")
-    assert (r.status_code == 200 and "A&#x27;s study" not in r.content.decode() and "A's study" not in r.content.decode()) \
-        if persona == "b" else r.status_code == 302  # fmt: skip
+    assert (
+        (
+            r.status_code == 200
+            and "A&#x27;s study" not in r.content.decode()
+            and "A's study" not in r.content.decode()
+        )
+        if persona == "b"
+        else r.status_code == 302
+    )
     assert _state(world) == before and captured_tasks == []
 
 
@@ -217,8 +306,13 @@ def test_the_owner_uses_the_dashboard(world, client, captured_tasks):
 def test_admin_is_for_staff_only(world, persona, client):
     if persona in ("a", "b"):
         client.force_login(world[persona])  # researchers are not staff
-    for path in ("/admin/", "/admin/studies/study/", f"/admin/studies/study/{world['sa'].pk}/change/",
-                 "/admin/judgments/judgment/", "/admin/exports/export/"):  # fmt: skip
+    for path in (
+        "/admin/",
+        "/admin/studies/study/",
+        f"/admin/studies/study/{world['sa'].pk}/change/",
+        "/admin/judgments/judgment/",
+        "/admin/exports/export/",
+    ):
         r = client.get(path)
         assert r.status_code == 302 and "/admin/login/" in r["Location"], (persona, path, r.status_code)
 

@@ -10,8 +10,9 @@ from schemathesis.specs.openapi.checks import status_code_conformance
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 CHECKS = [not_a_server_error, status_code_conformance]
-FUZZ = hypothesis_settings(max_examples=10, deadline=None, derandomize=True, database=None,
-                           suppress_health_check=list(HealthCheck))  # fmt: skip
+FUZZ = hypothesis_settings(
+    max_examples=10, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def fuzz_every_operation(headers: dict | None = None) -> int:

@@ -45,6 +45,8 @@ def test_a_lost_database_connection_answers_503_with_retry_after(api_client, res
     api_client.force_authenticate(researcher_carol)
     r = api_client.get("/api/v1/studies/")
     assert r.status_code == 503 and r["Retry-After"] == "1" and r.json()["extra"]["code"] == "db_unavailable"
-    monkeypatch.setattr(connections["default"], "vendor", "sqlite")  # on SQLite only "database is locked" is an outage
+    monkeypatch.setattr(
+        connections["default"], "vendor", "sqlite"
+    )  # on SQLite only "database is locked" is an outage
     with pytest.raises(OperationalError):
         api_client.get("/api/v1/studies/")

@@ -15,7 +15,11 @@ from devtools.processes import ROOT  # noqa: E402
 
 def test_serialization_is_json_only_with_time_limits_and_two_queues():
     conf = app.conf
-    assert conf.accept_content == ["json"] and conf.task_serializer == "json" and conf.result_serializer == "json"
+    assert (
+        conf.accept_content == ["json"]
+        and conf.task_serializer == "json"
+        and conf.result_serializer == "json"
+    )
     assert {q.name for q in conf.task_queues} == {"default", "gpu"}
     assert conf.task_time_limit and conf.task_soft_time_limit < conf.task_time_limit
     assert conf.task_always_eager is False
@@ -57,8 +61,14 @@ def test_smoke_task_round_trips_through_a_worker_on_the_embedded_broker(tmp_path
     import subprocess
 
     with celery_worker(env, log_path=tmp_path / "worker.log"):
-        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=150,
-                                env={**os.environ, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}", **env})  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=150,
+            env={**os.environ, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}", **env},
+        )
     assert result.returncode == 0, result.stderr + (tmp_path / "worker.log").read_text()[-3000:]
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload["echo"] == {"hello": "worker"}

@@ -16,8 +16,20 @@ SAFE_PROD = {
 
 
 def _settings(module: str, env: dict, expr: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY",
-                                                               "CELERY_RESULT_BACKEND", "DEBUG", "ALLOWED_HOSTS", "CACHE_URL"}}  # fmt: skip
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {
+            "DATABASE_URL",
+            "CELERY_BROKER_URL",
+            "SECRET_KEY",
+            "CELERY_RESULT_BACKEND",
+            "DEBUG",
+            "ALLOWED_HOSTS",
+            "CACHE_URL",
+        }
+    }
     code = f"import django; from django.conf import settings; django.setup(); print({expr})"
     return subprocess.run(
         [sys.executable, "-c", code],
@@ -42,7 +54,11 @@ def test_embedded_defaults_are_sqlite_and_a_filesystem_broker(tmp_path):
 def test_environment_selects_postgres_and_redis(tmp_path):
     r = _settings(
         "config.settings.local",
-        {"PERCEPTLAB_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgres://u@h:5433/db", "CELERY_BROKER_URL": "redis://h:6379/2"},
+        {
+            "PERCEPTLAB_DATA_DIR": str(tmp_path),
+            "DATABASE_URL": "postgres://u@h:5433/db",
+            "CELERY_BROKER_URL": "redis://h:6379/2",
+        },
         "settings.DATABASES['default']['ENGINE'], settings.DATABASES['default']['PORT'], settings.CELERY_BROKER_URL",
     )
     assert r.returncode == 0, r.stderr
@@ -61,16 +77,24 @@ def test_local_secret_key_is_generated_once_and_kept(tmp_path):
 def test_production_refuses_unsafe_defaults(tmp_path):
     r = _settings("config.settings.production", {"PERCEPTLAB_DATA_DIR": str(tmp_path), "DEBUG": "true"}, "1")
     assert r.returncode != 0
-    for problem in ("DEBUG must be false", "SECRET_KEY must be set", "DATABASE_URL must point at PostgreSQL",
-                    "CELERY_BROKER_URL must point at Redis", "CACHE_URL must point at Redis"):  # fmt: skip
+    for problem in (
+        "DEBUG must be false",
+        "SECRET_KEY must be set",
+        "DATABASE_URL must point at PostgreSQL",
+        "CELERY_BROKER_URL must point at Redis",
+        "CACHE_URL must point at Redis",
+    ):
         assert problem in r.stderr
     r = _settings("config.settings.production", {**SAFE_PROD, "ALLOWED_HOSTS": "*"}, "1")
     assert "ALLOWED_HOSTS" in r.stderr and r.returncode != 0
 
 
 def test_production_starts_with_safe_settings():
-    r = _settings("config.settings.production", SAFE_PROD,
-                  "settings.DEBUG, settings.SESSION_COOKIE_SECURE, settings.CACHES['default']['BACKEND']")  # fmt: skip
+    r = _settings(
+        "config.settings.production",
+        SAFE_PROD,
+        "settings.DEBUG, settings.SESSION_COOKIE_SECURE, settings.CACHES['default']['BACKEND']",
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False True django.core.cache.backends.redis.RedisCache"
 

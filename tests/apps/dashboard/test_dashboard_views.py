@@ -23,11 +23,14 @@ def test_it_requires_a_login_and_hides_other_researchers_studies(client, carols_
     assert client.post(f"/dashboard/{carols_study.pk}/pause/").status_code == 404
 
 
-def test_it_renders_progress_and_qc_charts_before_any_evaluation(client, carols_study, researcher_carol,
-                                                                answer_trials, truthful):  # fmt: skip
+def test_it_renders_progress_and_qc_charts_before_any_evaluation(
+    client, carols_study, researcher_carol, answer_trials, truthful
+):
     from judgments.assignments import assignment_start
 
-    answer_trials(assignment_start(study=carols_study, platform="anonymous", worker_id="w").assignment, truthful)
+    answer_trials(
+        assignment_start(study=carols_study, platform="anonymous", worker_id="w").assignment, truthful
+    )
     client.force_login(researcher_carol)
     html = client.get(f"/dashboard/{carols_study.pk}/").content.decode()
     assert re.findall(r'<svg class="chart (\w+)', html) == ["bars", "columns", "hist", "hist"]
@@ -35,8 +38,9 @@ def test_it_renders_progress_and_qc_charts_before_any_evaluation(client, carols_
     assert carols_study.collection["completion_code"] in html
 
 
-def test_actions_pause_start_and_export(client, carols_study, researcher_carol, captured_tasks,
-                                        django_capture_on_commit_callbacks):  # fmt: skip
+def test_actions_pause_start_and_export(
+    client, carols_study, researcher_carol, captured_tasks, django_capture_on_commit_callbacks
+):
     client.force_login(researcher_carol)
     assert client.post(f"/dashboard/{carols_study.pk}/pause/").status_code == 302
     carols_study.refresh_from_db()
@@ -60,7 +64,10 @@ def test_forms_need_a_csrf_token(carols_study, researcher_carol):
 
 def test_pages_send_security_headers(client, carols_study):
     r = client.get(f"/s/{carols_study.pk}/")
-    assert "frame-ancestors 'self' https://www.mturk.com https://workersandbox.mturk.com" in r["Content-Security-Policy"]
+    assert (
+        "frame-ancestors 'self' https://www.mturk.com https://workersandbox.mturk.com"
+        in r["Content-Security-Policy"]
+    )
     assert "X-Frame-Options" not in r  # MTurk frames the annotator page
     home = client.get("/")
     assert "frame-ancestors 'none'" in home["Content-Security-Policy"] and home["X-Frame-Options"] == "DENY"

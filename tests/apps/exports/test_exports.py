@@ -35,9 +35,16 @@ def votes_by_item(study):
     return out
 
 
-def test_a_2afc_export_loads_with_the_metric_reader_and_gives_the_same_labels(crowd, make_study, answer_trials, tmp_path):
-    study = make_study(n_test=12, n_sentinels=3, n_practice=1, categories=("traditional", "cnn"),
-                       config={"hit_size": 6, "judgments_per_item": {"train": 2, "val": 3}})  # fmt: skip
+def test_a_2afc_export_loads_with_the_metric_reader_and_gives_the_same_labels(
+    crowd, make_study, answer_trials, tmp_path
+):
+    study = make_study(
+        n_test=12,
+        n_sentinels=3,
+        n_practice=1,
+        categories=("traditional", "cnn"),
+        config={"hit_size": 6, "judgments_per_item": {"train": 2, "val": 3}},
+    )
     rng = np.random.default_rng(0)
     crowd(study, 8, lambda t, i: i.expected or ("p0", "p1")[int(rng.random() < 0.3)])
     data, summary = export_archive_bytes(study=study, version=1)
@@ -65,9 +72,15 @@ def test_a_2afc_export_loads_with_the_metric_reader_and_gives_the_same_labels(cr
     assert meta["files"]["judgments.jsonl"] and meta["collection_config"]["exclusion"]
 
 
-def test_excluded_workers_are_left_out_by_default_and_kept_in_the_manifest(make_study, answer_trials, tmp_path):
-    study = make_study(n_test=4, n_sentinels=4, n_practice=0,
-                       config={"hit_size": 4, "judgments_per_item": {"train": 1, "val": 1}})  # fmt: skip
+def test_excluded_workers_are_left_out_by_default_and_kept_in_the_manifest(
+    make_study, answer_trials, tmp_path
+):
+    study = make_study(
+        n_test=4,
+        n_sentinels=4,
+        n_practice=0,
+        config={"hit_size": 4, "judgments_per_item": {"train": 1, "val": 1}},
+    )
     spam = assignment_start(study=study, platform="anonymous", worker_id="spammer").assignment
     answer_trials(spam, lambda t, i: {"p0": "p1", "p1": "p0"}[i.expected] if i.expected else "p1")
     assert assignment_submit(token=spam.token).excluded
@@ -79,23 +92,37 @@ def test_excluded_workers_are_left_out_by_default_and_kept_in_the_manifest(make_
     assert summary["n_counted_judgments"] == 4 and summary["n_excluded_assignments"] == 1
     assert all(r["p1_votes"] == 0 for r in map(json.loads, (root / "items.jsonl").read_text().splitlines()))
     rows = [json.loads(line) for line in (root / "judgments.jsonl").read_text().splitlines()]
-    assert sum(r["excluded"] for r in rows) == 5 and sum(r["counted"] for r in rows) == 4  # 4 tests + 1 sentinel
+    assert (
+        sum(r["excluded"] for r in rows) == 5 and sum(r["counted"] for r in rows) == 4
+    )  # 4 tests + 1 sentinel
     everything, summary = export_archive_bytes(study=study, include_excluded=True)
     assert summary["n_counted_judgments"] == 8
 
 
 def test_jnd_exports_use_the_same_folder(crowd, make_study, answer_trials, tmp_path):
-    study = make_study(kind="jnd", n_test=4, n_sentinels=2, n_practice=0, val_fraction=1.0,
-                       config={"judgments_per_item": {"train": 3, "val": 3}})  # fmt: skip
+    study = make_study(
+        kind="jnd",
+        n_test=4,
+        n_sentinels=2,
+        n_practice=0,
+        val_fraction=1.0,
+        config={"judgments_per_item": {"train": 3, "val": 3}},
+    )
     crowd(study, 3, lambda t, i: i.expected or ("same" if i.index % 2 else "different"))
     root = unzip(export_archive_bytes(study=study)[0], tmp_path / "j")
     data = read_bapps_jnd(root / "jnd" / "val" / "traditional", size=None)
     assert len(data) == 4 and sorted(data.same.tolist()) == [0.0, 0.0, 1.0, 1.0]
 
 
-def test_exports_are_versioned_immutable_and_downloadable(crowd, make_study, answer_trials, researcher_carol,
-                                                          researcher_dave, captured_tasks,
-                                                          django_capture_on_commit_callbacks):  # fmt: skip
+def test_exports_are_versioned_immutable_and_downloadable(
+    crowd,
+    make_study,
+    answer_trials,
+    researcher_carol,
+    researcher_dave,
+    captured_tasks,
+    django_capture_on_commit_callbacks,
+):
     study = make_study(owner=researcher_carol, n_test=3, n_sentinels=1, n_practice=0)
     crowd(study, 2, lambda t, i: i.expected or "p0")
     carol = APIClient()
@@ -106,7 +133,9 @@ def test_exports_are_versioned_immutable_and_downloadable(crowd, make_study, ans
     assert captured_tasks == [("exports.export_build", (r.json()["id"],), {})]
     export = export_build(export=Export.objects.get(pk=r.json()["id"]))  # what the worker does
     second = export_build(export=export_create(study=study))
-    assert second.version == 2 and second.summary["files"] == export.summary["files"]  # same content, same bytes
+    assert (
+        second.version == 2 and second.summary["files"] == export.summary["files"]
+    )  # same content, same bytes
     sha_before = export.sha256
     crowd(study, 1, lambda t, i: i.expected or "p1")
     export = export_build(export=export)  # a finished export is never rewritten
@@ -135,7 +164,10 @@ def test_the_demo_study_exports_to_bapps_with_the_same_labels(crowd, answer_tria
     crowd(study, 6, lambda t, i: i.expected or ("p0", "p1")[int(rng.random() < 0.5)])
     root = unzip(export_archive_bytes(study=study)[0], tmp_path / "demo")
     expected = votes_by_item(study)
-    items = {(r["split"], r["category"], r["stem"]): r for r in map(json.loads, (root / "items.jsonl").read_text().splitlines())}
+    items = {
+        (r["split"], r["category"], r["stem"]): r
+        for r in map(json.loads, (root / "items.jsonl").read_text().splitlines())
+    }
     assert len(items) == len(expected) > 0
     for folder in sorted((root / "2afc").glob("*/*")):
         data = read_bapps_2afc(folder)
@@ -155,7 +187,9 @@ def test_an_export_job_hit_by_a_database_outage_retries_and_finishes(make_study,
     from exports.tasks import export_build as export_task
 
     study = make_study(n_test=4, n_sentinels=2, n_practice=0)
-    answer_trials(assignment_start(study=study, platform="anonymous", worker_id="w1").assignment, lambda t, i: "p0")
+    answer_trials(
+        assignment_start(study=study, platform="anonymous", worker_id="w1").assignment, lambda t, i: "p0"
+    )
     export = export_create(study=study)
     real, calls = services.export_archive_bytes, []
 

@@ -26,14 +26,24 @@ pytestmark = pytest.mark.django_db
 def populate(make_study, answer_trials, kind="2afc"):
     """A study with every kind of row: practice, sentinels, honest and excluded HITs, a returned HIT, and a
     started HIT half answered."""
-    study = make_study(kind=kind, n_test=12, n_sentinels=6, n_practice=2,
-                       config={"hit_size": 4, "judgments_per_item": {"train": 3, "val": 3}}, categories=("a", "b"))  # fmt: skip
+    study = make_study(
+        kind=kind,
+        n_test=12,
+        n_sentinels=6,
+        n_practice=2,
+        config={"hit_size": 4, "judgments_per_item": {"train": 3, "val": 3}},
+        categories=("a", "b"),
+    )
     good = (lambda t, i: i.expected or "p1") if kind == "2afc" else (lambda t, i: i.expected or "same")
     flip = {"p0": "p1", "p1": "p0", "same": "different", "different": "same"}
     bad = lambda t, i: flip.get(i.expected) or ("p0" if kind == "2afc" else "different")  # noqa: E731
     for w, policy in enumerate([good, good, bad, good]):
-        a = assignment_start(study=study, platform="prolific", worker_id=f"pid-{w}",
-                             platform_info={"study_id": "S", "session_id": f"sess-{w}"}).assignment  # fmt: skip
+        a = assignment_start(
+            study=study,
+            platform="prolific",
+            worker_id=f"pid-{w}",
+            platform_info={"study_id": "S", "session_id": f"sess-{w}"},
+        ).assignment
         answer_trials(a, policy)
         assignment_submit(token=a.token)
     returned = assignment_start(study=study, platform="anonymous", worker_id="quitter").assignment
@@ -54,7 +64,9 @@ def assert_same_archive(a: bytes, b: bytes) -> None:
             x, y = za.read(name), zb.read(name)
             if x != y:
                 i = next((k for k in range(min(len(x), len(y))) if x[k] != y[k]), min(len(x), len(y)))
-                raise AssertionError(f"{name} differs at byte {i}: {x[max(0, i - 150):i + 80]!r} != {y[max(0, i - 150):i + 80]!r}")
+                raise AssertionError(
+                    f"{name} differs at byte {i}: {x[max(0, i - 150) : i + 80]!r} != {y[max(0, i - 150) : i + 80]!r}"
+                )
     raise AssertionError("same members and contents, different zip bytes")
 
 
@@ -67,18 +79,36 @@ def delete_study(study) -> None:
 
 
 @pytest.mark.parametrize("kind", ["2afc", "jnd"])
-def test_a_restored_study_exports_to_the_same_bytes(make_study, answer_trials, settings, kind, researcher_carol):
+def test_a_restored_study_exports_to_the_same_bytes(
+    make_study, answer_trials, settings, kind, researcher_carol
+):
     study = populate(make_study, answer_trials, kind)
     assert Assignment.objects.filter(study=study, excluded=True).exists()
     assert Judgment.objects.filter(assignment__study=study, kind="practice").exists()
     original, summary = export_archive_bytes(study=study)
     assert summary["restore_rows"]["judgments"] == Judgment.objects.filter(assignment__study=study).count()
     tokens = set(Assignment.objects.filter(study=study).values_list("token", flat=True))
-    before = {table: sorted(map(str, model.objects.filter(**({"study": study} if model is Item else {"assignment__study": study}
-                                                             if model in (Trial, Judgment) else {"study": study}
-                                                             if model is Assignment else {"assignments__study": study}))
-                                                      .distinct().values_list("pk", flat=True)))
-              for table, model, _ in TABLES}  # fmt: skip
+    before = {
+        table: sorted(
+            map(
+                str,
+                model.objects.filter(
+                    **(
+                        {"study": study}
+                        if model is Item
+                        else {"assignment__study": study}
+                        if model in (Trial, Judgment)
+                        else {"study": study}
+                        if model is Assignment
+                        else {"assignments__study": study}
+                    )
+                )
+                .distinct()
+                .values_list("pk", flat=True),
+            )
+        )
+        for table, model, _ in TABLES
+    }
     study_id = study.pk
     delete_study(study)
     for path in (Path(settings.MEDIA_ROOT) / "stimuli").iterdir():
@@ -90,8 +120,10 @@ def test_a_restored_study_exports_to_the_same_bytes(make_study, answer_trials, s
     assert_same_archive(again, original)  # every row, every image, the BAPPS tree and the manifests
     # annotator credentials are not carried over: fresh tokens; the started HIT is resumable
     assert not tokens & set(Assignment.objects.filter(study=restored).values_list("token", flat=True))
-    assert {table: sorted(map(str, model.objects.filter(pk__in=before[table]).values_list("pk", flat=True)))
-            for table, model, _ in TABLES} == before  # fmt: skip
+    assert {
+        table: sorted(map(str, model.objects.filter(pk__in=before[table]).values_list("pk", flat=True)))
+        for table, model, _ in TABLES
+    } == before
     resumed = assignment_start(study=restored, platform="anonymous", worker_id="slow")
     assert not resumed.created and resumed.assignment.n_answered == 4
 
@@ -126,7 +158,9 @@ def test_damaged_or_duplicate_archives_are_refused(make_study, answer_trials):
                     dst.writestr(info, content)
         return out.getvalue()
 
-    tampered = rewrite(lambda name, b: b.replace(b'"left"', b'"right"', 1) if name == "restore/judgments.jsonl" else b)
+    tampered = rewrite(
+        lambda name, b: b.replace(b'"left"', b'"right"', 1) if name == "restore/judgments.jsonl" else b
+    )
     with pytest.raises(ApplicationError, match="does not match its sha256"):
         study_restore(archive=io.BytesIO(tampered))
     missing = rewrite(lambda name, b: None if name.startswith("restore/media/") else b)
@@ -142,18 +176,32 @@ def test_damaged_or_duplicate_archives_are_refused(make_study, answer_trials):
 @pytest.mark.integration
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_a_study_exported_from_postgres_restores_into_a_fresh_database(postgres, make_study, answer_trials, tmp_path):
+def test_a_study_exported_from_postgres_restores_into_a_fresh_database(
+    postgres, make_study, answer_trials, tmp_path
+):
     """PostgreSQL -> a new SQLite database in another process (`manage.py migrate`, `study_restore`,
     `study_export`): the second export is byte-identical to the first."""
     study = populate(make_study, answer_trials)
     original, _ = export_archive_bytes(study=study)
     (tmp_path / "a.zip").write_bytes(original)
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}", "DJANGO_SETTINGS_MODULE": "config.settings.test",
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.sqlite3'}", "MEDIA_ROOT": str(tmp_path / "fresh-media"),
-           "PERCEPTLAB_DATA_DIR": str(tmp_path / "fresh-data")}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.sqlite3'}",
+        "MEDIA_ROOT": str(tmp_path / "fresh-media"),
+        "PERCEPTLAB_DATA_DIR": str(tmp_path / "fresh-data"),
+    }
 
     def manage(*args):
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
@@ -161,6 +209,12 @@ def test_a_study_exported_from_postgres_restores_into_a_fresh_database(postgres,
     assert f"restored study {study.pk}" in manage("study_restore", str(tmp_path / "a.zip"))
     manage("study_export", str(study.pk), "--out", str(tmp_path / "b.zip"))
     assert_same_archive((tmp_path / "b.zip").read_bytes(), original)
-    done = subprocess.run([sys.executable, "manage.py", "study_restore", str(tmp_path / "a.zip")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "manage.py", "study_restore", str(tmp_path / "a.zip")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0 and "already in this database" in done.stderr

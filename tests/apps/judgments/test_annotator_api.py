@@ -22,10 +22,17 @@ def start(client, study, **body):
 
 
 def answer(client, token, trial, response, key=None):
-    return client.post(f"/api/v1/assignments/{token}/judgments/",
-                       {"trial": trial["id"], "response": response, "rt_ms": 700.5,
-                        "idempotency_key": key or uuid.uuid4().hex, "display": {"refresh_hz": 60}},
-                       format="json")  # fmt: skip
+    return client.post(
+        f"/api/v1/assignments/{token}/judgments/",
+        {
+            "trial": trial["id"],
+            "response": response,
+            "rt_ms": 700.5,
+            "idempotency_key": key or uuid.uuid4().hex,
+            "display": {"refresh_hz": 60},
+        },
+        format="json",
+    )
 
 
 def test_an_anonymous_worker_runs_a_whole_hit_over_http(client, make_study):
@@ -61,7 +68,9 @@ def test_payloads_never_reveal_which_patch_is_which(client, make_study):
     for trial in body["trials"]:
         assert set(trial) <= {"id", "position", "practice", "answered", "images", "answer"}
         assert set(trial["images"]) == {"left", "ref", "right"}
-        for url in trial["images"].values():  # opaque, per trial and slot, bound to the token (no content hash)
+        for url in trial[
+            "images"
+        ].values():  # opaque, per trial and slot, bound to the token (no content hash)
             assert url.startswith(f"/api/v1/assignments/{body['token']}/trials/{trial['id']}/")
             assert ".png" not in url
         assert "answer" in trial or not trial["practice"]
@@ -77,12 +86,25 @@ def test_a_retried_post_returns_the_stored_answer(client, make_study):
     assert Judgment.objects.count() == 1
 
 
-@pytest.mark.parametrize("body,field", [({"response": "up"}, "response"), ({"rt_ms": "fast"}, "rt_ms"),
-                                        ({"idempotency_key": ""}, "idempotency_key"), ({"trial": "nope"}, "trial")])  # fmt: skip
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"response": "up"}, "response"),
+        ({"rt_ms": "fast"}, "rt_ms"),
+        ({"idempotency_key": ""}, "idempotency_key"),
+        ({"trial": "nope"}, "trial"),
+    ],
+)
 def test_bad_answers_get_a_4xx_with_a_message(client, make_study, body, field):
     study = make_study(n_test=2, n_sentinels=0, n_practice=0)
     started = start(client, study).json()
-    payload = {"trial": started["trials"][0]["id"], "response": "left", "rt_ms": 500, "idempotency_key": "k" * 10, **body}
+    payload = {
+        "trial": started["trials"][0]["id"],
+        "response": "left",
+        "rt_ms": 500,
+        "idempotency_key": "k" * 10,
+        **body,
+    }
     r = client.post(f"/api/v1/assignments/{started['token']}/judgments/", payload, format="json")
     assert 400 <= r.status_code < 500 and r.json()["message"]
     assert field in json.dumps(r.json())
@@ -92,7 +114,11 @@ def test_start_requires_consent_and_a_known_study(client, make_study):
     study = make_study(n_test=2)
     r = start(client, study, consent=False)
     assert r.status_code == 400 and "consent" in r.json()["message"]
-    r = client.post(f"/api/v1/studies/{uuid.uuid4()}/assignments/", {"platform": "anonymous", "consent": True}, format="json")
+    r = client.post(
+        f"/api/v1/studies/{uuid.uuid4()}/assignments/",
+        {"platform": "anonymous", "consent": True},
+        format="json",
+    )
     assert r.status_code == 404
     assert client.get("/api/v1/assignments/not-a-token/").status_code == 404
 
@@ -108,22 +134,45 @@ def test_prolific_gets_its_completion_redirect_only_after_every_trial(client, ma
     code = study.collection["completion_code"]
     assert done["completion"]["redirect_url"] == f"https://app.prolific.com/submissions/complete?cc={code}"
     # the same Prolific session coming back sees its completion again instead of a new HIT
-    back = start(client, study, platform="prolific", worker_id="PID123", study_id="STUDY9", session_id="SESS9")
+    back = start(
+        client, study, platform="prolific", worker_id="PID123", study_id="STUDY9", session_id="SESS9"
+    )
     assert back.json()["status"] == "submitted" and back.json()["completion"]["code"] == code
     assert start(client, study, platform="prolific", worker_id="PID123").status_code == 400  # no SESSION_ID
 
 
 def test_mturk_preview_creates_nothing_and_accepted_hits_post_back_to_mturk(client, make_study):
     study = make_study(n_test=2, n_sentinels=0, n_practice=2)
-    preview = start(client, study, platform="mturk", worker_id="", assignment_id="ASSIGNMENT_ID_NOT_AVAILABLE",
-                    hit_id="H1", turk_submit_to="https://workersandbox.mturk.com")  # fmt: skip
+    preview = start(
+        client,
+        study,
+        platform="mturk",
+        worker_id="",
+        assignment_id="ASSIGNMENT_ID_NOT_AVAILABLE",
+        hit_id="H1",
+        turk_submit_to="https://workersandbox.mturk.com",
+    )
     assert preview.status_code == 200 and preview.json()["preview"] and len(preview.json()["examples"]) == 2
     assert not Assignment.objects.exists()
-    bad = start(client, study, platform="mturk", worker_id="A1", assignment_id="AS1", hit_id="H1",
-                turk_submit_to="https://evil.example.com")  # fmt: skip
+    bad = start(
+        client,
+        study,
+        platform="mturk",
+        worker_id="A1",
+        assignment_id="AS1",
+        hit_id="H1",
+        turk_submit_to="https://evil.example.com",
+    )
     assert bad.status_code == 400
-    body = start(client, study, platform="mturk", worker_id="A1WORKER", assignment_id="AS1", hit_id="H1",
-                 turk_submit_to="https://workersandbox.mturk.com").json()  # fmt: skip
+    body = start(
+        client,
+        study,
+        platform="mturk",
+        worker_id="A1WORKER",
+        assignment_id="AS1",
+        hit_id="H1",
+        turk_submit_to="https://workersandbox.mturk.com",
+    ).json()
     for trial in body["trials"]:
         answer(client, body["token"], trial, trial.get("answer", "left"))
     form = client.post(f"/api/v1/assignments/{body['token']}/submit/").json()["completion"]["mturk_form"]
@@ -144,8 +193,10 @@ def test_submits_are_throttled_per_assignment(client, make_study, settings):
     from django.core.cache import cache
 
     cache.clear()
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK,
-                               "DEFAULT_THROTTLE_RATES": {"judgments": "3/min", "assignment_start": "100/min"}}  # fmt: skip
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"judgments": "3/min", "assignment_start": "100/min"},
+    }
     from rest_framework.settings import api_settings
     from rest_framework.throttling import SimpleRateThrottle
 
@@ -165,11 +216,18 @@ def test_submits_are_throttled_per_assignment(client, make_study, settings):
 
 def test_annotator_endpoints_take_json_only(client, make_study):
     study = make_study(n_test=3)
-    r = client.post(f"/api/v1/studies/{study.pk}/assignments/", "platform=anonymous&consent=true",
-                    content_type="application/x-www-form-urlencoded")  # fmt: skip
+    r = client.post(
+        f"/api/v1/studies/{study.pk}/assignments/",
+        "platform=anonymous&consent=true",
+        content_type="application/x-www-form-urlencoded",
+    )
     assert r.status_code == 400 and "JSON" in r.json()["message"], r.content
-    r = client.post(f"/api/v1/studies/{study.pk}/assignments/", {"platform": "anonymous", "consent": True},
-                    format="json", HTTP_ACCEPT="text/html")  # fmt: skip
+    r = client.post(
+        f"/api/v1/studies/{study.pk}/assignments/",
+        {"platform": "anonymous", "consent": True},
+        format="json",
+        HTTP_ACCEPT="text/html",
+    )
     assert r.status_code == 201 and r["Content-Type"] == "application/json"  # JSON whatever the Accept header
 
 
@@ -177,8 +235,12 @@ def test_throttles_let_requests_through_while_the_cache_is_unreachable(client, m
     """A throttle guards the server; an outage of its cache (Redis) must not turn answers into errors."""
     from core import throttling
 
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                   "LOCATION": "redis://127.0.0.1:1/0"}}  # fmt: skip  (nothing listens on port 1)
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
+        }
+    }
     throttling._last_warning[0] = 0.0
     study = make_study(n_test=3)
     r = start(client, study)
@@ -190,13 +252,21 @@ def test_throttles_let_requests_through_while_the_cache_is_unreachable(client, m
     assert len(warnings) == 1  # logged once, not on every request
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"trial": 5}, "trial"), ({"trial": "x" * 65}, "trial"), ({"response": None}, "response"),
-    ({"rt_ms": "fast"}, "rt_ms"), ({"rt_ms": True}, "rt_ms"),
-    ({"idempotency_key": ["k"]}, "idempotency_key"), ({"client_shown_at": "soon"}, "client_shown_at"),
-    ({"durations": [1, 2]}, "durations"), ({"durations": {"ref_ms": "long"}}, "durations"),
-    ({"display": "wide"}, "display"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"trial": 5}, "trial"),
+        ({"trial": "x" * 65}, "trial"),
+        ({"response": None}, "response"),
+        ({"rt_ms": "fast"}, "rt_ms"),
+        ({"rt_ms": True}, "rt_ms"),
+        ({"idempotency_key": ["k"]}, "idempotency_key"),
+        ({"client_shown_at": "soon"}, "client_shown_at"),
+        ({"durations": [1, 2]}, "durations"),
+        ({"durations": {"ref_ms": "long"}}, "durations"),
+        ({"display": "wide"}, "display"),
+    ],
+)
 def test_malformed_answers_get_a_400_naming_the_field(make_study, change, field):
     from rest_framework.test import APIClient
 
@@ -205,7 +275,13 @@ def test_malformed_answers_get_a_400_naming_the_field(make_study, change, field)
     study = make_study(n_test=2, n_sentinels=0, n_practice=0)
     a = assignment_start(study=study, platform="anonymous", worker_id="w").assignment
     trial = a.trials.first()
-    body = {"trial": trial.public_id, "response": "left", "rt_ms": 700, "idempotency_key": "abcdefgh12", **change}
+    body = {
+        "trial": trial.public_id,
+        "response": "left",
+        "rt_ms": 700,
+        "idempotency_key": "abcdefgh12",
+        **change,
+    }
     client = APIClient()
     r = client.post(f"/api/v1/assignments/{a.token}/judgments/", body, format="json")
     assert r.status_code == 400 and r.json()["extra"]["field"] == field, r.content

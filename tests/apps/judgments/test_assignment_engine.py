@@ -25,7 +25,9 @@ def leased_items(assignment):
 
 def test_it_serves_an_overlap_5_item_to_five_distinct_workers_and_then_nobody(make_study):
     # label-studio #6233/#1052: the second annotator's queue was empty with overlap > 1
-    study = make_study(n_test=1, n_sentinels=0, n_practice=0, config={"judgments_per_item": {"train": 5, "val": 5}})
+    study = make_study(
+        n_test=1, n_sentinels=0, n_practice=0, config={"judgments_per_item": {"train": 5, "val": 5}}
+    )
     for n in range(5):
         assert len(leased_items(start(study, f"w{n}"))) == 1
     with pytest.raises(ApplicationError) as err:
@@ -34,8 +36,12 @@ def test_it_serves_an_overlap_5_item_to_five_distinct_workers_and_then_nobody(ma
 
 
 def test_it_never_serves_a_worker_the_same_item_twice(make_study, answer_trials, truthful):
-    study = make_study(n_test=6, n_sentinels=0, n_practice=0,
-                       config={"hit_size": 3, "judgments_per_item": {"train": 3, "val": 3}})  # fmt: skip
+    study = make_study(
+        n_test=6,
+        n_sentinels=0,
+        n_practice=0,
+        config={"hit_size": 3, "judgments_per_item": {"train": 3, "val": 3}},
+    )
     seen = []
     for _ in range(2):
         a = start(study, "alice")
@@ -50,8 +56,12 @@ def test_it_never_serves_a_worker_the_same_item_twice(make_study, answer_trials,
 
 
 def test_it_fills_breadth_first(make_study):
-    study = make_study(n_test=10, n_sentinels=0, n_practice=0,
-                       config={"hit_size": 5, "judgments_per_item": {"train": 2, "val": 2}})  # fmt: skip
+    study = make_study(
+        n_test=10,
+        n_sentinels=0,
+        n_practice=0,
+        config={"hit_size": 5, "judgments_per_item": {"train": 2, "val": 2}},
+    )
     a, b, c = (set(leased_items(start(study, w))) for w in ("a", "b", "c"))
     assert a.isdisjoint(b) and len(a | b) == 10  # everyone's first judgment before anyone's second
     assert len(c) == 5 and c <= a | b  # then items at the lowest load again (ties broken at random)
@@ -59,7 +69,9 @@ def test_it_fills_breadth_first(make_study):
 
 def test_an_expired_lease_frees_its_items_without_any_sweep(make_study):
     # label-studio #4781: expired locks were never cleared
-    study = make_study(n_test=2, n_sentinels=0, n_practice=0, config={"judgments_per_item": {"train": 1, "val": 1}})
+    study = make_study(
+        n_test=2, n_sentinels=0, n_practice=0, config={"judgments_per_item": {"train": 1, "val": 1}}
+    )
     held = start(study, "slow")
     with pytest.raises(ApplicationError):
         start(study, "other")  # "no tasks" only because of the live lease...
@@ -78,12 +90,18 @@ def test_heartbeats_extend_the_lease(make_study):
     assert renewed.lease_expires_at > timezone.now() + timedelta(seconds=55)
 
 
-def test_a_fast_worker_keeps_receiving_work_while_slow_workers_hold_leases(make_study, answer_trials, truthful):
+def test_a_fast_worker_keeps_receiving_work_while_slow_workers_hold_leases(
+    make_study, answer_trials, truthful
+):
     # Prodigy /t/7179: the fast annotator starved
     from judgments.qc import assignment_submit
 
-    study = make_study(n_test=12, n_sentinels=0, n_practice=0,
-                       config={"hit_size": 2, "judgments_per_item": {"train": 1, "val": 1}})  # fmt: skip
+    study = make_study(
+        n_test=12,
+        n_sentinels=0,
+        n_practice=0,
+        config={"hit_size": 2, "judgments_per_item": {"train": 1, "val": 1}},
+    )
     start(study, "slow1")
     start(study, "slow2")
     got = 0
@@ -96,8 +114,12 @@ def test_a_fast_worker_keeps_receiving_work_while_slow_workers_hold_leases(make_
 
 
 def test_a_returned_assignment_releases_its_items_and_keeps_its_answers(make_study, answer_trials, truthful):
-    study = make_study(n_test=3, n_sentinels=0, n_practice=0,
-                       config={"hit_size": 3, "judgments_per_item": {"train": 1, "val": 1}})  # fmt: skip
+    study = make_study(
+        n_test=3,
+        n_sentinels=0,
+        n_practice=0,
+        config={"hit_size": 3, "judgments_per_item": {"train": 1, "val": 1}},
+    )
     a = start(study, "quitter")
     answer_trials(a, truthful, limit=1)
     assignment_return(token=a.token)
@@ -149,8 +171,12 @@ def test_inactive_studies_take_no_work(make_study):
 
 def test_worker_ids_are_stored_only_as_salted_hashes(make_study, settings):
     study = make_study(n_test=2)
-    assignment_start(study=study, platform="prolific", worker_id="5f1e2d3c4b5a69788796a5b4",
-                     platform_info={"study_id": "S1", "session_id": "SESS1"})  # fmt: skip
+    assignment_start(
+        study=study,
+        platform="prolific",
+        worker_id="5f1e2d3c4b5a69788796a5b4",
+        platform_info={"study_id": "S1", "session_id": "SESS1"},
+    )
     worker = Worker.objects.get()
     assert "5f1e2d3c4b5a69788796a5b4" not in str(Worker.objects.values().get())
     assert "5f1e2d3c4b5a69788796a5b4" not in str(Assignment.objects.values().get())
@@ -171,7 +197,9 @@ def test_next_batch_query_count_does_not_grow_with_the_study(make_study, django_
 
 
 def test_trials_of_a_returned_hit_do_not_count_as_leases(make_study):
-    study = make_study(n_test=1, n_sentinels=0, n_practice=0, config={"judgments_per_item": {"train": 1, "val": 1}})
+    study = make_study(
+        n_test=1, n_sentinels=0, n_practice=0, config={"judgments_per_item": {"train": 1, "val": 1}}
+    )
     a = start(study, "a")
     assignment_return(token=a.token)
     assert Trial.objects.filter(assignment=a).count() == 1
@@ -192,8 +220,12 @@ def test_open_lease_counts_stay_exact_through_every_transition(make_study, answe
         counts = dict(Item.objects.filter(study=study).values_list("pk", "n_open"))
         assert {k: v for k, v in counts.items() if v} == open_leases(study=study)
 
-    study = make_study(n_test=30, n_sentinels=3, n_practice=1,
-                       config={"hit_size": 6, "judgments_per_item": {"train": 3, "val": 3}})  # fmt: skip
+    study = make_study(
+        n_test=30,
+        n_sentinels=3,
+        n_practice=1,
+        config={"hit_size": 6, "judgments_per_item": {"train": 3, "val": 3}},
+    )
     rng = random.Random(7)
     live = []
     for _ in range(60):
@@ -212,7 +244,9 @@ def test_open_lease_counts_stay_exact_through_every_transition(make_study, answe
                 assignment_return(token=live.pop(rng.randrange(len(live))).token)
             elif live and action == "expire":
                 a = live.pop(rng.randrange(len(live)))
-                Assignment.objects.filter(pk=a.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+                Assignment.objects.filter(pk=a.pk).update(
+                    lease_expires_at=timezone.now() - timedelta(seconds=1)
+                )
             elif action == "sweep":
                 assignments_expire_stale()
         except ApplicationError:

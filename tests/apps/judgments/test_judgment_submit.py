@@ -21,8 +21,14 @@ def first_test(assignment):
 
 
 def submit(assignment, trial, response="left", key="key-0001", **kw):
-    return judgment_submit(token=assignment.token, trial_id=trial.public_id, response=response, rt_ms=850,
-                           idempotency_key=key, **kw)  # fmt: skip
+    return judgment_submit(
+        token=assignment.token,
+        trial_id=trial.public_id,
+        response=response,
+        rt_ms=850,
+        idempotency_key=key,
+        **kw,
+    )
 
 
 def test_retried_posts_with_the_same_key_create_one_row_and_count_once(make_study):
@@ -58,8 +64,10 @@ def test_a_key_reused_for_another_trial_is_refused(make_study):
     assert err.value.status_code == 409
 
 
-@pytest.mark.parametrize("swap,response,choice,left", [(False, "left", 0, "p0"), (False, "right", 1, "p0"),
-                                                        (True, "left", 1, "p1"), (True, "right", 0, "p1")])  # fmt: skip
+@pytest.mark.parametrize(
+    "swap,response,choice,left",
+    [(False, "left", 0, "p0"), (False, "right", 1, "p0"), (True, "left", 1, "p1"), (True, "right", 0, "p1")],
+)
 def test_screen_sides_map_to_the_stored_p0_p1_choice(make_study, swap, response, choice, left):
     # label-studio #1864/#5649: the pairwise template saved the wrong side
     study = make_study(n_test=1, n_sentinels=0, n_practice=0)
@@ -70,16 +78,23 @@ def test_screen_sides_map_to_the_stored_p0_p1_choice(make_study, swap, response,
     assert (j.choice, j.presented_left, j.response) == (choice, left, response)
 
 
-@pytest.mark.parametrize("bad,field", [({"response": "up"}, "response"), ({"rt_ms": -1}, "rt_ms"),
-                                       ({"key": "short"}, "idempotency_key")])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad,field",
+    [({"response": "up"}, "response"), ({"rt_ms": -1}, "rt_ms"), ({"key": "short"}, "idempotency_key")],
+)
 def test_invalid_answers_are_rejected_with_the_field_named(make_study, bad, field):
     study = make_study(n_test=1, n_sentinels=0, n_practice=0)
     a = begin(study)
     trial = first_test(a)
     kw = {"response": "left", "key": "key-00001", "rt_ms": 500, **bad}
     with pytest.raises(ApplicationError) as err:
-        judgment_submit(token=a.token, trial_id=trial.public_id, response=kw["response"], rt_ms=kw["rt_ms"],
-                        idempotency_key=kw["key"])  # fmt: skip
+        judgment_submit(
+            token=a.token,
+            trial_id=trial.public_id,
+            response=kw["response"],
+            rt_ms=kw["rt_ms"],
+            idempotency_key=kw["key"],
+        )
     assert err.value.status_code == 400 and err.value.extra["field"] == field
     assert not Judgment.objects.exists()
 
@@ -102,7 +117,9 @@ def test_submitted_and_unknown_assignments_take_no_answers(make_study, answer_tr
         submit(a, trial, key="key-late-1")
     assert err.value.status_code == 409
     with pytest.raises(ApplicationError) as err:
-        judgment_submit(token="nope", trial_id=trial.public_id, response="left", rt_ms=1, idempotency_key="key-00002")
+        judgment_submit(
+            token="nope", trial_id=trial.public_id, response="left", rt_ms=1, idempotency_key="key-00002"
+        )
     assert err.value.status_code == 404
 
 
@@ -119,8 +136,12 @@ def test_completion_is_refused_until_every_trial_is_stored(make_study, answer_tr
     assert assignment_submit(token=a.token).pk == done.pk  # idempotent
 
 
-def test_the_exclusion_rule_flags_a_worker_who_fails_sentinels_and_reopens_their_items(make_study, answer_trials):
-    study = make_study(n_test=20, n_sentinels=15, n_practice=0, config={"judgments_per_item": {"train": 1, "val": 1}})
+def test_the_exclusion_rule_flags_a_worker_who_fails_sentinels_and_reopens_their_items(
+    make_study, answer_trials
+):
+    study = make_study(
+        n_test=20, n_sentinels=15, n_practice=0, config={"judgments_per_item": {"train": 1, "val": 1}}
+    )
     a = begin(study, "spammer")
 
     def wrong_on_sentinels(trial, item):
@@ -163,18 +184,32 @@ def test_practice_trials_are_stored_but_not_counted(make_study, answer_trials, t
 
 def test_jnd_trials_off_by_more_than_a_frame_are_flagged(make_study):
     timing = {"ref_ms": 1000, "gap_ms": 250, "distorted_ms": 1000}
-    assert not timing_flagged(timing=timing, durations={"ref_ms": 1008, "gap_ms": 241, "distorted_ms": 1000},
-                              display={"refresh_hz": 60})  # fmt: skip
-    assert timing_flagged(timing=timing, durations={"ref_ms": 1000, "gap_ms": 275, "distorted_ms": 1000},
-                          display={"refresh_hz": 60})  # fmt: skip
-    assert timing_flagged(timing=timing, durations={"ref_ms": 1010, "gap_ms": 250, "distorted_ms": 1000},
-                          display={"refresh_hz": 144})  # one 144 Hz frame is 6.9 ms  # fmt: skip
+    assert not timing_flagged(
+        timing=timing,
+        durations={"ref_ms": 1008, "gap_ms": 241, "distorted_ms": 1000},
+        display={"refresh_hz": 60},
+    )
+    assert timing_flagged(
+        timing=timing,
+        durations={"ref_ms": 1000, "gap_ms": 275, "distorted_ms": 1000},
+        display={"refresh_hz": 60},
+    )
+    assert timing_flagged(
+        timing=timing,
+        durations={"ref_ms": 1010, "gap_ms": 250, "distorted_ms": 1000},
+        display={"refresh_hz": 144},
+    )  # one 144 Hz frame is 6.9 ms
     assert timing_flagged(timing=timing, durations={}, display={})
     study = make_study(kind="jnd", n_test=2, n_sentinels=0, n_practice=0)
     a = begin(study)
     t = first_test(a)
-    j = submit(a, t, response="same", durations={"ref_ms": 1000, "gap_ms": 300, "distorted_ms": 1000},
-               display={"refresh_hz": 60}).judgment  # fmt: skip
+    j = submit(
+        a,
+        t,
+        response="same",
+        durations={"ref_ms": 1000, "gap_ms": 300, "distorted_ms": 1000},
+        display={"refresh_hz": 60},
+    ).judgment
     assert j.timing_flagged and j.choice == 1
 
 
@@ -195,15 +230,23 @@ def test_answers_renew_the_lease_once_half_of_it_is_gone(make_study):
     a = begin(study)
     trials = list(a.trials.filter(kind="test").order_by("position"))
     first = Assignment.objects.get(pk=a.pk)
-    assert first.lease_expires_at < timezone.now() + timedelta(seconds=301)  # the short first lease (FIRST_LEASE_S)
+    assert first.lease_expires_at < timezone.now() + timedelta(
+        seconds=301
+    )  # the short first lease (FIRST_LEASE_S)
     assert first.last_answer_at is None
     submit(a, trials[0], key="key-0000")  # the first answer gives the full lease (less than half was left)
     fresh = Assignment.objects.get(pk=a.pk)
-    assert fresh.lease_expires_at > timezone.now() + timedelta(seconds=890) and fresh.last_answer_at is not None
+    assert (
+        fresh.lease_expires_at > timezone.now() + timedelta(seconds=890) and fresh.last_answer_at is not None
+    )
     submit(a, trials[1], key="key-0001")
     after = Assignment.objects.get(pk=a.pk)
-    assert after.lease_expires_at == fresh.lease_expires_at and after.n_answered == 2  # plenty left: untouched
-    assert after.last_answer_at > fresh.last_answer_at  # every answer is noted (unindexed: still a HOT update)
+    assert (
+        after.lease_expires_at == fresh.lease_expires_at and after.n_answered == 2
+    )  # plenty left: untouched
+    assert (
+        after.last_answer_at > fresh.last_answer_at
+    )  # every answer is noted (unindexed: still a HOT update)
     Assignment.objects.filter(pk=a.pk).update(lease_expires_at=timezone.now() + timedelta(seconds=120))
     submit(a, trials[2], key="key-0002")
     after = Assignment.objects.get(pk=a.pk)

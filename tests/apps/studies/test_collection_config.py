@@ -14,14 +14,20 @@ def test_a_remembered_config_is_a_fresh_equal_dict_each_time():
     first["judgments_per_item"]["train"] = 99  # a caller changing its copy changes nobody else's
     first["timing"]["ref_ms"] = -1
     second = collection_config("2afc", config)
-    assert second["judgments_per_item"]["train"] == 4 and second["timing"] == collection_config("2afc", {})["timing"]
+    assert (
+        second["judgments_per_item"]["train"] == 4
+        and second["timing"] == collection_config("2afc", {})["timing"]
+    )
     assert second is not first and second == collection_config("2afc", dict(reversed(list(config.items()))))
 
 
 def test_different_configs_and_kinds_are_told_apart():
     assert collection_config("2afc", {"hit_size": 10})["hit_size"] == 10
     assert collection_config("2afc", {"hit_size": 11})["hit_size"] == 11
-    assert collection_config("jnd", {"hit_size": 10})["timing"] != collection_config("2afc", {"hit_size": 10})["timing"]
+    assert (
+        collection_config("jnd", {"hit_size": 10})["timing"]
+        != collection_config("2afc", {"hit_size": 10})["timing"]
+    )
 
 
 def test_an_invalid_config_is_refused_every_time():

@@ -7,7 +7,10 @@ from django.utils import timezone
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BEFORE = [("studies", "0002_item_n_judgments_study_build_progress_and_more"), ("judgments", "0002_trial_answered_unindexed")]
+BEFORE = [
+    ("studies", "0002_item_n_judgments_study_build_progress_and_more"),
+    ("judgments", "0002_trial_answered_unindexed"),
+]
 AFTER = [("studies", "0003_item_open_leases")]
 
 
@@ -26,15 +29,32 @@ def test_open_lease_counts_are_computed_for_existing_trials(migrator):
     Study, Item = apps.get_model("studies", "Study"), apps.get_model("studies", "Item")
     Worker, Assignment, Trial = (apps.get_model("judgments", m) for m in ("Worker", "Assignment", "Trial"))
     study = Study.objects.create(name="old", kind="2afc", status="active")
-    items = [Item.objects.create(study=study, index=i, ref_image="r", p0_image="a", p1_image="b") for i in range(3)]
+    items = [
+        Item.objects.create(study=study, index=i, ref_image="r", p0_image="a", p1_image="b") for i in range(3)
+    ]
     later = timezone.now() + timezone.timedelta(hours=1)
-    for w, (status, answered) in enumerate([("started", False), ("started", True), ("started", False),
-                                            ("submitted", True), ("returned", False)]):  # fmt: skip
+    for w, (status, answered) in enumerate(
+        [("started", False), ("started", True), ("started", False), ("submitted", True), ("returned", False)]
+    ):
         worker = Worker.objects.create(platform="anonymous", external_hash=f"h{w}")
-        a = Assignment.objects.create(study=study, worker=worker, status=status, lease_expires_at=later,
-                                      platform="anonymous", token=f"t{w}")  # fmt: skip
-        Trial.objects.create(assignment=a, worker=worker, item=items[w % 2], position=0, kind="test", swap=False,
-                             answered=answered, public_id=f"p{w}")  # fmt: skip
+        a = Assignment.objects.create(
+            study=study,
+            worker=worker,
+            status=status,
+            lease_expires_at=later,
+            platform="anonymous",
+            token=f"t{w}",
+        )
+        Trial.objects.create(
+            assignment=a,
+            worker=worker,
+            item=items[w % 2],
+            position=0,
+            kind="test",
+            swap=False,
+            answered=answered,
+            public_id=f"p{w}",
+        )
     executor = migrator(connection)
     executor.migrate(AFTER)
     apps = executor.loader.project_state(AFTER).apps

@@ -18,12 +18,24 @@ ROOT = Path(__file__).resolve().parents[3]
 @pytest.mark.slow
 def test_rundev_serves_pages_and_its_worker_processes_a_task(tmp_path):
     # no PYTHONPATH: manage.py finds platform/ itself and hands it to the worker it starts
-    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PERCEPTLAB_DATA_DIR": str(tmp_path),
-           "DJANGO_SETTINGS_MODULE": "config.settings.local", "DATABASE_URL": "", "CELERY_BROKER_URL": "",
-           "CELERY_RESULT_BACKEND": "", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        "PERCEPTLAB_DATA_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "config.settings.local",
+        "DATABASE_URL": "",
+        "CELERY_BROKER_URL": "",
+        "CELERY_RESULT_BACKEND": "",
+        "PYTHONUNBUFFERED": "1",
+    }
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, timeout=120)
-    setup = subprocess.run([*manage, "demo_setup", "--items", "10", "--skip-cnn"], env=env, capture_output=True, text=True, timeout=120)
+    setup = subprocess.run(
+        [*manage, "demo_setup", "--items", "10", "--skip-cnn"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "demo study built" in setup.stdout
     again = subprocess.run([*manage, "demo_setup"], env=env, capture_output=True, text=True, timeout=120)
     assert "demo study reused" in again.stdout
@@ -31,7 +43,9 @@ def test_rundev_serves_pages_and_its_worker_processes_a_task(tmp_path):
     port = free_port()
     log = tmp_path / "rundev.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([*manage, "rundev", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*manage, "rundev", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline, status = time.time() + 60, None
         while time.time() < deadline:

@@ -68,7 +68,10 @@ def test_dashboard_needs_a_login(client, researcher_carol):
     assert client.get("/dashboard/").status_code == 200
 
 
-TINY_POOL = {"n_models": 2, "budget": {"steps": 6, "batch_size": 4, "snapshots": [2, 6], "checkpoint_every": 2}}
+TINY_POOL = {
+    "n_models": 2,
+    "budget": {"steps": 6, "batch_size": 4, "snapshots": [2, 6], "checkpoint_every": 2},
+}
 
 
 def test_demo_study_mixes_in_the_cnn_family(settings, tmp_path, researcher_carol):

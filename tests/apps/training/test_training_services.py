@@ -11,8 +11,14 @@ from training.features import FeatureCache
 from training.models import Evaluation, ModelVersion, TrainingState
 
 pytestmark = pytest.mark.django_db
-RANDOM_ALEX = {"every": 10, "backbones": [{"net": "alex", "weights": "random"}], "baselines": ["l2_lab", "psnr"],
-               "official_lpips": False, "n_boot": 50, "min_steps": 50}  # fmt: skip
+RANDOM_ALEX = {
+    "every": 10,
+    "backbones": [{"net": "alex", "weights": "random"}],
+    "baselines": ["l2_lab", "psnr"],
+    "official_lpips": False,
+    "n_boot": 50,
+    "min_steps": 50,
+}
 
 
 def judged(crowd, study, n, policy=None):
@@ -21,10 +27,15 @@ def judged(crowd, study, n, policy=None):
     crowd(study, n, policy or (lambda t, i: i.expected or ("p0", "p1")[int(rng.random() < 0.4)]), prefix="w")
 
 
-def test_the_nth_judgment_enqueues_exactly_one_retrain(make_study, answer_trials, captured_tasks,
-                                                       django_capture_on_commit_callbacks):  # fmt: skip
-    study = make_study(n_test=30, n_sentinels=0, n_practice=0,
-                       config={"hit_size": 4, "training": {**RANDOM_ALEX, "every": 10}})  # fmt: skip
+def test_the_nth_judgment_enqueues_exactly_one_retrain(
+    make_study, answer_trials, captured_tasks, django_capture_on_commit_callbacks
+):
+    study = make_study(
+        n_test=30,
+        n_sentinels=0,
+        n_practice=0,
+        config={"hit_size": 4, "training": {**RANDOM_ALEX, "every": 10}},
+    )
     with django_capture_on_commit_callbacks(execute=True):
         a = assignment_start(study=study, platform="anonymous", worker_id="w").assignment
         answer_trials(a, lambda t, i: "p0")
@@ -42,8 +53,13 @@ def test_the_nth_judgment_enqueues_exactly_one_retrain(make_study, answer_trials
 
 
 def test_a_retrain_trains_saves_heads_and_evaluates(crowd, make_study, answer_trials, settings):
-    study = make_study(n_test=24, n_sentinels=2, n_practice=0, categories=("traditional", "cnn"),
-                       config={"hit_size": 24, "training": RANDOM_ALEX})  # fmt: skip
+    study = make_study(
+        n_test=24,
+        n_sentinels=2,
+        n_practice=0,
+        categories=("traditional", "cnn"),
+        config={"hit_size": 24, "training": RANDOM_ALEX},
+    )
     judged(crowd, study, 5)
     summary = services.study_retrain(study=study)
     assert summary["status"] == "done" and summary["models"] == ["alex-random-lin v1"]
@@ -53,11 +69,23 @@ def test_a_retrain_trains_saves_heads_and_evaluates(crowd, make_study, answer_tr
     model = LPIPS(net="alex", backbone_weights="random", head_weights=heads)  # the lpips file format loads
     assert model.head_source.startswith("file:")
     metrics = set(Evaluation.objects.filter(study=study).values_list("metric", flat=True))
-    assert metrics == {"human", "l2_lab", "psnr", "alex-random unweighted", "alex-random untrained (init heads)",
-                       "trained alex-random lin"}
+    assert metrics == {
+        "human",
+        "l2_lab",
+        "psnr",
+        "alex-random unweighted",
+        "alex-random untrained (init heads)",
+        "trained alex-random lin",
+    }
     kinds = dict(Evaluation.objects.filter(study=study).values_list("metric", "kind"))
-    assert kinds == {"human": "human", "l2_lab": "baseline", "psnr": "baseline", "alex-random unweighted": "unweighted",
-                     "alex-random untrained (init heads)": "untrained", "trained alex-random lin": "trained"}
+    assert kinds == {
+        "human": "human",
+        "l2_lab": "baseline",
+        "psnr": "baseline",
+        "alex-random unweighted": "unweighted",
+        "alex-random untrained (init heads)": "untrained",
+        "trained alex-random lin": "trained",
+    }
     linked = set(Evaluation.objects.filter(study=study, model_version=version).values_list("kind", flat=True))
     assert linked == {"trained"}  # only the trained heads' rows point at the model version
     cats = set(Evaluation.objects.filter(study=study, metric="l2_lab").values_list("category", flat=True))
@@ -83,7 +111,9 @@ def test_the_feature_cache_computes_each_item_once_and_follows_the_backbone(make
 
     w = torch.rand(1152)
     model.heads.set_flat_weights(w)
-    ref, p0 = (to_tensor(load_patch(settings.MEDIA_ROOT / items[0][f], 64)[None]) for f in ("ref_image", "p0_image"))
+    ref, p0 = (
+        to_tensor(load_patch(settings.MEDIA_ROOT / items[0][f], 64)[None]) for f in ("ref_image", "p0_image")
+    )
     with torch.no_grad():
         direct = float(model.eval()(ref, p0).flatten()[0])
     assert float(s0[0] @ w.numpy()) == pytest.approx(direct, rel=1e-4)
@@ -94,7 +124,9 @@ def test_the_feature_cache_computes_each_item_once_and_follows_the_backbone(make
 
 
 def test_a_crashed_job_never_replaces_the_current_model(crowd, make_study, answer_trials, monkeypatch):
-    study = make_study(n_test=16, n_sentinels=0, n_practice=0, config={"hit_size": 16, "training": RANDOM_ALEX})
+    study = make_study(
+        n_test=16, n_sentinels=0, n_practice=0, config={"hit_size": 16, "training": RANDOM_ALEX}
+    )
     judged(crowd, study, 5)
     services.study_retrain(study=study)
     good = services.current_model(study=study)
@@ -125,8 +157,14 @@ def test_only_one_job_per_study_runs_at_a_time(crowd, make_study, answer_trials)
 
 
 def test_jnd_studies_are_evaluated_with_map(crowd, make_study, answer_trials):
-    study = make_study(kind="jnd", n_test=12, n_sentinels=0, n_practice=0, val_fraction=1.0,
-                       config={"hit_size": 12, "training": RANDOM_ALEX})  # fmt: skip
+    study = make_study(
+        kind="jnd",
+        n_test=12,
+        n_sentinels=0,
+        n_practice=0,
+        val_fraction=1.0,
+        config={"hit_size": 12, "training": RANDOM_ALEX},
+    )
     judged(crowd, study, 3, policy=lambda t, i: "same" if i.index % 3 else "different")
     services.study_retrain(study=study)
     measures = set(Evaluation.objects.filter(study=study).values_list("measure", flat=True))
@@ -134,12 +172,24 @@ def test_jnd_studies_are_evaluated_with_map(crowd, make_study, answer_trials):
     assert not ModelVersion.objects.exists()
 
 
-def test_tune_is_trained_on_demand_next_to_lin(crowd, make_study, answer_trials, settings, researcher_carol, captured_tasks,
-                                               django_capture_on_commit_callbacks):  # fmt: skip
+def test_tune_is_trained_on_demand_next_to_lin(
+    crowd,
+    make_study,
+    answer_trials,
+    settings,
+    researcher_carol,
+    captured_tasks,
+    django_capture_on_commit_callbacks,
+):
     from rest_framework.test import APIClient
 
-    study = make_study(owner=researcher_carol, n_test=12, n_sentinels=0, n_practice=0,
-                       config={"hit_size": 12, "training": {**RANDOM_ALEX, "every": None, "epochs": 1, "epochs_decay": 0}})  # fmt: skip
+    study = make_study(
+        owner=researcher_carol,
+        n_test=12,
+        n_sentinels=0,
+        n_practice=0,
+        config={"hit_size": 12, "training": {**RANDOM_ALEX, "every": None, "epochs": 1, "epochs_decay": 0}},
+    )
     judged(crowd, study, 3)
     client = APIClient()
     client.force_authenticate(researcher_carol)
@@ -153,4 +203,7 @@ def test_tune_is_trained_on_demand_next_to_lin(crowd, make_study, answer_trials,
     assert Evaluation.objects.filter(study=study, metric="trained alex-random tune", category="all").exists()
     assert ModelVersion.objects.filter(study=study, variant="lin", status="ready").exists()
     assert TrainingState.objects.get(study=study).pending_variants == []  # once, on demand
-    assert client.post(f"/api/v1/studies/{study.pk}/train/", {"variants": ["bogus"]}, format="json").status_code == 400
+    assert (
+        client.post(f"/api/v1/studies/{study.pk}/train/", {"variants": ["bogus"]}, format="json").status_code
+        == 400
+    )

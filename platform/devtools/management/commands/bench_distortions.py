@@ -10,7 +10,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
-        parser.add_argument("--no-cnn", action="store_true", help="skip timing the CNN pool training (minutes)")
+        parser.add_argument(
+            "--no-cnn", action="store_true", help="skip timing the CNN pool training (minutes)"
+        )
         parser.add_argument("--out", default=None, help="benchmarks markdown file to update")
 
     def handle(self, *args, seconds, no_cnn, out, **options):

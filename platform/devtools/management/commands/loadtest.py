@@ -15,16 +15,32 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--clients", type=int, default=200)
         parser.add_argument("--seconds", type=float, default=30.0, help="length of each of the two runs")
-        parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                            help="gunicorn worker processes (default: one per core, measured best here)")
-        parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker (2 measured best here)")
-        parser.add_argument("--hit-size", type=int, default=20, help="test trials per HIT (plus sentinels at 15%%)")
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=os.cpu_count() or 2,
+            help="gunicorn worker processes (default: one per core, measured best here)",
+        )
+        parser.add_argument(
+            "--threads", type=int, default=2, help="threads per gunicorn worker (2 measured best here)"
+        )
+        parser.add_argument(
+            "--hit-size", type=int, default=20, help="test trials per HIT (plus sentinels at 15%%)"
+        )
         parser.add_argument("--items", type=int, default=4000)
-        parser.add_argument("--rate", type=float, default=300.0,
-                            help="judgments/s the paced run offers (think time = clients / rate)")
-        parser.add_argument("--ramp", type=float, default=None,
-                            help="seconds over which the clients arrive, before the measured window (default: "
-                                 "one HIT's length at the paced rate)")  # fmt: skip
+        parser.add_argument(
+            "--rate",
+            type=float,
+            default=300.0,
+            help="judgments/s the paced run offers (think time = clients / rate)",
+        )
+        parser.add_argument(
+            "--ramp",
+            type=float,
+            default=None,
+            help="seconds over which the clients arrive, before the measured window (default: "
+            "one HIT's length at the paced rate)",
+        )
         parser.add_argument("--out", default=None, help="benchmarks markdown file to update")
 
     def handle(self, *args, out, **options):

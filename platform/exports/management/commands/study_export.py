@@ -16,14 +16,19 @@ class Command(BaseCommand):
         parser.add_argument("study_id")
         parser.add_argument("--out", required=True, help="zip file to write")
         parser.add_argument("--include-excluded", action="store_true", help="count QC-excluded judgments too")
-        parser.add_argument("--include-user-agent", action="store_true", help="publish judgments' user agents too")
+        parser.add_argument(
+            "--include-user-agent", action="store_true", help="publish judgments' user agents too"
+        )
 
     def handle(self, *args, study_id, out, include_excluded, include_user_agent=False, **options):
         study = Study.objects.filter(pk=study_id).first()
         if study is None:
             raise CommandError(f"no study {study_id} in this database")
-        data, summary = export_archive_bytes(study=study, include_excluded=include_excluded,
-                                             include_user_agent=include_user_agent)  # fmt: skip
+        data, summary = export_archive_bytes(
+            study=study, include_excluded=include_excluded, include_user_agent=include_user_agent
+        )
         Path(out).write_bytes(data)
-        self.stdout.write(f"{out}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}, "
-                          f"{summary['n_items']} items, {summary['n_judgments']} judgments")  # fmt: skip
+        self.stdout.write(
+            f"{out}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}, "
+            f"{summary['n_items']} items, {summary['n_judgments']} judgments"
+        )

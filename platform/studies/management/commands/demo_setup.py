@@ -51,8 +51,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--items", type=int, default=None, help="number of test triplets (default 200)")
-        parser.add_argument("--skip-cnn", action="store_true",
-                            help="traditional distortions only (no CNN pool training)")
+        parser.add_argument(
+            "--skip-cnn", action="store_true", help="traditional distortions only (no CNN pool training)"
+        )
 
     def handle(self, *args, items=None, skip_cnn=False, **options):
         username, _ = admin_ensure()

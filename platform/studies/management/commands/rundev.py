@@ -35,14 +35,33 @@ class Command(BaseCommand):
         manage = [sys.executable, str(settings.REPO_ROOT / "manage.py")]
         web = subprocess.Popen([*manage, "runserver", f"{host}:{port}", "--noreload"], env=env)
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config.celery_app", "worker", "-Q", "default,gpu",
-             "--pool", "solo", "--beat", "--loglevel", "INFO", "--hostname", f"local@{os.uname().nodename}"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config.celery_app",
+                "worker",
+                "-Q",
+                "default,gpu",
+                "--pool",
+                "solo",
+                "--beat",
+                "--loglevel",
+                "INFO",
+                "--hostname",
+                f"local@{os.uname().nodename}",
+            ],
             env=env,
-        )  # fmt: skip
+        )
         procs = {"web": web, "worker": worker}
         base = f"http://{host}:{port}"
         demo = Study.objects.filter(is_demo=True).first()
-        password = admin_password_path().read_text().strip() if admin_password_path().exists() else "(run demo_setup)"
+        password = (
+            admin_password_path().read_text().strip()
+            if admin_password_path().exists()
+            else "(run demo_setup)"
+        )
         lines = [
             "",
             "perceptlab is running (Ctrl-C stops the web server and the worker)",
