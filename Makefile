@@ -32,9 +32,7 @@ run: install ## migrate, build the demo study, serve web + worker on 127.0.0.1:8
 	$(PY) manage.py demo_setup
 	$(PY) manage.py rundev
 
-test: install ## run the whole suite: unit (SQLite), integration (Postgres+Redis+worker), browser (chromium)
-	$(PY) -m ruff check .
-	$(VENV)/bin/lint-imports --no-cache
+test: install lint ## lint, then the whole suite: unit (SQLite), integration (Postgres+Redis+worker), browser (chromium)
 	$(PY) -m pytest -m "not integration and not browser" -q
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) CELERY_RESULT_BACKEND=$(TEST_REDIS_URL) \
 	  $(PY) -m pytest -m "integration or browser" -q
@@ -42,10 +40,10 @@ test: install ## run the whole suite: unit (SQLite), integration (Postgres+Redis
 test-fast: install ## unit tier only (SQLite, no services)
 	$(PY) -m pytest -m "not integration and not browser and not slow" -q
 
-lint: install ## ruff, and the import-linter layer contracts (pyproject.toml [tool.importlinter])
+lint: install ## ruff (lines of at most 110), the formatter's check, and the import-linter layer contracts
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m ruff format --check . || true
 
 bench: install ## benchmarks (distortion engine, metric vs reference lpips, continuous training); writes docs/benchmarks.md
 	@tmp=$$(mktemp -d) && export PERCEPTLAB_DATA_DIR=$$tmp PYTHONPATH=platform:. && \
