@@ -106,8 +106,8 @@ def run_bench(*, seconds: float = 1.0, cnn: bool = True, feature_distance=None) 
     lines = [
         "## Distortion engine",
         "",
-        f"Machine: {machine_line()}. Command: `make bench` (`manage.py bench_distortions`; `python -m distortions "
-        "bench` prints the same section). 64x64 patches;",
+        f"Machine: {machine_line()}. Command: `make bench` (`manage.py bench_distortions`; "
+        "`python -m distortions bench` prints the same section). 64x64 patches;",
         "each rate is sample + apply on one core, uint8 in and out.",
         "",
         "| distortion | family | items/s (1 core) |",
@@ -120,9 +120,11 @@ def run_bench(*, seconds: float = 1.0, cnn: bool = True, feature_distance=None) 
         f"| in memory, {cores} processes | {parallel:,.0f} |",
         f"| `build_study` end to end ({cores} processes, PNG files + manifest) | {built:,.0f} |",
         "",
-        f"Target: {TARGET_TRIPLETS_PER_S:,} traditional 2AFC triplets/s on this machine, compositions included: "
+        f"Target: {TARGET_TRIPLETS_PER_S:,} traditional 2AFC triplets/s on this machine, "
+        "compositions included: "
         + ("**met** in memory." if parallel >= TARGET_TRIPLETS_PER_S else "**not met**."),
-        "What limits it: per-item Python overhead (record building, two sha256 per image) and the slowest ops ("
+        "What limits it: per-item Python overhead (record building, two sha256 per image) and the "
+        "slowest ops ("
         + ", ".join(f"{n} {r:,.0f}/s" for n, _, r in slowest)
         + "); writing PNGs (zlib) costs a further share end to end.",
     ]
@@ -133,10 +135,11 @@ def run_bench(*, seconds: float = 1.0, cnn: bool = True, feature_distance=None) 
             feature = f"`{feature_distance.__module__}.{feature_distance.__name__}`"
         lines += [
             "",
-            f"CNN-autoencoder pool, default CPU budget ({pool['n_models']} models x {pool['steps']} steps, batch "
-            f"{pool['batch']}, {cores} processes, feature loss {feature}): **{pool['seconds'] / 60:.1f} min** to "
-            "train from scratch on this machine (`python -m distortions train-cnn-pool DIR`). Applying it "
-            f"(`cnn_autoencoder`, CPU, one thread, deterministic): {pool['rate']:,.0f} items/s. GPU figures: this "
-            "session had no GPU; none are reported.",
+            f"CNN-autoencoder pool, default CPU budget ({pool['n_models']} models x {pool['steps']} steps, "
+            f"batch {pool['batch']}, {cores} processes, feature loss {feature}): "
+            f"**{pool['seconds'] / 60:.1f} min** to train from scratch on this machine "
+            "(`python -m distortions train-cnn-pool DIR`). Applying it "
+            f"(`cnn_autoencoder`, CPU, one thread, deterministic): {pool['rate']:,.0f} items/s. "
+            "GPU figures: this session had no GPU; none are reported.",
         ]
     return "\n".join(lines)

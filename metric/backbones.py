@@ -146,7 +146,8 @@ def _features_imagenet(spec: BackboneSpec, allow_download: bool) -> nn.Sequentia
 def _features_from_file(spec: BackboneSpec, path: Path) -> nn.Sequential:
     if not path.is_file():
         raise WeightsUnavailableError(
-            f"backbone weights file not found: {path}. Pass an existing .pth file, 'imagenet', 'random' or 'kmeans'."
+            f"backbone weights file not found: {path}. "
+            "Pass an existing .pth file, 'imagenet', 'random' or 'kmeans'."
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:

@@ -10,7 +10,8 @@ Manifest (ours): JSONL, one item a line, image paths relative to the manifest's 
 
     {"kind": "2afc", "split": "val", "category": "traditional", "ref": "...png", "p0": "...", "p1": "...",
      "p1_votes": 3, "n_votes": 5}
-    {"kind": "jnd", "split": "val", "category": "cnn", "p0": "...", "p1": "...", "same_votes": 1, "n_votes": 3}
+    {"kind": "jnd", "split": "val", "category": "cnn", "p0": "...", "p1": "...", "same_votes": 1,
+     "n_votes": 3}
 """
 
 from __future__ import annotations

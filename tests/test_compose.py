@@ -34,7 +34,8 @@ def test_only_the_tls_proxy_is_published_and_it_serves_stimuli_read_only():
         and "handle @stimulus {" in caddyfile
         and "root * /srv" in caddyfile
     )
-    # The proxy serves what Django's media view serves, no more: stimuli/<sha256>.png, as image/png, sandboxed.
+    # The proxy serves what Django's media view serves, no more: stimuli/<sha256>.png, as image/png,
+    # sandboxed.
     stimulus = re.search(r"@stimulus path_regexp (\S+)", caddyfile).group(1)
     good = "/media/stimuli/" + "ab" * 32 + ".png"
     assert re.match(stimulus, good)

@@ -2,8 +2,8 @@
 
 Pools (``pool.json`` + run folders, see ``trainer.train_pool``) are found in, in order: directories
 added with ``add_pool_dir``, then ``$PERCEPTLAB_CNN_POOL`` (os.pathsep-separated) or, when that
-variable is unset, ``~/.cache/perceptlab/cnn_pool``. Params name the checkpoint by sha256, so re-applying a record finds
-exactly that file (and fails clearly if it is missing). Severity picks the snapshot: 0 = the last
+variable is unset, ``~/.cache/perceptlab/cnn_pool``. Params name the checkpoint by sha256, so re-applying a
+record finds exactly that file (and fails clearly if it is missing). Severity picks the snapshot: 0 = the last
 (best-trained, lightest), 1 = the first (heaviest). Application runs on CPU in float32 with one thread:
 deterministic.
 """
@@ -119,7 +119,8 @@ class CnnAutoencoder(Distortion):
             raise DistortionError(
                 "no trained CNN-autoencoder pool found in "
                 + ", ".join(map(str, pool_dirs()))
-                + ": train one with `python -m distortions train-cnn-pool DIR` and pass pool_dir or set PERCEPTLAB_CNN_POOL"
+                + ": train one with `python -m distortions train-cnn-pool DIR` and pass pool_dir or set "
+                "PERCEPTLAB_CNN_POOL"
             )
         return models
 
@@ -145,8 +146,8 @@ class CnnAutoencoder(Distortion):
         entry = pool_index()["by_sha"].get(checkpoint_sha256)
         if entry is None:
             raise DistortionError(
-                f"CNN checkpoint {checkpoint_sha256[:12]}... (model {model}, step {step}) is not in any pool under "
-                + ", ".join(map(str, pool_dirs()))
+                f"CNN checkpoint {checkpoint_sha256[:12]}... (model {model}, step {step}) "
+                "is not in any pool under " + ", ".join(map(str, pool_dirs()))
             )
         net = _load_generator(entry["file"], checkpoint_sha256)
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() * 2 - 1

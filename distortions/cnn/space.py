@@ -12,9 +12,11 @@
 | first_channels | 8, 16, 32 |
 | max_channels | 32, 64, 128 |
 | corruption | none, pink_noise, white_noise, grayscale, downsample (strength per kind) |
-| loss | L1 (weight 1) + feature loss (0..1, unweighted deep features of a metric backbone) + adversarial (0 or 0.01..0.1) |
+| loss | L1 (weight 1) + feature loss (0..1, see below) + adversarial (0 or 0.01..0.1) |
 | disc_layers | 2..4 (when adversarial) |
 | lr | log-uniform 2e-4..3e-3 (Adam, betas 0.5/0.999) |
+
+Feature loss: on unweighted deep features of a metric backbone.
 """
 
 from __future__ import annotations

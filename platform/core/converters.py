@@ -1,6 +1,6 @@
-"""URL converters. `handle`: an opaque server-issued handle (assignment tokens, trial ids: token_urlsafe), so a
-path holding anything else (a NUL, which PostgreSQL refuses in a query; a 10 kB string) is a 404 before any
-view or query runs."""
+"""URL converters. `handle`: an opaque server-issued handle (assignment tokens, trial ids: token_urlsafe), so
+a path holding anything else (a NUL, which PostgreSQL refuses in a query; a 10 kB string) is a 404 before
+any view or query runs."""
 
 from django.urls import register_converter
 

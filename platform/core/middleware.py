@@ -9,7 +9,8 @@ logger = logging.getLogger(__name__)
 
 BASE_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self' {mturk}; frame-ancestors {frame}"
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self' {mturk}; "
+    "frame-ancestors {frame}"
 )
 PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 

@@ -35,10 +35,11 @@ def client_ip(request) -> str:
 
 
 def client_key(ip: str) -> str:
-    """What counts as one client: the IPv4 address, or the IPv6 network of settings.PERCEPTLAB_IPV6_CLIENT_PREFIX
-    bits (default /48), written as its first address. A subscriber line gets a /64 at least and often a /56
-    or a whole /48 (tunnel brokers hand out /48s for free), so counting anything narrower lets one attacker
-    rotate addresses for nothing; an IPv4-mapped address counts as its IPv4 address."""
+    """What counts as one client: the IPv4 address, or the IPv6 network of
+    settings.PERCEPTLAB_IPV6_CLIENT_PREFIX bits (default /48), written as its first address. A subscriber
+    line gets a /64 at least and often a /56 or a whole /48 (tunnel brokers hand out /48s for free), so
+    counting anything narrower lets one attacker rotate addresses for nothing; an IPv4-mapped address
+    counts as its IPv4 address."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
@@ -52,6 +53,6 @@ def client_key(ip: str) -> str:
 
 
 def client_address(request) -> str:
-    """The client as the abuse limits count it (login lockouts, throttles, open-assignment caps): client_key of
-    client_ip. An IP address, as django-axes stores it."""
+    """The client as the abuse limits count it (login lockouts, throttles, open-assignment caps): client_key
+    of client_ip. An IP address, as django-axes stores it."""
     return client_key(client_ip(request))

@@ -21,7 +21,8 @@ PALETTE = [
 
 def _svg(width: int, height: int, title: str, desc: str, body: list[str], css_class: str) -> str:
     return (
-        f'<svg class="chart {css_class}" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'<svg class="chart {css_class}" role="img" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" '
         f'xmlns="http://www.w3.org/2000/svg" font-family="system-ui, sans-serif" font-size="12">'
         f"<title>{escape(title)}</title><desc>{escape(desc)}</desc>{''.join(body)}</svg>"
     )
@@ -141,12 +142,14 @@ def score_chart(
             color = PALETTE[m % len(PALETTE)]
             body.append(f'<text x="{left - 6}" y="{y + 11}" text-anchor="end">{escape(metric)}</text>')
             body.append(
-                f'<rect x="{left}" y="{y}" width="{x(score) - left:.1f}" height="{bar_h}" fill="{color}" opacity=".85"/>'
+                f'<rect x="{left}" y="{y}" width="{x(score) - left:.1f}" height="{bar_h}" '
+                f'fill="{color}" opacity=".85"/>'
             )
             if lo is not None and hi is not None:
                 ym = y + bar_h / 2
                 body.append(
-                    f'<line x1="{x(lo):.1f}" y1="{ym}" x2="{x(hi):.1f}" y2="{ym}" stroke="#111" stroke-width="1.5"/>'
+                    f'<line x1="{x(lo):.1f}" y1="{ym}" x2="{x(hi):.1f}" y2="{ym}" '
+                    'stroke="#111" stroke-width="1.5"/>'
                 )
                 for v in (lo, hi):
                     body.append(
@@ -160,7 +163,8 @@ def score_chart(
             cx = x(ceiling[group])
             body.append(
                 f'<line x1="{cx:.1f}" y1="{y0 + 12}" x2="{cx:.1f}" y2="{y0 + group_h - 2}" stroke="#111" '
-                f'stroke-dasharray="4 3" stroke-width="2"><title>human ceiling {ceiling[group]:.3f}</title></line>'
+                'stroke-dasharray="4 3" stroke-width="2">'
+                f"<title>human ceiling {ceiling[group]:.3f}</title></line>"
             )
             desc.append(f"{group} human ceiling: {ceiling[group]:.3f}")
     return _svg(width, height, title, "; ".join(desc), body, css_class)
@@ -195,9 +199,11 @@ def line_chart(
         return top + (height - top - bottom) * (1 - (v - y0) / (y1 - y0))
 
     body = [
-        f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#888"/>',
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" '
+        'stroke="#888"/>',
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#888"/>',
-        f'<text x="{(left + width - right) / 2}" y="{height - 4}" text-anchor="middle">{escape(x_label)}</text>',
+        f'<text x="{(left + width - right) / 2}" y="{height - 4}" text-anchor="middle">'
+        f"{escape(x_label)}</text>",
         f'<text x="4" y="{top + 10}">{y1:.3f}</text><text x="4" y="{height - bottom}">{y0:.3f}</text>',
         f'<text x="{left}" y="{height - bottom + 14}">{x0:g}</text>',
         f'<text x="{width - right}" y="{height - bottom + 14}" text-anchor="end">{x1:g}</text>',
@@ -210,7 +216,8 @@ def line_chart(
         body.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
         for a, b in pts:
             body.append(
-                f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" fill="{color}"><title>{escape(name)}: {b:.3f} at {a:g}</title></circle>'
+                f'<circle cx="{px(a):.1f}" cy="{py(b):.1f}" r="3" fill="{color}">'
+                f"<title>{escape(name)}: {b:.3f} at {a:g}</title></circle>"
             )
         ly = top + 14 * k + 8
         body.append(f'<rect x="{width - right + 10}" y="{ly - 8}" width="10" height="10" fill="{color}"/>')

@@ -236,8 +236,8 @@ def run_bench(*, out: str | None = None, quick: bool = False) -> str:
         "## metric: LPIPS evaluation and head training vs the reference `lpips` 0.1.4",
         "",
         f"Machine: {machine_line()}, torch {torch.__version__}, {threads} threads. Command: `make bench` "
-        "(`manage.py bench_metric`). Both sides use the same seeded random AlexNet trunk and the official v0.1 "
-        "heads; each evaluation runs in a fresh process.",
+        "(`manage.py bench_metric`). Both sides use the same seeded random AlexNet trunk and the official "
+        "v0.1 heads; each evaluation runs in a fresh process.",
         "",
         f"### 2AFC evaluation ({len(ev['fp32']['d0']):,} triplets at 64x64, batch 50, alex)",
         "",
@@ -247,10 +247,12 @@ def run_bench(*, out: str | None = None, quick: bool = False) -> str:
         f"{ev['reference']['agreement'] * 100:.2f}% | {ev['reference']['peak_mb']:,.0f} |",
         f"| ours fp32 (one pass over ref+p0+p1, channels-last) | {ev['fp32']['rate']:,.0f} | "
         f"{ev['fp32']['ratio']:.2f}x | 100% | {ev['fp32']['peak_mb']:,.0f} |",
-        f"| ours bf16 autocast (fp32 normalisation, near-ties re-scored in fp32) | {ev['bf16']['rate']:,.0f} | "
+        "| ours bf16 autocast (fp32 normalisation, near-ties re-scored in fp32) | "
+        f"{ev['bf16']['rate']:,.0f} | "
         f"{ev['bf16']['ratio']:.2f}x | {ev['bf16']['agreement'] * 100:.2f}% | {ev['bf16']['peak_mb']:,.0f} |",
         "",
-        f"Rates are medians of {len(ev['fp32']['rates'])} interleaved rounds in one process (reference, fp32, bf16, "
+        f"Rates are medians of {len(ev['fp32']['rates'])} interleaved rounds in one process "
+        "(reference, fp32, bf16, "
         "reference, ...); the ratio is the median of per-round ratios. Rounds (triplets/s): reference "
         + ", ".join(f"{r:,.0f}" for r in ev["reference"]["rates"])
         + "; fp32 "
@@ -260,28 +262,32 @@ def run_bench(*, out: str | None = None, quick: bool = False) -> str:
         + ". Peak RSS and decisions come from one run per "
         "implementation in a fresh process.",
         "",
-        "Targets: fp32 >= 1.25x the reference (reusing the reference patch's features gives a 1.33x ceiling in "
+        "Targets: fp32 >= 1.25x the reference (reusing the reference patch's features gives a 1.33x "
+        "ceiling in "
         "backbone work; channels-last layout adds a little); bf16 >= 2.5x with >= 99.9% agreement. fp32: "
         f"**{'met' if ev['fp32']['ratio'] >= 1.25 else 'not met'}**; bf16: "
         f"**{'met' if ev['bf16']['ratio'] >= 2.5 and ev['bf16']['agreement'] >= 0.999 else 'not met'}**.",
         "What limits bf16: this VM exposes AVX-512 BF16 but no AMX (`/proc/cpuinfo` has no `amx` flags; "
         "`torch.backends.cpu.get_cpu_capability()` says AVX512). There the AlexNet trunk under bf16 is about "
-        "1.8x faster than fp32 and already near the AVX-512 BF16 peak (25.7 ms of convolutions per 150 images); "
-        "input preparation, fp32 normalisation and the near-tie re-scoring add the rest.",
+        "1.8x faster than fp32 and already near the AVX-512 BF16 peak (25.7 ms of convolutions per 150 "
+        "images); input preparation, fp32 normalisation and the near-tie re-scoring add the rest.",
         "",
-        f"### lin-head training ({tr['n_train']:,} training triplets, {tr['epochs']} epochs, 2AFC on {tr['n_val']:,} held out)",
+        f"### lin-head training ({tr['n_train']:,} training triplets, {tr['epochs']} epochs, "
+        f"2AFC on {tr['n_val']:,} held out)",
         "",
         "| implementation | seconds | speed-up | held-out 2AFC |",
         "|---|---:|---:|---:|",
-        f"| reference `lpips.Trainer`, end to end | {tr['reference_seconds']:.1f} | 1x | {tr['reference_2afc'] * 100:.2f} |",
-        f"| ours, fast path end to end (features {tr['features_seconds']:.2f} s + heads) | {end_to_end:.2f} | "
+        f"| reference `lpips.Trainer`, end to end | {tr['reference_seconds']:.1f} | 1x | "
+        f"{tr['reference_2afc'] * 100:.2f} |",
+        f"| ours, fast path end to end (features {tr['features_seconds']:.2f} s + heads) | "
+        f"{end_to_end:.2f} | "
         f"{tr['reference_seconds'] / end_to_end:.0f}x | {tr['ours_2afc'] * 100:.2f} |",
         f"| ours, retrain on cached features | {tr['retrain_seconds']:.2f} | "
         f"{tr['reference_seconds'] / tr['retrain_seconds']:.0f}x | (same) |",
         "",
-        "Targets: >= 30x end to end, >= 200x for a retrain on cached features, at the same 2AFC. Judgments are "
-        "simulated (a hidden LPIPS observer, 5 votes per triplet); lr is 1e-3 for both sides (the recipe's 1e-4 "
-        "does not converge on so few triplets in 10 epochs).",
+        "Targets: >= 30x end to end, >= 200x for a retrain on cached features, at the same 2AFC. "
+        "Judgments are simulated (a hidden LPIPS observer, 5 votes per triplet); lr is 1e-3 for both "
+        "sides (the recipe's 1e-4 does not converge on so few triplets in 10 epochs).",
         "",
         "GPU figures: this session had no GPU; none are reported.",
     ]

@@ -262,10 +262,11 @@ def run(sizes=(10_000, 100_000), out: str | None = None) -> list[dict]:
             "",
             f"Machine: {machine_line()}, torch {torch.__version__}" + (f", {gpu}" if gpu else "") + ". "
             "Command: `make bench` (`python manage.py bench_training`). Trunk: AlexNet, random weights "
-            "(ImageNet weights cost the same and need a download); baselines l2_lab and psnr; 2 judgments per "
-            "train item, 5 per val item; `every` = 500 new judgments.",
+            "(ImageNet weights cost the same and need a download); baselines l2_lab and psnr; 2 judgments "
+            "per train item, 5 per val item; `every` = 500 new judgments.",
             "",
-            "| judgments | items | first retrain (all features computed) | N-th judgment -> updated dashboard | target |",
+            "| judgments | items | first retrain (all features computed) | "
+            "N-th judgment -> updated dashboard | target |",
             "|---:|---:|---:|---:|---|",
         ]
         for r in results:
@@ -275,7 +276,8 @@ def run(sizes=(10_000, 100_000), out: str | None = None) -> list[dict]:
                 else ""
             )
             lines.append(
-                f"| {r['judgments']:,} | {r['items']:,} | {r['cold_s']:.1f} s | {r['warm_s']:.1f} s | {target} |"
+                f"| {r['judgments']:,} | {r['items']:,} | {r['cold_s']:.1f} s | "
+                f"{r['warm_s']:.1f} s | {target} |"
             )
         lines += [
             "",

@@ -500,20 +500,22 @@ def report(measured: dict) -> str:
     lines = [
         "## Load test: annotators against gunicorn + " + p["engine"],
         "",
-        f"Machine: {machine_line()}. Command: `make loadtest` (`manage.py loadtest --clients {clients} --seconds "
-        f"{seconds:g} --workers {workers} --threads {threads} --hit-size {hit_size} --rate {rate:g} --ramp {ramp:g}`): "
-        "gunicorn gthread on loopback, throttles counted in Redis, the load generator on the same machine (it "
-        f"shares the two cores). Each client starts a HIT ({hit_size} test trials and {per_hit - hit_size} sentinels), "
-        "answers every trial, submits, repeats. The clients arrive at random times over the first "
-        f"{ramp:.0f} s; the table covers the {seconds:g} s after that (requests sent in that window). Back to "
-        "back: no pause between answers (the server's ceiling; with 200 clients and no pause, latency is queueing "
-        f"by design). Paced: each client answers 0.5-1.5 x {think:.2f} s after its previous answer was due, as "
-        "the annotator page does (the next trial is already loaded; answers post in order from an outbox), so "
-        f"the crowd offers {rate:g} judgments/s. CPU per judgment is each side's CPU time over the run divided "
-        "by the judgments stored."
+        f"Machine: {machine_line()}. Command: `make loadtest` "
+        f"(`manage.py loadtest --clients {clients} --seconds {seconds:g} --workers {workers} "
+        f"--threads {threads} --hit-size {hit_size} --rate {rate:g} --ramp {ramp:g}`): "
+        "gunicorn gthread on loopback, throttles counted in Redis, the load generator on the same "
+        f"machine (it shares the two cores). Each client starts a HIT ({hit_size} test trials and "
+        f"{per_hit - hit_size} sentinels), answers every trial, submits, repeats. The clients arrive "
+        f"at random times over the first {ramp:.0f} s; the table covers the {seconds:g} s after that "
+        "(requests sent in that window). Back to back: no pause between answers (the server's "
+        "ceiling; with 200 clients and no pause, latency is queueing by design). Paced: each client "
+        f"answers 0.5-1.5 x {think:.2f} s after its previous answer was due, as the annotator page "
+        "does (the next trial is already loaded; answers post in order from an outbox), so the "
+        f"crowd offers {rate:g} judgments/s. CPU per judgment is each side's CPU time over the run "
+        "divided by the judgments stored."
         + (
-            " PostgreSQL's autovacuum is off on this machine, so the run ANALYZEs the engine's tables every 10 s, "
-            "as autovacuum would in service (its CPU counts in the PostgreSQL column)."
+            " PostgreSQL's autovacuum is off on this machine, so the run ANALYZEs the engine's tables "
+            "every 10 s, as autovacuum would in service (its CPU counts in the PostgreSQL column)."
             if analyzing
             else ""
         ),
@@ -535,11 +537,13 @@ def report(measured: dict) -> str:
             lambda r, c: f"{c['missing']} / {c['duplicated']} / {c['items_over_target_or_miscounted']}",
         ),
         "",
-        f"Bare Django JSON endpoint (`/livez`), same clients and server: {bare['requests_per_s']:.0f} requests/s "
+        "Bare Django JSON endpoint (`/livez`), same clients and server: "
+        f"{bare['requests_per_s']:.0f} requests/s "
         f"(p99 {bare['latency_ms']['p99']:.0f} ms); back-to-back judgments/s are "
         f"{runs['back to back']['judgments_per_s'] / bare['requests_per_s']:.2f} of that.",
         "",
-        f"Target ({rate:g} judgments/s with p99 submit and next-batch latency under 200 ms, paced run): **{'met' if met else 'NOT met'}**.",
+        f"Target ({rate:g} judgments/s with p99 submit and next-batch latency under 200 ms, paced run): "
+        f"**{'met' if met else 'NOT met'}**.",
     ]
     return "\n".join(lines)
 

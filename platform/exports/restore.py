@@ -7,8 +7,9 @@ Published as exports publish them (judgments.privacy): judgments' client timesta
 first one, and no user agent unless the export asks for it.
 
 Left out on purpose: assignment tokens and trial public ids (credentials and opaque handles of annotators;
-fresh ones are drawn on import), the client-address hash of an assignment (abuse caps only), `updated_at` (bookkeeping), the study's owner (the importer owns the copy),
-and what a study derives (exports, trained models, feature caches: retrain and re-export instead).
+fresh ones are drawn on import), the client-address hash of an assignment (abuse caps only), `updated_at`
+(bookkeeping), the study's owner (the importer owns the copy), and what a study derives (exports, trained
+models, feature caches: retrain and re-export instead).
 
 Archive layout::
 
@@ -42,7 +43,8 @@ from studies.models import Item, Study
 
 logger = logging.getLogger(__name__)
 FORMAT = "perceptlab-restore/1"
-# client_hash: a salted hash of an annotator's address, for this deployment's abuse caps only; never published.
+# client_hash: a salted hash of an annotator's address, for this deployment's abuse caps only; never
+# published.
 SKIPPED = {"updated_at", "token", "public_id", "owner_id", "client_hash"}
 # (table, model, ordering): the order rows are written and restored in
 TABLES = (
@@ -151,11 +153,13 @@ def _refuse(message: str, **extra) -> ApplicationError:
 
 
 def _restore_members(zf: zipfile.ZipFile, limits: dict) -> dict[str, zipfile.ZipInfo]:
-    """The restore/ members, checked against the directory limits and the expected names (nothing read yet)."""
+    """The restore/ members, checked against the directory limits and the expected names (nothing read
+    yet)."""
     members = {m.filename: m for m in zf.infolist() if m.filename.startswith("restore/") and not m.is_dir()}
     if "restore/manifest.json" not in members:
         raise _refuse(
-            "this archive has no restore/ section (exports before format perceptlab-restore/1 cannot be restored)"
+            "this archive has no restore/ section "
+            "(exports before format perceptlab-restore/1 cannot be restored)"
         )
     if (
         len(members) > limits["restore_max_files"]
@@ -418,7 +422,8 @@ def study_restore(*, archive, owner=None) -> Study:
 
 
 def _restore_workers(rows: list[dict]) -> tuple[dict, list]:
-    """archive worker id -> id here (a known identity, platform + hash, is reused), and the workers to create."""
+    """archive worker id -> id here (a known identity, platform + hash, is reused), and the workers to
+    create."""
     workers = _objects(Worker, "workers", rows, {})
     worker_map = {}
     new_workers = []

@@ -47,7 +47,8 @@ def since_origin(value, origin) -> float | None:
 def judgment_row_published(
     row: dict, origins: dict[str, float], *, include_user_agent: bool = False, key: str = "assignment_id"
 ) -> dict:
-    """A copy of a judgment row (restore/ attnames) with relative client times and the display rule applied."""
+    """A copy of a judgment row (restore/ attnames) with relative client times and the display rule
+    applied."""
     origin = origins.get(str(row[key]))
     out = {**row, **{field: since_origin(row.get(field), origin) for field in CLIENT_TIMES if field in row}}
     if "display" in out:

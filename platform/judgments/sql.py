@@ -48,7 +48,8 @@ def window_sql() -> str:
     columns = ", ".join(Item._meta.get_field(name).column for name in window_fields())
     return (
         f"SELECT {columns} FROM {item} WHERE study_id = %s AND role = 'test' AND n_judgments + n_open < "
-        f"CASE WHEN split = 'train' THEN %s WHEN split = 'val' THEN %s ELSE %s END AND NOT (id = ANY(%s::uuid[])) "
+        f"CASE WHEN split = 'train' THEN %s WHEN split = 'val' THEN %s ELSE %s END "
+        f"AND NOT (id = ANY(%s::uuid[])) "
         f"AND id NOT IN (SELECT item_id FROM {trial} WHERE worker_id = %s AND kind = 'test') "
         f"ORDER BY study_id, n_judgments + n_open, index LIMIT %s FOR UPDATE OF {item} SKIP LOCKED"
     )
@@ -146,7 +147,8 @@ def answer_sql(for_update: bool) -> str:
     """The answer path's read (built once per process)."""
     t, a, s, i, j = (model._meta.db_table for model in (Trial, Assignment, Study, Item, Judgment))
     sql = (
-        f"SELECT t.id, t.kind, t.swap, t.answered, t.item_id, a.id, a.status, a.lease_expires_at, a.worker_id, "
+        f"SELECT t.id, t.kind, t.swap, t.answered, t.item_id, a.id, a.status, a.lease_expires_at, "
+        f"a.worker_id, "
         f"a.n_answered, a.n_trials, s.id, s.kind, s.config, i.expected, j.id, j.idempotency_key "
         f"FROM {t} t JOIN {a} a ON a.id = t.assignment_id JOIN {s} s ON s.id = a.study_id "
         f"JOIN {i} i ON i.id = t.item_id LEFT JOIN {j} j ON j.trial_id = t.id "

@@ -45,9 +45,10 @@ COMMON = {
     "completion_code": None,  # generated once per study (Prolific / anonymous completion code)
     "prolific_completion_url": "https://app.prolific.com/submissions/complete?cc={code}",
     "consent_text": (
-        "You are invited to take part in a study of how people judge the similarity of images. You will see "
-        "small image patches and answer simple questions about them. Participation is voluntary; you may stop "
-        "at any time. We store your answers and response times with an anonymous identifier only."
+        "You are invited to take part in a study of how people judge the similarity of images. "
+        "You will see small image patches and answer simple questions about them. Participation is "
+        "voluntary; you may stop at any time. We store your answers and response times with an "
+        "anonymous identifier only."
     ),
     "instructions": "",
     # Continuous training (training.services): retrain + evaluate every `every` new accepted judgments
@@ -251,7 +252,8 @@ def _validate_training(tr: dict) -> None:
         ):
             return
         _fail(
-            f"training.{key} must be an integer in {low}..{caps[key]}{' or null' if null else ''}, got {value!r}",
+            f"training.{key} must be an integer in {low}..{caps[key]}{' or null' if null else ''}, "
+            f"got {value!r}",
             f"training.{key}",
         )
 

@@ -53,7 +53,8 @@ CATEGORY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 @dataclass(frozen=True)
 class ImportPlan:
-    """What a checked archive holds: triplets (or JND pairs) by (split, category, stem), member names by part."""
+    """What a checked archive holds: triplets (or JND pairs) by (split, category, stem), member names by
+    part."""
 
     parts: tuple[str, ...]
     groups: dict[tuple[str, str, str], dict[str, str]]

@@ -144,7 +144,8 @@ def build_config_check(*, build_config: dict, owner) -> dict:
 
 def build_config_check_cnn(*, engine_config) -> None:
     """CNN-autoencoder distortions cost a model run each: cap the expected number of CNN test items
-    (n_items x the CNN family's share of first ops). `engine_config` is a validated distortions.StudyConfig."""
+    (n_items x the CNN family's share of first ops). `engine_config` is a validated
+    distortions.StudyConfig."""
     from distortions import registry
 
     sampler = engine_config.sampler()
@@ -208,7 +209,7 @@ def engine_build_config(*, study: Study) -> dict:
     ) | {"kind": study.kind}
 
 
-# --- source photo sets ---------------------------------------------------------------------------------------
+# --- source photo sets --------------------------------------------------------------------------------------
 def _set_dir(set_id) -> Path:
     return Path(settings.MEDIA_ROOT) / SOURCES_DIR / str(set_id)
 
@@ -273,7 +274,8 @@ def _check_photo(name: str, data: bytes, limits: dict) -> tuple[str, int, int]:
 
 
 def source_set_create(*, owner, name: str, archive) -> SourcePhotoSet:
-    """Store an uploaded zip of photographs as the owner's source photo set (checks in the module docstring)."""
+    """Store an uploaded zip of photographs as the owner's source photo set (checks in the module
+    docstring)."""
     limits = settings.PERCEPTLAB_SOURCE_LIMITS
     if source_set_list_for(user=owner).count() >= limits["max_sets_per_owner"]:
         raise ApplicationError(

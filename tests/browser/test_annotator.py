@@ -58,7 +58,8 @@ def answer_trials(browser, keys, *, stop_after=None):
             """
             const s = document.body.dataset.screen;
             if (s === 'done' || s === 'error' || s === 'practice-done') return s;
-            if (s === 'trial' && document.body.dataset.ready && document.body.dataset.ready !== arguments[0]) return 'ready';
+            if (s === 'trial' && document.body.dataset.ready && \
+document.body.dataset.ready !== arguments[0]) return 'ready';
             return null;""".replace("arguments[0]", repr(last or "")),
             timeout=60,
             what="a trial",
@@ -88,7 +89,8 @@ def test_a_full_2afc_hit_with_a_reload_mid_way(live_server, browser, settings):
     # every answer is acknowledged before we reload (the outbox drains in the background)
     wait(
         browser,
-        "return JSON.parse(localStorage.getItem(Object.keys(localStorage).find(k => k.endsWith(':outbox'))) || '[]').length === 0",
+        "return JSON.parse(localStorage.getItem(Object.keys(localStorage).find(k => k.endsWith(':outbox'))) "
+        "|| '[]').length === 0",
         what="the outbox to drain",
     )
     assert Judgment.objects.count() == 7

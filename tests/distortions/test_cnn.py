@@ -172,7 +172,8 @@ torch.set_num_threads(1)
 patches = torch.load(sys.argv[2], weights_only=True)
 def slow(step, total):
     import time; time.sleep(0.05)
-train_autoencoder(spec, patches, sys.argv[1], Budget(steps=30, batch_size=4, snapshots=[10, 30], checkpoint_every=5),
+train_autoencoder(spec, patches, sys.argv[1], Budget(steps=30, batch_size=4, snapshots=[10, 30], \
+checkpoint_every=5),
                   on_step=slow)
 """
 

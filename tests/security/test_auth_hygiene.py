@@ -50,7 +50,8 @@ def test_password_guessing_is_locked_out(client, admin_user, settings, path):
 
 
 def test_rotating_ipv6_addresses_within_one_network_does_not_escape_the_lockout(client, admin_user, settings):
-    """The attack: one fresh address of one's own /64 (or /56, or a tunnel broker's /48) per password guess."""
+    """The attack: one fresh address of one's own /64 (or /56, or a tunnel broker's /48) per password
+    guess."""
     answers = [
         _attempt(
             client, "/accounts/login/", f"guess-{n}", REMOTE_ADDR=f"2001:db8:0:{n:x}00::{n + 1:x}"

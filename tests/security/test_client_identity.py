@@ -124,7 +124,10 @@ def _production(expr: str, env: dict) -> subprocess.CompletedProcess:
         "CELERY_BROKER_URL": "redis://redis:6379/0",
         "CACHE_URL": "redis://redis:6379/2",
     }
-    code = f"import django; from django.conf import settings; django.setup(); from django.test import RequestFactory; print({expr})"
+    code = (
+        "import django; from django.conf import settings; django.setup(); "
+        f"from django.test import RequestFactory; print({expr})"
+    )
     return subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,

@@ -70,7 +70,8 @@ def test_anonymous_starts_from_one_client_hit_the_cap_and_a_prolific_participant
     ids=["within-a-64", "across-64s", "across-56s"],
 )
 def test_an_ipv6_attacker_cannot_rotate_addresses_within_its_48(make_study, address):
-    """The attack: a tunnel broker's free /48 holds 65,536 /64s; one new address (or /64, or /56) per start."""
+    """The attack: a tunnel broker's free /48 holds 65,536 /64s; one new address (or /64, or /56) per
+    start."""
     study = small_study(make_study)
     client = APIClient()
     codes = [start(client, study, addr=address.format(k=k + 1)).status_code for k in range(5)]

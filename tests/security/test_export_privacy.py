@@ -119,7 +119,8 @@ def test_an_export_publishes_no_user_agent_and_no_epoch_times_by_default(
     assert "client_shown_at" not in rows[0] and "client_answered_at" not in rows[0]
     for a in {r["assignment"] for r in rows}:
         hit = sorted((r for r in rows if r["assignment"] == a), key=lambda r: r["shown_ms"])
-        # practice (not in judgments.jsonl) was the HIT's first trial at 0 ms: the rest follow 1500.125 ms apart
+        # practice (not in judgments.jsonl) was the HIT's first trial at 0 ms: the rest follow 1500.125 ms
+        # apart
         assert [r["shown_ms"] for r in hit] == [round(1500.125 * n, 3) for n in range(1, len(hit) + 1)]
         assert all(r["answered_ms"] == round(r["shown_ms"] + 900.5, 3) for r in hit)
     restored_rows = jsonl(files["restore/judgments.jsonl"])

@@ -1,6 +1,6 @@
-"""Hostile bodies and paths on the annotator and researcher APIs: each was a 500 before (found by an attacker's
-review), each is now a 4xx with a message and stores nothing. The PostgreSQL variant matters most: PostgreSQL
-refuses NUL characters in text and jsonb, where SQLite stores them without complaint."""
+"""Hostile bodies and paths on the annotator and researcher APIs: each was a 500 before (found by an
+attacker's review), each is now a 4xx with a message and stores nothing. The PostgreSQL variant matters
+most: PostgreSQL refuses NUL characters in text and jsonb, where SQLite stores them without complaint."""
 
 from __future__ import annotations
 

@@ -270,7 +270,8 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # --- Hostile archives: zip imports and study_restore (README "Configuration") ---------------------------
 # An import upload larger than this is refused with 413 before it is parsed. Django spools file uploads
-# above FILE_UPLOAD_MAX_MEMORY_SIZE to a temporary file; other request bodies stop at DATA_UPLOAD_MAX_MEMORY_SIZE.
+# above FILE_UPLOAD_MAX_MEMORY_SIZE to a temporary file; other request bodies stop at
+# DATA_UPLOAD_MAX_MEMORY_SIZE.
 PERCEPTLAB_MAX_UPLOAD_BYTES = int(env_str("PERCEPTLAB_MAX_UPLOAD_BYTES", str(256 * 1024**2)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(env_str("DATA_UPLOAD_MAX_MEMORY_SIZE", str(2_621_440)))  # Django's default
 FILE_UPLOAD_MAX_MEMORY_SIZE = int(env_str("FILE_UPLOAD_MAX_MEMORY_SIZE", str(2_621_440)))
@@ -318,8 +319,9 @@ AUTH_PASSWORD_VALIDATORS = [
 # Prolific completion URLs must point at one of these hosts (https, exactly one {code}).
 PROLIFIC_COMPLETION_HOSTS = env_list("PROLIFIC_COMPLETION_HOSTS", ["app.prolific.com", "app.prolific.co"])
 
-# runserver's request log (`make run`) never shows query strings: the crowd link carries PROLIFIC_PID/workerId.
-# gunicorn gets the same rule from --access-logformat (core.logs.GUNICORN_ACCESS_LOG_FORMAT, docker-compose.yml).
+# runserver's request log (`make run`) never shows query strings: the crowd link carries
+# PROLIFIC_PID/workerId. gunicorn gets the same rule from --access-logformat
+# (core.logs.GUNICORN_ACCESS_LOG_FORMAT, docker-compose.yml).
 LOGGING["filters"] = {**LOGGING.get("filters", {}), "no_query_strings": {"()": "core.logs.NoQueryStrings"}}
 LOGGING["formatters"]["django.server"] = {
     "()": "django.utils.log.ServerFormatter",
@@ -343,8 +345,8 @@ except ValueError as exc:
     raise ImproperlyConfigured("PERCEPTLAB_TRUSTED_PROXIES must be a whole number (0: no proxy)") from exc
 if not 0 <= PERCEPTLAB_TRUSTED_PROXIES <= 10:
     raise ImproperlyConfigured("PERCEPTLAB_TRUSTED_PROXIES must be in 0..10")
-# What counts as one IPv6 client for those limits: the network of this many leading bits (48..64). A subscriber
-# gets a /64 at least, often a /56 or a /48 (free from tunnel brokers).
+# What counts as one IPv6 client for those limits: the network of this many leading bits (48..64). A
+# subscriber gets a /64 at least, often a /56 or a /48 (free from tunnel brokers).
 PERCEPTLAB_IPV6_CLIENT_PREFIX = int(env_str("PERCEPTLAB_IPV6_CLIENT_PREFIX", "48"))
 if not 32 <= PERCEPTLAB_IPV6_CLIENT_PREFIX <= 64:
     raise ImproperlyConfigured("PERCEPTLAB_IPV6_CLIENT_PREFIX must be in 32..64")
@@ -352,7 +354,8 @@ _open_per_client = env_str("PERCEPTLAB_OPEN_PER_CLIENT", "3")
 if not _open_per_client.isdigit():
     raise ImproperlyConfigured("PERCEPTLAB_OPEN_PER_CLIENT must be a whole number (0: no cap)")
 PERCEPTLAB_CROWD = {
-    # started assignments one client address (IPv4, or IPv6 network of PERCEPTLAB_IPV6_CLIENT_PREFIX bits) may hold open in one study; 0: no cap
+    # started assignments one client address (IPv4, or IPv6 network of PERCEPTLAB_IPV6_CLIENT_PREFIX bits)
+    # may hold open in one study; 0: no cap
     "OPEN_PER_CLIENT": int(_open_per_client),
     # a new assignment's lease until its first answer (at most the study's lease_ttl_s)
     "FIRST_LEASE_S": 300,

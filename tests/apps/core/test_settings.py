@@ -45,7 +45,8 @@ def test_embedded_defaults_are_sqlite_and_a_filesystem_broker(tmp_path):
     r = _settings(
         "config.settings.local",
         {"PERCEPTLAB_DATA_DIR": str(tmp_path)},
-        "settings.DATABASES['default']['ENGINE'], settings.DATABASES['default']['NAME'], settings.CELERY_BROKER_URL",
+        "settings.DATABASES['default']['ENGINE'], settings.DATABASES['default']['NAME'], "
+        "settings.CELERY_BROKER_URL",
     )
     assert r.returncode == 0, r.stderr
     assert "sqlite3" in r.stdout and str(tmp_path / "db.sqlite3") in r.stdout and "filesystem://" in r.stdout
@@ -59,7 +60,8 @@ def test_environment_selects_postgres_and_redis(tmp_path):
             "DATABASE_URL": "postgres://u@h:5433/db",
             "CELERY_BROKER_URL": "redis://h:6379/2",
         },
-        "settings.DATABASES['default']['ENGINE'], settings.DATABASES['default']['PORT'], settings.CELERY_BROKER_URL",
+        "settings.DATABASES['default']['ENGINE'], settings.DATABASES['default']['PORT'], "
+        "settings.CELERY_BROKER_URL",
     )
     assert r.returncode == 0, r.stderr
     assert "postgresql" in r.stdout and "5433" in r.stdout and "redis://h:6379/2" in r.stdout

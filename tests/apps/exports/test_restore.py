@@ -65,7 +65,8 @@ def assert_same_archive(a: bytes, b: bytes) -> None:
             if x != y:
                 i = next((k for k in range(min(len(x), len(y))) if x[k] != y[k]), min(len(x), len(y)))
                 raise AssertionError(
-                    f"{name} differs at byte {i}: {x[max(0, i - 150) : i + 80]!r} != {y[max(0, i - 150) : i + 80]!r}"
+                    f"{name} differs at byte {i}: {x[max(0, i - 150) : i + 80]!r} "
+                    f"!= {y[max(0, i - 150) : i + 80]!r}"
                 )
     raise AssertionError("same members and contents, different zip bytes")
 

@@ -201,7 +201,8 @@ def test_import_real_algorithm_outputs_from_a_zip(
 
 
 def _bomb_png(side: int) -> bytes:
-    """A small PNG whose header claims side x side pixels (what a decompression bomb looks like to a reader)."""
+    """A small PNG whose header claims side x side pixels (what a decompression bomb looks like to a
+    reader)."""
     import struct
     import zlib
 

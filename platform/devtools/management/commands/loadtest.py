@@ -10,7 +10,10 @@ from devtools.reports import write_section
 
 
 class Command(BaseCommand):
-    help = "Load test: judgments/s and next-batch/submit latency percentiles against gunicorn; optional markdown out."
+    help = (
+        "Load test: judgments/s and next-batch/submit latency percentiles against gunicorn; "
+        "optional markdown out."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--clients", type=int, default=200)

@@ -20,7 +20,10 @@ from studies.models import Study
 
 
 class Command(BaseCommand):
-    help = "Run the web server and a Celery worker (queues default, gpu; with beat for periodic jobs) until Ctrl-C."
+    help = (
+        "Run the web server and a Celery worker (queues default, gpu; with beat for periodic jobs) "
+        "until Ctrl-C."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
