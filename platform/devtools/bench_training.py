@@ -44,7 +44,7 @@ def _pool_of_patches(n: int, seed: int = 0) -> list[str]:
 
 def make_synthetic_study(n_judgments: int, *, seed: int = 0, every: int = 500):
     """A 2AFC study with about n_judgments accepted judgments (2 per train item, 5 per val item)."""
-    from judgments.models import Assignment, Judgment, Platform, Trial, Worker
+    from judgments.models import Assignment, CrowdPlatform, Judgment, Trial, Worker
     from studies.models import Item, Study
     from studies.services import study_create
 
@@ -86,7 +86,7 @@ def make_synthetic_study(n_judgments: int, *, seed: int = 0, every: int = 500):
         workers = Worker.objects.bulk_create(
             [
                 Worker(
-                    platform=Platform.SIMULATED,
+                    platform=CrowdPlatform.SIMULATED,
                     external_hash=f"bench-{study.pk.hex[:12]}-{k:04d}",
                     is_simulated=True,
                 )
@@ -141,14 +141,16 @@ def _add_judgments(study, n: int, seed: int) -> None:
     """n more judgments, by a new worker, on existing val items (as a crowd would add them)."""
     from django.db.models import F
 
-    from judgments.models import Assignment, Judgment, Platform, Trial, Worker
+    from judgments.models import Assignment, CrowdPlatform, Judgment, Trial, Worker
     from studies.models import Item
 
     rnd = random.Random(seed)
     items = list(Item.objects.filter(study=study, split="val").order_by("index")[:n])
     with transaction.atomic():
         worker = Worker.objects.create(
-            platform=Platform.SIMULATED, external_hash=f"bench-{study.pk.hex[:12]}-new", is_simulated=True
+            platform=CrowdPlatform.SIMULATED,
+            external_hash=f"bench-{study.pk.hex[:12]}-new",
+            is_simulated=True,
         )
         assignment = Assignment.objects.create(
             study=study,

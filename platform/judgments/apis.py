@@ -27,7 +27,7 @@ from judgments.assignments import (
     assignment_request,
     assignment_return,
 )
-from judgments.models import Assignment, Platform
+from judgments.models import Assignment, CrowdPlatform
 from judgments.qc import assignment_submit, completion_for
 from judgments.selectors import IMAGE_SLOTS, assignment_trials, slot_image, trial_image, worker_stats
 from studies.apis import owned_study
@@ -118,7 +118,12 @@ class AssignmentStartApi(AnnotatorApi):
 
     class InputSerializer(serializers.Serializer):
         platform = serializers.ChoiceField(
-            choices=[Platform.PROLIFIC, Platform.MTURK, Platform.ANONYMOUS, Platform.SIMULATED],
+            choices=[
+                CrowdPlatform.PROLIFIC,
+                CrowdPlatform.MTURK,
+                CrowdPlatform.ANONYMOUS,
+                CrowdPlatform.SIMULATED,
+            ],
             help_text="simulated: simulation studies only (manage.py simulate_crowd)",
         )
         worker_id = serializers.CharField(

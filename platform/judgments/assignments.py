@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from core.exceptions import ApplicationError
 from judgments import sql
-from judgments.models import Assignment, Platform, Trial, Worker
+from judgments.models import Assignment, CrowdPlatform, Trial, Worker
 from judgments.sql import TRIAL_ITEM_FIELDS
 from judgments.workers import (
     MTURK_PREVIEW,
@@ -250,14 +250,14 @@ def assignment_request(
     """A start request from the annotator's page: an MTurk preview, or (with consent) a started or resumed
     assignment. An anonymous link without a worker id gets a fresh one from the server; it comes back as
     the second value (None otherwise) for the page to send next time."""
-    if platform == Platform.MTURK and platform_info.get("assignment_id") in (None, "", MTURK_PREVIEW):
+    if platform == CrowdPlatform.MTURK and platform_info.get("assignment_id") in (None, "", MTURK_PREVIEW):
         return assignment_preview(study=study), None
     if not consent:
         raise ApplicationError("consent is required to take part", {"field": "consent"})
     worker_id = (worker_id or "").strip()
     issued = None
     if not worker_id:
-        if platform != Platform.ANONYMOUS:
+        if platform != CrowdPlatform.ANONYMOUS:
             raise ApplicationError(f"{platform} links carry the worker id", {"field": "worker_id"})
         worker_id = issued = secrets.token_urlsafe(16)
     result = assignment_start(
@@ -268,7 +268,7 @@ def assignment_request(
 
 def assignment_preview(*, study: Study) -> Preview:
     """MTurk shows a HIT before it is accepted: the practice examples only."""
-    if Platform.MTURK not in study.collection["platforms"]:
+    if CrowdPlatform.MTURK not in study.collection["platforms"]:
         raise ApplicationError("this study admits no MTurk workers", {"code": "platform"}, status_code=403)
     return Preview(study.items.filter(role=Item.Role.PRACTICE).order_by("index")[:N_EXAMPLES].count())
 
@@ -309,7 +309,7 @@ def _n_sentinels(config: dict, *, n_tests: int, pool: int) -> int:
 
 def _check_admission(*, config: dict, platform: str) -> None:
     """The study takes work from this platform."""
-    if (platform == Platform.SIMULATED) != config["simulation"]:
+    if (platform == CrowdPlatform.SIMULATED) != config["simulation"]:
         message = (
             "this study takes only simulated workers"
             if config["simulation"]
@@ -317,7 +317,7 @@ def _check_admission(*, config: dict, platform: str) -> None:
         )
         raise ApplicationError(message, {"code": "simulation"}, status_code=403)
     allowed = config["platforms"]
-    if platform != Platform.SIMULATED and platform not in allowed:
+    if platform != CrowdPlatform.SIMULATED and platform not in allowed:
         raise ApplicationError(
             f"this study admits only {', '.join(allowed)} participants",
             {"code": "platform", "valid": allowed},
@@ -448,9 +448,11 @@ def assignment_start(
     config = study.collection
     _check_admission(config=config, platform=platform)
     info = platform_info_clean(platform=platform, info=platform_info or {})
-    client = client_hash(client_ip) if client_ip and platform != Platform.SIMULATED else ""
+    client = client_hash(client_ip) if client_ip and platform != CrowdPlatform.SIMULATED else ""
     worker = worker_get_or_create(
-        platform=platform, external_id=worker_id, is_simulated=is_simulated or platform == Platform.SIMULATED
+        platform=platform,
+        external_id=worker_id,
+        is_simulated=is_simulated or platform == CrowdPlatform.SIMULATED,
     )
     now = timezone.now()
     _expire(now=now, study=study)  # expired leases free their items now, not at the next sweep

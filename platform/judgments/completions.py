@@ -18,7 +18,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from judgments.models import Assignment, Platform
+from judgments.models import Assignment, CrowdPlatform
 from studies.apis import owned_study
 from studies.models import Study
 
@@ -36,8 +36,8 @@ COLUMNS = (
     "n_trials",
 )
 # the platform_info keys that name the submission (to approve or reject) and the platform's study / HIT
-SESSION_KEY = {Platform.PROLIFIC: "session_id", Platform.MTURK: "assignment_id"}
-STUDY_KEY = {Platform.PROLIFIC: "study_id", Platform.MTURK: "hit_id"}
+SESSION_KEY = {CrowdPlatform.PROLIFIC: "session_id", CrowdPlatform.MTURK: "assignment_id"}
+STUDY_KEY = {CrowdPlatform.PROLIFIC: "study_id", CrowdPlatform.MTURK: "hit_id"}
 
 
 def study_completions(*, study: Study) -> list[dict]:

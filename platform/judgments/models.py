@@ -14,7 +14,10 @@ from studies.models import Item, Study
 RESPONSES = {"2afc": ("left", "right"), "jnd": ("same", "different")}
 
 
-class Platform(models.TextChoices):
+class CrowdPlatform(models.TextChoices):
+    """Where an annotator comes from (the crowd platform). Not to be confused with `platform/`, the Django
+    source root, or "the platform", this product."""
+
     PROLIFIC = "prolific", "Prolific"
     MTURK = "mturk", "Amazon Mechanical Turk"
     ANONYMOUS = "anonymous", "Anonymous link"
@@ -25,7 +28,7 @@ class Worker(BaseModel):
     """An annotator, known only by a salted hash of their platform id (PROLIFIC_PID, MTurk workerId, or an
     anonymous browser id). Raw platform ids are never stored or exported."""
 
-    platform = models.CharField(max_length=16, choices=Platform.choices)
+    platform = models.CharField(max_length=16, choices=CrowdPlatform.choices)
     external_hash = models.CharField(max_length=64)
     is_simulated = models.BooleanField(default=False)
 
@@ -59,8 +62,9 @@ class Assignment(BaseModel):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.STARTED, db_index=True)
     token = models.CharField(max_length=64, unique=True, default=new_token, editable=False)
     lease_expires_at = models.DateTimeField(db_index=True)
-    platform = models.CharField(max_length=16, choices=Platform.choices)
-    # Platform context: Prolific STUDY_ID/SESSION_ID, MTurk hitId/assignmentId/turkSubmitTo (no worker ids).
+    platform = models.CharField(max_length=16, choices=CrowdPlatform.choices)
+    # Crowd-platform context: Prolific STUDY_ID/SESSION_ID, MTurk hitId/assignmentId/turkSubmitTo
+    # (never worker ids).
     platform_info = models.JSONField(default=dict, blank=True)
     n_trials = models.PositiveIntegerField(default=0)
     n_answered = models.PositiveIntegerField(default=0)

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from core.exceptions import ApplicationError
 from judgments.assignments import locked_assignment, release_leases, require_live
-from judgments.models import RESPONSES, Assignment, Platform, Trial
+from judgments.models import RESPONSES, Assignment, CrowdPlatform, Trial
 from studies.collection import completion_redirect
 from studies.models import Item
 
@@ -77,7 +77,7 @@ def completion_for(assignment: Assignment) -> dict:
     code = assignment.completion_code
     out = {"code": code, "platform": assignment.platform}
     info = assignment.platform_info if isinstance(assignment.platform_info, dict) else {}
-    if assignment.platform == Platform.PROLIFIC:
+    if assignment.platform == CrowdPlatform.PROLIFIC:
         redirect = completion_redirect(assignment.study.config, code)
         if redirect is None:
             logger.warning(
@@ -86,7 +86,7 @@ def completion_for(assignment: Assignment) -> dict:
         else:
             out["redirect_url"] = redirect
     elif (
-        assignment.platform == Platform.MTURK
+        assignment.platform == CrowdPlatform.MTURK
         and info.get("assignment_id")
         and _mturk_host(info.get("turk_submit_to"))
     ):

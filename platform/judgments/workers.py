@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 
 from core.exceptions import ApplicationError
 from core.net import client_key
-from judgments.models import Platform, Worker
+from judgments.models import CrowdPlatform, Worker
 
 
 def _salt() -> bytes:
@@ -36,8 +36,8 @@ def client_hash(ip: str) -> str:
 
 
 def worker_get_or_create(*, platform: str, external_id: str, is_simulated: bool = False) -> Worker:
-    if platform not in Platform.values:
-        raise ApplicationError(f"unknown platform {platform!r}", {"valid": Platform.values})
+    if platform not in CrowdPlatform.values:
+        raise ApplicationError(f"unknown platform {platform!r}", {"valid": CrowdPlatform.values})
     external_id = (external_id or "").strip()
     if not 1 <= len(external_id) <= 128:
         raise ApplicationError("a worker id of 1-128 characters is required", {"field": "worker_id"})
@@ -59,9 +59,9 @@ MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 def platform_info_clean(*, platform: str, info: dict) -> dict:
     """Keep the platform fields we need (never the worker id itself) and check them."""
     info = info or {}
-    if platform == Platform.PROLIFIC:
+    if platform == CrowdPlatform.PROLIFIC:
         keys = ("study_id", "session_id")
-    elif platform == Platform.MTURK:
+    elif platform == CrowdPlatform.MTURK:
         keys = ("hit_id", "assignment_id", "turk_submit_to")
         submit_to = (info.get("turk_submit_to") or "").rstrip("/")
         if urlparse(submit_to)._replace(path="").geturl() not in settings.MTURK_SUBMIT_HOSTS:
@@ -80,7 +80,7 @@ def platform_info_clean(*, platform: str, info: dict) -> dict:
             if not isinstance(value, str) or len(value) > 256:
                 raise ApplicationError(f"{key} must be a string of at most 256 characters", {"field": key})
             clean[key] = value
-    if platform == Platform.PROLIFIC and not clean.get("session_id"):
+    if platform == CrowdPlatform.PROLIFIC and not clean.get("session_id"):
         raise ApplicationError("Prolific links carry SESSION_ID", {"field": "session_id"})
     return clean
 
@@ -88,8 +88,8 @@ def platform_info_clean(*, platform: str, info: dict) -> dict:
 def platform_session(platform: str, info: dict) -> str | None:
     """The platform's own session of a start: Prolific SESSION_ID, MTurk assignmentId (None: anonymous and
     simulated workers, whose server-issued worker id is itself the secret)."""
-    if platform == Platform.PROLIFIC:
+    if platform == CrowdPlatform.PROLIFIC:
         return info.get("session_id")
-    if platform == Platform.MTURK:
+    if platform == CrowdPlatform.MTURK:
         return info.get("assignment_id")
     return None
