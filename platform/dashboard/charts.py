@@ -103,6 +103,45 @@ def histogram(
     return column_chart(rows, title=title, width=width, height=height, css_class=css_class)
 
 
+def _score_grid(x, low: float, high: float, height: int) -> list[str]:
+    """Six vertical grid lines with their values along the bottom."""
+    body = []
+    for t in range(6):
+        v = low + (high - low) * t / 5
+        body.append(f'<line x1="{x(v):.1f}" y1="4" x2="{x(v):.1f}" y2="{height - 26}" stroke="#e5e5e5"/>')
+        body.append(f'<text x="{x(v):.1f}" y="{height - 12}" text-anchor="middle">{v:.2f}</text>')
+    return body
+
+
+def _score_bar(
+    x, *, metric: str, score: float, lo, hi, y: float, bar_h: int, left: int, color: str
+) -> list[str]:
+    """One metric's labelled bar, its confidence-interval whisker (when it has one) and its score."""
+    body = [
+        f'<text x="{left - 6}" y="{y + 11}" text-anchor="end">{escape(metric)}</text>',
+        f'<rect x="{left}" y="{y}" width="{x(score) - left:.1f}" height="{bar_h}" '
+        f'fill="{color}" opacity=".85"/>',
+    ]
+    if lo is not None and hi is not None:
+        ym = y + bar_h / 2
+        body.append(
+            f'<line x1="{x(lo):.1f}" y1="{ym}" x2="{x(hi):.1f}" y2="{ym}" stroke="#111" stroke-width="1.5"/>'
+        )
+        for v in (lo, hi):
+            body.append(f'<line x1="{x(v):.1f}" y1="{ym - 4}" x2="{x(v):.1f}" y2="{ym + 4}" stroke="#111"/>')
+    body.append(f'<text x="{max(x(score), x(hi or score)) + 4:.1f}" y="{y + 11}">{score:.3f}</text>')
+    return body
+
+
+def _ceiling_mark(cx: float, value: float, y0: float, group_h: int) -> str:
+    """The dashed human-ceiling mark across one group."""
+    return (
+        f'<line x1="{cx:.1f}" y1="{y0 + 12}" x2="{cx:.1f}" y2="{y0 + group_h - 2}" stroke="#111" '
+        'stroke-dasharray="4 3" stroke-width="2">'
+        f"<title>human ceiling {value:.3f}</title></line>"
+    )
+
+
 def score_chart(
     groups: list[str],
     series: dict[str, dict[str, tuple[float, float | None, float | None]]],
@@ -125,11 +164,7 @@ def score_chart(
     def x(v: float) -> float:
         return left + span * (min(max(v, low), high) - low) / (high - low)
 
-    body = []
-    for t in range(6):
-        v = low + (high - low) * t / 5
-        body.append(f'<line x1="{x(v):.1f}" y1="4" x2="{x(v):.1f}" y2="{height - 26}" stroke="#e5e5e5"/>')
-        body.append(f'<text x="{x(v):.1f}" y="{height - 12}" text-anchor="middle">{v:.2f}</text>')
+    body = _score_grid(x, low, high, height)
     desc = []
     for g, group in enumerate(groups):
         y0 = 6 + g * group_h
@@ -140,32 +175,14 @@ def score_chart(
             score, lo, hi = series[metric][group]
             y = y0 + 14 + m * (bar_h + 3)
             color = PALETTE[m % len(PALETTE)]
-            body.append(f'<text x="{left - 6}" y="{y + 11}" text-anchor="end">{escape(metric)}</text>')
-            body.append(
-                f'<rect x="{left}" y="{y}" width="{x(score) - left:.1f}" height="{bar_h}" '
-                f'fill="{color}" opacity=".85"/>'
+            body += _score_bar(
+                x, metric=metric, score=score, lo=lo, hi=hi, y=y, bar_h=bar_h, left=left, color=color
             )
-            if lo is not None and hi is not None:
-                ym = y + bar_h / 2
-                body.append(
-                    f'<line x1="{x(lo):.1f}" y1="{ym}" x2="{x(hi):.1f}" y2="{ym}" '
-                    'stroke="#111" stroke-width="1.5"/>'
-                )
-                for v in (lo, hi):
-                    body.append(
-                        f'<line x1="{x(v):.1f}" y1="{ym - 4}" x2="{x(v):.1f}" y2="{ym + 4}" stroke="#111"/>'
-                    )
-            body.append(f'<text x="{max(x(score), x(hi or score)) + 4:.1f}" y="{y + 11}">{score:.3f}</text>')
             desc.append(
                 f"{group} {metric}: {score:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "")
             )
         if ceiling and group in ceiling:
-            cx = x(ceiling[group])
-            body.append(
-                f'<line x1="{cx:.1f}" y1="{y0 + 12}" x2="{cx:.1f}" y2="{y0 + group_h - 2}" stroke="#111" '
-                'stroke-dasharray="4 3" stroke-width="2">'
-                f"<title>human ceiling {ceiling[group]:.3f}</title></line>"
-            )
+            body.append(_ceiling_mark(x(ceiling[group]), ceiling[group], y0, group_h))
             desc.append(f"{group} human ceiling: {ceiling[group]:.3f}")
     return _svg(width, height, title, "; ".join(desc), body, css_class)
 
