@@ -210,6 +210,50 @@ class Recorder:
             self.in_window += self.window[0] <= sent < self.window[1]
 
 
+def _answer(http: HttpClient, token: str, trial: dict, rec: Recorder, rng: random.Random) -> None:
+    """POST one trial's answer, timed; an acknowledged answer is kept for the exactly-once check."""
+    body = {
+        "trial": trial["id"],
+        "response": rng.choice(("left", "right")),
+        "rt_ms": rng.uniform(300, 3000),
+        "idempotency_key": uuid.uuid4().hex,
+    }
+    t = time.perf_counter()
+    status, answer = http.request("POST", f"/api/v1/assignments/{token}/judgments/", body, attempts=60)
+    rec.add("submit", t, time.perf_counter() - t)
+    if status in (200, 201):
+        rec.acknowledge(token, trial["id"], t)
+    else:
+        rec.errors.append(f"judgment {status} {str(answer)[:200]}")
+
+
+def _answer_hit(
+    http: HttpClient,
+    token: str,
+    trials: list[dict],
+    deadline: float,
+    rec: Recorder,
+    rng: random.Random,
+    finish_hits: bool,
+    think_s: float,
+) -> bool:
+    """Answer the HIT's open trials, back to back or at the annotator's pace. False when the deadline
+    stops the annotator first (unless finish_hits)."""
+    due = time.perf_counter()
+    for trial in trials:
+        if trial["answered"]:
+            continue
+        if think_s:  # the annotator looks at the patches before answering
+            due += rng.uniform(0.5, 1.5) * think_s
+            if due >= deadline and not finish_hits:
+                return False
+            time.sleep(max(0.0, due - time.perf_counter()))
+        elif time.perf_counter() >= deadline and not finish_hits:
+            return False
+        _answer(http, token, trial, rec, rng)
+    return True
+
+
 def _client(
     base_url: str,
     study_id: str,
@@ -243,32 +287,8 @@ def _client(
                 rec.errors.append(f"start {status} {str(data)[:200]}")
                 return
             token = data["token"]
-            due = time.perf_counter()
-            for trial in data["trials"]:
-                if trial["answered"]:
-                    continue
-                if think_s:  # the annotator looks at the patches before answering
-                    due += rng.uniform(0.5, 1.5) * think_s
-                    if due >= deadline and not finish_hits:
-                        return
-                    time.sleep(max(0.0, due - time.perf_counter()))
-                elif time.perf_counter() >= deadline and not finish_hits:
-                    return
-                body = {
-                    "trial": trial["id"],
-                    "response": rng.choice(("left", "right")),
-                    "rt_ms": rng.uniform(300, 3000),
-                    "idempotency_key": uuid.uuid4().hex,
-                }
-                t = time.perf_counter()
-                status, answer = http.request(
-                    "POST", f"/api/v1/assignments/{token}/judgments/", body, attempts=60
-                )
-                rec.add("submit", t, time.perf_counter() - t)
-                if status in (200, 201):
-                    rec.acknowledge(token, trial["id"], t)
-                else:
-                    rec.errors.append(f"judgment {status} {str(answer)[:200]}")
+            if not _answer_hit(http, token, data["trials"], deadline, rec, rng, finish_hits, think_s):
+                return
             t = time.perf_counter()
             status, done = http.request("POST", f"/api/v1/assignments/{token}/submit/", attempts=60)
             rec.add("complete", t, time.perf_counter() - t)
@@ -480,26 +500,11 @@ def run(
     return {"runs": runs, "checks": checks, "bare": bare, "analyzing": analyzing, "params": params}
 
 
-def report(measured: dict) -> str:
-    """The "loadtest" section of the benchmark report, as Markdown (without its markers)."""
-    runs, checks, bare, analyzing = (measured[k] for k in ("runs", "checks", "bare", "analyzing"))
-    p = measured["params"]
+def _method(p: dict, analyzing: bool) -> str:
+    """The paragraph that says how the load test ran."""
     clients, seconds, workers, threads = p["clients"], p["seconds"], p["workers"], p["threads"]
     hit_size, rate, ramp, think, per_hit = p["hit_size"], p["rate"], p["ramp"], p["think"], p["per_hit"]
-    paced = runs[f"paced ({rate:g}/s offered)"]
-    met = paced["judgments_per_s"] >= 0.97 * rate and all(
-        paced["latency_ms"][op]["p99"] < 200 for op in ("submit", "next_batch")
-    )
-
-    def row(label, fn):
-        return f"| {label} | " + " | ".join(fn(r, checks[k]) for k, r in runs.items()) + " |"
-
-    def pct(op):
-        return lambda r, c: "{p50:.0f} / {p95:.0f} / {p99:.0f} ms".format(**r["latency_ms"][op])
-
-    lines = [
-        "## Load test: annotators against gunicorn + " + p["engine"],
-        "",
+    return (
         f"Machine: {machine_line()}. Command: `make loadtest` "
         f"(`manage.py loadtest --clients {clients} --seconds {seconds:g} --workers {workers} "
         f"--threads {threads} --hit-size {hit_size} --rate {rate:g} --ramp {ramp:g}`): "
@@ -518,8 +523,20 @@ def report(measured: dict) -> str:
             "every 10 s, as autovacuum would in service (its CPU counts in the PostgreSQL column)."
             if analyzing
             else ""
-        ),
-        "",
+        )
+    )
+
+
+def _results_table(runs: dict, checks: dict) -> list[str]:
+    """One column per run, one row per measure."""
+
+    def row(label, fn):
+        return f"| {label} | " + " | ".join(fn(r, checks[k]) for k, r in runs.items()) + " |"
+
+    def pct(op):
+        return lambda r, c: "{p50:.0f} / {p95:.0f} / {p99:.0f} ms".format(**r["latency_ms"][op])
+
+    return [
         "| measure | " + " | ".join(runs) + " |",
         "|---|" + "---|" * len(runs),
         row("judgments/s (acknowledged)", lambda r, c: f"{r['judgments_per_s']:.0f}"),
@@ -536,6 +553,24 @@ def report(measured: dict) -> str:
             "acknowledged answers missing / duplicated / items over target",
             lambda r, c: f"{c['missing']} / {c['duplicated']} / {c['items_over_target_or_miscounted']}",
         ),
+    ]
+
+
+def report(measured: dict) -> str:
+    """The "loadtest" section of the benchmark report, as Markdown (without its markers)."""
+    runs, checks, bare, analyzing = (measured[k] for k in ("runs", "checks", "bare", "analyzing"))
+    p = measured["params"]
+    rate = p["rate"]
+    paced = runs[f"paced ({rate:g}/s offered)"]
+    met = paced["judgments_per_s"] >= 0.97 * rate and all(
+        paced["latency_ms"][op]["p99"] < 200 for op in ("submit", "next_batch")
+    )
+    lines = [
+        "## Load test: annotators against gunicorn + " + p["engine"],
+        "",
+        _method(p, analyzing),
+        "",
+        *_results_table(runs, checks),
         "",
         "Bare Django JSON endpoint (`/livez`), same clients and server: "
         f"{bare['requests_per_s']:.0f} requests/s "
