@@ -42,14 +42,11 @@ def _pool_of_patches(n: int, seed: int = 0) -> list[str]:
     return out
 
 
-def make_synthetic_study(n_judgments: int, *, seed: int = 0, every: int = 500):
-    """A 2AFC study with about n_judgments accepted judgments (2 per train item, 5 per val item)."""
-    from judgments.models import Assignment, CrowdPlatform, Judgment, Trial, Worker
-    from studies.models import Item, Study
+def _bench_study(n_judgments: int, every: int):
+    """The empty 2AFC simulation study: AlexNet with random weights, baselines l2_lab and psnr."""
     from studies.services import study_create
 
-    n_items = max(10, round(n_judgments / 3.5))  # half train (x2), half val (x5)
-    study = study_create(
+    return study_create(
         name=f"bench {n_judgments}",
         kind="2afc",
         build_config={},
@@ -65,9 +62,13 @@ def make_synthetic_study(n_judgments: int, *, seed: int = 0, every: int = 500):
             },
         },
     )
-    pool = _pool_of_patches(min(2000, n_items), seed)
-    rnd = random.Random(seed)
-    items = [
+
+
+def _synthetic_items(study, n_items: int, pool: list[str], rnd: random.Random) -> list:
+    """Unsaved items alternating train (2 judgments) and val (5), their patches drawn from the pool."""
+    from studies.models import Item
+
+    return [
         Item(
             study=study,
             index=i,
@@ -81,6 +82,55 @@ def make_synthetic_study(n_judgments: int, *, seed: int = 0, every: int = 500):
         )
         for i in range(n_items)
     ]
+
+
+def _synthetic_answers(
+    items: list, workers: list, assignments: list, rnd: random.Random
+) -> tuple[list, list]:
+    """Unsaved answered trials and their judgments: each item's k-th judgment by worker k, a coin flip."""
+    from judgments.models import Judgment, Trial
+
+    trials, judgments = [], []
+    for item in items:
+        for k in range(item.n_judgments):
+            t = Trial(
+                assignment=assignments[k],
+                worker=workers[k],
+                item=item,
+                position=len(trials),
+                kind="test",
+                swap=False,
+                answered=True,
+            )
+            trials.append(t)
+            choice = int(rnd.random() < 0.5)
+            judgments.append(
+                Judgment(
+                    trial=t,
+                    assignment=assignments[k],
+                    item=item,
+                    worker=workers[k],
+                    kind="test",
+                    idempotency_key=f"b{len(judgments):09d}",
+                    response=("left", "right")[choice],
+                    choice=choice,
+                    presented_left="p0",
+                    rt_ms=900.0,
+                )
+            )
+    return trials, judgments
+
+
+def make_synthetic_study(n_judgments: int, *, seed: int = 0, every: int = 500):
+    """A 2AFC study with about n_judgments accepted judgments (2 per train item, 5 per val item)."""
+    from judgments.models import Assignment, CrowdPlatform, Judgment, Trial, Worker
+    from studies.models import Item, Study
+
+    n_items = max(10, round(n_judgments / 3.5))  # half train (x2), half val (x5)
+    study = _bench_study(n_judgments, every)
+    pool = _pool_of_patches(min(2000, n_items), seed)
+    rnd = random.Random(seed)
+    items = _synthetic_items(study, n_items, pool, rnd)
     with transaction.atomic():
         Item.objects.bulk_create(items, batch_size=2000)
         workers = Worker.objects.bulk_create(
@@ -102,34 +152,7 @@ def make_synthetic_study(n_judgments: int, *, seed: int = 0, every: int = 500):
                 for w in workers
             ]
         )
-        trials, judgments = [], []
-        for item in items:
-            for k in range(item.n_judgments):
-                t = Trial(
-                    assignment=assignments[k],
-                    worker=workers[k],
-                    item=item,
-                    position=len(trials),
-                    kind="test",
-                    swap=False,
-                    answered=True,
-                )
-                trials.append(t)
-                choice = int(rnd.random() < 0.5)
-                judgments.append(
-                    Judgment(
-                        trial=t,
-                        assignment=assignments[k],
-                        item=item,
-                        worker=workers[k],
-                        kind="test",
-                        idempotency_key=f"b{len(judgments):09d}",
-                        response=("left", "right")[choice],
-                        choice=choice,
-                        presented_left="p0",
-                        rt_ms=900.0,
-                    )
-                )
+        trials, judgments = _synthetic_answers(items, workers, assignments, rnd)
         Trial.objects.bulk_create(trials, batch_size=5000)
         Judgment.objects.bulk_create(judgments, batch_size=5000)
         Study.objects.filter(pk=study.pk).update(status="active")
