@@ -80,10 +80,8 @@ def _check_options(*, study: Study, split: str, category: str) -> None:
         raise ApplicationError("the study is being built; import when it is done", status_code=409)
 
 
-def import_plan(*, zf: zipfile.ZipFile, study: Study, split: str, category: str) -> ImportPlan:
-    """Check the zip's directory, then every image's header (format, size, pixels); decode nothing."""
-    limits = _limits()
-    parts = _parts(study)
+def _image_members(zf: zipfile.ZipFile, limits: dict) -> list[zipfile.ZipInfo]:
+    """The archive's files, without folders and macOS/hidden clutter, within the count and size limits."""
     members = [
         m
         for m in zf.infolist()
@@ -101,6 +99,19 @@ def import_plan(*, zf: zipfile.ZipFile, study: Study, split: str, category: str)
             f"the archive unpacks to {total} bytes (limit {limits['import_max_total_bytes']})",
             {"field": "archive"},
         )
+    return members
+
+
+def _group_members(
+    members: list[zipfile.ZipInfo],
+    *,
+    study: Study,
+    parts: tuple[str, ...],
+    split: str,
+    category: str,
+    limits: dict,
+) -> dict[tuple[str, str, str], dict[str, str]]:
+    """Member names by (split, category, stem) and part, from their paths alone; every group complete."""
     groups: dict = {}
     for m in members:
         match = MEMBER.match(m.filename)
@@ -130,6 +141,12 @@ def import_plan(*, zf: zipfile.ZipFile, study: Study, split: str, category: str)
             raise ApplicationError(
                 f"{'/'.join(key)}: needs {list(parts)}, found {sorted(found)}", {"stem": key[2]}
             )
+    return groups
+
+
+def _check_headers(zf: zipfile.ZipFile, groups: dict, parts: tuple[str, ...], limits: dict) -> int:
+    """Read every image's header (format, width, height; no decoding): each group's images share one size
+    and all of them together stay within the pixel limit. Returns the total pixel count."""
     total_pixels = 0
     for key in sorted(groups):
         sizes = set()
@@ -160,6 +177,16 @@ def import_plan(*, zf: zipfile.ZipFile, study: Study, split: str, category: str)
             raise ApplicationError(
                 f"{'/'.join(key)}: images differ in size {sorted(sizes)}", {"stem": key[2]}
             )
+    return total_pixels
+
+
+def import_plan(*, zf: zipfile.ZipFile, study: Study, split: str, category: str) -> ImportPlan:
+    """Check the zip's directory, then every image's header (format, size, pixels); decode nothing."""
+    limits = _limits()
+    parts = _parts(study)
+    members = _image_members(zf, limits)
+    groups = _group_members(members, study=study, parts=parts, split=split, category=category, limits=limits)
+    total_pixels = _check_headers(zf, groups, parts, limits)
     return ImportPlan(parts=parts, groups=groups, total_pixels=total_pixels)
 
 
