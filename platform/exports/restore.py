@@ -466,15 +466,21 @@ def _restore_write(zf: zipfile.ZipFile, study: Study, rows: list[tuple], new_ima
         ) from exc
 
 
-def _restore(zf: zipfile.ZipFile, owner) -> Study:
-    checked = _read_archive(zf)
-    tables = checked.tables
-    (study,) = _objects(Study, "study", tables["study"], {})
+def _checked_study(rows: list[dict], owner) -> Study:
+    """The archive's study, owned by `owner`: valid fields and config, and an id this database lacks."""
+    (study,) = _objects(Study, "study", rows, {})
     _check_ids("study", [study])
     study.owner = owner
     collection_config(study.kind, study.config)  # a bad config is a 400 naming the key, not a broken study
     if Study.objects.filter(pk=study.pk).exists():
         raise ApplicationError(f"study {study.pk} is already in this database", status_code=409)
+    return study
+
+
+def _checked_rows(tables: dict[str, list[dict]], study: Study) -> dict:
+    """Model -> the objects to create, in write order (rows before the rows that reference them). Every
+    row is parsed and validated, every id is unique, every reference points into the archive (or at the
+    worker identity a worker was matched to)."""
     rebound = {"study_id": {study.pk: study.pk}}  # every row joins the restored study, whatever it names
     items = _objects(Item, "items", _rebind(tables["items"], study), rebound)
     item_ids = _check_ids("items", items)
@@ -502,28 +508,25 @@ def _restore(zf: zipfile.ZipFile, owner) -> Study:
             "item_id": same,
         },
     )
-    judgment_ids = _check_ids("judgments", judgments)
-    for table, model, ids in (
-        ("items", Item, item_ids),
-        ("workers", Worker, {w.pk for w in new_workers}),
-        ("assignments", Assignment, assignment_ids),
-        ("trials", Trial, trial_ids),
-        ("judgments", Judgment, judgment_ids),
-    ):
-        _refuse_existing(model, table, ids)
-    new_images = _check_images(items, checked.images)
+    _check_ids("judgments", judgments)
+    return {Item: items, Worker: new_workers, Assignment: assignments, Trial: trials, Judgment: judgments}
+
+
+def _refuse_taken(rows: dict) -> None:
+    """No row to create may take an id that this database already holds."""
+    table_of = {model: table for table, model, _ in TABLES}
+    for model, objs in rows.items():
+        _refuse_existing(model, table_of[model], {obj.pk for obj in objs})
+
+
+def _restore(zf: zipfile.ZipFile, owner) -> Study:
+    """Check the study, its rows, their ids and the images, in that order; only then write anything."""
+    checked = _read_archive(zf)
+    study = _checked_study(checked.tables["study"], owner)
+    rows = _checked_rows(checked.tables, study)
+    _refuse_taken(rows)
+    new_images = _check_images(rows[Item], checked.images)
     # all checked: now write, rows first (one transaction), the new image files last inside it
-    _restore_write(
-        zf,
-        study,
-        [
-            (Item, items),
-            (Worker, new_workers),
-            (Assignment, assignments),
-            (Trial, trials),
-            (Judgment, judgments),
-        ],
-        new_images,
-    )
+    _restore_write(zf, study, list(rows.items()), new_images)
     logger.info("restored study %s: %s", study.pk, checked.manifest["rows"])
     return study
