@@ -19,6 +19,73 @@ from studies.management.commands.demo_setup import admin_password_path
 from studies.models import Study
 
 
+def _child_env() -> dict[str, str]:
+    """The environment for the children, with platform/ on PYTHONPATH."""
+    # The worker is a fresh interpreter: it finds config, core, ... only with platform/ on its path
+    # (the platform is never installed; manage.py puts it on its own path, README "Layout").
+    path = [str(settings.PLATFORM_ROOT), str(settings.REPO_ROOT), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+
+
+def _start(host: str, port: int) -> dict[str, subprocess.Popen]:
+    """Start the web server and the Celery worker (queues default and gpu, with beat)."""
+    env = _child_env()
+    manage = [sys.executable, str(settings.REPO_ROOT / "manage.py")]
+    web = subprocess.Popen([*manage, "runserver", f"{host}:{port}", "--noreload"], env=env)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config.celery_app",
+            "worker",
+            "-Q",
+            "default,gpu",
+            "--pool",
+            "solo",
+            "--beat",
+            "--loglevel",
+            "INFO",
+            "--hostname",
+            f"local@{os.uname().nodename}",
+        ],
+        env=env,
+    )
+    return {"web": web, "worker": worker}
+
+
+def _welcome(base: str) -> str:
+    """Where to go: the annotator (demo study), the dashboard, the admin login and the API docs."""
+    demo = Study.objects.filter(is_demo=True).first()
+    password = (
+        admin_password_path().read_text().strip() if admin_password_path().exists() else "(run demo_setup)"
+    )
+    lines = [
+        "",
+        "perceptlab is running (Ctrl-C stops the web server and the worker)",
+        f"  annotator : {base}/s/{demo.pk}/" if demo else f"  annotator : {base}/ (no demo study)",
+        f"  dashboard : {base}/dashboard/",
+        f"  admin     : {base}/admin/  login {settings.PERCEPTLAB['DEMO_ADMIN_USERNAME']} / {password}",
+        f"  API docs  : {base}/api/docs/",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
+    """SIGTERM to every child still running, then up to 15 s for all of them before killing the rest."""
+    for p in procs.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.time() + 15
+    for p in procs.values():
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 class Command(BaseCommand):
     help = (
         "Run the web server and a Celery worker (queues default, gpu; with beat for periodic jobs) "
@@ -31,50 +98,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, host, port, **options):
         ensure_broker_folders()
-        # The worker is a fresh interpreter: it finds config, core, ... only with platform/ on its path
-        # (the platform is never installed; manage.py puts it on its own path, README "Layout").
-        path = [str(settings.PLATFORM_ROOT), str(settings.REPO_ROOT), os.environ.get("PYTHONPATH", "")]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
-        manage = [sys.executable, str(settings.REPO_ROOT / "manage.py")]
-        web = subprocess.Popen([*manage, "runserver", f"{host}:{port}", "--noreload"], env=env)
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config.celery_app",
-                "worker",
-                "-Q",
-                "default,gpu",
-                "--pool",
-                "solo",
-                "--beat",
-                "--loglevel",
-                "INFO",
-                "--hostname",
-                f"local@{os.uname().nodename}",
-            ],
-            env=env,
-        )
-        procs = {"web": web, "worker": worker}
-        base = f"http://{host}:{port}"
-        demo = Study.objects.filter(is_demo=True).first()
-        password = (
-            admin_password_path().read_text().strip()
-            if admin_password_path().exists()
-            else "(run demo_setup)"
-        )
-        lines = [
-            "",
-            "perceptlab is running (Ctrl-C stops the web server and the worker)",
-            f"  annotator : {base}/s/{demo.pk}/" if demo else f"  annotator : {base}/ (no demo study)",
-            f"  dashboard : {base}/dashboard/",
-            f"  admin     : {base}/admin/  login {settings.PERCEPTLAB['DEMO_ADMIN_USERNAME']} / {password}",
-            f"  API docs  : {base}/api/docs/",
-            "",
-        ]
-        self.stdout.write("\n".join(lines))
+        procs = _start(host, port)
+        self.stdout.write(_welcome(f"http://{host}:{port}"))
         self._check_worker()
         stopping = False
 
@@ -92,15 +117,7 @@ class Command(BaseCommand):
                     break
                 time.sleep(0.5)
         finally:
-            for p in procs.values():
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            deadline = time.time() + 15
-            for p in procs.values():
-                try:
-                    p.wait(timeout=max(0.1, deadline - time.time()))
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            _stop_all(procs)
             self.stdout.write("stopped web server and worker")
 
     def _check_worker(self) -> None:
