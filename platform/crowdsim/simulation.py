@@ -190,6 +190,135 @@ class CrowdResult:
     spammer_ids: list = field(default_factory=list)  # ids (as sent) of spammers who submitted a HIT
 
 
+def _personas(
+    n_workers: int, *, seed: int, spammers: float, noise: float, lapse: float, left_bias: float
+) -> list[Persona]:
+    """One persona per worker, drawn from the seed: whether it spams, and its typical response time."""
+    rng_master = random.Random(seed)
+    personas = []
+    for _ in range(n_workers):
+        spam = rng_master.random() < spammers
+        personas.append(
+            Persona(
+                noise=noise,
+                lapse=lapse,
+                left_bias=left_bias,
+                spammer=spam,
+                rt_ms=rng_master.uniform(600, 2500),
+            )
+        )
+    return personas
+
+
+def _fetch_image(client: HttpClient, url: str) -> np.ndarray:
+    # Each URL is one trial's slot (opaque, bound to the assignment): nothing to cache across trials.
+    status, data = client.request("GET", url, raw=True)
+    if status != 200:
+        raise RuntimeError(f"GET {url}: {status}")
+    return decode_png(data)
+
+
+def _start_assignment(client: HttpClient, study_id: str, worker_id: str) -> dict | None:
+    """The started assignment (token and trials), or None when the study has no work left."""
+    status, data = client.request(
+        "POST",
+        f"/api/v1/studies/{study_id}/assignments/",
+        {"platform": "simulated", "worker_id": worker_id, "consent": True},
+    )
+    if status == 409 and data.get("extra", {}).get("code") == "no_work":
+        return None
+    if status not in (200, 201):
+        raise RuntimeError(f"start: {status} {data}")
+    return data
+
+
+def _answer_trial(
+    client: HttpClient,
+    token: str,
+    trial: dict,
+    *,
+    obs: Observer,
+    obs_lock: threading.Lock,
+    persona: Persona,
+    rng: random.Random,
+    replay_rate: float,
+) -> int:
+    """Looks at the trial's images, answers as the persona would and sends the answer (twice now and
+    then, as a flaky network would); returns how many sends were replays of a stored answer."""
+    imgs = {k: _fetch_image(client, v) for k, v in trial["images"].items()}
+    with obs_lock:
+        if "ref" in imgs:
+            response = answer_2afc(obs, persona, rng, imgs["left"], imgs["ref"], imgs["right"])
+        else:
+            response = answer_jnd(obs, persona, rng, imgs["first"], imgs["second"])
+    body = {
+        "trial": trial["id"],
+        "response": response,
+        "idempotency_key": uuid.uuid4().hex,
+        "rt_ms": max(150.0, rng.gauss(persona.rt_ms, persona.rt_ms / 4)),
+        "durations": {"ref_ms": 1000, "gap_ms": 250, "distorted_ms": 1000},
+        "display": {"refresh_hz": 60, "simulated": True},
+    }
+    replays = 0
+    for _ in range(2 if rng.random() < replay_rate else 1):
+        status, answer = client.request("POST", f"/api/v1/assignments/{token}/judgments/", body)
+        if status not in (200, 201):
+            raise RuntimeError(f"judgment: {status} {answer}")
+        replays += status == 200
+    return replays
+
+
+def _complete_assignment(
+    client: HttpClient,
+    assignment: dict,
+    *,
+    obs: Observer,
+    obs_lock: threading.Lock,
+    persona: Persona,
+    rng: random.Random,
+    replay_rate: float,
+) -> tuple[int, int]:
+    """Answers every unanswered trial of a started assignment, then submits it; returns (judged, replays)."""
+    token, n_judged, replays = assignment["token"], 0, 0
+    for trial in assignment["trials"]:
+        if trial["answered"]:
+            continue
+        replays += _answer_trial(
+            client,
+            token,
+            trial,
+            obs=obs,
+            obs_lock=obs_lock,
+            persona=persona,
+            rng=rng,
+            replay_rate=replay_rate,
+        )
+        n_judged += 1
+    status, done = client.request("POST", f"/api/v1/assignments/{token}/submit/")
+    if status != 200:
+        raise RuntimeError(f"submit: {status} {done}")
+    return n_judged, replays
+
+
+def _run_threads(work, concurrency: int) -> None:
+    """Runs ``work(t)`` on ``concurrency`` threads; the first error any of them raised is raised here."""
+    errors: list = []
+
+    def guarded(t):
+        try:
+            work(t)
+        except Exception as exc:  # surfaced after join
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(t,), daemon=True) for t in range(max(1, concurrency))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
 def run_crowd(
     *,
     base_url: str,
@@ -214,27 +343,10 @@ def run_crowd(
     result_lock = threading.Lock()
     queue = list(range(n_workers))
     queue_lock = threading.Lock()
-    rng_master = random.Random(seed)
-    personas = []
-    for _ in range(n_workers):
-        spam = rng_master.random() < spammers
-        personas.append(
-            Persona(
-                noise=noise,
-                lapse=lapse,
-                left_bias=left_bias,
-                spammer=spam,
-                rt_ms=rng_master.uniform(600, 2500),
-            )
-        )
+    personas = _personas(
+        n_workers, seed=seed, spammers=spammers, noise=noise, lapse=lapse, left_bias=left_bias
+    )
     started = time.perf_counter()
-
-    def image(client: HttpClient, url: str) -> np.ndarray:
-        # Each URL is one trial's slot (opaque, bound to the assignment): nothing to cache across trials.
-        status, data = client.request("GET", url, raw=True)
-        if status != 200:
-            raise RuntimeError(f"GET {url}: {status}")
-        return decode_png(data)
 
     def work(thread: int) -> None:
         client = HttpClient(base_url)
@@ -247,48 +359,20 @@ def run_crowd(
                 persona, rng = personas[w], random.Random(seed * 100_003 + w)
                 hits = 0
                 while hits < max_hits:
-                    status, data = client.request(
-                        "POST",
-                        f"/api/v1/studies/{study_id}/assignments/",
-                        {"platform": "simulated", "worker_id": f"sim-{seed}-{w}", "consent": True},
-                    )
-                    if status == 409 and data.get("extra", {}).get("code") == "no_work":
+                    assignment = _start_assignment(client, study_id, f"sim-{seed}-{w}")
+                    if assignment is None:
                         with result_lock:
                             result.no_work += 1
                         break
-                    if status not in (200, 201):
-                        raise RuntimeError(f"start: {status} {data}")
-                    token, n_judged, replays = data["token"], 0, 0
-                    for trial in data["trials"]:
-                        if trial["answered"]:
-                            continue
-                        imgs = {k: image(client, v) for k, v in trial["images"].items()}
-                        with obs_lock:
-                            if "ref" in imgs:
-                                response = answer_2afc(
-                                    obs, persona, rng, imgs["left"], imgs["ref"], imgs["right"]
-                                )
-                            else:
-                                response = answer_jnd(obs, persona, rng, imgs["first"], imgs["second"])
-                        body = {
-                            "trial": trial["id"],
-                            "response": response,
-                            "idempotency_key": uuid.uuid4().hex,
-                            "rt_ms": max(150.0, rng.gauss(persona.rt_ms, persona.rt_ms / 4)),
-                            "durations": {"ref_ms": 1000, "gap_ms": 250, "distorted_ms": 1000},
-                            "display": {"refresh_hz": 60, "simulated": True},
-                        }
-                        for _ in range(2 if rng.random() < replay_rate else 1):
-                            status, answer = client.request(
-                                "POST", f"/api/v1/assignments/{token}/judgments/", body
-                            )
-                            if status not in (200, 201):
-                                raise RuntimeError(f"judgment: {status} {answer}")
-                            replays += status == 200
-                        n_judged += 1
-                    status, done = client.request("POST", f"/api/v1/assignments/{token}/submit/")
-                    if status != 200:
-                        raise RuntimeError(f"submit: {status} {done}")
+                    n_judged, replays = _complete_assignment(
+                        client,
+                        assignment,
+                        obs=obs,
+                        obs_lock=obs_lock,
+                        persona=persona,
+                        rng=rng,
+                        replay_rate=replay_rate,
+                    )
                     hits += 1
                     with result_lock:
                         result.assignments += 1
@@ -306,20 +390,6 @@ def run_crowd(
                 result.retries += client.retries
             client.close()
 
-    errors: list = []
-
-    def guarded(t):
-        try:
-            work(t)
-        except Exception as exc:  # surfaced after join
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(t,), daemon=True) for t in range(max(1, concurrency))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    _run_threads(work, concurrency)
     result.seconds = time.perf_counter() - started
     return result
