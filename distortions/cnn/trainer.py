@@ -190,6 +190,21 @@ def _save_latest(nets: _Nets, step: int, snapshots: list, latest: Path) -> None:
     )
 
 
+def _save_snapshot(nets: _Nets, spec: ArchSpec, step: int, run: Path) -> dict:
+    """Saves the generator at this step as ``snapshot_<step>.pt``; returns {"step", "file", "sha256"}."""
+    name = f"snapshot_{step:06d}.pt"
+    sha = _atomic_save(
+        {"generator": nets.generator.state_dict(), "spec": spec.to_dict(), "step": step}, run / name
+    )
+    return {"step": step, "file": name, "sha256": sha}
+
+
+def _progress_bar(total: int, initial: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
+
+
 def train_autoencoder(
     spec: ArchSpec,
     patches: torch.Tensor,
@@ -218,11 +233,7 @@ def train_autoencoder(
         step, snapshots = _resume(nets, latest, dev)
         logger.info("resuming %s at step %d", run, step)
     patches = patches.to(dev)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=budget.steps, initial=step, desc=run.name, unit="step", dynamic_ncols=True)
+    bar = _progress_bar(budget.steps, step, run.name) if progress else None
     nets.generator.train()
     while step < budget.steps:
         loss = _train_step(nets, spec, patches, budget.batch_size, dev)
@@ -230,11 +241,7 @@ def train_autoencoder(
         if not math.isfinite(float(loss.detach())):
             raise DistortionError(f"{run}: loss diverged at step {step}")
         if step in budget.snapshots:
-            name = f"snapshot_{step:06d}.pt"
-            sha = _atomic_save(
-                {"generator": nets.generator.state_dict(), "spec": spec.to_dict(), "step": step}, run / name
-            )
-            snapshots.append({"step": step, "file": name, "sha256": sha})
+            snapshots.append(_save_snapshot(nets, spec, step, run))
         if step in budget.snapshots or step % budget.checkpoint_every == 0:
             _save_latest(nets, step, snapshots, latest)
         if bar is not None:
