@@ -190,6 +190,36 @@ class CrowdResult:
     spammer_ids: list = field(default_factory=list)  # ids (as sent) of spammers who submitted a HIT
 
 
+class _Tally:
+    """The crowd's CrowdResult, updated by the worker threads under one lock."""
+
+    def __init__(self):
+        self.result = CrowdResult()
+        self._lock = threading.Lock()
+
+    def no_work(self) -> None:
+        with self._lock:
+            self.result.no_work += 1
+
+    def submitted(self, n_judged: int, replays: int) -> None:
+        """One HIT submitted with n_judged answers, ``replays`` of them re-sent."""
+        with self._lock:
+            self.result.assignments += 1
+            self.result.judgments += n_judged
+            self.result.replays += replays
+
+    def worker_done(self, persona: Persona, worker_id: str, hits: int) -> None:
+        with self._lock:
+            self.result.workers += 1
+            self.result.spammers += persona.spammer
+            if persona.spammer and hits:
+                self.result.spammer_ids.append(worker_id)
+
+    def add_retries(self, retries: int) -> None:
+        with self._lock:
+            self.result.retries += retries
+
+
 def _personas(
     n_workers: int, *, seed: int, spammers: float, noise: float, lapse: float, left_bias: float
 ) -> list[Persona]:
@@ -300,6 +330,38 @@ def _complete_assignment(
     return n_judged, replays
 
 
+def _take_hits(
+    client: HttpClient,
+    tally: _Tally,
+    *,
+    study_id: str,
+    worker_id: str,
+    max_hits: int,
+    progress,
+    obs: Observer,
+    obs_lock: threading.Lock,
+    persona: Persona,
+    rng: random.Random,
+    replay_rate: float,
+) -> int:
+    """One worker starts, answers and submits HITs until it has done ``max_hits`` or the study has no
+    work left; returns how many it submitted."""
+    hits = 0
+    while hits < max_hits:
+        assignment = _start_assignment(client, study_id, worker_id)
+        if assignment is None:
+            tally.no_work()
+            break
+        n_judged, replays = _complete_assignment(
+            client, assignment, obs=obs, obs_lock=obs_lock, persona=persona, rng=rng, replay_rate=replay_rate
+        )
+        hits += 1
+        tally.submitted(n_judged, replays)
+        if progress:
+            progress(tally.result)
+    return hits
+
+
 def _run_threads(work, concurrency: int) -> None:
     """Runs ``work(t)`` on ``concurrency`` threads; the first error any of them raised is raised here."""
     errors: list = []
@@ -339,8 +401,7 @@ def run_crowd(
     an idempotency key (re-sending some answers, as a flaky network would), submit; until no work is left."""
     obs = Observer(observer, seed=seed)
     obs_lock = threading.Lock()
-    result = CrowdResult()
-    result_lock = threading.Lock()
+    tally = _Tally()
     queue = list(range(n_workers))
     queue_lock = threading.Lock()
     personas = _personas(
@@ -356,40 +417,25 @@ def run_crowd(
                     if not queue:
                         return
                     w = queue.pop(0)
-                persona, rng = personas[w], random.Random(seed * 100_003 + w)
-                hits = 0
-                while hits < max_hits:
-                    assignment = _start_assignment(client, study_id, f"sim-{seed}-{w}")
-                    if assignment is None:
-                        with result_lock:
-                            result.no_work += 1
-                        break
-                    n_judged, replays = _complete_assignment(
-                        client,
-                        assignment,
-                        obs=obs,
-                        obs_lock=obs_lock,
-                        persona=persona,
-                        rng=rng,
-                        replay_rate=replay_rate,
-                    )
-                    hits += 1
-                    with result_lock:
-                        result.assignments += 1
-                        result.judgments += n_judged
-                        result.replays += replays
-                    if progress:
-                        progress(result)
-                with result_lock:
-                    result.workers += 1
-                    result.spammers += persona.spammer
-                    if persona.spammer and hits:
-                        result.spammer_ids.append(f"sim-{seed}-{w}")
+                persona, worker_id = personas[w], f"sim-{seed}-{w}"
+                hits = _take_hits(
+                    client,
+                    tally,
+                    study_id=study_id,
+                    worker_id=worker_id,
+                    max_hits=max_hits,
+                    progress=progress,
+                    obs=obs,
+                    obs_lock=obs_lock,
+                    persona=persona,
+                    rng=random.Random(seed * 100_003 + w),
+                    replay_rate=replay_rate,
+                )
+                tally.worker_done(persona, worker_id, hits)
         finally:
-            with result_lock:
-                result.retries += client.retries
+            tally.add_retries(client.retries)
             client.close()
 
     _run_threads(work, concurrency)
-    result.seconds = time.perf_counter() - started
-    return result
+    tally.result.seconds = time.perf_counter() - started
+    return tally.result
