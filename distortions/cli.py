@@ -58,76 +58,100 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(args) -> int:
+def _list(args, out) -> None:
     from distortions import registry
 
-    out = sys.stdout
-    if args.command == "list":
-        for name in registry.names(args.family):
-            out.write(name + "\n")
-    elif args.command == "describe":
-        rows = []
-        for name in registry.names():
-            cls = registry.get(name)
-            rows.append(
-                {
-                    "name": name,
-                    "family": cls.family,
-                    "summary": cls.summary,
-                    "severity": cls.severity_doc,
-                    "params": {k: [p.kind.__name__, p.low, p.high] for k, p in cls.params_schema.items()},
-                }
-            )
-        out.write(json.dumps(rows, indent=2) + "\n")
-    elif args.command == "build-study":
-        from distortions.dataset import build_study
+    for name in registry.names(args.family):
+        out.write(name + "\n")
 
-        path = Path(args.config)
-        if not path.is_file():
-            raise DistortionError(f"config file not found: {path}")
-        try:
-            config = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DistortionError(f"{path} is not valid JSON: {exc}") from exc
-        summary = build_study(config, args.outdir, jobs=args.jobs, progress=not args.no_progress)
-        out.write(json.dumps({k: summary[k] for k in ("n_items", "counts", "manifest_sha256")}) + "\n")
-    elif args.command == "contact-sheet":
-        from distortions.contact_sheet import contact_sheet
 
-        out.write(f"wrote {contact_sheet(args.out)}\n")
-    elif args.command == "train-cnn-pool":
-        from distortions.cnn.trainer import Budget, train_pool
+def _describe(args, out) -> None:
+    from distortions import registry
 
-        snaps = (
-            [int(x) for x in args.snapshots.split(",")]
-            if args.snapshots
-            else sorted({max(1, round(args.steps * f)) for f in (0.025, 0.125, 0.4, 1.0)})
+    rows = []
+    for name in registry.names():
+        cls = registry.get(name)
+        rows.append(
+            {
+                "name": name,
+                "family": cls.family,
+                "summary": cls.summary,
+                "severity": cls.severity_doc,
+                "params": {k: [p.kind.__name__, p.low, p.high] for k, p in cls.params_schema.items()},
+            }
         )
-        budget = Budget(steps=args.steps, batch_size=args.batch_size, snapshots=snaps)
-        pool = train_pool(
-            args.outdir,
-            n_models=args.models,
-            seed=args.seed,
-            budget=budget,
-            corpus=args.corpus,
-            jobs=args.jobs,
-            device=args.device,
-            feature_distance=_import_callable(args.feature_distance),
-        )
-        out.write(
-            json.dumps(
-                {
-                    "pool": str(Path(args.outdir) / "pool.json"),
-                    "models": len(pool["models"]),
-                    "device": pool["device"],
-                }
-            )
-            + "\n"
-        )
-    elif args.command == "bench":
-        from distortions.bench import run_bench
+    out.write(json.dumps(rows, indent=2) + "\n")
 
-        out.write(run_bench(seconds=args.seconds, cnn=not args.no_cnn) + "\n")
+
+def _build_study(args, out) -> None:
+    from distortions.dataset import build_study
+
+    path = Path(args.config)
+    if not path.is_file():
+        raise DistortionError(f"config file not found: {path}")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DistortionError(f"{path} is not valid JSON: {exc}") from exc
+    summary = build_study(config, args.outdir, jobs=args.jobs, progress=not args.no_progress)
+    out.write(json.dumps({k: summary[k] for k in ("n_items", "counts", "manifest_sha256")}) + "\n")
+
+
+def _contact_sheet(args, out) -> None:
+    from distortions.contact_sheet import contact_sheet
+
+    out.write(f"wrote {contact_sheet(args.out)}\n")
+
+
+def _train_cnn_pool(args, out) -> None:
+    from distortions.cnn.trainer import Budget, train_pool
+
+    snaps = (
+        [int(x) for x in args.snapshots.split(",")]
+        if args.snapshots
+        else sorted({max(1, round(args.steps * f)) for f in (0.025, 0.125, 0.4, 1.0)})
+    )
+    budget = Budget(steps=args.steps, batch_size=args.batch_size, snapshots=snaps)
+    pool = train_pool(
+        args.outdir,
+        n_models=args.models,
+        seed=args.seed,
+        budget=budget,
+        corpus=args.corpus,
+        jobs=args.jobs,
+        device=args.device,
+        feature_distance=_import_callable(args.feature_distance),
+    )
+    out.write(
+        json.dumps(
+            {
+                "pool": str(Path(args.outdir) / "pool.json"),
+                "models": len(pool["models"]),
+                "device": pool["device"],
+            }
+        )
+        + "\n"
+    )
+
+
+def _bench(args, out) -> None:
+    from distortions.bench import run_bench
+
+    out.write(run_bench(seconds=args.seconds, cnn=not args.no_cnn) + "\n")
+
+
+_COMMANDS = {
+    "list": _list,
+    "describe": _describe,
+    "build-study": _build_study,
+    "contact-sheet": _contact_sheet,
+    "train-cnn-pool": _train_cnn_pool,
+    "bench": _bench,
+}
+
+
+def _run(args) -> int:
+    _COMMANDS[args.command](args, sys.stdout)
     return 0
 
 

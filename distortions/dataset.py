@@ -27,6 +27,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -118,6 +119,15 @@ class StudyConfig:
         return int(self.practice.get("n", 4 if self.kind == "2afc" else 10))
 
 
+class _Pair(NamedTuple):
+    """The two compared patches of an item (p0, p1) with their records, its category and expected answer."""
+
+    images: dict
+    records: dict
+    category: str
+    expected: str | None
+
+
 class StudyBuilder:
     """Builds items one by one. Pure given the config: item i depends only on (seed, i)."""
 
@@ -146,6 +156,57 @@ class StudyBuilder:
     def _distorted(self, ref: np.ndarray, ops: list[dict], seed: dict, patch_meta: dict):
         return rec.distort(ref, ops, seed=seed, source=patch_meta)
 
+    def _noise_ops(self, severity: float, rng) -> list[dict]:
+        """A sentinel's (or practice item's) chain: one white noise at a given severity."""
+        return [{"name": SENTINEL_OP, "params": self.noise.params_at(severity, rng)}]
+
+    def _pair_2afc(self, role: str, ref: np.ndarray, patch_meta: dict, layout_rng, p0, p1) -> _Pair:
+        """Two distorted patches; for a sentinel or practice item one light and one heavy noise, the
+        light one on a random side (the expected answer). ``p0``, ``p1``: (generator, seed) per side."""
+        c = self.config
+        (rng0, seed0), (rng1, seed1) = p0, p1
+        category, expected = (c.category if role == "test" else role), None
+        if role == "test":
+            ops0, ops1 = self.chains.sample(rng0), self.chains.sample(rng1)
+            if c.category == "auto":
+                cats = {self.chains.category_of(ops0), self.chains.category_of(ops1)}
+                category = cats.pop() if len(cats) == 1 else "mix"
+        else:
+            light = float(c.sentinels.get("light_severity", 0.02))
+            heavy = float(c.sentinels.get("heavy_severity", 1.0))
+            light_first = bool(layout_rng.random() < 0.5)
+            ops0 = self._noise_ops(light if light_first else heavy, rng0)
+            ops1 = self._noise_ops(heavy if light_first else light, rng1)
+            expected = "p0" if light_first else "p1"
+        images, records = {}, {}
+        images["p0"], records["p0"] = self._distorted(ref, ops0, seed0, patch_meta)
+        images["p1"], records["p1"] = self._distorted(ref, ops1, seed1, patch_meta)
+        return _Pair(images, records, category, expected)
+
+    def _pair_jnd(self, role: str, ref: np.ndarray, patch_meta: dict, layout_rng, p1) -> _Pair:
+        """The reference and a distorted patch, or the reference twice (an identical pair); a sentinel's
+        distortion is a heavy noise and its expected answer says whether the pair is identical."""
+        c = self.config
+        rng1, seed1 = p1
+        category, expected = (c.category if role == "test" else role), None
+        images: dict = {"p0": ref}
+        records: dict[str, dict | None] = {"p0": None}
+        if role == "test":
+            identical = bool(layout_rng.random() < float(c.jnd.get("identical_fraction", 0.1)))
+            ops1 = None if identical else self.chains.sample(rng1)
+            if c.category == "auto":
+                category = self.chains.category_of(ops1 or [])
+        else:
+            heavy = float(c.sentinels.get("heavy_severity", 1.0))
+            identical = bool(layout_rng.random() < float(c.sentinels.get("identical_fraction", 0.8)))
+            ops1 = None if identical else self._noise_ops(heavy, rng1)
+            expected = "same" if identical else "different"
+        if ops1 is None:
+            images["p1"], records["p1"] = ref, None
+        else:
+            images["p1"], records["p1"] = self._distorted(ref, ops1, seed1, patch_meta)
+        return _Pair(images, records, category, expected)
+
     def build_item(self, index: int) -> dict:
         """Returns the manifest entry; images are in entry['_images'] (name -> uint8 array)."""
         c = self.config
@@ -158,55 +219,22 @@ class StudyBuilder:
         layout_rng, _ = item_generator(seed, index, STREAM_LAYOUT)
         split = self.split_names[int(layout_rng.choice(len(self.split_names), p=self.split_probs))]
         role = self.role_of(index)
-        rng0, seed0 = item_generator(seed, index, STREAM_P0)
-        rng1, seed1 = item_generator(seed, index, STREAM_P1)
-        light = float(c.sentinels.get("light_severity", 0.02))
-        heavy = float(c.sentinels.get("heavy_severity", 1.0))
-        expected = None
-        images = {"ref": ref}
-        records: dict[str, dict | None] = {}
-
-        def noise_ops(severity: float, rng) -> list[dict]:
-            return [{"name": SENTINEL_OP, "params": self.noise.params_at(severity, rng)}]
-
-        category = c.category if role == "test" else role
+        p0 = item_generator(seed, index, STREAM_P0)
+        p1 = item_generator(seed, index, STREAM_P1)
         if c.kind == "2afc":
-            if role == "test":
-                ops0, ops1 = self.chains.sample(rng0), self.chains.sample(rng1)
-                if c.category == "auto":
-                    cats = {self.chains.category_of(ops0), self.chains.category_of(ops1)}
-                    category = cats.pop() if len(cats) == 1 else "mix"
-            else:  # sentinel / practice: one light and one heavy noise, light side random
-                light_first = bool(layout_rng.random() < 0.5)
-                ops0 = noise_ops(light if light_first else heavy, rng0)
-                ops1 = noise_ops(heavy if light_first else light, rng1)
-                expected = "p0" if light_first else "p1"
-            images["p0"], records["p0"] = self._distorted(ref, ops0, seed0, patch_meta)
-            images["p1"], records["p1"] = self._distorted(ref, ops1, seed1, patch_meta)
+            pair = self._pair_2afc(role, ref, patch_meta, layout_rng, p0, p1)
         else:
-            images["p0"], records["p0"] = ref, None
-            if role == "test":
-                identical = bool(layout_rng.random() < float(c.jnd.get("identical_fraction", 0.1)))
-                ops1 = None if identical else self.chains.sample(rng1)
-                if c.category == "auto":
-                    category = self.chains.category_of(ops1 or [])
-            else:
-                identical = bool(layout_rng.random() < float(c.sentinels.get("identical_fraction", 0.8)))
-                ops1 = None if identical else noise_ops(heavy, rng1)
-                expected = "same" if identical else "different"
-            if ops1 is None:
-                images["p1"], records["p1"] = ref, None
-            else:
-                images["p1"], records["p1"] = self._distorted(ref, ops1, seed1, patch_meta)
+            pair = self._pair_jnd(role, ref, patch_meta, layout_rng, p1)
+        images = {"ref": ref, **pair.images}
         entry = {
             "index": index,
             "kind": c.kind,
             "role": role,
             "split": split,
-            "category": category,
-            "expected": expected,
+            "category": pair.category,
+            "expected": pair.expected,
             "patch": patch_meta,
-            "records": records,
+            "records": pair.records,
             "pixels_sha256": {k: pixels_sha256(v) for k, v in images.items()},
         }
         if self.images_dir is not None:
@@ -243,6 +271,30 @@ def _build_one(index: int) -> dict:
     return entry
 
 
+def _registered_cnn_pools() -> list[str]:
+    """The CNN pool folders registered in this process, which worker processes must register again."""
+    if "distortions.cnn.distortion" not in sys.modules:
+        return []
+    from distortions.cnn.distortion import pool_dirs
+
+    return [str(p) for p in pool_dirs()]
+
+
+def _write_manifest(entries, manifest_path: Path) -> tuple[str, dict[str, int]]:
+    """Writes the entries as canonical JSON lines (atomically); returns (its sha256, items per role)."""
+    tmp = manifest_path.with_suffix(".jsonl.tmp")
+    digest = hashlib.sha256()
+    counts: dict[str, int] = {}
+    with tmp.open("w") as handle:
+        for entry in entries:
+            line = rec.canonical_json(entry) + "\n"
+            handle.write(line)
+            digest.update(line.encode())
+            counts[entry["role"]] = counts.get(entry["role"], 0) + 1
+    tmp.replace(manifest_path)
+    return digest.hexdigest(), counts
+
+
 def build_study(
     config: dict | StudyConfig,
     outdir: str | Path,
@@ -261,15 +313,7 @@ def build_study(
     builder = StudyBuilder(cfg, images)
     total = builder.n_total
     jobs = max(1, min(jobs or os.cpu_count() or 1, total or 1))
-    manifest_path = outdir / "manifest.jsonl"
-    tmp = manifest_path.with_suffix(".jsonl.tmp")
-    digest = hashlib.sha256()
-    counts: dict[str, int] = {}
-    cnn_pools = []
-    if jobs > 1 and "distortions.cnn.distortion" in sys.modules:
-        from distortions.cnn.distortion import pool_dirs
-
-        cnn_pools = [str(p) for p in pool_dirs()]
+    cnn_pools = _registered_cnn_pools() if jobs > 1 else []
     if jobs == 1:
         builder.source.images  # noqa: B018  (load once)
     entries = ordered_map(
@@ -285,20 +329,14 @@ def build_study(
         on_progress=on_progress,
         report_every=50,
     )
-    with tmp.open("w") as handle:
-        for entry in entries:
-            line = rec.canonical_json(entry) + "\n"
-            handle.write(line)
-            digest.update(line.encode())
-            counts[entry["role"]] = counts.get(entry["role"], 0) + 1
-    tmp.replace(manifest_path)
+    manifest_sha256, counts = _write_manifest(entries, outdir / "manifest.jsonl")
     summary = {
         "config": cfg.to_dict(),
         "engine_version": rec.engine_version(),
         "env": rec.library_versions(),
         "counts": counts,
         "n_items": total,
-        "manifest_sha256": digest.hexdigest(),
+        "manifest_sha256": manifest_sha256,
         "images_dir": os.path.relpath(images, outdir),
     }
     (outdir / "study.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

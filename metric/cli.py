@@ -88,75 +88,85 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(args) -> int:
+def _distance(args, out) -> None:
+    """The LPIPS distance between two images, with the model's description."""
     import torch
 
-    out = sys.stdout
-    if args.command == "distance":
-        from metric.data import load_patch, to_tensor
-        from metric.lpips import LPIPS
+    from metric.data import load_patch, to_tensor
+    from metric.lpips import LPIPS
 
-        heads = None if args.heads == "none" else args.heads
-        model = LPIPS(
-            net=args.net,
-            version=args.version,
-            backbone_weights=args.backbone_weights,
-            head_weights=heads,
-            seed=args.seed,
-        )
-        try:
-            a, b = (load_patch(p, args.size) for p in (args.img0, args.img1))
-        except OSError as exc:
-            raise MetricError(f"cannot read image: {exc}") from exc
-        with torch.no_grad():
-            d = float(model(to_tensor(a[None]), to_tensor(b[None])).flatten()[0])
-        out.write(json.dumps({"distance": d, **model.describe(), "input_range": "[-1,1] from uint8"}) + "\n")
-    elif args.command == "evaluate":
-        from metric.evaluate import evaluate_2afc, evaluate_jnd, resolve_metrics
+    heads = None if args.heads == "none" else args.heads
+    model = LPIPS(
+        net=args.net,
+        version=args.version,
+        backbone_weights=args.backbone_weights,
+        head_weights=heads,
+        seed=args.seed,
+    )
+    try:
+        a, b = (load_patch(p, args.size) for p in (args.img0, args.img1))
+    except OSError as exc:
+        raise MetricError(f"cannot read image: {exc}") from exc
+    with torch.no_grad():
+        d = float(model(to_tensor(a[None]), to_tensor(b[None])).flatten()[0])
+    out.write(json.dumps({"distance": d, **model.describe(), "input_range": "[-1,1] from uint8"}) + "\n")
 
-        heads = dict(h.split("=", 1) for h in args.heads)
-        metrics = resolve_metrics(
-            [m for m in args.metrics.split(",") if m],
-            backbone_weights=args.backbone_weights,
-            version=args.version,
-            seed=args.seed,
-            heads=heads,
-        )
-        data = _load(args)
-        report = (
-            evaluate_jnd(data, metrics)
-            if args.jnd
-            else evaluate_2afc(data, metrics, n_boot=args.n_boot, precision=args.precision, progress=True)
-        )
-        text = json.dumps(report, indent=2)
-        if args.out:
-            with open(args.out, "w") as handle:
-                handle.write(text + "\n")
-        out.write(text + "\n")
-    elif args.command == "train":
-        from metric.train import TrainConfig, train_heads
 
-        if args.jnd:
-            raise MetricError("training uses 2AFC judgments")
-        cfg = TrainConfig(
-            net=args.net,
-            variant=args.variant,
-            version=args.version,
-            backbone_weights=args.backbone_weights,
-            epochs=args.epochs,
-            epochs_decay=args.epochs_decay,
-            lr=args.lr,
-            batch_size=args.batch_size,
-            seed=args.seed,
-        )
-        result = train_heads(
-            _load(args), cfg, fast=not args.reference_loop and args.variant == "lin", progress=True
-        )
-        path = result.save(args.out)
-        out.write(
-            json.dumps(
-                {"heads": str(path), "seconds": round(result.seconds, 2), "final_loss": result.losses[-1]}
-            )
-            + "\n"
-        )
+def _evaluate(args, out) -> None:
+    """The 2AFC (or JND) report of the named metrics, also written to --out when given."""
+    from metric.evaluate import evaluate_2afc, evaluate_jnd, resolve_metrics
+
+    heads = dict(h.split("=", 1) for h in args.heads)
+    metrics = resolve_metrics(
+        [m for m in args.metrics.split(",") if m],
+        backbone_weights=args.backbone_weights,
+        version=args.version,
+        seed=args.seed,
+        heads=heads,
+    )
+    data = _load(args)
+    report = (
+        evaluate_jnd(data, metrics)
+        if args.jnd
+        else evaluate_2afc(data, metrics, n_boot=args.n_boot, precision=args.precision, progress=True)
+    )
+    text = json.dumps(report, indent=2)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(text + "\n")
+    out.write(text + "\n")
+
+
+def _train(args, out) -> None:
+    """Trains the heads on 2AFC judgments and saves them to --out."""
+    from metric.train import TrainConfig, train_heads
+
+    if args.jnd:
+        raise MetricError("training uses 2AFC judgments")
+    cfg = TrainConfig(
+        net=args.net,
+        variant=args.variant,
+        version=args.version,
+        backbone_weights=args.backbone_weights,
+        epochs=args.epochs,
+        epochs_decay=args.epochs_decay,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    result = train_heads(
+        _load(args), cfg, fast=not args.reference_loop and args.variant == "lin", progress=True
+    )
+    path = result.save(args.out)
+    out.write(
+        json.dumps({"heads": str(path), "seconds": round(result.seconds, 2), "final_loss": result.losses[-1]})
+        + "\n"
+    )
+
+
+_COMMANDS = {"distance": _distance, "evaluate": _evaluate, "train": _train}
+
+
+def _run(args) -> int:
+    _COMMANDS[args.command](args, sys.stdout)
     return 0

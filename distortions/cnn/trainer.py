@@ -106,6 +106,105 @@ def _atomic_save(obj, path: Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@dataclass
+class _Nets:
+    """The networks, optimisers, feature distance and data generator of one training run."""
+
+    generator: Generator
+    opt_g: torch.optim.Optimizer
+    disc: Discriminator | None
+    opt_d: torch.optim.Optimizer | None
+    feature: torch.nn.Module | None
+    data_gen: torch.Generator
+
+
+def _build_nets(spec: ArchSpec, dev: torch.device, feature_distance: FeatureDistance | None) -> _Nets:
+    """Seeds torch with the spec, then builds the generator before the discriminator (the init order)."""
+    torch.manual_seed(spec.seed)
+    gen_model = Generator(spec).to(dev)
+    disc = Discriminator(spec.disc_layers).to(dev) if spec.adversarial_weight > 0 else None
+    opt_g = torch.optim.Adam(gen_model.parameters(), lr=spec.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=spec.lr, betas=(0.5, 0.999)) if disc is not None else None
+    feature = feature_distance(dev) if spec.feature_weight > 0 and feature_distance is not None else None
+    data_gen = torch.Generator().manual_seed(spec.seed + 1)
+    return _Nets(gen_model, opt_g, disc, opt_d, feature, data_gen)
+
+
+def _resume(nets: _Nets, latest: Path, dev: torch.device) -> tuple[int, list]:
+    """Restores weights, optimisers and both RNG states from ``latest.pt``; returns (step, snapshots)."""
+    state = torch.load(latest, map_location=dev, weights_only=False)
+    nets.generator.load_state_dict(state["generator"])
+    nets.opt_g.load_state_dict(state["opt_g"])
+    if nets.disc is not None:
+        nets.disc.load_state_dict(state["disc"])
+        nets.opt_d.load_state_dict(state["opt_d"])
+    nets.data_gen.set_state(state["data_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["step"], state["snapshots"]
+
+
+def _train_step(
+    nets: _Nets, spec: ArchSpec, patches: torch.Tensor, batch_size: int, dev: torch.device
+) -> torch.Tensor:
+    """One generator update (then one discriminator update); returns the generator loss."""
+    idx = torch.randint(0, len(patches), (batch_size,), generator=nets.data_gen)
+    target = patches[idx]
+    inp = corrupt(target.cpu(), spec, nets.data_gen).to(dev)
+    out = nets.generator(inp)
+    loss = F.l1_loss(out, target)
+    if nets.feature is not None:
+        loss = loss + spec.feature_weight * nets.feature(out, target).mean()
+    if nets.disc is not None:
+        logits = nets.disc(out)
+        loss = loss + spec.adversarial_weight * F.binary_cross_entropy_with_logits(
+            logits, torch.ones_like(logits)
+        )
+    nets.opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    nets.opt_g.step()
+    if nets.disc is not None:
+        real, fake = nets.disc(target), nets.disc(out.detach())
+        d_loss = F.binary_cross_entropy_with_logits(
+            real, torch.ones_like(real)
+        ) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+        nets.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        nets.opt_d.step()
+    return loss
+
+
+def _save_latest(nets: _Nets, step: int, snapshots: list, latest: Path) -> None:
+    """Everything needed to resume exactly: weights, optimiser states, RNG states, step, snapshots."""
+    _atomic_save(
+        {
+            "generator": nets.generator.state_dict(),
+            "opt_g": nets.opt_g.state_dict(),
+            "disc": nets.disc.state_dict() if nets.disc is not None else None,
+            "opt_d": nets.opt_d.state_dict() if nets.opt_d is not None else None,
+            "data_rng": nets.data_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "step": step,
+            "snapshots": snapshots,
+        },
+        latest,
+    )
+
+
+def _save_snapshot(nets: _Nets, spec: ArchSpec, step: int, run: Path) -> dict:
+    """Saves the generator at this step as ``snapshot_<step>.pt``; returns {"step", "file", "sha256"}."""
+    name = f"snapshot_{step:06d}.pt"
+    sha = _atomic_save(
+        {"generator": nets.generator.state_dict(), "spec": spec.to_dict(), "step": step}, run / name
+    )
+    return {"step": step, "file": name, "sha256": sha}
+
+
+def _progress_bar(total: int, initial: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
+
+
 def train_autoencoder(
     spec: ArchSpec,
     patches: torch.Tensor,
@@ -127,80 +226,24 @@ def train_autoencoder(
         return json.loads(done.read_text())["snapshots"]
     (run / "spec.json").write_text(spec.to_json() + "\n")
     dev = torch.device(device)
-    torch.manual_seed(spec.seed)
-    gen_model = Generator(spec).to(dev)
-    disc = Discriminator(spec.disc_layers).to(dev) if spec.adversarial_weight > 0 else None
-    opt_g = torch.optim.Adam(gen_model.parameters(), lr=spec.lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=spec.lr, betas=(0.5, 0.999)) if disc is not None else None
-    feature = feature_distance(dev) if spec.feature_weight > 0 and feature_distance is not None else None
-    data_gen = torch.Generator().manual_seed(spec.seed + 1)
+    nets = _build_nets(spec, dev, feature_distance)
     step, snapshots = 0, []
     latest = run / "latest.pt"
     if latest.exists():
-        state = torch.load(latest, map_location=dev, weights_only=False)
-        gen_model.load_state_dict(state["generator"])
-        opt_g.load_state_dict(state["opt_g"])
-        if disc is not None:
-            disc.load_state_dict(state["disc"])
-            opt_d.load_state_dict(state["opt_d"])
-        data_gen.set_state(state["data_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        step, snapshots = state["step"], state["snapshots"]
+        step, snapshots = _resume(nets, latest, dev)
         logger.info("resuming %s at step %d", run, step)
     patches = patches.to(dev)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=budget.steps, initial=step, desc=run.name, unit="step", dynamic_ncols=True)
-    gen_model.train()
+    bar = _progress_bar(budget.steps, step, run.name) if progress else None
+    nets.generator.train()
     while step < budget.steps:
-        idx = torch.randint(0, len(patches), (budget.batch_size,), generator=data_gen)
-        target = patches[idx]
-        inp = corrupt(target.cpu(), spec, data_gen).to(dev)
-        out = gen_model(inp)
-        loss = F.l1_loss(out, target)
-        if feature is not None:
-            loss = loss + spec.feature_weight * feature(out, target).mean()
-        if disc is not None:
-            logits = disc(out)
-            loss = loss + spec.adversarial_weight * F.binary_cross_entropy_with_logits(
-                logits, torch.ones_like(logits)
-            )
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_g.step()
-        if disc is not None:
-            real, fake = disc(target), disc(out.detach())
-            d_loss = F.binary_cross_entropy_with_logits(
-                real, torch.ones_like(real)
-            ) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
+        loss = _train_step(nets, spec, patches, budget.batch_size, dev)
         step += 1
         if not math.isfinite(float(loss.detach())):
             raise DistortionError(f"{run}: loss diverged at step {step}")
         if step in budget.snapshots:
-            name = f"snapshot_{step:06d}.pt"
-            sha = _atomic_save(
-                {"generator": gen_model.state_dict(), "spec": spec.to_dict(), "step": step}, run / name
-            )
-            snapshots.append({"step": step, "file": name, "sha256": sha})
+            snapshots.append(_save_snapshot(nets, spec, step, run))
         if step in budget.snapshots or step % budget.checkpoint_every == 0:
-            _atomic_save(
-                {
-                    "generator": gen_model.state_dict(),
-                    "opt_g": opt_g.state_dict(),
-                    "disc": disc.state_dict() if disc is not None else None,
-                    "opt_d": opt_d.state_dict() if opt_d is not None else None,
-                    "data_rng": data_gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "step": step,
-                    "snapshots": snapshots,
-                },
-                latest,
-            )
+            _save_latest(nets, step, snapshots, latest)
         if bar is not None:
             bar.update(1)
         if on_step is not None:

@@ -190,6 +190,197 @@ class CrowdResult:
     spammer_ids: list = field(default_factory=list)  # ids (as sent) of spammers who submitted a HIT
 
 
+class _Tally:
+    """The crowd's CrowdResult, updated by the worker threads under one lock."""
+
+    def __init__(self):
+        self.result = CrowdResult()
+        self._lock = threading.Lock()
+
+    def no_work(self) -> None:
+        with self._lock:
+            self.result.no_work += 1
+
+    def submitted(self, n_judged: int, replays: int) -> None:
+        """One HIT submitted with n_judged answers, ``replays`` of them re-sent."""
+        with self._lock:
+            self.result.assignments += 1
+            self.result.judgments += n_judged
+            self.result.replays += replays
+
+    def worker_done(self, persona: Persona, worker_id: str, hits: int) -> None:
+        with self._lock:
+            self.result.workers += 1
+            self.result.spammers += persona.spammer
+            if persona.spammer and hits:
+                self.result.spammer_ids.append(worker_id)
+
+    def add_retries(self, retries: int) -> None:
+        with self._lock:
+            self.result.retries += retries
+
+
+def _personas(
+    n_workers: int, *, seed: int, spammers: float, noise: float, lapse: float, left_bias: float
+) -> list[Persona]:
+    """One persona per worker, drawn from the seed: whether it spams, and its typical response time."""
+    rng_master = random.Random(seed)
+    personas = []
+    for _ in range(n_workers):
+        spam = rng_master.random() < spammers
+        personas.append(
+            Persona(
+                noise=noise,
+                lapse=lapse,
+                left_bias=left_bias,
+                spammer=spam,
+                rt_ms=rng_master.uniform(600, 2500),
+            )
+        )
+    return personas
+
+
+def _fetch_image(client: HttpClient, url: str) -> np.ndarray:
+    # Each URL is one trial's slot (opaque, bound to the assignment): nothing to cache across trials.
+    status, data = client.request("GET", url, raw=True)
+    if status != 200:
+        raise RuntimeError(f"GET {url}: {status}")
+    return decode_png(data)
+
+
+def _start_assignment(client: HttpClient, study_id: str, worker_id: str) -> dict | None:
+    """The started assignment (token and trials), or None when the study has no work left."""
+    status, data = client.request(
+        "POST",
+        f"/api/v1/studies/{study_id}/assignments/",
+        {"platform": "simulated", "worker_id": worker_id, "consent": True},
+    )
+    if status == 409 and data.get("extra", {}).get("code") == "no_work":
+        return None
+    if status not in (200, 201):
+        raise RuntimeError(f"start: {status} {data}")
+    return data
+
+
+def _answer_trial(
+    client: HttpClient,
+    token: str,
+    trial: dict,
+    *,
+    obs: Observer,
+    obs_lock: threading.Lock,
+    persona: Persona,
+    rng: random.Random,
+    replay_rate: float,
+) -> int:
+    """Looks at the trial's images, answers as the persona would and sends the answer (twice now and
+    then, as a flaky network would); returns how many sends were replays of a stored answer."""
+    imgs = {k: _fetch_image(client, v) for k, v in trial["images"].items()}
+    with obs_lock:
+        if "ref" in imgs:
+            response = answer_2afc(obs, persona, rng, imgs["left"], imgs["ref"], imgs["right"])
+        else:
+            response = answer_jnd(obs, persona, rng, imgs["first"], imgs["second"])
+    body = {
+        "trial": trial["id"],
+        "response": response,
+        "idempotency_key": uuid.uuid4().hex,
+        "rt_ms": max(150.0, rng.gauss(persona.rt_ms, persona.rt_ms / 4)),
+        "durations": {"ref_ms": 1000, "gap_ms": 250, "distorted_ms": 1000},
+        "display": {"refresh_hz": 60, "simulated": True},
+    }
+    replays = 0
+    for _ in range(2 if rng.random() < replay_rate else 1):
+        status, answer = client.request("POST", f"/api/v1/assignments/{token}/judgments/", body)
+        if status not in (200, 201):
+            raise RuntimeError(f"judgment: {status} {answer}")
+        replays += status == 200
+    return replays
+
+
+def _complete_assignment(
+    client: HttpClient,
+    assignment: dict,
+    *,
+    obs: Observer,
+    obs_lock: threading.Lock,
+    persona: Persona,
+    rng: random.Random,
+    replay_rate: float,
+) -> tuple[int, int]:
+    """Answers every unanswered trial of a started assignment, then submits it; returns (judged, replays)."""
+    token, n_judged, replays = assignment["token"], 0, 0
+    for trial in assignment["trials"]:
+        if trial["answered"]:
+            continue
+        replays += _answer_trial(
+            client,
+            token,
+            trial,
+            obs=obs,
+            obs_lock=obs_lock,
+            persona=persona,
+            rng=rng,
+            replay_rate=replay_rate,
+        )
+        n_judged += 1
+    status, done = client.request("POST", f"/api/v1/assignments/{token}/submit/")
+    if status != 200:
+        raise RuntimeError(f"submit: {status} {done}")
+    return n_judged, replays
+
+
+def _take_hits(
+    client: HttpClient,
+    tally: _Tally,
+    *,
+    study_id: str,
+    worker_id: str,
+    max_hits: int,
+    progress,
+    obs: Observer,
+    obs_lock: threading.Lock,
+    persona: Persona,
+    rng: random.Random,
+    replay_rate: float,
+) -> int:
+    """One worker starts, answers and submits HITs until it has done ``max_hits`` or the study has no
+    work left; returns how many it submitted."""
+    hits = 0
+    while hits < max_hits:
+        assignment = _start_assignment(client, study_id, worker_id)
+        if assignment is None:
+            tally.no_work()
+            break
+        n_judged, replays = _complete_assignment(
+            client, assignment, obs=obs, obs_lock=obs_lock, persona=persona, rng=rng, replay_rate=replay_rate
+        )
+        hits += 1
+        tally.submitted(n_judged, replays)
+        if progress:
+            progress(tally.result)
+    return hits
+
+
+def _run_threads(work, concurrency: int) -> None:
+    """Runs ``work(t)`` on ``concurrency`` threads; the first error any of them raised is raised here."""
+    errors: list = []
+
+    def guarded(t):
+        try:
+            work(t)
+        except Exception as exc:  # surfaced after join
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(t,), daemon=True) for t in range(max(1, concurrency))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
 def run_crowd(
     *,
     base_url: str,
@@ -210,31 +401,13 @@ def run_crowd(
     an idempotency key (re-sending some answers, as a flaky network would), submit; until no work is left."""
     obs = Observer(observer, seed=seed)
     obs_lock = threading.Lock()
-    result = CrowdResult()
-    result_lock = threading.Lock()
+    tally = _Tally()
     queue = list(range(n_workers))
     queue_lock = threading.Lock()
-    rng_master = random.Random(seed)
-    personas = []
-    for _ in range(n_workers):
-        spam = rng_master.random() < spammers
-        personas.append(
-            Persona(
-                noise=noise,
-                lapse=lapse,
-                left_bias=left_bias,
-                spammer=spam,
-                rt_ms=rng_master.uniform(600, 2500),
-            )
-        )
+    personas = _personas(
+        n_workers, seed=seed, spammers=spammers, noise=noise, lapse=lapse, left_bias=left_bias
+    )
     started = time.perf_counter()
-
-    def image(client: HttpClient, url: str) -> np.ndarray:
-        # Each URL is one trial's slot (opaque, bound to the assignment): nothing to cache across trials.
-        status, data = client.request("GET", url, raw=True)
-        if status != 200:
-            raise RuntimeError(f"GET {url}: {status}")
-        return decode_png(data)
 
     def work(thread: int) -> None:
         client = HttpClient(base_url)
@@ -244,82 +417,25 @@ def run_crowd(
                     if not queue:
                         return
                     w = queue.pop(0)
-                persona, rng = personas[w], random.Random(seed * 100_003 + w)
-                hits = 0
-                while hits < max_hits:
-                    status, data = client.request(
-                        "POST",
-                        f"/api/v1/studies/{study_id}/assignments/",
-                        {"platform": "simulated", "worker_id": f"sim-{seed}-{w}", "consent": True},
-                    )
-                    if status == 409 and data.get("extra", {}).get("code") == "no_work":
-                        with result_lock:
-                            result.no_work += 1
-                        break
-                    if status not in (200, 201):
-                        raise RuntimeError(f"start: {status} {data}")
-                    token, n_judged, replays = data["token"], 0, 0
-                    for trial in data["trials"]:
-                        if trial["answered"]:
-                            continue
-                        imgs = {k: image(client, v) for k, v in trial["images"].items()}
-                        with obs_lock:
-                            if "ref" in imgs:
-                                response = answer_2afc(
-                                    obs, persona, rng, imgs["left"], imgs["ref"], imgs["right"]
-                                )
-                            else:
-                                response = answer_jnd(obs, persona, rng, imgs["first"], imgs["second"])
-                        body = {
-                            "trial": trial["id"],
-                            "response": response,
-                            "idempotency_key": uuid.uuid4().hex,
-                            "rt_ms": max(150.0, rng.gauss(persona.rt_ms, persona.rt_ms / 4)),
-                            "durations": {"ref_ms": 1000, "gap_ms": 250, "distorted_ms": 1000},
-                            "display": {"refresh_hz": 60, "simulated": True},
-                        }
-                        for _ in range(2 if rng.random() < replay_rate else 1):
-                            status, answer = client.request(
-                                "POST", f"/api/v1/assignments/{token}/judgments/", body
-                            )
-                            if status not in (200, 201):
-                                raise RuntimeError(f"judgment: {status} {answer}")
-                            replays += status == 200
-                        n_judged += 1
-                    status, done = client.request("POST", f"/api/v1/assignments/{token}/submit/")
-                    if status != 200:
-                        raise RuntimeError(f"submit: {status} {done}")
-                    hits += 1
-                    with result_lock:
-                        result.assignments += 1
-                        result.judgments += n_judged
-                        result.replays += replays
-                    if progress:
-                        progress(result)
-                with result_lock:
-                    result.workers += 1
-                    result.spammers += persona.spammer
-                    if persona.spammer and hits:
-                        result.spammer_ids.append(f"sim-{seed}-{w}")
+                persona, worker_id = personas[w], f"sim-{seed}-{w}"
+                hits = _take_hits(
+                    client,
+                    tally,
+                    study_id=study_id,
+                    worker_id=worker_id,
+                    max_hits=max_hits,
+                    progress=progress,
+                    obs=obs,
+                    obs_lock=obs_lock,
+                    persona=persona,
+                    rng=random.Random(seed * 100_003 + w),
+                    replay_rate=replay_rate,
+                )
+                tally.worker_done(persona, worker_id, hits)
         finally:
-            with result_lock:
-                result.retries += client.retries
+            tally.add_retries(client.retries)
             client.close()
 
-    errors: list = []
-
-    def guarded(t):
-        try:
-            work(t)
-        except Exception as exc:  # surfaced after join
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(t,), daemon=True) for t in range(max(1, concurrency))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    result.seconds = time.perf_counter() - started
-    return result
+    _run_threads(work, concurrency)
+    tally.result.seconds = time.perf_counter() - started
+    return tally.result

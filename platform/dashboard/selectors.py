@@ -40,6 +40,57 @@ def latest_evaluations(*, study: Study) -> list[Evaluation]:
     return list(Evaluation.objects.filter(study=study, run=last)) if last else []
 
 
+def _two_afc_chart(two: list, ceiling: dict, split: str) -> tuple:
+    """The 2AFC scores per metric and category with their CIs, against the human ceiling."""
+    groups = sorted({r.category for r in two}, key=lambda c: (c == "all", c))
+    series: dict = defaultdict(dict)
+    for r in sorted(two, key=lambda r: r.metric):
+        series[r.metric][r.category] = (r.score, r.ci_low, r.ci_high)
+    low = min(0.5, max(0.0, round(min(min(r.score, r.ci_low or r.score) for r in two) - 0.05, 1)))
+    return (
+        "2AFC agreement with humans (" + split + ", 95% bootstrap CI; dashed: human ceiling)",
+        charts.score_chart(
+            groups,
+            dict(series),
+            ceiling=ceiling,
+            low=low,
+            title=f"2AFC score per metric and category, {split} split",
+        ),
+    )
+
+
+def _jnd_chart(jnd: list) -> tuple:
+    """JND mean average precision per metric and category, with CIs."""
+    groups = sorted({r.category for r in jnd})
+    series: dict = defaultdict(dict)
+    for r in jnd:
+        series[r.metric][r.category] = (r.score, r.ci_low, r.ci_high)
+    return (
+        "JND mean average precision",
+        charts.score_chart(groups, dict(series), title="JND mAP", low=0.0, high=1.0),
+    )
+
+
+def _learning_curve_chart(study: Study, split: str) -> tuple | None:
+    """Each metric's overall score per evaluation run against the judgments it saw (None before any)."""
+    curve: dict = defaultdict(list)
+    for r in Evaluation.objects.filter(
+        study=study, measure__in=["2afc", "jnd_map"], category="all", split=split
+    ).order_by("created_at"):
+        curve[r.metric].append((float(r.n_judgments), r.score))
+    if not curve:
+        return None
+    return (
+        "Learning curve: agreement as judgments accrued",
+        charts.line_chart(
+            dict(curve),
+            title="Agreement vs judgments",
+            x_label="judgments collected",
+            y_label="score",
+        ),
+    )
+
+
 def agreement_charts(*, study: Study) -> dict:
     """2AFC score per metric per category with CIs and the human ceiling; JND mAP; the learning curve
     (overall 2AFC score of each metric per evaluation run against the judgments it saw)."""
@@ -51,54 +102,15 @@ def agreement_charts(*, study: Study) -> dict:
     two = [r for r in rows if r.measure == "2afc" and r.split == split]
     ceiling = {r.category: r.score for r in rows if r.measure == "ceiling" and r.split == split}
     if two:
-        groups = sorted({r.category for r in two}, key=lambda c: (c == "all", c))
-        series: dict = defaultdict(dict)
-        for r in sorted(two, key=lambda r: r.metric):
-            series[r.metric][r.category] = (r.score, r.ci_low, r.ci_high)
-        low = min(0.5, max(0.0, round(min(min(r.score, r.ci_low or r.score) for r in two) - 0.05, 1)))
-        out["charts"].append(
-            (
-                "2AFC agreement with humans (" + split + ", 95% bootstrap CI; dashed: human ceiling)",
-                charts.score_chart(
-                    groups,
-                    dict(series),
-                    ceiling=ceiling,
-                    low=low,
-                    title=f"2AFC score per metric and category, {split} split",
-                ),
-            )
-        )
+        out["charts"].append(_two_afc_chart(two, ceiling, split))
         out["tables"].append(sorted(two, key=lambda r: (r.category, -r.score)))
     jnd = [r for r in rows if r.measure == "jnd_map"]
     if jnd:
-        groups = sorted({r.category for r in jnd})
-        series = defaultdict(dict)
-        for r in jnd:
-            series[r.metric][r.category] = (r.score, r.ci_low, r.ci_high)
-        out["charts"].append(
-            (
-                "JND mean average precision",
-                charts.score_chart(groups, dict(series), title="JND mAP", low=0.0, high=1.0),
-            )
-        )
+        out["charts"].append(_jnd_chart(jnd))
         out["tables"].append(sorted(jnd, key=lambda r: (r.category, -r.score)))
-    curve: dict = defaultdict(list)
-    for r in Evaluation.objects.filter(
-        study=study, measure__in=["2afc", "jnd_map"], category="all", split=split
-    ).order_by("created_at"):
-        curve[r.metric].append((float(r.n_judgments), r.score))
-    if curve:
-        out["charts"].append(
-            (
-                "Learning curve: agreement as judgments accrued",
-                charts.line_chart(
-                    dict(curve),
-                    title="Agreement vs judgments",
-                    x_label="judgments collected",
-                    y_label="score",
-                ),
-            )
-        )
+    curve = _learning_curve_chart(study, split)
+    if curve is not None:
+        out["charts"].append(curve)
     out["evaluated_at"] = rows[0].created_at
     out["n_judgments"] = rows[0].n_judgments
     return out

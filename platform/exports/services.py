@@ -70,66 +70,57 @@ def export_create(
     raise ApplicationError("could not reserve an export version; try again", status_code=409)
 
 
-def _snapshot_rows(study: Study, include_user_agent: bool = False) -> dict:
-    items = list(
-        Item.objects.filter(study=study)
-        .order_by("index")
-        .values(
-            "id",
-            "index",
-            "split",
-            "category",
-            "role",
-            "ref_image",
-            "p0_image",
-            "p1_image",
-            "expected",
-            "records",
-        )
-    )
-    judgments = list(
-        Judgment.objects.filter(item__study=study)
-        .exclude(kind=Trial.Kind.PRACTICE)
-        .order_by("created_at", "id")
-        .values(
-            "id",
-            "item_id",
-            "assignment_id",
-            "kind",
-            "response",
-            "choice",
-            "presented_left",
-            "correct",
-            "rt_ms",
-            "client_shown_at",
-            "client_answered_at",
-            "durations",
-            "timing_flagged",
-            "display",
-            "created_at",
-            "worker__external_hash",
-            "worker__is_simulated",
-            "assignment__excluded",
-        )
-    )
-    assignments = list(
-        Assignment.objects.filter(study=study)
-        .order_by("created_at", "id")
-        .values(
-            "id",
-            "platform",
-            "status",
-            "excluded",
-            "qc",
-            "n_trials",
-            "n_answered",
-            "created_at",
-            "submitted_at",
-            "worker__external_hash",
-            "worker__is_simulated",
-        )
-    )
-    # each HIT's first client timestamp (practice included): client times are published relative to it
+# the columns an export reads, per table
+_ITEM_COLUMNS = (
+    "id",
+    "index",
+    "split",
+    "category",
+    "role",
+    "ref_image",
+    "p0_image",
+    "p1_image",
+    "expected",
+    "records",
+)
+_JUDGMENT_COLUMNS = (
+    "id",
+    "item_id",
+    "assignment_id",
+    "kind",
+    "response",
+    "choice",
+    "presented_left",
+    "correct",
+    "rt_ms",
+    "client_shown_at",
+    "client_answered_at",
+    "durations",
+    "timing_flagged",
+    "display",
+    "created_at",
+    "worker__external_hash",
+    "worker__is_simulated",
+    "assignment__excluded",
+)
+_ASSIGNMENT_COLUMNS = (
+    "id",
+    "platform",
+    "status",
+    "excluded",
+    "qc",
+    "n_trials",
+    "n_answered",
+    "created_at",
+    "submitted_at",
+    "worker__external_hash",
+    "worker__is_simulated",
+)
+
+
+def _hit_origins(study: Study) -> dict:
+    """Assignment id -> each HIT's first client timestamp (practice included): client times are published
+    relative to it."""
     origins = {}
     for a, shown, answered in (
         Judgment.objects.filter(assignment__study=study)
@@ -141,11 +132,25 @@ def _snapshot_rows(study: Study, include_user_agent: bool = False) -> dict:
         first = min((t for t in (shown, answered) if t is not None), default=None)
         if first is not None:
             origins[str(a)] = first
+    return origins
+
+
+def _snapshot_rows(study: Study, include_user_agent: bool = False) -> dict:
+    items = list(Item.objects.filter(study=study).order_by("index").values(*_ITEM_COLUMNS))
+    judgments = list(
+        Judgment.objects.filter(item__study=study)
+        .exclude(kind=Trial.Kind.PRACTICE)
+        .order_by("created_at", "id")
+        .values(*_JUDGMENT_COLUMNS)
+    )
+    assignments = list(
+        Assignment.objects.filter(study=study).order_by("created_at", "id").values(*_ASSIGNMENT_COLUMNS)
+    )
     return {
         "items": items,
         "judgments": judgments,
         "assignments": assignments,
-        "origins": origins,
+        "origins": _hit_origins(study),
         "restore": dump_rows(study, include_user_agent=include_user_agent),
     }
 
@@ -275,6 +280,54 @@ def _assignment_line(a: dict) -> dict:
     }
 
 
+def _bapps_groups(items: list[dict], votes: dict) -> dict:
+    """(split, category) -> the test items with at least one counted vote, in index order: what the BAPPS
+    tree holds."""
+    groups: dict = defaultdict(list)
+    for row in items:
+        if row["role"] == Item.Role.TEST and votes[row["id"]][1] > 0:
+            groups[(row["split"], row["category"])].append(row)
+    return groups
+
+
+def _write_jsonl(zf: zipfile.ZipFile, tables: dict[str, list[dict]]) -> dict:
+    """One JSON-lines member per table (sorted keys); returns member name -> sha256."""
+    digests = {}
+    for name, lines in tables.items():
+        data = "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines).encode()
+        digests[name] = hashlib.sha256(data).hexdigest()
+        _zip_add(zf, name, data)
+    return digests
+
+
+def _summary(
+    study: Study,
+    *,
+    version: int,
+    include_excluded: bool,
+    include_user_agent: bool,
+    tables: dict[str, list[dict]],
+    groups: dict,
+    digests: dict,
+) -> dict:
+    """What the export holds: its options, the counts of each table, the categories and the files' sha256."""
+    judgment_lines = tables["judgments.jsonl"]
+    assignment_lines = tables["assignments.jsonl"]
+    return {
+        "study": {"id": str(study.pk), "name": study.name, "kind": study.kind},
+        "version": version,
+        "include_excluded": include_excluded,
+        "include_user_agent": include_user_agent,
+        "n_items": len(tables["items.jsonl"]),
+        "n_judgments": len(judgment_lines),
+        "n_counted_judgments": sum(1 for line in judgment_lines if line["counted"]),
+        "n_assignments": len(assignment_lines),
+        "n_excluded_assignments": sum(1 for a in assignment_lines if a["excluded"]),
+        "categories": sorted({f"{s}/{c}" for s, c in groups}),
+        "files": digests,
+    }
+
+
 def export_archive_bytes(
     *, study: Study, include_excluded: bool = False, version: int = 0, include_user_agent: bool = False
 ) -> tuple[bytes, dict]:
@@ -285,13 +338,9 @@ def export_archive_bytes(
     kind = study.kind
     items = {row["id"]: row for row in rows["items"]}
     votes = _counted_votes(rows["judgments"], include_excluded)
-    exported = [row for row in rows["items"] if row["role"] == Item.Role.TEST and votes[row["id"]][1] > 0]
-    groups: dict = defaultdict(list)
-    for row in exported:
-        groups[(row["split"], row["category"])].append(row)
+    groups = _bapps_groups(rows["items"], votes)
 
     buffer = io.BytesIO()
-    digests = {}
     with zipfile.ZipFile(buffer, "w") as zf:
         item_lines, paths_of = _write_bapps(zf, kind, groups, votes)
         judgment_lines = [
@@ -307,27 +356,21 @@ def export_archive_bytes(
             for j in rows["judgments"]
         ]
         assignment_lines = [_assignment_line(a) for a in rows["assignments"]]
-        for name, lines in (
-            ("items.jsonl", item_lines),
-            ("judgments.jsonl", judgment_lines),
-            ("assignments.jsonl", assignment_lines),
-        ):
-            data = "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines).encode()
-            digests[name] = hashlib.sha256(data).hexdigest()
-            _zip_add(zf, name, data)
-        summary = {
-            "study": {"id": str(study.pk), "name": study.name, "kind": kind},
-            "version": version,
-            "include_excluded": include_excluded,
-            "include_user_agent": include_user_agent,
-            "n_items": len(item_lines),
-            "n_judgments": len(judgment_lines),
-            "n_counted_judgments": sum(1 for line in judgment_lines if line["counted"]),
-            "n_assignments": len(assignment_lines),
-            "n_excluded_assignments": sum(1 for a in assignment_lines if a["excluded"]),
-            "categories": sorted({f"{s}/{c}" for s, c in groups}),
-            "files": digests,
+        tables = {
+            "items.jsonl": item_lines,
+            "judgments.jsonl": judgment_lines,
+            "assignments.jsonl": assignment_lines,
         }
+        digests = _write_jsonl(zf, tables)
+        summary = _summary(
+            study,
+            version=version,
+            include_excluded=include_excluded,
+            include_user_agent=include_user_agent,
+            tables=tables,
+            groups=groups,
+            digests=digests,
+        )
         summary["restore_rows"] = write_restore(
             lambda name, data, compress: _zip_add(zf, name, data, compress), rows["restore"]
         )["rows"]

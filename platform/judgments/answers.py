@@ -247,6 +247,33 @@ def _judgment_build(
     )
 
 
+def _check_answerable(
+    row: sql.AnswerRow | None, *, token: str, idempotency_key: str, now
+) -> SubmitResult | None:
+    """The stored result when this is a retry of a stored answer (same key); raises when the trial cannot
+    take an answer (no such trial, assignment no longer live, trial already answered); None when it can."""
+    if row is None:
+        raise _row_missing(token=token, idempotency_key=idempotency_key)
+    if row.judgment_id is not None and row.judgment_key == idempotency_key:
+        return SubmitResult(Judgment.objects.get(pk=row.judgment_id), False, row.n_answered, row.n_trials)
+    require_live(row, now)
+    if row.answered or row.judgment_id is not None:
+        raise ApplicationError(
+            "this trial was already answered", {"field": "trial", "code": "answered"}, status_code=409
+        )
+    return None
+
+
+def _store_and_announce(judgment: Judgment, row: sql.AnswerRow, config: dict, *, now) -> None:
+    """Stores the judgment and extends the assignment's lease; a test answer of a study that trains
+    announces itself once the transaction commits."""
+    ttl = config["lease_ttl_s"]
+    sql.store_answer(judgment, row, now + timedelta(seconds=ttl), now + timedelta(seconds=ttl / 2))
+    if row.trial_kind == Trial.Kind.TEST and config["training"]["every"] is not None:
+        study_id = row.study_id  # studies that do not train skip the receivers' reads
+        transaction.on_commit(lambda: judgment_accepted.send(sender=Judgment, study_id=study_id))
+
+
 def judgment_submit(
     *,
     token: str,
@@ -275,17 +302,9 @@ def judgment_submit(
     try:
         with transaction.atomic():
             row = sql.answer_row(token, trial_id)
-            if row is None:
-                raise _row_missing(token=token, idempotency_key=idempotency_key)
-            if row.judgment_id is not None and row.judgment_key == idempotency_key:
-                return SubmitResult(
-                    Judgment.objects.get(pk=row.judgment_id), False, row.n_answered, row.n_trials
-                )
-            require_live(row, now)
-            if row.answered or row.judgment_id is not None:
-                raise ApplicationError(
-                    "this trial was already answered", {"field": "trial", "code": "answered"}, status_code=409
-                )
+            replay = _check_answerable(row, token=token, idempotency_key=idempotency_key, now=now)
+            if replay is not None:
+                return replay
             config = collection_config(row.study_kind, row.study_config)
             judgment = _judgment_build(
                 row,
@@ -299,11 +318,7 @@ def judgment_submit(
                 durations=durations,
                 display=display,
             )
-            ttl = config["lease_ttl_s"]
-            sql.store_answer(judgment, row, now + timedelta(seconds=ttl), now + timedelta(seconds=ttl / 2))
-            if row.trial_kind == Trial.Kind.TEST and config["training"]["every"] is not None:
-                study_id = row.study_id  # studies that do not train skip the receivers' reads
-                transaction.on_commit(lambda: judgment_accepted.send(sender=Judgment, study_id=study_id))
+            _store_and_announce(judgment, row, config, now=now)
     except IntegrityError:
         # a concurrent request with the same key (a client retry) or for the same trial committed first
         return _replay(token=token, trial_id=trial_id, idempotency_key=idempotency_key)

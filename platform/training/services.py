@@ -267,18 +267,9 @@ def study_retrain(*, study: Study, progress=None) -> dict:
     return summary
 
 
-def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
-    config = study.collection["training"]
-    votes = _votes(study)
-    n_judgments = sum(n for _, n in votes.values())
-    train_items = study_items(study, "train", votes) if study.kind == "2afc" else []
-    val_items = study_items(study, "val", votes)
-    if not val_items:
-        raise ApplicationError("no judged val items yet: nothing to evaluate against")
-    run = uuid.uuid4()
-    rows: list[Evaluation] = []
-    versions: list[ModelVersion] = []
-    notes: list[str] = []
+def _evaluation_adder(study: Study, run: uuid.UUID, n_judgments: int, rows: list[Evaluation]):
+    """add(metric, kind, measure, split, scores, version=None): appends to ``rows`` one Evaluation of the
+    run per category of ``scores`` ({category: (score, ci_low, ci_high, n_items)})."""
 
     def add(metric, kind, measure, split, scores, version=None):
         for cat, (score, lo, hi, n) in scores.items():
@@ -300,17 +291,38 @@ def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
                 )
             )
 
-    _evaluate_on_images(study, config, val_items, add)
-    for spec in config["backbones"]:  # deep metrics from cached statistics
-        versions += _evaluate_backbone(
-            study, spec, config, train_items, val_items, variants, progress, add, notes
-        )
-    with transaction.atomic():  # the new model becomes current together with its evaluation
+    return add
+
+
+def _publish(versions: list[ModelVersion], rows: list[Evaluation]) -> None:
+    """The new models become ready (current) together with the run's evaluations, in one transaction."""
+    with transaction.atomic():
         for version in versions:
             version.status = ModelVersion.Status.READY
             version.finished_at = timezone.now()
             version.save()
         Evaluation.objects.bulk_create(rows)
+
+
+def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
+    config = study.collection["training"]
+    votes = _votes(study)
+    n_judgments = sum(n for _, n in votes.values())
+    train_items = study_items(study, "train", votes) if study.kind == "2afc" else []
+    val_items = study_items(study, "val", votes)
+    if not val_items:
+        raise ApplicationError("no judged val items yet: nothing to evaluate against")
+    run = uuid.uuid4()
+    rows: list[Evaluation] = []
+    versions: list[ModelVersion] = []
+    notes: list[str] = []
+    add = _evaluation_adder(study, run, n_judgments, rows)
+    _evaluate_on_images(study, config, val_items, add)
+    for spec in config["backbones"]:  # deep metrics from cached statistics
+        versions += _evaluate_backbone(
+            study, spec, config, train_items, val_items, variants, progress, add, notes
+        )
+    _publish(versions, rows)
     logger.info(
         "study %s: evaluated %d metrics on %d val items (%d judgments); trained %d model(s)",
         study.pk,
@@ -421,6 +433,40 @@ def _evaluate_backbone(
     return versions
 
 
+def _next_model_version(study: Study, spec: dict, variant: str, train_items: list[dict]) -> ModelVersion:
+    """A new (running) model version of this backbone and variant, numbered after the study's last one."""
+    last = (
+        ModelVersion.objects.filter(
+            study=study, backbone=spec["net"], weights=spec["weights"], variant=variant
+        ).aggregate(v=Max("version"))["v"]
+        or 0
+    )
+    return ModelVersion.objects.create(
+        study=study,
+        backbone=spec["net"],
+        weights=spec["weights"],
+        variant=variant,
+        version=last + 1,
+        n_train_items=len(train_items),
+        n_train_judgments=sum(it["n"] for it in train_items),
+    )
+
+
+def _lin_train_config(spec: dict, config: dict, n_train_items: int) -> TrainConfig:
+    """The lin heads' training config: the study's epochs, raised for a small study (few batches of 50
+    items an epoch) so that training still runs about ``min_steps`` steps."""
+    steps_per_epoch = -(-n_train_items // 50)
+    epochs = max(int(config["epochs"]), -(-int(config["min_steps"]) // (2 * steps_per_epoch)))
+    return TrainConfig(
+        net=spec["net"],
+        backbone_weights=spec["weights"],
+        seed=int(spec.get("seed", 0)),
+        epochs=epochs,
+        epochs_decay=max(int(config["epochs_decay"]), epochs),
+        lr=float(config["lr"]),
+    )
+
+
 def _train_lin(
     study: Study,
     spec: dict,
@@ -435,31 +481,8 @@ def _train_lin(
     adds the initial and the trained heads to `heads` for evaluation."""
     label = f"{spec['net']}-{spec['weights']}"
     t0, t1 = cache.stats(train_items, kind=study.kind, progress=progress)
-    last = (
-        ModelVersion.objects.filter(
-            study=study, backbone=spec["net"], weights=spec["weights"], variant="lin"
-        ).aggregate(v=Max("version"))["v"]
-        or 0
-    )
-    version = ModelVersion.objects.create(
-        study=study,
-        backbone=spec["net"],
-        weights=spec["weights"],
-        variant="lin",
-        version=last + 1,
-        n_train_items=len(train_items),
-        n_train_judgments=sum(it["n"] for it in train_items),
-    )
-    steps_per_epoch = -(-len(train_items) // 50)
-    epochs = max(int(config["epochs"]), -(-int(config["min_steps"]) // (2 * steps_per_epoch)))
-    cfg = TrainConfig(
-        net=spec["net"],
-        backbone_weights=spec["weights"],
-        seed=int(spec.get("seed", 0)),
-        epochs=epochs,
-        epochs_decay=max(int(config["epochs_decay"]), epochs),
-        lr=float(config["lr"]),
-    )
+    version = _next_model_version(study, spec, "lin", train_items)
+    cfg = _lin_train_config(spec, config, len(train_items))
     heads[f"{label} untrained (init heads)"] = (
         Evaluation.Kind.UNTRAINED,
         model.heads.flat_weights().detach().cpu().numpy().copy(),
@@ -490,21 +513,7 @@ def _train_deep_variant(study, spec, variant, config, train_items, val_items, ad
     from metric.evaluate import lpips_2afc_distances
     from metric.train import train_heads
 
-    last = (
-        ModelVersion.objects.filter(
-            study=study, backbone=spec["net"], weights=spec["weights"], variant=variant
-        ).aggregate(v=Max("version"))["v"]
-        or 0
-    )
-    version = ModelVersion.objects.create(
-        study=study,
-        backbone=spec["net"],
-        weights=spec["weights"],
-        variant=variant,
-        version=last + 1,
-        n_train_items=len(train_items),
-        n_train_judgments=sum(it["n"] for it in train_items),
-    )
+    version = _next_model_version(study, spec, variant, train_items)
     cfg = TrainConfig(
         net=spec["net"],
         variant=variant,
