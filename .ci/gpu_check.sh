@@ -52,6 +52,6 @@ python3 manage.py migrate -v0 && python3 manage.py bench_training --sizes 10000 
 echo "== 3. CNN pool on CUDA" | tee "$OUT/cnn.txt"
 for n in 16 96; do
   start=$SECONDS
-  python3 -m distortions train-cnn-pool /tmp/pool$n --models $n --device cuda --feature-distance studies.cnn_features:lpips_alex >/dev/null 2>>"$OUT/cnn.log"
+  python3 -m distortions train-cnn-pool /tmp/pool$n --models $n --device cuda >/dev/null 2>>"$OUT/cnn.log"
   echo "models=$n steps=200 batch=12 wall=$((SECONDS - start)) s (rc $?)" | tee -a "$OUT/cnn.txt"
 done

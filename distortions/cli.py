@@ -11,6 +11,10 @@ from pathlib import Path
 
 from distortions.errors import DistortionError
 
+# The CNN pool's feature term, by name: the engine never imports the metric library; this CLI loads the
+# factory when it trains a pool (the wheel ships both libraries), as the platform passes it directly.
+DEFAULT_FEATURE_DISTANCE = "metric.features:cnn_feature_distance"
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m distortions", description=__doc__)
@@ -41,10 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     p_pool.add_argument("--jobs", type=int, default=None, help="parallel models on CPU (default: all cores)")
     p_pool.add_argument(
         "--feature-distance",
-        default=None,
+        default=DEFAULT_FEATURE_DISTANCE,
         metavar="MODULE:FUNCTION",
-        help="factory f(device) of the feature-loss network, e.g. "
-        "studies.cnn_features:lpips_alex (default: none, the loss is L1 + adversarial)",
+        help="factory f(device) of the feature-loss network, named, not imported by the engine (default: "
+        f"{DEFAULT_FEATURE_DISTANCE}, the unweighted LPIPS-alex distance of the metric library that ships "
+        "with it; 'none': the loss is L1 + adversarial only)",
     )
     p_bench = sub.add_parser("bench", help="print items/s per distortion and 2AFC triplets/s as Markdown")
     p_bench.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
@@ -156,12 +161,15 @@ def _run(args) -> int:
 
 
 def _import_callable(target: str | None):
-    """'package.module:function' -> the function (None -> None)."""
-    if target is None:
+    """'package.module:function' -> the function ('none' -> None)."""
+    if target is None or target == "none":
         return None
     module_name, _, attr = target.partition(":")
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
-        message = f"--feature-distance {target!r}: cannot import it ({exc}); expected module:function"
+        message = (
+            f"--feature-distance {target!r}: cannot import it ({exc}); expected module:function, "
+            "or none to train without a feature term"
+        )
         raise DistortionError(message) from exc

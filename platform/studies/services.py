@@ -70,7 +70,7 @@ def cnn_pool_train(
     {"pool": path, "models": n, "device": ...}. On a GPU when one is present, else on the CPU."""
     from distortions.cnn.distortion import add_pool_dir
     from distortions.cnn.trainer import Budget, train_pool
-    from studies.cnn_features import lpips_alex
+    from metric.features import cnn_feature_distance
 
     try:
         manifest = train_pool(
@@ -81,7 +81,7 @@ def cnn_pool_train(
             device=device,
             progress=progress,
             on_progress=on_progress,
-            feature_distance=lpips_alex,
+            feature_distance=cnn_feature_distance,
         )
     except (distortions.DistortionError, TypeError) as exc:
         raise ApplicationError(f"training the CNN pool failed: {exc}") from exc

@@ -55,6 +55,24 @@ def test_cli_refuses_a_feature_distance_it_cannot_import(tmp_path, capsys):
     assert "--feature-distance" in capsys.readouterr().err
 
 
+def test_cli_trains_with_the_metric_feature_term_by_default_and_without_it_on_none(tmp_path, monkeypatch):
+    """The engine never imports the metric; its CLI names the metric's factory (the old pool's loss)."""
+    from distortions import cli
+    from distortions.cnn import trainer
+    from metric.features import cnn_feature_distance
+
+    seen = []
+
+    def fake_train_pool(out_dir, **kwargs):
+        seen.append(kwargs["feature_distance"])
+        return {"models": [], "device": "cpu"}
+
+    monkeypatch.setattr(trainer, "train_pool", fake_train_pool)
+    assert cli.main(["train-cnn-pool", str(tmp_path), "--models", "1"]) == 0
+    assert cli.main(["train-cnn-pool", str(tmp_path), "--models", "1", "--feature-distance", "none"]) == 0
+    assert seen == [cnn_feature_distance, None]
+
+
 @pytest.mark.parametrize("ops", [[{"name": "cnn_autoencoder"}], []])
 def test_category_comes_from_the_class(ops):
     sampler = pipeline.ChainSampler(family_weights={"cnn": 1})

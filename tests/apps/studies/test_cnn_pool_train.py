@@ -3,7 +3,7 @@
 import torch
 
 from distortions.cnn import trainer
-from studies.cnn_features import lpips_alex
+from metric.features import cnn_feature_distance as lpips_alex
 from studies.services import cnn_pool_train
 
 
