@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -249,3 +252,59 @@ def _truthful(trial, item):
 def truthful():
     """An annotator policy for answer_trials: sentinels and practice right, p0 (JND: different) on tests."""
     return _truthful
+
+
+# --- settings in a fresh interpreter ---------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+# Deployment variables this process may carry (CI sets some): cleared, so a probe sees only what it sets.
+PROBE_CLEARED = {
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+    "CACHE_URL",
+    "SECRET_KEY",
+    "DEBUG",
+    "ALLOWED_HOSTS",
+    "SECURE_HSTS_SECONDS",
+    "PERCEPTLAB_TRUSTED_PROXIES",
+}
+SAFE_PRODUCTION_ENV = {
+    "SECRET_KEY": "x" * 50,
+    "ALLOWED_HOSTS": "percept.example.org",
+    "DATABASE_URL": "postgres://u:p@db:5432/percept",
+    "CELERY_BROKER_URL": "redis://redis:6379/0",
+    "CACHE_URL": "redis://redis:6379/2",
+}
+
+
+def _settings_probe(module: str, env: dict, expr: str) -> subprocess.CompletedProcess:
+    """Print `expr` (with `settings` and `RequestFactory` in scope) under settings `module` in a fresh
+    interpreter whose environment is this one's, less PROBE_CLEARED, plus `env`."""
+    clean = {k: v for k, v in os.environ.items() if k not in PROBE_CLEARED}
+    code = (
+        "import django; from django.conf import settings; django.setup(); "
+        f"from django.test import RequestFactory; print({expr})"
+    )
+    path = {"DJANGO_SETTINGS_MODULE": module, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}"}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**clean, **path, **env},
+    )
+
+
+@pytest.fixture
+def settings_probe():
+    """settings_probe(module, env, expr) -> CompletedProcess (see _settings_probe)."""
+    return _settings_probe
+
+
+@pytest.fixture
+def production_probe():
+    """production_probe(env, expr): production settings with safe values for every required variable."""
+    return lambda env, expr: _settings_probe(
+        "config.settings.production", {**SAFE_PRODUCTION_ENV, **env}, expr
+    )

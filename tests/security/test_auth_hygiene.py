@@ -3,9 +3,6 @@ admin (locked out per username and client address, also behind the TLS proxy), w
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -153,37 +150,11 @@ def test_the_demo_admin_password_passes_the_validators(settings, tmp_path, djang
         assert user.check_password(password)
 
 
-def _production(env: dict, expr: str) -> subprocess.CompletedProcess:
-    safe = {
-        "SECRET_KEY": "x" * 50,
-        "ALLOWED_HOSTS": "percept.example.org",
-        "DATABASE_URL": "postgres://u:p@db:5432/p",
-        "CELERY_BROKER_URL": "redis://redis:6379/0",
-        "CACHE_URL": "redis://redis:6379/2",
-    }
-    base = {k: v for k, v in os.environ.items() if k not in {*safe, "DEBUG", "SECURE_HSTS_SECONDS"}}
-    code = f"import django; from django.conf import settings; django.setup(); print({expr})"
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={
-            **base,
-            **safe,
-            "DJANGO_SETTINGS_MODULE": "config.settings.production",
-            "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
-            **env,
-        },
-    )
-
-
-def test_production_hsts_lasts_at_least_180_days_and_cannot_be_shortened():
-    r = _production({}, "settings.SECURE_HSTS_SECONDS")
+def test_production_hsts_lasts_at_least_180_days_and_cannot_be_shortened(production_probe):
+    r = production_probe({}, "settings.SECURE_HSTS_SECONDS")
     assert r.returncode == 0, r.stderr
     assert int(r.stdout.strip()) >= 180 * 24 * 3600
-    r = _production({"SECURE_HSTS_SECONDS": str(200 * 24 * 3600)}, "settings.SECURE_HSTS_SECONDS")
+    r = production_probe({"SECURE_HSTS_SECONDS": str(200 * 24 * 3600)}, "settings.SECURE_HSTS_SECONDS")
     assert r.returncode == 0 and int(r.stdout.strip()) == 200 * 24 * 3600
-    r = _production({"SECURE_HSTS_SECONDS": "3600"}, "1")
+    r = production_probe({"SECURE_HSTS_SECONDS": "3600"}, "1")
     assert r.returncode != 0 and "SECURE_HSTS_SECONDS must be at least" in r.stderr

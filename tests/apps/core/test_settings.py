@@ -1,8 +1,5 @@
 """Settings come from the environment; production refuses unsafe defaults."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -15,34 +12,8 @@ SAFE_PROD = {
 }
 
 
-def _settings(module: str, env: dict, expr: str) -> subprocess.CompletedProcess:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in {
-            "DATABASE_URL",
-            "CELERY_BROKER_URL",
-            "SECRET_KEY",
-            "CELERY_RESULT_BACKEND",
-            "DEBUG",
-            "ALLOWED_HOSTS",
-            "CACHE_URL",
-        }
-    }
-    code = f"import django; from django.conf import settings; django.setup(); print({expr})"
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**clean, "DJANGO_SETTINGS_MODULE": module, "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}", **env},
-        timeout=120,
-    )
-
-
-def test_embedded_defaults_are_sqlite_and_a_filesystem_broker(tmp_path):
-    r = _settings(
+def test_embedded_defaults_are_sqlite_and_a_filesystem_broker(tmp_path, settings_probe):
+    r = settings_probe(
         "config.settings.local",
         {"PERCEPTLAB_DATA_DIR": str(tmp_path)},
         "settings.DATABASES['default']['ENGINE'], settings.DATABASES['default']['NAME'], "
@@ -52,8 +23,8 @@ def test_embedded_defaults_are_sqlite_and_a_filesystem_broker(tmp_path):
     assert "sqlite3" in r.stdout and str(tmp_path / "db.sqlite3") in r.stdout and "filesystem://" in r.stdout
 
 
-def test_environment_selects_postgres_and_redis(tmp_path):
-    r = _settings(
+def test_environment_selects_postgres_and_redis(tmp_path, settings_probe):
+    r = settings_probe(
         "config.settings.local",
         {
             "PERCEPTLAB_DATA_DIR": str(tmp_path),
@@ -67,17 +38,19 @@ def test_environment_selects_postgres_and_redis(tmp_path):
     assert "postgresql" in r.stdout and "5433" in r.stdout and "redis://h:6379/2" in r.stdout
 
 
-def test_local_secret_key_is_generated_once_and_kept(tmp_path):
+def test_local_secret_key_is_generated_once_and_kept(tmp_path, settings_probe):
     env = {"PERCEPTLAB_DATA_DIR": str(tmp_path)}
-    first = _settings("config.settings.local", env, "settings.SECRET_KEY")
-    second = _settings("config.settings.local", env, "settings.SECRET_KEY")
+    first = settings_probe("config.settings.local", env, "settings.SECRET_KEY")
+    second = settings_probe("config.settings.local", env, "settings.SECRET_KEY")
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout and len(first.stdout.strip()) >= 50
     assert oct((tmp_path / "secret_key").stat().st_mode)[-3:] == "600"
 
 
-def test_production_refuses_unsafe_defaults(tmp_path):
-    r = _settings("config.settings.production", {"PERCEPTLAB_DATA_DIR": str(tmp_path), "DEBUG": "true"}, "1")
+def test_production_refuses_unsafe_defaults(tmp_path, settings_probe):
+    r = settings_probe(
+        "config.settings.production", {"PERCEPTLAB_DATA_DIR": str(tmp_path), "DEBUG": "true"}, "1"
+    )
     assert r.returncode != 0
     for problem in (
         "DEBUG must be false",
@@ -87,12 +60,12 @@ def test_production_refuses_unsafe_defaults(tmp_path):
         "CACHE_URL must point at Redis",
     ):
         assert problem in r.stderr
-    r = _settings("config.settings.production", {**SAFE_PROD, "ALLOWED_HOSTS": "*"}, "1")
+    r = settings_probe("config.settings.production", {**SAFE_PROD, "ALLOWED_HOSTS": "*"}, "1")
     assert "ALLOWED_HOSTS" in r.stderr and r.returncode != 0
 
 
-def test_production_starts_with_safe_settings():
-    r = _settings(
+def test_production_starts_with_safe_settings(settings_probe):
+    r = settings_probe(
         "config.settings.production",
         SAFE_PROD,
         "settings.DEBUG, settings.SESSION_COOKIE_SECURE, settings.CACHES['default']['BACKEND']",
@@ -101,6 +74,6 @@ def test_production_starts_with_safe_settings():
     assert r.stdout.strip() == "False True django.core.cache.backends.redis.RedisCache"
 
 
-def test_bad_boolean_is_a_clear_error(tmp_path):
-    r = _settings("config.settings.local", {"PERCEPTLAB_DATA_DIR": str(tmp_path), "DEBUG": "maybe"}, "1")
+def test_bad_boolean_is_a_clear_error(tmp_path, settings_probe):
+    r = settings_probe("config.settings.local", {"PERCEPTLAB_DATA_DIR": str(tmp_path), "DEBUG": "maybe"}, "1")
     assert r.returncode != 0 and "DEBUG='maybe' is not a boolean" in r.stderr
