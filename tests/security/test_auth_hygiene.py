@@ -3,13 +3,10 @@ admin (locked out per username and client address, also behind the TLS proxy), w
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.django_db
 LOGIN_PAGES = ["/accounts/login/", "/admin/login/"]
 

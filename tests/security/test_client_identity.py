@@ -1,8 +1,6 @@
 """Attacks on who the server thinks the client is: a client's own X-Forwarded-For and X-Forwarded-Proto.
 Each test performs the attack and asserts it now fails."""
 
-from pathlib import Path
-
 import pytest
 from django.test import RequestFactory
 from rest_framework.test import APIClient
@@ -10,7 +8,6 @@ from rest_framework.test import APIClient
 from core.net import client_ip, client_key
 
 pytestmark = pytest.mark.django_db
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

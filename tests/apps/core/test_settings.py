@@ -1,8 +1,5 @@
 """Settings come from the environment; production refuses unsafe defaults."""
 
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[3]
 SAFE_PROD = {
     "SECRET_KEY": "x" * 50,
     "ALLOWED_HOSTS": "percept.example.org",
