@@ -1,4 +1,4 @@
-"""python -m distortions {list, describe, build-study, contact-sheet, bench}"""
+"""python -m distortions {list, describe, build-study, contact-sheet, train-cnn-pool, bench}"""
 
 from __future__ import annotations
 

@@ -7,10 +7,10 @@ and, when finished, ``done.json``. A killed run restarted on the same directory 
 
 The feature term of the loss (``ArchSpec.feature_weight``) needs a deep-feature network, which this
 library does not own: the caller passes ``feature_distance``, a picklable factory ``f(device)`` that
-returns a module ``d(x, y)`` giving a per-image distance for N x 3 x H x W batches in [-1, 1] (the
-platform passes an unweighted LPIPS-alex, see ``studies.cnn_features``). Without one the feature term
-is left out and the loss is L1 plus the adversarial term; ``python -m distortions train-cnn-pool``
-takes ``--feature-distance module:function`` to plug one in.
+returns a module ``d(x, y)`` giving a per-image distance for N x 3 x H x W batches in [-1, 1]: the
+unweighted LPIPS-alex ``metric.features.cnn_feature_distance``, which the platform passes and
+``python -m distortions train-cnn-pool`` names by default (``--feature-distance module:function`` names
+another; ``none`` or no factory leaves the feature term out: L1 plus the adversarial term).
 """
 
 from __future__ import annotations
