@@ -5,9 +5,7 @@ rejection."""
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlparse
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -15,6 +13,7 @@ from django.utils import timezone
 from core.exceptions import ApplicationError
 from judgments.assignments import locked_assignment, release_leases, require_live
 from judgments.models import RESPONSES, Assignment, CrowdPlatform, Trial
+from judgments.workers import mturk_submit_host_ok
 from studies.collection import completion_redirect
 from studies.models import Item
 
@@ -60,16 +59,6 @@ def _take_back_counts(assignment: Assignment) -> None:
     Item.objects.filter(pk__in=list(items), n_judgments__gt=0).update(n_judgments=F("n_judgments") - 1)
 
 
-def _mturk_host(submit_to) -> bool:
-    try:
-        return (
-            urlparse(str(submit_to or "").rstrip("/"))._replace(path="").geturl()
-            in settings.MTURK_SUBMIT_HOSTS
-        )
-    except ValueError:
-        return False
-
-
 def completion_for(assignment: Assignment) -> dict:
     """What the annotator's page does after the server holds every trial. Never raises on what is stored: a
     completion URL that fails today's rule (studies.collection.completion_url_problem), or an MTurk
@@ -88,7 +77,7 @@ def completion_for(assignment: Assignment) -> dict:
     elif (
         assignment.platform == CrowdPlatform.MTURK
         and info.get("assignment_id")
-        and _mturk_host(info.get("turk_submit_to"))
+        and mturk_submit_host_ok(info.get("turk_submit_to"))
     ):
         out["mturk_form"] = {
             "action": str(info["turk_submit_to"]).rstrip("/") + "/mturk/externalSubmit",

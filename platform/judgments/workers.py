@@ -56,6 +56,18 @@ def worker_get_or_create(*, platform: str, external_id: str, is_simulated: bool 
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
 
 
+def mturk_submit_host_ok(submit_to) -> bool:
+    """Whether a turkSubmitTo names an MTurk host (settings.MTURK_SUBMIT_HOSTS), path aside. An address
+    urllib cannot parse (an unclosed IPv6 bracket) is not one."""
+    try:
+        return (
+            urlparse(str(submit_to or "").rstrip("/"))._replace(path="").geturl()
+            in settings.MTURK_SUBMIT_HOSTS
+        )
+    except ValueError:
+        return False
+
+
 def platform_info_clean(*, platform: str, info: dict) -> dict:
     """Keep the platform fields we need (never the worker id itself) and check them."""
     info = info or {}
@@ -63,8 +75,7 @@ def platform_info_clean(*, platform: str, info: dict) -> dict:
         keys = ("study_id", "session_id")
     elif platform == CrowdPlatform.MTURK:
         keys = ("hit_id", "assignment_id", "turk_submit_to")
-        submit_to = (info.get("turk_submit_to") or "").rstrip("/")
-        if urlparse(submit_to)._replace(path="").geturl() not in settings.MTURK_SUBMIT_HOSTS:
+        if not mturk_submit_host_ok(info.get("turk_submit_to")):
             raise ApplicationError(
                 "turkSubmitTo is not an MTurk host",
                 {"field": "turk_submit_to", "valid": settings.MTURK_SUBMIT_HOSTS},

@@ -326,3 +326,19 @@ def test_concurrent_starts_from_one_client_cannot_slip_past_the_cap(postgres, ma
         t.join(120)
     assert sorted(results) == ["served"] * 3 + ["too_many_open"] * 9, results
     assert Assignment.objects.filter(study=study, status="started").count() == 3
+
+
+@pytest.mark.parametrize("submit_to", ["https://[", "https://[::1", "https://www.mturk.com:99999"])
+def test_a_malformed_turk_submit_to_is_a_400_not_a_500(make_study, submit_to):
+    """The attack: a turkSubmitTo that urllib cannot parse (an unclosed IPv6 bracket, a port out of range)."""
+    study = small_study(make_study)
+    r = start(
+        APIClient(),
+        study,
+        platform="mturk",
+        worker_id="AWORKER",
+        assignment_id="A1",
+        hit_id="H",
+        turk_submit_to=submit_to,
+    )
+    assert r.status_code == 400 and r.json()["extra"]["field"] == "turk_submit_to", r.content
