@@ -1,10 +1,9 @@
-import re
-
 from django.conf import settings
 from django.http import Http404, JsonResponse
 from django.views.static import serve
 
 from core.services import system_status
+from core.stimuli import STIMULUS_PATH
 
 
 def livez(request):
@@ -16,9 +15,6 @@ def healthz(request):
     return JsonResponse(system_status())
 
 
-PUBLIC_MEDIA = re.compile(r"stimuli/[0-9a-f]{64}\.png")  # content-addressed stimuli; nothing else is public
-
-
 def media(request, path):
     """Stimulus PNGs are content-addressed and immutable: cache them for a year. Only names of the form
     stimuli/<sha256>.png are served, always as image/png with nosniff and a sandboxing CSP, so no file
@@ -27,7 +23,7 @@ def media(request, path):
     unless SERVE_MEDIA is set."""
     if not settings.SERVE_MEDIA:
         raise Http404("media are served by the reverse proxy")
-    if not PUBLIC_MEDIA.fullmatch(path):
+    if not STIMULUS_PATH.fullmatch(path):  # content-addressed stimuli; nothing else is public
         raise Http404("not a public file")
     response = serve(request, path, document_root=settings.MEDIA_ROOT)
     response["Content-Type"] = "image/png"

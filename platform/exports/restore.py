@@ -35,6 +35,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, models, transaction
 
 from core.exceptions import ApplicationError
+from core.stimuli import STIMULUS_PATH
 from judgments.models import Assignment, Judgment, Trial, Worker
 from judgments.privacy import hit_origins, judgment_row_published
 from studies.collection import collection_config
@@ -55,9 +56,8 @@ TABLES = (
     ("judgments", Judgment, ("created_at", "id")),
 )
 IMAGE_FIELDS = ("ref_image", "p0_image", "p1_image")
-STIMULUS = re.compile(r"stimuli/(?P<sha>[0-9a-f]{64})\.png")  # the only image path a row may name
 TABLE_FILE = re.compile(r"restore/(?P<table>study|items|workers|assignments|trials|judgments)\.jsonl")
-MEDIA_FILE = re.compile(r"restore/media/(?P<rel>stimuli/[0-9a-f]{64}\.png)")
+MEDIA_PREFIX = "restore/media/"  # + a stimulus path (core.stimuli): the only image path a row may name
 
 
 def _fields(model) -> list[models.Field]:
@@ -106,10 +106,16 @@ def dump_rows(study: Study, *, include_user_agent: bool = False) -> dict[str, li
     return out
 
 
+def _media_rel(name: str) -> str | None:
+    """The stimulus path an archive member holds (restore/media/stimuli/<sha256>.png), or None."""
+    rel = name.removeprefix(MEDIA_PREFIX)
+    return rel if name.startswith(MEDIA_PREFIX) and STIMULUS_PATH.fullmatch(rel) else None
+
+
 def stimulus_path(rel: str) -> Path:
     """The file of an item's image path; only ``stimuli/<sha256>.png`` names one (an export never reads
     any other file, whatever a row says)."""
-    if not isinstance(rel, str) or not STIMULUS.fullmatch(rel):
+    if not isinstance(rel, str) or not STIMULUS_PATH.fullmatch(rel):
         raise ApplicationError(
             f"{rel!r} is not a stimulus path (stimuli/<sha256>.png)", {"path": str(rel)[:200]}
         )
@@ -167,17 +173,11 @@ def _restore_members(zf: zipfile.ZipFile, limits: dict) -> dict[str, zipfile.Zip
     ):
         raise _refuse("the archive is too large to restore")
     for name, member in members.items():
-        if (
-            name != "restore/manifest.json"
-            and not TABLE_FILE.fullmatch(name)
-            and not MEDIA_FILE.fullmatch(name)
-        ):
+        if name != "restore/manifest.json" and not TABLE_FILE.fullmatch(name) and not _media_rel(name):
             raise _refuse(
                 f"{name}: unexpected file (images must be restore/media/stimuli/<sha256>.png)", file=name
             )
-        too_big = member.file_size > limits["restore_max_file_bytes"] * (
-            1 if MEDIA_FILE.fullmatch(name) else 64
-        )
+        too_big = member.file_size > limits["restore_max_file_bytes"] * (1 if _media_rel(name) else 64)
         if too_big or (
             member.file_size > 1024
             and member.file_size > max(member.compress_size, 1) * limits["max_compression_ratio"]
@@ -218,7 +218,7 @@ def _restore_manifest(zf: zipfile.ZipFile, members: dict[str, zipfile.ZipInfo]) 
 
 def _restore_image(name: str, data: bytes, rel: str, limits: dict) -> None:
     """A stimulus image: its bytes hash to its name, and it is a real PNG within the pixel cap."""
-    if hashlib.sha256(data).hexdigest() != STIMULUS.fullmatch(rel)["sha"]:
+    if hashlib.sha256(data).hexdigest() != STIMULUS_PATH.fullmatch(rel)["sha"]:
         raise _refuse(f"{name}: content does not hash to its name (stimuli are content-addressed)", file=name)
     # a real PNG within the pixel cap (read from the header before decoding), not a page or script
     decode_image(
@@ -258,10 +258,10 @@ def _read_archive(zf: zipfile.ZipFile) -> _Archive:
             ) from exc
         if hashlib.sha256(data).hexdigest() != digest:
             raise _refuse(f"{name}: content does not match its sha256 in the manifest", file=name)
-        media = MEDIA_FILE.fullmatch(name)
-        if media:
-            _restore_image(name, data, media["rel"], limits)
-            images[media["rel"]] = name  # read again when written: one image in memory at a time
+        rel = _media_rel(name)
+        if rel:
+            _restore_image(name, data, rel, limits)
+            images[rel] = name  # read again when written: one image in memory at a time
             continue
         tables[TABLE_FILE.fullmatch(name)["table"]] = _restore_table(name, data)
     for table in ("study", *(t for t, _, _ in TABLES)):
@@ -353,7 +353,7 @@ def _check_images(items: list, images: dict[str, str]) -> dict[str, str]:
             rel = getattr(item, key)
             if rel == "" and key == "p1_image":
                 continue
-            if not STIMULUS.fullmatch(rel):
+            if not STIMULUS_PATH.fullmatch(rel):
                 raise _refuse(
                     f"restore/items.jsonl line {n}: {key} {rel[:200]!r} is not a stimulus path "
                     "(stimuli/<sha256>.png)",
@@ -371,7 +371,7 @@ def _check_images(items: list, images: dict[str, str]) -> dict[str, str]:
     for rel in sorted(referenced):
         path = media / rel
         if path.is_file():
-            if hashlib.sha256(path.read_bytes()).hexdigest() != STIMULUS.fullmatch(rel)["sha"]:
+            if hashlib.sha256(path.read_bytes()).hexdigest() != STIMULUS_PATH.fullmatch(rel)["sha"]:
                 raise ApplicationError(
                     f"{rel} on this server does not hash to its name; an operator must check it "
                     "before this archive can be restored",
@@ -454,7 +454,7 @@ def _restore_write(zf: zipfile.ZipFile, study: Study, rows: list[tuple], new_ima
             for rel, member in new_images.items():
                 data = zf.read(member)
                 if (
-                    hashlib.sha256(data).hexdigest() != STIMULUS.fullmatch(rel)["sha"]
+                    hashlib.sha256(data).hexdigest() != STIMULUS_PATH.fullmatch(rel)["sha"]
                 ):  # the zip changed underneath
                     raise _refuse(f"{member}: content does not hash to its name", file=member)
                 _write_new_file(media / rel, data)

@@ -3,8 +3,6 @@ never name items, distortions, categories, sentinels or p0/p1; sides are screen 
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-
 from django.conf import settings
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -18,6 +16,7 @@ from rest_framework.views import APIView
 
 from core.net import client_ip
 from core.parsers import StrictJSONParser
+from core.stimuli import STIMULUS_PATH
 from core.throttling import AssignmentImageThrottle, AssignmentStartThrottle, AssignmentThrottle
 from judgments.answers import ANSWER_FIELDS, answer_input, judgment_submit
 from judgments.assignments import (
@@ -297,8 +296,7 @@ def _image_response(path: str | None) -> HttpResponse:
     show equal validators), no file name; private caching only (the URL belongs to one assignment). With
     IMAGE_ACCEL_HEADER set, a reverse proxy sends the file (X-Accel-Redirect / X-Sendfile) and must be
     configured to add no validators either (docs/platform.md, "What a bot can still do")."""
-    parts = PurePosixPath(path or "").parts
-    if not path or not parts or parts[0] != "stimuli" or ".." in parts or path.startswith("/"):
+    if not isinstance(path, str) or not STIMULUS_PATH.fullmatch(path):
         raise Http404("no such image")
     crowd = settings.PERCEPTLAB_CROWD
     if crowd["IMAGE_ACCEL_HEADER"]:
