@@ -241,9 +241,11 @@ def test_an_image_costs_one_indexed_query(make_study, django_assert_num_queries)
     assert r.status_code == 200
 
 
-@pytest.mark.parametrize("path", ["../secret_key", "/etc/hostname", "stimuli/page.html", "stimuli/../db.sqlite3"])
+@pytest.mark.parametrize(
+    "path", ["../secret_key", "/etc/hostname", "stimuli/page.html", "stimuli/../db.sqlite3"]
+)
 def test_an_item_path_outside_the_stimuli_is_never_served(make_study, settings, path):
-    """The attack (with a row planted, e.g. by an old restore): an item whose image path names another file."""
+    """The attack (with a row planted, e.g. by an old restore): an item image path naming another file."""
     study = make_study(n_test=4, n_sentinels=0, n_practice=0)
     (settings.MEDIA_ROOT / "stimuli" / "page.html").write_text("<script>alert(1)</script>")
     Item.objects.filter(study=study).update(p0_image=path, p1_image=path)
