@@ -8,6 +8,7 @@ Weight sources (``weights=``):
 - a path to a local ``.pth`` file: a torchvision state dict of the whole model or of ``features``.
 - ``"random"``: torchvision's default initialisation under ``torch.manual_seed(seed)`` (the paper's
   "random Gaussian" row, the reference's ``pnet_rand=True``).
+- ``"auto"``: ImageNet when its weights are present or can be fetched, else kmeans (``resolve_weights``).
 - ``"kmeans"``: data-dependent initialisation by layer-wise k-means on patches of a given corpus
   (Kraehenbuehl et al. 2016; the paper's "K-means" row), seeded and cached.
 """
@@ -20,6 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision
 from torch import nn
@@ -67,6 +69,8 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 ALIASES = {"alexnet": "alex", "vgg16": "vgg", "squeezenet1_1": "squeeze", "squeezenet": "squeeze"}
 WEIGHT_SOURCES = ("imagenet", "random", "kmeans")
+AUTO = "auto"  # ImageNet when its weights are present or can be fetched, k-means otherwise (resolve_weights)
+KMEANS_CORPUS_SIZE = 512  # patches drawn for a k-means trunk unless told otherwise
 
 
 def backbone_spec(net: str) -> BackboneSpec:
@@ -143,6 +147,48 @@ def _features_imagenet(spec: BackboneSpec, allow_download: bool) -> nn.Sequentia
         raise WeightsUnavailableError(f"{hint} (download failed: {exc})") from exc
 
 
+def resolve_weights(
+    net: str, weights: str | os.PathLike = AUTO, *, allow_download: bool = True
+) -> tuple[str, str]:
+    """The weight source that will run for ``weights``, and why, in words.
+
+    ``"auto"`` is ImageNet when torchvision's weights file is present, or can be fetched now (online and
+    ``allow_download``; a failed fetch counts as unavailable), and ``"kmeans"`` otherwise. Any other value
+    passes through unchanged with an empty reason."""
+    if os.fspath(weights) != AUTO:
+        return os.fspath(weights), ""
+    spec = backbone_spec(net)
+    path, url = imagenet_weights_file(spec)
+    if path.exists():
+        return "imagenet", f"auto: the ImageNet weights file {path} is present"
+    if offline() or not allow_download:
+        why = "PERCEPTLAB_OFFLINE is set" if offline() else "downloads are not allowed here"
+        return "kmeans", f"auto: ImageNet weights are not at {path} and {why}, so a k-means trunk is used"
+    try:
+        _features_imagenet(spec, allow_download=True)
+    except WeightsUnavailableError as exc:
+        logger.warning("auto backbone for %s: %s", spec.name, exc)
+        return "kmeans", f"auto: ImageNet weights could not be fetched from {url}, so a k-means trunk is used"
+    return "imagenet", f"auto: the ImageNet weights were fetched to {path}"
+
+
+def kmeans_corpus(*images: np.ndarray, n: int = KMEANS_CORPUS_SIZE, seed: int = 0) -> torch.Tensor:
+    """A seeded sample of ``n`` patches for a k-means trunk, from one or more N x H x W x 3 uint8 arrays
+    (e.g. a 2AFC set's ref, p0 and p1), as an n x 3 x H x W float tensor in [-1, 1]. The same arrays and
+    seed always give the same corpus (so the same trunk, and the same cache entry)."""
+    arrays = [a for a in images if a is not None and len(a)]
+    if not arrays:
+        raise MetricError("a k-means corpus needs at least one image")
+    shapes = {tuple(a.shape[1:]) for a in arrays}
+    if len(shapes) != 1 or next(iter(shapes))[-1] != 3 or any(a.dtype != np.uint8 for a in arrays):
+        raise MetricError(
+            f"k-means corpus images must be N x H x W x 3 uint8 of one size, got {sorted(shapes)}"
+        )
+    pool = np.concatenate(arrays)
+    pick = np.sort(np.random.default_rng(seed).permutation(len(pool))[: max(1, int(n))])
+    return torch.from_numpy(pool[pick]).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
+
+
 def _features_from_file(spec: BackboneSpec, path: Path) -> nn.Sequential:
     if not path.is_file():
         raise WeightsUnavailableError(
@@ -175,6 +221,9 @@ def build_backbone(
     allow_download: bool = True,
 ) -> Backbone:
     spec = backbone_spec(net)
+    if isinstance(weights, str) and weights == AUTO:
+        weights, why = resolve_weights(net, weights, allow_download=allow_download)
+        logger.info("backbone %s: %s", spec.name, why)
     if isinstance(weights, str) and weights in WEIGHT_SOURCES:
         if weights == "random":
             features, source = _features_random(spec, seed), f"random:{seed}"
@@ -183,7 +232,9 @@ def build_backbone(
         else:
             if kmeans_corpus is None:
                 raise MetricError(
-                    "backbone_weights='kmeans' needs kmeans_corpus: an N x 3 x H x W tensor in [-1, 1]"
+                    "backbone_weights='kmeans' needs kmeans_corpus: an N x 3 x H x W tensor in [-1, 1] "
+                    "(metric.backbones.kmeans_corpus draws one from your images), or pass the trunk file "
+                    "a k-means model shipped with as backbone_weights"
                 )
             features, source = kmeans_features(spec, kmeans_corpus, seed=seed, cache_dir=cache_dir)
     else:

@@ -18,6 +18,8 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 # Tests see only the CNN pools they train themselves, never one in the home directory.
 os.environ["PERCEPTLAB_CNN_POOL"] = ""
+# Tests never touch the network: "auto" backbones resolve to k-means unless a test provides ImageNet weights.
+os.environ["PERCEPTLAB_OFFLINE"] = "1"
 
 
 @pytest.fixture(autouse=True)
