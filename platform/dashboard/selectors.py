@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from datetime import timedelta
 
@@ -10,6 +11,7 @@ from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from dashboard import charts
+from dashboard.rules import exclusion_rule_text, timing_rule_text
 from judgments.models import Judgment, Trial
 from judgments.selectors import study_stats, worker_stats
 from studies.models import Study
@@ -40,38 +42,54 @@ def latest_evaluations(*, study: Study) -> list[Evaluation]:
     return list(Evaluation.objects.filter(study=study, run=last)) if last else []
 
 
-def _two_afc_chart(two: list, ceiling: dict, split: str) -> tuple:
+def metric_colors(*, study: Study) -> dict[str, str]:
+    """One colour per metric the study was ever evaluated with, the same in every chart (sorted names
+    take the palette in turn)."""
+    names = sorted(
+        set(
+            Evaluation.objects.filter(study=study).exclude(measure="ceiling").values_list("metric", flat=True)
+        )
+    )
+    return {name: charts.PALETTE[k % len(charts.PALETTE)] for k, name in enumerate(names)}
+
+
+def _two_afc_chart(two: list, ceiling: dict, split: str, colors: dict) -> tuple:
     """The 2AFC scores per metric and category with their CIs, against the human ceiling."""
     groups = sorted({r.category for r in two}, key=lambda c: (c == "all", c))
     series: dict = defaultdict(dict)
     for r in sorted(two, key=lambda r: r.metric):
         series[r.metric][r.category] = (r.score, r.ci_low, r.ci_high)
     low = min(0.5, max(0.0, round(min(min(r.score, r.ci_low or r.score) for r in two) - 0.05, 1)))
+    top = max([r.ci_high if r.ci_high is not None else r.score for r in two] + list(ceiling.values()))
+    high = min(1.0, math.ceil(top * 10 + 0.5) / 10)
     return (
-        "2AFC agreement with humans (" + split + ", 95% bootstrap CI; dashed: human ceiling)",
+        f"2AFC agreement with humans, {split} split: share of judgments each metric agrees with, in % "
+        "(whiskers: 95 % bootstrap CI; dashed: human ceiling)",
         charts.score_chart(
             groups,
             dict(series),
             ceiling=ceiling,
             low=low,
+            high=high,
             title=f"2AFC score per metric and category, {split} split",
+            colors=colors,
         ),
     )
 
 
-def _jnd_chart(jnd: list) -> tuple:
+def _jnd_chart(jnd: list, colors: dict) -> tuple:
     """JND mean average precision per metric and category, with CIs."""
     groups = sorted({r.category for r in jnd})
     series: dict = defaultdict(dict)
     for r in jnd:
         series[r.metric][r.category] = (r.score, r.ci_low, r.ci_high)
     return (
-        "JND mean average precision",
-        charts.score_chart(groups, dict(series), title="JND mAP", low=0.0, high=1.0),
+        "JND mean average precision, in % (whiskers: 95 % bootstrap CI)",
+        charts.score_chart(groups, dict(series), title="JND mAP", low=0.0, high=1.0, colors=colors),
     )
 
 
-def _learning_curve_chart(study: Study, split: str) -> tuple | None:
+def _learning_curve_chart(study: Study, split: str, colors: dict) -> tuple | None:
     """Each metric's overall score per evaluation run against the judgments it saw (None before any)."""
     curve: dict = defaultdict(list)
     for r in Evaluation.objects.filter(
@@ -81,12 +99,13 @@ def _learning_curve_chart(study: Study, split: str) -> tuple | None:
     if not curve:
         return None
     return (
-        "Learning curve: agreement as judgments accrued",
+        "Learning curve: each metric's overall score (in %) per evaluation, against the judgments it saw",
         charts.line_chart(
             dict(curve),
             title="Agreement vs judgments",
             x_label="judgments collected",
-            y_label="score",
+            y_label="score (%)",
+            colors=colors,
         ),
     )
 
@@ -99,16 +118,17 @@ def agreement_charts(*, study: Study) -> dict:
     if not rows:
         return out
     split = "val" if any(r.split == "val" for r in rows) else rows[0].split
+    colors = metric_colors(study=study)
     two = [r for r in rows if r.measure == "2afc" and r.split == split]
     ceiling = {r.category: r.score for r in rows if r.measure == "ceiling" and r.split == split}
     if two:
-        out["charts"].append(_two_afc_chart(two, ceiling, split))
+        out["charts"].append(_two_afc_chart(two, ceiling, split, colors))
         out["tables"].append(sorted(two, key=lambda r: (r.category, -r.score)))
     jnd = [r for r in rows if r.measure == "jnd_map"]
     if jnd:
-        out["charts"].append(_jnd_chart(jnd))
+        out["charts"].append(_jnd_chart(jnd, colors))
         out["tables"].append(sorted(jnd, key=lambda r: (r.category, -r.score)))
-    curve = _learning_curve_chart(study, split)
+    curve = _learning_curve_chart(study, split, colors)
     if curve is not None:
         out["charts"].append(curve)
     out["evaluated_at"] = rows[0].created_at
@@ -122,32 +142,50 @@ def dashboard_for(*, study: Study) -> dict:
     first = "fraction_left" if study.kind == "2afc" else "fraction_same"
     coverage = [
         (
-            f"{split}: {c['accepted']}/{c['needed']}",
-            100.0 * c["accepted"] / c["needed"] if c["needed"] else 0.0,
+            f"{split}: {c['accepted']} of {c['needed']}",
+            c["accepted"] / c["needed"] if c["needed"] else 0.0,
         )
         for split, c in stats["coverage"].items()
     ]
     progress_charts = [
         (
-            "Judgments collected against the target",
-            charts.bar_chart(coverage, title="Coverage by split", unit="%", max_value=100),
+            "Accepted judgments against the target, per split",
+            charts.bar_chart(coverage, title="Coverage by split", max_value=1.0, value_format=charts.pct),
         ),
         (
-            "Judgments per hour (last 24 hours)",
-            charts.column_chart(judgments_per_hour(study=study), title="Judgments per hour"),
+            "Judgments per hour (last 24 hours, UTC)",
+            charts.column_chart(
+                judgments_per_hour(study=study),
+                title="Judgments per hour",
+                x_title="hour (UTC)",
+                y_title="judgments",
+                empty="No judgments in the last 24 hours.",
+            ),
         ),
     ]
+    config = study.collection
+    min_acc = config["exclusion"].get("min_sentinel_accuracy")
+    answer = first.split("_")[1]
     qc_charts = [
         (
             "Sentinel accuracy per worker",
             charts.histogram(
-                [w["sentinel_accuracy"] for w in workers if w["sentinel_accuracy"] is not None],
+                [w["sentinel_accuracy"] for w in workers],
                 title="Workers by sentinel accuracy",
+                x_title="share of sentinels right",
+                marks=[(min_acc, "exclusion threshold")] if min_acc else None,
+                empty="No sentinel answers yet.",
             ),
         ),
         (
-            "Side bias per worker (share of " + first.split("_")[1] + ")",
-            charts.histogram([w[first] for w in workers], title="Workers by side bias"),
+            f"Side bias per worker (share of “{answer}” answers"
+            + ("; 50 % is unbiased)" if study.kind == "2afc" else ")"),
+            charts.histogram(
+                [w[first] for w in workers],
+                title="Workers by side bias",
+                x_title=f"share of “{answer}” answers",
+                marks=[(0.5, "unbiased")] if study.kind == "2afc" else None,
+            ),
         ),
     ]
     return {
@@ -156,5 +194,7 @@ def dashboard_for(*, study: Study) -> dict:
         "side_key": first,
         "progress_charts": progress_charts,
         "qc_charts": qc_charts,
+        "exclusion_rule": exclusion_rule_text(config=config, kind=study.kind),
+        "timing_rule": timing_rule_text(config=config),
         "agreement": agreement_charts(study=study),
     }

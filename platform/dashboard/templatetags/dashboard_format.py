@@ -1,0 +1,15 @@
+"""Template filters for the dashboard: shares as percentages with one decimal, the same as the charts."""
+
+from django import template
+
+from dashboard.charts import pct as _pct
+
+register = template.Library()
+
+
+@register.filter
+def pct(value) -> str:
+    """{{ 0.93333|pct }} -> '93.3 %'; None or '' -> '–'."""
+    if value is None or value == "":
+        return "–"
+    return _pct(float(value))
