@@ -104,13 +104,16 @@ def _empty(width: int, title: str, message: str, css_class: str) -> str:
     return _svg(width, 40, title, message, [_text(4, 24, [message], extra=' fill="#555"')], css_class)
 
 
-def nice_ticks(top: float, n: int = 4) -> list[float]:
-    """Round tick values from 0 to at least `top` (0, 5, 10, ... or 0, 0.25, 0.5, ...), about n steps."""
+def nice_ticks(top: float, n: int = 4, *, integer: bool = False) -> list[float]:
+    """Round tick values from 0 to at least `top` (0, 5, 10, ... or 0, 0.25, 0.5, ...), about n steps;
+    `integer`: whole steps only (counts)."""
     if top <= 0:
         return [0.0, 1.0]
     raw = top / n
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw - 1e-12)
+    if integer:
+        step = max(1, round(step)) if step < 1 or step == 2.5 else step
     count = int(math.ceil(top / step - 1e-9))
     return [round(step * k, 10) for k in range(count + 1)]
 
@@ -187,7 +190,7 @@ def column_chart(
     """Vertical columns over ordered labels (e.g. judgments per hour), with a counted y axis, x labels
     spaced so that they never overlap, and axis titles. `empty`: words drawn over an all-zero chart."""
     n = max(1, len(rows))
-    ticks = nice_ticks(max([v for _, v in rows] + [1]))
+    ticks = nice_ticks(max([v for _, v in rows] + [1]), integer=True)
     top = ticks[-1]
     left = 22 + max(text_width(_tick(t)) for t in ticks) + 6
     bottom = 20 + (LINE_H if x_title else 0)
@@ -248,7 +251,7 @@ def histogram(
     counts = [0] * bins
     for v in values:
         counts[min(bins - 1, max(0, int((v - low) / (high - low) * bins)))] += 1
-    ticks = nice_ticks(max(counts))
+    ticks = nice_ticks(max(counts), integer=True)
     top = ticks[-1]
     left = 22 + max(text_width(_tick(t)) for t in ticks) + 6
     right = 14

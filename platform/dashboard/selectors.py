@@ -53,6 +53,16 @@ def metric_colors(*, study: Study) -> dict[str, str]:
     return {name: charts.PALETTE[k % len(charts.PALETTE)] for k, name in enumerate(names)}
 
 
+def _ranked(series: dict) -> dict:
+    """Metrics from the best overall score down (the 'all' category, else the mean over categories)."""
+
+    def overall(metric: str) -> float:
+        scores = series[metric]
+        return scores["all"][0] if "all" in scores else sum(v[0] for v in scores.values()) / len(scores)
+
+    return {metric: series[metric] for metric in sorted(series, key=lambda m: (-overall(m), m))}
+
+
 def _two_afc_chart(two: list, ceiling: dict, split: str, colors: dict) -> tuple:
     """The 2AFC scores per metric and category with their CIs, against the human ceiling."""
     groups = sorted({r.category for r in two}, key=lambda c: (c == "all", c))
@@ -67,7 +77,7 @@ def _two_afc_chart(two: list, ceiling: dict, split: str, colors: dict) -> tuple:
         "(whiskers: 95 % bootstrap CI; dashed: human ceiling)",
         charts.score_chart(
             groups,
-            dict(series),
+            _ranked(series),
             ceiling=ceiling,
             low=low,
             high=high,
@@ -85,7 +95,7 @@ def _jnd_chart(jnd: list, colors: dict) -> tuple:
         series[r.metric][r.category] = (r.score, r.ci_low, r.ci_high)
     return (
         "JND mean average precision, in % (whiskers: 95 % bootstrap CI)",
-        charts.score_chart(groups, dict(series), title="JND mAP", low=0.0, high=1.0, colors=colors),
+        charts.score_chart(groups, _ranked(series), title="JND mAP", low=0.0, high=1.0, colors=colors),
     )
 
 

@@ -21,24 +21,23 @@ LONG_NAMES = [
     "a deliberately long metric name to test wrapping in every chart (64 chars)",
 ]
 
-# Every <text> of every chart: its box in the SVG's own units (a tspan line counts on its own), the
-# SVG's viewBox, and whether it leaves the viewBox or the page. Then pairs of overlapping texts.
+# Every text line of every chart (a tspan counts on its own) as its box on the screen, with the SVG's box
+# and the page width: the browser's own measure of the rendered glyphs, rotated axis titles included.
 MEASURE = """
 const out = [];
 for (const svg of document.querySelectorAll('svg.chart')) {
-  const vb = svg.viewBox.baseVal, boxes = [];
+  svg.scrollIntoView();
+  const s = svg.getBoundingClientRect(), boxes = [];
   for (const t of svg.querySelectorAll('text')) {
     const parts = t.querySelectorAll('tspan').length ? [...t.querySelectorAll('tspan')] : [t];
     for (const p of parts) {
-      const b = p.getBBox();
       if (!p.textContent.trim()) continue;
-      boxes.push({text: p.textContent, x: b.x, y: b.y, w: b.width, h: b.height,
-                  rotated: !!t.getAttribute('transform')});
+      const b = p.getBoundingClientRect();
+      boxes.push({text: p.textContent, x: b.left - s.left, y: b.top - s.top, w: b.width, h: b.height});
     }
   }
-  const r = svg.getBoundingClientRect();
-  out.push({cls: svg.classList[1], vb: [vb.width, vb.height], boxes,
-            page: [r.left, r.right, document.documentElement.clientWidth]});
+  out.push({cls: svg.classList[1], box: [s.width, s.height], boxes,
+            page: [s.left, s.right, document.documentElement.clientWidth]});
 }
 return out;
 """
@@ -114,6 +113,41 @@ def populated_study(make_study, researcher_carol, answer_trials):
     return study
 
 
+def layout_problems(charts) -> list[str]:
+    """Text that leaves its chart, a chart that leaves the page, and text lines that overlap."""
+    problems = []
+    for c in charts:
+        width, height = c["box"]
+        left, right, page = c["page"]
+        if left < -0.5 or right > page + 0.5:
+            problems.append(f"{c['cls']}: the chart leaves the page ({left:.0f}..{right:.0f} of {page})")
+        for b in c["boxes"]:
+            if (
+                b["x"] < -0.5
+                or b["x"] + b["w"] > width + 0.5
+                or b["y"] < -0.5
+                or b["y"] + b["h"] > height + 0.5
+            ):
+                problems.append(f"{c['cls']}: {b['text']!r} leaves the {width:.0f}x{height:.0f} box: {b}")
+        for i, a in enumerate(c["boxes"]):
+            for b in c["boxes"][i + 1 :]:
+                if _overlaps(a, b):
+                    problems.append(f"{c['cls']}: {a['text']!r} overlaps {b['text']!r}")
+    return problems
+
+
+def screenshots(browser, prefix: str) -> None:
+    """One PNG per chart, and the whole page, under artifacts/dashboard/."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for k, svg in enumerate(browser.find_elements("css selector", "svg.chart")):
+        browser.execute_script("arguments[0].scrollIntoView()", svg)
+        svg.screenshot(str(ARTIFACTS / f"{prefix}_{k}_{svg.get_attribute('class').split()[1]}.png"))
+    size = browser.get_window_size()
+    browser.set_window_size(size["width"], 3600)
+    browser.save_screenshot(str(ARTIFACTS / f"{prefix}_page.png"))
+    browser.set_window_size(size["width"], size["height"])
+
+
 def _login(browser, live_server):
     browser.get(live_server.url + "/accounts/login/?next=/dashboard/")
     browser.find_element("id", "id_username").send_keys("carol")
@@ -130,28 +164,7 @@ def test_no_chart_text_overflows_or_overlaps_and_names_are_whole(
     browser.get(f"{live_server.url}/dashboard/{populated_study.pk}/")
     charts = browser.execute_script(MEASURE)
     assert {c["cls"] for c in charts} >= {"bars", "columns", "hist", "scores", "lines"}
-    problems = []
-    for c in charts:
-        width, height = c["vb"]
-        left, right, page = c["page"]
-        if left < 0 or right > page + 0.5:
-            problems.append(f"{c['cls']}: the chart leaves the page ({left:.0f}..{right:.0f} of {page})")
-        for b in c["boxes"]:
-            if b["rotated"]:
-                continue  # axis titles turned 90 degrees: getBBox is in their own rotated frame
-            if (
-                b["x"] < -0.5
-                or b["x"] + b["w"] > width + 0.5
-                or b["y"] < -0.5
-                or b["y"] + b["h"] > height + 0.5
-            ):
-                problems.append(f"{c['cls']}: {b['text']!r} leaves the {width}x{height} box: {b}")
-        flat = [b for b in c["boxes"] if not b["rotated"]]
-        for i, a in enumerate(flat):
-            for b in flat[i + 1 :]:
-                if _overlaps(a, b):
-                    problems.append(f"{c['cls']}: {a['text']!r} overlaps {b['text']!r}")
-    assert not problems, "\n".join(problems)
+    assert not layout_problems(charts), "\n".join(layout_problems(charts))
     page_text = browser.execute_script(
         "return [...document.querySelectorAll('svg.chart text')].map(t => t.textContent).join('|')"
     )
@@ -169,9 +182,56 @@ def test_no_chart_text_overflows_or_overlaps_and_names_are_whole(
         "75\u00a0%",
         "100\u00a0%",
     ]
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for k, svg in enumerate(browser.find_elements("css selector", "svg.chart")):
-        browser.execute_script("arguments[0].scrollIntoView()", svg)
-        svg.screenshot(str(ARTIFACTS / f"w{window}_{k}_{svg.get_attribute('class').split()[1]}.png"))
-    browser.set_window_size(window, 3600)
-    browser.save_screenshot(str(ARTIFACTS / f"w{window}_page.png"))
+    screenshots(browser, f"w{window}")
+
+
+def test_a_jnd_study_and_an_empty_study_render_cleanly(
+    live_server, browser, researcher_carol, make_study, crowd
+):
+    """A JND study (mAP chart, timing rule) and a study with no judgments (charts that say so in words)."""
+    from training.models import Evaluation
+
+    empty = make_study(owner=researcher_carol, n_test=6, n_sentinels=2, n_practice=0, name="empty study")
+    jnd = make_study(
+        kind="jnd",
+        owner=researcher_carol,
+        n_test=40,
+        n_sentinels=10,
+        n_practice=0,
+        name="jnd study",
+        categories=("traditional", "cnn"),
+        config={"hit_size": 20, "training": {"every": None}},
+    )
+    crowd(jnd, 4, lambda t, i: i.expected or ("same" if i.index % 3 else "different"))
+    rid = uuid.uuid4()
+    for k, name in enumerate(LONG_NAMES):
+        for category in ("traditional", "cnn"):
+            s = 0.3 + 0.09 * k
+            Evaluation.objects.create(
+                study=jnd,
+                run=rid,
+                metric=name,
+                measure="jnd_map",
+                split="val",
+                category=category,
+                score=s,
+                ci_low=max(0.0, s - 0.1),
+                ci_high=min(1.0, s + 0.1),
+                n_items=20,
+                n_judgments=80,
+            )
+    _login(browser, live_server)
+    browser.set_window_size(1000, 900)
+    for study, prefix in ((empty, "empty"), (jnd, "jnd")):
+        browser.get(f"{live_server.url}/dashboard/{study.pk}/")
+        charts = browser.execute_script(MEASURE)
+        assert not layout_problems(charts), "\n".join(layout_problems(charts))
+        screenshots(browser, prefix)
+    browser.get(f"{live_server.url}/dashboard/{empty.pk}/")
+    empty_text = browser.find_element("tag name", "main").text
+    assert "No sentinel answers yet." in browser.page_source and "No workers yet." in browser.page_source
+    assert "No judgments in the last 24 hours." in browser.page_source and "No evaluation yet" in empty_text
+    browser.get(f"{live_server.url}/dashboard/{jnd.pk}/")
+    text = browser.find_element("tag name", "main").text.replace("\u00a0", " ")
+    assert "fewer than" in text and "Display timing: reference 1000 ms, blank 250 ms" in text
+    assert browser.execute_script("return document.querySelectorAll('svg.scores').length") == 1

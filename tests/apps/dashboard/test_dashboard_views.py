@@ -74,3 +74,44 @@ def test_pages_send_security_headers(client, carols_study):
     assert "script-src 'self'" in home["Content-Security-Policy"]
     assert home["X-Content-Type-Options"] == "nosniff" and home["Referrer-Policy"] == "same-origin"
     assert "camera=()" in home["Permissions-Policy"]
+
+
+def test_the_study_page_writes_the_rule_in_words_and_percentages_with_one_decimal(
+    client, make_study, researcher_carol, answer_trials
+):
+    import uuid
+
+    from judgments.assignments import assignment_start
+    from judgments.qc import assignment_submit
+    from training.models import Evaluation
+
+    study = make_study(owner=researcher_carol, n_test=30, n_sentinels=15, n_practice=0)
+    for w in range(3):
+        a = assignment_start(study=study, platform="anonymous", worker_id=f"w{w}").assignment
+        answer_trials(a, lambda t, i, w=w: i.expected if i.expected and i.index % 3 != w else "p0")
+        assignment_submit(token=a.token)
+    run = uuid.uuid4()
+    for metric, score in (("alex-kmeans untrained (init heads)", 2 / 3), ("l2_lab", 0.61234)):
+        Evaluation.objects.create(
+            study=study,
+            run=run,
+            metric=metric,
+            measure="2afc",
+            split="val",
+            category="all",
+            score=score,
+            ci_low=score - 0.0312,
+            ci_high=score + 0.0312,
+            n_items=15,
+            n_judgments=90,
+        )
+    client.force_login(researcher_carol)
+    html = client.get(f"/dashboard/{study.pk}/").content.decode()
+    text = re.sub(r"<[^>]+>", " ", html).replace("\u00a0", " ")
+    assert "An assignment is excluded when fewer than 14 of its 15 sentinels are right (below 93.3 %" in text
+    assert "min_sentinel_accuracy" not in text and "0.933" not in text
+    assert not re.findall(r"\d\.\d{2,}", text), re.findall(r".{30}\d\.\d{2,}.{10}", text)
+    assert "66.7 %" in text and "alex-kmeans untrained (init heads)" in text
+    assert re.findall(r"\d+(?:\.\d+)? ?%", text) and all(
+        re.fullmatch(r"\d+(\.\d)? ?%", p) for p in re.findall(r"\d+(?:\.\d+)? ?%", text)
+    )
