@@ -11,17 +11,17 @@ from __future__ import annotations
 import math
 from html import escape
 
-PALETTE = [
+PALETTE = [  # ordered so that neighbours differ in hue and each reads on white (contrast >= 4.5)
     "#0b5cad",
     "#c2410c",
     "#15803d",
     "#7c3aed",
-    "#b91c1c",
-    "#0e7490",
-    "#a16207",
     "#be185d",
-    "#4d7c0f",
+    "#a16207",
+    "#0e7490",
     "#334155",
+    "#b91c1c",
+    "#4d7c0f",
 ]
 FONT_SIZE = 12
 LINE_H = 14

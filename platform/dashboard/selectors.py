@@ -6,7 +6,7 @@ import math
 from collections import defaultdict
 from datetime import timedelta
 
-from django.db.models import Count
+from django.db.models import Count, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
@@ -14,8 +14,28 @@ from dashboard import charts
 from dashboard.rules import exclusion_rule_text, timing_rule_text
 from judgments.models import Judgment, Trial
 from judgments.selectors import study_stats, worker_stats
-from studies.models import Study
+from studies.models import Item, Study
 from training.models import Evaluation
+
+
+def study_progress(*, studies) -> dict:
+    """Per study id: accepted test judgments, the number needed (items x target per split) and their
+    share, in one query for the whole list (the same sums as judgments.selectors.study_stats)."""
+    studies = list(studies)
+    rows = (
+        Item.objects.filter(study__in=studies, role=Item.Role.TEST)
+        .values_list("study_id", "split")
+        .annotate(items=Count("pk"), accepted=Sum("n_judgments"))
+    )
+    targets = {s.pk: s.collection["judgments_per_item"] for s in studies}
+    out = {s.pk: {"accepted": 0, "needed": 0, "share": None} for s in studies}
+    for study_id, split, items, accepted in rows:
+        target = targets[study_id].get(split, max(targets[study_id].values()))
+        out[study_id]["accepted"] += accepted or 0
+        out[study_id]["needed"] += items * target
+    for p in out.values():
+        p["share"] = p["accepted"] / p["needed"] if p["needed"] else None
+    return out
 
 
 def judgments_per_hour(*, study: Study, hours: int = 24) -> list[tuple[str, float]]:

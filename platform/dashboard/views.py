@@ -4,7 +4,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from core.exceptions import ApplicationError
-from dashboard.selectors import dashboard_for
+from dashboard.selectors import dashboard_for, study_progress
 from exports.services import export_create
 from studies.selectors import study_list_for
 from studies.services import study_pause, study_start
@@ -13,7 +13,10 @@ from training.triggers import training_request
 
 @login_required
 def study_list(request):
-    return render(request, "dashboard/index.html", {"studies": study_list_for(user=request.user)})
+    studies = list(study_list_for(user=request.user))
+    progress = study_progress(studies=studies)
+    rows = [(s, progress[s.pk]) for s in studies]
+    return render(request, "dashboard/index.html", {"studies": studies, "rows": rows})
 
 
 @login_required

@@ -156,3 +156,13 @@ def test_ticks_are_round():
     assert charts.nice_ticks(280) == [0, 100, 200, 300]
     assert charts.range_ticks(0.5, 0.9, 5) == [0.5, 0.6, 0.7, 0.8, 0.9]
     assert charts.range_ticks(60, 240, 5) == [100, 150, 200]
+
+
+def test_every_palette_colour_reads_on_white():
+    def luminance(hex_colour):
+        channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    assert len(set(charts.PALETTE)) == len(charts.PALETTE)
+    assert all(1.05 / (luminance(c) + 0.05) >= 4.5 for c in charts.PALETTE)

@@ -115,3 +115,18 @@ def test_the_study_page_writes_the_rule_in_words_and_percentages_with_one_decima
     assert re.findall(r"\d+(?:\.\d+)? ?%", text) and all(
         re.fullmatch(r"\d+(\.\d)? ?%", p) for p in re.findall(r"\d+(?:\.\d+)? ?%", text)
     )
+
+
+def test_the_study_list_shows_progress_against_the_target(
+    client, carols_study, researcher_carol, answer_trials, truthful
+):
+    from judgments.assignments import assignment_start
+    from judgments.qc import assignment_submit
+
+    a = assignment_start(study=carols_study, platform="anonymous", worker_id="w").assignment
+    answer_trials(a, truthful)
+    assignment_submit(token=a.token)
+    client.force_login(researcher_carol)
+    text = re.sub(r"<[^>]+>", " ", client.get("/dashboard/").content.decode()).replace("\u00a0", " ")
+    # 6 test items, half val (5 judgments each) and half train (2 each): 21 needed; one worker gave 6
+    assert re.search(r"\b6 of 21 \(28\.6 %\)", text), text
