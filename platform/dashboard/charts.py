@@ -483,6 +483,16 @@ def line_chart(
         f"{escape(y_label)}</text>"
     )
     desc = []
+    if all(len(pts) == 1 for pts in series.values()):
+        body.append(
+            _text(
+                (left + width - right) / 2,
+                top + 12,
+                ["One evaluation so far: a line grows with each retrain."],
+                anchor="middle",
+                extra=' fill="#555"',
+            )
+        )
     ly = top + 2.0
     for (name, pts), (_, lines) in zip(series.items(), legend, strict=True):
         color = colors[name]

@@ -18,7 +18,7 @@ LONG_NAMES = [
     "lpips-alex v0.1 (official)",
     "l2_lab",
     "dssim_lab",
-    "a deliberately long metric name to test wrapping in every chart (64 chars)",
+    "a deliberately long metric name, 64 characters: the field limit.",  # Evaluation.metric max_length
 ]
 
 # Every text line of every chart (a tspan counts on its own) as its box on the screen, with the SVG's box
@@ -142,6 +142,7 @@ def screenshots(browser, prefix: str) -> None:
     for k, svg in enumerate(browser.find_elements("css selector", "svg.chart")):
         browser.execute_script("arguments[0].scrollIntoView()", svg)
         svg.screenshot(str(ARTIFACTS / f"{prefix}_{k}_{svg.get_attribute('class').split()[1]}.png"))
+    browser.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
     size = browser.get_window_size()
     browser.set_window_size(size["width"], 3600)
     browser.save_screenshot(str(ARTIFACTS / f"{prefix}_page.png"))
@@ -182,6 +183,13 @@ def test_no_chart_text_overflows_or_overlaps_and_names_are_whole(
         "75\u00a0%",
         "100\u00a0%",
     ]
+    browser.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
+    widths = browser.execute_script(
+        "return [...document.querySelectorAll('.table-scroll')].map(d => [d.scrollWidth, d.clientWidth])"
+    )
+    assert len(widths) == 2
+    if window >= 1200:  # at the desktop width the tables fit; narrower, they scroll rather than squeeze
+        assert all(scroll <= client for scroll, client in widths), widths
     screenshots(browser, f"w{window}")
 
 

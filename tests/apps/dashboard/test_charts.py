@@ -10,7 +10,7 @@ from dashboard import charts
 
 SVG = "{http://www.w3.org/2000/svg}"
 NBSP = "\u00a0"
-LONG = "a deliberately long metric name that must wrap rather than be cut off (64 characters)"
+LONG = "a deliberately long metric name, 64 characters: the field limit."
 NAMES = [
     "trained alex-kmeans lin",
     "alex-kmeans untrained (init heads)",
@@ -166,3 +166,10 @@ def test_every_palette_colour_reads_on_white():
 
     assert len(set(charts.PALETTE)) == len(charts.PALETTE)
     assert all(1.05 / (luminance(c) + 0.05) >= 4.5 for c in charts.PALETTE)
+
+
+def test_a_learning_curve_with_one_evaluation_says_so():
+    svg = charts.line_chart({"l2_lab": [(84.0, 0.6)]}, title="t", x_label="judgments", y_label="score (%)")
+    assert "One evaluation so far: a line grows with each retrain." in texts(svg)
+    two = charts.line_chart({"l2_lab": [(84.0, 0.6), (90.0, 0.62)]}, title="t", x_label="j", y_label="s")
+    assert not any(s.startswith("One evaluation") for s in texts(two))
