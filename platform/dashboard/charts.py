@@ -348,14 +348,18 @@ def _score_bar(
     return body
 
 
-def _ceiling_mark(cx: float, value: float, y0: float, y1: float, width: int) -> list[str]:
-    """The dashed human-ceiling mark across one group, labelled on the group's title line."""
+def _ceiling_mark(
+    cx: float, value: float, y0: float, y1: float, *, title_end: float, width: int
+) -> list[str]:
+    """The dashed human-ceiling mark across one group, labelled on the group's title line: right of the
+    mark, clear of the group's title, inside the chart."""
     label = f"human ceiling {pct(value)}"
-    fits = cx + 4 + text_width(label) <= width
+    start = max(cx + 4, title_end + 12)
+    start = min(start, width - 2 - text_width(label))
     return [
         f'<line x1="{cx:.1f}" y1="{y0 - 12:.1f}" x2="{cx:.1f}" y2="{y1:.1f}" stroke="#111" '
         f'stroke-dasharray="4 3" stroke-width="2"><title>{escape(label)}</title></line>',
-        _text(cx + 4 if fits else cx - 4, y0 - 3, [label], anchor="start" if fits else "end"),
+        _text(start, y0 - 3, [label]),
     ]
 
 
@@ -415,7 +419,8 @@ def score_chart(
             desc.append(f"{group} {metric}: {pct(score)}{ci}")
             y += max(bar_h, len(wrapped[metric]) * LINE_H) + 3
         if ceiling and group in ceiling:
-            body += _ceiling_mark(x(ceiling[group]), ceiling[group], y0, y, width - right)
+            title_end = 4 + 1.1 * text_width(group)  # the title is bold
+            body += _ceiling_mark(x(ceiling[group]), ceiling[group], y0, y, title_end=title_end, width=width)
             desc.append(f"{group} human ceiling: {pct(ceiling[group])}")
         y += 10
     height = y + 28

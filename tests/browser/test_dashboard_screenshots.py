@@ -82,7 +82,7 @@ def populated_study(make_study, researcher_carol, answer_trials):
     scores = {name: 0.58 + 0.022 * k for k, name in enumerate(LONG_NAMES)}
     for run, n in enumerate((60, 120, 240)):
         rid = uuid.uuid4()
-        for category in ("all", "traditional", "cnn"):
+        for category in ("all", "traditional", "cnn", "a long category name such as frame interpolation"):
             for name, base in scores.items():
                 s = base + 0.01 * run + (0.01 if category == "cnn" else 0)
                 Evaluation.objects.create(

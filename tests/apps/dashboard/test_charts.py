@@ -173,3 +173,15 @@ def test_a_learning_curve_with_one_evaluation_says_so():
     assert "One evaluation so far: a line grows with each retrain." in texts(svg)
     two = charts.line_chart({"l2_lab": [(84.0, 0.6), (90.0, 0.62)]}, title="t", x_label="j", y_label="s")
     assert not any(s.startswith("One evaluation") for s in texts(two))
+
+
+def test_the_ceiling_label_keeps_clear_of_a_long_category_title():
+    group = "a long category name such as frame interpolation"
+    svg = charts.score_chart(
+        [group], {"l2_lab": {group: (0.6, None, None)}}, ceiling={group: 0.55}, title="t"
+    )
+    root = ET.fromstring(svg)
+    title = next(t for t in root.iter(SVG + "text") if t.text == group)
+    label = next(t for t in root.iter(SVG + "text") if (t.text or "").startswith("human ceiling"))
+    assert float(label.get("x")) >= float(title.get("x")) + 1.1 * charts.text_width(group)
+    assert float(label.get("x")) + charts.text_width(label.text) <= int(root.get("width"))
