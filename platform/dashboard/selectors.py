@@ -94,7 +94,7 @@ def _two_afc_chart(two: list, ceiling: dict, split: str, colors: dict) -> tuple:
     high = min(1.0, math.ceil(top * 10 + 0.5) / 10)
     return (
         f"2AFC agreement with humans, {split} split: share of judgments each metric agrees with, in % "
-        "(whiskers: 95 % bootstrap CI; dashed: human ceiling)",
+        "(whiskers: 95\u00a0% bootstrap CI; dashed: human ceiling)",
         charts.score_chart(
             groups,
             _ranked(series),
@@ -114,7 +114,7 @@ def _jnd_chart(jnd: list, colors: dict) -> tuple:
     for r in jnd:
         series[r.metric][r.category] = (r.score, r.ci_low, r.ci_high)
     return (
-        "JND mean average precision, in % (whiskers: 95 % bootstrap CI)",
+        "JND mean average precision, in % (whiskers: 95\u00a0% bootstrap CI)",
         charts.score_chart(groups, _ranked(series), title="JND mAP", low=0.0, high=1.0, colors=colors),
     )
 
@@ -209,7 +209,7 @@ def dashboard_for(*, study: Study) -> dict:
         ),
         (
             f"Side bias per worker (share of “{answer}” answers"
-            + ("; 50 % is unbiased)" if study.kind == "2afc" else ")"),
+            + ("; 50\u00a0% is unbiased)" if study.kind == "2afc" else ")"),
             charts.histogram(
                 [w[first] for w in workers],
                 title="Workers by side bias",
