@@ -232,7 +232,7 @@ def histogram(
     values: list[float],
     *,
     title: str,
-    x_title: str,
+    x_title: str = "",
     y_title: str = "workers",
     bins: int = 10,
     low: float = 0.0,
@@ -291,7 +291,8 @@ def histogram(
         body.append(f'<line x1="{x(v):.1f}" y1="{base}" x2="{x(v):.1f}" y2="{base + 4}" stroke="{AXIS}"/>')
         anchor = "start" if t == 0 else "end" if t == 4 else "middle"
         body.append(_text(x(v), base + 16, [pct(v, decimals=0)], anchor=anchor))
-    body.append(_text(left + span / 2, height - 3, [x_title], anchor="middle"))
+    if x_title:
+        body.append(_text(left + span / 2, height - 3, [x_title], anchor="middle"))
     for i, (value, words) in enumerate(marks or []):
         mx = x(min(max(value, low), high))
         body.append(
