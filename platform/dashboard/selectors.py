@@ -14,6 +14,7 @@ from judgments.models import Judgment, Trial
 from judgments.selectors import study_stats, worker_stats
 from studies.models import Study
 from training.models import Evaluation
+from training.selectors import models_panel
 
 
 def judgments_per_hour(*, study: Study, hours: int = 24) -> list[tuple[str, float]]:
@@ -157,4 +158,5 @@ def dashboard_for(*, study: Study) -> dict:
         "progress_charts": progress_charts,
         "qc_charts": qc_charts,
         "agreement": agreement_charts(study=study),
+        "models": models_panel(study=study),
     }
