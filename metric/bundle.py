@@ -285,9 +285,9 @@ def _check_card(folder: Path) -> dict:
         raise MetricError(f"bundle: {CARD_JSON} is not JSON ({exc})") from exc
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise MetricError(f"bundle: {CARD_JSON} is not a {FORMAT} card")
-    if card.get("net") not in BACKBONES:
+    if not isinstance(card.get("net"), str) or card["net"] not in BACKBONES:
         raise MetricError(f"bundle: the card's net {card.get('net')!r} is not one of {sorted(BACKBONES)}")
-    if card.get("version", "0.1") not in VERSIONS:
+    if not isinstance(card.get("version", "0.1"), str) or card.get("version", "0.1") not in VERSIONS:
         raise MetricError(f"bundle: the card's version {card.get('version')!r} is not one of {VERSIONS}")
     files = card.get("files")
     if not isinstance(files, dict) or HEADS not in files or set(files) - {HEADS, TRUNK}:

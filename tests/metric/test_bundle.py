@@ -126,6 +126,14 @@ def _members(bundle) -> dict:
             "is not one of",
         ),
         (
+            lambda m: {**m, CARD_JSON: json.dumps({**json.loads(m[CARD_JSON]), "net": ["alex"]}).encode()},
+            "is not one of",
+        ),
+        (
+            lambda m: {**m, CARD_JSON: json.dumps({**json.loads(m[CARD_JSON]), "version": {}}).encode()},
+            "is not one of",
+        ),
+        (
             lambda m: {
                 **m,
                 CARD_JSON: json.dumps({**json.loads(m[CARD_JSON]), "files": {"../../x": {}}}).encode(),

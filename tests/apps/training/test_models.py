@@ -221,7 +221,7 @@ def test_the_dashboard_shows_the_models_panel(kmeans_study, researcher_carol, cl
     assert "PERCEPTLAB_OFFLINE is set" in page  # why the k-means trunk ran
 
 
-def test_a_bundle_in_memory_is_what_the_api_serves(kmeans_study, researcher_carol):
+def test_the_zip_is_built_once_and_served_again(kmeans_study, researcher_carol):
     """The zip is built once; a second download serves the same bytes."""
     from rest_framework.test import APIClient
 
