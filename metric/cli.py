@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--size", type=int, default=None, help="resize both images to SIZE x SIZE first (default: keep)"
     )
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="BUNDLE",
+        help="a downloaded model bundle (zip or its folder); replaces --net, --heads, --backbone-weights",
+    )
 
     p = sub.add_parser("evaluate", help="2AFC (or JND mAP) per category with bootstrap CIs")
     _add_data_args(p)
@@ -95,14 +101,19 @@ def _distance(args, out) -> None:
     from metric.data import load_patch, to_tensor
     from metric.lpips import LPIPS
 
-    heads = None if args.heads == "none" else args.heads
-    model = LPIPS(
-        net=args.net,
-        version=args.version,
-        backbone_weights=args.backbone_weights,
-        head_weights=heads,
-        seed=args.seed,
-    )
+    if args.model:
+        from metric.bundle import load_bundle
+
+        model = load_bundle(args.model)
+    else:
+        heads = None if args.heads == "none" else args.heads
+        model = LPIPS(
+            net=args.net,
+            version=args.version,
+            backbone_weights=args.backbone_weights,
+            head_weights=heads,
+            seed=args.seed,
+        )
     try:
         a, b = (load_patch(p, args.size) for p in (args.img0, args.img1))
     except OSError as exc:

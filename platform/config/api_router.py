@@ -25,7 +25,7 @@ from studies.apis import (
     StudyStartApi,
 )
 from studies.source_apis import SourceSetDetailApi, SourceSetListApi
-from training.apis import StudyTrainApi
+from training.apis import ModelVersionDetailApi, ModelVersionDownloadApi, StudyModelListApi, StudyTrainApi
 
 urlpatterns = [
     path("ping/", PingApi.as_view(), name="api-ping"),
@@ -37,6 +37,9 @@ urlpatterns = [
     path("studies/<uuid:study_id>/import/", StudyImportApi.as_view(), name="api-study-import"),
     path("studies/<uuid:study_id>/workers/", StudyWorkersApi.as_view(), name="api-study-workers"),
     path("studies/<uuid:study_id>/train/", StudyTrainApi.as_view(), name="api-study-train"),
+    path("studies/<uuid:study_id>/models/", StudyModelListApi.as_view(), name="api-study-models"),
+    path("models/<uuid:model_id>/", ModelVersionDetailApi.as_view(), name="api-model-detail"),
+    path("models/<uuid:model_id>/download/", ModelVersionDownloadApi.as_view(), name="api-model-download"),
     path("studies/<uuid:study_id>/exports/", StudyExportListApi.as_view(), name="api-study-exports"),
     path("studies/<uuid:study_id>/completions/", StudyCompletionsApi.as_view(), name="api-study-completions"),
     path("exports/<uuid:export_id>/", ExportDetailApi.as_view(), name="api-export-detail"),

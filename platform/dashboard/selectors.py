@@ -16,6 +16,7 @@ from judgments.models import Judgment, Trial
 from judgments.selectors import study_stats, worker_stats
 from studies.models import Item, Study
 from training.models import Evaluation
+from training.selectors import models_panel
 
 
 def study_progress(*, studies) -> dict:
@@ -227,4 +228,5 @@ def dashboard_for(*, study: Study) -> dict:
         "exclusion_rule": exclusion_rule_text(config=config, kind=study.kind),
         "timing_rule": timing_rule_text(config=config),
         "agreement": agreement_charts(study=study),
+        "models": models_panel(study=study),
     }

@@ -52,10 +52,12 @@ COMMON = {
     ),
     "instructions": "",
     # Continuous training (training.services): retrain + evaluate every `every` new accepted judgments
-    # (null: only on demand or by the periodic check), lin heads on each backbone in `backbones`.
+    # (null: only on demand or by the periodic check), lin heads on each backbone in `backbones`. Weights
+    # "auto": ImageNet when torchvision's weights file is present or can be fetched, a k-means trunk (drawn
+    # from the study's own train patches) otherwise; "random" is the paper's control.
     "training": {
         "every": 500,
-        "backbones": [{"net": "alex", "weights": "imagenet"}],
+        "backbones": [{"net": "alex", "weights": "auto"}],
         "baselines": ["l2_lab", "l2_rgb", "dssim_lab", "psnr", "ms_ssim"],
         "official_lpips": True,
         "n_boot": 500,
@@ -236,7 +238,7 @@ def completion_redirect(config, code: str) -> str | None:
 # from the allowed sources only (never a file path); baselines by name (metric.baselines.BASELINES, named
 # here so that web processes never import torch; a test keeps the two lists equal).
 TRAINING_NETS = ("alex", "vgg", "squeeze")
-TRAINING_WEIGHTS = ("imagenet", "random")
+TRAINING_WEIGHTS = ("auto", "imagenet", "kmeans", "random")
 TRAINING_BASELINES = ("l2_lab", "l2_rgb", "dssim_lab", "dssim_rgb", "psnr", "ms_ssim")
 
 

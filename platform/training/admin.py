@@ -15,7 +15,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "n_train_judgments",
         "created_at",
     )
-    list_filter = ("status", "backbone", "variant")
+    list_filter = ("status", "backbone", "weights", "variant")
+    readonly_fields = ("backbone_info", "trunk_path", "trunk_sha256", "heads_path", "heads_sha256")
 
 
 @admin.register(Evaluation)

@@ -18,12 +18,19 @@ class ModelVersion(BaseModel):
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="model_versions")
     backbone = models.CharField(max_length=32)  # e.g. "alex"
-    weights = models.CharField(max_length=32)  # backbone weight source: imagenet / random / kmeans / path
+    weights = models.CharField(max_length=32)  # the weight source that ran: imagenet / kmeans / random
     variant = models.CharField(max_length=16, default="lin")  # lin / tune / scratch
     version = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
     heads_path = models.CharField(max_length=300, blank=True)  # media-relative .pth in the lpips format
     heads_sha256 = models.CharField(max_length=64, blank=True)
+    # The trunk's features state dict, shipped when it is not torchvision's ImageNet one (kmeans, random,
+    # tune, scratch): media-relative, shared by the versions that ran the same trunk.
+    trunk_path = models.CharField(max_length=300, blank=True)
+    trunk_sha256 = models.CharField(max_length=64, blank=True)
+    # Which backbone ran and why: requested, used, reason (words), source (metric's backbone source
+    # string) and, for a k-means trunk, its corpus (seed, patches, digest, split, items).
+    backbone_info = models.JSONField(default=dict, blank=True)
     n_train_judgments = models.PositiveIntegerField(default=0)
     n_train_items = models.PositiveIntegerField(default=0)
     train_info = models.JSONField(default=dict, blank=True)

@@ -13,6 +13,14 @@ unacknowledged message: acks_late, reject_on_worker_lost) takes it over. A job t
 nothing and answers "busy" with the seconds to wait; the task retries then, so it runs once the other job
 is done or has died (no double run, no study left queued for good).
 
+Backbones: each configured {net, weights, seed?} is resolved at every run (metric.backbones.resolve_weights:
+"auto" is ImageNet when torchvision's weights file is present or can be fetched, k-means otherwise). A k-means
+trunk is initialised on a seeded corpus drawn with metric.backbones.kmeans_corpus from all the study's train
+test items (judged or not: the corpus, so the trunk and the feature cache, stay the same across retrains)
+and cached next to the feature cache (MEDIA_ROOT/features/<study>/). ModelVersion.weights holds what ran;
+ModelVersion.backbone_info what was asked, what ran, why, the backbone source and the corpus. A trunk that is
+not torchvision's ImageNet one ships with the model (ModelVersion.trunk_path, content-addressed).
+
 A job trains lin heads on the train split for each configured backbone (features from the cache), writes
 the heads in the lpips file format to a temporary file and renames it into place, evaluates on the val
 split (2AFC per category with bootstrap CIs and the human ceiling; JND mAP for JND studies), and only
@@ -23,6 +31,7 @@ the previous ready model current; the half-done version is marked failed by the 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import threading
@@ -40,6 +49,7 @@ from django.utils import timezone
 
 from core.exceptions import ApplicationError
 from judgments.models import Judgment, Trial
+from metric.backbones import KMEANS_CORPUS_SIZE, build_backbone, kmeans_corpus, resolve_weights
 from metric.baselines import BASELINES
 from metric.data import JNDData, TwoAFCData, load_patch
 from metric.errors import MetricError
@@ -49,7 +59,13 @@ from metric.train import TrainConfig, build_model, train_lin_fast
 from studies.models import Item, Study
 from training.features import FeatureCache
 from training.models import Evaluation, ModelVersion, TrainingState
-from training.triggers import _state, accepted_judgments, judgments_added, retrain_due, training_request  # noqa: F401  (re-exported: the trigger API)  # noqa: F401
+from training.triggers import (  # noqa: F401  (re-exported: the trigger API)
+    _state,
+    accepted_judgments,
+    judgments_added,
+    retrain_due,
+    training_request,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +110,107 @@ def dataset_from_items(study: Study, items: list[dict]):
 
 
 def backbone_model(spec: dict) -> LPIPS:
-    """The frozen trunk for a configured backbone, heads initialised as the training recipe does."""
+    """The frozen trunk for a configured backbone, heads initialised as the training recipe does (weights
+    imagenet or random; a study's backbone goes through `study_backbone`)."""
     cfg = TrainConfig(net=spec["net"], backbone_weights=spec["weights"], seed=int(spec.get("seed", 0)))
     return build_model(cfg)
+
+
+# --- backbones: what runs, and why ----------------------------------------------------------------------
+_AS_CONFIGURED = {
+    "imagenet": "imagenet: as configured (torchvision's ImageNet weights)",
+    "kmeans": "kmeans: as configured (a k-means trunk drawn from this study's train patches)",
+    "random": "random: as configured (torchvision's seeded random initialisation, the paper's control)",
+}
+
+
+def kmeans_patches() -> int:
+    """Patches in a study's k-means corpus (settings.PERCEPTLAB_KMEANS_PATCHES, default 512)."""
+    return int(getattr(settings, "PERCEPTLAB_KMEANS_PATCHES", KMEANS_CORPUS_SIZE))
+
+
+def trunk_cache_dir(study: Study) -> Path:
+    """Where a study's k-means trunks are cached: next to its feature cache."""
+    return Path(settings.MEDIA_ROOT) / "features" / str(study.pk)
+
+
+def study_kmeans_corpus(study: Study, *, seed: int, n: int | None = None) -> tuple[torch.Tensor, dict]:
+    """The study's k-means corpus: ``kmeans_corpus(ref, p0, p1, n=n, seed=seed)`` over all its train test
+    items (judged or not; JND: p0, p1), in item order. Only the n drawn patches are read from storage:
+    the same seeded draw is made over the pool's indices first, and kmeans_corpus then keeps them all, in
+    order, so the corpus is exactly the one of the whole arrays. Returns (corpus, its record)."""
+    fields = ("ref_image", "p0_image", "p1_image") if study.kind == "2afc" else ("p0_image", "p1_image")
+    items = list(
+        Item.objects.filter(study=study, role=Item.Role.TEST, split="train").order_by("index").values(*fields)
+    )
+    if not items:
+        raise MetricError(
+            "a k-means trunk is drawn from the study's train patches, and the study has no train items; "
+            "use weights 'imagenet' or 'random' for this backbone"
+        )
+    n = max(1, int(n or kmeans_patches()))
+    pick = np.sort(np.random.default_rng(seed).permutation(len(items) * len(fields))[:n])
+    media = Path(settings.MEDIA_ROOT)
+    patches = np.stack([load_patch(media / items[j % len(items)][fields[j // len(items)]], 64) for j in pick])
+    corpus = kmeans_corpus(patches, n=len(patches), seed=seed)
+    record = {
+        "seed": seed,
+        "patches": len(patches),
+        "digest": hashlib.sha256(corpus.numpy().tobytes()).hexdigest()[:16],
+        "split": "train",
+        "items": len(items),
+        "images": [f.removesuffix("_image") for f in fields],
+    }
+    return corpus, record
+
+
+class StudyBackbone:
+    """A configured backbone of a study, resolved for this run: ``used`` (imagenet / kmeans / random) and
+    ``info`` (requested, used, reason, source, corpus). ``model(variant)`` builds the LPIPS to train."""
+
+    def __init__(self, study: Study, spec: dict):
+        self.study, self.spec = study, spec
+        self.net, self.requested = spec["net"], spec["weights"]
+        self.seed = int(spec.get("seed", 0))
+        self.used, reason = resolve_weights(self.net, self.requested)
+        self.info: dict = {
+            "requested": self.requested,
+            "used": self.used,
+            "reason": reason or _AS_CONFIGURED.get(self.used, self.used),
+        }
+        self.corpus = None
+        if self.used == "kmeans":
+            self.corpus, self.info["corpus"] = study_kmeans_corpus(study, seed=self.seed)
+            cached = trunk_cache_dir(study) / self._trunk_name(self.info["corpus"]["digest"])
+            self.info["trunk_cached"] = cached.is_file()  # reused from an earlier run
+
+    @property
+    def label(self) -> str:
+        return f"{self.net}-{self.used}"
+
+    def _trunk_name(self, digest: str) -> str:
+        return f"{self.net}-seed{self.seed}-{digest}.pth"  # metric.backbones.kmeans_features' cache name
+
+    def model(self, variant: str = "lin", **cfg) -> LPIPS:
+        config = TrainConfig(net=self.net, variant=variant, backbone_weights=self.used, seed=self.seed, **cfg)
+        if self.used != "kmeans" or variant == "scratch":
+            model = build_model(config)
+        else:
+            backbone = build_backbone(
+                self.net,
+                "kmeans",
+                seed=self.seed,
+                tune=variant != "lin",
+                kmeans_corpus=self.corpus,
+                cache_dir=trunk_cache_dir(self.study),
+            )
+            model = build_model(config, backbone=backbone)
+            keep = self._trunk_name(self.info["corpus"]["digest"])
+            for old in trunk_cache_dir(self.study).glob(f"{self.net}-seed{self.seed}-*.pth"):
+                if old.name != keep and ".tmp" not in old.name:  # an earlier corpus's trunk
+                    old.unlink(missing_ok=True)
+        self.info["source"] = model.backbone.source
+        return model
 
 
 # --- scoring from statistics ----------------------------------------------------------------------------
@@ -217,6 +331,27 @@ def _save_heads(model: LPIPS, rel: str) -> tuple[str, str]:
     return rel, digest
 
 
+def _save_trunk(model: LPIPS, study: Study) -> tuple[str, str]:
+    """The trunk's features state dict (loads with backbone_weights=<file>), content-addressed under
+    models/<study>/ so the versions that ran the same trunk share one file; written atomically."""
+    buffer = io.BytesIO()
+    state = {k: v.detach().cpu().contiguous() for k, v in model.backbone.features.state_dict().items()}
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    rel = f"models/{study.pk}/trunk-{model.net}-{digest[:16]}.pth"
+    path = Path(settings.MEDIA_ROOT) / rel
+    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    return rel, digest
+
+
 def study_retrain(*, study: Study, progress=None) -> dict:
     """Retrain and evaluate one study (see the module docstring). Returns a summary."""
     _state(study.pk)
@@ -318,9 +453,10 @@ def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
     notes: list[str] = []
     add = _evaluation_adder(study, run, n_judgments, rows)
     _evaluate_on_images(study, config, val_items, add)
+    backbones: list[dict] = []
     for spec in config["backbones"]:  # deep metrics from cached statistics
         versions += _evaluate_backbone(
-            study, spec, config, train_items, val_items, variants, progress, add, notes
+            study, spec, config, train_items, val_items, variants, progress, add, notes, backbones
         )
     _publish(versions, rows)
     logger.info(
@@ -339,6 +475,7 @@ def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
         "models": [str(v) for v in versions],
         "metrics": sorted({r.metric for r in rows}),
         "notes": notes,
+        "backbones": backbones,
     }
 
 
@@ -386,23 +523,28 @@ def _evaluate_backbone(
     progress,
     add,
     notes: list[str],
+    backbones: list[dict],
 ) -> list[ModelVersion]:
-    """One backbone: its unweighted and official heads evaluated, its lin heads trained (and the on-demand
-    variants); returns the model versions trained (still running until _retrain commits them)."""
-    label = f"{spec['net']}-{spec['weights']}"
+    """One backbone: resolved (what runs, and why), its unweighted and official heads evaluated, its lin
+    heads trained (and the on-demand variants); returns the model versions trained (still running until
+    _retrain commits them). A backbone that cannot run is a note on the run."""
     try:
-        model = backbone_model(spec)
+        backbone = StudyBackbone(study, spec)
+        model = backbone.model()
     except MetricError as exc:
-        notes.append(f"{label}: {exc}")
-        logger.warning("study %s: backbone %s unavailable: %s", study.pk, label, exc)
+        notes.append(f"{spec['net']}-{spec['weights']}: {exc}")
+        logger.warning("study %s: backbone %s unavailable: %s", study.pk, spec, exc)
         return []
+    label = backbone.label
+    backbones.append({"net": spec["net"], **backbone.info})
+    logger.info("study %s: backbone %s: %s", study.pk, label, backbone.info["reason"])
     cache = FeatureCache(study.pk, model)
     v0, v1 = cache.stats(val_items, kind=study.kind, progress=progress)
     # metric name -> (kind, flat head weights); only the trained heads' rows point at the model version
     heads: dict[str, tuple[str, np.ndarray]] = {
         f"{label} unweighted": (Evaluation.Kind.UNWEIGHTED, np.ones(v0.shape[1], np.float32))
     }
-    if config["official_lpips"] and spec["weights"] == "imagenet":
+    if config["official_lpips"] and backbone.used == "imagenet":
         official = LPIPS(net=spec["net"], backbone=model.backbone, head_weights="official")
         heads[f"lpips-{spec['net']} v0.1 (official)"] = (
             Evaluation.Kind.OFFICIAL,
@@ -411,10 +553,10 @@ def _evaluate_backbone(
     versions: list[ModelVersion] = []
     version = None
     if train_items:
-        version = _train_lin(study, spec, config, model, cache, train_items, progress, heads)
+        version = _train_lin(study, backbone, config, model, cache, train_items, progress, heads)
         versions.append(version)
     for variant in variants if train_items and study.kind == "2afc" else ():
-        versions.append(_train_deep_variant(study, spec, variant, config, train_items, val_items, add))
+        versions.append(_train_deep_variant(study, backbone, variant, config, train_items, val_items, add))
     n_boot = int(config["n_boot"])
     for name, (kind, weights) in heads.items():
         d0, d1 = v0 @ weights, v1 @ weights
@@ -433,34 +575,38 @@ def _evaluate_backbone(
     return versions
 
 
-def _next_model_version(study: Study, spec: dict, variant: str, train_items: list[dict]) -> ModelVersion:
-    """A new (running) model version of this backbone and variant, numbered after the study's last one."""
+def _next_model_version(
+    study: Study, backbone: StudyBackbone, variant: str, train_items: list[dict]
+) -> ModelVersion:
+    """A new (running) model version of this backbone (as it ran) and variant, numbered after the study's
+    last one."""
     last = (
         ModelVersion.objects.filter(
-            study=study, backbone=spec["net"], weights=spec["weights"], variant=variant
+            study=study, backbone=backbone.net, weights=backbone.used, variant=variant
         ).aggregate(v=Max("version"))["v"]
         or 0
     )
     return ModelVersion.objects.create(
         study=study,
-        backbone=spec["net"],
-        weights=spec["weights"],
+        backbone=backbone.net,
+        weights=backbone.used,
         variant=variant,
         version=last + 1,
         n_train_items=len(train_items),
         n_train_judgments=sum(it["n"] for it in train_items),
+        backbone_info=dict(backbone.info),
     )
 
 
-def _lin_train_config(spec: dict, config: dict, n_train_items: int) -> TrainConfig:
+def _lin_train_config(backbone: StudyBackbone, config: dict, n_train_items: int) -> TrainConfig:
     """The lin heads' training config: the study's epochs, raised for a small study (few batches of 50
     items an epoch) so that training still runs about ``min_steps`` steps."""
     steps_per_epoch = -(-n_train_items // 50)
     epochs = max(int(config["epochs"]), -(-int(config["min_steps"]) // (2 * steps_per_epoch)))
     return TrainConfig(
-        net=spec["net"],
-        backbone_weights=spec["weights"],
-        seed=int(spec.get("seed", 0)),
+        net=backbone.net,
+        backbone_weights=backbone.used,
+        seed=backbone.seed,
         epochs=epochs,
         epochs_decay=max(int(config["epochs_decay"]), epochs),
         lr=float(config["lr"]),
@@ -469,7 +615,7 @@ def _lin_train_config(spec: dict, config: dict, n_train_items: int) -> TrainConf
 
 def _train_lin(
     study: Study,
-    spec: dict,
+    backbone: StudyBackbone,
     config: dict,
     model: LPIPS,
     cache: FeatureCache,
@@ -478,11 +624,12 @@ def _train_lin(
     heads: dict,
 ) -> ModelVersion:
     """Fit the lin heads on the cached train statistics and save them as a new (running) model version;
-    adds the initial and the trained heads to `heads` for evaluation."""
-    label = f"{spec['net']}-{spec['weights']}"
+    adds the initial and the trained heads to `heads` for evaluation. A trunk other than ImageNet's ships
+    with the heads."""
+    label = backbone.label
     t0, t1 = cache.stats(train_items, kind=study.kind, progress=progress)
-    version = _next_model_version(study, spec, "lin", train_items)
-    cfg = _lin_train_config(spec, config, len(train_items))
+    version = _next_model_version(study, backbone, "lin", train_items)
+    cfg = _lin_train_config(backbone, config, len(train_items))
     heads[f"{label} untrained (init heads)"] = (
         Evaluation.Kind.UNTRAINED,
         model.heads.flat_weights().detach().cpu().numpy().copy(),
@@ -490,10 +637,10 @@ def _train_lin(
     p_train = np.array([it["k"] / it["n"] for it in train_items])
     w, _rank, losses = train_lin_fast(t0, t1, p_train, cfg, w_init=model.heads.flat_weights())
     model.heads.set_flat_weights(w)
-    rel, digest = _save_heads(
-        model, f"models/{study.pk}/{spec['net']}-{spec['weights']}-lin-v{version.version}.pth"
-    )
+    rel, digest = _save_heads(model, f"models/{study.pk}/{label}-lin-v{version.version}.pth")
     version.heads_path, version.heads_sha256 = rel, digest
+    if backbone.used != "imagenet":
+        version.trunk_path, version.trunk_sha256 = _save_trunk(model, study)
     version.train_info = {
         "losses": [float(x) for x in losses][-5:],
         "feature_device": cache.device,
@@ -507,37 +654,37 @@ def _train_lin(
     return version
 
 
-def _train_deep_variant(study, spec, variant, config, train_items, val_items, add) -> ModelVersion:
+def _train_deep_variant(
+    study, backbone: StudyBackbone, variant, config, train_items, val_items, add
+) -> ModelVersion:
     """On demand: "tune" (trunk and heads) or "scratch" (random trunk, trained), the reference-style loop
     over images; slow on a CPU. Saved as lpips heads plus the trunk's state dict; evaluated on images."""
     from metric.evaluate import lpips_2afc_distances
     from metric.train import train_heads
 
-    version = _next_model_version(study, spec, variant, train_items)
+    version = _next_model_version(study, backbone, variant, train_items)
+    train = {"epochs": int(config["epochs"]), "epochs_decay": int(config["epochs_decay"])}
+    model = backbone.model(variant)
     cfg = TrainConfig(
-        net=spec["net"],
+        net=backbone.net,
         variant=variant,
-        backbone_weights=spec["weights"],
-        seed=int(spec.get("seed", 0)),
-        epochs=int(config["epochs"]),
-        epochs_decay=int(config["epochs_decay"]),
+        backbone_weights=backbone.used,
+        seed=backbone.seed,
         lr=float(config["lr"]) / 10,
+        **train,
     )
-    result = train_heads(dataset_from_items(study, train_items), cfg, fast=False)
-    stem = f"models/{study.pk}/{spec['net']}-{spec['weights']}-{variant}-v{version.version}"
+    result = train_heads(dataset_from_items(study, train_items), cfg, fast=False, model=model)
+    stem = f"models/{study.pk}/{backbone.label}-{variant}-v{version.version}"
     version.heads_path, version.heads_sha256 = _save_heads(result.model, f"{stem}.pth")
-    trunk = Path(settings.MEDIA_ROOT) / f"{stem}-trunk.pth"
-    torch.save(result.model.backbone.features.state_dict(), trunk.with_suffix(".tmp"))
-    os.replace(trunk.with_suffix(".tmp"), trunk)
+    version.trunk_path, version.trunk_sha256 = _save_trunk(result.model, study)
     version.train_info = {
         "losses": [float(x) for x in result.losses][-5:],
-        "trunk": f"{stem}-trunk.pth",
         "seconds": result.seconds,
     }
     val = dataset_from_items(study, val_items)
     d0, d1 = lpips_2afc_distances(result.model.eval(), val)
     add(
-        f"trained {spec['net']}-{spec['weights']} {variant}",
+        f"trained {backbone.label} {variant}",
         Evaluation.Kind.TRAINED,
         "2afc",
         "val",

@@ -44,6 +44,9 @@ RESEARCHER_ROUTES = {
     "api-export-detail": [("get", "/api/v1/exports/{export}/", None)],
     "api-export-download": [("get", "/api/v1/exports/{export}/download/", None)],
 }
+RESEARCHER_ROUTES["api-study-models"] = [("get", "/api/v1/studies/{sa}/models/", None)]
+RESEARCHER_ROUTES["api-model-detail"] = [("get", "/api/v1/models/{model}/", None)]
+RESEARCHER_ROUTES["api-model-download"] = [("get", "/api/v1/models/{model}/download/", None)]
 RESEARCHER_ROUTES["api-source-detail"] = [
     ("get", "/api/v1/sources/{source}/", None),
     ("delete", "/api/v1/sources/{source}/", None),
@@ -124,7 +127,16 @@ def world(make_study, answer_trials, researcher_carol, researcher_dave, django_u
         "a": researcher_carol,
         "b": researcher_dave,
         "source": _source_set(researcher_carol),
+        "model": _model_version(sa),
     }
+
+
+def _model_version(study):
+    from training.models import ModelVersion
+
+    return ModelVersion.objects.create(
+        study=study, backbone="alex", weights="kmeans", version=1, status="ready"
+    )
 
 
 def _source_set(owner):
@@ -158,6 +170,7 @@ def _call(client, method, template, body, world, token=None):
         token=token or world["token"],
         trial=trial,
         source=world["source"].pk,
+        model=world["model"].pk,
     )
     if body == "multipart":
         buf = io.BytesIO()

@@ -1,5 +1,7 @@
 """Continuous training: debounced triggers, one job per study, the feature cache, crash safety, results."""
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -199,7 +201,10 @@ def test_tune_is_trained_on_demand_next_to_lin(
     assert TrainingState.objects.get(study=study).pending_variants == ["tune"]
     services.study_retrain(study=study)  # what the worker does
     tune = ModelVersion.objects.get(study=study, variant="tune")
-    assert tune.status == "ready" and (settings.MEDIA_ROOT / tune.train_info["trunk"]).is_file()
+    assert tune.status == "ready" and (settings.MEDIA_ROOT / tune.trunk_path).is_file()
+    assert (
+        hashlib.sha256((settings.MEDIA_ROOT / tune.trunk_path).read_bytes()).hexdigest() == tune.trunk_sha256
+    )
     assert Evaluation.objects.filter(study=study, metric="trained alex-random tune", category="all").exists()
     assert ModelVersion.objects.filter(study=study, variant="lin", status="ready").exists()
     assert TrainingState.objects.get(study=study).pending_variants == []  # once, on demand
