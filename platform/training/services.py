@@ -49,7 +49,7 @@ from django.utils import timezone
 
 from core.exceptions import ApplicationError
 from judgments.models import Judgment, Trial
-from metric.backbones import KMEANS_CORPUS_SIZE, build_backbone, kmeans_corpus, resolve_weights
+from metric.backbones import build_backbone, kmeans_corpus, resolve_weights
 from metric.baselines import BASELINES
 from metric.data import JNDData, TwoAFCData, load_patch
 from metric.errors import MetricError
@@ -126,7 +126,7 @@ _AS_CONFIGURED = {
 
 def kmeans_patches() -> int:
     """Patches in a study's k-means corpus (settings.PERCEPTLAB_KMEANS_PATCHES, default 512)."""
-    return int(getattr(settings, "PERCEPTLAB_KMEANS_PATCHES", KMEANS_CORPUS_SIZE))
+    return settings.PERCEPTLAB_KMEANS_PATCHES
 
 
 def trunk_cache_dir(study: Study) -> Path:

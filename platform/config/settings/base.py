@@ -404,6 +404,8 @@ PERCEPTLAB_TRAINING_LIMITS = {
 # A forced retrain (API, dashboard) within this many seconds of the last one gets a 429 with Retry-After;
 # an automatic one is deferred to the periodic check (training.retrain_due).
 PERCEPTLAB_MIN_RETRAIN_INTERVAL_S = int(env_str("PERCEPTLAB_MIN_RETRAIN_INTERVAL_S", "300"))
+# Patches drawn from a study's own train items for a k-means trunk (the "auto" backbone offline).
+PERCEPTLAB_KMEANS_PATCHES = int(env_str("PERCEPTLAB_KMEANS_PATCHES", "512"))
 # The training claim: a running job refreshes its heartbeat every HEARTBEAT seconds; a claim whose heartbeat
 # is older than STALE seconds belongs to a dead worker and the next (redelivered) job takes it over.
 PERCEPTLAB_TRAINING_HEARTBEAT_S = float(env_str("PERCEPTLAB_TRAINING_HEARTBEAT_S", "30"))
