@@ -117,8 +117,6 @@ def _trunk(args) -> tuple[str, str]:
     """The weight source that will run and why (``auto`` resolved once, here)."""
     from metric.backbones import resolve_weights
 
-    if args.kmeans_patches < 1:
-        raise MetricError(f"--kmeans-patches must be >= 1, got {args.kmeans_patches}")
     return resolve_weights(args.net, args.backbone_weights)
 
 
@@ -196,47 +194,59 @@ def _distance(args, out) -> None:
     out.write(json.dumps({"distance": d, **model.describe(), "input_range": "[-1,1] from uint8"}) + "\n")
 
 
+def _metrics(args, name: str, weights: str, reason: str, heads: dict, corpus=None) -> dict:
+    from metric.evaluate import resolve_metrics
+    from metric.lpips import LPIPS
+
+    found = resolve_metrics(
+        [name],
+        backbone_weights=weights,
+        version=args.version,
+        seed=args.seed,
+        heads=heads,
+        kmeans_corpus=corpus,
+        kmeans_patches=args.kmeans_patches,
+    )
+    for model in found.values():
+        if isinstance(model, LPIPS):
+            _note_trunk(model, reason, args)
+    return found
+
+
 def _evaluate(args, out) -> None:
     """The 2AFC (or JND) report of the named metrics, also written to --out when given."""
     from metric.backbones import kmeans_corpus, resolve_weights
-    from metric.evaluate import evaluate_2afc, evaluate_jnd, resolve_metrics
-    from metric.lpips import LPIPS
+    from metric.evaluate import evaluate_2afc, evaluate_jnd
 
     if any("=" not in h for h in args.heads):
         raise MetricError("--heads takes NAME=PATH, e.g. lpips-alex=runs/alex-lin/heads.pth")
-    if args.kmeans_patches < 1:
-        raise MetricError(f"--kmeans-patches must be >= 1, got {args.kmeans_patches}")
     heads = dict(h.split("=", 1) for h in args.heads)
     names = [m for m in args.metrics.split(",") if m]
-    data = _load(args)
+    # Models that need no data are built first (a bad name or missing weights fails before the data
+    # is read); k-means trunks wait for their corpus, which by default is the data evaluated.
     metrics: dict = {}
-    corpus = None
+    waiting: dict[str, str] = {}
     for name in names:
         net = name.split("-", 1)[1] if name.startswith(("lpips-", "deep-")) else None
         weights, reason = resolve_weights(net, args.backbone_weights) if net else (args.backbone_weights, "")
-        if weights == "kmeans" and corpus is None:
-            corpus = (
-                _folder_corpus(args)
-                if args.kmeans_corpus
-                else kmeans_corpus(
-                    *((data.p0, data.p1) if args.jnd else (data.ref, data.p0, data.p1)),
-                    n=args.kmeans_patches,
-                    seed=args.seed,
-                )
+        if net and weights == "kmeans":
+            waiting[name] = reason
+            metrics[name] = None  # keeps the order asked for
+            continue
+        metrics.update(_metrics(args, name, weights, reason, heads))
+    data = _load(args)
+    if waiting:
+        corpus = (
+            _folder_corpus(args)
+            if args.kmeans_corpus
+            else kmeans_corpus(
+                *((data.p0, data.p1) if args.jnd else (data.ref, data.p0, data.p1)),
+                n=args.kmeans_patches,
+                seed=args.seed,
             )
-        found = resolve_metrics(
-            [name],
-            backbone_weights=weights,
-            version=args.version,
-            seed=args.seed,
-            heads=heads,
-            kmeans_corpus=corpus if weights == "kmeans" else None,
-            kmeans_patches=args.kmeans_patches,
         )
-        for model in found.values():
-            if isinstance(model, LPIPS):
-                _note_trunk(model, reason, args)
-        metrics.update(found)
+        for name, reason in waiting.items():
+            metrics.update(_metrics(args, name, "kmeans", reason, heads, corpus))
     report = (
         evaluate_jnd(data, metrics)
         if args.jnd
@@ -304,5 +314,7 @@ _COMMANDS = {"distance": _distance, "evaluate": _evaluate, "train": _train}
 
 
 def _run(args) -> int:
+    if args.kmeans_patches < 1:
+        raise MetricError(f"--kmeans-patches must be >= 1, got {args.kmeans_patches}")
     _COMMANDS[args.command](args, sys.stdout)
     return 0
