@@ -220,6 +220,8 @@ def run_check(
         b0, b1 = baseline_2afc_distances(FUNCS[name], val)
         result["baselines"][name] = {crowd: _score(b0, b1, val_p[crowd], n_boot) for crowd in crowds}
     result["seconds"] = time.perf_counter() - t0
+    if hasattr(os, "getloadavg"):
+        result["load_average_end"] = os.getloadavg()[0]
     return result
 
 
@@ -265,6 +267,17 @@ def _crowd_lines(result: dict, crowd: str, seeds: list[int]) -> list[str]:
     return lines
 
 
+def _load_note(result: dict) -> str:
+    """Whether other work shared the machine (the run's seconds are then no speed figure)."""
+    note = result.get("machine_note")
+    load = result.get("load_average_end")
+    if not note and load is not None and load > result["threads"] + 0.5:
+        note = (
+            f"1-minute load average {load:.1f} at the end on {os.cpu_count()} cores: other work shared them"
+        )
+    return f"; {note}, so the seconds are no speed figure" if note else ""
+
+
 def render(result: dict) -> str:
     """The report section (Markdown)."""
     seeds = sorted({int(key.split(":")[1]) for key in next(iter(result["rows"].values()))})
@@ -273,7 +286,9 @@ def render(result: dict) -> str:
         "",
         f"Machine: {machine_line()}, torch {torch.__version__}, {result['threads']} threads. Command: "
         "`make bench` (`python manage.py bench_kmeans`). Whole run: "
-        f"{result['seconds']:.0f} s ({result['build_seconds']:.0f} s to build and label the triplets).",
+        f"{result['seconds']:.0f} s ({result['build_seconds']:.0f} s to build and label the triplets)"
+        + _load_note(result)
+        + ".",
         "",
         f"Data: {result['n_train']:,} train and {result['n_val']:,} held-out val 2AFC triplets (64x64) "
         "built by the distortion engine from the scikit-image photos (traditional distortions), labelled by "
