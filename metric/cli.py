@@ -32,7 +32,8 @@ def _add_model_args(p: argparse.ArgumentParser, weights: str = "imagenet", corpu
         nargs="+",
         metavar="FOLDER",
         help="folders of images for a k-means trunk (BAPPS folders or plain folders, read recursively, "
-        f"resized to 64x64){corpus_default}",
+        f"resized to 64x64){corpus_default}; it takes every word up to the next option, so give "
+        "positional arguments before it",
     )
     p.add_argument(
         "--kmeans-patches",

@@ -363,3 +363,30 @@ def test_cli_trunk_of_another_net_is_refused(trained, bapps, home, capsys):
     a = str(bapps / "ref" / "000000.png")
     assert cli.main(["distance", "--net", "squeeze", "--backbone-weights", str(out / "trunk.pth"), a, a]) == 2
     assert "squeezenet1_1" in capsys.readouterr().err
+
+
+def test_the_cnn_feature_network_takes_a_kmeans_trunk_on_photo_patches(home, monkeypatch):
+    from metric.features import cnn_feature_distance, photo_patches
+
+    patches = photo_patches(8, seed=1)
+    assert patches.shape == (8, 64, 64, 3) and patches.dtype == np.uint8
+    assert np.array_equal(patches, photo_patches(8, seed=1)) and not np.array_equal(patches, photo_patches(8))
+    monkeypatch.setenv("PERCEPTLAB_CNN_FEATURE_BACKBONE", "auto")  # offline: k-means
+    net = cnn_feature_distance("cpu")
+    desc = net.describe()
+    assert desc["metric"] == "deep-unweighted" and desc["backbone_weights"].startswith("kmeans:0:")
+    assert desc["kmeans_corpus"]["patches"] == 512 and "scikit-image" in desc["kmeans_corpus"]["from"]
+    assert "PERCEPTLAB_OFFLINE" in desc["backbone_reason"]
+
+
+def test_cli_evaluate_jnd_with_kmeans_draws_from_both_patches(real_patches, tmp_path, home, capsys):
+    from metric.data import JNDData, write_bapps_jnd
+
+    jnd = JNDData(real_patches[:6], real_patches[6:12], np.array([0, 1 / 3, 2 / 3, 1.0, 0, 1]), ["cnn"] * 6)
+    write_bapps_jnd(tmp_path / "jnd", jnd)
+    folder = str(tmp_path / "jnd" / "cnn")
+    rc = cli.main(
+        ["evaluate", "--jnd", "--bapps", folder, "--backbone-weights", "kmeans", "--metrics", "deep-alex"]
+    )
+    assert rc == 0
+    assert "map" in json.loads(capsys.readouterr().out)["metrics"]["deep-alex"]["categories"]["cnn"]
