@@ -45,10 +45,11 @@ lint: install ## ruff (lines of at most 110), the formatter's check, and the imp
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
 
-bench: install ## benchmarks (distortion engine, metric vs reference lpips, continuous training); writes docs/benchmarks.md
+bench: install ## benchmarks (distortion engine, metric vs reference lpips, k-means science check, continuous training); writes docs/benchmarks.md
 	@tmp=$$(mktemp -d) && export PERCEPTLAB_DATA_DIR=$$tmp PYTHONPATH=platform:. && \
 	  $(PY) manage.py bench_distortions --out docs/benchmarks.md && \
 	  $(PY) manage.py bench_metric --out docs/benchmarks.md && \
+	  $(PY) manage.py bench_kmeans --out docs/benchmarks.md && \
 	  $(PY) manage.py migrate -v0 && $(PY) manage.py bench_training --out docs/benchmarks.md; rc=$$?; rm -rf $$tmp; exit $$rc
 
 contact-sheet: install ## docs/contact_sheet.png: every distortion at 5 severities

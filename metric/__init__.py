@@ -4,10 +4,20 @@
 >>> model = metric.LPIPS(net="alex", backbone_weights="random")
 """
 
-from metric.backbones import BACKBONES, Backbone, backbone_spec, build_backbone
+from metric.backbones import (
+    BACKBONES,
+    Backbone,
+    backbone_spec,
+    build_backbone,
+    corpus_digest,
+    kmeans_corpus,
+    resolve_weights,
+    save_trunk,
+)
 from metric.errors import MetricError, WeightsUnavailableError
 from metric.heads import LinearHeads
 from metric.lpips import LPIPS
+from metric.train import TrainConfig, TrainResult, train_heads
 
 __all__ = [
     "BACKBONES",
@@ -15,7 +25,14 @@ __all__ = [
     "Backbone",
     "LinearHeads",
     "MetricError",
+    "TrainConfig",
+    "TrainResult",
     "WeightsUnavailableError",
     "backbone_spec",
     "build_backbone",
+    "corpus_digest",
+    "kmeans_corpus",
+    "resolve_weights",
+    "save_trunk",
+    "train_heads",
 ]

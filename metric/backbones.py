@@ -108,11 +108,26 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
-        for i, module in enumerate(self.features):
-            x = module(x)
-            if i in self._ends:
-                outs.append(x)
+        size = tuple(x.shape[2:])
+        try:
+            for i, module in enumerate(self.features):
+                x = module(x)
+                if i in self._ends:
+                    outs.append(x)
+        except RuntimeError as exc:
+            if "too small" not in str(exc) and "can't be greater" not in str(exc):
+                raise
+            raise MetricError(
+                f"inputs of {size[0]}x{size[1]} pixels are too small for the {self.spec.name} trunk "
+                f"({self.spec.torchvision_name}): {exc}"
+            ) from exc
         return outs
+
+    def save(self, path: str | os.PathLike, **provenance) -> Path:
+        """The trunk file: ``{"state_dict": {"features.<i>...": tensor}, "net", "source", ...}``, which
+        ``backbone_weights=path`` (and ``--backbone-weights PATH``) loads strictly. ``provenance`` (plain
+        JSON-like values, e.g. the k-means corpus record) is stored next to the weights."""
+        return save_trunk(self, path, **provenance)
 
 
 def _torchvision_builder(spec: BackboneSpec):
@@ -189,25 +204,80 @@ def kmeans_corpus(*images: np.ndarray, n: int = KMEANS_CORPUS_SIZE, seed: int = 
     return torch.from_numpy(pool[pick]).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
 
 
+def corpus_digest(corpus: torch.Tensor) -> str:
+    """The k-means corpus's identity (16 hex digits of SHA-256 over its float32 values): the trunk's
+    cache key, its ``source`` (``kmeans:<seed>:<digest>``) and what a trained model records."""
+    return hashlib.sha256(corpus.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def as_kmeans_corpus(corpus, *, n: int = KMEANS_CORPUS_SIZE, seed: int = 0) -> torch.Tensor | None:
+    """``kmeans_corpus=`` as given: None, an N x 3 x H x W tensor in [-1, 1] (used as is), or uint8
+    N x H x W x 3 numpy arrays (one, or a list/tuple of them), drawn with
+    ``kmeans_corpus(..., n=n, seed=seed)``."""
+    if corpus is None or torch.is_tensor(corpus):
+        return corpus
+    arrays = list(corpus) if isinstance(corpus, list | tuple) else [corpus]
+    if not all(isinstance(a, np.ndarray) for a in arrays):
+        raise MetricError(
+            "kmeans_corpus must be an N x 3 x H x W tensor in [-1, 1] or uint8 N x H x W x 3 numpy arrays"
+        )
+    return kmeans_corpus(*arrays, n=n, seed=seed)
+
+
+def save_trunk(backbone: Backbone, path: str | os.PathLike, **provenance) -> Path:
+    """Write ``backbone``'s weights as a trunk file (see ``Backbone.save``), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {f"features.{k}": v.detach().cpu() for k, v in backbone.features.state_dict().items()}
+    payload = {"state_dict": state, "net": backbone.spec.name, "source": backbone.source, **provenance}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def _load_state(path: Path) -> tuple[dict, str]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: pickle, zip and torch errors alike
+        raise MetricError(
+            f"{path} is not a readable PyTorch weights file ({type(exc).__name__}: {exc})"
+        ) from exc
+    origin = ""
+    if isinstance(state, dict) and "state_dict" in state:
+        origin = state.get("source", "") if isinstance(state.get("source"), str) else ""
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise MetricError(f"{path} does not hold a state dict")
+    return state, origin
+
+
 def _features_from_file(spec: BackboneSpec, path: Path) -> nn.Sequential:
+    features, _ = _features_and_origin(spec, path)
+    return features
+
+
+def _features_and_origin(spec: BackboneSpec, path: Path) -> tuple[nn.Sequential, str]:
     if not path.is_file():
         raise WeightsUnavailableError(
             f"backbone weights file not found: {path}. "
-            "Pass an existing .pth file, 'imagenet', 'random' or 'kmeans'."
+            "Pass an existing .pth file, 'auto', 'imagenet', 'random' or 'kmeans'."
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise MetricError(f"{path} does not hold a state dict")
+    state, origin = _load_state(path)
     features = _torchvision_builder(spec)(weights=None).features
     feats = {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")} or state
     wanted = features.state_dict()
     missing = sorted(set(wanted) - set(feats))
     if missing:
         raise MetricError(f"{path} is not a {spec.torchvision_name} state dict: missing {missing[:6]}")
+    shapes = [k for k in wanted if tuple(feats[k].shape) != tuple(wanted[k].shape)]
+    if shapes:
+        raise MetricError(
+            f"{path} is not a {spec.torchvision_name} state dict: {shapes[0]} has shape "
+            f"{tuple(feats[shapes[0]].shape)}, expected {tuple(wanted[shapes[0]].shape)}"
+        )
     features.load_state_dict({k: feats[k] for k in wanted}, strict=True)
-    return features
+    return features, origin
 
 
 def build_backbone(
@@ -233,13 +303,16 @@ def build_backbone(
             if kmeans_corpus is None:
                 raise MetricError(
                     "backbone_weights='kmeans' needs kmeans_corpus: an N x 3 x H x W tensor in [-1, 1] "
-                    "(metric.backbones.kmeans_corpus draws one from your images), or pass the trunk file "
-                    "a k-means model shipped with as backbone_weights"
+                    "or uint8 N x H x W x 3 images (metric.backbones.kmeans_corpus draws one from your "
+                    "images), or pass the trunk file a k-means model shipped with (trunk.pth) as "
+                    "backbone_weights"
                 )
-            features, source = kmeans_features(spec, kmeans_corpus, seed=seed, cache_dir=cache_dir)
+            corpus = as_kmeans_corpus(kmeans_corpus, seed=seed)
+            features, source = kmeans_features(spec, corpus, seed=seed, cache_dir=cache_dir)
     else:
         path = Path(weights)
-        features, source = _features_from_file(spec, path), f"file:{path.name}"
+        features, origin = _features_and_origin(spec, path)
+        source = f"file:{path.name}" + (f" ({origin})" if origin else "")
     return Backbone(spec, features, tune=tune, source=source)
 
 
@@ -304,10 +377,12 @@ def kmeans_init_(
 def kmeans_features(
     spec: BackboneSpec, corpus: torch.Tensor, *, seed: int = 0, cache_dir: str | os.PathLike | None = None
 ) -> tuple[nn.Sequential, str]:
-    if corpus.ndim != 4 or corpus.shape[1] != 3:
-        raise MetricError(f"kmeans_corpus must be N x 3 x H x W, got {tuple(corpus.shape)}")
+    if corpus.ndim != 4 or corpus.shape[1] != 3 or corpus.shape[0] < 1:
+        raise MetricError(f"kmeans_corpus must be N x 3 x H x W with N >= 1, got {tuple(corpus.shape)}")
     corpus = corpus.detach().float().cpu().contiguous()
-    digest = hashlib.sha256(corpus.numpy().tobytes()).hexdigest()[:16]
+    if not torch.isfinite(corpus).all():
+        raise MetricError("kmeans_corpus holds NaN or infinite values")
+    digest = corpus_digest(corpus)
     source = f"kmeans:{seed}:{digest}"
     cache = Path(cache_dir or Path.home() / ".cache" / "perceptlab" / "kmeans")
     path = cache / f"{spec.name}-seed{seed}-{digest}.pth"
@@ -318,6 +393,10 @@ def kmeans_features(
     logger.info("k-means init of %s on %d patches (seed %d)", spec.torchvision_name, corpus.shape[0], seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        try:
+            Backbone(spec, features)(corpus[:1])  # a clear error for patches too small for the net
+        except MetricError as exc:
+            raise MetricError(f"k-means corpus: {exc}") from exc
         kmeans_init_(features, corpus, seed=seed)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")

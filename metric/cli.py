@@ -1,4 +1,9 @@
-"""python -m metric {distance, evaluate, train} (benchmarks against the reference: manage.py bench_metric)"""
+"""python -m metric {distance, evaluate, train} (benchmarks against the reference: manage.py bench_metric)
+
+Trunks (--backbone-weights): auto (ImageNet when its weights file is present or can be fetched, else
+k-means), imagenet, random, kmeans, or a .pth file such as the trunk.pth that `train` writes. A k-means
+trunk is initialised on a seeded corpus of --kmeans-patches patches drawn from --kmeans-corpus FOLDER...
+when given, else from the data given (--bapps / --manifest)."""
 
 from __future__ import annotations
 
@@ -7,18 +12,35 @@ import json
 import logging
 import sys
 
+from metric.backbones import KMEANS_CORPUS_SIZE
 from metric.errors import MetricError
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_args(p: argparse.ArgumentParser, weights: str = "imagenet", corpus_default: str = "") -> None:
     p.add_argument("--net", default="alex", help="alex | vgg | squeeze (default alex)")
     p.add_argument("--version", default="0.1", help="0.1 (default) or 0.0")
     p.add_argument(
         "--backbone-weights",
-        default="imagenet",
-        help="imagenet (torchvision, cached) | random | kmeans | path to a .pth (default imagenet)",
+        default=weights,
+        help="auto (ImageNet when its weights are present or can be fetched, else kmeans) | imagenet "
+        "(torchvision, cached) | random | kmeans | PATH to a .pth, e.g. a trained trunk.pth "
+        f"(default {weights})",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for random/kmeans backbones")
+    p.add_argument("--seed", type=int, default=0, help="seed for random/kmeans backbones and the corpus draw")
+    p.add_argument(
+        "--kmeans-corpus",
+        nargs="+",
+        metavar="FOLDER",
+        help="folders of images for a k-means trunk (BAPPS folders or plain folders, read recursively, "
+        f"resized to 64x64){corpus_default}; it takes every word up to the next option, so give "
+        "positional arguments before it",
+    )
+    p.add_argument(
+        "--kmeans-patches",
+        type=int,
+        default=KMEANS_CORPUS_SIZE,
+        help=f"patches drawn (seeded) for the k-means corpus (default {KMEANS_CORPUS_SIZE})",
+    )
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -45,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("distance", help="LPIPS distance between two images")
     p.add_argument("img0")
     p.add_argument("img1")
-    _add_model_args(p)
+    _add_model_args(p, corpus_default="; needed by kmeans (or pass a trained model's trunk.pth instead)")
     p.add_argument("--heads", default="official", help="official | none (unweighted) | path to a head .pth")
     p.add_argument(
         "--size", type=int, default=None, help="resize both images to SIZE x SIZE first (default: keep)"
@@ -59,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("evaluate", help="2AFC (or JND mAP) per category with bootstrap CIs")
     _add_data_args(p)
-    _add_model_args(p)
+    _add_model_args(p, corpus_default="; default: the data evaluated")
     p.add_argument(
         "--metrics",
         default="lpips-alex,l2_lab,dssim_rgb,psnr,ms_ssim",
@@ -74,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("train", help="train LPIPS heads on 2AFC judgments")
     _add_data_args(p)
-    _add_model_args(p)
+    _add_model_args(p, "auto", corpus_default="; default: the training data")
     p.add_argument("--variant", default="lin", choices=["lin", "tune", "scratch"])
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--epochs-decay", type=int, default=5)
@@ -83,15 +105,91 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--reference-loop", action="store_true", help="full forward passes instead of the fast lin path"
     )
-    p.add_argument("--out", required=True, help="output folder (heads.pth, rank.pth, config.json)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder (heads.pth, rank.pth, config.json; trunk.pth unless the trunk is ImageNet's)",
+    )
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         return _run(args)
-    except MetricError as exc:
+    except (MetricError, OSError) as exc:  # OSError: unreadable input files
         sys.stderr.write(f"error: {exc}\n")
         return 2
+
+
+def _trunk(args) -> tuple[str, str]:
+    """The weight source that will run and why (``auto`` resolved once, here)."""
+    from metric.backbones import resolve_weights
+
+    return resolve_weights(args.net, args.backbone_weights)
+
+
+def _folder_corpus(args):
+    from metric.data import read_image_folders
+
+    return read_image_folders(args.kmeans_corpus, n=args.kmeans_patches, seed=args.seed)
+
+
+def _corpus_from(args) -> str:
+    if args.kmeans_corpus:
+        return "--kmeans-corpus " + " ".join(args.kmeans_corpus)
+    if getattr(args, "manifest", None):
+        return f"--manifest {args.manifest}" + (f" (split {args.split})" if args.split else "")
+    return "--bapps " + " ".join(getattr(args, "bapps", None) or [])
+
+
+def _note_trunk(model, reason: str, args) -> None:
+    """Record (and log) which trunk runs, why, and its k-means corpus."""
+    if reason:
+        model.weights_reason = reason
+    if model.kmeans_corpus_info is not None:
+        model.kmeans_corpus_info["from"] = _corpus_from(args)
+    _log_trunk(model.describe())
+
+
+def _log_trunk(desc: dict) -> None:
+    line = f"trunk: {desc['net']} {desc['backbone_weights']}"
+    if desc.get("backbone_reason"):
+        line += f" ({desc['backbone_reason']})"
+    corpus = desc.get("kmeans_corpus")
+    if corpus:
+        line += (
+            f"; k-means corpus: {corpus['patches']} patches, seed {corpus['seed']}, digest "
+            f"{corpus['digest']}, from {corpus.get('from', '?')}"
+        )
+    logging.getLogger("metric").info(line)
+
+
+def _distance_model(args):
+    """The model named by --net, --backbone-weights, --heads and the k-means options."""
+    from metric.lpips import LPIPS
+
+    heads = None if args.heads == "none" else args.heads
+    weights, reason = _trunk(args)
+    corpus = None
+    if weights == "kmeans":
+        if not args.kmeans_corpus:
+            raise MetricError(
+                (f"{reason}; " if reason else "")
+                + "a k-means trunk needs the trunk it was trained with or a corpus: pass the model's trunk "
+                "file (--backbone-weights OUT/trunk.pth, written by `python -m metric train`) or "
+                "--kmeans-corpus FOLDER... (the same folders, seed and --kmeans-patches give the same trunk)"
+            )
+        corpus = _folder_corpus(args)
+    model = LPIPS(
+        net=args.net,
+        version=args.version,
+        backbone_weights=weights,
+        head_weights=heads,
+        seed=args.seed,
+        kmeans_corpus=corpus,
+        kmeans_patches=args.kmeans_patches,
+    )
+    _note_trunk(model, reason, args)
+    return model
 
 
 def _distance(args, out) -> None:
@@ -99,21 +197,13 @@ def _distance(args, out) -> None:
     import torch
 
     from metric.data import load_patch, to_tensor
-    from metric.lpips import LPIPS
 
     if args.model:
         from metric.bundle import load_bundle
 
         model = load_bundle(args.model)
     else:
-        heads = None if args.heads == "none" else args.heads
-        model = LPIPS(
-            net=args.net,
-            version=args.version,
-            backbone_weights=args.backbone_weights,
-            head_weights=heads,
-            seed=args.seed,
-        )
+        model = _distance_model(args)
     try:
         a, b = (load_patch(p, args.size) for p in (args.img0, args.img1))
     except OSError as exc:
@@ -123,19 +213,59 @@ def _distance(args, out) -> None:
     out.write(json.dumps({"distance": d, **model.describe(), "input_range": "[-1,1] from uint8"}) + "\n")
 
 
-def _evaluate(args, out) -> None:
-    """The 2AFC (or JND) report of the named metrics, also written to --out when given."""
-    from metric.evaluate import evaluate_2afc, evaluate_jnd, resolve_metrics
+def _metrics(args, name: str, weights: str, reason: str, heads: dict, corpus=None) -> dict:
+    from metric.evaluate import resolve_metrics
+    from metric.lpips import LPIPS
 
-    heads = dict(h.split("=", 1) for h in args.heads)
-    metrics = resolve_metrics(
-        [m for m in args.metrics.split(",") if m],
-        backbone_weights=args.backbone_weights,
+    found = resolve_metrics(
+        [name],
+        backbone_weights=weights,
         version=args.version,
         seed=args.seed,
         heads=heads,
+        kmeans_corpus=corpus,
+        kmeans_patches=args.kmeans_patches,
     )
+    for model in found.values():
+        if isinstance(model, LPIPS):
+            _note_trunk(model, reason, args)
+    return found
+
+
+def _evaluate(args, out) -> None:
+    """The 2AFC (or JND) report of the named metrics, also written to --out when given."""
+    from metric.backbones import kmeans_corpus, resolve_weights
+    from metric.evaluate import evaluate_2afc, evaluate_jnd
+
+    if any("=" not in h for h in args.heads):
+        raise MetricError("--heads takes NAME=PATH, e.g. lpips-alex=runs/alex-lin/heads.pth")
+    heads = dict(h.split("=", 1) for h in args.heads)
+    names = [m for m in args.metrics.split(",") if m]
+    # Models that need no data are built first (a bad name or missing weights fails before the data
+    # is read); k-means trunks wait for their corpus, which by default is the data evaluated.
+    metrics: dict = {}
+    waiting: dict[str, str] = {}
+    for name in names:
+        net = name.split("-", 1)[1] if name.startswith(("lpips-", "deep-")) else None
+        weights, reason = resolve_weights(net, args.backbone_weights) if net else (args.backbone_weights, "")
+        if net and weights == "kmeans":
+            waiting[name] = reason
+            metrics[name] = None  # keeps the order asked for
+            continue
+        metrics.update(_metrics(args, name, weights, reason, heads))
     data = _load(args)
+    if waiting:
+        corpus = (
+            _folder_corpus(args)
+            if args.kmeans_corpus
+            else kmeans_corpus(
+                *((data.p0, data.p1) if args.jnd else (data.ref, data.p0, data.p1)),
+                n=args.kmeans_patches,
+                seed=args.seed,
+            )
+        )
+        for name, reason in waiting.items():
+            metrics.update(_metrics(args, name, "kmeans", reason, heads, corpus))
     report = (
         evaluate_jnd(data, metrics)
         if args.jnd
@@ -150,7 +280,7 @@ def _evaluate(args, out) -> None:
 
 def _train(args, out) -> None:
     """Trains the heads on 2AFC judgments and saves them to --out."""
-    from metric.train import TrainConfig, train_heads
+    from metric.train import TrainConfig, build_model, train_heads, training_corpus, trunk_weights
 
     if args.jnd:
         raise MetricError("training uses 2AFC judgments")
@@ -164,13 +294,37 @@ def _train(args, out) -> None:
         lr=args.lr,
         batch_size=args.batch_size,
         seed=args.seed,
+        kmeans_patches=args.kmeans_patches,
     )
+    cfg.validate()
+    data = _load(args)
+    weights, reason = trunk_weights(cfg)
+    corpus = None
+    if weights == "kmeans":
+        corpus = _folder_corpus(args) if args.kmeans_corpus else training_corpus(data, cfg)
+    model = build_model(cfg, weights=(weights, reason), kmeans_corpus=corpus)
+    _note_trunk(model, reason, args)
     result = train_heads(
-        _load(args), cfg, fast=not args.reference_loop and args.variant == "lin", progress=True
+        data, cfg, fast=not args.reference_loop and args.variant == "lin", progress=True, model=model
     )
     path = result.save(args.out)
+    desc = result.model.describe()
     out.write(
-        json.dumps({"heads": str(path), "seconds": round(result.seconds, 2), "final_loss": result.losses[-1]})
+        json.dumps(
+            {
+                "heads": str(path),
+                "trunk": str(path.parent / "trunk.pth") if result.ships_trunk else None,
+                "config": str(path.parent / "config.json"),
+                "backbone": {
+                    "weights": weights,
+                    "source": desc["backbone_weights"],
+                    "reason": desc.get("backbone_reason", ""),
+                },
+                "kmeans_corpus": desc.get("kmeans_corpus"),
+                "seconds": round(result.seconds, 2),
+                "final_loss": result.losses[-1],
+            }
+        )
         + "\n"
     )
 
@@ -179,5 +333,7 @@ _COMMANDS = {"distance": _distance, "evaluate": _evaluate, "train": _train}
 
 
 def _run(args) -> int:
+    if args.kmeans_patches < 1:
+        raise MetricError(f"--kmeans-patches must be >= 1, got {args.kmeans_patches}")
     _COMMANDS[args.command](args, sys.stdout)
     return 0

@@ -237,3 +237,50 @@ def read_manifest(
             ids,
         )
     raise MetricError(f"unknown kind {kind!r} in {path}")
+
+
+def read_image_folders(
+    folders: str | os.PathLike | list, *, n: int | None = None, seed: int = 0, size: int = 64
+) -> np.ndarray:
+    """Images for a k-means corpus, resized to ``size`` x ``size`` (PIL bilinear, as the BAPPS loader).
+
+    A BAPPS folder (one with ``p0/`` and ``p1/``) gives its ``ref``, ``p0`` and ``p1`` images, in the order
+    ``train_heads`` pools a training set (every folder's ref, then every p0, then every p1), so the same
+    folders, ``n`` and ``seed`` draw the same corpus, and so the same trunk, as training on them did. A
+    plain folder gives every image file under it (recursively, sorted), after the BAPPS ones. With ``n``, a
+    seeded sample of ``n`` files is read (the one ``metric.backbones.kmeans_corpus(n=n, seed=seed)`` would
+    draw from all of them), so a large dataset is not read whole. Returns N x size x size x 3 uint8."""
+    folders = [Path(f) for f in (folders if isinstance(folders, list | tuple) else [folders])]
+    if not folders:
+        raise MetricError("no k-means corpus folder given")
+    for folder in folders:
+        if not folder.is_dir():
+            raise MetricError(f"k-means corpus folder not found (or not a folder): {folder}")
+    bapps = [f for f in folders if (f / "p0").is_dir() and (f / "p1").is_dir()]
+    files: list[Path] = []
+    for role in ("ref", "p0", "p1"):
+        files += [p for f in bapps if (f / role).is_dir() for p in _sorted_files(f / role, IMAGE_SUFFIXES)]
+    for folder in folders:
+        found = (
+            [p for p in files if folder in p.parents]
+            if folder in bapps
+            else _sorted_files(folder, IMAGE_SUFFIXES)
+        )
+        if not found:
+            raise MetricError(
+                f"k-means corpus folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
+        if folder not in bapps:
+            files += found
+    if n is not None:
+        if n < 1:
+            raise MetricError(f"the k-means corpus needs at least 1 patch, got {n}")
+        pick = np.sort(np.random.default_rng(seed).permutation(len(files))[:n])
+        files = [files[i] for i in pick]
+    images = []
+    for path in files:
+        try:
+            images.append(load_patch(path, size))
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:  # unreadable, not an image, huge
+            raise MetricError(f"k-means corpus: cannot read image {path}: {exc}") from exc
+    return np.stack(images)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from metric._util import autocast, progress_iter
+from metric.backbones import KMEANS_CORPUS_SIZE
 from metric.baselines import BASELINES
 from metric.data import JNDData, TwoAFCData, to_tensor
 from metric.errors import MetricError
@@ -144,9 +145,12 @@ def resolve_metrics(
     version: str = "0.1",
     seed: int = 0,
     heads: dict[str, str] | None = None,
+    kmeans_corpus=None,
+    kmeans_patches: int = KMEANS_CORPUS_SIZE,
 ) -> dict:
     """'l2_lab', 'dssim_rgb', 'psnr', 'ms_ssim', 'lpips-alex', 'lpips-vgg', 'deep-alex' (unweighted) ...;
-    ``heads`` maps a name to a head file for trained heads."""
+    ``heads`` maps a name to a head file for trained heads; ``kmeans_corpus`` (and ``kmeans_patches``)
+    go to every LPIPS, for ``backbone_weights="kmeans"`` (or ``"auto"`` resolving to it)."""
     out = {}
     for name in names:
         if name in BASELINES:
@@ -155,7 +159,13 @@ def resolve_metrics(
             kind, net = name.split("-", 1)
             head = (heads or {}).get(name, "official") if kind == "lpips" else None
             out[name] = LPIPS(
-                net=net, version=version, backbone_weights=backbone_weights, head_weights=head, seed=seed
+                net=net,
+                version=version,
+                backbone_weights=backbone_weights,
+                head_weights=head,
+                seed=seed,
+                kmeans_corpus=kmeans_corpus,
+                kmeans_patches=kmeans_patches,
             )
         else:
             raise MetricError(

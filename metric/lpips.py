@@ -15,7 +15,15 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from metric.backbones import Backbone, build_backbone
+from metric.backbones import (
+    AUTO,
+    KMEANS_CORPUS_SIZE,
+    Backbone,
+    as_kmeans_corpus,
+    build_backbone,
+    corpus_digest,
+    resolve_weights,
+)
 from metric.errors import MetricError
 from metric.functional import SCALE, SHIFT, check_pair, squared_diffs, upsample
 from metric.heads import VERSIONS, LinearHeads, load_head_file, official_head_path, save_head_file
@@ -28,7 +36,10 @@ class LPIPS(nn.Module):
         net: "alex" | "vgg" | "squeeze" (or torchvision names alexnet, vgg16, squeezenet1_1).
         version: "0.1" (default; applies the ImageNet scaling) or "0.0" (the original release, whose
             scaling was computed but unused).
-        backbone_weights: "imagenet" | "random" | "kmeans" | path to a .pth file.
+        backbone_weights: "auto" | "imagenet" | "random" | "kmeans" | path to a .pth file (e.g. the
+            trunk.pth a trained model shipped with). "auto" is ImageNet when its weights file is present
+            or can be fetched, else kmeans (``metric.backbones.resolve_weights``; the reason is kept in
+            ``weights_reason``).
         head_weights: "official" (the shipped lpips heads for net/version), a path to a head file in
             the reference format, "random" (non-negative random init, for training), or None for the
             unweighted baseline (sum over channels, the paper's plain-network rows).
@@ -36,7 +47,11 @@ class LPIPS(nn.Module):
         use_dropout: dropout (p=0.5) before each head, as the reference (inert in eval mode).
         tune: let the backbone train (the "tune" and "scratch" variants).
         seed: seed of the random/kmeans backbone and of random heads.
-        kmeans_corpus: patches for the kmeans backbone (N x 3 x H x W in [-1, 1]).
+        kmeans_corpus: patches for the kmeans backbone: an N x 3 x H x W tensor in [-1, 1] (used as
+            is), or uint8 N x H x W x 3 numpy arrays (one or a list), from which ``kmeans_patches``
+            patches are drawn with ``metric.backbones.kmeans_corpus`` seeded by ``seed``.
+        kmeans_patches: how many patches to draw from numpy arrays (default 512).
+        kmeans_cache_dir: where the k-means trunk is cached (default ~/.cache/perceptlab/kmeans).
 
     Call as ``model(x0, x1, normalize=False)``: inputs in [-1, 1], or [0, 1] with ``normalize=True``.
     """
@@ -55,21 +70,40 @@ class LPIPS(nn.Module):
         use_dropout: bool = True,
         tune: bool = False,
         seed: int = 0,
-        kmeans_corpus: torch.Tensor | None = None,
+        kmeans_corpus=None,
+        kmeans_patches: int = KMEANS_CORPUS_SIZE,
+        kmeans_cache_dir: str | os.PathLike | None = None,
         allow_download: bool = True,
         backbone: Backbone | None = None,
     ):
         super().__init__()
         if version not in VERSIONS:
             raise MetricError(f"version must be one of {VERSIONS}, got {version!r}")
-        self.backbone = backbone or build_backbone(
-            net,
-            backbone_weights,
-            seed=seed,
-            tune=tune,
-            kmeans_corpus=kmeans_corpus,
-            allow_download=allow_download,
-        )
+        self.weights_reason = ""
+        self.kmeans_corpus_info: dict | None = None
+        if backbone is None:
+            if isinstance(backbone_weights, str) and backbone_weights == AUTO:
+                backbone_weights, self.weights_reason = resolve_weights(
+                    net, AUTO, allow_download=allow_download
+                )
+            if backbone_weights == "kmeans" and kmeans_corpus is not None:
+                kmeans_corpus = as_kmeans_corpus(kmeans_corpus, n=kmeans_patches, seed=seed)
+                self.kmeans_corpus_info = {
+                    "seed": seed,
+                    "patches": int(kmeans_corpus.shape[0]),
+                    "size": list(kmeans_corpus.shape[2:]),
+                    "digest": corpus_digest(kmeans_corpus),
+                }
+            backbone = build_backbone(
+                net,
+                backbone_weights,
+                seed=seed,
+                tune=tune,
+                kmeans_corpus=kmeans_corpus,
+                cache_dir=kmeans_cache_dir,
+                allow_download=allow_download,
+            )
+        self.backbone = backbone
         self.net = self.backbone.spec.name
         self.version = version
         self.spatial = spatial
@@ -139,11 +173,24 @@ class LPIPS(nn.Module):
         return self.distance_from_features(f0, f1, tuple(x0.shape[2:]), retPerLayer)
 
     def describe(self) -> dict:
-        """What every reported number must state (docs/science.md, "Pitfalls of the reference package")."""
-        return {
+        """What every reported number must state (docs/science.md, "Pitfalls of the reference package");
+        plus ``backbone_reason`` when ``auto`` chose the trunk and ``kmeans_corpus`` for a k-means one."""
+        out = {
             "metric": "lpips" if self.heads is not None else "deep-unweighted",
             "net": self.net,
             "version": self.version,
             "backbone_weights": self.backbone.source,
             "head_weights": self.head_source,
         }
+        if self.weights_reason:
+            out["backbone_reason"] = self.weights_reason
+        if self.kmeans_corpus_info:
+            out["kmeans_corpus"] = dict(self.kmeans_corpus_info)
+        return out
+
+    def save_trunk(self, path: str | os.PathLike, **provenance):
+        """The trunk file (``metric.backbones.save_trunk``), with the k-means corpus record when there is
+        one; ``LPIPS(backbone_weights=path)`` and ``--backbone-weights PATH`` load it."""
+        if self.kmeans_corpus_info:
+            provenance.setdefault("kmeans_corpus", dict(self.kmeans_corpus_info))
+        return self.backbone.save(path, **provenance)

@@ -35,6 +35,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from metric._util import autocast, progress_iter
+from metric.backbones import KMEANS_CORPUS_SIZE, resolve_weights
+from metric.backbones import kmeans_corpus as draw_kmeans_corpus
 from metric.data import TwoAFCData, to_tensor
 from metric.errors import MetricError
 from metric.functional import layer_stats
@@ -82,8 +84,11 @@ class TrainConfig:
     seed: int = 0
     use_dropout: bool = True
     fast_dropout: str = "none"
+    kmeans_patches: int = KMEANS_CORPUS_SIZE  # patches drawn from the training data for a k-means trunk
 
     def validate(self) -> None:
+        if self.kmeans_patches < 1:
+            raise MetricError("kmeans_patches must be >= 1")
         if self.variant not in VARIANTS:
             raise MetricError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.fast_dropout not in ("none", "channel"):
@@ -109,19 +114,38 @@ class TrainConfig:
         return self.epochs + self.epochs_decay
 
 
-def build_model(cfg: TrainConfig, **kwargs) -> LPIPS:
-    """A model with freshly initialised heads (seeded PyTorch default init, as the reference)."""
-    weights = "random" if cfg.variant == "scratch" else cfg.backbone_weights
+def trunk_weights(cfg: TrainConfig, *, allow_download: bool = True) -> tuple[str, str]:
+    """The trunk's weight source for ``cfg`` and why, in words: ``scratch`` always starts from a random
+    trunk; ``auto`` resolves (``metric.backbones.resolve_weights``); anything else passes through."""
+    if cfg.variant == "scratch":
+        return "random", "the scratch variant trains a random trunk"
+    return resolve_weights(cfg.net, cfg.backbone_weights, allow_download=allow_download)
+
+
+def training_corpus(data: TwoAFCData, cfg: TrainConfig) -> torch.Tensor:
+    """The k-means corpus drawn from the training data itself: ``cfg.kmeans_patches`` patches of its
+    ref, p0 and p1 images, seeded by ``cfg.seed`` (``metric.backbones.kmeans_corpus``)."""
+    return draw_kmeans_corpus(data.ref, data.p0, data.p1, n=cfg.kmeans_patches, seed=cfg.seed)
+
+
+def build_model(cfg: TrainConfig, *, weights: tuple[str, str] | None = None, **kwargs) -> LPIPS:
+    """A model with freshly initialised heads (seeded PyTorch default init, as the reference).
+    ``kwargs`` go to ``LPIPS`` (e.g. ``kmeans_corpus=``, ``kmeans_cache_dir=``); ``weights`` is an
+    already resolved (source, reason) pair from ``trunk_weights`` (else the config's is used)."""
+    source, reason = weights or (("random", "") if cfg.variant == "scratch" else (cfg.backbone_weights, ""))
+    kwargs.setdefault("kmeans_patches", cfg.kmeans_patches)
     model = LPIPS(
         net=cfg.net,
         version=cfg.version,
-        backbone_weights=weights,
+        backbone_weights=source,
         head_weights="random",
         use_dropout=cfg.use_dropout,
         tune=cfg.variant != "lin",
         seed=cfg.seed,
         **kwargs,
     )
+    if reason and not model.weights_reason:
+        model.weights_reason = reason
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         for conv in model.heads.convs:
@@ -255,18 +279,30 @@ class TrainResult:
     seconds: float
     path: str
 
+    @property
+    def ships_trunk(self) -> bool:
+        """Whether the trunk must travel with the heads: anything but a frozen torchvision ImageNet trunk
+        (k-means, random, a file, or a trunk that was trained)."""
+        return self.model.backbone.source != "imagenet" or self.config.variant != "lin"
+
     def save(self, out_dir: str | os.PathLike) -> Path:
-        """heads.pth (reference format), rank.pth (G) and config.json with timing and provenance."""
+        """heads.pth (reference format), rank.pth (G), trunk.pth when ``ships_trunk`` (load it with
+        ``backbone_weights=OUT/trunk.pth``) and config.json with timing and provenance."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.model.save_heads(out / "heads.pth")
         torch.save(self.rank.state_dict(), out / "rank.pth")
+        trunk = None
+        if self.ships_trunk:
+            trunk = "trunk.pth"
+            self.model.save_trunk(out / trunk)
         meta = {
             "config": asdict(self.config),
             "losses": self.losses,
             "seconds": self.seconds,
             "path": self.path,
             "model": self.model.describe(),
+            "trunk": trunk,
         }
         (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
         return out / "heads.pth"
@@ -280,11 +316,34 @@ def train_heads(
     progress: bool = False,
     model: LPIPS | None = None,
     stats: tuple[np.ndarray, np.ndarray] | None = None,
+    kmeans_corpus=None,
+    kmeans_corpus_from: str | None = None,
+    kmeans_cache_dir: str | os.PathLike | None = None,
 ) -> TrainResult:
-    """Train heads with the recipe; ``fast`` uses cached statistics (lin only)."""
+    """Train heads with the recipe; ``fast`` uses cached statistics (lin only).
+
+    Without ``model``, the trunk comes from ``cfg`` (``trunk_weights``). A k-means trunk (asked for, or
+    what ``auto`` chose) is initialised on ``kmeans_corpus`` when given (a tensor or uint8 arrays), else
+    on ``training_corpus(data, cfg)``; ``model.describe()["kmeans_corpus"]`` records seed, patches,
+    digest and where it came from (``kmeans_corpus_from``)."""
     cfg.validate()
     start = time.perf_counter()
-    model = model or build_model(cfg)
+    if model is None:
+        weights = trunk_weights(cfg)
+        kwargs: dict = {"kmeans_cache_dir": kmeans_cache_dir}
+        origin = kmeans_corpus_from
+        if weights[0] == "kmeans":
+            if kmeans_corpus is None:
+                if len(data) == 0:
+                    raise MetricError("a k-means trunk drawn from the training data needs training data")
+                kmeans_corpus = training_corpus(data, cfg)
+                origin = origin or "the training data (ref, p0, p1)"
+            kwargs["kmeans_corpus"] = kmeans_corpus
+        if weights[1]:
+            logger.info("trunk: %s", weights[1])
+        model = build_model(cfg, weights=weights, **kwargs)
+        if model.kmeans_corpus_info is not None:
+            model.kmeans_corpus_info["from"] = origin or "given by the caller"
     if fast:
         if cfg.variant != "lin":
             raise MetricError("the fast path needs a frozen trunk: use variant='lin' or fast=False")

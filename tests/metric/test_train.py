@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import metric
+from metric.data import to_tensor
 from metric.evaluate import lpips_2afc_distances
 from metric.scoring import two_afc_score
 from metric.train import RankNet, TrainConfig, build_model, extract_stats, train_heads
@@ -44,9 +45,19 @@ def test_trained_heads_round_trip_through_the_reference_format(synthetic_data, t
     cfg = TrainConfig(backbone_weights="random", seed=7, epochs=1, epochs_decay=1)
     result = train_heads(train, cfg, fast=True)
     path = result.save(tmp_path / "run")
-    assert {p.name for p in (tmp_path / "run").iterdir()} == {"heads.pth", "rank.pth", "config.json"}
+    # a random trunk is not a standard torchvision one, so it ships with the heads
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {
+        "heads.pth",
+        "rank.pth",
+        "config.json",
+        "trunk.pth",
+    }
     loaded = metric.LPIPS(net="alex", backbone_weights="random", seed=7, head_weights=path)
     torch.testing.assert_close(loaded.heads.flat_weights(), result.model.heads.flat_weights())
+    shipped = metric.LPIPS(net="alex", backbone_weights=tmp_path / "run" / "trunk.pth", head_weights=path)
+    assert shipped.describe()["backbone_weights"] == "file:trunk.pth (random:7)"
+    x0, x1 = (to_tensor(a[:4]) for a in (train.ref, train.p0))
+    torch.testing.assert_close(shipped(x0, x1), loaded(x0, x1))
 
 
 def test_fast_path_stats_reproduce_the_full_distance(synthetic_data):
