@@ -33,3 +33,32 @@ def study_list_for(*, user) -> QuerySet[Study]:
     if user.is_superuser:
         return qs
     return qs.filter(owner=user)
+
+
+def cnn_pool_progress(*, now=None) -> dict | None:
+    """The demo CNN pool's background job for the home page and the dashboard, or None when there is none
+    (a deployment without the demo): state, models done of total, the model in training (k of n), seconds
+    since the start and the estimated seconds left (None until the first model is done)."""
+    from django.utils import timezone
+
+    from studies.models import BackgroundJob
+
+    job = BackgroundJob.objects.filter(name="cnn_pool").first()
+    if job is None:
+        return None
+    now = now or timezone.now()
+    eta = None
+    if job.state == BackgroundJob.State.RUNNING and job.done and job.started_at and job.step_started_at:
+        per_model = (job.step_started_at - job.started_at).total_seconds() / job.done
+        since_step = (now - job.step_started_at).total_seconds()
+        eta = max(0, round(per_model * (job.total - job.done) - since_step))
+    return {
+        "state": job.state,
+        "done": job.done,
+        "total": job.total,
+        "current": min(job.done + 1, job.total),
+        "elapsed_s": round((now - job.started_at).total_seconds()) if job.started_at else None,
+        "eta_s": eta,
+        "message": job.message,
+        "items_added": (job.result or {}).get("demo_items_added"),
+    }

@@ -10,8 +10,18 @@ PATCH_DISPLAY_PX = 256  # each 64x64 patch is shown at 256x256 CSS pixels, neare
 
 
 def home(request):
-    """The public home page: the local demo study (studies.selectors.study_list_public)."""
-    return render(request, "home.html", {"studies": study_list_public()})
+    """The public home page: the local demo studies (studies.selectors.study_list_public): the ones a person
+    answers, and the simulated crowd's study (watched on the dashboard, never answered here); the CNN pool's
+    progress comes from the `cnn_pool_progress` tag."""
+    studies = list(study_list_public())
+    return render(
+        request,
+        "home.html",
+        {
+            "studies": [s for s in studies if not s.config.get("simulation")],
+            "simulated": [s for s in studies if s.config.get("simulation")],
+        },
+    )
 
 
 @xframe_options_exempt  # MTurk shows ExternalQuestion pages in an iframe (CSP frame-ancestors limits who)
