@@ -284,27 +284,26 @@ def demo_extra_studies_ensure(*, owner=None) -> dict[str, tuple[Study, bool]]:
     return out
 
 
-def demo_cnn_pool_queue() -> bool:
-    """Queue the demo's CNN pool on the `cnnpool` queue (rundev's second worker) unless it is done; a
-    restart re-queues an unfinished pool, which resumes from its checkpoints. Returns whether it queued."""
+def demo_cnn_pool_pending() -> bool:
+    """Whether the demo's CNN pool still has to be trained (rundev's `cnnpool` process does it: manage.py
+    demo_cnn_pool); marks its BackgroundJob queued then, so the home page says so from the first page."""
     from studies.models import BackgroundJob
-    from studies.tasks import autoencoder_pool_train
 
     pool = settings.PERCEPTLAB["DEMO_CNN_POOL"]
     job, _ = BackgroundJob.objects.get_or_create(name=CNN_POOL_JOB, defaults={"total": pool["n_models"]})
     if job.state == BackgroundJob.State.DONE and cnn_pool_ready():
         return False
-    BackgroundJob.objects.filter(pk=job.pk).update(state=BackgroundJob.State.QUEUED, message="")
-    autoencoder_pool_train.apply_async(
-        kwargs={"n_models": pool["n_models"], "budget": pool["budget"], "jobs": 1, "demo": True},
-        queue="cnnpool",
-    )
+    if job.state != BackgroundJob.State.RUNNING:
+        BackgroundJob.objects.filter(pk=job.pk).update(state=BackgroundJob.State.QUEUED, message="")
     return True
 
 
-def demo_cnn_pool_run(*, n_models: int, seed: int = 0, budget: dict | None = None, jobs: int = 1) -> dict:
-    """The pool task's body for the demo: train the pool with its progress in BackgroundJob "cnn_pool"
-    (model k of n, for the home page and the dashboard), then add CNN items to the 2AFC demo."""
+def demo_cnn_pool_run(
+    *, n_models: int, seed: int = 0, budget: dict | None = None, jobs: int | None = None
+) -> dict:
+    """Train the demo's pool with its progress in BackgroundJob "cnn_pool" (model k of n, for the home page
+    and the dashboard), then add CNN items to the 2AFC demo. Done already: returns the stored result.
+    Interrupted (Ctrl-C, SIGTERM): the job goes back to queued; the next run resumes from the checkpoints."""
     from django.utils import timezone
 
     from studies.models import BackgroundJob
@@ -324,6 +323,9 @@ def demo_cnn_pool_run(*, n_models: int, seed: int = 0, budget: dict | None = Non
     try:
         result = cnn_pool_train(n_models=n_models, seed=seed, budget=budget, jobs=jobs, on_progress=report)
         result["demo_items_added"] = demo_cnn_items_join()
+    except (KeyboardInterrupt, SystemExit):
+        rows.update(state=BackgroundJob.State.QUEUED, message="interrupted; the next run resumes it")
+        raise
     except BaseException as exc:
         rows.update(state=BackgroundJob.State.FAILED, message=str(exc)[:2000], finished_at=timezone.now())
         raise

@@ -32,16 +32,11 @@ def autoencoder_pool_train(
     seed: int = 0,
     budget: dict | None = None,
     jobs: int | None = None,
-    demo: bool = False,
 ) -> dict:
-    """Routed to the `gpu` queue (GPU when present, CPU otherwise); `make run` sends the demo's pool to
-    its own `cnnpool` worker instead (demo=True: progress in BackgroundJob "cnn_pool", then the CNN items
-    join the 2AFC demo). A redelivered task after a worker crash resumes every model from its last
-    checkpoint; finished models are reused."""
-    from studies.services import cnn_pool_train, demo_cnn_pool_run
-
-    if demo:
-        return demo_cnn_pool_run(n_models=n_models, seed=seed, budget=budget, jobs=jobs or 1)
+    """Routed to the `gpu` queue (GPU when present, CPU otherwise; `make run` trains the demo's pool in its
+    own process instead, manage.py demo_cnn_pool). A redelivered task after a worker crash resumes every
+    model from its last checkpoint; finished models are reused."""
+    from studies.services import cnn_pool_train
 
     def report(done: int, total: int) -> None:
         self.update_state(state="PROGRESS", meta={"done": done, "total": total})

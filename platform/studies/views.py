@@ -13,7 +13,7 @@ def home(request):
     """The public home page: the local demo studies (studies.selectors.study_list_public): the ones a person
     answers, and the simulated crowd's study (watched on the dashboard, never answered here); the CNN pool's
     progress comes from the `cnn_pool_progress` tag."""
-    studies = list(study_list_public())
+    studies = sorted(study_list_public(), key=lambda s: s.kind != Study.Kind.TWO_AFC)  # the 2AFC demo first
     return render(
         request,
         "home.html",

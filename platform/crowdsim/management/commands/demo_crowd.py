@@ -1,6 +1,7 @@
 """The demo's simulated crowd (started by rundev): answers the simulated 2AFC study over the real HTTP API,
 paced, until it is full; then retrains and exports it. Exits at once when an earlier run finished it."""
 
+import signal
 import time
 import urllib.request
 
@@ -31,6 +32,10 @@ def _wait_for_web(url: str, timeout_s: float = 120.0) -> None:
             time.sleep(0.5)
 
 
+def _exit_on_term(signum, frame):
+    raise SystemExit(0)
+
+
 class Command(BaseCommand):
     help = (
         "The demo's simulated crowd: answer the simulated 2AFC study over HTTP (paced) until it is full, "
@@ -41,6 +46,13 @@ class Command(BaseCommand):
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="the running server (make run)")
 
     def handle(self, *args, url, **options):
+        signal.signal(signal.SIGTERM, _exit_on_term)
+        try:
+            self._run(url)
+        except KeyboardInterrupt:
+            self.stdout.write("simulated crowd: interrupted; the next run carries on where it stopped")
+
+    def _run(self, url: str) -> None:
         study = demo_studies().get("crowd")
         if study is None:
             self.stdout.write("simulated crowd: no simulated demo study (manage.py demo_setup creates it)")

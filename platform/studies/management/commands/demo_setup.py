@@ -1,8 +1,9 @@
 """Create the admin login and the demo studies. Safe to re-run: what exists is reused.
 
-Built here (seconds): the 2AFC demo a person answers. Queued for the worker, so the first page waits on
-neither: the JND demo's and the simulated crowd's stimuli, and the CNN pool (on rundev's `cnnpool` worker),
-whose items then join the 2AFC demo (docs/first-run.md)."""
+Built here (seconds): the 2AFC demo a person answers. Left to the background, so the first page waits on
+none of them: the JND demo's and the simulated crowd's stimuli (queued for the worker) and the CNN pool
+(rundev's `cnnpool` process, manage.py demo_cnn_pool), whose items then join the 2AFC demo
+(docs/first-run.md)."""
 
 import secrets
 
@@ -13,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 
 from config.celery_app import ensure_broker_folders
-from studies.services import demo_cnn_pool_queue, demo_extra_studies_ensure, demo_study_ensure
+from studies.services import demo_cnn_pool_pending, demo_extra_studies_ensure, demo_study_ensure
 
 
 def admin_password_path():
@@ -77,7 +78,7 @@ class Command(BaseCommand):
                     f"demo study {state}: {other.name} ({other.get_status_display()}, id {other.pk})"
                 )
         if not skip_cnn and settings.PERCEPTLAB["DEMO_CNN"]:
-            if demo_cnn_pool_queue():
-                self.stdout.write("CNN pool queued: the worker trains it in the background (progress on /)")
+            if demo_cnn_pool_pending():
+                self.stdout.write("CNN pool pending: rundev trains it in the background (progress on /)")
             else:
                 self.stdout.write("CNN pool ready (reused)")

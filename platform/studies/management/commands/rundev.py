@@ -4,10 +4,11 @@ crowd, together (docs/first-run.md).
 Prints the annotator URL, the dashboard URL and the admin login; Ctrl-C stops them all cleanly.
 
 Processes: `web` (runserver); `worker` (queues default and gpu, with beat: stimulus builds, retraining,
-exports); `cnnpool` (queue cnnpool only, one torch thread at low priority: the demo's CNN pool takes minutes
-and must block neither the first page nor retraining and exports); `crowd` (manage.py demo_crowd: the
-simulated crowd answering its study over HTTP; it exits by itself when the study is full, and at once when
-an earlier run finished it). web, worker and cnnpool are needed: when one exits the rest are stopped.
+exports); `cnnpool` (manage.py demo_cnn_pool at low priority: the demo's CNN pool takes minutes and must
+block neither the first page nor retraining and exports, so it is not a task of the one solo worker);
+`crowd` (manage.py demo_crowd: the simulated crowd answering its study over HTTP). cnnpool and crowd exit
+by themselves when done (at once when an earlier run finished them); when web or worker exits, the rest
+are stopped.
 """
 
 from __future__ import annotations
@@ -62,18 +63,20 @@ def _lower_priority() -> None:  # runs in the child before exec
 
 
 def _start(host: str, port: int, *, crowd: bool = True) -> dict[str, subprocess.Popen]:
-    """Start the web server, the Celery worker (queues default and gpu, with beat), the CNN pool's worker
-    (queue cnnpool) and, with `crowd`, the simulated crowd."""
+    """Start the web server, the Celery worker (queues default and gpu, with beat), the CNN pool's trainer
+    and, with `crowd`, the simulated crowd."""
     env = _child_env()
     manage = [sys.executable, str(settings.REPO_ROOT / "manage.py")]
+    threads = str(max(1, (os.cpu_count() or 1) - 1))
     procs = {
         "web": subprocess.Popen([*manage, "runserver", f"{host}:{port}", "--noreload"], env=env),
         "worker": subprocess.Popen(_celery("default,gpu", "local", "--beat"), env=env),
-        # One torch thread at nice 10: the pool's minutes of training leave a core to the web server,
-        # the crowd and retraining (a 2-core laptop stays responsive).
+        # The pool trains in one process at nice 10 with one core fewer than the machine has for torch's
+        # threads: it takes the CPU the web server, the crowd and retraining leave idle, and the machine
+        # stays responsive. It exits when the pool is done (at once on a later run).
         "cnnpool": subprocess.Popen(
-            _celery("cnnpool", "cnnpool"),
-            env={**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+            [*manage, "demo_cnn_pool"],
+            env={**env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
             preexec_fn=_lower_priority,
         ),
     }
@@ -103,16 +106,18 @@ def _welcome(base: str) -> str:
     return "\n".join(lines)
 
 
-NEEDED = ("web", "worker", "cnnpool")  # when one of these exits, the rest are stopped
+NEEDED = (
+    "web",
+    "worker",
+)  # when one of these exits, the rest are stopped (cnnpool and crowd end by themselves)
 
 
 def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
-    """SIGTERM to every child still running (SIGQUIT to the pool's worker: a cold shutdown, since a warm
-    one would wait minutes for the model in training; the next run resumes it from its checkpoint), then up
-    to 15 s for all of them before killing the rest."""
-    for name, p in procs.items():
+    """SIGTERM to every child still running (the pool's trainer stops at once, the next run resumes it from
+    its checkpoints), then up to 15 s for all of them before killing the rest."""
+    for p in procs.values():
         if p.poll() is None:
-            p.send_signal(signal.SIGQUIT if name == "cnnpool" else signal.SIGTERM)
+            p.send_signal(signal.SIGTERM)
     deadline = time.time() + 15
     for p in procs.values():
         try:
@@ -124,7 +129,7 @@ def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
 class Command(BaseCommand):
     help = (
         "Run the web server, a Celery worker (queues default, gpu; with beat for periodic jobs), the CNN "
-        "pool's worker (queue cnnpool) and the simulated crowd until Ctrl-C."
+        "pool's trainer and the simulated crowd until Ctrl-C."
     )
 
     def add_arguments(self, parser):
