@@ -155,6 +155,7 @@ def run(
     try:
         for phase in ("cold", "warm"):
             logfile = data.parent / f"{data.name}-{phase}.log"
+            result.setdefault("load", []).append(os.getloadavg()[0])
             t0 = time.monotonic()
             proc = _start(command, env, logfile)
             try:
@@ -186,6 +187,15 @@ def report(r: dict, *, watch_s: float) -> str:
         f"runs {r['command']} on a fresh data dir twice (cold, then warm on the same dir) and stops each "
         "run with SIGINT to its process group, as Ctrl-C does. The virtualenv exists already.",
         "",
+        "One-minute load average when each run started: "
+        + ", ".join(f"{x:.1f}" for x in r.get("load", []))
+        + (
+            " (above the core count: other jobs shared the machine, so these figures are slower than an "
+            "idle machine's)."
+            if max(r.get("load", [0]), default=0) > (os.cpu_count() or 1)
+            else "."
+        ),
+        "",
         "| run | home page answers | annotator URL answers | Ctrl-C until every process exited | target |",
         "|---|---:|---:|---:|---|",
     ]
@@ -202,7 +212,7 @@ def report(r: dict, *, watch_s: float) -> str:
         lines += [
             "",
             f"After the annotator URL answered (cold run, watched for up to {watch_s:.0f} s; the simulated "
-            "crowd is paced, the CNN pool trains on one thread at nice 10):",
+            "crowd is paced; the CNN pool trains at nice 10 with one torch thread fewer than the cores):",
             "",
             "| milestone | seconds after the first page |",
             "|---|---:|",

@@ -152,7 +152,8 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         try:
             while not stopping:
-                dead = [name for name in NEEDED if procs[name].poll() is not None]
+                ended = {name for name, p in procs.items() if p.poll() is not None}  # reaps finished ones
+                dead = [name for name in NEEDED if name in ended]
                 if dead:
                     self.stderr.write(f"{', '.join(dead)} exited; stopping the rest")
                     break

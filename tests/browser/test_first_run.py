@@ -1,0 +1,134 @@
+"""The first run on an empty data dir, started the way `make run` starts it (migrate, demo_setup, rundev
+on SQLite and the filesystem broker), with a small CNN pool and a smaller simulated study so it fits in a
+few minutes: the annotator URL answers within 60 s (the first-run requirement, docs/first-run.md), the
+CNN pool's progress is on the home page, and the simulated study's dashboard fills (agreement with the
+human ceiling, the learning curve, a finished export). Ctrl-C then stops every process."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from devtools.processes import free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts"
+FIRST_PAGE_S = 60  # the issue's requirement: the annotator URL answers within a minute
+DASHBOARD_S = 300  # the simulated study's dashboard fills within 5 minutes of the first page
+
+
+def _status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status
+    except OSError:
+        return None
+
+
+@pytest.fixture
+def first_run(tmp_path):
+    """`make run`'s three steps on an empty data dir; yields (base URL, log path, data dir, seconds to
+    the annotator page); stops the run with SIGINT to its process group, as Ctrl-C does."""
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        "PERCEPTLAB_DATA_DIR": str(tmp_path / "var"),
+        "DJANGO_SETTINGS_MODULE": "config.settings.local",
+        "DATABASE_URL": "",
+        "CELERY_BROKER_URL": "",
+        "CELERY_RESULT_BACKEND": "",
+        "PYTHONUNBUFFERED": "1",
+        "PERCEPTLAB_DEMO_CNN_MODELS": "2",
+        "PERCEPTLAB_DEMO_CNN_STEPS": "6",
+        "PERCEPTLAB_DEMO_CROWD_ITEMS": "60",
+        "PERCEPTLAB_DEMO_CROWD_EVERY": "40",
+        "PERCEPTLAB_DEMO_CROWD_PACE_S": "0.3",
+    }
+    py, manage = sys.executable, ROOT / "manage.py"
+    command = f"{py} {manage} migrate --noinput && {py} {manage} demo_setup && exec {py} {manage} rundev"
+    log = tmp_path / "run.log"
+    started = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            ["bash", "-c", f"{command} --port {port}"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    first_page = None
+    try:
+        while time.monotonic() - started < FIRST_PAGE_S + 30 and proc.poll() is None:
+            m = re.search(r"annotator : (\S+/s/\S+/)", log.read_text())
+            if m and _status(m.group(1)) == 200:
+                first_page = time.monotonic() - started
+                break
+            time.sleep(0.25)
+        yield base, log, tmp_path / "var", first_page
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=60)
+        assert code == 0, log.read_text()[-3000:]
+        assert "stopped web server and worker" in log.read_text()
+        time.sleep(1)
+        try:
+            os.killpg(proc.pid, 0)
+            pytest.fail("a process of the run outlived Ctrl-C")
+        except ProcessLookupError:
+            pass
+
+
+def test_first_run_serves_fast_shows_the_pool_and_fills_the_simulated_dashboard(first_run, browser):
+    base, log, data, first_page = first_run
+    assert first_page is not None and first_page < FIRST_PAGE_S, log.read_text()[-3000:]
+    shown_at = time.monotonic()
+
+    browser.get(base + "/")
+    pool = browser.find_element("id", "cnn-pool")
+    assert "CNN distortion pool" in pool.text and "2" in pool.text
+    crowd_link = browser.find_element("css selector", "#simulated-study a").get_attribute("href")
+    assert "/dashboard/" in crowd_link
+
+    password = (data / "admin_password").read_text().strip()
+    browser.get(f"{base}/accounts/login/?next={crowd_link.removeprefix(base)}")
+    browser.find_element("id", "id_username").send_keys("admin")
+    browser.find_element("id", "id_password").send_keys(password)
+    browser.find_element("id", "login-submit").click()
+
+    wanted = {
+        "agreement with the human ceiling": lambda src: "human ceiling" in src,
+        "learning curve": lambda src: "agreement vs judgments" in src or "learning curve" in src,
+        "a finished export": lambda src: "/download/" in src and "· done" in src,
+    }
+    missing = list(wanted)
+    while time.monotonic() - shown_at < DASHBOARD_S:
+        browser.get(crowd_link)
+        src = browser.page_source.lower()
+        missing = [name for name, seen in wanted.items() if not seen(src)]
+        if not missing:
+            break
+        time.sleep(5)
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "first_run_simulated_dashboard.png"))
+    assert not missing, (
+        f"after {DASHBOARD_S} s the dashboard lacks {missing}; log:\n{log.read_text()[-3000:]}"
+    )
+    learning_points = re.findall(r"(\d+) judgments", browser.page_source)
+    assert learning_points  # "Last evaluated ... on N judgments"
+
+    browser.get(base + "/")
+    assert "Ready: 2 models trained" in browser.find_element("id", "cnn-pool").text
+
+    # TODO(models): once GET /api/v1/models/<id>/download/ and the dashboard's "Models" panel land, download
+    # the trained model from this dashboard and check it loads (metric.lpips) -- the first-run check for
+    # "a model download".
