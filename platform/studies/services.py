@@ -284,13 +284,19 @@ def demo_extra_studies_ensure(*, owner=None) -> dict[str, tuple[Study, bool]]:
     return out
 
 
-def demo_cnn_pool_pending() -> bool:
+def demo_cnn_pool_pending(*, create: bool = True) -> bool:
     """Whether the demo's CNN pool still has to be trained (rundev's `cnnpool` process does it: manage.py
-    demo_cnn_pool); marks its BackgroundJob queued then, so the home page says so from the first page."""
+    demo_cnn_pool); marks its BackgroundJob queued then, so the home page says so from the first page.
+    `create` False (the trainer): only a pool demo_setup asked for (no job, e.g. --skip-cnn: nothing)."""
     from studies.models import BackgroundJob
 
     pool = settings.PERCEPTLAB["DEMO_CNN_POOL"]
-    job, _ = BackgroundJob.objects.get_or_create(name=CNN_POOL_JOB, defaults={"total": pool["n_models"]})
+    if create:
+        job, _ = BackgroundJob.objects.get_or_create(name=CNN_POOL_JOB, defaults={"total": pool["n_models"]})
+    else:
+        job = BackgroundJob.objects.filter(name=CNN_POOL_JOB).first()
+        if job is None:
+            return False
     if job.state == BackgroundJob.State.DONE and cnn_pool_ready():
         return False
     if job.state != BackgroundJob.State.RUNNING:

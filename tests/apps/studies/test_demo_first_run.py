@@ -119,7 +119,9 @@ def test_a_failed_pool_job_says_why(pool_dir, monkeypatch):
 
 
 def test_the_pool_is_pending_until_done_and_an_interrupt_leaves_it_queued(pool_dir, monkeypatch):
+    assert not demo_cnn_pool_pending(create=False)  # demo_setup --skip-cnn asked for none: nothing to train
     assert demo_cnn_pool_pending()
+    assert demo_cnn_pool_pending(create=False)
     assert BackgroundJob.objects.get(name=CNN_POOL_JOB).state == BackgroundJob.State.QUEUED
 
     def interrupted(**kw):

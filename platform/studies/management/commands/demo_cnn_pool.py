@@ -17,7 +17,7 @@ class Command(BaseCommand):
     help = "Train the demo's CNN pool (resuming from checkpoints) and add its items to the 2AFC demo."
 
     def handle(self, *args, **options):
-        if not settings.PERCEPTLAB["DEMO_CNN"] or not demo_cnn_pool_pending():
+        if not settings.PERCEPTLAB["DEMO_CNN"] or not demo_cnn_pool_pending(create=False):
             self.stdout.write("CNN pool: nothing to train")
             return
         signal.signal(signal.SIGTERM, _exit_on_term)
