@@ -26,6 +26,13 @@ def study_list_public() -> QuerySet[Study]:
     return Study.objects.filter(status=Study.Status.ACTIVE, is_demo=True).annotate(n_items=Count("items"))
 
 
+def demo_simulated_studies() -> list[Study]:
+    """The simulated crowd's demo studies, whatever their status (the home page links their dashboards,
+    which need a login; nobody can answer them: a simulation study takes only simulated workers)."""
+    qs = Study.objects.filter(is_demo=True).annotate(n_items=Count("items")).order_by("created_at")
+    return [s for s in qs if s.config.get("simulation")]
+
+
 def study_list_for(*, user) -> QuerySet[Study]:
     qs = Study.objects.annotate(
         n_items=Count("items"), n_sentinels=Count("items", filter=Q(items__role=Item.Role.SENTINEL))

@@ -2,7 +2,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.clickjacking import xframe_options_exempt
 
 from studies.models import Study
-from studies.selectors import study_list_public
+from studies.selectors import demo_simulated_studies, study_list_public
 
 # Crowd-platform URL parameters the annotator page understands (docs/design-notes.md, "Crowd platforms").
 CROWD_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "assignmentId", "hitId", "workerId", "turkSubmitTo")
@@ -19,7 +19,7 @@ def home(request):
         "home.html",
         {
             "studies": [s for s in studies if not s.config.get("simulation")],
-            "simulated": [s for s in studies if s.config.get("simulation")],
+            "simulated": demo_simulated_studies(),
         },
     )
 

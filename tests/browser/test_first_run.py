@@ -2,8 +2,10 @@
 on SQLite and the filesystem broker), with a small CNN pool and a smaller simulated study so it fits in a
 few minutes: the annotator URL answers within 60 s (the first-run requirement, docs/first-run.md), the
 CNN pool's progress is on the home page, and the simulated study's dashboard fills (agreement with the
-human ceiling, the learning curve, a finished export). Ctrl-C then stops every process."""
+human ceiling, the learning curve, a finished export). Ctrl-C then stops every process, and a second run
+redoes nothing."""
 
+import contextlib
 import os
 import re
 import signal
@@ -22,6 +24,19 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 FIRST_PAGE_S = 60  # the issue's requirement: the annotator URL answers within a minute
 DASHBOARD_S = 300  # the simulated study's dashboard fills within 5 minutes of the first page
+SMALL = {  # a 2-model pool of 6 steps and a 60-triplet simulated study: the whole test in a few minutes
+    "PERCEPTLAB_DEMO_CNN_MODELS": "2",
+    "PERCEPTLAB_DEMO_CNN_STEPS": "6",
+    "PERCEPTLAB_DEMO_CROWD_ITEMS": "60",
+    "PERCEPTLAB_DEMO_CROWD_EVERY": "40",
+    "PERCEPTLAB_DEMO_CROWD_PACE_S": "0.3",
+}
+REUSED = (
+    "demo study reused",
+    "CNN pool ready (reused)",
+    "CNN pool: nothing to train",
+    "simulated crowd: finished in an earlier run",
+)
 
 
 def _status(url: str) -> int | None:
@@ -32,28 +47,24 @@ def _status(url: str) -> int | None:
         return None
 
 
-@pytest.fixture
-def first_run(tmp_path):
-    """`make run`'s three steps on an empty data dir; yields (base URL, log path, data dir, seconds to
-    the annotator page); stops the run with SIGINT to its process group, as Ctrl-C does."""
+@contextlib.contextmanager
+def _make_run(data: Path, log: Path):
+    """`make run`'s three steps on the data dir `data`; yields (process, base URL, seconds to the annotator
+    page or None); stops the run with SIGINT to its process group, as Ctrl-C does, and checks that every
+    process of it exited."""
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
-        "PERCEPTLAB_DATA_DIR": str(tmp_path / "var"),
+        "PERCEPTLAB_DATA_DIR": str(data),
         "DJANGO_SETTINGS_MODULE": "config.settings.local",
         "DATABASE_URL": "",
         "CELERY_BROKER_URL": "",
         "CELERY_RESULT_BACKEND": "",
         "PYTHONUNBUFFERED": "1",
-        "PERCEPTLAB_DEMO_CNN_MODELS": "2",
-        "PERCEPTLAB_DEMO_CNN_STEPS": "6",
-        "PERCEPTLAB_DEMO_CROWD_ITEMS": "60",
-        "PERCEPTLAB_DEMO_CROWD_EVERY": "40",
-        "PERCEPTLAB_DEMO_CROWD_PACE_S": "0.3",
+        **SMALL,
     }
     py, manage = sys.executable, ROOT / "manage.py"
     command = f"{py} {manage} migrate --noinput && {py} {manage} demo_setup && exec {py} {manage} rundev"
-    log = tmp_path / "run.log"
     started = time.monotonic()
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -64,7 +75,6 @@ def first_run(tmp_path):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    base = f"http://127.0.0.1:{port}"
     first_page = None
     try:
         while time.monotonic() - started < FIRST_PAGE_S + 30 and proc.poll() is None:
@@ -73,7 +83,7 @@ def first_run(tmp_path):
                 first_page = time.monotonic() - started
                 break
             time.sleep(0.25)
-        yield base, log, tmp_path / "var", first_page
+        yield proc, f"http://127.0.0.1:{port}", first_page
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
@@ -88,8 +98,23 @@ def first_run(tmp_path):
             pass
 
 
-def test_first_run_serves_fast_shows_the_pool_and_fills_the_simulated_dashboard(first_run, browser):
-    base, log, data, first_page = first_run
+def test_first_run_serves_fast_shows_the_pool_and_fills_the_simulated_dashboard(tmp_path, browser):
+    data, log = tmp_path / "var", tmp_path / "run.log"
+    with _make_run(data, log) as (proc, base, first_page):
+        _first_run(browser, base, data, log, first_page)
+    # a second run redoes nothing: no stimulus build, no pool training, no crowd
+    again = tmp_path / "again.log"
+    with _make_run(data, again) as (proc, base, first_page):
+        assert first_page is not None, again.read_text()[-3000:]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(s in again.read_text() for s in REUSED):
+            time.sleep(0.5)
+        text = again.read_text()
+        assert all(s in text for s in REUSED), text[-3000:]
+        assert "study_build_stimuli[" not in text and "demo study built" not in text
+
+
+def _first_run(browser, base, data, log, first_page):
     assert first_page is not None and first_page < FIRST_PAGE_S, log.read_text()[-3000:]
     shown_at = time.monotonic()
 
@@ -127,7 +152,7 @@ def test_first_run_serves_fast_shows_the_pool_and_fills_the_simulated_dashboard(
     assert learning_points  # "Last evaluated ... on N judgments"
 
     browser.get(base + "/")
-    assert "Ready: 2 models trained" in browser.find_element("id", "cnn-pool").text
+    assert "ready: 2 models trained" in browser.find_element("id", "cnn-pool").text
 
     # TODO(models): once GET /api/v1/models/<id>/download/ and the dashboard's "Models" panel land, download
     # the trained model from this dashboard and check it loads (metric.lpips) -- the first-run check for

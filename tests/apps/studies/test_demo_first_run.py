@@ -185,6 +185,9 @@ def test_home_lists_the_demos_and_the_pool_progress(client, researcher_carol, ca
     demo_study_ensure(owner=researcher_carol, n_items=5)
     made = demo_extra_studies_ensure(owner=researcher_carol)
     crowd = made["crowd"][0]
+    building = client.get("/").content.decode()
+    assert f'href="/dashboard/{crowd.pk}/"' in building and "building stimuli" in building
+    assert "Demo: JND" not in building  # a person is offered built studies only
     Study.objects.filter(pk__in=[s.pk for s, _ in made.values()]).update(status=Study.Status.ACTIVE)
     BackgroundJob.objects.create(name=CNN_POOL_JOB, state=BackgroundJob.State.RUNNING, done=3, total=16)
     page = client.get("/").content.decode()
