@@ -317,10 +317,17 @@ def demo_cnn_pool_run(
     job, _ = BackgroundJob.objects.get_or_create(name=CNN_POOL_JOB, defaults={"total": n_models})
     if job.state == BackgroundJob.State.DONE and cnn_pool_ready():
         return job.result
+    from distortions.cnn.trainer import Budget
+
     now = timezone.now()
     rows = BackgroundJob.objects.filter(pk=job.pk)
     rows.update(
-        state=BackgroundJob.State.RUNNING, done=0, total=n_models, started_at=now, step_started_at=now
+        state=BackgroundJob.State.RUNNING,
+        done=0,
+        total=n_models,
+        started_at=now,
+        step_started_at=now,
+        result={"steps_per_model": Budget(**(budget or {})).steps},  # for the progress within a model
     )
 
     def report(done: int, total: int) -> None:

@@ -139,22 +139,31 @@ def test_the_pool_is_pending_until_done_and_an_interrupt_leaves_it_queued(pool_d
     assert not demo_cnn_pool_pending()
 
 
-def test_progress_gives_model_k_of_n_and_time_left():
+def test_progress_gives_model_k_of_n_and_time_left(settings, tmp_path):
+    settings.CNN_POOL_DIR = tmp_path / "pool"
     assert cnn_pool_progress() is None  # no demo pool: nothing to show
     now = timezone.now()
-    BackgroundJob.objects.create(
+    job = BackgroundJob.objects.create(
         name=CNN_POOL_JOB,
         state=BackgroundJob.State.RUNNING,
-        done=4,
+        done=0,
         total=16,
-        started_at=now - timedelta(seconds=100),
-        step_started_at=now - timedelta(seconds=20),
+        started_at=now - timedelta(seconds=40),
+        step_started_at=now - timedelta(seconds=40),
+        result={"steps_per_model": 200},
     )
     p = cnn_pool_progress(now=now)
-    # 80 s for 4 models: 20 s each, 12 left = 240 s, 20 s of the fifth already spent
-    assert (p["current"], p["total"], p["eta_s"], p["elapsed_s"]) == (5, 16, 220, 100)
-    BackgroundJob.objects.filter(name=CNN_POOL_JOB).update(done=0, step_started_at=now)
-    assert cnn_pool_progress(now=now)["eta_s"] is None  # unknown before the first model
+    assert (p["current"], p["eta_s"], p["current_percent"]) == (1, None, 0)  # unknown before a snapshot
+    model = settings.CNN_POOL_DIR / "model_000"
+    model.mkdir(parents=True)
+    for step in (5, 25, 80):
+        (model / f"snapshot_{step:06d}.pt").write_bytes(b"")
+    p = cnn_pool_progress(now=now)
+    # 40 s for 0.4 of a model: 100 s a model, 15.6 models left
+    assert (p["current"], p["current_percent"], p["eta_s"], p["elapsed_s"]) == (1, 40, 1560, 40)
+    BackgroundJob.objects.filter(pk=job.pk).update(done=4, started_at=now - timedelta(seconds=400))
+    p = cnn_pool_progress(now=now)
+    assert (p["current"], p["total"], p["current_percent"], p["eta_s"]) == (5, 16, 0, 1200)  # 100 s each
 
 
 def test_extra_demo_studies_are_created_once_and_built_by_the_worker(
@@ -191,7 +200,7 @@ def test_home_lists_the_demos_and_the_pool_progress(client, researcher_carol, ca
     Study.objects.filter(pk__in=[s.pk for s, _ in made.values()]).update(status=Study.Status.ACTIVE)
     BackgroundJob.objects.create(name=CNN_POOL_JOB, state=BackgroundJob.State.RUNNING, done=3, total=16)
     page = client.get("/").content.decode()
-    assert "model <strong>4 of 16</strong>" in page
+    assert "model <strong>4 of 16</strong> (3 done" in page
     assert f'href="/dashboard/{crowd.pk}/"' in page  # watched on the dashboard
     assert f'href="/s/{crowd.pk}/"' not in page  # never offered to a person
     assert page.index("Demo: traditional") < page.index("Demo: JND")
