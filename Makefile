@@ -27,7 +27,7 @@ install: $(DEPS_STAMP) ## create the virtualenv and install runtime + dev depend
 	@# re-point the editable install at this checkout (cheap; matters when the venv is a shared cache)
 	@$(PIP) install -q --no-deps --no-build-isolation -e . >/dev/null
 
-run: install ## migrate, build the demo study, serve web + worker on 127.0.0.1:8000 (Ctrl-C stops both)
+run: install ## migrate, build the demo, serve web + workers + simulated crowd on 127.0.0.1:8000 (Ctrl-C stops all)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py demo_setup
 	$(PY) manage.py rundev
@@ -52,6 +52,9 @@ bench: install ## benchmarks (distortion engine, metric vs reference lpips, k-me
 	  $(PY) manage.py bench_kmeans --out docs/benchmarks.md && \
 	  $(PY) manage.py migrate -v0 && $(PY) manage.py bench_training --out docs/benchmarks.md; rc=$$?; rm -rf $$tmp; exit $$rc
 
+bench-first-run: install ## time make run to its first page on an empty data dir (cold, warm) and the demo's milestones; writes docs/benchmarks.md
+	$(PY) manage.py bench_first_run --out docs/benchmarks.md
+
 contact-sheet: install ## docs/contact_sheet.png: every distortion at 5 severities
 	$(PY) -m distortions contact-sheet docs/contact_sheet.png
 
@@ -66,4 +69,4 @@ loadtest: install ## load test: 200 simulated annotators vs gunicorn + Postgres 
 	DATABASE_URL=$(LOAD_DATABASE_URL) CACHE_URL=$(LOAD_CACHE_URL) DJANGO_SETTINGS_MODULE=devtools.settings_loadtest PYTHONPATH=platform:. \
 	  $(PY) manage.py loadtest --clients $${CLIENTS:-200} --seconds $${SECONDS_:-30} --out docs/benchmarks.md
 
-.PHONY: help install run test test-fast lint bench loadtest contact-sheet clean
+.PHONY: help install run test test-fast lint bench bench-first-run loadtest contact-sheet clean

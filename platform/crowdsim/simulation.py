@@ -272,9 +272,12 @@ def _answer_trial(
     persona: Persona,
     rng: random.Random,
     replay_rate: float,
+    pace_s: float = 0.0,
 ) -> int:
     """Looks at the trial's images, answers as the persona would and sends the answer (twice now and
     then, as a flaky network would); returns how many sends were replays of a stored answer."""
+    if pace_s:  # a paced crowd: this worker thinks 0.5-1.5 x pace_s before answering
+        time.sleep(pace_s * rng.uniform(0.5, 1.5))
     imgs = {k: _fetch_image(client, v) for k, v in trial["images"].items()}
     with obs_lock:
         if "ref" in imgs:
@@ -307,6 +310,7 @@ def _complete_assignment(
     persona: Persona,
     rng: random.Random,
     replay_rate: float,
+    pace_s: float = 0.0,
 ) -> tuple[int, int]:
     """Answers every unanswered trial of a started assignment, then submits it; returns (judged, replays)."""
     token, n_judged, replays = assignment["token"], 0, 0
@@ -322,6 +326,7 @@ def _complete_assignment(
             persona=persona,
             rng=rng,
             replay_rate=replay_rate,
+            pace_s=pace_s,
         )
         n_judged += 1
     status, done = client.request("POST", f"/api/v1/assignments/{token}/submit/")
@@ -343,6 +348,7 @@ def _take_hits(
     persona: Persona,
     rng: random.Random,
     replay_rate: float,
+    pace_s: float = 0.0,
 ) -> int:
     """One worker starts, answers and submits HITs until it has done ``max_hits`` or the study has no
     work left; returns how many it submitted."""
@@ -353,7 +359,14 @@ def _take_hits(
             tally.no_work()
             break
         n_judged, replays = _complete_assignment(
-            client, assignment, obs=obs, obs_lock=obs_lock, persona=persona, rng=rng, replay_rate=replay_rate
+            client,
+            assignment,
+            obs=obs,
+            obs_lock=obs_lock,
+            persona=persona,
+            rng=rng,
+            replay_rate=replay_rate,
+            pace_s=pace_s,
         )
         hits += 1
         tally.submitted(n_judged, replays)
@@ -396,9 +409,11 @@ def run_crowd(
     replay_rate: float = 0.05,
     max_hits: int = 3,
     progress=None,
+    pace_s: float = 0.0,
 ) -> CrowdResult:
     """Simulated workers drive the annotator API as browsers do: start, fetch images, answer each trial with
-    an idempotency key (re-sending some answers, as a flaky network would), submit; until no work is left."""
+    an idempotency key (re-sending some answers, as a flaky network would), submit; until no work is left.
+    `pace_s`: each worker waits 0.5-1.5 x pace_s before each answer (0: back to back)."""
     obs = Observer(observer, seed=seed)
     obs_lock = threading.Lock()
     tally = _Tally()
@@ -430,6 +445,7 @@ def run_crowd(
                     persona=persona,
                     rng=random.Random(seed * 100_003 + w),
                     replay_rate=replay_rate,
+                    pace_s=pace_s,
                 )
                 tally.worker_done(persona, worker_id, hits)
         finally:

@@ -3,7 +3,7 @@ from django.contrib import admin
 
 from core.exceptions import ApplicationError
 from studies.collection import collection_config
-from studies.models import Item, SourcePhotoSet, Study
+from studies.models import BackgroundJob, Item, SourcePhotoSet, Study
 
 
 class StudyAdminForm(forms.ModelForm):
@@ -47,3 +47,9 @@ class SourcePhotoSetAdmin(admin.ModelAdmin):
     raw_id_fields = ("owner",)
     # the stored files are named by these: edit them and the set no longer resolves
     readonly_fields = ("files", "n_images", "min_side", "total_bytes", "digest")
+
+
+@admin.register(BackgroundJob)
+class BackgroundJobAdmin(admin.ModelAdmin):
+    list_display = ("name", "state", "done", "total", "started_at", "finished_at")
+    readonly_fields = ("created_at", "updated_at")

@@ -114,3 +114,27 @@ class SourcePhotoSet(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.n_images} photos)"
+
+
+class BackgroundJob(BaseModel):
+    """A long background job's state and progress, by name (e.g. "cnn_pool": the demo's CNN pool), so the
+    home page and the dashboard can show it and a restart can tell a finished job from an unfinished one."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    name = models.CharField(max_length=64, unique=True)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.QUEUED)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    step_started_at = models.DateTimeField(null=True, blank=True)  # when the current step (model) began
+    finished_at = models.DateTimeField(null=True, blank=True)
+    message = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.state} {self.done}/{self.total}"

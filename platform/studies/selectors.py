@@ -26,6 +26,13 @@ def study_list_public() -> QuerySet[Study]:
     return Study.objects.filter(status=Study.Status.ACTIVE, is_demo=True).annotate(n_items=Count("items"))
 
 
+def demo_simulated_studies() -> list[Study]:
+    """The simulated crowd's demo studies, whatever their status (the home page links their dashboards,
+    which need a login; nobody can answer them: a simulation study takes only simulated workers)."""
+    qs = Study.objects.filter(is_demo=True).annotate(n_items=Count("items")).order_by("created_at")
+    return [s for s in qs if s.config.get("simulation")]
+
+
 def study_list_for(*, user) -> QuerySet[Study]:
     qs = Study.objects.annotate(
         n_items=Count("items"), n_sentinels=Count("items", filter=Q(items__role=Item.Role.SENTINEL))
@@ -33,3 +40,51 @@ def study_list_for(*, user) -> QuerySet[Study]:
     if user.is_superuser:
         return qs
     return qs.filter(owner=user)
+
+
+def _model_fraction(index: int, steps: int | None) -> float:
+    """How far model `index` of the demo pool has trained, from its snapshot files (snapshot_<step>.pt,
+    distortions.cnn.trainer); 0 without any. Reads file names only (web processes never import torch)."""
+    from django.conf import settings
+
+    if not steps:
+        return 0.0
+    done = [
+        int(p.stem.rsplit("_", 1)[1])
+        for p in (settings.CNN_POOL_DIR / f"model_{index:03d}").glob("snapshot_*.pt")
+        if p.stem.rsplit("_", 1)[1].isdigit()
+    ]
+    return min(max(done, default=0) / steps, 1.0)
+
+
+def cnn_pool_progress(*, now=None) -> dict | None:
+    """The demo CNN pool's background job for the home page and the dashboard, or None when there is none
+    (a deployment without the demo): state, models done of total, the model in training (k of n) and how
+    far it is (its snapshots), seconds since the start, and the estimated seconds left: elapsed time over
+    the work done so far (models plus the current one's fraction), None before the first snapshot."""
+    from django.utils import timezone
+
+    from studies.models import BackgroundJob
+
+    job = BackgroundJob.objects.filter(name="cnn_pool").first()
+    if job is None:
+        return None
+    now = now or timezone.now()
+    eta, fraction = None, 0.0
+    if job.state == BackgroundJob.State.RUNNING and job.started_at and job.done < job.total:
+        fraction = _model_fraction(job.done, (job.result or {}).get("steps_per_model"))
+        work = job.done + fraction
+        if work > 0:
+            elapsed = (now - job.started_at).total_seconds()
+            eta = max(0, round(elapsed / work * (job.total - work)))
+    return {
+        "state": job.state,
+        "done": job.done,
+        "total": job.total,
+        "current": min(job.done + 1, job.total),
+        "current_percent": round(100 * fraction),
+        "elapsed_s": round((now - job.started_at).total_seconds()) if job.started_at else None,
+        "eta_s": eta,
+        "message": job.message,
+        "items_added": (job.result or {}).get("demo_items_added"),
+    }

@@ -63,6 +63,7 @@ def cnn_pool_train(
     seed: int = 0,
     budget: dict | None = None,
     device: str | None = None,
+    jobs: int | None = None,
     progress: bool = False,
     on_progress=None,
 ) -> dict:
@@ -79,6 +80,7 @@ def cnn_pool_train(
             seed=seed,
             budget=Budget(**(budget or {})),
             device=device,
+            jobs=jobs,
             progress=progress,
             on_progress=on_progress,
             feature_distance=cnn_feature_distance,
@@ -173,23 +175,42 @@ DEMO_BUILD_CONFIG = {
     "category": "auto",
 }
 DEMO_CNN_FAMILIES = {"photometric": 1, "noise": 1, "blur": 1, "spatial": 1, "compression": 1, "cnn": 2}
+DEMO_JND_BUILD_CONFIG = {"kind": "jnd", "seed": 2019, "n_items": 40, "source": {"type": "skimage"}}
+DEMO_CROWD_BUILD_CONFIG = {**DEMO_BUILD_CONFIG, "seed": 2020}
+CNN_POOL_JOB = "cnn_pool"  # BackgroundJob.name of the demo's CNN pool
+
+
+def demo_studies() -> dict[str, Study]:
+    """The demo studies by role: "2afc" (for a person to answer), "jnd", "crowd" (the simulated crowd's).
+    Demo studies are few; they are told apart by kind and the `simulation` setting."""
+    found: dict[str, Study] = {}
+    for study in Study.objects.filter(is_demo=True).order_by("created_at"):
+        role = "crowd" if study.config.get("simulation") else study.kind
+        found.setdefault(role, study)
+    return found
+
+
+def cnn_pool_ready() -> bool:
+    return (settings.CNN_POOL_DIR / "pool.json").is_file()
 
 
 def demo_study_ensure(
     *, owner=None, n_items: int | None = None, with_cnn: bool | None = None
 ) -> tuple[Study, bool]:
-    """The demo study: 2AFC triplets from scikit-image's bundled photographs, traditional distortions
-    plus the CNN family from the default CPU pool (trained here on first use). Reused if present."""
-    existing = Study.objects.filter(is_demo=True).first()
+    """The demo 2AFC study a person answers: triplets from scikit-image's bundled photographs. Never
+    trains the CNN pool (the worker does, demo_cnn_pool_run, and its items join later): the CNN family
+    is mixed in at build time only when the pool is ready already (`with_cnn` None) or asked for (True,
+    which trains the pool here first). Reused if present."""
+    existing = demo_studies().get("2afc")
     if existing is not None and existing.status == Study.Status.ACTIVE:
         return existing, False
-    with_cnn = settings.PERCEPTLAB["DEMO_CNN"] if with_cnn is None else with_cnn
     if existing is None:
         config = dict(DEMO_BUILD_CONFIG)
         if n_items is not None:
             config["n_items"] = n_items
         if with_cnn:
             cnn_pool_train(progress=True, **settings.PERCEPTLAB["DEMO_CNN_POOL"])
+        if with_cnn or (with_cnn is None and cnn_pool_ready()):
             config["families"] = DEMO_CNN_FAMILIES
         existing = study_create(
             name=settings.PERCEPTLAB["DEMO_STUDY_NAME"],
@@ -201,6 +222,166 @@ def demo_study_ensure(
     study_build_stimuli(study=existing, progress=True)
     existing.refresh_from_db()
     return existing, True
+
+
+def demo_crowd_training() -> dict:
+    """The simulated study's training settings: a trunk that trains offline. `auto` (ImageNet when present,
+    else k-means) or `kmeans` where this tree's validation accepts them, else a seeded random trunk."""
+    from studies.collection import TRAINING_WEIGHTS
+
+    weights = next(w for w in ("auto", "kmeans", "random") if w in TRAINING_WEIGHTS)
+    crowd = settings.PERCEPTLAB["DEMO_CROWD"]
+    return {
+        "every": crowd["every"],
+        "backbones": [{"net": "alex", "weights": weights}],
+        "baselines": ["l2_lab", "psnr", "dssim_lab"],
+        "n_boot": 200,
+        "epochs": 3,
+        "epochs_decay": 2,
+        "min_steps": 300,
+    }
+
+
+def demo_extra_studies_ensure(*, owner=None) -> dict[str, tuple[Study, bool]]:
+    """The JND demo and the simulated crowd's 2AFC study, created as drafts (reused if present); the worker
+    builds their stimuli (studies.study_build_stimuli, queued here) so the first page waits on neither."""
+    from core.tasks import enqueue_on_commit
+
+    crowd = settings.PERCEPTLAB["DEMO_CROWD"]
+    wanted = {
+        "jnd": dict(
+            name=settings.PERCEPTLAB["DEMO_JND_STUDY_NAME"],
+            kind="jnd",
+            build_config=dict(DEMO_JND_BUILD_CONFIG),
+            config={"hit_size": 24},
+        ),
+        "crowd": dict(
+            name=settings.PERCEPTLAB["DEMO_CROWD_STUDY_NAME"],
+            kind="2afc",
+            build_config={**DEMO_CROWD_BUILD_CONFIG, "n_items": crowd["n_items"]},
+            config={
+                "simulation": True,
+                "hit_size": crowd["hit_size"],
+                "practice": False,
+                "exclusion": {"min_sentinel_accuracy": 0.75},  # 3 of 4 sentinels (HITs of 20)
+                "training": demo_crowd_training(),
+            },
+        ),
+    }
+    existing = demo_studies()
+    out = {}
+    for role, kwargs in wanted.items():
+        study = existing.get(role)
+        created = study is None
+        if created:
+            study = study_create(owner=owner, is_demo=True, **kwargs)
+        if study.status in (Study.Status.DRAFT, Study.Status.FAILED) or (
+            study.status == Study.Status.BUILDING and not study.items.exists()
+        ):
+            Study.objects.filter(pk=study.pk).update(status=Study.Status.BUILDING, build_error="")
+            enqueue_on_commit("studies.study_build_stimuli", str(study.pk))
+        out[role] = (study, created)
+    return out
+
+
+def demo_cnn_pool_pending(*, create: bool = True) -> bool:
+    """Whether the demo's CNN pool still has to be trained (rundev's `cnnpool` process does it: manage.py
+    demo_cnn_pool); marks its BackgroundJob queued then, so the home page says so from the first page.
+    `create` False (the trainer): only a pool demo_setup asked for (no job, e.g. --skip-cnn: nothing)."""
+    from studies.models import BackgroundJob
+
+    pool = settings.PERCEPTLAB["DEMO_CNN_POOL"]
+    if create:
+        job, _ = BackgroundJob.objects.get_or_create(name=CNN_POOL_JOB, defaults={"total": pool["n_models"]})
+    else:
+        job = BackgroundJob.objects.filter(name=CNN_POOL_JOB).first()
+        if job is None:
+            return False
+    if job.state == BackgroundJob.State.DONE and cnn_pool_ready():
+        return False
+    if job.state != BackgroundJob.State.RUNNING:
+        BackgroundJob.objects.filter(pk=job.pk).update(state=BackgroundJob.State.QUEUED, message="")
+    return True
+
+
+def demo_cnn_pool_run(
+    *, n_models: int, seed: int = 0, budget: dict | None = None, jobs: int | None = None
+) -> dict:
+    """Train the demo's pool with its progress in BackgroundJob "cnn_pool" (model k of n, for the home page
+    and the dashboard), then add CNN items to the 2AFC demo. Done already: returns the stored result.
+    Interrupted (Ctrl-C, SIGTERM): the job goes back to queued; the next run resumes from the checkpoints."""
+    from django.utils import timezone
+
+    from studies.models import BackgroundJob
+
+    job, _ = BackgroundJob.objects.get_or_create(name=CNN_POOL_JOB, defaults={"total": n_models})
+    if job.state == BackgroundJob.State.DONE and cnn_pool_ready():
+        return job.result
+    from distortions.cnn.trainer import Budget
+
+    now = timezone.now()
+    rows = BackgroundJob.objects.filter(pk=job.pk)
+    rows.update(
+        state=BackgroundJob.State.RUNNING,
+        done=0,
+        total=n_models,
+        started_at=now,
+        step_started_at=now,
+        result={"steps_per_model": Budget(**(budget or {})).steps},  # for the progress within a model
+    )
+
+    def report(done: int, total: int) -> None:
+        rows.update(done=done, total=total, step_started_at=timezone.now())
+
+    try:
+        result = cnn_pool_train(n_models=n_models, seed=seed, budget=budget, jobs=jobs, on_progress=report)
+        result["demo_items_added"] = demo_cnn_items_join()
+    except (KeyboardInterrupt, SystemExit):
+        rows.update(state=BackgroundJob.State.QUEUED, message="interrupted; the next run resumes it")
+        raise
+    except BaseException as exc:
+        rows.update(state=BackgroundJob.State.FAILED, message=str(exc)[:2000], finished_at=timezone.now())
+        raise
+    rows.update(
+        state=BackgroundJob.State.DONE, done=n_models, finished_at=timezone.now(), result=result, message=""
+    )
+    return result
+
+
+def demo_cnn_items_join(*, n_items: int | None = None) -> int:
+    """Add CNN-family test triplets from the ready pool to the 2AFC demo (none if it has some already).
+    The new items take indexes after the study's last and start with no judgments and no open leases, so
+    HITs already started keep their trials and every item's count stays exact (judgments.assignments:
+    an item is offered while judgments + open leases < target). Returns the number added."""
+    study = demo_studies().get("2afc")
+    if study is None or not cnn_pool_ready() or study.items.filter(category="cnn").exists():
+        return 0
+    _register_cnn_pool()
+    n_items = n_items or settings.PERCEPTLAB["DEMO_CNN_ITEMS"]
+    engine_config = {**DEMO_BUILD_CONFIG, "seed": 2021, "n_items": n_items, "families": {"cnn": 1}}
+    media = Path(settings.MEDIA_ROOT)
+    workdir = media / "builds" / f"{study.pk}-cnn"
+    try:
+        distortions.build_study(engine_config, workdir, jobs=1, images_dir=media / STIMULI_DIR)
+        entries = [e for e in distortions.read_manifest(workdir / "manifest.jsonl") if e["role"] == "test"]
+    except distortions.DistortionError as exc:
+        raise ApplicationError(f"building the CNN items failed: {exc}") from exc
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    with transaction.atomic():
+        locked = Study.objects.select_for_update().get(pk=study.pk)
+        if locked.items.filter(category="cnn").exists():
+            return 0
+        last = locked.items.order_by("-index").values_list("index", flat=True).first()
+        start = 0 if last is None else last + 1
+        items = []
+        for offset, e in enumerate(entries):
+            item = _item_from_manifest(locked, e)
+            item.index = start + offset
+            items.append(item)
+        Item.objects.bulk_create(items, batch_size=500)
+    logger.info("demo study %s: %d CNN items joined", study.pk, len(items))
+    return len(items)
 
 
 # --- lifecycle ------------------------------------------------------------------------------------------

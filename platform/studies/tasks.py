@@ -26,15 +26,22 @@ def study_build_stimuli(self, study_id: str) -> dict:
     time_limit=6 * 3600,
     soft_time_limit=6 * 3600 - 60,
 )
-def autoencoder_pool_train(self, n_models: int = 16, seed: int = 0, budget: dict | None = None) -> dict:
-    """Routed to the `gpu` queue (GPU when present, CPU otherwise). A redelivered task after a worker
-    crash resumes every model from its last checkpoint; finished models are reused."""
+def autoencoder_pool_train(
+    self,
+    n_models: int = 16,
+    seed: int = 0,
+    budget: dict | None = None,
+    jobs: int | None = None,
+) -> dict:
+    """Routed to the `gpu` queue (GPU when present, CPU otherwise; `make run` trains the demo's pool in its
+    own process instead, manage.py demo_cnn_pool). A redelivered task after a worker crash resumes every
+    model from its last checkpoint; finished models are reused."""
     from studies.services import cnn_pool_train
 
     def report(done: int, total: int) -> None:
         self.update_state(state="PROGRESS", meta={"done": done, "total": total})
 
-    return cnn_pool_train(n_models=n_models, seed=seed, budget=budget, on_progress=report)
+    return cnn_pool_train(n_models=n_models, seed=seed, budget=budget, jobs=jobs, on_progress=report)
 
 
 @shared_task(name="studies.study_import_items", time_limit=3600, soft_time_limit=3500)

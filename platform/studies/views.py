@@ -2,7 +2,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.clickjacking import xframe_options_exempt
 
 from studies.models import Study
-from studies.selectors import study_list_public
+from studies.selectors import demo_simulated_studies, study_list_public
 
 # Crowd-platform URL parameters the annotator page understands (docs/design-notes.md, "Crowd platforms").
 CROWD_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "assignmentId", "hitId", "workerId", "turkSubmitTo")
@@ -10,8 +10,18 @@ PATCH_DISPLAY_PX = 256  # each 64x64 patch is shown at 256x256 CSS pixels, neare
 
 
 def home(request):
-    """The public home page: the local demo study (studies.selectors.study_list_public)."""
-    return render(request, "home.html", {"studies": study_list_public()})
+    """The public home page: the local demo studies (studies.selectors.study_list_public): the ones a person
+    answers, and the simulated crowd's study (watched on the dashboard, never answered here); the CNN pool's
+    progress comes from the `cnn_pool_progress` tag."""
+    studies = sorted(study_list_public(), key=lambda s: s.kind != Study.Kind.TWO_AFC)  # the 2AFC demo first
+    return render(
+        request,
+        "home.html",
+        {
+            "studies": [s for s in studies if not s.config.get("simulation")],
+            "simulated": demo_simulated_studies(),
+        },
+    )
 
 
 @xframe_options_exempt  # MTurk shows ExternalQuestion pages in an iframe (CSP frame-ancestors limits who)

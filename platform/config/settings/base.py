@@ -236,13 +236,40 @@ LOGGING = {
 # The CNN-autoencoder pool (distortions.cnn) the engine draws the "cnn" family from.
 CNN_POOL_DIR = Path(env_str("PERCEPTLAB_CNN_POOL_DIR", str(DATA_DIR / "cnn_pool")))
 
-# Demo study defaults (make run).
+# Demo study defaults (make run; docs/first-run.md).
+_DEMO_POOL_STEPS = int(env_str("PERCEPTLAB_DEMO_CNN_STEPS", "0"))  # 0: the trainer's default budget
 PERCEPTLAB = {
     "DEMO_STUDY_NAME": "Demo: traditional and CNN distortions (scikit-image photos)",
+    "DEMO_JND_STUDY_NAME": "Demo: JND, same or different? (scikit-image photos)",
+    "DEMO_CROWD_STUDY_NAME": "Simulated crowd (demo): 2AFC answered by simulated workers, not people",
     "DEMO_ADMIN_USERNAME": "admin",
-    # train the default CPU pool (16 models, minutes) for the demo's CNN family
+    # train the default CPU pool (16 models, minutes) for the demo's CNN family, in the background
     "DEMO_CNN": env_bool("PERCEPTLAB_DEMO_CNN", True),
-    "DEMO_CNN_POOL": {"n_models": 16, "budget": {}},  # budget {} = distortions.cnn.trainer.Budget defaults
+    "DEMO_CNN_POOL": {
+        "n_models": int(env_str("PERCEPTLAB_DEMO_CNN_MODELS", "16")),
+        # {} = distortions.cnn.trainer.Budget defaults; PERCEPTLAB_DEMO_CNN_STEPS shrinks it (tests)
+        "budget": (
+            {
+                "steps": _DEMO_POOL_STEPS,
+                "snapshots": sorted({max(1, _DEMO_POOL_STEPS // 2), _DEMO_POOL_STEPS}),
+            }
+            if _DEMO_POOL_STEPS
+            else {}
+        ),
+    },
+    "DEMO_CNN_ITEMS": 60,  # CNN-family triplets that join the 2AFC demo once the pool is ready
+    # The simulated crowd's study, sized so its dashboard fills within minutes on 2 cores: about 330 test
+    # judgments in HITs of 20, a retrain every `every` of them, answers paced `pace_s` apart per worker.
+    "DEMO_CROWD": {
+        "n_items": int(env_str("PERCEPTLAB_DEMO_CROWD_ITEMS", "120")),
+        "hit_size": 20,
+        "every": int(env_str("PERCEPTLAB_DEMO_CROWD_EVERY", "60")),
+        "workers": 40,
+        "concurrency": 3,
+        "pace_s": float(env_str("PERCEPTLAB_DEMO_CROWD_PACE_S", "1.0")),
+    },
+    # make run sets PERCEPTLAB_MIN_RETRAIN_INTERVAL_S to this for its processes unless it is set already
+    "DEMO_RETRAIN_INTERVAL_S": 15,
 }
 
 

@@ -2,7 +2,7 @@ import pytest
 
 from core.exceptions import ApplicationError
 from studies.models import Item, Study
-from studies.services import demo_study_ensure, study_build_stimuli, study_create
+from studies.services import cnn_pool_train, demo_study_ensure, study_build_stimuli, study_create
 
 pytestmark = pytest.mark.django_db
 
@@ -74,13 +74,22 @@ TINY_POOL = {
 }
 
 
-def test_demo_study_mixes_in_the_cnn_family(settings, tmp_path, researcher_carol):
+def test_demo_study_mixes_in_the_cnn_family_when_the_pool_is_ready(settings, tmp_path, researcher_carol):
     settings.CNN_POOL_DIR = tmp_path / "pool"
-    settings.PERCEPTLAB = {**settings.PERCEPTLAB, "DEMO_CNN": True, "DEMO_CNN_POOL": TINY_POOL}
+    cnn_pool_train(**TINY_POOL)
     study, _ = demo_study_ensure(owner=researcher_carol, n_items=40)
-    assert (tmp_path / "pool" / "pool.json").is_file()
     cats = set(study.items.filter(role=Item.Role.TEST).values_list("category", flat=True))
     assert "cnn" in cats and "traditional" in cats
     item = study.items.filter(category="cnn").first()
     op = item.records["p0"]["ops"][0]
     assert op["name"] == "cnn_autoencoder" and op["provenance"]["arch"]["n_layers"] >= 2
+
+
+def test_demo_study_never_trains_the_pool(settings, tmp_path, researcher_carol, monkeypatch):
+    settings.CNN_POOL_DIR = tmp_path / "pool"
+    settings.PERCEPTLAB = {**settings.PERCEPTLAB, "DEMO_CNN": True, "DEMO_CNN_POOL": TINY_POOL}
+    monkeypatch.setattr("studies.services.cnn_pool_train", lambda **kw: pytest.fail("trained the pool"))
+    study, _ = demo_study_ensure(owner=researcher_carol, n_items=10)
+    assert study.status == Study.Status.ACTIVE
+    assert not study.items.filter(category="cnn").exists()
+    assert not (tmp_path / "pool" / "pool.json").exists()

@@ -33,6 +33,9 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=4, help="workers answering at the same time")
         parser.add_argument("--replay-rate", type=float, default=0.05, help="share of answers sent twice")
         parser.add_argument("--max-hits", type=int, default=3, help="HITs per worker at most")
+        parser.add_argument(
+            "--pace", type=float, default=0.0, help="seconds each worker waits before an answer (0.5-1.5x)"
+        )
         parser.add_argument("--mark", action="store_true", help="mark the study as a simulation study first")
 
     def handle(self, *args, study, url, mark, **o):
@@ -61,6 +64,7 @@ class Command(BaseCommand):
             replay_rate=o["replay_rate"],
             max_hits=o["max_hits"],
             progress=progress,
+            pace_s=o["pace"],
         )
         self.stdout.write(
             self.style.SUCCESS(

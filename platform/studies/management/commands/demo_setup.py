@@ -1,4 +1,9 @@
-"""Create the admin login and the demo study (built by the distortion engine). Safe to re-run."""
+"""Create the admin login and the demo studies. Safe to re-run: what exists is reused.
+
+Built here (seconds): the 2AFC demo a person answers. Left to the background, so the first page waits on
+none of them: the JND demo's and the simulated crowd's stimuli (queued for the worker) and the CNN pool
+(rundev's `cnnpool` process, manage.py demo_cnn_pool), whose items then join the 2AFC demo
+(docs/first-run.md)."""
 
 import secrets
 
@@ -8,7 +13,8 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 
-from studies.services import demo_study_ensure
+from config.celery_app import ensure_broker_folders
+from studies.services import demo_cnn_pool_pending, demo_extra_studies_ensure, demo_study_ensure
 
 
 def admin_password_path():
@@ -47,17 +53,32 @@ def _strong_password(user) -> str:
 
 
 class Command(BaseCommand):
-    help = "Create the admin user and the demo study (reuses what exists)."
+    help = "Create the admin user and the demo studies (reuses what exists); queue the background builds."
 
     def add_arguments(self, parser):
         parser.add_argument("--items", type=int, default=None, help="number of test triplets (default 200)")
         parser.add_argument(
             "--skip-cnn", action="store_true", help="traditional distortions only (no CNN pool training)"
         )
+        parser.add_argument(
+            "--only-2afc", action="store_true", help="the 2AFC demo only (no JND or simulated-crowd study)"
+        )
 
-    def handle(self, *args, items=None, skip_cnn=False, **options):
+    def handle(self, *args, items=None, skip_cnn=False, only_2afc=False, **options):
+        ensure_broker_folders()
         username, _ = admin_ensure()
         owner = get_user_model().objects.get(username=username)
         study, created = demo_study_ensure(owner=owner, n_items=items, with_cnn=False if skip_cnn else None)
         verb = "built" if created else "reused"
         self.stdout.write(f"demo study {verb}: {study.name} ({study.items.count()} items, id {study.pk})")
+        if not only_2afc:
+            for other, made in demo_extra_studies_ensure(owner=owner).values():
+                state = "created" if made else "reused"
+                self.stdout.write(
+                    f"demo study {state}: {other.name} ({other.get_status_display()}, id {other.pk})"
+                )
+        if not skip_cnn and settings.PERCEPTLAB["DEMO_CNN"]:
+            if demo_cnn_pool_pending():
+                self.stdout.write("CNN pool pending: rundev trains it in the background (progress on /)")
+            else:
+                self.stdout.write("CNN pool ready (reused)")
