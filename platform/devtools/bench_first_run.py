@@ -40,6 +40,10 @@ MILESTONES = [
         f"select count(*) from training_evaluation where study_id = {_CROWD}",
     ),
     (
+        "a trained LPIPS model ready for download",
+        f"select count(*) from training_modelversion where study_id = {_CROWD} and status = 'ready'",
+    ),
+    (
         "3 learning-curve points",
         f"select count(distinct n_judgments) >= 3 from training_evaluation where study_id = {_CROWD}",
     ),
@@ -52,6 +56,12 @@ MILESTONES = [
         "select count(*) from studies_backgroundjob where name = 'cnn_pool' and state = 'done'",
     ),
 ]
+
+
+def _sigint_default() -> None:
+    """In the child before exec: SIGINT's default action, as a terminal's foreground job has it (a benchmark
+    started in the background of a script inherits an ignored SIGINT, and would pass that on)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _get(url: str) -> int | None:
@@ -71,6 +81,7 @@ def _start(command: str, env: dict, log: Path) -> subprocess.Popen:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_sigint_default,
         )
 
 

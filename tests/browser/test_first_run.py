@@ -39,6 +39,12 @@ REUSED = (
 )
 
 
+def _sigint_default() -> None:
+    """In the child before exec: SIGINT's default action, as in a terminal (a test run started in the
+    background of a script inherits an ignored SIGINT, and would pass that on)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _status(url: str) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
@@ -74,6 +80,7 @@ def _make_run(data: Path, log: Path):
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_sigint_default,
         )
     first_page = None
     try:
@@ -138,7 +145,8 @@ def _first_run(browser, base, data, log, first_page):
     wanted = {
         "agreement with the human ceiling": lambda src: "human ceiling" in src,
         "learning curve": lambda src: "agreement vs judgments" in src or "learning curve" in src,
-        "a finished export": lambda src: "/download/" in src and "· done" in src,
+        "a finished export": lambda src: "/api/v1/exports/" in src and "· done" in src,
+        "a trained k-means model": lambda src: "/api/v1/models/" in src and "trained alex-kmeans lin" in src,
     }
     missing = list(wanted)
     while time.monotonic() - shown_at < DASHBOARD_S:
@@ -165,6 +173,36 @@ def _first_run(browser, base, data, log, first_page):
         time.sleep(2)
     assert "ready: 2 models trained" in pool and "triplets joined the 2AFC demo" in pool, pool
 
-    # TODO(models): once GET /api/v1/models/<id>/download/ and the dashboard's "Models" panel land, download
-    # the trained model from this dashboard and check it loads (metric.lpips) -- the first-run check for
-    # "a model download".
+    # the trained model downloads from the dashboard's Models panel and loads as a metric.LPIPS
+    browser.get(crowd_link)
+    href = browser.find_element("css selector", "#models-title ~ table a[href$='/download/']").get_attribute(
+        "href"
+    )
+    session = browser.get_cookie("sessionid")["value"]
+    request = urllib.request.Request(href, headers={"Cookie": f"sessionid={session}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200 and response.headers["Content-Type"] == "application/zip"
+        bundle = data.parent / "model.zip"
+        bundle.write_bytes(response.read())
+    _model_loads(bundle)
+
+
+def _model_loads(bundle: Path) -> None:
+    """The downloaded zip holds a k-means trunk (offline: auto resolved to k-means) and gives distances."""
+    import json
+    import zipfile
+
+    import torch
+
+    from metric.bundle import load_bundle
+
+    with zipfile.ZipFile(bundle) as archive:  # the members sit in one folder named after the model
+        names = {name.rsplit("/", 1)[-1]: name for name in archive.namelist()}
+        assert {"heads.pth", "trunk.pth", "model_card.json", "MODEL_CARD.md"} <= set(names), names
+        card = json.loads(archive.read(names["model_card.json"]))
+    assert "kmeans" in json.dumps(card), card
+    model = load_bundle(bundle)
+    x0, x1 = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        d = model(x0, x1).flatten()
+    assert d.shape == (2,) and torch.isfinite(d).all() and (d > 0).all()

@@ -138,19 +138,23 @@ class Command(BaseCommand):
         parser.add_argument("--no-crowd", action="store_true", help="do not start the simulated crowd")
 
     def handle(self, *args, host, port, no_crowd=False, **options):
-        ensure_broker_folders()
-        procs = _start(host, port, crowd=not no_crowd)
-        self.stdout.write(_welcome(f"http://{host}:{port}"))
-        self._check_worker()
         stopping = False
 
         def stop(signum, frame):
             nonlocal stopping
             stopping = True
 
+        # Before any child starts: a Ctrl-C while they start up is not lost (nor ignored, when this process
+        # inherited an ignored SIGINT, as a background job of a script does); the children, started after
+        # this, get SIGINT's default action back.
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        procs: dict[str, subprocess.Popen] = {}
         try:
+            ensure_broker_folders()
+            procs = _start(host, port, crowd=not no_crowd)
+            self.stdout.write(_welcome(f"http://{host}:{port}"))
+            self._check_worker()
             while not stopping:
                 ended = {name for name, p in procs.items() if p.poll() is not None}  # reaps finished ones
                 dead = [name for name in NEEDED if name in ended]
