@@ -174,17 +174,20 @@ def resolve_weights(
         return os.fspath(weights), ""
     spec = backbone_spec(net)
     path, url = imagenet_weights_file(spec)
+    # The reason travels (model cards, the dashboard): it names the file, never the server's directories.
+    cache = f"the ImageNet weights file {path.name} (torch's hub cache)"
+    logger.info("auto backbone for %s: looking for %s", spec.name, path)
     if path.exists():
-        return "imagenet", f"auto: the ImageNet weights file {path} is present"
+        return "imagenet", f"auto: {cache} is present"
     if offline() or not allow_download:
         why = "PERCEPTLAB_OFFLINE is set" if offline() else "downloads are not allowed here"
-        return "kmeans", f"auto: ImageNet weights are not at {path} and {why}, so a k-means trunk is used"
+        return "kmeans", f"auto: {cache} is absent and {why}, so a k-means trunk is used"
     try:
         _features_imagenet(spec, allow_download=True)
     except WeightsUnavailableError as exc:
         logger.warning("auto backbone for %s: %s", spec.name, exc)
         return "kmeans", f"auto: ImageNet weights could not be fetched from {url}, so a k-means trunk is used"
-    return "imagenet", f"auto: the ImageNet weights were fetched to {path}"
+    return "imagenet", f"auto: {cache} was fetched"
 
 
 def kmeans_corpus(*images: np.ndarray, n: int = KMEANS_CORPUS_SIZE, seed: int = 0) -> torch.Tensor:
