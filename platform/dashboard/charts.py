@@ -355,10 +355,18 @@ def _ceiling_mark(
     """The dashed human-ceiling mark across one group, labelled on the group's title line: right of the
     mark, clear of the group's title, inside the chart."""
     label = f"human ceiling {pct(value)}"
-    start = max(cx + 4, title_end + 12)
-    start = min(start, width - 2 - text_width(label))
+    w = text_width(label)
+    start = min(max(cx + 4, title_end + 12), width - 2 - w)
+    top = y0 - 12
+    if (
+        start - 2 < cx < start + w + 2
+    ):  # the label would sit across the mark: left of it, or the mark starts below
+        if cx - 4 - w >= title_end + 12:
+            start = cx - 4 - w
+        else:
+            top = y0 + 1
     return [
-        f'<line x1="{cx:.1f}" y1="{y0 - 12:.1f}" x2="{cx:.1f}" y2="{y1:.1f}" stroke="#111" '
+        f'<line x1="{cx:.1f}" y1="{top:.1f}" x2="{cx:.1f}" y2="{y1:.1f}" stroke="#111" '
         f'stroke-dasharray="4 3" stroke-width="2"><title>{escape(label)}</title></line>',
         _text(start, y0 - 3, [label]),
     ]

@@ -225,11 +225,9 @@ def demo_study_ensure(
 
 
 def demo_crowd_training() -> dict:
-    """The simulated study's training settings: a trunk that trains offline. `auto` (ImageNet when present,
-    else k-means) or `kmeans` where this tree's validation accepts them, else a seeded random trunk."""
-    from studies.collection import TRAINING_WEIGHTS
-
-    weights = next(w for w in ("auto", "kmeans", "random") if w in TRAINING_WEIGHTS)
+    """The simulated study's training settings: AlexNet with weights `auto` (ImageNet when present, else a
+    k-means trunk from the study's own train patches), so it trains offline."""
+    weights = "auto"
     crowd = settings.PERCEPTLAB["DEMO_CROWD"]
     return {
         "every": crowd["every"],

@@ -122,12 +122,15 @@ def model_card(*, version: ModelVersion) -> dict:
 
 
 def models_panel(*, study: Study) -> list[dict]:
-    """The dashboard's Models panel: each ready version, its trunk and why, data and held-out score."""
-    out = []
+    """The dashboard's Models panel: each ready version (newest first, at most 20), its trunk and why, data
+    and held-out score; `current` marks the newest of each backbone, trunk and variant."""
+    out, seen = [], set()
     for version in model_versions_for(study=study, ready_only=True)[:20]:
         ev = held_out(version=version)
+        key = (version.backbone, version.weights, version.variant)
         out.append(
             {
+                "current": key not in seen,
                 "id": version.pk,
                 "name": str(version),
                 "finished_at": version.finished_at,
@@ -141,4 +144,5 @@ def models_panel(*, study: Study) -> list[dict]:
                 "heads_url": f"/api/v1/models/{version.pk}/download/?part=heads",
             }
         )
+        seen.add(key)
     return out

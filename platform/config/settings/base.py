@@ -267,6 +267,9 @@ PERCEPTLAB = {
         "workers": 40,
         "concurrency": 3,
         "pace_s": float(env_str("PERCEPTLAB_DEMO_CROWD_PACE_S", "1.0")),
+        # The hidden observer (crowdsim.simulation.Observer): a deep one with learnable structure that is
+        # none of the metrics the dashboard compares (an l2_lab crowd makes l2_lab the answer key).
+        "observer": "lpips:squeeze:random:sparse",
     },
     # make run sets PERCEPTLAB_MIN_RETRAIN_INTERVAL_S to this for its processes unless it is set already
     "DEMO_RETRAIN_INTERVAL_S": 15,

@@ -67,13 +67,14 @@ class Command(BaseCommand):
         except ApplicationError as exc:
             raise CommandError(f"simulated crowd: {exc.message}") from exc
         _wait_for_web(url)
-        self.stdout.write(f"simulated crowd: answering {study.name} at {url}")
+        self.stdout.write(f"simulated crowd: answering {study.name} at {url} (observer {crowd['observer']})")
         result = run_crowd(
             base_url=url,
             study_id=str(study.pk),
             n_workers=crowd["workers"],
             concurrency=crowd["concurrency"],
             pace_s=crowd["pace_s"],
+            observer=crowd["observer"],
             seed=2020,
         )
         owner = get_user_model().objects.filter(username=settings.PERCEPTLAB["DEMO_ADMIN_USERNAME"]).first()
