@@ -58,13 +58,14 @@ MILESTONES = [
 ]
 
 
-def _sigint_default() -> None:
+def sigint_default() -> None:
     """In the child before exec: SIGINT's default action, as a terminal's foreground job has it (a benchmark
     started in the background of a script inherits an ignored SIGINT, and would pass that on)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _get(url: str) -> int | None:
+def http_status(url: str) -> int | None:
+    """The status of GET url, None when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
             return r.status
@@ -81,7 +82,7 @@ def _start(command: str, env: dict, log: Path) -> subprocess.Popen:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_sigint_default,
+            preexec_fn=sigint_default,
         )
 
 
@@ -89,11 +90,11 @@ def _first_page(proc, log: Path, base: str, t0: float, limit_s: float) -> tuple[
     """Seconds to GET / = 200, then to the printed annotator URL = 200."""
     home = annot = None
     while time.monotonic() - t0 < limit_s and proc.poll() is None:
-        if home is None and _get(base + "/") == 200:
+        if home is None and http_status(base + "/") == 200:
             home = time.monotonic() - t0
         if home is not None:
             m = re.search(r"annotator : (\S+/s/\S+/)", log.read_text())
-            if m and _get(m.group(1)) == 200:
+            if m and http_status(m.group(1)) == 200:
                 annot = time.monotonic() - t0
                 break
         time.sleep(0.2)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.bench_first_run import http_status, sigint_default
 from devtools.processes import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -37,20 +38,6 @@ REUSED = (
     "CNN pool: nothing to train",
     "simulated crowd: finished in an earlier run",
 )
-
-
-def _sigint_default() -> None:
-    """In the child before exec: SIGINT's default action, as in a terminal (a test run started in the
-    background of a script inherits an ignored SIGINT, and would pass that on)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status
-    except OSError:
-        return None
 
 
 @contextlib.contextmanager
@@ -80,13 +67,13 @@ def _make_run(data: Path, log: Path):
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_sigint_default,
+            preexec_fn=sigint_default,
         )
     first_page = None
     try:
         while time.monotonic() - started < FIRST_PAGE_S + 30 and proc.poll() is None:
             m = re.search(r"annotator : (\S+/s/\S+/)", log.read_text())
-            if m and _status(m.group(1)) == 200:
+            if m and http_status(m.group(1)) == 200:
                 first_page = time.monotonic() - started
                 break
             time.sleep(0.25)
