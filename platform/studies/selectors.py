@@ -57,6 +57,17 @@ def _model_fraction(index: int, steps: int | None) -> float:
     return min(max(done, default=0) / steps, 1.0)
 
 
+def duration_words(seconds: float) -> str:
+    """A duration as people read it: '40 s', '4 min', '2 h 13 min'."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
 def cnn_pool_progress(*, now=None) -> dict | None:
     """The demo CNN pool's background job for the home page and the dashboard, or None when there is none
     (a deployment without the demo): state, models done of total, the model in training (k of n) and how
@@ -85,6 +96,7 @@ def cnn_pool_progress(*, now=None) -> dict | None:
         "current_percent": round(100 * fraction),
         "elapsed_s": round((now - job.started_at).total_seconds()) if job.started_at else None,
         "eta_s": eta,
+        "eta": duration_words(eta) if eta is not None else None,
         "message": job.message,
         "items_added": (job.result or {}).get("demo_items_added"),
     }

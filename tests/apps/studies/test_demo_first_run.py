@@ -206,3 +206,12 @@ def test_home_lists_the_demos_and_the_pool_progress(client, researcher_carol, ca
     assert page.index("Demo: traditional") < page.index("Demo: JND")
     client.force_login(researcher_carol)
     assert "model <strong>4 of 16</strong>" in client.get("/dashboard/").content.decode()
+
+
+@pytest.mark.parametrize(
+    "seconds, words", [(0, "0 s"), (40, "40 s"), (89, "1 min"), (1560, "26 min"), (7974, "2 h 13 min")]
+)
+def test_time_left_reads_as_people_say_it(seconds, words):
+    from studies.selectors import duration_words
+
+    assert duration_words(seconds) == words
