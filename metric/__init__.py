@@ -16,7 +16,7 @@ from metric.backbones import (
 )
 from metric.errors import MetricError, WeightsUnavailableError
 from metric.heads import LinearHeads
-from metric.lpips import LPIPS
+from metric.lpips import LPIPS, OfficialHeadsWarning
 from metric.train import TrainConfig, TrainResult, train_heads
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "Backbone",
     "LinearHeads",
     "MetricError",
+    "OfficialHeadsWarning",
     "TrainConfig",
     "TrainResult",
     "WeightsUnavailableError",
