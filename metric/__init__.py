@@ -1,7 +1,7 @@
 """LPIPS and baselines, scoring, BAPPS I/O and training (plain PyTorch; no Django).
 
 >>> import metric
->>> model = metric.LPIPS(net="alex", backbone_weights="random")
+>>> model = metric.LPIPS(net="alex", backbone_weights="random", head_weights="random")
 """
 
 from metric.backbones import (
