@@ -1,7 +1,7 @@
 """LPIPS and baselines, scoring, BAPPS I/O and training (plain PyTorch; no Django).
 
 >>> import metric
->>> model = metric.LPIPS(net="alex", backbone_weights="random")
+>>> model = metric.LPIPS(net="alex", backbone_weights="random", head_weights="random")
 """
 
 from metric.backbones import (
@@ -16,7 +16,7 @@ from metric.backbones import (
 )
 from metric.errors import MetricError, WeightsUnavailableError
 from metric.heads import LinearHeads
-from metric.lpips import LPIPS
+from metric.lpips import LPIPS, OfficialHeadsWarning
 from metric.train import TrainConfig, TrainResult, train_heads
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "Backbone",
     "LinearHeads",
     "MetricError",
+    "OfficialHeadsWarning",
     "TrainConfig",
     "TrainResult",
     "WeightsUnavailableError",

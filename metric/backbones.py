@@ -123,11 +123,11 @@ class Backbone(nn.Module):
             ) from exc
         return outs
 
-    def save(self, path: str | os.PathLike, **provenance) -> Path:
-        """The trunk file: ``{"state_dict": {"features.<i>...": tensor}, "net", "source", ...}``, which
-        ``backbone_weights=path`` (and ``--backbone-weights PATH``) loads strictly. ``provenance`` (plain
-        JSON-like values, e.g. the k-means corpus record) is stored next to the weights."""
-        return save_trunk(self, path, **provenance)
+    def save(self, path: str | os.PathLike) -> Path:
+        """The trunk file: the ``features`` state dict (``{"0.weight": tensor, ...}``), the format model
+        bundles ship, which ``backbone_weights=path`` (and ``--backbone-weights PATH``) loads strictly and
+        the reference lpips package takes into its slices (docs/metric.md, "Downloaded models")."""
+        return save_trunk(self, path)
 
 
 def _torchvision_builder(spec: BackboneSpec):
@@ -227,14 +227,14 @@ def as_kmeans_corpus(corpus, *, n: int = KMEANS_CORPUS_SIZE, seed: int = 0) -> t
     return kmeans_corpus(*arrays, n=n, seed=seed)
 
 
-def save_trunk(backbone: Backbone, path: str | os.PathLike, **provenance) -> Path:
-    """Write ``backbone``'s weights as a trunk file (see ``Backbone.save``), atomically."""
+def save_trunk(backbone: Backbone, path: str | os.PathLike) -> Path:
+    """Write ``backbone``'s ``features`` state dict as a trunk file (see ``Backbone.save``), atomically.
+    Where the trunk came from is not in the file: ``TrainResult.save`` records it in config.json."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {f"features.{k}": v.detach().cpu() for k, v in backbone.features.state_dict().items()}
-    payload = {"state_dict": state, "net": backbone.spec.name, "source": backbone.source, **provenance}
+    state = {k: v.detach().cpu().contiguous() for k, v in backbone.features.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
+    torch.save(state, tmp)
     tmp.replace(path)
     return path
 
@@ -250,7 +250,9 @@ def _load_state(path: Path) -> tuple[dict, str]:
     if isinstance(state, dict) and "state_dict" in state:
         origin = state.get("source", "") if isinstance(state.get("source"), str) else ""
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()
+    ):
         raise MetricError(f"{path} does not hold a state dict")
     return state, origin
 

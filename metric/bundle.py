@@ -283,6 +283,8 @@ def _check_card(folder: Path) -> dict:
         card = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MetricError(f"bundle: {CARD_JSON} is not JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise MetricError(f"bundle: {CARD_JSON} is nested too deeply to be a model card") from exc
     if not isinstance(card, dict) or card.get("format") != FORMAT:
         raise MetricError(f"bundle: {CARD_JSON} is not a {FORMAT} card")
     if not isinstance(card.get("net"), str) or card["net"] not in BACKBONES:
@@ -301,6 +303,8 @@ def _check_card(folder: Path) -> dict:
             raise MetricError(f"bundle: {name} is over its cap of {MEMBER_CAPS[name]} bytes")
         if _sha256(folder / name) != info["sha256"]:
             raise MetricError(f"bundle: {name} does not match the sha256 in the card (altered or damaged)")
+    if not isinstance(card.get("trunk", {}), dict):
+        raise MetricError(f"bundle: the card's trunk must be an object, got {type(card['trunk']).__name__}")
     if (folder / TRUNK).is_file() and TRUNK not in files:
         raise MetricError(f"bundle: {TRUNK} is present but the card does not list it")
     return card

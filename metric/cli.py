@@ -16,8 +16,11 @@ from metric.backbones import KMEANS_CORPUS_SIZE
 from metric.errors import MetricError
 
 
-def _add_model_args(p: argparse.ArgumentParser, weights: str = "imagenet", corpus_default: str = "") -> None:
-    p.add_argument("--net", default="alex", help="alex | vgg | squeeze (default alex)")
+def _add_model_args(
+    p: argparse.ArgumentParser, weights: str = "imagenet", corpus_default: str = "", net: bool = True
+) -> None:
+    if net:
+        p.add_argument("--net", default="alex", help="alex | vgg | squeeze (default alex)")
     p.add_argument("--version", default="0.1", help="0.1 (default) or 0.0")
     p.add_argument(
         "--backbone-weights",
@@ -43,22 +46,35 @@ def _add_model_args(p: argparse.ArgumentParser, weights: str = "imagenet", corpu
     )
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
+def _add_data_args(p: argparse.ArgumentParser, *, split: str | None, jnd: bool) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--bapps", nargs="+", help="BAPPS folders, e.g. dataset/2afc/val/traditional (one per category)"
     )
-    src.add_argument("--manifest", help="a perceptlab JSONL manifest")
-    p.add_argument("--split", default=None, help="manifest split to use (train/val)")
-    p.add_argument("--jnd", action="store_true", help="the data is JND pairs (p0, p1, same)")
+    src.add_argument(
+        "--manifest",
+        help="a perceptlab JSONL manifest with votes, e.g. a study export's items.jsonl",
+    )
+    p.add_argument(
+        "--split",
+        default=split,
+        help="manifest split to use, train or val "
+        + (f"(default {split})" if split else "(default: every split in the manifest)"),
+    )
+    if jnd:
+        p.add_argument("--jnd", action="store_true", help="the data is JND pairs (p0, p1, same)")
 
 
 def _load(args):
     from metric import data
 
+    jnd = getattr(args, "jnd", False)
     if args.manifest:
-        return data.read_manifest(args.manifest, kind="jnd" if args.jnd else "2afc", split=args.split)
-    return data.read_bapps_jnd(args.bapps) if args.jnd else data.read_bapps_2afc(args.bapps)
+        return data.read_manifest(args.manifest, kind="jnd" if jnd else "2afc", split=args.split)
+    return data.read_bapps_jnd(args.bapps) if jnd else data.read_bapps_2afc(args.bapps)
+
+
+DEFAULT_METRICS = "lpips-alex,l2_lab,dssim_rgb,psnr,ms_ssim"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("img0")
     p.add_argument("img1")
     _add_model_args(p, corpus_default="; needed by kmeans (or pass a trained model's trunk.pth instead)")
-    p.add_argument("--heads", default="official", help="official | none (unweighted) | path to a head .pth")
+    p.add_argument(
+        "--heads",
+        default=None,
+        help="official | none (unweighted) | path to a head .pth (default official; on a trunk that is not "
+        "ImageNet's, the official heads mean nothing, so there --heads or --model is required)",
+    )
     p.add_argument(
         "--size", type=int, default=None, help="resize both images to SIZE x SIZE first (default: keep)"
     )
@@ -79,25 +100,45 @@ def main(argv: list[str] | None = None) -> int:
         help="a downloaded model bundle (zip or its folder); replaces --net, --heads, --backbone-weights",
     )
 
-    p = sub.add_parser("evaluate", help="2AFC (or JND mAP) per category with bootstrap CIs")
-    _add_data_args(p)
-    _add_model_args(p, corpus_default="; default: the data evaluated")
+    p = sub.add_parser(
+        "evaluate",
+        help="2AFC (or JND mAP) per category with bootstrap CIs",
+        description="The net of lpips-<net> and deep-<net> comes from the metric name (there is no --net).",
+    )
+    _add_data_args(p, split=None, jnd=True)
+    _add_model_args(p, corpus_default="; default: the data evaluated", net=False)
     p.add_argument(
         "--metrics",
-        default="lpips-alex,l2_lab,dssim_rgb,psnr,ms_ssim",
-        help="comma-separated: l2_lab, l2_rgb, dssim_lab, dssim_rgb, psnr, ms_ssim, lpips-<net>, deep-<net>",
+        default=None,
+        help="comma-separated: l2_lab, l2_rgb, dssim_lab, dssim_rgb, psnr, ms_ssim, lpips-<net>, deep-<net> "
+        f"(default {DEFAULT_METRICS}; with --model, the same without lpips-alex)",
     )
     p.add_argument(
-        "--heads", action="append", default=[], metavar="NAME=PATH", help="trained heads for lpips-<net>"
+        "--heads",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="trained heads for lpips-<net>; required for lpips-<net> on a trunk that is not ImageNet's "
+        "(the official heads were trained on ImageNet trunks)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="BUNDLE",
+        help="a downloaded model bundle (zip or its folder), evaluated as one more metric named "
+        "model:<file name>; --backbone-weights and --heads do not apply to it",
     )
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--out", help="write the JSON report here")
 
     p = sub.add_parser("train", help="train LPIPS heads on 2AFC judgments")
-    _add_data_args(p)
+    _add_data_args(p, split="train", jnd=False)
     _add_model_args(p, "auto", corpus_default="; default: the training data")
     p.add_argument("--variant", default="lin", choices=["lin", "tune", "scratch"])
+    p.epilog = (
+        "Trains on 2AFC judgments only; with --manifest, on its train split unless --split says otherwise."
+    )
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--epochs-decay", type=int, default=5)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -118,6 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     except (MetricError, OSError) as exc:  # OSError: unreadable input files
         sys.stderr.write(f"error: {exc}\n")
         return 2
+
+
+def _no_official_heads(what: str, weights: str, reason: str, fix: str) -> MetricError:
+    return MetricError(
+        f"{what} would run the official lpips heads on a {weights} trunk"
+        + (f" ({reason})" if reason else "")
+        + ", but they were trained on torchvision's ImageNet trunks, so its numbers would mean nothing: "
+        + fix
+    )
 
 
 def _trunk(args) -> tuple[str, str]:
@@ -167,8 +217,8 @@ def _distance_model(args):
     """The model named by --net, --backbone-weights, --heads and the k-means options."""
     from metric.lpips import LPIPS
 
-    heads = None if args.heads == "none" else args.heads
     weights, reason = _trunk(args)
+    heads = None if args.heads == "none" else args.heads or "official"
     corpus = None
     if weights == "kmeans":
         if not args.kmeans_corpus:
@@ -187,7 +237,16 @@ def _distance_model(args):
         seed=args.seed,
         kmeans_corpus=corpus,
         kmeans_patches=args.kmeans_patches,
+        warn_official_heads=args.heads is not None,
     )
+    if args.heads is None and model.heads_warning:  # the trunk is valid, but not one for these heads
+        raise _no_official_heads(
+            "distance",
+            model.backbone.source,
+            reason,
+            "pass --model BUNDLE, --heads PATH (heads trained on this trunk), --heads none (unweighted) or "
+            "--backbone-weights imagenet",
+        )
     _note_trunk(model, reason, args)
     return model
 
@@ -240,6 +299,8 @@ def _evaluate(args, out) -> None:
     if any("=" not in h for h in args.heads):
         raise MetricError("--heads takes NAME=PATH, e.g. lpips-alex=runs/alex-lin/heads.pth")
     heads = dict(h.split("=", 1) for h in args.heads)
+    if args.metrics is None:
+        args.metrics = DEFAULT_METRICS.replace("lpips-alex,", "") if args.model else DEFAULT_METRICS
     names = [m for m in args.metrics.split(",") if m]
     # Models that need no data are built first (a bad name or missing weights fails before the data
     # is read); k-means trunks wait for their corpus, which by default is the data evaluated.
@@ -248,11 +309,27 @@ def _evaluate(args, out) -> None:
     for name in names:
         net = name.split("-", 1)[1] if name.startswith(("lpips-", "deep-")) else None
         weights, reason = resolve_weights(net, args.backbone_weights) if net else (args.backbone_weights, "")
+        if name.startswith("lpips-") and name not in heads and weights != "imagenet":
+            raise _no_official_heads(
+                name,
+                weights,
+                reason,
+                f"pass --heads {name}=PATH (heads trained on this trunk), --model BUNDLE, deep-{net} for the "
+                "unweighted distance, or --backbone-weights imagenet",
+            )
         if net and weights == "kmeans":
             waiting[name] = reason
             metrics[name] = None  # keeps the order asked for
             continue
         metrics.update(_metrics(args, name, weights, reason, heads))
+    if args.model:
+        from pathlib import Path
+
+        from metric.bundle import load_bundle
+
+        bundle = load_bundle(args.model)
+        _log_trunk(bundle.describe())
+        metrics[f"model:{Path(args.model).name}"] = bundle
     data = _load(args)
     if waiting:
         corpus = (
@@ -282,8 +359,6 @@ def _train(args, out) -> None:
     """Trains the heads on 2AFC judgments and saves them to --out."""
     from metric.train import TrainConfig, build_model, train_heads, training_corpus, trunk_weights
 
-    if args.jnd:
-        raise MetricError("training uses 2AFC judgments")
     cfg = TrainConfig(
         net=args.net,
         variant=args.variant,

@@ -212,6 +212,24 @@ def read_manifest(
     def img(rel: str) -> np.ndarray:
         return load_patch(base / rel, size)
 
+    need = (
+        ("ref", "p0", "p1", "n_votes", "p1_votes")
+        if kind == "2afc"
+        else ("p0", "p1", "n_votes", "same_votes")
+    )
+    for i, r in enumerate(rows):
+        missing = [key for key in need if key not in r]
+        if missing:
+            votes = (
+                " with no votes (e.g. the manifest.jsonl of `distortions build-study`)"
+                if ("n_votes" in missing)
+                else ""
+            )
+            raise MetricError(
+                f"{path}: {kind} item {r.get('id', i)!r} has no {', '.join(missing)}: a manifest{votes} "
+                f"cannot be trained or evaluated on; each {kind} item needs {', '.join(need)} "
+                "(a study export's items.jsonl has them)"
+            )
     ids = [str(r.get("id", i)) for i, r in enumerate(rows)]
     cats = [r.get("category", "default") for r in rows]
     n = np.array([r["n_votes"] for r in rows], dtype=np.float64)

@@ -62,6 +62,8 @@ class LinearHeads(nn.Module):
                 f"head weights in {source} do not match: missing {missing}, unexpected {unexpected}"
             )
         for key, shape in expected.items():
+            if not torch.is_tensor(state[key]):
+                raise MetricError(f"{source}: {key} is a {type(state[key]).__name__}, not a tensor")
             if tuple(state[key].shape) != shape:
                 raise MetricError(f"{source}: {key} has shape {tuple(state[key].shape)}, expected {shape}")
             if bool((state[key] < 0).any()):
@@ -81,8 +83,13 @@ def load_head_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsUnavailableError(f"head weights file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a pickle payload, garbage, a truncated file: pickle, zip and torch errors
+        raise MetricError(
+            f"{path} is not a readable PyTorch weights file ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise MetricError(f"{path} does not hold a state dict")
     return state
 

@@ -1,7 +1,7 @@
 """The LPIPS module, with the reference's API shape (Zhang et al. 2018; ref: lpips/lpips.py).
 
 >>> import torch, metric
->>> model = metric.LPIPS(net="alex", version="0.1", backbone_weights="random")
+>>> model = metric.LPIPS(net="alex", version="0.1", backbone_weights="random", head_weights="random")
 >>> x0, x1 = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
 >>> model(x0, x1, normalize=True).shape
 torch.Size([2, 1, 1, 1])
@@ -10,6 +10,7 @@ torch.Size([2, 1, 1, 1])
 from __future__ import annotations
 
 import os
+import warnings
 from typing import ClassVar
 
 import torch
@@ -29,6 +30,19 @@ from metric.functional import SCALE, SHIFT, check_pair, squared_diffs, upsample
 from metric.heads import VERSIONS, LinearHeads, load_head_file, official_head_path, save_head_file
 
 
+class OfficialHeadsWarning(UserWarning):
+    """The official lpips heads run on a trunk they were not trained on (anything but ImageNet's)."""
+
+
+def official_heads_warning(net: str, source: str) -> str:
+    return (
+        f"the official lpips heads for {net} were trained on torchvision's ImageNet trunk, but this trunk "
+        f"is {source}: its distances are not LPIPS. Pass heads trained on this trunk "
+        "(head_weights=PATH, or a trained model's heads.pth with its trunk.pth), head_weights=None for "
+        "the unweighted distance, or backbone_weights='imagenet'."
+    )
+
+
 class LPIPS(nn.Module):
     """Learned Perceptual Image Patch Similarity.
 
@@ -40,8 +54,10 @@ class LPIPS(nn.Module):
             trunk.pth a trained model shipped with). "auto" is ImageNet when its weights file is present
             or can be fetched, else kmeans (``metric.backbones.resolve_weights``; the reason is kept in
             ``weights_reason``).
-        head_weights: "official" (the shipped lpips heads for net/version), a path to a head file in
-            the reference format, "random" (non-negative random init, for training), or None for the
+        head_weights: "official" (the shipped lpips heads for net/version; they were trained on
+            torchvision's ImageNet trunks, so on any other trunk they warn, ``OfficialHeadsWarning``, and
+            ``describe()`` says so), a path to a head file in the reference format, "random"
+            (non-negative random init, for training), or None for the
             unweighted baseline (sum over channels, the paper's plain-network rows).
         spatial: return N x 1 x H x W maps instead of N x 1 x 1 x 1.
         use_dropout: dropout (p=0.5) before each head, as the reference (inert in eval mode).
@@ -52,6 +68,8 @@ class LPIPS(nn.Module):
             patches are drawn with ``metric.backbones.kmeans_corpus`` seeded by ``seed``.
         kmeans_patches: how many patches to draw from numpy arrays (default 512).
         kmeans_cache_dir: where the k-means trunk is cached (default ~/.cache/perceptlab/kmeans).
+        warn_official_heads: warn when official heads run on a trunk that is not ImageNet's (default
+            True; pass False only where that pairing is deliberate, e.g. a simulated observer).
 
     Call as ``model(x0, x1, normalize=False)``: inputs in [-1, 1], or [0, 1] with ``normalize=True``.
     """
@@ -75,6 +93,7 @@ class LPIPS(nn.Module):
         kmeans_cache_dir: str | os.PathLike | None = None,
         allow_download: bool = True,
         backbone: Backbone | None = None,
+        warn_official_heads: bool = True,
     ):
         super().__init__()
         if version not in VERSIONS:
@@ -111,11 +130,17 @@ class LPIPS(nn.Module):
         self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1))
         self.heads: LinearHeads | None = None
         self.head_source = "none"
+        self.heads_warning = ""
         if head_weights is not None:
             self.heads = LinearHeads(self.backbone.spec.channels, use_dropout=use_dropout)
             if head_weights == "official":
                 self.load_heads(official_head_path(self.net, version))
                 self.head_source = f"official:v{version}"
+                if self.backbone.source != "imagenet":
+                    self.head_source += " on a non-ImageNet trunk"
+                    self.heads_warning = official_heads_warning(self.net, self.backbone.source)
+                    if warn_official_heads:
+                        warnings.warn(self.heads_warning, OfficialHeadsWarning, stacklevel=2)
             elif head_weights == "random":
                 gen = torch.Generator().manual_seed(seed)
                 with torch.no_grad():
@@ -182,15 +207,15 @@ class LPIPS(nn.Module):
             "backbone_weights": self.backbone.source,
             "head_weights": self.head_source,
         }
+        if self.heads_warning:
+            out["warning"] = self.heads_warning
         if self.weights_reason:
             out["backbone_reason"] = self.weights_reason
         if self.kmeans_corpus_info:
             out["kmeans_corpus"] = dict(self.kmeans_corpus_info)
         return out
 
-    def save_trunk(self, path: str | os.PathLike, **provenance):
-        """The trunk file (``metric.backbones.save_trunk``), with the k-means corpus record when there is
-        one; ``LPIPS(backbone_weights=path)`` and ``--backbone-weights PATH`` load it."""
-        if self.kmeans_corpus_info:
-            provenance.setdefault("kmeans_corpus", dict(self.kmeans_corpus_info))
-        return self.backbone.save(path, **provenance)
+    def save_trunk(self, path: str | os.PathLike):
+        """The trunk file (``metric.backbones.save_trunk``: the ``features`` state dict, as bundles ship
+        it); ``LPIPS(backbone_weights=path)`` and ``--backbone-weights PATH`` load it."""
+        return self.backbone.save(path)

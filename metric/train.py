@@ -75,7 +75,7 @@ class TrainConfig:
     net: str = "alex"
     variant: str = "lin"
     version: str = "0.1"
-    backbone_weights: str = "imagenet"
+    backbone_weights: str = "auto"  # ImageNet when available, else a k-means trunk drawn from the data
     epochs: int = 5
     epochs_decay: int = 5
     batch_size: int = 50

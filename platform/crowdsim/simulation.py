@@ -61,6 +61,7 @@ class Observer:
             head_weights="official" if heads == "official" else "random",
             seed=seed,
             use_dropout=False,
+            warn_official_heads=False,  # a hidden observer: official heads on any trunk, on purpose
         )
         if heads in ("ones", "sparse", "last"):
             w = torch.ones_like(model.heads.flat_weights())

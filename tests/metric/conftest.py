@@ -42,7 +42,13 @@ def synthetic_2afc(
     data = TwoAFCData(
         *(np.stack([im[k] for im in items]) for k in ("ref", "p0", "p1")), np.zeros(n), ["traditional"] * n
     )
-    observer = LPIPS(net="alex", backbone_weights="random", seed=observer_seed, head_weights="official")
+    observer = LPIPS(  # official heads on a random trunk, on purpose: a hidden observer, not LPIPS
+        net="alex",
+        backbone_weights="random",
+        seed=observer_seed,
+        head_weights="official",
+        warn_official_heads=False,
+    )
     d0, d1 = lpips_2afc_distances(observer, data)
     prob = 1.0 / (1.0 + np.exp(-(d0 - d1) / (temperature * np.std(d0 - d1))))
     k = np.random.default_rng(seed).binomial(votes, prob)

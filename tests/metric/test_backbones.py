@@ -114,4 +114,6 @@ def test_head_files_load_strictly(tmp_path):
     torch.save(neg, tmp_path / "neg.pth")
     with pytest.raises(MetricError, match="negative"):
         metric.LPIPS(net="alex", backbone_weights="random", head_weights=tmp_path / "neg.pth")
-    assert metric.LPIPS(net="alex", backbone_weights="random").describe()["head_weights"] == "official:v0.1"
+    with pytest.warns(metric.OfficialHeadsWarning, match="random:0"):
+        desc = metric.LPIPS(net="alex", backbone_weights="random").describe()
+    assert desc["head_weights"] == "official:v0.1 on a non-ImageNet trunk" and "not LPIPS" in desc["warning"]

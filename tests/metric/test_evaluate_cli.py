@@ -69,9 +69,19 @@ def test_cli_distance_evaluate_and_train(tmp_path, small, real_patches):
     Image.fromarray(real_patches[0]).save(tmp_path / "a.png")
     Image.fromarray(real_patches[1]).save(tmp_path / "b.png")
     r = _cli("distance", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--backbone-weights", "random")
+    assert r.returncode == 2 and "official lpips heads on a random:0 trunk" in r.stderr
+    r = _cli(
+        "distance",
+        str(tmp_path / "a.png"),
+        str(tmp_path / "b.png"),
+        "--backbone-weights",
+        "random",
+        "--heads",
+        "none",
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["distance"] > 0 and out["net"] == "alex" and out["head_weights"] == "official:v0.1"
+    assert out["distance"] > 0 and out["net"] == "alex" and out["head_weights"] == "none"
 
     write_bapps_2afc(tmp_path / "2afc" / "val", small)
     roots = [str(tmp_path / "2afc" / "val" / c) for c in ("cnn", "traditional")]
@@ -80,7 +90,7 @@ def test_cli_distance_evaluate_and_train(tmp_path, small, real_patches):
         "--bapps",
         *roots,
         "--metrics",
-        "lpips-alex,l2_rgb",
+        "deep-alex,l2_rgb",
         "--backbone-weights",
         "random",
         "--n-boot",
@@ -90,7 +100,7 @@ def test_cli_distance_evaluate_and_train(tmp_path, small, real_patches):
     )
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "report.json").read_text())
-    assert set(report["metrics"]["lpips-alex"]["categories"]) == {"cnn", "traditional"}
+    assert set(report["metrics"]["deep-alex"]["categories"]) == {"cnn", "traditional"}
     assert "2afc" in r.stderr  # progress bar
 
     r = _cli(
