@@ -77,7 +77,7 @@ def _eval_worker(args) -> dict:
     from metric.evaluate import lpips_2afc_distances
 
     data = _load_triplets(path)
-    ours = LPIPS(net="alex", backbone_weights="random", seed=0)
+    ours = LPIPS(net="alex", backbone_weights="random", seed=0, warn_official_heads=False)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if kind == "reference":
         model = _reference_model(ours)
@@ -109,7 +109,7 @@ def _throughput_rounds(path: str, threads: int, rounds: int) -> dict:
     torch.set_num_threads(threads)
     data = _load_triplets(path)
     n = len(data)
-    ours = LPIPS(net="alex", backbone_weights="random", seed=0)
+    ours = LPIPS(net="alex", backbone_weights="random", seed=0, warn_official_heads=False)
     reference = _reference_model(ours)
     runs = {
         "reference": lambda: _reference_2afc(reference, data),
@@ -232,7 +232,7 @@ def bench_train(n_train: int, n_val: int, threads: int, epochs: int) -> dict:
 
     torch.set_num_threads(threads)
     triplets = _triplets(n_train + n_val, seed=5)
-    observer = LPIPS(net="alex", backbone_weights="random", seed=0)
+    observer = LPIPS(net="alex", backbone_weights="random", seed=0, warn_official_heads=False)
     train, val = _judged_by(observer, triplets, n_train)
     cfg = TrainConfig(
         backbone_weights="random", seed=0, lr=1e-3, epochs=epochs // 2, epochs_decay=epochs - epochs // 2
