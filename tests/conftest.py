@@ -5,6 +5,7 @@ Under CI=true a missing service or browser fails the run instead of skipping tes
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import socket
@@ -20,6 +21,29 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 os.environ["PERCEPTLAB_CNN_POOL"] = ""
 # Tests never touch the network: "auto" backbones resolve to k-means unless a test provides ImageNet weights.
 os.environ["PERCEPTLAB_OFFLINE"] = "1"
+
+
+def _loopback_only(connect):
+    """socket.connect for tests: loopback (the services, live servers, chromedriver) and Unix sockets only.
+    Any other address fails at once, so a test that would download (torchvision weights, say) fails instead
+    of reaching the network; DNS is never asked (urllib resolves first, then connects to an address)."""
+
+    def guarded(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0]
+            try:
+                loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+            except ValueError:  # a name other than localhost
+                loopback = False
+            if not loopback:
+                raise OSError(f"tests never touch the network: a connection to {address!r} was refused")
+        return connect(self, address)
+
+    return guarded
+
+
+socket.socket.connect = _loopback_only(socket.socket.connect)
+socket.socket.connect_ex = _loopback_only(socket.socket.connect_ex)
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,13 @@ from metric.errors import MetricError
 from metric.train import TrainConfig, train_heads
 
 
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """These tests resolve `auto` backbones: offline, stated here, so none of them tries torchvision's
+    download (tests/conftest.py also refuses every connection off the loopback)."""
+    monkeypatch.setenv("PERCEPTLAB_OFFLINE", "1")
+
+
 @pytest.fixture
 def bapps(tmp_path, real_patches):
     ref, p0, p1 = real_patches[0::3][:6], real_patches[1::3][:6], real_patches[2::3][:6]

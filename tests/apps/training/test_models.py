@@ -20,6 +20,14 @@ from metric.lpips import LPIPS
 from training import services
 from training.models import Evaluation, ModelVersion
 
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """These tests resolve `auto` backbones: offline, stated here, so none of them tries torchvision's
+    download (tests/conftest.py also refuses every connection off the loopback)."""
+    monkeypatch.setenv("PERCEPTLAB_OFFLINE", "1")
+
+
 pytestmark = pytest.mark.django_db
 AUTO_ALEX = {
     "every": None,
