@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -26,26 +25,10 @@ def child_env(settings, redis_url: str | None = None) -> dict:
 
 @contextlib.contextmanager
 def celery_worker(env: dict, queues: str = "default,gpu", log_path: Path | None = None):
+    from config.celery_app import worker_command
     from devtools.processes import child_process
 
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "config.celery_app",
-        "worker",
-        "-Q",
-        queues,
-        "--pool",
-        "solo",
-        "--loglevel",
-        "INFO",
-        "--without-gossip",
-        "--without-mingle",
-        "--hostname",
-        f"test{os.getpid()}@%h",
-    ]
+    argv = worker_command(queues, f"test{os.getpid()}@%h", "--without-gossip", "--without-mingle")
     with child_process(argv, env=env, log_path=log_path) as proc:
         yield proc
 

@@ -1,6 +1,7 @@
 """The Celery application. Workers start with `celery -A config.celery_app worker -Q default,gpu`."""
 
 import os
+import sys
 
 from celery import Celery, Task
 from celery.signals import setup_logging
@@ -52,3 +53,24 @@ def ensure_broker_folders() -> None:
     if settings.CELERY_RESULT_BACKEND.startswith("file://"):
         os.makedirs(settings.CELERY_RESULT_BACKEND[len("file://") :], exist_ok=True)
     _FOLDERS_READY = True
+
+
+def worker_command(queues: str, hostname: str, *extra: str) -> list[str]:
+    """The command line of a solo Celery worker process of this app on `queues` (make run, the tests)."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "config.celery_app",
+        "worker",
+        "-Q",
+        queues,
+        "--pool",
+        "solo",
+        "--loglevel",
+        "INFO",
+        *extra,
+        "--hostname",
+        hostname,
+    ]

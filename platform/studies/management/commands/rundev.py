@@ -22,7 +22,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from config.celery_app import ensure_broker_folders
+from config.celery_app import ensure_broker_folders, worker_command
 from studies.management.commands.demo_setup import admin_password_path
 from studies.services import demo_studies
 
@@ -38,26 +38,6 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _celery(queues: str, name: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "config.celery_app",
-        "worker",
-        "-Q",
-        queues,
-        "--pool",
-        "solo",
-        *extra,
-        "--loglevel",
-        "INFO",
-        "--hostname",
-        f"{name}@{os.uname().nodename}",
-    ]
-
-
 def _lower_priority() -> None:  # runs in the child before exec
     os.nice(10)
 
@@ -70,7 +50,9 @@ def _start(host: str, port: int, *, crowd: bool = True) -> dict[str, subprocess.
     threads = str(max(1, (os.cpu_count() or 1) - 1))
     procs = {
         "web": subprocess.Popen([*manage, "runserver", f"{host}:{port}", "--noreload"], env=env),
-        "worker": subprocess.Popen(_celery("default,gpu", "local", "--beat"), env=env),
+        "worker": subprocess.Popen(
+            worker_command("default,gpu", f"local@{os.uname().nodename}", "--beat"), env=env
+        ),
         # The pool trains in one process at nice 10 with one core fewer than the machine has for torch's
         # threads: it takes the CPU the web server, the crowd and retraining leave idle, and the machine
         # stays responsive. It exits when the pool is done (at once on a later run).
