@@ -49,7 +49,7 @@ from django.utils import timezone
 
 from core.exceptions import ApplicationError
 from judgments.models import Judgment, Trial
-from metric.backbones import build_backbone, kmeans_corpus, resolve_weights
+from metric.backbones import build_backbone, corpus_digest, kmeans_corpus, resolve_weights
 from metric.baselines import BASELINES
 from metric.data import JNDData, TwoAFCData, load_patch
 from metric.errors import MetricError
@@ -156,7 +156,7 @@ def study_kmeans_corpus(study: Study, *, seed: int, n: int | None = None) -> tup
     record = {
         "seed": seed,
         "patches": len(patches),
-        "digest": hashlib.sha256(corpus.numpy().tobytes()).hexdigest()[:16],
+        "digest": corpus_digest(corpus),  # the trunk cache key of metric.backbones.kmeans_features
         "split": "train",
         "items": len(items),
         "images": [f.removesuffix("_image") for f in fields],
