@@ -18,6 +18,7 @@ from judgments.apis import (
 )
 from judgments.completions import StudyCompletionsApi
 from studies.apis import (
+    StudyCloseApi,
     StudyDetailApi,
     StudyImportApi,
     StudyListApi,
@@ -34,6 +35,7 @@ urlpatterns = [
     path("studies/<uuid:study_id>/", StudyDetailApi.as_view(), name="api-study-detail"),
     path("studies/<uuid:study_id>/start/", StudyStartApi.as_view(), name="api-study-start"),
     path("studies/<uuid:study_id>/pause/", StudyPauseApi.as_view(), name="api-study-pause"),
+    path("studies/<uuid:study_id>/close/", StudyCloseApi.as_view(), name="api-study-close"),
     path("studies/<uuid:study_id>/import/", StudyImportApi.as_view(), name="api-study-import"),
     path("studies/<uuid:study_id>/workers/", StudyWorkersApi.as_view(), name="api-study-workers"),
     path("studies/<uuid:study_id>/train/", StudyTrainApi.as_view(), name="api-study-train"),
