@@ -98,7 +98,7 @@ DASHBOARD_ROUTES["study-worker-review"] = [("post", "/dashboard/{sa}/workers/" +
 DASHBOARD_ROUTES["study-exports"] = [("get", "/dashboard/{sa}/exports/", None)]
 # researcher pages addressed by another id than the study's: their own test below
 # (test_people_pages_are_the_owners_only)
-PUBLIC_OR_FILTERED |= {"model-card"}
+PUBLIC_OR_FILTERED |= {"model-card", "api-token"}
 
 
 def _names(patterns, prefix=""):
@@ -376,3 +376,23 @@ def test_people_pages_are_the_owners_only(world, persona, client):
     r = client.post(review, {"decision": "reject", "reason": "matrix"})
     assert WorkerReview.objects.exists() == (persona == "a")
     assert (r.status_code == 404) if persona == "b" else (r.status_code == 302)
+
+
+@pytest.mark.parametrize("persona", ["a", "b", "anonymous"])
+def test_the_token_page_is_ones_own(world, persona, client):
+    """/accounts/token/: the anonymous get the login page and create nothing; a researcher sees and changes
+    only their own token."""
+    from rest_framework.authtoken.models import Token
+
+    theirs = Token.objects.create(user=world["a" if persona != "a" else "b"])
+    if persona != "anonymous":
+        client.force_login(world[persona])
+    r = client.get("/accounts/token/")
+    if persona == "anonymous":
+        assert r.status_code == 302 and r["Location"].startswith("/accounts/login/")
+    else:
+        assert r.status_code == 200 and theirs.key not in r.content.decode()
+    for action in ("create", "regenerate", "revoke"):
+        client.post("/accounts/token/", {"action": action})
+    assert Token.objects.filter(pk=theirs.pk).exists()
+    assert Token.objects.count() == 1
