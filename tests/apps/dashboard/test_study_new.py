@@ -69,8 +69,8 @@ def test_it_shows_every_field_with_its_real_default_and_help(carol):
     assert _value(html, "jpi_val") == str(DEFAULTS["2afc"]["judgments_per_item"]["val"])
     assert 'data-default-jnd="160"' in html  # the JND hit size follows the kind (static/js/study_form.js)
     assert _value(html, "min_sentinel_accuracy") == "0.9333"  # 14/15, shown rounded, never raw
-    for name in ("name", "kind", "source", "n_items", "severity_min", "family_blur", "distortions",
-                 "jpi_train", "ref_ms", "consent_text", "platforms", "training_every", "backbones"):  # fmt: skip
+    names = "name kind source n_items severity_min family_blur distortions jpi_train ref_ms consent_text"
+    for name in (*names.split(), "platforms", "training_every", "backbones"):
         assert f'name="{name}"' in html, name
     assert 'name="family_cnn"' not in html  # no CNN pool here
     assert 'value="gaussian_blur"' in html and "gaussian_blur (blur)" in html
@@ -106,7 +106,8 @@ def test_the_page_and_the_api_make_the_same_study(ENGINE_POST, carol, researcher
 
     carol.post(
         "/dashboard/new/",
-        {**_as_posted(researcher_carol, kind="jnd"), "hit_size": "24", "ref_ms": "500", "min_sentinel_accuracy": "0.8",
+        {**_as_posted(researcher_carol, kind="jnd"), "hit_size": "24", "ref_ms": "500",
+         "min_sentinel_accuracy": "0.8",
          "training_every": "", "backbones": ["squeeze:random"], "platforms": ["prolific"],
          "completion_code": "ABCD1234"},
     )  # fmt: skip
@@ -115,7 +116,8 @@ def test_the_page_and_the_api_make_the_same_study(ENGINE_POST, carol, researcher
     api.force_authenticate(researcher_carol)
     r = api.post(
         "/api/v1/studies/",
-        {"name": "api", "kind": "jnd", "build_config": {k: v for k, v in page.build_config.items() if k != "kind"},
+        {"name": "api", "kind": "jnd",
+         "build_config": {k: v for k, v in page.build_config.items() if k != "kind"},
          "config": page.config},
         format="json",
     )  # fmt: skip
@@ -215,9 +217,10 @@ def _photo_set(owner):
     return source_set_create(owner=owner, name=f"{owner.username}'s photos", archive=archive)
 
 
-# --- the preview fragment ------------------------------------------------------------------------------------
+# --- the preview fragment ---------------------------------------------------------------------------
 def test_the_preview_shows_four_triplets_for_the_options(ENGINE_POST, carol):
-    r = carol.get("/dashboard/new/preview/", {**ENGINE_POST, "distortions": "gaussian_blur", "severity_min": "0.3",
+    r = carol.get("/dashboard/new/preview/", {**ENGINE_POST, "distortions": "gaussian_blur",
+                                              "severity_min": "0.3",
                                               "severity_max": "0.3"})  # fmt: skip
     html = r.content.decode()
     assert r.status_code == 200 and html.count('class="preview-item"') == 4

@@ -128,7 +128,7 @@ def test_nothing_changed_changes_nothing(client, running, researcher_carol):
     assert Study.objects.get(pk=running.pk).config == running.config
 
 
-# --- the API's door: the same rule ---------------------------------------------------------------------------
+# --- the API's door: the same rule ----------------------------------------------------------------------
 @pytest.mark.parametrize(
     "config, field",
     [
