@@ -256,3 +256,11 @@ def test_the_preview_says_what_is_wrong_instead_of_failing(ENGINE_POST, carol, q
 def test_the_preview_of_a_zip_study_points_to_the_import(ENGINE_POST, carol):
     html = carol.get("/dashboard/new/preview/", {**ENGINE_POST, "source": "zip"}).content.decode()
     assert "upload the zip" in html and "<img" not in html
+
+
+def test_the_preview_ignores_the_fields_it_does_not_draw(ENGINE_POST, carol):
+    query = {**ENGINE_POST, "name": "", "hit_size": "0", "patch_size": "1024"}
+    html = carol.get("/dashboard/new/preview/", query).content.decode()
+    assert "patch_size must be" in html and "Name" not in html and "hit_size" not in html
+    query = {**ENGINE_POST, "name": "", "hit_size": "lots"}
+    assert carol.get("/dashboard/new/preview/", query).content.decode().count('class="preview-item"') == 4
