@@ -383,8 +383,11 @@ class StudyNewForm(CollectionForm):
                 self.errors.pop(name, None)
         return data
 
-    def engine_fields(self):
-        return [self[n] for n in self.ENGINE_FIELDS]
+    @property
+    def preview_params(self) -> str:
+        """The fields the live preview reads (htmx hx-params): the engine's, never the CSRF token or the
+        long texts (a GET's URL stays short, and no secret goes into a server's access log)."""
+        return ",".join(["kind", "source", *self.ENGINE_FIELDS, *self.family_fields])
 
     # --- the API's build_config dict ---------------------------------------------------------------------
     def build_config(self) -> dict:

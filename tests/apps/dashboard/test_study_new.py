@@ -81,6 +81,9 @@ def test_it_shows_every_field_with_its_real_default_and_help(carol):
     assert re.search(r'<div id="preview" aria-live="polite"', html)
     form_tag = re.search(r'<form id="new-study"[^>]*>', html).group(0)
     assert 'hx-get="/dashboard/new/preview/"' in form_tag and "input delay:400ms" in form_tag
+    params = re.search(r'hx-params="([^"]+)"', form_tag).group(1).split(",")
+    assert {"kind", "n_items", "distortions", "family_blur"} <= set(params)
+    assert "csrfmiddlewaretoken" not in params and "consent_text" not in params
     assert "<script>" not in html and "hx-on" not in html and "js/study_form.js" in html
 
 
@@ -264,3 +267,11 @@ def test_the_preview_ignores_the_fields_it_does_not_draw(ENGINE_POST, carol):
     assert "patch_size must be" in html and "Name" not in html and "hit_size" not in html
     query = {**ENGINE_POST, "name": "", "hit_size": "lots"}
     assert carol.get("/dashboard/new/preview/", query).content.decode().count('class="preview-item"') == 4
+
+
+def test_the_cnn_share_appears_only_with_a_trained_pool(carol, monkeypatch):
+    assert 'name="family_cnn"' not in carol.get("/dashboard/new/").content.decode()
+    monkeypatch.setattr("dashboard.forms.cnn_pool_ready", lambda: True)
+    html = carol.get("/dashboard/new/").content.decode()
+    assert _value(html, "family_cnn") == "0"  # opt-in: the engine leaves it out unless weighted
+    assert "cnn_autoencoder (cnn)" in html
