@@ -210,6 +210,7 @@ class CollectionForm(forms.Form):
     def __init__(self, *args, kind: str = "2afc", current: dict | None = None, **kwargs):
         """`current`: the study's stored config (the settings page); None: a new study's defaults."""
         self.kind = kind
+        self.is_jnd = kind == "jnd"  # for templates, where form.kind is the field of that name
         self.current = current
         base = _fields_of(collection_config(kind, current)) if current is not None else KIND_DEFAULTS[kind]
         kwargs.setdefault("initial", {})

@@ -275,3 +275,13 @@ def test_the_cnn_share_appears_only_with_a_trained_pool(carol, monkeypatch):
     html = carol.get("/dashboard/new/").content.decode()
     assert _value(html, "family_cnn") == "0"  # opt-in: the engine leaves it out unless weighted
     assert "cnn_autoencoder (cnn)" in html
+
+
+def test_a_jnd_form_starts_at_the_jnd_defaults_with_its_timing_shown(carol):
+    html = carol.get("/dashboard/new/?kind=jnd").content.decode()
+    assert _value(html, "hit_size") == str(DEFAULTS["jnd"]["hit_size"])
+    assert _value(html, "ref_ms") == str(DEFAULTS["jnd"]["timing"]["ref_ms"])
+    assert _value(html, "n_sentinels") == str(StudyConfig(kind="jnd").n_sentinels)
+    assert re.search(r'<fieldset class="sub" id="jnd-timing" data-jnd-only>', html)
+    html = carol.get("/dashboard/new/").content.decode()
+    assert re.search(r'<fieldset class="sub" id="jnd-timing" data-jnd-only hidden>', html)
