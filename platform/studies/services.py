@@ -24,26 +24,8 @@ def study_create(
     *, name: str, kind: str, build_config: dict, owner=None, config: dict | None = None, is_demo: bool = False
 ) -> Study:
     if build_config:  # empty: a study whose items are imported (study_import_items)
-        engine_config = build_config_check(build_config=build_config, owner=owner)  # sources and caps
+        study_build_config_check(kind=kind, build_config=build_config, owner=owner)  # sources, caps, engine
         build_config = {**build_config, "kind": kind}
-        try:
-            build_config_check_cnn(
-                engine_config=distortions.StudyConfig.from_dict({**engine_config, "kind": kind})
-            )
-        except distortions.DistortionError as exc:
-            raise ApplicationError(
-                f"invalid distortion-engine config: {exc}", {"field": "build_config"}
-            ) from exc
-        except (
-            TypeError,
-            ValueError,
-            KeyError,
-            AttributeError,
-        ) as exc:  # wrong types the engine did not name
-            raise ApplicationError(
-                f"invalid distortion-engine config: {exc.__class__.__name__}: {exc}",
-                {"field": "build_config"},
-            ) from exc
     else:
         build_config = {}
     config = dict(config or {})
