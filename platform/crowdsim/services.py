@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from core.exceptions import ApplicationError
 from judgments.models import Judgment
+from studies.lifecycle import study_update_config
 from studies.models import Study
-from studies.services import study_update_config
 
 
 def simulation_study_prepare(*, study_id: str, mark: bool = False) -> Study:

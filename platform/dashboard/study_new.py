@@ -15,9 +15,10 @@ from django.views.decorators.http import require_GET, require_http_methods
 from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
 from dashboard.forms import EXCLUSION_FIELDS, JND_ONLY, CollectionForm, StudyNewForm
+from studies.lifecycle import study_config_locks, study_started, study_update_config
 from studies.preview import PREVIEW_MAX_ITEMS, study_preview
 from studies.selectors import study_list_for
-from studies.services import study_config_locks, study_create, study_started, study_update_config
+from studies.services import study_create
 
 LOCKED_FIELDS = {"timing": JND_ONLY, "exclusion": EXCLUSION_FIELDS}
 

@@ -19,13 +19,13 @@ from dashboard.selectors import (
     study_list_rows,
 )
 from exports.services import export_create
-from judgments.apis import _image_response as stimulus_response  # the annotator API's private PNG reply
+from judgments.apis import stimulus_response  # the annotator API's PNG reply (no validators)
 from judgments.preview import PREVIEW_MAX_TESTS, hit_preview, study_has_image
 from judgments.reviews import worker_review_set
 from judgments.selectors import worker_stats
+from studies.lifecycle import study_close, study_pause, study_start
 from studies.models import Item, Study
 from studies.selectors import study_list_for
-from studies.services import study_close, study_pause, study_start
 from studies.views import PATCH_DISPLAY_PX
 from training.selectors import model_card as model_card_of
 from training.selectors import owned_model_version

@@ -292,7 +292,7 @@ def example_url(*, study_id, n: int, slot: str) -> str:
     return f"/api/v1/studies/{study_id}/examples/{n}/{slot}/"
 
 
-def _image_response(path: str | None) -> HttpResponse:
+def stimulus_response(path: str | None) -> HttpResponse:
     """A stimulus PNG with nothing that identifies the file: no ETag or Last-Modified (equal files would
     show equal validators), no file name; private caching only (the URL belongs to one assignment). With
     IMAGE_ACCEL_HEADER set, a reverse proxy sends the file (X-Accel-Redirect / X-Sendfile) and must be
@@ -323,7 +323,7 @@ class AssignmentTrialImageApi(AnnotatorApi):
 
     @extend_schema(responses={(200, "image/png"): bytes})
     def get(self, request, token, trial_id, slot):
-        return _image_response(trial_image(token=token, trial_id=trial_id, slot=slot))
+        return stimulus_response(trial_image(token=token, trial_id=trial_id, slot=slot))
 
 
 class StudyExampleImageApi(AnnotatorApi):
@@ -345,7 +345,7 @@ class StudyExampleImageApi(AnnotatorApi):
             .only("ref_image", "p0_image", "p1_image")[n : n + 1]
             .first()
         )
-        return _image_response(
+        return stimulus_response(
             slot_image(kind=study.kind, item=item, swap=False, slot=slot) if item else None
         )
 

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
-from studies import imports, services
+from studies import imports, lifecycle, services
 from studies.models import Item, Study
 from studies.selectors import study_list_for, study_stats
 
@@ -103,21 +103,21 @@ class StudyDetailApi(APIView):
         study = owned_study(request, study_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        services.study_update(study=study, **data.validated_data)
+        lifecycle.study_update(study=study, **data.validated_data)
         return Response(StudyDetailOutputSerializer(owned_study(request, study_id)).data)
 
 
 class StudyStartApi(APIView):
     @extend_schema(request=None, responses=StudyDetailOutputSerializer)
     def post(self, request, study_id):
-        services.study_start(study=owned_study(request, study_id))
+        lifecycle.study_start(study=owned_study(request, study_id))
         return Response(StudyDetailOutputSerializer(owned_study(request, study_id)).data)
 
 
 class StudyPauseApi(APIView):
     @extend_schema(request=None, responses=StudyDetailOutputSerializer)
     def post(self, request, study_id):
-        services.study_pause(study=owned_study(request, study_id))
+        lifecycle.study_pause(study=owned_study(request, study_id))
         return Response(StudyDetailOutputSerializer(owned_study(request, study_id)).data)
 
 
@@ -127,7 +127,7 @@ class StudyCloseApi(APIView):
 
     @extend_schema(request=None, responses=StudyDetailOutputSerializer)
     def post(self, request, study_id):
-        services.study_close(study=owned_study(request, study_id))
+        lifecycle.study_close(study=owned_study(request, study_id))
         return Response(StudyDetailOutputSerializer(owned_study(request, study_id)).data)
 
 

@@ -1,5 +1,5 @@
 """A study's collection settings page (/dashboard/<id>/settings/) and the rule behind it and the API's PATCH
-(studies.services.study_update_config): safe settings change mid-study, the ones that would make earlier
+(studies.lifecycle.study_update_config): safe settings change mid-study, the ones that would make earlier
 and later judgments incomparable are locked (409 naming the field and why), judgments per item only rise."""
 
 import re

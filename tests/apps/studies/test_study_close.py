@@ -7,8 +7,8 @@ from exports.services import export_build, export_create
 from judgments.assignments import assignment_start
 from judgments.models import Assignment
 from judgments.qc import assignment_submit
+from studies.lifecycle import study_close, study_pause, study_start
 from studies.models import Study
-from studies.services import study_close, study_pause, study_start
 
 pytestmark = pytest.mark.django_db
 
