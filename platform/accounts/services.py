@@ -8,7 +8,7 @@ from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from rest_framework.authtoken.models import Token
 
 from core.exceptions import ApplicationError
@@ -24,7 +24,7 @@ def researcher_create(*, username: str, password: str, email: str = ""):
     """An active, non-staff user in the "researchers" group. The password passes Django's validators; a taken
     username (any case) or a malformed email is refused, naming the field."""
     user_model = get_user_model()
-    username = (username or "").strip()
+    username = user_model.normalize_username((username or "").strip())  # NFKC, as Django saves it
     email = (email or "").strip()
     try:
         user_model.username_validator(username)
@@ -44,9 +44,13 @@ def researcher_create(*, username: str, password: str, email: str = ""):
         validate_password(password, user=candidate)
     except ValidationError as exc:
         raise ApplicationError(f"password: {' '.join(exc.messages)}", {"field": "password"}) from exc
-    with transaction.atomic():
-        user = user_model.objects.create_user(username=username, email=email, password=password)
-        user.groups.add(researchers_group())
+    try:
+        with transaction.atomic():
+            user = user_model.objects.create_user(username=username, email=email, password=password)
+            user.groups.add(researchers_group())
+    except IntegrityError as exc:  # created meanwhile by someone else
+        taken = f"a user named {username!r} already exists"
+        raise ApplicationError(taken, {"field": "username"}, 409) from exc
     return user
 
 

@@ -1,6 +1,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
 
 from accounts.selectors import api_token_for
 from accounts.services import api_token_create, api_token_regenerate, api_token_revoke
@@ -12,6 +13,7 @@ TOKEN_ACTIONS = {
 }
 
 
+@never_cache  # the page holds the secret: no browser or proxy keeps a copy
 @login_required
 def api_token(request):
     """The researcher's DRF token: shown, created, regenerated or revoked (POST, CSRF)."""

@@ -21,12 +21,12 @@ from dashboard.selectors import (
 from exports.services import export_create
 from judgments.apis import stimulus_response  # the annotator API's PNG reply (no validators)
 from judgments.preview import PREVIEW_MAX_TESTS, hit_preview, study_has_image
-from judgments.reviews import worker_review_set
+from judgments.reviews import HASH_PREFIX, study_worker_get, worker_review_set
 from judgments.selectors import worker_stats
 from studies.lifecycle import study_close, study_pause, study_start
 from studies.models import Item, Study
 from studies.selectors import study_list_for
-from studies.views import PATCH_DISPLAY_PX
+from studies.views import annotator_context
 from training.selectors import model_card as model_card_of
 from training.selectors import owned_model_version
 from training.triggers import training_request
@@ -150,28 +150,13 @@ def study_try(request, study_id):
     if not study.items.filter(role=Item.Role.TEST).exists():
         messages.error(request, "The study has no test items yet: build or import some, then try it.")
         return redirect("dashboard-study", study_id=study.pk)
-    config = study.collection
-    page = {
-        "study": str(study.pk),
-        "kind": study.kind,
-        "name": study.name,
-        "status": study.status,
-        "timing": config["timing"],
-        "patch_px": PATCH_DISPLAY_PX,
-        "params": {},
-        "api": "/api/v1/",
-        "preview": {
-            "hit": reverse("study-try-hit", args=[study.pk]),
-            "back": reverse("dashboard-study", args=[study.pk]),
-        },
+    preview = {
+        "hit": reverse("study-try-hit", args=[study.pk]),
+        "back": reverse("dashboard-study", args=[study.pk]),
     }
     context = {
-        "study": study,
-        "config": config,
-        "page": page,
-        "patch_px": PATCH_DISPLAY_PX,
-        "preview": page["preview"],
-        "preview_tests": min(config["hit_size"], PREVIEW_MAX_TESTS),
+        **annotator_context(study, params={}, preview=preview),
+        "preview_tests": min(study.collection["hit_size"], PREVIEW_MAX_TESTS),
     }
     response = render(request, "annotator/task.html", context)
     response["Cache-Control"] = "no-store"
@@ -257,6 +242,12 @@ def study_worker_review(request, study_id, worker_hash):
     study = _owned(request, study_id)
     form = WorkerReviewForm(request.POST)
     error = ""
+    try:
+        # the worker first: an unknown or malformed hash is a 404 before anything is written
+        worker = study_worker_get(study=study, worker_hash=worker_hash)
+    except ApplicationError as exc:
+        raise Http404(exc.message) from exc
+    worker_hash = worker.external_hash[:HASH_PREFIX]
     if form.is_valid():
         try:
             worker_review_set(
@@ -267,16 +258,12 @@ def study_worker_review(request, study_id, worker_hash):
                 user=request.user,
             )
         except ApplicationError as exc:
-            if exc.status_code == 404:
-                raise Http404(exc.message) from exc
             error = exc.message
     else:
         error = "; ".join(m for msgs in form.errors.values() for m in msgs)
     if request.headers.get("HX-Request"):
-        rows = [w for w in worker_stats(study=study) if w["worker"] == worker_hash]
-        if not rows:
-            raise Http404("no such worker")
-        context = {"study": study, "w": rows[0], "side_key": _side_key(study), "error": error}
+        row = next(w for w in worker_stats(study=study) if w["worker"] == worker_hash)
+        context = {"study": study, "w": row, "side_key": _side_key(study), "error": error}
         # htmx swaps 2xx answers only: the refusal is in the row (role=alert), with a 200
         return render(request, "dashboard/_worker_row.html", context)
     if error:

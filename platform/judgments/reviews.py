@@ -51,8 +51,8 @@ def worker_review_set(
     *, study: Study, worker_hash: str, decision: str, reason: str = "", user
 ) -> WorkerReview:
     """Approve or reject (with a reason of at most 500 characters) the worker named by `worker_hash` in
-    `study`. Rejecting again is harmless (it rejects any assignment started since); a rejected worker cannot
-    be approved (409)."""
+    `study`. Rejecting again is harmless (it keeps the first decision and its reason, and rejects any
+    assignment started since); a rejected worker cannot be approved (409)."""
     wanted = DECISIONS.get(decision) or (decision if decision in WorkerReview.Decision.values else None)
     if wanted is None:
         raise ApplicationError(
@@ -80,11 +80,13 @@ def worker_review_set(
             )
         if review is None:
             review = WorkerReview(study=study, worker=worker)
-        review.decision = wanted
-        review.reason = reason
-        review.decided_by = user if getattr(user, "is_authenticated", False) else None
-        review.decided_at = timezone.now()
-        review.save()
+        if review.decision != WorkerReview.Decision.REJECTED:  # a second rejection keeps the first's reason
+            review.decision = wanted
+            review.reason = reason
+            review.decided_by = user if getattr(user, "is_authenticated", False) else None
+            review.decided_at = timezone.now()
+            review.save()
+        reason = review.reason
         if wanted == WorkerReview.Decision.REJECTED:
             for assignment in Assignment.objects.filter(study=study, worker=worker).exclude(
                 status=Assignment.Status.REJECTED

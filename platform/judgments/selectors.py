@@ -9,7 +9,7 @@ from datetime import timedelta
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from judgments.models import RESPONSES, Assignment, Judgment, Trial, WorkerReview
+from judgments.models import RESPONSES, Assignment, Judgment, Trial, Worker, WorkerReview
 from studies.models import Item, Study
 
 
@@ -89,7 +89,9 @@ def study_stats(*, study: Study) -> dict:
 def worker_stats(*, study: Study) -> list[dict]:
     """Per worker: judgments, sentinel accuracy, side bias (share of the first response key), median
     response time, agreement with the majority of the other workers on shared test items, exclusions, and
-    the researcher's review (judgments.reviews: approved / rejected with its reason, or None)."""
+    the researcher's review (judgments.reviews: approved / rejected with its reason, or None). A worker who
+    holds a HIT but has answered nothing yet (practice aside) is listed too, with 0 judgments, so that they
+    can be reviewed before they answer."""
     first = RESPONSES[study.kind][0]
     rows = list(
         Judgment.objects.filter(item__study=study)
@@ -149,6 +151,29 @@ def worker_stats(*, study: Study) -> list[dict]:
                 "median_rt_ms": statistics.median(r["rt_ms"] for r in items),
                 "majority_agreement": agree / total if total else None,
                 "excluded_assignments": excluded.get(worker_id, 0),
+                "review": review["decision"] if review else None,
+                "review_reason": review["reason"] if review else "",
+                "reviewed_at": review["decided_at"] if review else None,
+            }
+        )
+    idle = (
+        Worker.objects.filter(assignments__study=study)
+        .exclude(pk__in=list(per))
+        .distinct()
+        .values("pk", "external_hash", "is_simulated")
+    )
+    for w in idle:
+        review = reviews.get(w["pk"])
+        out.append(
+            {
+                "worker": w["external_hash"][:16],
+                "simulated": w["is_simulated"],
+                "judgments": 0,
+                "sentinel_accuracy": None,
+                f"fraction_{first}": None,
+                "median_rt_ms": None,
+                "majority_agreement": None,
+                "excluded_assignments": excluded.get(w["pk"], 0),
                 "review": review["decision"] if review else None,
                 "review_reason": review["reason"] if review else "",
                 "reviewed_at": review["decided_at"] if review else None,

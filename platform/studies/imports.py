@@ -78,6 +78,8 @@ def _check_options(*, study: Study, split: str, category: str) -> None:
         )
     if study.status == Study.Status.BUILDING:
         raise ApplicationError("the study is being built; import when it is done", status_code=409)
+    if study.status == Study.Status.CLOSED:
+        raise ApplicationError("the study is closed: it takes no new items", {"code": "closed"}, 409)
 
 
 def _image_members(zf: zipfile.ZipFile, limits: dict) -> list[zipfile.ZipInfo]:
@@ -349,7 +351,9 @@ def study_import_items(
             staging.mkdir(parents=True, exist_ok=True)
             rows, skipped = _stage_items(zf, plan, study, staging, on_progress)
         with transaction.atomic():
-            Study.objects.select_for_update().filter(pk=study.pk).first()
+            locked = Study.objects.select_for_update().filter(pk=study.pk).first()
+            if locked is None or locked.status == Study.Status.CLOSED:  # closed while the job staged
+                raise ApplicationError("the study was closed during the import: nothing was added")
             last = study.items.aggregate(m=Max("index"))["m"]
             start = 0 if last is None else last + 1
             Item.objects.bulk_create(

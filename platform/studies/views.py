@@ -6,6 +6,9 @@ from studies.selectors import demo_simulated_studies, study_list_public
 
 # Crowd-platform URL parameters the annotator page understands (docs/design-notes.md, "Crowd platforms").
 CROWD_PARAMS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID", "assignmentId", "hitId", "workerId", "turkSubmitTo")
+# What annotators see as the study's title: never the researcher's name for it (it may name a hypothesis, a
+# screened-out batch or a paper under anonymous review; the new-study form promises it stays private).
+PUBLIC_TITLES = {"2afc": "Which image is closer?", "jnd": "Same or different?"}
 PATCH_DISPLAY_PX = 256  # each 64x64 patch is shown at 256x256 CSS pixels, nearest-neighbour (4x)
 
 
@@ -29,25 +32,36 @@ def study_annotate(request, study_id):
     """The annotator's page: landing, consent, instructions, practice with feedback, trials, completion.
     Everything after landing runs in frontend/static/js/annotator.js against the annotator API."""
     study = get_object_or_404(Study, pk=study_id)
-    config = study.collection
     params = {key: request.GET.get(key, "")[:256] for key in CROWD_PARAMS}
+    response = render(request, "annotator/task.html", annotator_context(study, params=params))
+    response["X-Perceptlab-Frame"] = "mturk"  # core.middleware widens frame-ancestors for this page
+    # The address carries PROLIFIC_PID / workerId until annotator.js removes it: send it nowhere as a Referer
+    # (the page's own script, style and API requests included). Never log this page's query string.
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+def annotator_context(study: Study, *, params: dict, preview: dict | None = None) -> dict:
+    """The annotator page's template context: the study's public title (never its name), the settings the
+    page reads, and the data annotator.js starts from (`page`). `preview` (the researcher's try-it page,
+    dashboard.views.study_try): where its HIT comes from and where "back" goes; nothing is recorded."""
+    config = study.collection
     page = {
         "study": str(study.pk),
         "kind": study.kind,
-        "name": study.name,
         "status": study.status,
         "timing": config["timing"],
         "patch_px": PATCH_DISPLAY_PX,
         "params": params,
         "api": "/api/v1/",
     }
-    response = render(
-        request,
-        "annotator/task.html",
-        {"study": study, "config": config, "page": page, "patch_px": PATCH_DISPLAY_PX},
-    )
-    response["X-Perceptlab-Frame"] = "mturk"  # core.middleware widens frame-ancestors for this page
-    # The address carries PROLIFIC_PID / workerId until annotator.js removes it: send it nowhere as a Referer
-    # (the page's own script, style and API requests included). Never log this page's query string.
-    response["Referrer-Policy"] = "no-referrer"
-    return response
+    if preview is not None:
+        page["preview"] = preview
+    return {
+        "study": study,
+        "config": config,
+        "page": page,
+        "patch_px": PATCH_DISPLAY_PX,
+        "public_title": PUBLIC_TITLES[study.kind],
+        "preview": preview,
+    }
