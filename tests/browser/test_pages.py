@@ -17,7 +17,7 @@ def test_home_links_to_the_annotator_landing_page_with_only_local_assets(
     browser.get(live_server.url + "/")
     assert "Perceptual-similarity studies" in browser.page_source
     browser.find_element("link text", study.name).click()
-    assert browser.find_element("id", "landing-title").text == "Which image is closer?"  # never the study name
+    assert browser.find_element("id", "landing-title").text == "Which image is closer?"  # not the name
     assert browser.find_element("id", "btn-begin").is_enabled()
     urls = browser.execute_script("""
         return [...document.querySelectorAll('script[src], link[href], img[src]')]
