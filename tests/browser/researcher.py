@@ -1,0 +1,204 @@
+"""Helpers for the researcher-page browser tests: a live server with a real Celery worker on one Postgres
+database, logging in, explicit waits, downloads with the browser's session, and screenshots of each page at
+the desktop (1280 px) and laptop (1024 px) widths with a layout check at each.
+
+The tests import this module by name (tests/browser on sys.path, as tests/integration does with
+worker_process); `researcher_stack` is a fixture they import with it."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from worker_process import celery_worker, child_env  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts" / "researcher"
+WIDTHS = (1280, 1024)  # the desktop and the laptop the issue asks for
+HEIGHT = 900
+SHOT_MAX_HEIGHT = 6000  # a full-page screenshot stops here
+
+# What a person would see as broken at this width: a page wider than the window (horizontal scroll) and
+# form controls without a label (label[for], a wrapping <label>, aria-label or aria-labelledby).
+LAYOUT_PROBLEMS = """
+const problems = [];
+const page = document.scrollingElement;
+if (page.scrollWidth > window.innerWidth) {
+  problems.push(`horizontal scroll: ${page.scrollWidth} px of page in a ${window.innerWidth} px window`);
+}
+for (const el of document.querySelectorAll('input, select, textarea')) {
+  if (el.type === 'hidden') continue;
+  const byFor = el.id && document.querySelector(`label[for="${CSS.escape(el.id)}"]`);
+  const labelled = byFor || el.closest('label') || (el.getAttribute('aria-label') || '').trim()
+    || el.getAttribute('aria-labelledby');
+  if (!labelled) {
+    problems.push(`a ${el.tagName.toLowerCase()} without a label: name=${el.name || '-'} id=${el.id || '-'}`);
+  }
+}
+return problems;
+"""
+
+
+@dataclass
+class Stack:
+    """The live server's URL and the worker's log (for failure messages)."""
+
+    url: str
+    worker_log: Path
+    problems: list[str] = field(default_factory=list)  # layout problems collected by `shoot`
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.worker_log.read_text()[-n:] if self.worker_log.exists() else "(no worker log)"
+
+
+@pytest.fixture
+def researcher_stack(settings, redis_url, postgres, live_server, tmp_path):
+    """A live server and a real Celery worker (queues default and gpu) on the same Postgres test database
+    and media folder; the broker's database is emptied first so no earlier run's task reaches this worker."""
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    log = tmp_path / "worker.log"
+    with celery_worker(child_env(settings, redis_url), log_path=log):
+        yield Stack(url=live_server.url, worker_log=log)
+
+
+# --- the browser ------------------------------------------------------------------------------------------
+def login(browser, base_url: str, username: str = "carol", password: str = "carol-pass-123") -> None:
+    browser.get(f"{base_url}/accounts/login/?next=/dashboard/")
+    browser.find_element("id", "id_username").send_keys(username)
+    browser.find_element("id", "id_password").send_keys(password)
+    browser.find_element("id", "login-submit").click()
+    wait_until(browser, lambda d: d.current_url.rstrip("/").endswith("/dashboard"), what="the studies list")
+
+
+def wait_until(browser, condition, *, timeout: float = 30.0, what: str = "the condition", poll: float = 0.2):
+    """WebDriverWait with a message saying what was awaited and where the browser was."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(browser, timeout, poll_frequency=poll).until(condition)
+    except TimeoutException:
+        pytest.fail(f"waited {timeout:.0f} s for {what} at {browser.current_url}")
+
+
+def css(browser, selector: str):
+    return browser.find_element("css selector", selector)
+
+
+def css_all(browser, selector: str) -> list:
+    return browser.find_elements("css selector", selector)
+
+
+def present(selector: str):
+    """A wait condition: the first element matching `selector`, or False."""
+
+    def condition(driver):
+        found = driver.find_elements("css selector", selector)
+        return found[0] if found else False
+
+    return condition
+
+
+def text_of(browser, selector: str) -> str:
+    found = css_all(browser, selector)
+    return found[0].text.strip() if found else ""
+
+
+def wait_text(browser, selector: str, predicate, *, timeout: float = 30.0, what: str = "") -> str:
+    """Waits until the text of `selector` satisfies predicate(text); returns the text."""
+    return wait_until(
+        browser,
+        lambda d: (lambda t: t if predicate(t) else False)(text_of(d, selector)),
+        timeout=timeout,
+        what=what or f"the text of {selector}",
+    )
+
+
+def wait_reloading(browser, condition, *, timeout: float = 120.0, every: float = 2.0, what: str = ""):
+    """Reloads the page every `every` seconds until condition(browser) is truthy (for what no fragment
+    polls); returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition(browser)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            where = browser.current_url
+            pytest.fail(f"waited {timeout:.0f} s (reloading) for {what or 'the condition'} at {where}")
+        time.sleep(every)
+        browser.refresh()
+
+
+def set_field(browser, name: str, value) -> None:
+    """Sets a text/number input or textarea by name (clears it first) and fires change, as a person would."""
+    el = css(browser, f"[name='{name}']")
+    el.clear()
+    el.send_keys(str(value))
+    browser.execute_script("arguments[0].dispatchEvent(new Event('change', {bubbles: true}))", el)
+
+
+def set_checked(browser, selector: str, checked: bool) -> None:
+    el = css(browser, selector)
+    if el.is_selected() != checked:
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+        el.click()
+
+
+def click(browser, selector: str) -> None:
+    el = css(browser, selector)
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+    el.click()
+
+
+# --- layout and screenshots -------------------------------------------------------------------------------
+def _viewport(browser, width: int, height: int) -> None:
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
+
+
+def layout_problems(browser) -> list[str]:
+    return browser.execute_script(LAYOUT_PROBLEMS)
+
+
+def shoot(browser, stack: Stack, name: str) -> list[str]:
+    """At each of WIDTHS: the page's layout problems (added to stack.problems, named by page and width) and
+    a full-page PNG artifacts/researcher/<name>_<width>.png; the viewport goes back to 1280 x 900."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    found = []
+    try:
+        for width in WIDTHS:
+            _viewport(browser, width, HEIGHT)
+            found += [f"{name} at {width} px: {p}" for p in layout_problems(browser)]
+            full = browser.execute_script("return document.scrollingElement.scrollHeight")
+            _viewport(browser, width, max(HEIGHT, min(int(full), SHOT_MAX_HEIGHT)))
+            browser.save_screenshot(str(ARTIFACTS / f"{name}_{width}.png"))
+    finally:
+        _viewport(browser, WIDTHS[0], HEIGHT)
+    stack.problems += found
+    return found
+
+
+# --- downloads --------------------------------------------------------------------------------------------
+def download(browser, url: str, *, timeout: float = 60.0) -> bytes:
+    """GET `url` (absolute, on the live server) with the browser's session cookie; the body (HTTP errors
+    raise urllib's HTTPError)."""
+    cookies = "; ".join(f"{c['name']}={c['value']}" for c in browser.get_cookies())
+    request = urllib.request.Request(url, headers={"Cookie": cookies})
+    with contextlib.closing(urllib.request.urlopen(request, timeout=timeout)) as response:
+        return response.read()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
