@@ -49,11 +49,17 @@ return problems;
 
 @dataclass
 class Stack:
-    """The live server's URL and the worker's log (for failure messages)."""
+    """The live server's URL and its Celery worker, started by `start_worker` (a test may first look at a
+    page while its job is still queued); `problems` collects what `shoot` found."""
 
     url: str
     worker_log: Path
-    problems: list[str] = field(default_factory=list)  # layout problems collected by `shoot`
+    _env: dict
+    _exit: contextlib.ExitStack
+    problems: list[str] = field(default_factory=list)
+
+    def start_worker(self) -> None:
+        self._exit.enter_context(celery_worker(self._env, log_path=self.worker_log))
 
     def log_tail(self, n: int = 4000) -> str:
         return self.worker_log.read_text()[-n:] if self.worker_log.exists() else "(no worker log)"
@@ -61,14 +67,19 @@ class Stack:
 
 @pytest.fixture
 def researcher_stack(settings, redis_url, postgres, live_server, tmp_path):
-    """A live server and a real Celery worker (queues default and gpu) on the same Postgres test database
-    and media folder; the broker's database is emptied first so no earlier run's task reaches this worker."""
+    """A live server, and a real Celery worker (queues default and gpu, started by stack.start_worker()) on
+    the same Postgres test database and media folder; the broker's database is emptied first so that no
+    earlier run's task reaches this worker. The worker stops at teardown."""
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
-    log = tmp_path / "worker.log"
-    with celery_worker(child_env(settings, redis_url), log_path=log):
-        yield Stack(url=live_server.url, worker_log=log)
+    with contextlib.ExitStack() as exit_stack:
+        yield Stack(
+            url=live_server.url,
+            worker_log=tmp_path / "worker.log",
+            _env=child_env(settings, redis_url),
+            _exit=exit_stack,
+        )
 
 
 # --- the browser ------------------------------------------------------------------------------------------

@@ -1,0 +1,335 @@
+"""A researcher's whole study in headless chromium, on a live server with a real Celery worker on Postgres:
+log in, create a small engine study with the guided form (one distortion only, checked in the live preview),
+watch it build, pause and start it, try it as an annotator, let a simulated crowd answer it through the
+annotator API, reject one worker, export the dataset and download it (its sha256 as the page shows it, the
+BAPPS tree and the manifest, none of the rejected worker's judgments), and download the trained model
+(metric.bundle.load_bundle loads it). Each researcher page is photographed at 1280 and 1024 px into
+artifacts/researcher/, and none of them scrolls sideways or has a control without a label."""
+
+import io
+import json
+import re
+import sys
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from researcher import (  # noqa: E402
+    click,
+    css,
+    css_all,
+    download,
+    login,
+    present,
+    researcher_stack,  # noqa: F401  (a fixture)
+    set_checked,
+    set_field,
+    sha256,
+    shoot,
+    text_of,
+    wait_reloading,
+    wait_text,
+    wait_until,
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.integration,
+    pytest.mark.postgres,
+    pytest.mark.django_db(transaction=True),
+]
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+ONLY = "gaussian_blur"  # the one distortion the study uses
+SEVERITY = (0.3, 0.5)  # and its severity range
+REASON = "answered at random in the browser test"
+CAPTION_OP = re.compile(r"([a-z][a-z0-9_]*)\s+(\d+(?:\.\d+)?)")
+
+
+def _preview(browser) -> list[dict]:
+    """Each preview sample: its caption and whether its images are data: PNGs that loaded, with fixed
+    width and height attributes."""
+    return browser.execute_script(
+        """
+        return [...document.querySelectorAll('#preview figure.preview-item')].map(f => ({
+          caption: (f.querySelector('figcaption') || {}).textContent || '',
+          images: [...f.querySelectorAll('img')].map(i => ({
+            png: i.src.startsWith('data:image/png'), loaded: i.complete && i.naturalWidth > 0,
+            sized: i.hasAttribute('width') && i.hasAttribute('height')})),
+        }));
+        """
+    )
+
+
+def _only_the_chosen_distortion(samples) -> bool:
+    """Every sample's caption names only ONLY, each severity within SEVERITY."""
+    if not samples:
+        return False
+    for sample in samples:
+        ops = CAPTION_OP.findall(sample["caption"])
+        if not ops or {name for name, _ in ops} != {ONLY}:
+            return False
+        if not all(SEVERITY[0] - 0.006 <= float(value) <= SEVERITY[1] + 0.006 for _, value in ops):
+            return False
+    return True
+
+
+def _status(browser) -> str:
+    return text_of(browser, "#study-status").lower()
+
+
+def _fill_new_study(browser) -> None:
+    """The guided form: a tiny 2AFC engine study, one distortion, two judgments per item, HITs of 8, one
+    cheap backbone retrained every 30 judgments."""
+    set_field(browser, "name", "Lifecycle study (browser test)")
+    set_checked(browser, "input[name=kind][value='2afc']", True)
+    set_checked(browser, "input[name=source][value=engine]", True)
+    for name, value in (
+        ("n_items", 24),
+        ("seed", 7),
+        ("n_sentinels", 6),
+        ("n_practice", 2),
+        ("jpi_train", 2),
+        ("jpi_val", 2),
+        ("hit_size", 8),
+        ("training_every", 30),
+    ):
+        set_field(browser, name, value)
+    for box in css_all(browser, "input[name=backbones]"):
+        set_checked(browser, f"input[name=backbones][value='{box.get_attribute('value')}']", False)
+    set_checked(browser, "input[name=backbones][value='squeeze:random']", True)
+
+
+def _change_the_distortions(browser) -> None:
+    """The changed option: only ONLY, at SEVERITY (the preview must follow)."""
+    set_field(browser, "severity_min", SEVERITY[0])
+    set_field(browser, "severity_max", SEVERITY[1])
+    for box in css_all(browser, "input[name=distortions]"):
+        set_checked(browser, f"input[name=distortions][value='{box.get_attribute('value')}']", False)
+    set_checked(browser, f"input[name=distortions][value='{ONLY}']", True)
+
+
+def _open_details(browser) -> None:
+    """Opens every <details> (a person would click its summary) so that rows inside can be clicked."""
+    browser.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
+
+
+def _worker_row(browser, hash16: str):
+    return css(browser, f"section#workers tr[data-worker='{hash16}']")
+
+
+def _try_page_and_settings(browser, stack, study_url: str, study) -> None:
+    from judgments.models import Assignment, Judgment
+
+    click(browser, "a#try-annotator")
+    wait_until(browser, lambda d: d.current_url.endswith("/try/"), what="the try-as-annotator page")
+    wait_until(
+        browser,
+        lambda d: d.execute_script("return document.body.dataset.screen || ''") not in ("", "error"),
+        what="the annotator page in try mode",
+    )
+    shoot(browser, stack, "06_try_as_annotator")
+    assert not Assignment.objects.filter(study=study).exists()
+    assert not Judgment.objects.filter(item__study=study).exists()
+    browser.get(study_url)
+    click(browser, "a#edit-settings")
+    wait_until(browser, lambda d: d.current_url.endswith("/settings/"), what="the settings page")
+    shoot(browser, stack, "07_settings")
+
+
+def _reject_one_worker(browser, stack, study) -> str:
+    """Rejects the first worker in the table with REASON; returns its 16-character hash."""
+    from training.services import accepted_judgments
+
+    before = accepted_judgments(study_id=study.pk)
+    _open_details(browser)
+    rows = wait_until(
+        browser, lambda d: d.find_elements("css selector", "section#workers tr[data-worker]"), what="workers"
+    )
+    assert len(rows) >= 2, "the simulated crowd shows up in the workers table"
+    hash16 = rows[0].get_attribute("data-worker")
+    assert re.fullmatch(r"[0-9a-f]{16}", hash16), hash16
+    form = _worker_row(browser, hash16).find_element("css selector", "form.reject")
+    reason = form.find_element("css selector", "[name=reason]")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", reason)
+    reason.send_keys(REASON)
+    form.find_element("css selector", "button.reject").click()
+    wait_until(
+        browser,
+        lambda d: (
+            text_of(d, f"section#workers tr[data-worker='{hash16}'] .review-status") == f"rejected: {REASON}"
+        ),
+        what="the rejected worker's status",
+    )
+    _open_details(browser)
+    shoot(browser, stack, "08_workers_after_reject")
+    assert accepted_judgments(study_id=study.pk) < before, "a rejected worker's judgments no longer count"
+    return hash16
+
+
+def _export_and_check(browser, stack, study, rejected: str, tmp_path) -> None:
+    click(browser, "button#export-create")
+    done = wait_until(
+        browser,
+        present("section#exports li.export[data-status=done]"),
+        timeout=120,
+        what="a finished export:\n" + stack.log_tail(),
+    )
+    shown = done.find_element("css selector", "code.sha256").text.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", shown), shown
+    data = download(browser, done.find_element("css selector", "a.export-download").get_attribute("href"))
+    assert sha256(data) == shown, "the downloaded export is the one the page names"
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = zf.namelist()
+        for member in ("export.json", "items.jsonl", "judgments.jsonl", "assignments.jsonl"):
+            assert member in names, member
+        for part in ("ref", "p0", "p1"):
+            assert any(re.fullmatch(rf"2afc/(train|val)/[^/]+/{part}/[^/]+\.png", n) for n in names), part
+        assert any(re.fullmatch(r"2afc/(train|val)/[^/]+/judge/[^/]+\.npy", n) for n in names)
+        judgments = [json.loads(line) for line in zf.read("judgments.jsonl").decode().splitlines()]
+        items = [json.loads(line) for line in zf.read("items.jsonl").decode().splitlines()]
+    assert judgments and items
+    workers = {j["worker"] for j in judgments}
+    assert not [w for w in workers if w.startswith(rejected)], "the rejected worker's judgments are gone"
+    assert len(workers) >= 1
+    shoot(browser, stack, "09_exports")
+
+
+def _model_download_and_card(browser, stack, tmp_path) -> None:
+    import torch
+
+    from metric.bundle import load_bundle
+
+    link = wait_reloading(
+        browser,
+        lambda b: b.find_elements("css selector", "section#models a.model-download"),
+        timeout=180,
+        what="a trained model:\n" + stack.log_tail(),
+    )[0]
+    archive = tmp_path / "model.zip"
+    archive.write_bytes(download(browser, link.get_attribute("href")))
+    model = load_bundle(archive, allow_download=False).eval()
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert float(model(x, x).flatten()[0]) == pytest.approx(0.0, abs=1e-6)
+        assert float(model(x, -x).flatten()[0]) > 0
+    click(browser, "section#models a.model-card")
+    wait_until(browser, lambda d: "/dashboard/models/" in d.current_url, what="the model card")
+    assert "squeeze" in css(browser, "main").text.lower()
+    shoot(browser, stack, "10_model_card")
+
+
+def _token_page(browser, stack) -> None:
+    browser.get(f"{stack.url}/accounts/token/")
+    if css_all(browser, "button#token-create"):
+        click(browser, "button#token-create")
+    key = wait_until(
+        browser,
+        lambda d: (
+            (d.find_elements("css selector", "#api-token") or [None])[0]
+            and (d.find_element("css selector", "#api-token").get_attribute("value") or "").strip()
+        ),
+        what="the API token",
+    )
+    shoot(browser, stack, "11_api_token")
+    headers = {"Authorization": f"Token {key}"}
+    request = urllib.request.Request(f"{stack.url}/api/v1/studies/", headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+        assert "Lifecycle study (browser test)" in response.read().decode()
+
+
+def test_it_runs_a_study_from_the_form_to_the_model_download(
+    researcher_stack,  # noqa: F811
+    browser,
+    researcher_carol,
+    tmp_path,
+):
+    from crowdsim.services import simulation_study_prepare
+    from crowdsim.simulation import run_crowd
+    from studies.models import Study
+
+    stack = researcher_stack
+    login(browser, stack.url)
+    click(browser, "a#new-study")
+    wait_until(browser, present("form#new-study"), what="the new-study form")
+    _fill_new_study(browser)
+    wait_until(browser, lambda d: _preview(d), what="the first preview")
+    _change_the_distortions(browser)
+    samples = wait_until(
+        browser,
+        lambda d: (lambda s: s if _only_the_chosen_distortion(s) else False)(_preview(d)),
+        timeout=20,
+        what=f"a preview of {ONLY} only at severity {SEVERITY}",
+    )
+    assert all(i["png"] and i["loaded"] and i["sized"] for s in samples for i in s["images"]), samples
+    assert css(browser, "#preview").get_attribute("aria-live") == "polite"
+    shoot(browser, stack, "02_new_study_preview")
+
+    click(browser, "button#create-study")
+    wait_until(browser, lambda d: re.search(rf"/dashboard/{UUID}/$", d.current_url), what="the study page")
+    study_url = browser.current_url
+    study = Study.objects.get(pk=re.search(UUID, study_url).group(0))
+    assert study.owner == researcher_carol and study.kind == "2afc"
+    assert study.collection["hit_size"] == 8
+    assert study.collection["judgments_per_item"] == {"train": 2, "val": 2}
+    assert study.collection["training"]["every"] == 30
+    assert study.collection["training"]["backbones"] == [{"net": "squeeze", "weights": "random"}]
+    # the worker is not running yet: the page shows the queued build
+    wait_until(browser, present("div#build progress#build-progress"), what="the build's progress bar")
+    shoot(browser, stack, "03_study_building")
+
+    stack.start_worker()
+    wait_reloading(
+        browser,
+        lambda b: _status(b) and "build" not in _status(b) and "queued" not in _status(b),
+        timeout=120,
+        what="the built study:\n" + stack.log_tail(),
+    )
+    study.refresh_from_db()
+    assert study.items.filter(role="test").count() == 24
+    ops = {
+        op["name"]
+        for item in study.items.filter(role="test")
+        for side in ("p0", "p1")
+        for op in item.records[side]["ops"]
+    }
+    assert ops == {ONLY}, ops
+    if "active" in _status(browser):  # built studies may start at once: pause, then start again
+        click(browser, "button#action-pause")
+        wait_text(browser, "#study-status", lambda t: "paused" in t.lower(), what="the paused study")
+    click(browser, "button#action-start")
+    wait_text(browser, "#study-status", lambda t: "active" in t.lower(), what="the active study")
+    for share in ("#share-anonymous", "#share-prolific", "#share-mturk"):
+        element = css(browser, share)
+        url = element.get_attribute("value") or element.text
+        assert f"/s/{study.pk}/" in url, (share, url)
+    shoot(browser, stack, "04_study_active")
+    _try_page_and_settings(browser, stack, study_url, study)
+
+    # the simulated crowd (manage.py simulate_crowd --mark) through the annotator API of the live server
+    simulation_study_prepare(study_id=str(study.pk), mark=True)
+    crowd = run_crowd(
+        base_url=stack.url,
+        study_id=str(study.pk),
+        n_workers=10,
+        spammers=0.0,
+        lapse=0.0,
+        concurrency=2,
+        max_hits=1,
+        seed=1,
+    )
+    assert crowd.assignments >= 6 and crowd.judgments >= 48, crowd
+    browser.get(study_url)
+    shoot(browser, stack, "05_study_with_judgments")
+    rejected = _reject_one_worker(browser, stack, study)
+    _export_and_check(browser, stack, study, rejected, tmp_path)
+    _model_download_and_card(browser, stack, tmp_path)
+    _token_page(browser, stack)
+
+    browser.get(f"{stack.url}/dashboard/")
+    assert "Lifecycle study (browser test)" in css(browser, "table#studies").text
+    shoot(browser, stack, "01_studies_list")
+    assert not stack.problems, "\n".join(stack.problems)
