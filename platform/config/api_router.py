@@ -14,10 +14,12 @@ from judgments.apis import (
     AssignmentTrialImageApi,
     JudgmentSubmitApi,
     StudyExampleImageApi,
+    StudyWorkerReviewApi,
     StudyWorkersApi,
 )
 from judgments.completions import StudyCompletionsApi
 from studies.apis import (
+    StudyCloseApi,
     StudyDetailApi,
     StudyImportApi,
     StudyListApi,
@@ -34,8 +36,14 @@ urlpatterns = [
     path("studies/<uuid:study_id>/", StudyDetailApi.as_view(), name="api-study-detail"),
     path("studies/<uuid:study_id>/start/", StudyStartApi.as_view(), name="api-study-start"),
     path("studies/<uuid:study_id>/pause/", StudyPauseApi.as_view(), name="api-study-pause"),
+    path("studies/<uuid:study_id>/close/", StudyCloseApi.as_view(), name="api-study-close"),
     path("studies/<uuid:study_id>/import/", StudyImportApi.as_view(), name="api-study-import"),
     path("studies/<uuid:study_id>/workers/", StudyWorkersApi.as_view(), name="api-study-workers"),
+    path(
+        "studies/<uuid:study_id>/workers/<str:worker_hash>/review/",
+        StudyWorkerReviewApi.as_view(),
+        name="api-study-worker-review",
+    ),
     path("studies/<uuid:study_id>/train/", StudyTrainApi.as_view(), name="api-study-train"),
     path("studies/<uuid:study_id>/models/", StudyModelListApi.as_view(), name="api-study-models"),
     path("models/<uuid:model_id>/", ModelVersionDetailApi.as_view(), name="api-model-detail"),

@@ -6,7 +6,7 @@ import math
 from collections import defaultdict
 from datetime import timedelta
 
-from django.db.models import Count, Sum
+from django.db.models import Count, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
@@ -37,6 +37,59 @@ def study_progress(*, studies) -> dict:
     for p in out.values():
         p["share"] = p["accepted"] / p["needed"] if p["needed"] else None
     return out
+
+
+def study_list_filtered(*, studies: QuerySet[Study], status: str = "") -> QuerySet[Study]:
+    """The studies list's rows before paging: optionally one status, newest first, each with its last
+    evaluation's time and run (subqueries, so the page costs a constant number of queries)."""
+    last = Evaluation.objects.filter(study=OuterRef("pk")).order_by("-created_at")
+    if status:
+        studies = studies.filter(status=status)
+    return studies.annotate(
+        last_evaluated_at=Subquery(last.values("created_at")[:1]),
+        last_run=Subquery(last.values("run")[:1]),
+    ).order_by("-created_at")
+
+
+def study_list_rows(*, studies) -> list[dict]:
+    """One page of the studies list: each study with its progress (accepted of needed judgments), its
+    judgments in the last hour and its last evaluation (when, and the best learned metric's overall score).
+    Three queries whatever the number of studies."""
+    studies = list(studies)
+    ids = [s.pk for s in studies]
+    progress = study_progress(studies=studies)
+    hour_ago = timezone.now() - timedelta(hours=1)
+    last_hour = dict(
+        Judgment.objects.filter(item__study_id__in=ids, created_at__gte=hour_ago)
+        .exclude(kind=Trial.Kind.PRACTICE)
+        .order_by()
+        .values_list("item__study_id")
+        .annotate(n=Count("pk"))
+    )
+    runs = [s.last_run for s in studies if getattr(s, "last_run", None)]
+    best: dict = {}
+    for row in (
+        Evaluation.objects.filter(run__in=runs, kind=Evaluation.Kind.TRAINED, category="all")
+        .exclude(measure="ceiling")
+        .order_by("split", "-score")
+        .values("study_id", "metric", "measure", "split", "score")
+    ):
+        current = best.get(row["study_id"])
+        # the validation split when there is one, else the best on any split
+        if current is None or (row["split"] == "val" and current["split"] != "val"):
+            best[row["study_id"]] = row
+        elif row["split"] == current["split"] and row["score"] > current["score"]:
+            best[row["study_id"]] = row
+    return [
+        {
+            "study": s,
+            "progress": progress[s.pk],
+            "last_hour": last_hour.get(s.pk, 0),
+            "evaluated_at": getattr(s, "last_evaluated_at", None),
+            "best": best.get(s.pk),
+        }
+        for s in studies
+    ]
 
 
 def judgments_per_hour(*, study: Study, hours: int = 24) -> list[tuple[str, float]]:

@@ -7,3 +7,15 @@ urlpatterns = [
     path("dashboard/<uuid:study_id>/", views.study_detail, name="dashboard-study"),
     path("dashboard/<uuid:study_id>/<slug:action>/", views.study_action, name="dashboard-action"),
 ]
+# people and data (issue 18): ahead of dashboard-action, whose <slug:action> would take "workers"
+urlpatterns = [
+    path("dashboard/<uuid:study_id>/workers/", views.study_workers, name="study-workers"),
+    path(
+        "dashboard/<uuid:study_id>/workers/<str:worker_hash>/review/",
+        views.study_worker_review,
+        name="study-worker-review",
+    ),
+    path("dashboard/<uuid:study_id>/exports/", views.study_exports, name="study-exports"),
+    path("dashboard/models/<uuid:model_id>/", views.model_card, name="model-card"),
+    *urlpatterns,
+]

@@ -28,6 +28,7 @@ from judgments.assignments import (
 )
 from judgments.models import Assignment, CrowdPlatform
 from judgments.qc import assignment_submit, completion_for
+from judgments.reviews import HASH_PREFIX, REASON_MAX, worker_review_set
 from judgments.selectors import IMAGE_SLOTS, assignment_trials, slot_image, trial_image, worker_stats
 from studies.apis import owned_study
 from studies.models import Item, Study
@@ -362,3 +363,41 @@ class StudyWorkersApi(APIView):
     )
     def get(self, request, study_id):
         return Response(worker_stats(study=owned_study(request, study_id)))
+
+
+class StudyWorkerReviewApi(APIView):
+    """Approve a worker, or reject them with a reason (at most 500 characters). A rejection rejects all their
+    assignments in the study (leases released, their judgments out of counts, exports and training) and keeps
+    them from starting new HITs there; it is final (approving a rejected worker answers 409). The worker is
+    named by the 16-character hash prefix the workers list shows."""
+
+    class InputSerializer(serializers.Serializer):
+        decision = serializers.ChoiceField(choices=["approve", "reject"])
+        reason = serializers.CharField(max_length=REASON_MAX, required=False, allow_blank=True, default="")
+
+    class OutputSerializer(serializers.Serializer):
+        worker = serializers.SerializerMethodField()
+        decision = serializers.CharField()
+        reason = serializers.CharField()
+        decided_at = serializers.DateTimeField()
+        decided_by = serializers.SerializerMethodField()
+
+        def get_worker(self, review) -> str:
+            return review.worker.external_hash[:HASH_PREFIX]
+
+        def get_decided_by(self, review) -> str | None:
+            return review.decided_by.get_username() if review.decided_by else None
+
+    @extend_schema(request=InputSerializer, responses=OutputSerializer)
+    def post(self, request, study_id, worker_hash):
+        study = owned_study(request, study_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        review = worker_review_set(
+            study=study,
+            worker_hash=worker_hash,
+            decision=data.validated_data["decision"],
+            reason=data.validated_data["reason"],
+            user=request.user,
+        )
+        return Response(self.OutputSerializer(review).data)

@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from core.exceptions import ApplicationError
 from judgments import sql
-from judgments.models import Assignment, CrowdPlatform, Trial, Worker
+from judgments.models import Assignment, CrowdPlatform, Trial, Worker, WorkerReview
 from judgments.sql import TRIAL_ITEM_FIELDS
 from judgments.workers import (
     MTURK_PREVIEW,
@@ -325,6 +325,18 @@ def _check_admission(*, config: dict, platform: str) -> None:
         )
 
 
+def _check_not_rejected(*, study: Study, worker: Worker) -> None:
+    """A worker the researcher rejected in this study (judgments.reviews) takes no more HITs there."""
+    if WorkerReview.objects.filter(
+        study=study, worker=worker, decision=WorkerReview.Decision.REJECTED
+    ).exists():
+        raise ApplicationError(
+            "the researcher of this study rejected your work here, so you cannot take more of its tasks",
+            {"code": "worker_rejected"},
+            status_code=403,
+        )
+
+
 def _resume(
     *, study: Study, config: dict, worker: Worker, platform: str, session_key: str | None, now
 ) -> StartResult | None:
@@ -454,6 +466,7 @@ def assignment_start(
         external_id=worker_id,
         is_simulated=is_simulated or platform == CrowdPlatform.SIMULATED,
     )
+    _check_not_rejected(study=study, worker=worker)
     now = timezone.now()
     _expire(now=now, study=study)  # expired leases free their items now, not at the next sweep
     with transaction.atomic():

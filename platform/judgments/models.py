@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -165,3 +166,31 @@ class Judgment(BaseModel):
             ),
         ]
         indexes = [models.Index(fields=["item", "kind"], name="judgment_item_kind_idx")]
+
+
+class WorkerReview(BaseModel):
+    """A researcher's decision on one worker in one study. A rejection rejects every assignment of the worker
+    there (judgments.qc.assignment_reject: leases released, counts taken back, out of exports and training)
+    and keeps the worker from starting new HITs in the study; it is final (a rejected worker cannot be
+    approved)."""
+
+    class Decision(models.TextChoices):
+        APPROVED = "approved", "approved"
+        REJECTED = "rejected", "rejected"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="worker_reviews")
+    worker = models.ForeignKey(Worker, on_delete=models.PROTECT, related_name="reviews")
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    reason = models.CharField(max_length=500, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["study", "worker"], name="workerreview_unique_study_worker")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.study_id}/{self.worker_id}: {self.decision}"

@@ -9,7 +9,7 @@ from datetime import timedelta
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from judgments.models import RESPONSES, Assignment, Judgment, Trial
+from judgments.models import RESPONSES, Assignment, Judgment, Trial, WorkerReview
 from studies.models import Item, Study
 
 
@@ -88,7 +88,8 @@ def study_stats(*, study: Study) -> dict:
 
 def worker_stats(*, study: Study) -> list[dict]:
     """Per worker: judgments, sentinel accuracy, side bias (share of the first response key), median
-    response time, agreement with the majority of the other workers on shared test items, exclusions."""
+    response time, agreement with the majority of the other workers on shared test items, exclusions, and
+    the researcher's review (judgments.reviews: approved / rejected with its reason, or None)."""
     first = RESPONSES[study.kind][0]
     rows = list(
         Judgment.objects.filter(item__study=study)
@@ -116,8 +117,15 @@ def worker_stats(*, study: Study) -> list[dict]:
     excluded = Counter(
         Assignment.objects.filter(study=study, excluded=True).values_list("worker_id", flat=True)
     )
+    reviews = {
+        r["worker_id"]: r
+        for r in WorkerReview.objects.filter(study=study).values(
+            "worker_id", "decision", "reason", "decided_at"
+        )
+    }
     out = []
     for worker_id, items in per.items():
+        review = reviews.get(worker_id)
         sentinels = [r for r in items if r["kind"] == Trial.Kind.SENTINEL]
         agree = total = 0
         for r in items:
@@ -141,6 +149,9 @@ def worker_stats(*, study: Study) -> list[dict]:
                 "median_rt_ms": statistics.median(r["rt_ms"] for r in items),
                 "majority_agreement": agree / total if total else None,
                 "excluded_assignments": excluded.get(worker_id, 0),
+                "review": review["decision"] if review else None,
+                "review_reason": review["reason"] if review else "",
+                "reviewed_at": review["decided_at"] if review else None,
             }
         )
     out.sort(key=lambda w: -w["judgments"])

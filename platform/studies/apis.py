@@ -121,6 +121,16 @@ class StudyPauseApi(APIView):
         return Response(StudyDetailOutputSerializer(owned_study(request, study_id)).data)
 
 
+class StudyCloseApi(APIView):
+    """Close the study for good: no new assignments, no restart; started HITs may still be submitted, and
+    exports and training keep working."""
+
+    @extend_schema(request=None, responses=StudyDetailOutputSerializer)
+    def post(self, request, study_id):
+        services.study_close(study=owned_study(request, study_id))
+        return Response(StudyDetailOutputSerializer(owned_study(request, study_id)).data)
+
+
 class StudyImportApi(APIView):
     """Upload a zip of real-algorithm outputs: `ref/`, `p0/`, `p1/` folders (JND: `p0/`, `p1/`) of PNG or
     JPEG images with shared stems, optionally under `<split>/<category>/`. The zip's directory and image

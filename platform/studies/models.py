@@ -18,6 +18,8 @@ class Study(BaseModel):
         BUILDING = "building", "Building stimuli"
         ACTIVE = "active", "Active"
         PAUSED = "paused", "Paused"
+        # final: no new assignments ever and no restart; started HITs may still be finished and submitted
+        CLOSED = "closed", "Closed"
         FAILED = "failed", "Build failed"
 
     name = models.CharField(max_length=200)

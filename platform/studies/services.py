@@ -387,6 +387,10 @@ def study_start(*, study: Study) -> Study:
     """Open a built (or imported) study to annotators."""
     if study.status == Study.Status.ACTIVE:
         return study
+    if study.status == Study.Status.CLOSED:
+        raise ApplicationError(
+            "the study is closed for good and cannot be started again", {"code": "closed"}, status_code=409
+        )
     if study.status in (Study.Status.BUILDING,):
         raise ApplicationError("the stimuli are still being built", {"code": "building"}, status_code=409)
     if not study.items.filter(role=Item.Role.TEST).exists():
@@ -404,6 +408,22 @@ def study_pause(*, study: Study) -> Study:
         )
     Study.objects.filter(pk=study.pk).update(status=Study.Status.PAUSED)
     study.status = Study.Status.PAUSED
+    return study
+
+
+def study_close(*, study: Study) -> Study:
+    """Close the study for good: no new assignments ever, and no restart (study_start refuses). Started
+    assignments may still be finished and submitted; exports and training keep working."""
+    if study.status == Study.Status.CLOSED:
+        return study
+    if study.status == Study.Status.BUILDING:
+        raise ApplicationError(
+            "the stimuli are still being built; close the study when the build has ended",
+            {"code": "building"},
+            status_code=409,
+        )
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.CLOSED)
+    study.status = Study.Status.CLOSED
     return study
 
 

@@ -51,6 +51,7 @@ RESEARCHER_ROUTES["api-source-detail"] = [
     ("get", "/api/v1/sources/{source}/", None),
     ("delete", "/api/v1/sources/{source}/", None),
 ]
+RESEARCHER_ROUTES["api-study-close"] = [("post", "/api/v1/studies/{sa}/close/", {})]
 ANNOTATOR_ROUTES = {
     "api-assignment-detail": [("get", "/api/v1/assignments/{token}/", None)],
     "api-assignment-heartbeat": [("post", "/api/v1/assignments/{token}/heartbeat/", {})],
