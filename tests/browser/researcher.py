@@ -45,6 +45,24 @@ for (const el of document.querySelectorAll('input, select, textarea')) {
 }
 return problems;
 """
+# Not failures, but worth a look in the screenshots: boxes that scroll sideways inside the page (a wide
+# table in a scroll container) at this width.
+INNER_SCROLL = """
+const out = [];
+for (const el of document.querySelectorAll('body *')) {
+  const style = getComputedStyle(el);
+  if (['auto', 'scroll'].includes(style.overflowX) && el.scrollWidth > el.clientWidth + 1) {
+    const classes = typeof el.className === 'string' ? el.className.trim().split(/\\s+/) : [];
+    const name = el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
+      + classes.filter(c => c).map(c => '.' + c).join('');
+    const within = el.closest('section[id]');
+    const where = within ? ' in section#' + within.id : '';
+    out.push(`${name}${where} scrolls: ${el.scrollWidth} px in ${el.clientWidth} px`);
+  }
+}
+return out;
+"""
+RESET_SCROLL = "window.scrollTo(0, 0); document.querySelectorAll('body *').forEach(e => e.scrollLeft = 0)"
 
 
 @dataclass
@@ -57,6 +75,7 @@ class Stack:
     _env: dict
     _exit: contextlib.ExitStack
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # inner sideways scrolling, written to notes.txt
 
     def start_worker(self) -> None:
         self._exit.enter_context(celery_worker(self._env, log_path=self.worker_log))
@@ -184,20 +203,28 @@ def layout_problems(browser) -> list[str]:
 
 
 def shoot(browser, stack: Stack, name: str) -> list[str]:
-    """At each of WIDTHS: the page's layout problems (added to stack.problems, named by page and width) and
-    a full-page PNG artifacts/researcher/<name>_<width>.png; the viewport goes back to 1280 x 900."""
+    """At each of WIDTHS: the page's layout problems (added to stack.problems, named by page and width), boxes
+    that scroll sideways inside it (stack.notes, also appended to artifacts/researcher/notes.txt) and a
+    full-page PNG artifacts/researcher/<name>_<width>.png, scrolled to the top left; the viewport goes back
+    to 1280 x 900."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    found = []
+    found, notes = [], []
     try:
         for width in WIDTHS:
             _viewport(browser, width, HEIGHT)
             found += [f"{name} at {width} px: {p}" for p in layout_problems(browser)]
+            notes += [f"{name} at {width} px: {n}" for n in browser.execute_script(INNER_SCROLL)]
             full = browser.execute_script("return document.scrollingElement.scrollHeight")
             _viewport(browser, width, max(HEIGHT, min(int(full), SHOT_MAX_HEIGHT)))
+            browser.execute_script(RESET_SCROLL)
             browser.save_screenshot(str(ARTIFACTS / f"{name}_{width}.png"))
     finally:
         _viewport(browser, WIDTHS[0], HEIGHT)
     stack.problems += found
+    stack.notes += notes
+    if notes:
+        with (ARTIFACTS / "notes.txt").open("a") as out:
+            out.write("".join(n + "\n" for n in notes))
     return found
 
 

@@ -190,10 +190,17 @@ def _export_and_check(browser, stack, study, rejected: str, tmp_path) -> None:
         assert any(re.fullmatch(r"2afc/(train|val)/[^/]+/judge/[^/]+\.npy", n) for n in names)
         judgments = [json.loads(line) for line in zf.read("judgments.jsonl").decode().splitlines()]
         items = [json.loads(line) for line in zf.read("items.jsonl").decode().splitlines()]
+        assignments = [json.loads(line) for line in zf.read("assignments.jsonl").decode().splitlines()]
+        summary = json.loads(zf.read("export.json"))
     assert judgments and items
-    workers = {j["worker"] for j in judgments}
-    assert not [w for w in workers if w.startswith(rejected)], "the rejected worker's judgments are gone"
-    assert len(workers) >= 1
+    # The judgment log keeps every row with its flags (as for QC-excluded HITs); the rejected worker's rows
+    # are excluded and count nowhere: not in the votes of the BAPPS tree, not in the export's counts.
+    theirs = [j for j in judgments if j["worker"].startswith(rejected)]
+    assert theirs and all(j["excluded"] and not j["counted"] for j in theirs), theirs[:2]
+    assert {a["status"] for a in assignments if a["worker"].startswith(rejected)} == {"rejected"}
+    counted = [j for j in judgments if j["counted"]]
+    assert counted and not [j for j in counted if j["worker"].startswith(rejected)]
+    assert summary["n_counted_judgments"] == len(counted), summary
     shoot(browser, stack, "09_exports")
 
 
