@@ -431,6 +431,7 @@ def study_update_config(*, study: Study, config: dict) -> Study:
     """Change collection settings (merged over the current ones, validated)."""
     merged = {**study.config, **config}
     collection_config(study.kind, merged, saving=True)
+    study_config_change_check(study=study, config=merged)  # what may change mid-study (409 otherwise)
     Study.objects.filter(pk=study.pk).update(config=merged)
     study.config = merged
     return study
@@ -444,3 +445,84 @@ def study_update(*, study: Study, name: str | None = None, config: dict | None =
         Study.objects.filter(pk=study.pk).update(name=name)
         study.name = name
     return study
+
+
+# --- what may change mid-study ----------------------------------------------------------------------------
+# Once a study has started (active, paused or closed, or it holds any judgment), a setting that would make
+# earlier and later judgments incomparable is locked; the others (consent, instructions, HIT size, sentinel
+# rate, practice, lease TTL, completion code and URL, platforms, training) may change. Both doors (the API's
+# PATCH and the dashboard's settings page) go through study_update_config, which applies this rule.
+CONFIG_LOCKS = {
+    "timing": "the stimulus presentation times: judgments made under other timings are not comparable",
+    "exclusion": "the exclusion rule: earlier workers' QC was decided under the old rule",
+    "simulation": "simulated and real judgments are never mixed in one study",
+}
+CONFIG_ONLY_RISES = {
+    "judgments_per_item": "judgments per item may only rise: items already answered were counted against it"
+}
+
+
+def study_has_judgments(*, study: Study) -> bool:
+    return Item.objects.filter(study=study, judgments__isnull=False).exists()
+
+
+def study_started(*, study: Study) -> bool:
+    """Whether annotators may have seen the study: not a draft, a build or a failed build, or judged."""
+    return study.status not in (
+        Study.Status.DRAFT,
+        Study.Status.BUILDING,
+        Study.Status.FAILED,
+    ) or study_has_judgments(study=study)
+
+
+def study_config_locks(*, study: Study) -> dict[str, str]:
+    """The collection settings locked now, with why: {} before the study starts. `simulation` locks with
+    the first judgment only (marking an opened but unanswered study as a simulation is harmless)."""
+    if not study_started(study=study):
+        return {}
+    locks = dict(CONFIG_LOCKS)
+    if not study_has_judgments(study=study):
+        locks.pop("simulation")
+    return locks
+
+
+def study_config_change_check(*, study: Study, config: dict) -> None:
+    """Refuse (409, naming the field and why) a new config that changes a locked setting of a started
+    study or lowers its judgments per item."""
+    locks = study_config_locks(study=study)
+    if not locks:
+        return
+    old = collection_config(study.kind, study.config)
+    new = collection_config(study.kind, config)
+    for key, why in locks.items():
+        if old[key] != new[key]:
+            raise ApplicationError(
+                f"{key} cannot change once the study has started: {why}",
+                {"field": f"config.{key}", "code": "locked"},
+                status_code=409,
+            )
+    for key, why in CONFIG_ONLY_RISES.items():
+        lowered = sorted(split for split, n in new[key].items() if n < old[key].get(split, 0))
+        if lowered:
+            raise ApplicationError(
+                f"{key}[{lowered[0]!r}] cannot go below {old[key][lowered[0]]}: {why}",
+                {"field": f"config.{key}", "code": "locked"},
+                status_code=409,
+            )
+
+
+def study_build_config_check(*, kind: str, build_config: dict, owner) -> distortions.StudyConfig:
+    """The engine config a build config runs as, checked as study_create checks it (the platform's source
+    rules and caps, then the engine's own validation and the CNN cap); ApplicationError naming the field.
+    The new-study form's live preview (studies.preview) uses it."""
+    engine_config = build_config_check(build_config=build_config, owner=owner)
+    try:
+        config = distortions.StudyConfig.from_dict({**engine_config, "kind": kind})
+        build_config_check_cnn(engine_config=config)
+    except distortions.DistortionError as exc:
+        raise ApplicationError(f"invalid distortion-engine config: {exc}", {"field": "build_config"}) from exc
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ApplicationError(
+            f"invalid distortion-engine config: {exc.__class__.__name__}: {exc}", {"field": "build_config"}
+        ) from exc
+    return config

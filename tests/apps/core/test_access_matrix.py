@@ -66,6 +66,10 @@ DASHBOARD_ROUTES = {
         ("post", f"/dashboard/{{sa}}/{action}/", {}) for action in ("start", "pause", "export", "evaluate")
     ],
 }
+DASHBOARD_ROUTES["study-settings"] = [
+    ("get", "/dashboard/{sa}/settings/", None),
+    ("post", "/dashboard/{sa}/settings/", {"hit_size": "3", "consent_text": "mine now"}),
+]
 # Public by design, checked below: home, health, the schema and docs, the annotator page, starting an
 # assignment from a crowd link, stimuli; the study list APIs and dashboard list filter by owner.
 PUBLIC_OR_FILTERED = {
@@ -82,6 +86,7 @@ PUBLIC_OR_FILTERED = {
     "dashboard",
     "api-study-example-image",  # an active study's practice examples
 }
+PUBLIC_OR_FILTERED |= {"study-new", "study-new-preview"}  # login only; own photo sets only (below)
 PUBLIC_OR_FILTERED |= {
     "api-source-list"
 }  # a researcher's own source photo sets (tests/security/test_source_sets.py)
@@ -343,3 +348,28 @@ def test_media_serves_stimuli_but_never_export_archives(world, persona, client, 
     assert (settings.MEDIA_ROOT / export.archive).is_file()
     for path in (export.archive, f"stimuli/../{export.archive}", "features/x.npz"):
         assert client.get(f"/media/{path}").status_code == 404, path
+
+
+@pytest.mark.parametrize("path", ["/dashboard/new/", "/dashboard/new/preview/?kind=2afc&source=engine"])
+def test_the_new_study_pages_need_a_login(client, path):
+    r = client.get(path)
+    assert r.status_code == 302 and r["Location"].startswith("/accounts/login/")
+    r = client.post("/dashboard/new/", {"name": "x", "kind": "2afc", "source": "zip"})
+    assert r.status_code == 302 and not Study.objects.filter(name="x").exists()
+
+
+def test_the_new_study_form_offers_and_takes_only_ones_own_photo_sets(world, client, captured_tasks):
+    """B cannot build from (or preview) A's uploaded photos, even with the set's id."""
+    client.force_login(world["b"])
+    source = str(world["source"].pk)
+    assert source not in client.get("/dashboard/new/").content.decode()
+    query = {"name": "x", "kind": "2afc", "source": "engine", "photos": source}
+    preview = client.get("/dashboard/new/preview/", query)
+    assert preview.status_code == 200 and "<img" not in preview.content.decode()
+    r = client.post("/dashboard/new/", query)
+    assert r.status_code == 400 and not Study.objects.filter(name="x").exists() and captured_tasks == []
+
+
+def test_the_owner_edits_the_settings(world, client):
+    client.force_login(world["a"])
+    assert client.get(f"/dashboard/{world['sa'].pk}/settings/").status_code == 200
