@@ -283,3 +283,57 @@ def dashboard_for(*, study: Study) -> dict:
         "agreement": agreement_charts(study=study),
         "models": models_panel(study=study),
     }
+
+
+# --- the study page's build panel and actions (runstudy) -------------------------------------------------
+def study_build_state(*, study: Study) -> dict:
+    """What the build panel shows: `phase` building (the engine runs), importing (a zip import is queued or
+    running), failed (the build failed: `message`), import_failed (`message`, naming the bad file when the
+    job did), or idle; `running` while building or importing, with done / total and `percent` once known
+    (None before the first report: an indeterminate bar); the last import's outcome (`last_import`); and the
+    study's items by role."""
+    from studies.imports import study_import_running
+
+    progress = study.build_progress if isinstance(study.build_progress, dict) else {}
+    is_import = progress.get("kind") == "import"
+    roles = dict(Item.objects.filter(study=study).values_list("role").annotate(n=Count("pk")))
+    state = {
+        "phase": "idle",
+        "running": False,
+        "done": None,
+        "total": None,
+        "percent": None,
+        "message": "",
+        "last_import": progress if is_import and progress.get("state") == "done" else None,
+        "items": {role: roles.get(role, 0) for role in Item.Role.values},
+        "n_items": sum(roles.values()),
+    }
+    if study.status == Study.Status.BUILDING:
+        state.update(phase="building", running=True)
+    elif is_import and study_import_running(study=study):
+        state.update(phase="importing", running=True)
+    elif study.status == Study.Status.FAILED:
+        state.update(phase="failed", message=study.build_error or "the build failed")
+    elif is_import and progress.get("state") == "failed":
+        state.update(phase="import_failed", message=str(progress.get("error") or "the import failed"))
+    if state["running"]:
+        done, total = progress.get("done"), progress.get("total")
+        if isinstance(done, int) and isinstance(total, int) and total > 0:
+            state.update(done=min(done, total), total=total, percent=round(100 * min(done, total) / total))
+    return state
+
+
+def study_actions(*, study: Study, n_test: int, n_judgments: int) -> dict:
+    """Which lifecycle buttons apply now (the services' own rules, studies.services: start a draft or paused
+    study that has test items; pause an active one; close any that is not building or closed already;
+    retrain and evaluate once there are judgments)."""
+    status = study.status
+    S = Study.Status
+    return {
+        "start": status in (S.DRAFT, S.PAUSED) and n_test > 0,
+        "pause": status == S.ACTIVE,
+        "close": status not in (S.BUILDING, S.CLOSED),
+        "evaluate": status != S.BUILDING and n_judgments > 0,
+        "import": status not in (S.BUILDING, S.CLOSED),
+        "try": n_test > 0,
+    }

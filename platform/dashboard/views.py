@@ -1,21 +1,32 @@
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from core.exceptions import ApplicationError
 from dashboard.forms import StudyFilterForm, WorkerReviewForm
-from dashboard.selectors import dashboard_for, study_list_filtered, study_list_rows
+from dashboard.selectors import (
+    dashboard_for,
+    study_actions,
+    study_build_state,
+    study_list_filtered,
+    study_list_rows,
+)
 from exports.services import export_create
+from judgments.apis import _image_response as stimulus_response  # the annotator API's private PNG reply
+from judgments.preview import PREVIEW_MAX_TESTS, hit_preview, study_has_image
 from judgments.reviews import worker_review_set
 from judgments.selectors import worker_stats
+from studies.models import Item, Study
 from studies.selectors import study_list_for
-from studies.services import study_pause, study_start
+from studies.services import study_close, study_pause, study_start
+from studies.views import PATCH_DISPLAY_PX
 from training.selectors import model_card as model_card_of
 from training.selectors import owned_model_version
 from training.triggers import training_request
@@ -40,17 +51,155 @@ def study_list(request):
     return render(request, "dashboard/index.html", context)
 
 
+def _owned(request, study_id) -> Study:
+    """The researcher's own study, or 404 (never 403: other researchers' ids are not confirmed)."""
+    return get_object_or_404(study_list_for(user=request.user), pk=study_id)
+
+
+PROLIFIC_QUERY = "PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
+MTURK_FRAME_HEIGHT = 0  # MTurk: 0 sizes the frame to the worker's browser window
+MTURK_XML = (
+    '<ExternalQuestion xmlns="http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/'
+    '2006-07-14/ExternalQuestion.xsd">\n'
+    "  <ExternalURL>{url}</ExternalURL>\n"
+    "  <FrameHeight>{height}</FrameHeight>\n"
+    "</ExternalQuestion>"
+)
+
+
+def share_links(*, annotator_url: str, config: dict) -> dict:
+    """The crowd links of a study: the anonymous URL, Prolific's with its placeholders, MTurk's
+    ExternalQuestion XML; each with whether the study admits that platform (config `platforms`)."""
+    platforms = config["platforms"]
+    return {
+        "anonymous": {"url": annotator_url, "allowed": "anonymous" in platforms},
+        "prolific": {"url": f"{annotator_url}?{PROLIFIC_QUERY}", "allowed": "prolific" in platforms},
+        "mturk": {
+            "url": annotator_url,
+            "xml": MTURK_XML.format(url=annotator_url, height=MTURK_FRAME_HEIGHT),
+            "allowed": "mturk" in platforms,
+        },
+    }
+
+
 @login_required
 def study_detail(request, study_id):
-    study = get_object_or_404(study_list_for(user=request.user), pk=study_id)
+    study = _owned(request, study_id)
+    annotator_url = request.build_absolute_uri(f"/s/{study.pk}/")
+    config = study.collection
+    dashboard = dashboard_for(study=study)
+    build = study_build_state(study=study)
     context = {
         "study": study,
-        "config": study.collection,
+        "config": config,
         "exports": study.exports.all()[:10],
-        **dashboard_for(study=study),
-        "annotator_url": request.build_absolute_uri(f"/s/{study.pk}/"),
+        **dashboard,
+        "annotator_url": annotator_url,
+        "build": build,
+        "actions": study_actions(
+            study=study, n_test=build["items"][Item.Role.TEST], n_judgments=dashboard["stats"]["judgments"]
+        ),
+        "share": share_links(annotator_url=annotator_url, config=config),
+        "secure": annotator_url.startswith("https://"),
     }
     return render(request, "dashboard/study.html", context)
+
+
+@login_required
+@require_GET
+def study_build_progress(request, study_id):
+    """The build panel as a fragment, polled by htmx while stimuli are built or a zip is imported. A poll
+    that finds the work ended answers HX-Refresh, so the page reloads once, showing the outcome."""
+    study = _owned(request, study_id)
+    build = study_build_state(study=study)
+    response = render(request, "dashboard/_build.html", {"study": study, "build": build})
+    if request.headers.get("HX-Request") and not build["running"]:
+        response["HX-Refresh"] = "true"
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_GET
+def study_import(request, study_id):
+    """The zip import page: the upload goes to the API (POST /api/v1/studies/<id>/import/, its checks are the
+    only ones) from frontend/static/js/upload.js; the job's progress is the build panel, polled."""
+    study = _owned(request, study_id)
+    build = study_build_state(study=study)
+    return render(
+        request,
+        "dashboard/import.html",
+        {
+            "study": study,
+            "build": build,
+            "actions": study_actions(study=study, n_test=build["items"][Item.Role.TEST], n_judgments=0),
+            "splits": Item.Split.choices,
+            "max_upload_bytes": settings.PERCEPTLAB_MAX_UPLOAD_BYTES,
+            "limits": settings.PERCEPTLAB_LIMITS,
+            "parts": "ref, p0 and p1" if study.kind == Study.Kind.TWO_AFC else "p0 and p1",
+        },
+    )
+
+
+@login_required
+@require_GET
+def study_try(request, study_id):
+    """ "Try it as an annotator": the real annotator page (annotator/task.html, annotator.js) in preview mode.
+    Its HIT comes from study_try_hit and its images from study_try_image; nothing is recorded."""
+    study = _owned(request, study_id)
+    if not study.items.filter(role=Item.Role.TEST).exists():
+        messages.error(request, "The study has no test items yet: build or import some, then try it.")
+        return redirect("dashboard-study", study_id=study.pk)
+    config = study.collection
+    page = {
+        "study": str(study.pk),
+        "kind": study.kind,
+        "name": study.name,
+        "status": study.status,
+        "timing": config["timing"],
+        "patch_px": PATCH_DISPLAY_PX,
+        "params": {},
+        "api": "/api/v1/",
+        "preview": {
+            "hit": reverse("study-try-hit", args=[study.pk]),
+            "back": reverse("dashboard-study", args=[study.pk]),
+        },
+    }
+    context = {
+        "study": study,
+        "config": config,
+        "page": page,
+        "patch_px": PATCH_DISPLAY_PX,
+        "preview": page["preview"],
+        "preview_tests": min(config["hit_size"], PREVIEW_MAX_TESTS),
+    }
+    response = render(request, "annotator/task.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_GET
+def study_try_hit(request, study_id):
+    """The try page's HIT (judgments.preview.hit_preview): JSON in the annotator API's shape; reads only."""
+    study = _owned(request, study_id)
+    if not study.items.filter(role=Item.Role.TEST).exists():
+        return JsonResponse({"message": "the study has no test items yet", "extra": {}}, status=409)
+    hit = hit_preview(study=study, image_url=lambda name: reverse("study-try-image", args=[study.pk, name]))
+    response = JsonResponse(hit)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_GET
+def study_try_image(request, study_id, name):
+    """One of the owner's own stimuli, for the try page (another study's file, or any other name: 404)."""
+    study = _owned(request, study_id)
+    path = study_has_image(study=study, name=name)
+    if path is None:
+        raise Http404("no such image in this study")
+    return stimulus_response(path)
 
 
 @login_required
@@ -62,6 +211,11 @@ def study_action(request, study_id, action):
             study_start(study=study)
         elif action == "pause":
             study_pause(study=study)
+        elif action == "close":
+            study_close(study=study)
+            messages.info(
+                request, "The study is closed: nobody new can start; started HITs may still be submitted."
+            )
         elif action == "export":
             export_create(
                 study=study, user=request.user, include_excluded=request.POST.get("include_excluded") == "1"

@@ -205,6 +205,11 @@ def _import_running(progress: dict) -> bool:
     return updated is None or timezone.now() - updated < timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
 
 
+def study_import_running(*, study: Study) -> bool:
+    """Whether an import into the study is queued or running (the dashboard's build panel polls while so)."""
+    return _import_running(study.build_progress or {})
+
+
 def _set_progress(study_id, **progress) -> dict:
     progress = {"kind": "import", **progress, "updated_at": timezone.now().isoformat()}
     Study.objects.filter(pk=study_id).update(build_progress=progress)

@@ -8,6 +8,9 @@
  * Timing: response times use performance.now(); JND flashes are scheduled with requestAnimationFrame
  * against the measured refresh rate, and the measured on-screen duration of each phase is sent along.
  * Images for the next PREFETCH trials are loaded and decoded before they may be shown.
+ * Preview mode (page.preview, the researcher's "try it as an annotator" page, dashboard study-try): the HIT
+ * comes from page.preview.hit (owner-only, stored nowhere) and nothing is sent or kept: no start, answer,
+ * heartbeat or submit request, no localStorage; the end shows a preview completion screen.
  */
 (() => {
   "use strict";
@@ -16,6 +19,7 @@
   const PREFETCH = 5;
   const HEARTBEAT_MS = 60000;
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const preview = page.preview || null;
 
   // ---- crowd identity ---------------------------------------------------------------------------------
   // PROLIFIC_PID / workerId arrive in the address; keep them for this tab only (sessionStorage, so a reload
@@ -23,7 +27,9 @@
   // or anything the address is copied into.
   const paramsKey = `perceptlab:params:${page.study}`;
   let p = page.params;
-  if (Object.values(p).some((v) => v)) {
+  if (preview) {
+    p = {}; // the researcher's try-out: no crowd identity, nothing read from or kept in the tab
+  } else if (Object.values(p).some((v) => v)) {
     try { sessionStorage.setItem(paramsKey, JSON.stringify(p)); } catch (e) { /* private mode: this load only */ }
     if (window.history && history.replaceState) history.replaceState(history.state, "", window.location.pathname + window.location.hash);
   } else {
@@ -40,7 +46,12 @@
   }
   const mturkPreview = platform === "mturk" && (!p.assignmentId || p.assignmentId === "ASSIGNMENT_ID_NOT_AVAILABLE");
   const prefix = `perceptlab:${page.study}:${identity}:`;
-  const store = {
+  const memory = new Map(); // preview: nothing outlives the page
+  const store = preview ? {
+    get(key) { return memory.has(key) ? memory.get(key) : null; },
+    set(key, value) { memory.set(key, value); },
+    del(key) { memory.delete(key); },
+  } : {
     get(key) {
       try { return JSON.parse(localStorage.getItem(prefix + key)); } catch (e) { return null; }
     },
@@ -138,6 +149,7 @@
   let outbox = [];
   let sending = null;
   function enqueue(payload) {
+    if (preview) return; // preview: the answer is shown nowhere and sent nowhere
     outbox.push(payload);
     store.set("outbox", outbox);
     if (!sending) sending = flush().finally(() => { sending = null; });
@@ -174,12 +186,20 @@
     store.set("token", A.token);
     const pendingIds = new Set(outbox.map((o) => o.trial));
     for (const t of trials) if (pendingIds.has(t.id)) t.answered = true; // sent before the reload
-    if (!heartbeat) {
+    if (!heartbeat && !preview) {
       heartbeat = setInterval(() => { if (A && A.status === "started") api("POST", `assignments/${A.token}/heartbeat/`, undefined, 2).catch(() => {}); }, HEARTBEAT_MS);
     }
   }
 
+  async function startPreview() {
+    const resp = await fetch(preview.hit, { headers: { Accept: "application/json" }, credentials: "same-origin", cache: "no-store" });
+    const data = await resp.json().catch(() => ({}));
+    if (resp.status !== 200) throw new Error(data.message || `could not load the preview (${resp.status})`);
+    adopt(data);
+  }
+
   async function startAssignment() {
+    if (preview) { await startPreview(); return; }
     const body = { platform, consent: true };
     if (platform === "prolific") Object.assign(body, { worker_id: p.PROLIFIC_PID, study_id: p.STUDY_ID, session_id: p.SESSION_ID });
     if (platform === "mturk") Object.assign(body, { worker_id: p.workerId, assignment_id: p.assignmentId, hit_id: p.hitId, turk_submit_to: p.turkSubmitTo });
@@ -193,6 +213,7 @@
   // A new HIT's first lease is short (it holds items for nobody who never answers): after a long read of the
   // instructions it may have gone, and the page simply starts again (same worker, same platform session).
   async function ensureLive() {
+    if (preview) return;
     if (trials.some((t) => t.answered)) return;
     const { status } = await api("POST", `assignments/${A.token}/heartbeat/`, undefined, 2);
     if (status === 410) {
@@ -340,6 +361,7 @@
   }
 
   async function finish() {
+    if (preview) { complete(A.completion); return; }
     say("Saving your answers…");
     await drain();
     const { status, data } = await api("POST", `assignments/${A.token}/submit/`);
@@ -353,6 +375,16 @@
     clearInterval(heartbeat);
     show("done");
     document.body.dataset.done = "1";
+    if (completion && completion.preview) {
+      $("done-title").textContent = "Preview finished";
+      $("done-message").textContent = "Nothing was recorded: no answer, worker or HIT was stored. A participant would now be told their answers are saved"
+        + (completion.prolific_redirect_url ? "; from Prolific they would be sent back to Prolific with the code below; from MTurk the HIT would be submitted." : ".");
+      if (completion.code) {
+        $("completion-code").textContent = completion.code;
+        $("done-code").hidden = false;
+      }
+      return;
+    }
     if (completion && completion.code) {
       $("completion-code").textContent = completion.code;
       $("done-code").hidden = false;
@@ -400,7 +432,8 @@
       $("btn-begin").disabled = true;
       return;
     }
-    if (page.status !== "active" && !store.get("token")) {
+    if (preview) document.body.dataset.preview = "1";
+    if (!preview && page.status !== "active" && !store.get("token")) {
       say("This study is not taking new participants at the moment.");
       $("btn-begin").disabled = true;
       return;
@@ -421,7 +454,7 @@
         fail(err.message);
       }
     });
-    await resume();
+    if (!preview) await resume();
   }
 
   main().catch((err) => fail(err.message));

@@ -70,6 +70,12 @@ DASHBOARD_ROUTES["study-settings"] = [
     ("get", "/dashboard/{sa}/settings/", None),
     ("post", "/dashboard/{sa}/settings/", {"hit_size": "3", "consent_text": "mine now"}),
 ]
+DASHBOARD_ROUTES["dashboard-action"].append(("post", "/dashboard/{sa}/close/", {}))
+DASHBOARD_ROUTES["study-build-progress"] = [("get", "/dashboard/{sa}/build/", None)]
+DASHBOARD_ROUTES["study-import"] = [("get", "/dashboard/{sa}/import/", None)]
+DASHBOARD_ROUTES["study-try"] = [("get", "/dashboard/{sa}/try/", None)]
+DASHBOARD_ROUTES["study-try-hit"] = [("get", "/dashboard/{sa}/try/hit/", None)]
+DASHBOARD_ROUTES["study-try-image"] = [("get", "/dashboard/{sa}/try/images/" + "0" * 64 + ".png", None)]
 # Public by design, checked below: home, health, the schema and docs, the annotator page, starting an
 # assignment from a crowd link, stimuli; the study list APIs and dashboard list filter by owner.
 PUBLIC_OR_FILTERED = {
