@@ -16,5 +16,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("studies.urls")),
     path("", include("dashboard.urls")),
+    path("", include("accounts.urls")),
     re_path(r"^media/(?P<path>.+)$", core_views.media, name="media"),
 ]

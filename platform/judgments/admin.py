@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from judgments.models import Assignment, Judgment, Trial, Worker
+from judgments.models import Assignment, Judgment, Trial, Worker, WorkerReview
 from judgments.qc import assignment_reject
 
 
@@ -81,3 +81,19 @@ class TrialAdmin(admin.ModelAdmin):
     list_display = ("assignment", "position", "kind", "item", "swap", "answered")
     list_filter = ("kind", "answered")
     raw_id_fields = ("assignment", "worker", "item")
+
+
+@admin.register(WorkerReview)
+class WorkerReviewAdmin(admin.ModelAdmin):
+    """Read-only: decisions go through judgments.reviews (the dashboard or the API), which rejects the
+    worker's HITs and keeps the counts right."""
+
+    list_display = ("study", "worker", "decision", "reason", "decided_by", "decided_at")
+    list_filter = ("decision", "study")
+    readonly_fields = ("study", "worker", "decision", "reason", "decided_by", "decided_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

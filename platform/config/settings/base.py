@@ -98,7 +98,17 @@ THIRD_PARTY_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
 ]
-LOCAL_APPS = ["core", "studies", "judgments", "exports", "training", "dashboard", "crowdsim", "devtools"]
+LOCAL_APPS = [
+    "core",
+    "accounts",
+    "studies",
+    "judgments",
+    "exports",
+    "training",
+    "dashboard",
+    "crowdsim",
+    "devtools",
+]
 INSTALLED_APPS = DJANGO_APPS + THIRD_PARTY_APPS + LOCAL_APPS
 
 MIDDLEWARE = [

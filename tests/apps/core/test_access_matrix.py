@@ -18,9 +18,13 @@ from exports.services import export_build, export_create
 from judgments.assignments import assignment_start
 from judgments.models import Assignment, Judgment
 from judgments.qc import assignment_submit
+from judgments.workers import worker_hash
 from studies.models import Item, Study
 
 pytestmark = pytest.mark.django_db
+
+# the 16-character hash prefix (judgments.selectors.worker_stats) of the world's annotator-1, who submitted
+WORKER_1 = worker_hash(platform="anonymous", external_id="annotator-1")[:16]
 
 # name -> (method, path template, body); {sa} study, {export}, {token}; JSON bodies unless "multipart"
 RESEARCHER_ROUTES = {
@@ -96,6 +100,17 @@ PUBLIC_OR_FILTERED |= {"study-new", "study-new-preview"}  # login only; own phot
 PUBLIC_OR_FILTERED |= {
     "api-source-list"
 }  # a researcher's own source photo sets (tests/security/test_source_sets.py)
+# people and data (issue 18): workers, their review, exports, model cards
+RESEARCHER_ROUTES["api-study-worker-review"] = [
+    ("post", "/api/v1/studies/{sa}/workers/" + WORKER_1 + "/review/", {"decision": "approve"}),
+    ("post", "/api/v1/studies/{sa}/workers/" + WORKER_1 + "/review/", {"decision": "reject", "reason": "x"}),
+]
+DASHBOARD_ROUTES["study-workers"] = [("get", "/dashboard/{sa}/workers/", None)]
+DASHBOARD_ROUTES["study-worker-review"] = [("post", "/dashboard/{sa}/workers/" + WORKER_1 + "/review/", {})]
+DASHBOARD_ROUTES["study-exports"] = [("get", "/dashboard/{sa}/exports/", None)]
+# researcher pages addressed by another id than the study's: their own test below
+# (test_people_pages_are_the_owners_only)
+PUBLIC_OR_FILTERED |= {"model-card", "api-token"}
 
 
 def _names(patterns, prefix=""):
@@ -379,3 +394,42 @@ def test_the_new_study_form_offers_and_takes_only_ones_own_photo_sets(world, cli
 def test_the_owner_edits_the_settings(world, client):
     client.force_login(world["a"])
     assert client.get(f"/dashboard/{world['sa'].pk}/settings/").status_code == 200
+
+
+@pytest.mark.parametrize("persona", ["a", "b", "anonymous"])
+def test_people_pages_are_the_owners_only(world, persona, client):
+    """The model card (by model id): the owner reads it; another researcher gets 404, the anonymous the
+    login page; a worker review by another researcher or the anonymous changes nothing."""
+    from judgments.models import WorkerReview
+
+    if persona != "anonymous":
+        client.force_login(world[persona])
+    r = client.get(f"/dashboard/models/{world['model'].pk}/")
+    expected = {"a": 200, "b": 404, "anonymous": 302}[persona]
+    assert r.status_code == expected
+    if persona == "anonymous":
+        assert r["Location"].startswith("/accounts/login/")
+    review = f"/dashboard/{world['sa'].pk}/workers/{WORKER_1}/review/"
+    r = client.post(review, {"decision": "reject", "reason": "matrix"})
+    assert WorkerReview.objects.exists() == (persona == "a")
+    assert (r.status_code == 404) if persona == "b" else (r.status_code == 302)
+
+
+@pytest.mark.parametrize("persona", ["a", "b", "anonymous"])
+def test_the_token_page_is_ones_own(world, persona, client):
+    """/accounts/token/: the anonymous get the login page and create nothing; a researcher sees and changes
+    only their own token."""
+    from rest_framework.authtoken.models import Token
+
+    theirs = Token.objects.create(user=world["a" if persona != "a" else "b"])
+    if persona != "anonymous":
+        client.force_login(world[persona])
+    r = client.get("/accounts/token/")
+    if persona == "anonymous":
+        assert r.status_code == 302 and r["Location"].startswith("/accounts/login/")
+    else:
+        assert r.status_code == 200 and theirs.key not in r.content.decode()
+    for action in ("create", "regenerate", "revoke"):
+        client.post("/accounts/token/", {"action": action})
+    assert Token.objects.filter(pk=theirs.pk).exists()
+    assert Token.objects.count() == 1

@@ -1,0 +1,89 @@
+"""A trained model's card page (/dashboard/models/<id>/): the card in words and tables with its downloads,
+the owner's only; the study page's models panel links each model's download and card."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.utils import timezone
+
+from training.models import Evaluation, ModelVersion
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def version(make_study, researcher_carol):
+    study = make_study(owner=researcher_carol, n_test=4, n_sentinels=1, n_practice=0, name="Carol's blur")
+    version = ModelVersion.objects.create(
+        study=study,
+        backbone="alex",
+        weights="kmeans",
+        version=2,
+        status="ready",
+        heads_sha256="a" * 64,
+        trunk_sha256="b" * 64,
+        backbone_info={"requested": "auto", "used": "kmeans", "reason": "ImageNet weights are not available"},
+        n_train_judgments=120,
+        n_train_items=30,
+        finished_at=timezone.now(),
+    )
+    run = uuid.uuid4()
+    common = {"study": study, "run": run, "measure": "2afc", "split": "val", "n_items": 12, "n_judgments": 48}
+    Evaluation.objects.create(
+        **common,
+        model_version=version,
+        metric="trained alex-kmeans lin",
+        kind="trained",
+        category="all",
+        score=0.71234,
+        ci_low=0.65,
+        ci_high=0.77,
+    )
+    Evaluation.objects.create(**common, metric="human", kind="human", category="all", score=0.83)
+    Evaluation.objects.create(**common, metric="l2", kind="baseline", category="all", score=0.6)
+    return version
+
+
+def test_it_renders_the_card_in_words_and_tables(client, version, researcher_carol):
+    client.force_login(researcher_carol)
+    r = client.get(f"/dashboard/models/{version.pk}/")
+    html = r.content.decode()
+    assert r.status_code == 200
+    assert "Carol&#x27;s blur" in html and "alex" in html and "kmeans" in html
+    assert "ImageNet weights are not available" in html and "120 judgments of 30 items" in html
+    assert "71.2" in html and "65.0" in html and "83.0" in html and "0.71234" not in html
+    assert (
+        f'<code class="sha256">{"a" * 64}</code>' in html
+        and f'<code class="sha256">{"b" * 64}</code>' in html
+    )
+    assert f'class="model-download" href="/api/v1/models/{version.pk}/download/"' in html
+    assert "{&#x27;" not in html and "{'" not in html  # no raw dicts
+
+
+def test_it_works_before_any_evaluation(client, version, researcher_carol):
+    Evaluation.objects.all().delete()
+    ModelVersion.objects.filter(pk=version.pk).update(backbone_info={}, finished_at=None)
+    client.force_login(researcher_carol)
+    html = client.get(f"/dashboard/models/{version.pk}/").content.decode()
+    assert "No held-out evaluation" in html and "not recorded" in html
+
+
+def test_the_models_panel_links_download_and_card(client, version, researcher_carol):
+    client.force_login(researcher_carol)
+    html = client.get(f"/dashboard/{version.study_id}/").content.decode()
+    assert 'id="models"' in html
+    assert f'class="model-download" href="/api/v1/models/{version.pk}/download/"' in html
+    assert f'class="model-card" href="/dashboard/models/{version.pk}/"' in html
+
+
+def test_the_card_is_the_owners_only(client, version, researcher_dave, django_user_model):
+    r = client.get(f"/dashboard/models/{version.pk}/")
+    assert r.status_code == 302 and r["Location"].startswith("/accounts/login/")
+    client.force_login(researcher_dave)
+    assert client.get(f"/dashboard/models/{version.pk}/").status_code == 404
+    assert client.get(f"/dashboard/models/{uuid.uuid4()}/").status_code == 404
+    admin = django_user_model.objects.create_superuser(username="root", password="x" * 16)
+    client.force_login(admin)
+    assert client.get(f"/dashboard/models/{version.pk}/").status_code == 200
