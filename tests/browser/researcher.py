@@ -172,21 +172,37 @@ def wait_reloading(browser, condition, *, timeout: float = 120.0, every: float =
 def set_field(browser, name: str, value) -> None:
     """Sets a text/number input or textarea by name (clears it first) and fires change, as a person would."""
     el = css(browser, f"[name='{name}']")
+    reveal(browser, el)
     el.clear()
     el.send_keys(str(value))
     browser.execute_script("arguments[0].dispatchEvent(new Event('change', {bubbles: true}))", el)
 
 
+def reveal(browser, el) -> None:
+    """Opens the closed <details> around `el` by clicking their summaries, as a person would, and scrolls
+    it into the middle of the window."""
+    closed = browser.execute_script(
+        "const out = []; for (let d = arguments[0].closest('details:not([open])'); d;"
+        " d = d.parentElement.closest('details:not([open])')) out.unshift(d.querySelector('summary'));"
+        " return out",
+        el,
+    )
+    for summary in closed:
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", summary)
+        summary.click()
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+
+
 def set_checked(browser, selector: str, checked: bool) -> None:
     el = css(browser, selector)
     if el.is_selected() != checked:
-        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+        reveal(browser, el)
         el.click()
 
 
 def click(browser, selector: str) -> None:
     el = css(browser, selector)
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+    reveal(browser, el)
     el.click()
 
 
