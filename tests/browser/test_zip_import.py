@@ -116,8 +116,10 @@ def test_it_names_the_bad_file_of_an_upload_and_imports_the_fixed_one(
     assert {(i.split, i.category) for i in items} == {("val", "deblur")}
     status = wait_until(
         browser,
-        lambda d: (lambda t: t if str(len(STEMS)) in t else False)(text_of(d, "div#import-status")),
-        what="the import page saying how many triplets came in",
+        lambda d: (lambda t: t if re.search(rf"\b{len(STEMS)} test items?\b", t) else False)(
+            text_of(d, "div#import-status")
+        ),
+        what="the import page, updated on its own, saying how many triplets the study now holds",
     )
     assert "Traceback" not in status
     assert BAD not in text_of(browser, "div#import-errors"), "the old error is gone after the fixed upload"
