@@ -34,6 +34,7 @@ from researcher import (  # noqa: E402
     wait_text,
     wait_until,
 )
+from test_annotator import answer_trials, consent_and_start  # noqa: E402
 
 pytestmark = [
     pytest.mark.browser,
@@ -121,6 +122,8 @@ def _worker_row(browser, hash16: str):
 
 
 def _try_page_and_settings(browser, stack, study_url: str, study) -> None:
+    from selenium.webdriver.common.keys import Keys
+
     from judgments.models import Assignment, Judgment
 
     click(browser, "a#try-annotator")
@@ -130,6 +133,10 @@ def _try_page_and_settings(browser, stack, study_url: str, study) -> None:
         lambda d: d.execute_script("return document.body.dataset.screen || ''") not in ("", "error"),
         what="the annotator page in try mode",
     )
+    # the real annotator flow (tests/browser/test_annotator.py's helpers): consent, then answer three trials
+    consent_and_start(browser, browser.current_url)
+    given, state = answer_trials(browser, [Keys.ARROW_LEFT, Keys.ARROW_RIGHT], stop_after=3)
+    assert (given, state) == (3, "trial"), (given, state)
     shoot(browser, stack, "06_try_as_annotator")
     assert not Assignment.objects.filter(study=study).exists()
     assert not Judgment.objects.filter(item__study=study).exists()
@@ -288,7 +295,8 @@ def test_it_runs_a_study_from_the_form_to_the_model_download(
     # of the lifecycle still runs; the test fails at the end with every such problem)
     if not css_all(browser, "div#build progress#build-progress"):
         stack.problems.append(
-            f"study page right after submit (build queued, worker not started): no progress#build-progress; "
+            f"study page right after submit (build queued, worker not started): no progress#build-progress "
+            f"and nothing polls, so the page would not update when the build ends; "
             f"status {_status(browser)!r}, build panel {text_of(browser, 'div#build')!r}"
         )
     shoot(browser, stack, "03_study_building")
