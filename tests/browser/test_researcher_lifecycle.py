@@ -45,6 +45,7 @@ pytestmark = [
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 ONLY = "gaussian_blur"  # the one distortion the study uses
 SEVERITY = (0.3, 0.5)  # and its severity range
+INSTRUCTIONS = "Take your time: there is no right answer on most trials."
 REASON = "answered at random in the browser test"
 CAPTION_OP = re.compile(r"([a-z][a-z0-9_]*)\s+(\d+(?:\.\d+)?)")
 
@@ -144,6 +145,13 @@ def _try_page_and_settings(browser, stack, study_url: str, study) -> None:
     click(browser, "a#edit-settings")
     wait_until(browser, lambda d: d.current_url.endswith("/settings/"), what="the settings page")
     shoot(browser, stack, "07_settings")
+    # a safe change is saved; the exclusion rule is locked once the study has started
+    assert not css(browser, "[name=min_sentinel_accuracy]").is_enabled()
+    set_field(browser, "instructions", INSTRUCTIONS)
+    click(browser, "form#study-settings button[type=submit]")
+    wait_until(browser, lambda d: d.current_url == study_url, what="back on the study page after saving")
+    study.refresh_from_db()
+    assert study.collection["instructions"] == INSTRUCTIONS
 
 
 def _reject_one_worker(browser, stack, study) -> str:
