@@ -48,6 +48,7 @@ lint: install ## ruff (lines of at most 110), the formatter's check, and the imp
 bench: install ## benchmarks (distortion engine, metric vs reference lpips, k-means science check, continuous training); writes docs/benchmarks.md
 	@tmp=$$(mktemp -d) && export PERCEPTLAB_DATA_DIR=$$tmp PYTHONPATH=platform:. && \
 	  $(PY) manage.py bench_distortions --out docs/benchmarks.md && \
+	  $(PY) manage.py bench_preview --out docs/benchmarks.md && \
 	  $(PY) manage.py bench_metric --out docs/benchmarks.md && \
 	  $(PY) manage.py bench_kmeans --out docs/benchmarks.md && \
 	  $(PY) manage.py migrate -v0 && $(PY) manage.py bench_training --out docs/benchmarks.md; rc=$$?; rm -rf $$tmp; exit $$rc

@@ -159,7 +159,8 @@ class CollectionForm(forms.Form):
         "Minimum sentinel accuracy", "Exclude a worker whose sentinel accuracy is below this; blank: no rule."
     )
     max_side_bias = _float(
-        "Maximum side bias", "Exclude a worker who answers one side more than this share; blank: no rule."
+        "Maximum side bias",
+        "Exclude a worker whose share of one answer is further than this from 0.5; blank: no rule.",
     )
     min_median_rt_ms = _float(
         "Minimum median response time (ms)", "Exclude a worker answering faster than this; blank: no rule."
@@ -168,37 +169,49 @@ class CollectionForm(forms.Form):
     gap_ms = _int("Blank gap (ms)", "JND: the blank between the two patches.")
     distorted_ms = _int("Distorted shown (ms)", "JND: how long the compared patch is shown.")
     consent_text = forms.CharField(
-        label="Consent text", required=False, widget=forms.Textarea(attrs={"rows": 4}),
+        label="Consent text",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
         help_text="Shown before the first trial; the worker must agree to go on.",
-    )  # fmt: skip
+    )
     instructions = forms.CharField(
-        label="Instructions", required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        label="Instructions",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
         help_text="Extra instructions shown with the task; blank: the standard ones only.",
-    )  # fmt: skip
+    )
     completion_code = forms.CharField(
-        label="Completion code", required=False, max_length=64,
+        label="Completion code",
+        required=False,
         help_text="4-64 letters and digits shown at the end (Prolific); blank: one is generated.",
-    )  # fmt: skip
+    )
     prolific_completion_url = forms.CharField(
-        label="Prolific completion URL", required=False, max_length=2000,
+        label="Prolific completion URL",
+        required=False,
         help_text="Where Prolific workers go when done; an https Prolific URL with {code}.",
-    )  # fmt: skip
+    )
     platforms = forms.MultipleChoiceField(
-        label="Crowd platforms", required=False, widget=forms.CheckboxSelectMultiple,
+        label="Crowd platforms",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
         choices=[(p, p.capitalize() if p != "mturk" else "MTurk") for p in PLATFORMS],
         help_text="Where participants may start from.",
-    )  # fmt: skip
+    )
     training_every = _int(
         "Retrain every", "Retrain and evaluate after this many new accepted judgments; blank: only on demand."
     )
     backbones = forms.MultipleChoiceField(
-        label="Backbones", required=False, widget=forms.CheckboxSelectMultiple, choices=BACKBONE_CHOICES,
+        label="Backbones",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        choices=BACKBONE_CHOICES,
         help_text="LPIPS heads trained on each; auto: ImageNet weights when present, else a k-means trunk.",
-    )  # fmt: skip
+    )
 
     def __init__(self, *args, kind: str = "2afc", current: dict | None = None, **kwargs):
         """`current`: the study's stored config (the settings page); None: a new study's defaults."""
         self.kind = kind
+        self.is_jnd = kind == "jnd"  # for templates, where form.kind is the field of that name
         self.current = current
         base = _fields_of(collection_config(kind, current)) if current is not None else KIND_DEFAULTS[kind]
         kwargs.setdefault("initial", {})
@@ -299,14 +312,19 @@ class StudyNewForm(CollectionForm):
 
     name = forms.CharField(label="Name", max_length=200, help_text="For you; annotators never see it.")
     kind = forms.ChoiceField(
-        label="Kind", choices=Study.Kind.choices, widget=forms.RadioSelect, initial="2afc",
+        label="Kind",
+        choices=Study.Kind.choices,
+        widget=forms.RadioSelect,
+        initial="2afc",
         help_text="2AFC: which of two distortions is closer to the reference. JND: same or different.",
-    )  # fmt: skip
+    )
     source = forms.ChoiceField(
-        label="Stimuli", widget=forms.RadioSelect, initial="engine",
+        label="Stimuli",
+        widget=forms.RadioSelect,
+        initial="engine",
         choices=[("engine", "Distortion engine"), ("zip", "A zip of real-algorithm outputs")],
         help_text="The engine draws distorted patches from photos; a zip brings your own (uploaded next).",
-    )  # fmt: skip
+    )
     photos = forms.ChoiceField(
         label="Photos", required=False, help_text="Where the reference patches are cut from."
     )
@@ -322,17 +340,29 @@ class StudyNewForm(CollectionForm):
     )
     max_ops = _int("Longest chain", "At most this many distortions in one chain.")
     distortions = forms.MultipleChoiceField(
-        label="Only these distortions", required=False, widget=forms.CheckboxSelectMultiple,
+        label="Only these distortions",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
         help_text="None checked: every distortion of the families with a weight.",
-    )  # fmt: skip
+    )
     train_fraction = _float("Train share", "Share of test items in the train split; the rest go to val.")
     n_sentinels = _int("Sentinels", "Items with an obvious answer, used for quality control.")
     n_practice = _int("Practice items", "Easy items shown first (not counted).")
 
     ENGINE_FIELDS = (
-        "photos", "n_items", "patch_size", "seed", "severity_min", "severity_max", "p_compose", "max_ops",
-        "distortions", "train_fraction", "n_sentinels", "n_practice",
-    )  # fmt: skip
+        "photos",
+        "n_items",
+        "patch_size",
+        "seed",
+        "severity_min",
+        "severity_max",
+        "p_compose",
+        "max_ops",
+        "distortions",
+        "train_fraction",
+        "n_sentinels",
+        "n_practice",
+    )
 
     def __init__(self, *args, owner, **kwargs):
         data = args[0] if args else kwargs.get("data")
@@ -384,8 +414,11 @@ class StudyNewForm(CollectionForm):
                 self.errors.pop(name, None)
         return data
 
-    def engine_fields(self):
-        return [self[n] for n in self.ENGINE_FIELDS]
+    @property
+    def preview_params(self) -> str:
+        """The fields the live preview reads (htmx hx-params): the engine's, never the CSRF token or the
+        long texts (a GET's URL stays short, and no secret goes into a server's access log)."""
+        return ",".join(["kind", "source", *self.ENGINE_FIELDS, *self.family_fields])
 
     # --- the API's build_config dict ---------------------------------------------------------------------
     def build_config(self) -> dict:

@@ -65,19 +65,9 @@ def study_new_preview(request):
     form = StudyNewForm(request.GET, owner=request.user)
     context: dict = {"preview_max": PREVIEW_MAX_ITEMS}
     form.is_valid()
-    engine_errors = {
-        name: errors
-        for name, errors in form.errors.items()
-        if name in (*form.ENGINE_FIELDS, *form.family_fields, "kind", "__all__")
-    }
     if form.cleaned_data.get("source") == "zip":
         context["zip"] = True
-    elif engine_errors:
-        context["problems"] = [
-            f"{form.fields[name].label if name in form.fields else 'Options'}: {' '.join(errors)}"
-            for name, errors in engine_errors.items()
-        ]
-    else:
+    elif not _engine_problems(form):
         try:
             context["preview"] = study_preview(
                 kind=form.kind, build_config=form.build_config(), owner=request.user
@@ -85,11 +75,18 @@ def study_new_preview(request):
             context["kind"] = form.kind
         except ApplicationError as exc:
             form.service_error(exc)
-            context["problems"] = [
-                f"{form.fields[n].label if n in form.fields else 'Options'}: {' '.join(e)}"
-                for n, e in form.errors.items()
-            ]
+    context.setdefault("problems", _engine_problems(form))
     return render(request, "dashboard/_study_preview.html", context)
+
+
+def _engine_problems(form: StudyNewForm) -> list[str]:
+    """The form's errors that concern the engine's options (the preview ignores the other fields)."""
+    wanted = (*form.ENGINE_FIELDS, *form.family_fields, "kind", "__all__")
+    return [
+        f"{form.fields[name].label if name in form.fields else 'Options'}: {' '.join(errors)}"
+        for name, errors in form.errors.items()
+        if name in wanted
+    ]
 
 
 @login_required

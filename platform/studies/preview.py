@@ -18,20 +18,23 @@ from collections import OrderedDict
 
 import numpy as np
 
+from core.exceptions import ApplicationError
 from distortions.dataset import StudyBuilder
+from distortions.errors import DistortionError
 from distortions.sources import PatchSource, source_from_dict
 from studies.services import study_build_config_check
 
 PREVIEW_MAX_ITEMS = 4
-PREVIEW_MAX_PHOTOS = 8  # of an uploaded source set (its first ones)
-_SOURCES_KEPT = 4
+PREVIEW_MAX_PHOTOS = 4  # of an uploaded source set (its first ones; a photo may have 16 megapixels)
+_SOURCES_KEPT_BYTES = 256 * 1024 * 1024  # decoded photos kept between previews (the newest source always)
 _sources: OrderedDict[str, PatchSource] = OrderedDict()
 _sources_lock = threading.Lock()
 
 
 def _source(spec: dict) -> PatchSource:
-    """The loaded photo source for an engine source spec; the last few are kept (an upload set's stored
-    files are content-addressed, so a spec always names the same pixels)."""
+    """The loaded photo source for an engine source spec; the most recent ones are kept, up to
+    _SOURCES_KEPT_BYTES of pixels (an upload set's stored files are content-addressed, so a spec always names
+    the same pixels)."""
     key = json.dumps(spec, sort_keys=True)
     with _sources_lock:
         if key in _sources:
@@ -41,9 +44,13 @@ def _source(spec: dict) -> PatchSource:
     source.images  # noqa: B018  (load the photos once, here)
     with _sources_lock:
         _sources[key] = source
-        while len(_sources) > _SOURCES_KEPT:
+        while len(_sources) > 1 and sum(_nbytes(s) for s in _sources.values()) > _SOURCES_KEPT_BYTES:
             _sources.popitem(last=False)
     return source
+
+
+def _nbytes(source: PatchSource) -> int:
+    return sum(image.image.nbytes for image in source.images)
 
 
 def _png_data_uri(image: np.ndarray) -> str:
@@ -76,15 +83,20 @@ def study_preview(*, kind: str, build_config: dict, owner, n: int = PREVIEW_MAX_
         spec["paths"] = spec["paths"][:PREVIEW_MAX_PHOTOS]
         capped.append(f"patches come from the set's first {PREVIEW_MAX_PHOTOS} photos only")
     n = max(0, min(int(n), PREVIEW_MAX_ITEMS, config.n_items))
+    first = config.n_practice + config.n_sentinels  # the first test item's index (StudyBuilder.role_of)
     if config.n_items > n:
         capped.append(f"{n} of {config.n_items} items shown")
     _register_cnn_pool()
-    builder = StudyBuilder(config)
-    builder.source = _source(spec)
-    first = config.n_practice + config.n_sentinels  # the first test item's index (StudyBuilder.role_of)
+    try:
+        builder = StudyBuilder(config)
+        builder.source = _source(spec)
+        entries = [builder.build_item(index) for index in range(first, first + n)]
+    except DistortionError as exc:  # e.g. unreadable photos: the build would fail the same way
+        raise ApplicationError(
+            f"the engine cannot draw these options: {exc}", {"field": "build_config"}
+        ) from exc
     items = []
-    for index in range(first, first + n):
-        entry = builder.build_item(index)
+    for entry in entries:
         images, records = entry["_images"], entry["records"]
         if kind == "2afc":
             shown = [("reference", images["ref"]), ("A", images["p0"]), ("B", images["p1"])]
@@ -94,7 +106,7 @@ def study_preview(*, kind: str, build_config: dict, owner, n: int = PREVIEW_MAX_
             caption = f"compared: {ops_words(records['p1'])}"
         items.append(
             {
-                "index": index,
+                "index": entry["index"],
                 "split": entry["split"],
                 "category": entry["category"],
                 "caption": caption,

@@ -17,15 +17,12 @@
   }
 
   function followKind(form, from, to) {
-    var moved = false;
-    if (!from || from === to) { return moved; }
+    if (!from || from === to) { return; }
     form.querySelectorAll("[data-default-" + to + "]").forEach(function (input) {
       if (input.value === input.getAttribute("data-default-" + from)) {
         input.value = input.getAttribute("data-default-" + to);
-        moved = true;
       }
     });
-    return moved;
   }
 
   function init() {
@@ -33,17 +30,16 @@
     if (!form) { return; }
     var kind = checked(form, "kind");
     show(form);
+    // Capturing: the values follow the kind before htmx (listening on the form as the event bubbles)
+    // sends them for the preview.
     form.addEventListener("change", function (event) {
       if (event.target.name === "kind") {
         var next = checked(form, "kind");
-        var moved = followKind(form, kind, next);
+        followKind(form, kind, next);
         kind = next;
-        if (moved) {  // the preview (htmx, on the form's change) redraws with the new kind's defaults
-          form.dispatchEvent(new Event("change", { bubbles: true }));
-        }
       }
       show(form);
-    });
+    }, true);
   }
 
   if (document.readyState === "loading") {

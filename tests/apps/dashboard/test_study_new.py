@@ -69,8 +69,8 @@ def test_it_shows_every_field_with_its_real_default_and_help(carol):
     assert _value(html, "jpi_val") == str(DEFAULTS["2afc"]["judgments_per_item"]["val"])
     assert 'data-default-jnd="160"' in html  # the JND hit size follows the kind (static/js/study_form.js)
     assert _value(html, "min_sentinel_accuracy") == "0.9333"  # 14/15, shown rounded, never raw
-    for name in ("name", "kind", "source", "n_items", "severity_min", "family_blur", "distortions",
-                 "jpi_train", "ref_ms", "consent_text", "platforms", "training_every", "backbones"):  # fmt: skip
+    names = "name kind source n_items severity_min family_blur distortions jpi_train ref_ms consent_text"
+    for name in (*names.split(), "platforms", "training_every", "backbones"):
         assert f'name="{name}"' in html, name
     assert 'name="family_cnn"' not in html  # no CNN pool here
     assert 'value="gaussian_blur"' in html and "gaussian_blur (blur)" in html
@@ -81,6 +81,9 @@ def test_it_shows_every_field_with_its_real_default_and_help(carol):
     assert re.search(r'<div id="preview" aria-live="polite"', html)
     form_tag = re.search(r'<form id="new-study"[^>]*>', html).group(0)
     assert 'hx-get="/dashboard/new/preview/"' in form_tag and "input delay:400ms" in form_tag
+    params = re.search(r'hx-params="([^"]+)"', form_tag).group(1).split(",")
+    assert {"kind", "n_items", "distortions", "family_blur"} <= set(params)
+    assert "csrfmiddlewaretoken" not in params and "consent_text" not in params
     assert "<script>" not in html and "hx-on" not in html and "js/study_form.js" in html
 
 
@@ -106,7 +109,8 @@ def test_the_page_and_the_api_make_the_same_study(ENGINE_POST, carol, researcher
 
     carol.post(
         "/dashboard/new/",
-        {**_as_posted(researcher_carol, kind="jnd"), "hit_size": "24", "ref_ms": "500", "min_sentinel_accuracy": "0.8",
+        {**_as_posted(researcher_carol, kind="jnd"), "hit_size": "24", "ref_ms": "500",
+         "min_sentinel_accuracy": "0.8",
          "training_every": "", "backbones": ["squeeze:random"], "platforms": ["prolific"],
          "completion_code": "ABCD1234"},
     )  # fmt: skip
@@ -115,7 +119,8 @@ def test_the_page_and_the_api_make_the_same_study(ENGINE_POST, carol, researcher
     api.force_authenticate(researcher_carol)
     r = api.post(
         "/api/v1/studies/",
-        {"name": "api", "kind": "jnd", "build_config": {k: v for k, v in page.build_config.items() if k != "kind"},
+        {"name": "api", "kind": "jnd",
+         "build_config": {k: v for k, v in page.build_config.items() if k != "kind"},
          "config": page.config},
         format="json",
     )  # fmt: skip
@@ -215,9 +220,10 @@ def _photo_set(owner):
     return source_set_create(owner=owner, name=f"{owner.username}'s photos", archive=archive)
 
 
-# --- the preview fragment ------------------------------------------------------------------------------------
+# --- the preview fragment ---------------------------------------------------------------------------
 def test_the_preview_shows_four_triplets_for_the_options(ENGINE_POST, carol):
-    r = carol.get("/dashboard/new/preview/", {**ENGINE_POST, "distortions": "gaussian_blur", "severity_min": "0.3",
+    r = carol.get("/dashboard/new/preview/", {**ENGINE_POST, "distortions": "gaussian_blur",
+                                              "severity_min": "0.3",
                                               "severity_max": "0.3"})  # fmt: skip
     html = r.content.decode()
     assert r.status_code == 200 and html.count('class="preview-item"') == 4
@@ -253,3 +259,29 @@ def test_the_preview_says_what_is_wrong_instead_of_failing(ENGINE_POST, carol, q
 def test_the_preview_of_a_zip_study_points_to_the_import(ENGINE_POST, carol):
     html = carol.get("/dashboard/new/preview/", {**ENGINE_POST, "source": "zip"}).content.decode()
     assert "upload the zip" in html and "<img" not in html
+
+
+def test_the_preview_ignores_the_fields_it_does_not_draw(ENGINE_POST, carol):
+    query = {**ENGINE_POST, "name": "", "hit_size": "0", "patch_size": "1024"}
+    html = carol.get("/dashboard/new/preview/", query).content.decode()
+    assert "patch_size must be" in html and "Name" not in html and "hit_size" not in html
+    query = {**ENGINE_POST, "name": "", "hit_size": "lots"}
+    assert carol.get("/dashboard/new/preview/", query).content.decode().count('class="preview-item"') == 4
+
+
+def test_the_cnn_share_appears_only_with_a_trained_pool(carol, monkeypatch):
+    assert 'name="family_cnn"' not in carol.get("/dashboard/new/").content.decode()
+    monkeypatch.setattr("dashboard.forms.cnn_pool_ready", lambda: True)
+    html = carol.get("/dashboard/new/").content.decode()
+    assert _value(html, "family_cnn") == "0"  # opt-in: the engine leaves it out unless weighted
+    assert "cnn_autoencoder (cnn)" in html
+
+
+def test_a_jnd_form_starts_at_the_jnd_defaults_with_its_timing_shown(carol):
+    html = carol.get("/dashboard/new/?kind=jnd").content.decode()
+    assert _value(html, "hit_size") == str(DEFAULTS["jnd"]["hit_size"])
+    assert _value(html, "ref_ms") == str(DEFAULTS["jnd"]["timing"]["ref_ms"])
+    assert _value(html, "n_sentinels") == str(StudyConfig(kind="jnd").n_sentinels)
+    assert re.search(r'<fieldset class="sub" id="jnd-timing" data-jnd-only>', html)
+    html = carol.get("/dashboard/new/").content.decode()
+    assert re.search(r'<fieldset class="sub" id="jnd-timing" data-jnd-only hidden>', html)

@@ -128,7 +128,7 @@ def test_nothing_changed_changes_nothing(client, running, researcher_carol):
     assert Study.objects.get(pk=running.pk).config == running.config
 
 
-# --- the API's door: the same rule ---------------------------------------------------------------------------
+# --- the API's door: the same rule ----------------------------------------------------------------------
 @pytest.mark.parametrize(
     "config, field",
     [
@@ -169,3 +169,21 @@ def test_simulation_locks_with_the_first_judgment(make_study, researcher_carol, 
     )
     r = api.patch(f"/api/v1/studies/{study.pk}/", {"config": {"simulation": True}}, format="json")
     assert r.status_code == 409 and r.json()["extra"]["field"] == "config.simulation"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"hit_size": "9" * 40},
+        {"platforms": ["prolific", "evil"]},
+        {"backbones": ["alex:/etc/passwd"]},
+        {"consent_text": "a\x00b"},
+        {"sentinel_rate": "nan"},
+        {"training_every": "-5"},
+    ],
+)
+def test_hostile_values_get_a_message_and_change_nothing(client, running, researcher_carol, changes):
+    client.force_login(researcher_carol)
+    r = client.post(f"/dashboard/{running.pk}/settings/", _posted(running, **changes))
+    assert r.status_code == 400 and 'class="errorlist"' in r.content.decode()
+    assert Study.objects.get(pk=running.pk).config == running.config

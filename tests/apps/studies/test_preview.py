@@ -4,6 +4,7 @@ small whatever they are, and refuses what the study itself would refuse, with th
 import base64
 import io
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -113,3 +114,25 @@ def test_ops_words_reads_a_record():
     record = {"ops": [{"name": "jpeg", "params": {"severity": 0.8512, "quality": 9}}]}
     assert ops_words(record) == "jpeg 0.85"
     assert ops_words(None).startswith("no distortion")
+
+
+def test_an_uploaded_set_lends_its_first_photos_only(researcher_carol):
+    from studies.preview import PREVIEW_MAX_PHOTOS
+    from studies.sources import source_set_create
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(PREVIEW_MAX_PHOTOS + 2):
+            photo = io.BytesIO()
+            pixels = (np.random.default_rng(i).random((64, 80, 3)) * 255).astype("uint8")
+            Image.fromarray(pixels).save(photo, format="PNG")
+            zf.writestr(f"p{i}.png", photo.getvalue())
+    archive.seek(0)
+    photo_set = source_set_create(owner=researcher_carol, name="mine", archive=archive)
+    preview = study_preview(
+        kind="2afc",
+        build_config={"source": {"type": "upload", "id": str(photo_set.pk)}, "patch_size": 32},
+        owner=researcher_carol,
+    )
+    assert len(preview["items"]) == PREVIEW_MAX_ITEMS
+    assert f"the set's first {PREVIEW_MAX_PHOTOS} photos only" in " ".join(preview["capped"])
