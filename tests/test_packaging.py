@@ -29,6 +29,7 @@ LIBRARIES = {"distortions", "metric"}
 PLATFORM_PACKAGES = (
     "config",
     "core",
+    "accounts",
     "studies",
     "judgments",
     "exports",

@@ -114,7 +114,9 @@ def test_it_drops_a_rejected_workers_judgments_from_training(study, researcher_c
     assert _training_votes(study) == before - _test_judgments(study, "worker-0")
 
 
-def test_it_releases_the_leases_of_a_rejected_workers_live_hit(study, researcher_carol):
+def test_it_releases_the_leases_of_a_rejected_workers_live_hit(
+    study, researcher_carol, answer_trials, truthful
+):
     live = Assignment.objects.get(study=study, status="started")
     leased = sum(open_leases(study=study).values())
     assert leased >= 2 and leased == sum(Item.objects.filter(study=study).values_list("n_open", flat=True))
@@ -129,6 +131,10 @@ def test_it_releases_the_leases_of_a_rejected_workers_live_hit(study, researcher
     assert live.status == "rejected" and live.excluded
     assert open_leases(study=study) == {}
     assert sum(Item.objects.filter(study=study).values_list("n_open", flat=True)) == 0
+    accepted = _accepted(study)
+    with pytest.raises(ApplicationError) as exc:  # the rejected HIT takes no more answers
+        answer_trials(live, truthful)
+    assert exc.value.status_code == 409 and _accepted(study) == accepted
 
 
 def test_it_keeps_a_rejected_worker_from_starting_new_hits(study, researcher_carol):
