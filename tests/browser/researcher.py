@@ -62,6 +62,18 @@ for (const el of document.querySelectorAll('body *')) {
 }
 return out;
 """
+# The focused element after a Tab press, and whether it shows focus (an outline or a box shadow).
+FOCUSED = """
+const el = document.activeElement;
+if (!el || el === document.body) return null;
+const style = getComputedStyle(el);
+const outline = style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0;
+const shadow = style.boxShadow && style.boxShadow !== 'none';
+const name = el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + (el.name ? `[name=${el.name}]` : '')
+  + (el.tagName === 'A' ? ` "${el.textContent.trim().slice(0, 30)}"` : '');
+return {name, visible: outline || shadow};
+"""
+TAB_STOPS = 25  # the first controls of each page, in keyboard order
 RESET_SCROLL = "window.scrollTo(0, 0); document.querySelectorAll('body *').forEach(e => e.scrollLeft = 0)"
 
 
@@ -218,11 +230,31 @@ def layout_problems(browser) -> list[str]:
     return browser.execute_script(LAYOUT_PROBLEMS)
 
 
+def focus_problems(browser, stops: int = TAB_STOPS) -> list[str]:
+    """Presses Tab from the top of the page up to `stops` times: every control it reaches must show that it
+    has focus (an outline or a box shadow)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    browser.execute_script("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
+    problems, seen = [], set()
+    for _ in range(stops):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        focused = browser.execute_script(FOCUSED)
+        if focused is None:
+            break
+        if not focused["visible"] and focused["name"] not in seen:
+            problems.append(f"no visible focus on {focused['name']}")
+        seen.add(focused["name"])
+    browser.execute_script("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
+    return problems
+
+
 def shoot(browser, stack: Stack, name: str) -> list[str]:
     """At each of WIDTHS: the page's layout problems (added to stack.problems, named by page and width), boxes
     that scroll sideways inside it (stack.notes, also appended to artifacts/researcher/notes.txt) and a
-    full-page PNG artifacts/researcher/<name>_<width>.png, scrolled to the top left; the viewport goes back
-    to 1280 x 900."""
+    full-page PNG artifacts/researcher/<name>_<width>.png, scrolled to the top left; then, at 1280 x 900
+    again, the first TAB_STOPS keyboard stops, each of which must show its focus."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     found, notes = [], []
     try:
@@ -236,6 +268,7 @@ def shoot(browser, stack: Stack, name: str) -> list[str]:
             browser.save_screenshot(str(ARTIFACTS / f"{name}_{width}.png"))
     finally:
         _viewport(browser, WIDTHS[0], HEIGHT)
+    found += [f"{name} at {WIDTHS[0]} px: {p}" for p in focus_problems(browser)]
     stack.problems += found
     stack.notes += notes
     if notes:
