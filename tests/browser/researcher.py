@@ -99,11 +99,8 @@ class Stack:
 @pytest.fixture
 def researcher_stack(settings, redis_url, postgres, live_server, tmp_path):
     """A live server, and a real Celery worker (queues default and gpu, started by stack.start_worker()) on
-    the same Postgres test database and media folder; the broker's database is emptied first so that no
-    earlier run's task reaches this worker. The worker stops at teardown."""
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
+    the same Postgres test database and media folder (a task an earlier run left queued names a study this
+    database does not hold, and fails at once). The worker stops at teardown."""
     with contextlib.ExitStack() as exit_stack:
         yield Stack(
             url=live_server.url,
