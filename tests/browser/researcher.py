@@ -121,11 +121,14 @@ def login(browser, base_url: str, username: str = "carol", password: str = "caro
 
 def wait_until(browser, condition, *, timeout: float = 30.0, what: str = "the condition", poll: float = 0.2):
     """WebDriverWait with a message saying what was awaited and where the browser was."""
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    try:
-        return WebDriverWait(browser, timeout, poll_frequency=poll).until(condition)
+    try:  # a stale element (the page or an htmx swap replaced it) means: look again
+        wait = WebDriverWait(
+            browser, timeout, poll_frequency=poll, ignored_exceptions=(StaleElementReferenceException,)
+        )
+        return wait.until(condition)
     except TimeoutException:
         pytest.fail(f"waited {timeout:.0f} s for {what} at {browser.current_url}")
 
@@ -149,8 +152,10 @@ def present(selector: str):
 
 
 def text_of(browser, selector: str) -> str:
-    found = css_all(browser, selector)
-    return found[0].text.strip() if found else ""
+    """The rendered text of the first match ('' when none), read in one step (htmx may swap it any time)."""
+    return browser.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : ''", selector
+    )
 
 
 def wait_text(browser, selector: str, predicate, *, timeout: float = 30.0, what: str = "") -> str:

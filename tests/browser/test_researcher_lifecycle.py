@@ -25,6 +25,7 @@ from researcher import (  # noqa: E402
     login,
     present,
     researcher_stack,  # noqa: F401  (a fixture)
+    reveal,
     set_checked,
     set_field,
     sha256,
@@ -47,6 +48,16 @@ ONLY = "gaussian_blur"  # the one distortion the study uses
 SEVERITY = (0.3, 0.5)  # and its severity range
 INSTRUCTIONS = "Take your time: there is no right answer on most trials."
 REASON = "answered at random in the browser test"
+# The page's cumulative layout shift so far (Chrome's layout-shift entries, shifts right after input left
+# out as the metric does); below 0.1 is what Core Web Vitals call good.
+LAYOUT_SHIFT = """
+const done = arguments[arguments.length - 1];
+let total = 0;
+new PerformanceObserver(list => {
+  for (const e of list.getEntries()) if (!e.hadRecentInput) total += e.value;
+}).observe({type: 'layout-shift', buffered: true});
+setTimeout(() => done(total), 300);
+"""
 CAPTION_OP = re.compile(r"([a-z][a-z0-9_]*)\s+(\d+(?:\.\d+)?)")
 
 
@@ -118,10 +129,6 @@ def _open_details(browser) -> None:
     browser.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
 
 
-def _worker_row(browser, hash16: str):
-    return css(browser, f"section#workers tr[data-worker='{hash16}']")
-
-
 def _try_page_and_settings(browser, stack, study_url: str, study) -> None:
     from selenium.webdriver.common.keys import Keys
 
@@ -160,22 +167,25 @@ def _reject_one_worker(browser, stack, study) -> str:
 
     before = accepted_judgments(study_id=study.pk)
     _open_details(browser)
-    rows = wait_until(
-        browser, lambda d: d.find_elements("css selector", "section#workers tr[data-worker]"), what="workers"
+    hashes = wait_until(
+        browser,
+        lambda d: d.execute_script(
+            "return [...document.querySelectorAll('section#workers tr[data-worker]')]"
+            ".map(r => r.dataset.worker)"
+        ),
+        what="the workers table",
     )
-    assert len(rows) >= 2, "the simulated crowd shows up in the workers table"
-    hash16 = rows[0].get_attribute("data-worker")
+    assert len(hashes) >= 2, "the simulated crowd shows up in the workers table"
+    hash16 = hashes[0]
     assert re.fullmatch(r"[0-9a-f]{16}", hash16), hash16
-    form = _worker_row(browser, hash16).find_element("css selector", "form.reject")
-    reason = form.find_element("css selector", "[name=reason]")
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", reason)
+    row = f"section#workers tr[data-worker='{hash16}']"
+    reason = css(browser, f"{row} form.reject [name=reason]")
+    reveal(browser, reason)
     reason.send_keys(REASON)
-    form.find_element("css selector", "button.reject").click()
+    click(browser, f"{row} form.reject button.reject")
     wait_until(
         browser,
-        lambda d: (
-            text_of(d, f"section#workers tr[data-worker='{hash16}'] .review-status") == f"rejected: {REASON}"
-        ),
+        lambda d: text_of(d, f"{row} .review-status") == f"rejected: {REASON}",
         what="the rejected worker's status",
     )
     _open_details(browser)
@@ -186,15 +196,19 @@ def _reject_one_worker(browser, stack, study) -> str:
 
 def _export_and_check(browser, stack, study, rejected: str, tmp_path) -> None:
     click(browser, "button#export-create")
-    done = wait_until(
+    shown, href = wait_until(
         browser,
-        present("section#exports li.export[data-status=done]"),
+        lambda d: d.execute_script(
+            "const li = document.querySelector('section#exports li.export[data-status=done]');"
+            " if (!li) return null;"
+            " const code = li.querySelector('code.sha256'), a = li.querySelector('a.export-download');"
+            " return [code ? code.textContent.trim() : '', a ? a.href : ''];"
+        ),
         timeout=120,
         what="a finished export:\n" + stack.log_tail(),
     )
-    shown = done.find_element("css selector", "code.sha256").text.strip()
     assert re.fullmatch(r"[0-9a-f]{64}", shown), shown
-    data = download(browser, done.find_element("css selector", "a.export-download").get_attribute("href"))
+    data = download(browser, href)
     assert sha256(data) == shown, "the downloaded export is the one the page names"
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = zf.namelist()
@@ -224,14 +238,16 @@ def _model_download_and_card(browser, stack, tmp_path) -> None:
 
     from metric.bundle import load_bundle
 
-    link = wait_reloading(
+    href = wait_reloading(
         browser,
-        lambda b: b.find_elements("css selector", "section#models a.model-download"),
+        lambda b: b.execute_script(
+            "const a = document.querySelector('section#models a.model-download'); return a && a.href"
+        ),
         timeout=180,
         what="a trained model:\n" + stack.log_tail(),
-    )[0]
+    )
     archive = tmp_path / "model.zip"
-    archive.write_bytes(download(browser, link.get_attribute("href")))
+    archive.write_bytes(download(browser, href))
     model = load_bundle(archive, allow_download=False).eval()
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     with torch.no_grad():
@@ -277,8 +293,11 @@ def test_it_runs_a_study_from_the_form_to_the_model_download(
     login(browser, stack.url)
     click(browser, "a#new-study")
     wait_until(browser, present("form#new-study"), what="the new-study form")
-    _fill_new_study(browser)
     wait_until(browser, lambda d: _preview(d), what="the first preview")
+    shift = browser.execute_async_script(LAYOUT_SHIFT)
+    if shift >= 0.1:
+        stack.problems.append(f"new study: the page moved while the first preview loaded (CLS {shift:.3f})")
+    _fill_new_study(browser)
     _change_the_distortions(browser)
     samples = wait_until(
         browser,
