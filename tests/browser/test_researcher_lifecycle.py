@@ -3,8 +3,10 @@ log in, create a small engine study with the guided form (one distortion only, c
 watch it build, pause and start it, try it as an annotator, let a simulated crowd answer it through the
 annotator API, reject one worker, export the dataset and download it (its sha256 as the page shows it, the
 BAPPS tree and the manifest, none of the rejected worker's judgments), and download the trained model
-(metric.bundle.load_bundle loads it). Each researcher page is photographed at 1280 and 1024 px into
-artifacts/researcher/, and none of them scrolls sideways or has a control without a label."""
+(metric.bundle.load_bundle loads it), then make an API token and list the studies with it. Each researcher
+page is photographed at 1280 and 1024 px into artifacts/researcher/; none of them scrolls sideways, has a
+control without a label or a keyboard stop without visible focus, and the new-study page does not move
+while its preview loads."""
 
 import io
 import json

@@ -1,8 +1,9 @@
 """A zip-import study in headless chromium, on a live server with a real Celery worker on Postgres: the
-guided form with the zip source leads to the import page; a zip with one damaged image is refused at once
-with an error naming that file (nothing imported), and the fixed zip then imports every triplet into the
-chosen split and category. The import page is photographed at 1280 and 1024 px into artifacts/researcher/
-with the error and when done, and neither scrolls sideways or has a control without a label."""
+guided form with the zip source leads to the import page; a zip with one damaged image, chosen with the file
+picker, is refused at once with an error naming that file (nothing imported), and the fixed zip, dropped
+onto the drop zone, then imports every triplet into the chosen split and category. The import page is
+photographed at 1280 and 1024 px into artifacts/researcher/ with the error and when done, and neither
+scrolls sideways, has a control without a label or a keyboard stop without visible focus."""
 
 import re
 import sys
@@ -58,8 +59,41 @@ def _archive(path: Path, *, broken: str | None = None) -> Path:
     return path
 
 
+# A file dropped onto div#dropzone, as a drag from the desktop delivers it (a DragEvent whose DataTransfer
+# holds the file), built in the page from the zip's bytes.
+DROP = """
+const [zone, name, b64] = arguments;
+const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+const data = new DataTransfer();
+data.items.add(new File([bytes], name, {type: 'application/zip'}));
+for (const type of ['dragenter', 'dragover', 'drop']) {
+  zone.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: data}));
+}
+"""
+
+
 def _upload(browser, archive: Path) -> None:
+    """Chooses the zip with the file input (the button's file picker), then starts the upload."""
     css(browser, "input#archive-input").send_keys(str(archive))
+    click(browser, "button#upload-start")
+
+
+def _drop_and_upload(browser, archive: Path) -> None:
+    """Drops the zip onto the drop zone, then starts the upload."""
+    import base64
+
+    zone = css(browser, "div#dropzone")
+    browser.execute_script(DROP, zone, archive.name, base64.b64encode(archive.read_bytes()).decode())
+    wait_until(
+        browser,
+        lambda d: (
+            d.execute_script(
+                "const i = document.getElementById('archive-input'); return i.files.length && i.files[0].name"
+            )
+            == archive.name
+        ),
+        what="the dropped zip in the file input",
+    )
     click(browser, "button#upload-start")
 
 
@@ -102,7 +136,7 @@ def test_it_names_the_bad_file_of_an_upload_and_imports_the_fixed_one(
     shoot(browser, stack, "12_import_error")
     assert not study.items.exists()
 
-    _upload(browser, good)
+    _drop_and_upload(browser, good)
     wait_until(
         browser,
         lambda d: Study.objects.get(pk=study.pk).build_progress.get("state") in ("done", "failed"),
