@@ -26,9 +26,10 @@ WIDTHS = (1280, 1024)  # the desktop and the laptop the issue asks for
 HEIGHT = 900
 SHOT_MAX_HEIGHT = 6000  # a full-page screenshot stops here
 
-# What a person would see as broken at this width: a page wider than the window (horizontal scroll) and
-# form controls without a label (label[for], a wrapping <label>, aria-label or aria-labelledby).
-LAYOUT_PROBLEMS = """
+# What a person would see as broken at this width: a page wider than the window (horizontal scroll), form
+# controls without a label (label[for], a wrapping <label>, aria-label or aria-labelledby), and raw values in
+# the text (a Python or JSON dict, a float with five or more decimals).
+LAYOUT_PROBLEMS = r"""
 const problems = [];
 const page = document.scrollingElement;
 if (page.scrollWidth > window.innerWidth) {
@@ -42,6 +43,12 @@ for (const el of document.querySelectorAll('input, select, textarea')) {
   if (!labelled) {
     problems.push(`a ${el.tagName.toLowerCase()} without a label: name=${el.name || '-'} id=${el.id || '-'}`);
   }
+}
+const text = document.body.innerText;
+const raw = [['a raw dict', /\{\s*['"][^'"\n]{1,40}['"]\s*:/], ['an unformatted float', /\b\d+\.\d{5,}\b/]];
+for (const [what, re] of raw) {
+  const m = text.match(re);
+  if (m) problems.push(`${what}: ${JSON.stringify(text.slice(Math.max(0, m.index - 30), m.index + 40))}`);
 }
 return problems;
 """
