@@ -196,6 +196,36 @@ def _reject_one_worker(browser, stack, study) -> str:
     return hash16
 
 
+def _retrain_without_the_rejected(browser, stack, study) -> None:
+    """After the rejection, "Retrain and evaluate now": the new model trains on exactly the accepted train
+    judgments, which no longer hold the rejected worker's."""
+    from django.db.models import Sum
+
+    from training.models import ModelVersion
+
+    def ready():
+        return ModelVersion.objects.filter(study=study, status="ready").count()
+
+    # a retrain the crowd started may still be running: let it end, so that the button starts a new one
+    wait_reloading(
+        browser,
+        lambda b: ready() >= 1 and not ModelVersion.objects.filter(study=study, status="running").exists(),
+        timeout=180,
+        what="the crowd's retrain to end:\n" + stack.log_tail(),
+    )
+    before = ready()
+    click(browser, "button#action-evaluate")
+    wait_reloading(
+        browser,
+        lambda b: ready() > before,
+        timeout=180,
+        what="the retrain after the rejection\n" + stack.log_tail(),
+    )
+    latest = ModelVersion.objects.filter(study=study, status="ready").latest("version")
+    counted = study.items.filter(role="test", split="train").aggregate(n=Sum("n_judgments"))["n"]
+    assert latest.n_train_judgments == counted, (latest.n_train_judgments, counted)
+
+
 def _export_and_check(browser, stack, study, rejected: str, tmp_path) -> None:
     click(browser, "button#export-create")
     shown, href = wait_until(
@@ -374,6 +404,7 @@ def test_it_runs_a_study_from_the_form_to_the_model_download(
     browser.get(study_url)
     shoot(browser, stack, "05_study_with_judgments")
     rejected = _reject_one_worker(browser, stack, study)
+    _retrain_without_the_rejected(browser, stack, study)
     _export_and_check(browser, stack, study, rejected, tmp_path)
     _model_download_and_card(browser, stack, tmp_path)
     _token_page(browser, stack)
