@@ -126,8 +126,13 @@ def login(browser, base_url: str, username: str = "carol", password: str = "caro
     wait_until(browser, lambda d: d.current_url.rstrip("/").endswith("/dashboard"), what="the studies list")
 
 
-def wait_until(browser, condition, *, timeout: float = 30.0, what: str = "the condition", poll: float = 0.2):
-    """WebDriverWait with a message saying what was awaited and where the browser was."""
+def _say(what) -> str:
+    return what() if callable(what) else what
+
+
+def wait_until(browser, condition, *, timeout: float = 30.0, what="the condition", poll: float = 0.2):
+    """WebDriverWait with a message saying what was awaited (`what`: a string, or a callable asked only on
+    timeout, e.g. for the worker's log then) and where the browser was."""
     from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -137,7 +142,7 @@ def wait_until(browser, condition, *, timeout: float = 30.0, what: str = "the co
         )
         return wait.until(condition)
     except TimeoutException:
-        pytest.fail(f"waited {timeout:.0f} s for {what} at {browser.current_url}")
+        pytest.fail(f"waited {timeout:.0f} s for {_say(what)} at {browser.current_url}")
 
 
 def css(browser, selector: str):
@@ -175,7 +180,7 @@ def wait_text(browser, selector: str, predicate, *, timeout: float = 30.0, what:
     )
 
 
-def wait_reloading(browser, condition, *, timeout: float = 120.0, every: float = 2.0, what: str = ""):
+def wait_reloading(browser, condition, *, timeout: float = 120.0, every: float = 2.0, what="the condition"):
     """Reloads the page every `every` seconds until condition(browser) is truthy (for what no fragment
     polls); returns its value."""
     deadline = time.monotonic() + timeout
@@ -185,7 +190,7 @@ def wait_reloading(browser, condition, *, timeout: float = 120.0, every: float =
             return value
         if time.monotonic() > deadline:
             where = browser.current_url
-            pytest.fail(f"waited {timeout:.0f} s (reloading) for {what or 'the condition'} at {where}")
+            pytest.fail(f"waited {timeout:.0f} s (reloading) for {_say(what)} at {where}")
         time.sleep(every)
         browser.refresh()
 

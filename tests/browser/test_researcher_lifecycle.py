@@ -211,7 +211,7 @@ def _retrain_without_the_rejected(browser, stack, study) -> None:
         browser,
         lambda b: ready() >= 1 and not ModelVersion.objects.filter(study=study, status="running").exists(),
         timeout=180,
-        what="the crowd's retrain to end:\n" + stack.log_tail(),
+        what=lambda: "the crowd's retrain to end:\n" + stack.log_tail(),
     )
     before = ready()
     click(browser, "button#action-evaluate")
@@ -219,14 +219,14 @@ def _retrain_without_the_rejected(browser, stack, study) -> None:
         browser,
         lambda b: ready() > before,
         timeout=180,
-        what="the retrain after the rejection\n" + stack.log_tail(),
+        what=lambda: "the retrain after the rejection\n" + stack.log_tail(),
     )
     latest = ModelVersion.objects.filter(study=study, status="ready").latest("version")
     counted = study.items.filter(role="test", split="train").aggregate(n=Sum("n_judgments"))["n"]
     assert latest.n_train_judgments == counted, (latest.n_train_judgments, counted)
 
 
-def _export_and_check(browser, stack, study, rejected: str, tmp_path) -> None:
+def _export_and_check(browser, stack, rejected: str) -> None:
     click(browser, "button#export-create")
     shown, href = wait_until(
         browser,
@@ -237,7 +237,7 @@ def _export_and_check(browser, stack, study, rejected: str, tmp_path) -> None:
             " return [code ? code.textContent.trim() : '', a ? a.href : ''];"
         ),
         timeout=120,
-        what="a finished export:\n" + stack.log_tail(),
+        what=lambda: "a finished export:\n" + stack.log_tail(),
     )
     assert re.fullmatch(r"[0-9a-f]{64}", shown), shown
     data = download(browser, href)
@@ -276,7 +276,7 @@ def _model_download_and_card(browser, stack, tmp_path) -> None:
             "const a = document.querySelector('section#models a.model-download'); return a && a.href"
         ),
         timeout=180,
-        what="a trained model:\n" + stack.log_tail(),
+        what=lambda: "a trained model:\n" + stack.log_tail(),
     )
     archive = tmp_path / "model.zip"
     archive.write_bytes(download(browser, href))
@@ -297,9 +297,8 @@ def _token_page(browser, stack) -> None:
         click(browser, "button#token-create")
     key = wait_until(
         browser,
-        lambda d: (
-            (d.find_elements("css selector", "#api-token") or [None])[0]
-            and (d.find_element("css selector", "#api-token").get_attribute("value") or "").strip()
+        lambda d: d.execute_script(
+            "const e = document.getElementById('api-token'); return e && e.value.trim()"
         ),
         what="the API token",
     )
@@ -362,11 +361,15 @@ def test_it_runs_a_study_from_the_form_to_the_model_download(
     shoot(browser, stack, "03_study_building")
 
     stack.start_worker()
-    built = lambda b: "24 test items" in text_of(b, "#build-items")  # noqa: E731
+
+    def built(b) -> bool:
+        return "24 test items" in text_of(b, "#build-items")
+
+    log = lambda: "the built study:\n" + stack.log_tail()  # noqa: E731
     if polling:  # the page follows the build on its own and reloads when it ends
-        wait_until(browser, built, timeout=120, what="the page to show the built study:\n" + stack.log_tail())
+        wait_until(browser, built, timeout=120, what=log)
     else:
-        wait_reloading(browser, built, timeout=120, what="the built study:\n" + stack.log_tail())
+        wait_reloading(browser, built, timeout=120, what=log)
     study.refresh_from_db()
     assert study.items.filter(role="test").count() == 24
     ops = {
@@ -405,7 +408,7 @@ def test_it_runs_a_study_from_the_form_to_the_model_download(
     shoot(browser, stack, "05_study_with_judgments")
     rejected = _reject_one_worker(browser, stack, study)
     _retrain_without_the_rejected(browser, stack, study)
-    _export_and_check(browser, stack, study, rejected, tmp_path)
+    _export_and_check(browser, stack, rejected)
     _model_download_and_card(browser, stack, tmp_path)
     _token_page(browser, stack)
 

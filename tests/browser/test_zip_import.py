@@ -141,7 +141,7 @@ def test_it_names_the_bad_file_of_an_upload_and_imports_the_fixed_one(
         browser,
         lambda d: Study.objects.get(pk=study.pk).build_progress.get("state") in ("done", "failed"),
         timeout=60,
-        what="the import job:\n" + stack.log_tail(),
+        what=lambda: "the import job:\n" + stack.log_tail(),
     )
     study.refresh_from_db()
     assert study.build_progress["state"] == "done", study.build_progress
