@@ -32,7 +32,15 @@ def study_create(
     config.setdefault("completion_code", new_completion_code())
     collection_config(kind, config, saving=True)  # validates; raises ApplicationError naming the field
     study = Study(
-        name=name, kind=kind, owner=owner, build_config=build_config, config=config, is_demo=is_demo
+        name=name,
+        kind=kind,
+        owner=owner,
+        build_config=build_config,
+        config=config,
+        is_demo=is_demo,
+        # an engine study is building from now on (its job is queued): pages and the API show the build, not
+        # an empty draft, until the worker reports
+        status=Study.Status.BUILDING if build_config else Study.Status.DRAFT,
     )
     study.full_clean()
     study.save()

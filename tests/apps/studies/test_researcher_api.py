@@ -47,7 +47,7 @@ def triplets(n, prefix="", seed=0):
     }
 
 
-def test_create_a_study_from_an_engine_config_queues_the_build(
+def test_create_a_study_from_an_engine_config_queues_the_build_and_shows_it_building(
     researcher_carol, captured_tasks, django_capture_on_commit_callbacks
 ):
     config = {"seed": 1, "n_items": 4, "source": {"type": "skimage"}}
@@ -60,7 +60,7 @@ def test_create_a_study_from_an_engine_config_queues_the_build(
     assert r.status_code == 201, r.content
     body = r.json()
     assert (
-        body["status"] == "draft" and body["config"]["hit_size"] == 10 and body["config"]["completion_code"]
+        body["status"] == "building" and body["config"]["hit_size"] == 10 and body["config"]["completion_code"]
     )
     assert captured_tasks == [("studies.study_build_stimuli", (body["id"],), {})]
 
