@@ -382,6 +382,27 @@ def _resume(
     return None
 
 
+def hit_sequence(*, study: Study, config: dict, tests: list[Item], rng) -> list:
+    """A HIT's trial sequence for these test items (hit_compose): the study's practice items when it uses
+    practice, then the tests with the sentinels a HIT of that many tests gets, sides balanced in 2AFC. Used
+    by a real start and by the researcher's try-it preview (judgments.preview), which stores nothing."""
+    extra = list(
+        Item.objects.filter(study=study, role__in=(Item.Role.SENTINEL, Item.Role.PRACTICE))
+        .only(*TRIAL_ITEM_FIELDS)
+        .order_by("index")
+    )
+    sentinel_pool = [item for item in extra if item.role == Item.Role.SENTINEL]
+    practice = [item for item in extra if item.role == Item.Role.PRACTICE] if config["practice"] else []
+    return hit_compose(
+        tests=tests,
+        sentinel_pool=sentinel_pool,
+        practice=practice,
+        n_sentinels=_n_sentinels(config, n_tests=len(tests), pool=len(sentinel_pool)),
+        balance_sides=study.kind == "2afc",
+        rng=rng,
+    )
+
+
 def _hit_create(
     *, study: Study, config: dict, worker: Worker, platform: str, info: dict, client: str, now
 ) -> StartResult:
@@ -392,21 +413,7 @@ def _hit_create(
             "no work is available in this study right now", {"code": "no_work"}, status_code=409
         )
     Item.objects.filter(pk__in=sorted(item.pk for item in tests)).update(n_open=F("n_open") + 1)
-    extra = list(
-        Item.objects.filter(study=study, role__in=(Item.Role.SENTINEL, Item.Role.PRACTICE))
-        .only(*TRIAL_ITEM_FIELDS)
-        .order_by("index")
-    )
-    sentinel_pool = [item for item in extra if item.role == Item.Role.SENTINEL]
-    practice = [item for item in extra if item.role == Item.Role.PRACTICE] if config["practice"] else []
-    sequence = hit_compose(
-        tests=tests,
-        sentinel_pool=sentinel_pool,
-        practice=practice,
-        n_sentinels=_n_sentinels(config, n_tests=len(tests), pool=len(sentinel_pool)),
-        balance_sides=study.kind == "2afc",
-        rng=_rng,
-    )
+    sequence = hit_sequence(study=study, config=config, tests=tests, rng=_rng)
     assignment = Assignment.objects.create(
         study=study,
         worker=worker,

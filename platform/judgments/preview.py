@@ -1,4 +1,4 @@
-"""The researcher's "try it as an annotator" HIT: the real trial sequence (assignments.hit_compose: practice,
+"""The researcher's "try it as an annotator" HIT: the real trial sequence (assignments.hit_sequence: practice,
 then test items with sentinels mixed in, sides balanced), drawn from the study and stored nowhere. No worker,
 assignment, trial or judgment row, no lease and no counter moves; the page answers it in the browser only."""
 
@@ -8,9 +8,10 @@ import random
 from collections.abc import Callable
 
 from core.stimuli import STIMULUS_PATH
-from judgments.assignments import _n_sentinels, hit_compose
+from judgments.assignments import hit_sequence
 from judgments.models import Trial
 from judgments.selectors import IMAGE_SLOTS, slot_image
+from judgments.sql import TRIAL_ITEM_FIELDS
 from studies.collection import completion_redirect
 from studies.models import Item, Study
 
@@ -34,24 +35,11 @@ def hit_preview(*, study: Study, image_url: Callable[[str], str], rng: random.Ra
     file name (``<sha256>.png``) into the owner-only URL the page loads it from. Reads only."""
     rng = rng or _rng
     config = study.collection
-    fields = ("id", "index", "role", "expected", "ref_image", "p0_image", "p1_image")
     test_ids = list(study.items.filter(role=Item.Role.TEST).values_list("pk", flat=True))
     n_tests = min(config["hit_size"], PREVIEW_MAX_TESTS, len(test_ids))
-    tests = list(Item.objects.filter(pk__in=rng.sample(test_ids, n_tests)).only(*fields))
+    tests = list(Item.objects.filter(pk__in=rng.sample(test_ids, n_tests)).only(*TRIAL_ITEM_FIELDS))
     rng.shuffle(tests)
-    extra = list(
-        study.items.filter(role__in=(Item.Role.SENTINEL, Item.Role.PRACTICE)).only(*fields).order_by("index")
-    )
-    sentinel_pool = [item for item in extra if item.role == Item.Role.SENTINEL]
-    practice = [item for item in extra if item.role == Item.Role.PRACTICE] if config["practice"] else []
-    sequence = hit_compose(
-        tests=tests,
-        sentinel_pool=sentinel_pool,
-        practice=practice,
-        n_sentinels=_n_sentinels(config, n_tests=n_tests, pool=len(sentinel_pool)),
-        balance_sides=study.kind == "2afc",
-        rng=rng,
-    )
+    sequence = hit_sequence(study=study, config=config, tests=tests, rng=rng)
     trials = []
     for position, (item, kind, swap) in enumerate(sequence):
         images = {}
