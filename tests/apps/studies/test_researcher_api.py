@@ -60,7 +60,9 @@ def test_create_a_study_from_an_engine_config_queues_the_build_and_shows_it_buil
     assert r.status_code == 201, r.content
     body = r.json()
     assert (
-        body["status"] == "building" and body["config"]["hit_size"] == 10 and body["config"]["completion_code"]
+        body["status"] == "building"
+        and body["config"]["hit_size"] == 10
+        and body["config"]["completion_code"]
     )
     assert captured_tasks == [("studies.study_build_stimuli", (body["id"],), {})]
 
