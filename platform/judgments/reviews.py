@@ -5,6 +5,7 @@ starting new HITs there (judgments.assignments.assignment_start)."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 from django.db import transaction
@@ -14,6 +15,8 @@ from core.exceptions import ApplicationError
 from judgments.models import Assignment, Worker, WorkerReview
 from judgments.qc import assignment_reject
 from studies.models import Study
+
+logger = logging.getLogger(__name__)
 
 HASH_PREFIX = 16  # what judgments.selectors.worker_stats shows of a worker's salted hash
 REASON_MAX = 500
@@ -94,4 +97,5 @@ def worker_review_set(
                 assignment_reject(
                     assignment=assignment, reason=f"worker rejected by the researcher: {reason}"
                 )
+    logger.info("study %s: worker %s %s", study.pk, worker.external_hash[:HASH_PREFIX], review.decision)
     return review

@@ -3,9 +3,13 @@ change once annotators have seen it, and why). The API and the researcher's page
 
 from __future__ import annotations
 
+import logging
+
 from core.exceptions import ApplicationError
 from studies.collection import collection_config
 from studies.models import Item, Study
+
+logger = logging.getLogger(__name__)
 
 
 # --- lifecycle ------------------------------------------------------------------------------------------
@@ -23,6 +27,7 @@ def study_start(*, study: Study) -> Study:
         raise ApplicationError("the study has no test items yet; build or import some first", status_code=409)
     Study.objects.filter(pk=study.pk).update(status=Study.Status.ACTIVE)
     study.status = Study.Status.ACTIVE
+    logger.info("study %s: active", study.pk)
     return study
 
 
@@ -34,6 +39,7 @@ def study_pause(*, study: Study) -> Study:
         )
     Study.objects.filter(pk=study.pk).update(status=Study.Status.PAUSED)
     study.status = Study.Status.PAUSED
+    logger.info("study %s: paused", study.pk)
     return study
 
 
@@ -50,6 +56,7 @@ def study_close(*, study: Study) -> Study:
         )
     Study.objects.filter(pk=study.pk).update(status=Study.Status.CLOSED)
     study.status = Study.Status.CLOSED
+    logger.info("study %s: closed", study.pk)
     return study
 
 
