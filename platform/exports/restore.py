@@ -36,7 +36,7 @@ from django.db import IntegrityError, models, transaction
 
 from core.exceptions import ApplicationError
 from core.stimuli import STIMULUS_PATH
-from judgments.models import Assignment, Judgment, Trial, Worker
+from judgments.models import Assignment, Judgment, Trial, Worker, WorkerReview
 from judgments.privacy import hit_origins, judgment_row_published
 from studies.collection import collection_config
 from studies.images import decode_image
@@ -46,7 +46,9 @@ logger = logging.getLogger(__name__)
 FORMAT = "perceptlab-restore/1"
 # client_hash: a salted hash of an annotator's address, for this deployment's abuse caps only; never
 # published.
-SKIPPED = {"updated_at", "token", "public_id", "owner_id", "client_hash"}
+# decided_by_id: the researcher account that approved or rejected a worker, a user of this deployment only
+# (the decision, its reason and time travel).
+SKIPPED = {"updated_at", "token", "public_id", "owner_id", "client_hash", "decided_by_id"}
 # (table, model, ordering): the order rows are written and restored in
 TABLES = (
     ("items", Item, ("index",)),
@@ -54,9 +56,12 @@ TABLES = (
     ("assignments", Assignment, ("created_at", "id")),
     ("trials", Trial, ("assignment_id", "position")),
     ("judgments", Judgment, ("created_at", "id")),
+    ("reviews", WorkerReview, ("created_at", "id")),
 )
+# tables a perceptlab-restore/1 archive may lack (written before they existed): restored as empty
+OPTIONAL_TABLES = {"reviews"}
 IMAGE_FIELDS = ("ref_image", "p0_image", "p1_image")
-TABLE_FILE = re.compile(r"restore/(?P<table>study|items|workers|assignments|trials|judgments)\.jsonl")
+TABLE_FILE = re.compile(r"restore/(?P<table>study|items|workers|assignments|trials|judgments|reviews)\.jsonl")
 MEDIA_PREFIX = "restore/media/"  # + a stimulus path (core.stimuli): the only image path a row may name
 
 
@@ -93,6 +98,7 @@ def dump_rows(study: Study, *, include_user_agent: bool = False) -> dict[str, li
         "assignments": {"study": study},
         "trials": {"assignment__study": study},
         "judgments": {"assignment__study": study},
+        "reviews": {"study": study},
     }
     for table, model, ordering in TABLES:
         names = [f.attname for f in _fields(model)]
@@ -265,6 +271,9 @@ def _read_archive(zf: zipfile.ZipFile) -> _Archive:
             continue
         tables[TABLE_FILE.fullmatch(name)["table"]] = _restore_table(name, data)
     for table in ("study", *(t for t, _, _ in TABLES)):
+        if table in OPTIONAL_TABLES and table not in counts and table not in tables:
+            tables[table] = []  # an archive from before this table existed
+            continue
         if len(tables.get(table, ())) != counts.get(table):
             raise _refuse(
                 f"restore/{table}.jsonl does not hold {counts.get(table)!r} rows",
@@ -509,7 +518,18 @@ def _checked_rows(tables: dict[str, list[dict]], study: Study) -> dict:
         },
     )
     _check_ids("judgments", judgments)
-    return {Item: items, Worker: new_workers, Assignment: assignments, Trial: trials, Judgment: judgments}
+    reviews = _objects(
+        WorkerReview, "reviews", _rebind(tables["reviews"], study), {**rebound, "worker_id": worker_map}
+    )
+    _check_ids("reviews", reviews)
+    return {
+        Item: items,
+        Worker: new_workers,
+        Assignment: assignments,
+        Trial: trials,
+        Judgment: judgments,
+        WorkerReview: reviews,
+    }
 
 
 def _refuse_taken(rows: dict) -> None:

@@ -15,7 +15,7 @@ import pytest
 from exports.restore import SKIPPED, TABLES, study_restore
 from exports.services import export_archive_bytes
 from judgments.assignments import assignment_return, assignment_start
-from judgments.models import Assignment, Judgment, Trial
+from judgments.models import Assignment, Judgment, Trial, Worker
 from judgments.qc import assignment_submit
 from studies.models import Item, Study
 
@@ -95,13 +95,11 @@ def test_a_restored_study_exports_to_the_same_bytes(
                 str,
                 model.objects.filter(
                     **(
-                        {"study": study}
-                        if model is Item
-                        else {"assignment__study": study}
+                        {"assignment__study": study}
                         if model in (Trial, Judgment)
-                        else {"study": study}
-                        if model is Assignment
                         else {"assignments__study": study}
+                        if model is Worker
+                        else {"study": study}  # items, assignments, reviews
                     )
                 )
                 .distinct()
@@ -129,12 +127,71 @@ def test_a_restored_study_exports_to_the_same_bytes(
     assert not resumed.created and resumed.assignment.n_answered == 4
 
 
+def test_worker_reviews_travel_and_an_older_archive_without_them_still_restores(
+    make_study, answer_trials, researcher_carol
+):
+    """A researcher's approve / reject decisions (judgments.reviews) come back with their reasons and times,
+    the rejected worker's HITs stay rejected; an archive written before reviews existed (no
+    restore/reviews.jsonl) restores with none."""
+    import json
+
+    from judgments.models import WorkerReview
+    from judgments.reviews import worker_review_set
+
+    study = populate(make_study, answer_trials)
+    hashes = {
+        wid: Assignment.objects.filter(study=study, worker__assignments__platform_info__session_id=sess)
+        .values_list("worker__external_hash", flat=True)
+        .first()[:16]
+        for wid, sess in (("pid-0", "sess-0"), ("pid-2", "sess-2"))
+    }
+    worker_review_set(study=study, worker_hash=hashes["pid-0"], decision="approve", user=researcher_carol)
+    worker_review_set(
+        study=study, worker_hash=hashes["pid-2"], decision="reject", reason="random answers", user=None
+    )
+    before = sorted(WorkerReview.objects.filter(study=study).values_list("worker_id", "decision", "reason"))
+    rejected = set(Assignment.objects.filter(study=study, status="rejected").values_list("pk", flat=True))
+    data, _ = export_archive_bytes(study=study)
+    delete_study(study)
+    restored = study_restore(archive=io.BytesIO(data), owner=researcher_carol)
+    after = WorkerReview.objects.filter(study=restored)
+    assert sorted(after.values_list("worker_id", "decision", "reason")) == before and len(before) == 2
+    assert not after.exclude(decided_by=None).exists()  # the deciding account stays behind
+    assert set(Assignment.objects.filter(study=restored, status="rejected").values_list("pk", flat=True)) == (
+        rejected
+    )
+
+    # the same archive as an older version wrote it: no reviews table, no count for it
+    old = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(old, "w") as dst:
+        manifest = json.loads(src.read("restore/manifest.json"))
+        del manifest["rows"]["reviews"]
+        del manifest["files"]["restore/reviews.jsonl"]
+        for member in src.infolist():
+            if member.filename == "restore/reviews.jsonl":
+                continue
+            body = src.read(member)
+            if member.filename == "restore/manifest.json":
+                body = json.dumps(manifest).encode()
+            dst.writestr(member, body)
+    delete_study(restored)
+    again = study_restore(archive=io.BytesIO(old.getvalue()), owner=researcher_carol)
+    assert again.items.exists() and not WorkerReview.objects.filter(study=again).exists()
+
+
 def test_every_stored_field_travels_except_credentials_bookkeeping_and_client_hashes():
     from django.apps import apps
 
     for model in (Study, *(m for _, m, _ in TABLES)):
         names = {f.attname for f in model._meta.concrete_fields}
-        assert names & SKIPPED <= {"updated_at", "token", "public_id", "owner_id", "client_hash"}, model
+        assert names & SKIPPED <= {
+            "updated_at",
+            "token",
+            "public_id",
+            "owner_id",
+            "client_hash",
+            "decided_by_id",  # the deciding researcher is a user of the exporting deployment
+        }, model
     exported = {m for _, m, _ in TABLES} | {Study}
     # every model holding a study's collected data is in the dump (derived ones are retrained/re-exported)
     for model in apps.get_app_config("judgments").get_models():
