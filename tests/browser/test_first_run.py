@@ -132,7 +132,7 @@ def _first_run(browser, base, data, log, first_page):
     wanted = {
         "agreement with the human ceiling": lambda src: "human ceiling" in src,
         "learning curve": lambda src: "agreement vs judgments" in src or "learning curve" in src,
-        "a finished export": lambda src: "/api/v1/exports/" in src and "· done" in src,
+        "a finished export": lambda src: "/api/v1/exports/" in src and 'data-status="done"' in src,
         "a trained k-means model": lambda src: "/api/v1/models/" in src and "trained alex-kmeans lin" in src,
     }
     missing = list(wanted)
