@@ -30,6 +30,8 @@ class Export(BaseModel):
     summary = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # starts of the build job (a killed worker's job is redelivered): capped by PERCEPTLAB_EXPORT_MAX_ATTEMPTS
+    attempts = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]
