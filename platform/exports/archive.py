@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 ZIP_DATE = (2018, 1, 1, 0, 0, 0)  # fixed member timestamps: same content, same bytes
-CHUNK = 1024 * 1024
+CHUNK = 256 * 1024  # bytes read or written at a time
 # an average JSON line is well under this (judgments ~1 KB): a table with more rows than ZIP64_LIMIT / this
 # (262k) may pass 2 GiB, so its member gets zip64 headers from the start, as its size is not known before it
 # is written (writestr would choose them by the real size). Smaller tables get the same bytes as writestr.
