@@ -394,14 +394,11 @@ def _archive_rel(export: Export) -> str:
     return f"{EXPORTS_DIR}/{study.pk}/{slugify(study.name)[:60] or 'study'}-v{export.version}.zip"
 
 
-def _given_up_reason(attempts: int, status: str, error: str) -> str:
-    """Why a redelivered job is not run again: the last try was killed while running, or it failed."""
-    advice = "it is not run again; fix the cause and request a new export"
-    if status == Export.Status.FAILED and error:
-        return f"the export job failed {attempts} times; {advice}. Last error: {error}"[:2000]
+def _given_up_reason(interrupted: int) -> str:
     return (
-        f"the export job was interrupted {attempts} times (the worker was killed, e.g. out of memory); "
-        f"{advice} (give the export worker more memory)."
+        f"the export job was interrupted {interrupted} times (the worker was killed, e.g. out of memory); "
+        "it is not run again: give the export worker more memory, or export fewer items, then request a "
+        "new export."
     )
 
 
@@ -409,22 +406,27 @@ def export_build(*, export: Export) -> Export:
     """Write the archive for a pending export. A finished export is never rewritten.
 
     The zip is streamed to ``<name>.zip.part`` next to its final path, fsynced and renamed into place;
-    sha256 and size are read back from the file in chunks. Each start counts in ``attempts``: the job is
-    acks_late, so a worker killed mid-export (out of memory) gets it redelivered, and past
-    PERCEPTLAB_EXPORT_MAX_ATTEMPTS starts the export is marked failed with the reason instead of run again.
-    A failure leaves no .part file behind."""
+    sha256 and size are read back from the file in chunks. The job is acks_late, so a worker killed
+    mid-export (out of memory) gets it redelivered, forever unless bounded: each start counts in
+    ``attempts``, and a start past PERCEPTLAB_EXPORT_MAX_ATTEMPTS marks the export failed with the reason
+    instead of running it. A try that ends in an error it catches gives its attempt back (Celery's own
+    retries bound those, e.g. a database outage), so ``attempts`` counts the interrupted tries. A failure
+    leaves no .part file behind."""
     if export.status == Export.Status.DONE:
+        return export
+    limit = settings.PERCEPTLAB_EXPORT_MAX_ATTEMPTS
+    if Export.objects.values_list("attempts", flat=True).get(pk=export.pk) > limit:  # given up already
+        export.refresh_from_db()
         return export
     rel = _archive_rel(export)
     path = Path(settings.MEDIA_ROOT) / rel
     tmp = path.with_suffix(".zip.part")
     Export.objects.filter(pk=export.pk).update(attempts=F("attempts") + 1)
-    attempts, status, error = Export.objects.values_list("attempts", "status", "error").get(pk=export.pk)
-    limit = settings.PERCEPTLAB_EXPORT_MAX_ATTEMPTS
+    attempts = Export.objects.values_list("attempts", flat=True).get(pk=export.pk)
     if attempts > limit:
-        tmp.unlink(missing_ok=True)  # what the killed attempt had written
+        tmp.unlink(missing_ok=True)  # what the killed try had written
         Export.objects.filter(pk=export.pk).update(
-            status=Export.Status.FAILED, error=_given_up_reason(attempts - 1, status, error)
+            status=Export.Status.FAILED, error=_given_up_reason(attempts - 1)
         )
         logger.warning("export %s v%d: given up after %d attempts", export.study_id, export.version, limit)
         export.refresh_from_db()
@@ -463,7 +465,9 @@ def export_build(*, export: Export) -> Export:
             size,
         )
     except Exception as exc:
-        Export.objects.filter(pk=export.pk).update(status=Export.Status.FAILED, error=repr(exc)[:2000])
+        Export.objects.filter(pk=export.pk).update(
+            status=Export.Status.FAILED, error=repr(exc)[:2000], attempts=F("attempts") - 1
+        )
         raise
     finally:
         tmp.unlink(missing_ok=True)  # gone after the rename; after any failure, nothing left behind
