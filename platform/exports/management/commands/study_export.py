@@ -24,13 +24,17 @@ class Command(BaseCommand):
         study = Study.objects.filter(pk=study_id).first()
         if study is None:
             raise CommandError(f"no study {study_id} in this database")
-        with open(Path(out), "wb") as handle:  # streamed: images and the archive are never held whole
-            summary = export_archive_write(
-                study=study,
-                fileobj=handle,
-                include_excluded=include_excluded,
-                include_user_agent=include_user_agent,
-            )
+        try:
+            with open(Path(out), "wb") as handle:  # streamed: images and the archive are never held whole
+                summary = export_archive_write(
+                    study=study,
+                    fileobj=handle,
+                    include_excluded=include_excluded,
+                    include_user_agent=include_user_agent,
+                )
+        except BaseException:
+            Path(out).unlink(missing_ok=True)  # no half-written archive left behind
+            raise
         sha256, size = file_digest(Path(out))
         self.stdout.write(
             f"{out}: {size} bytes, sha256 {sha256}, "
