@@ -24,5 +24,6 @@ class ExportAdmin(admin.ModelAdmin):
         "size_bytes",
         "summary",
         "error",
+        "attempts",
         "finished_at",
     )

@@ -30,6 +30,9 @@ class Export(BaseModel):
     summary = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # starts of the build job not ended by an error it caught, i.e. tries a killed worker left behind (the
+    # job is redelivered): capped by PERCEPTLAB_EXPORT_MAX_ATTEMPTS (exports.services.export_build)
+    attempts = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]

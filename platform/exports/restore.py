@@ -36,6 +36,7 @@ from django.db import IntegrityError, models, transaction
 
 from core.exceptions import ApplicationError
 from core.stimuli import STIMULUS_PATH
+from exports.archive import member_add, member_add_file, member_add_lines
 from judgments.models import Assignment, Judgment, Trial, Worker, WorkerReview
 from judgments.privacy import hit_origins, judgment_row_published
 from studies.collection import collection_config
@@ -134,21 +135,19 @@ def media_paths(items: list[dict]) -> list[str]:
     )
 
 
-def write_restore(zf_add, rows: dict[str, list[dict]]) -> dict:
-    """Add restore/ to an archive being written (zf_add(name, data, compress)); returns the manifest."""
+def write_restore(zf: zipfile.ZipFile, rows: dict[str, list[dict]]) -> dict:
+    """Add restore/ to an archive being written; returns the manifest. Tables are encoded row by row and
+    images copied from disk in chunks (exports.archive), never held whole."""
     digests, counts = {}, {}
     for table in ("study", *(t for t, _, _ in TABLES)):
-        data = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows[table]).encode()
         name = f"restore/{table}.jsonl"
-        zf_add(name, data, True)
-        digests[name], counts[table] = hashlib.sha256(data).hexdigest(), len(rows[table])
+        digests[name] = member_add_lines(zf, name, rows[table], len(rows[table]))
+        counts[table] = len(rows[table])
     for rel in media_paths(rows["items"]):
-        data = stimulus_path(rel).read_bytes()
         name = f"restore/media/{rel}"
-        zf_add(name, data, False)
-        digests[name] = hashlib.sha256(data).hexdigest()
+        digests[name] = member_add_file(zf, name, stimulus_path(rel), compress=False)
     manifest = {"format": FORMAT, "rows": counts, "files": digests}
-    zf_add("restore/manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode(), True)
+    member_add(zf, "restore/manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
     return manifest
 
 

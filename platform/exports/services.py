@@ -19,7 +19,6 @@ transaction is a snapshot already), so an export taken while judgments stream in
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -31,12 +30,13 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max, Min
+from django.db.models import F, Max, Min
 from django.utils import timezone
 from django.utils.text import slugify
 
 from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
+from exports.archive import file_digest, member_add, member_add_file, member_add_lines
 from exports.models import Export
 from exports.restore import dump_rows, stimulus_path, write_restore
 from judgments.models import Assignment, Judgment, Trial
@@ -45,7 +45,6 @@ from studies.models import Item, Study
 
 logger = logging.getLogger(__name__)
 EXPORTS_DIR = "exports"
-ZIP_DATE = (2018, 1, 1, 0, 0, 0)  # fixed member timestamps: same content, same bytes
 
 
 def export_create(
@@ -168,14 +167,6 @@ def _iso(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _zip_add(zf: zipfile.ZipFile, name: str, data: bytes, compress: bool = True) -> None:
-    """One archive member with fixed metadata (date, mode), so that equal exports are equal bytes."""
-    info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
-    info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    info.external_attr = 0o644 << 16
-    zf.writestr(info, data)
-
-
 def _counted_votes(judgments: list[dict], include_excluded: bool) -> dict:
     """item id -> [positive votes, counted votes] over the counted test judgments."""
     votes: dict = defaultdict(lambda: [0, 0])
@@ -203,13 +194,11 @@ def _write_bapps(zf: zipfile.ZipFile, kind: str, groups: dict, votes: dict) -> t
             paths = {}
             for sub, rel in parts.items():
                 path = f"{base}/{sub}/{stem}.png"
-                _zip_add(
-                    zf, path, stimulus_path(rel).read_bytes(), compress=False
-                )  # stimuli/<sha256>.png only
+                member_add_file(zf, path, stimulus_path(rel))  # stimuli/<sha256>.png only, copied in chunks
                 paths[sub] = path
             npy = io.BytesIO()
             np.save(npy, np.array([positive / total], dtype=np.float32))
-            _zip_add(zf, f"{base}/{'judge' if kind == '2afc' else 'same'}/{stem}.npy", npy.getvalue())
+            member_add(zf, f"{base}/{'judge' if kind == '2afc' else 'same'}/{stem}.npy", npy.getvalue())
             paths_of[row["id"]] = f"{split}/{category}/{stem}"
             line = {
                 "kind": kind,
@@ -290,127 +279,179 @@ def _bapps_groups(items: list[dict], votes: dict) -> dict:
     return groups
 
 
-def _write_jsonl(zf: zipfile.ZipFile, tables: dict[str, list[dict]]) -> dict:
-    """One JSON-lines member per table (sorted keys); returns member name -> sha256."""
-    digests = {}
-    for name, lines in tables.items():
-        data = "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines).encode()
-        digests[name] = hashlib.sha256(data).hexdigest()
-        _zip_add(zf, name, data)
-    return digests
-
-
 def _summary(
     study: Study,
     *,
     version: int,
     include_excluded: bool,
     include_user_agent: bool,
-    tables: dict[str, list[dict]],
+    counts: dict,
     groups: dict,
     digests: dict,
 ) -> dict:
     """What the export holds: its options, the counts of each table, the categories and the files' sha256."""
-    judgment_lines = tables["judgments.jsonl"]
-    assignment_lines = tables["assignments.jsonl"]
     return {
         "study": {"id": str(study.pk), "name": study.name, "kind": study.kind},
         "version": version,
         "include_excluded": include_excluded,
         "include_user_agent": include_user_agent,
-        "n_items": len(tables["items.jsonl"]),
-        "n_judgments": len(judgment_lines),
-        "n_counted_judgments": sum(1 for line in judgment_lines if line["counted"]),
-        "n_assignments": len(assignment_lines),
-        "n_excluded_assignments": sum(1 for a in assignment_lines if a["excluded"]),
+        **counts,
         "categories": sorted({f"{s}/{c}" for s, c in groups}),
         "files": digests,
     }
 
 
-def export_archive_bytes(
-    *, study: Study, include_excluded: bool = False, version: int = 0, include_user_agent: bool = False
-) -> tuple[bytes, dict]:
-    """Build the archive in memory from one consistent snapshot; returns (zip bytes, summary). Client times
-    relative to each HIT, no user agent unless asked for (judgments.privacy)."""
+def export_archive_write(
+    *,
+    study: Study,
+    fileobj,
+    include_excluded: bool = False,
+    version: int = 0,
+    include_user_agent: bool = False,
+) -> dict:
+    """Write the archive to a seekable binary file from one consistent snapshot; returns the summary. Client
+    times relative to each HIT, no user agent unless asked for (judgments.privacy).
+
+    Memory: images are copied from disk in chunks and JSON lines encoded row by row (exports.archive), so
+    neither the images nor the archive are ever held. The snapshot's rows are (one dict per row of each
+    table, bounded by the study's row counts, not by its bytes)."""
     rows = _read_snapshot(study, include_user_agent)
     origins = rows["origins"]
     kind = study.kind
     items = {row["id"]: row for row in rows["items"]}
     votes = _counted_votes(rows["judgments"], include_excluded)
     groups = _bapps_groups(rows["items"], votes)
+    counted = [0]
 
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
+    with zipfile.ZipFile(fileobj, "w") as zf:
         item_lines, paths_of = _write_bapps(zf, kind, groups, votes)
-        judgment_lines = [
-            _judgment_line(
-                j,
-                items[j["item_id"]],
-                kind=kind,
-                bapps=paths_of.get(j["item_id"]),
-                origin=origins.get(str(j["assignment_id"])),
-                include_excluded=include_excluded,
-                include_user_agent=include_user_agent,
-            )
-            for j in rows["judgments"]
-        ]
-        assignment_lines = [_assignment_line(a) for a in rows["assignments"]]
+
+        def judgment_lines():
+            for j in rows["judgments"]:
+                line = _judgment_line(
+                    j,
+                    items[j["item_id"]],
+                    kind=kind,
+                    bapps=paths_of.get(j["item_id"]),
+                    origin=origins.get(str(j["assignment_id"])),
+                    include_excluded=include_excluded,
+                    include_user_agent=include_user_agent,
+                )
+                counted[0] += line["counted"]
+                yield line
+
         tables = {
-            "items.jsonl": item_lines,
-            "judgments.jsonl": judgment_lines,
-            "assignments.jsonl": assignment_lines,
+            "items.jsonl": (item_lines, len(item_lines)),
+            "judgments.jsonl": (judgment_lines(), len(rows["judgments"])),
+            "assignments.jsonl": (map(_assignment_line, rows["assignments"]), len(rows["assignments"])),
         }
-        digests = _write_jsonl(zf, tables)
+        digests = {name: member_add_lines(zf, name, lines, n) for name, (lines, n) in tables.items()}
+        counts = {
+            "n_items": len(item_lines),
+            "n_judgments": len(rows["judgments"]),
+            "n_counted_judgments": counted[0],
+            "n_assignments": len(rows["assignments"]),
+            "n_excluded_assignments": sum(1 for a in rows["assignments"] if a["excluded"]),
+        }
         summary = _summary(
             study,
             version=version,
             include_excluded=include_excluded,
             include_user_agent=include_user_agent,
-            tables=tables,
+            counts=counts,
             groups=groups,
             digests=digests,
         )
-        summary["restore_rows"] = write_restore(
-            lambda name, data, compress: _zip_add(zf, name, data, compress), rows["restore"]
-        )["rows"]
+        summary["restore_rows"] = write_restore(zf, rows["restore"])["rows"]
         meta = {
             **summary,
             "collection_config": study.collection,
             "build_config": study.build_config,
             "format": "perceptlab-export/1",
         }
-        _zip_add(zf, "export.json", json.dumps(meta, indent=2, sort_keys=True).encode())
+        member_add(zf, "export.json", json.dumps(meta, indent=2, sort_keys=True).encode())
+    return summary
+
+
+def export_archive_bytes(
+    *, study: Study, include_excluded: bool = False, version: int = 0, include_user_agent: bool = False
+) -> tuple[bytes, dict]:
+    """The archive in memory (export_archive_write into a BytesIO): for tests and small studies only; the
+    export job writes to a file."""
+    buffer = io.BytesIO()
+    summary = export_archive_write(
+        study=study,
+        fileobj=buffer,
+        include_excluded=include_excluded,
+        version=version,
+        include_user_agent=include_user_agent,
+    )
     return buffer.getvalue(), summary
 
 
+def _archive_rel(export: Export) -> str:
+    study = export.study
+    return f"{EXPORTS_DIR}/{study.pk}/{slugify(study.name)[:60] or 'study'}-v{export.version}.zip"
+
+
+def _given_up_reason(interrupted: int) -> str:
+    return (
+        f"the export job was interrupted {interrupted} times (the worker was killed, e.g. out of memory); "
+        "it is not run again: give the export worker more memory, or export fewer items, then request a "
+        "new export."
+    )
+
+
 def export_build(*, export: Export) -> Export:
-    """Write the archive for a pending export. A finished export is never rewritten."""
+    """Write the archive for a pending export. A finished export is never rewritten.
+
+    The zip is streamed to ``<name>.zip.part`` next to its final path, fsynced and renamed into place;
+    sha256 and size are read back from the file in chunks. The job is acks_late, so a worker killed
+    mid-export (out of memory) gets it redelivered, forever unless bounded: each start counts in
+    ``attempts``, and a start past PERCEPTLAB_EXPORT_MAX_ATTEMPTS marks the export failed with the reason
+    instead of running it. A try that ends in an error it catches gives its attempt back (Celery's own
+    retries bound those, e.g. a database outage), so ``attempts`` counts the interrupted tries. A failure
+    leaves no .part file behind."""
     if export.status == Export.Status.DONE:
+        return export
+    limit = settings.PERCEPTLAB_EXPORT_MAX_ATTEMPTS
+    if Export.objects.values_list("attempts", flat=True).get(pk=export.pk) > limit:  # given up already
+        export.refresh_from_db()
+        return export
+    rel = _archive_rel(export)
+    path = Path(settings.MEDIA_ROOT) / rel
+    tmp = path.with_suffix(".zip.part")
+    Export.objects.filter(pk=export.pk).update(attempts=F("attempts") + 1)
+    attempts = Export.objects.values_list("attempts", flat=True).get(pk=export.pk)
+    if attempts > limit:
+        tmp.unlink(missing_ok=True)  # what the killed try had written
+        Export.objects.filter(pk=export.pk).update(
+            status=Export.Status.FAILED, error=_given_up_reason(attempts - 1)
+        )
+        logger.warning("export %s v%d: given up after %d attempts", export.study_id, export.version, limit)
+        export.refresh_from_db()
         return export
     Export.objects.filter(pk=export.pk).update(status=Export.Status.RUNNING)
     study = export.study
     try:
-        data, summary = export_archive_bytes(
-            study=study,
-            include_excluded=export.include_excluded,
-            version=export.version,
-            include_user_agent=export.include_user_agent,
-        )
-        rel = f"{EXPORTS_DIR}/{study.pk}/{slugify(study.name)[:60] or 'study'}-v{export.version}.zip"
-        path = Path(settings.MEDIA_ROOT) / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".zip.part")
         with open(tmp, "wb") as handle:
-            handle.write(data)
+            summary = export_archive_write(
+                study=study,
+                fileobj=handle,
+                include_excluded=export.include_excluded,
+                version=export.version,
+                include_user_agent=export.include_user_agent,
+            )
             handle.flush()
             os.fsync(handle.fileno())
+        sha256, size = file_digest(tmp)
         os.replace(tmp, path)
         Export.objects.filter(pk=export.pk).update(
             status=Export.Status.DONE,
             archive=rel,
-            sha256=hashlib.sha256(data).hexdigest(),
-            size_bytes=len(data),
+            sha256=sha256,
+            size_bytes=size,
             summary=summary,
             finished_at=timezone.now(),
             error="",
@@ -421,10 +462,14 @@ def export_build(*, export: Export) -> Export:
             export.version,
             summary["n_items"],
             summary["n_judgments"],
-            len(data),
+            size,
         )
     except Exception as exc:
-        Export.objects.filter(pk=export.pk).update(status=Export.Status.FAILED, error=repr(exc)[:2000])
+        Export.objects.filter(pk=export.pk).update(
+            status=Export.Status.FAILED, error=repr(exc)[:2000], attempts=F("attempts") - 1
+        )
         raise
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; after any failure, nothing left behind
     export.refresh_from_db()
     return export

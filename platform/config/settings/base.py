@@ -233,6 +233,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Starts of one export's build job (redelivered after a killed worker, acks_late) before it is marked failed.
+PERCEPTLAB_EXPORT_MAX_ATTEMPTS = int(env_str("PERCEPTLAB_EXPORT_MAX_ATTEMPTS", "3"))
 
 LOGGING = {
     "version": 1,

@@ -191,7 +191,7 @@ def test_an_export_job_hit_by_a_database_outage_retries_and_finishes(make_study,
         assignment_start(study=study, platform="anonymous", worker_id="w1").assignment, lambda t, i: "p0"
     )
     export = export_create(study=study)
-    real, calls = services.export_archive_bytes, []
+    real, calls = services.export_archive_write, []
 
     def flaky(**kwargs):
         calls.append(1)
@@ -199,7 +199,7 @@ def test_an_export_job_hit_by_a_database_outage_retries_and_finishes(make_study,
             raise OperationalError("terminating connection due to administrator command")
         return real(**kwargs)
 
-    monkeypatch.setattr(services, "export_archive_bytes", flaky)
+    monkeypatch.setattr(services, "export_archive_write", flaky)
     result = export_task.apply(args=[str(export.pk)]).get()
     export.refresh_from_db()
     assert len(calls) == 2 and result["status"] == export.status == Export.Status.DONE and export.sha256

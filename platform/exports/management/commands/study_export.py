@@ -1,11 +1,11 @@
 """Write a study's export archive to a file now (no Celery job, no Export row)."""
 
-import hashlib
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from exports.services import export_archive_bytes
+from exports.archive import file_digest
+from exports.services import export_archive_write
 from studies.models import Study
 
 
@@ -24,11 +24,19 @@ class Command(BaseCommand):
         study = Study.objects.filter(pk=study_id).first()
         if study is None:
             raise CommandError(f"no study {study_id} in this database")
-        data, summary = export_archive_bytes(
-            study=study, include_excluded=include_excluded, include_user_agent=include_user_agent
-        )
-        Path(out).write_bytes(data)
+        try:
+            with open(Path(out), "wb") as handle:  # streamed: images and the archive are never held whole
+                summary = export_archive_write(
+                    study=study,
+                    fileobj=handle,
+                    include_excluded=include_excluded,
+                    include_user_agent=include_user_agent,
+                )
+        except BaseException:
+            Path(out).unlink(missing_ok=True)  # no half-written archive left behind
+            raise
+        sha256, size = file_digest(Path(out))
         self.stdout.write(
-            f"{out}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}, "
+            f"{out}: {size} bytes, sha256 {sha256}, "
             f"{summary['n_items']} items, {summary['n_judgments']} judgments"
         )
