@@ -14,6 +14,7 @@ import sys
 
 from metric.backbones import KMEANS_CORPUS_SIZE
 from metric.errors import MetricError
+from metric.hardware import PRECISION_CHOICES
 
 
 def _add_model_args(
@@ -128,7 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a downloaded model bundle (zip or its folder), evaluated as one more metric named "
         "model:<file name>; --backbone-weights and --heads do not apply to it",
     )
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=list(PRECISION_CHOICES),
+        help="fp32 (default) | bf16 | fp16 autocast for the LPIPS trunks | auto: bf16 where the CPU has "
+        "bf16 units (AMX or AVX-512 BF16), else fp32; the report's `precision` says what ran and why",
+    )
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--out", help="write the JSON report here")
 
