@@ -189,6 +189,17 @@ def test_the_cli_offers_auto_and_rejects_other_precisions(capsys):
     assert "fp17" in err and "auto" in err and "bf16" in err
 
 
+def test_the_cli_describes_this_machine_and_what_auto_picks(capsys):
+    import json
+
+    from metric.cli import main
+
+    assert main(["hardware"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["machine"] and out["bf16"] and out["auto"]["cpu"]["asked"] == "auto"
+    assert out["auto"]["cpu"]["ran"] in ("bf16", "fp32") and out["cores"] >= 1
+
+
 def test_the_detected_machine_has_a_model_and_cores():
     hw = hw_module.detect(cuda=False)
     assert hw.cpu_model and hw.cores >= 1 and hw.threads >= 1
