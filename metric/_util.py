@@ -6,17 +6,17 @@ import contextlib
 
 import torch
 
-from metric.errors import MetricError
+from metric.hardware import PRECISIONS, check_precision
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+__all__ = ["PRECISIONS", "autocast", "progress_iter"]
 
 
 def autocast(precision: str, device: torch.device):
-    """No-op for fp32, else torch.autocast with bf16/fp16 on the device's type."""
+    """No-op for fp32, else torch.autocast with bf16/fp16 on the device's type (``auto`` is resolved
+    before: metric.hardware.choose_precision)."""
+    check_precision(precision, allow_auto=False)
     if precision == "fp32":
         return contextlib.nullcontext()
-    if precision not in PRECISIONS:
-        raise MetricError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 

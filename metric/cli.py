@@ -1,4 +1,5 @@
-"""python -m metric {distance, evaluate, train} (benchmarks against the reference: manage.py bench_metric)
+"""python -m metric {distance, evaluate, train, hardware} (benchmarks against the reference: manage.py
+bench_metric)
 
 Trunks (--backbone-weights): auto (ImageNet when its weights file is present or can be fetched, else
 k-means), imagenet, random, kmeans, or a .pth file such as the trunk.pth that `train` writes. A k-means
@@ -14,6 +15,7 @@ import sys
 
 from metric.backbones import KMEANS_CORPUS_SIZE
 from metric.errors import MetricError
+from metric.hardware import PRECISION_CHOICES
 
 
 def _add_model_args(
@@ -128,7 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a downloaded model bundle (zip or its folder), evaluated as one more metric named "
         "model:<file name>; --backbone-weights and --heads do not apply to it",
     )
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=list(PRECISION_CHOICES),
+        help="fp32 (default) | bf16 | fp16 autocast for the LPIPS trunks | auto: bf16 where the CPU has "
+        "bf16 units (AMX or AVX-512 BF16), else fp32; the report's `precision` says what ran and why",
+    )
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--out", help="write the JSON report here")
 
@@ -150,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         "--out",
         required=True,
         help="output folder (heads.pth, rank.pth, config.json; trunk.pth unless the trunk is ImageNet's)",
+    )
+
+    sub.add_parser(
+        "hardware",
+        help="what this machine offers for reduced precision and what --precision auto picks (JSON)",
+        description="The detection behind --precision auto and the benchmarks' machine lines "
+        "(metric.hardware): CPU model and flags, torch's CPU capability and threads, the CUDA device.",
     )
 
     args = parser.parse_args(argv)
@@ -404,11 +419,29 @@ def _train(args, out) -> None:
     )
 
 
-_COMMANDS = {"distance": _distance, "evaluate": _evaluate, "train": _train}
+def _hardware(args, out) -> None:
+    """The detected machine, its explanations and what ``auto`` picks on the CPU and the GPU."""
+    from metric.hardware import choose_precision, detect
+
+    hw = detect()
+    auto = {"cpu": choose_precision("auto", device="cpu", hardware=hw).describe()}
+    if hw.cuda_name:
+        auto["cuda"] = choose_precision("auto", device="cuda", hardware=hw).describe()
+    report = {
+        **hw.describe(),
+        "machine": hw.machine_line(),
+        "bf16": hw.bf16_explanation(),
+        "cuda": hw.cuda_explanation(),
+        "auto": auto,
+    }
+    out.write(json.dumps(report, indent=2) + "\n")
+
+
+_COMMANDS = {"distance": _distance, "evaluate": _evaluate, "train": _train, "hardware": _hardware}
 
 
 def _run(args) -> int:
-    if args.kmeans_patches < 1:
+    if getattr(args, "kmeans_patches", 1) < 1:
         raise MetricError(f"--kmeans-patches must be >= 1, got {args.kmeans_patches}")
     _COMMANDS[args.command](args, sys.stdout)
     return 0

@@ -13,6 +13,7 @@ from metric.baselines import BASELINES
 from metric.data import JNDData, TwoAFCData, to_tensor
 from metric.errors import MetricError
 from metric.functional import EPS
+from metric.hardware import choose_precision
 from metric.lpips import LPIPS
 from metric.scoring import (
     bootstrap_ci,
@@ -94,9 +95,11 @@ def lpips_2afc_distances(
     refine_ties: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """d(ref, p0), d(ref, p1) for every triplet. The reference patch's features are computed once and
-    reused for both pairs. With bf16/fp16, near-ties (|d0 - d1| < TIE_MARGIN * mean) are re-scored in
-    fp32 unless ``refine_ties=False``."""
+    reused for both pairs. ``precision``: fp32, bf16, fp16 or auto (metric.hardware.choose_precision:
+    bf16 on a CPU with bf16 units, fp16 on CUDA >= 7.0, else fp32). With bf16/fp16, near-ties
+    (|d0 - d1| < TIE_MARGIN * mean) are re-scored in fp32 unless ``refine_ties=False``."""
     device = torch.device(device)
+    precision = choose_precision(precision, device=device).ran
     model = model.to(device).eval()
     if model.spatial:
         raise MetricError("2AFC evaluation needs scalar distances: build the model with spatial=False")
@@ -183,10 +186,22 @@ def evaluate_2afc(
     precision: str = "fp32",
     progress: bool = False,
 ) -> dict:
-    """Per category and overall ('all' = unweighted mean of per-category scores, as the paper)."""
+    """Per category and overall ('all' = unweighted mean of per-category scores, as the paper).
+    ``precision`` (fp32, bf16, fp16 or auto) is resolved once; the report's ``precision`` says what was
+    asked, what ran and why, and ``hardware`` the machine (metric.hardware)."""
+    from metric.hardware import detect
+
+    hardware = detect(cuda=False)
+    choice = choose_precision(precision, device="cpu", hardware=hardware)
     cats = sorted(set(data.categories))
     cat_idx = {c: np.array([i for i, x in enumerate(data.categories) if x == c]) for c in cats}
-    report: dict = {"n": len(data), "categories": {}, "metrics": {}}
+    report: dict = {
+        "n": len(data),
+        "precision": choice.describe(),
+        "hardware": hardware.describe(),
+        "categories": {},
+        "metrics": {},
+    }
     for c in cats:
         p = data.p[cat_idx[c]]
         entry = {"n": len(p), "oracle": oracle_score(p), "human_plugin": human_ceiling_plugin(p)}
@@ -196,7 +211,7 @@ def evaluate_2afc(
         report["categories"][c] = entry
     for name, metric in metrics.items():
         if isinstance(metric, LPIPS):
-            d0, d1 = lpips_2afc_distances(metric, data, precision=precision, progress=progress)
+            d0, d1 = lpips_2afc_distances(metric, data, precision=choice.ran, progress=progress)
         else:
             d0, d1 = baseline_2afc_distances(metric, data)
         per_item = two_afc_per_item(d0, d1, data.p)

@@ -40,6 +40,7 @@ from metric.backbones import kmeans_corpus as draw_kmeans_corpus
 from metric.data import TwoAFCData, to_tensor
 from metric.errors import MetricError
 from metric.functional import layer_stats
+from metric.hardware import choose_precision
 from metric.lpips import LPIPS
 
 logger = logging.getLogger(__name__)
@@ -159,7 +160,9 @@ def extract_stats(
     model: LPIPS, data: TwoAFCData, *, batch: int = 100, precision: str = "fp32", progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per triplet, layer_stats(ref, p0) and layer_stats(ref, p1): N x sum(C_l) float32 each.
-    The reference's features are computed once (3 backbone passes per triplet)."""
+    The reference's features are computed once (3 backbone passes per triplet). ``precision``: fp32,
+    bf16, fp16 or auto (metric.hardware.choose_precision, for the CPU)."""
+    precision = choose_precision(precision, device="cpu").ran
     model.eval()
     s0, s1 = [], []
     for s in progress_iter(

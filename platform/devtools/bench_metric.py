@@ -19,6 +19,7 @@ import torch
 
 from devtools.reports import machine_line, write_section
 from distortions.dataset import StudyBuilder, StudyConfig
+from metric.hardware import Hardware, choose_precision, detect
 
 SECTION = "metric"
 
@@ -256,30 +257,62 @@ def run_bench(*, out: str | None = None, quick: bool = False) -> str:
     (section "metric") and the raw numbers beside it (same name, .json)."""
     warnings.filterwarnings("ignore")
     threads = min(2, os.cpu_count() or 1)
+    hardware = detect()
     ev = bench_eval(500 if quick else 3000, threads)
     tr = bench_train(200 if quick else 1000, 100 if quick else 500, threads, 4 if quick else 10)
     section = "\n".join(
         [
-            *_eval_lines(ev, threads),
+            *_eval_lines(ev, threads, hardware),
             "",
             *_train_lines(tr),
             "",
-            "GPU figures: this session had no GPU; none are reported.",
+            gpu_line(hardware),
         ]
     )
     if out:
         write_section(out, SECTION, section)
-        _write_numbers(Path(out).with_suffix(".json"), ev, tr)
+        _write_numbers(Path(out).with_suffix(".json"), ev, tr, hardware)
     return section
 
 
-def _eval_lines(ev: dict, threads: int) -> list[str]:
+def bf16_lines(hardware: Hardware, ev: dict) -> list[str]:
+    """What limits bf16 on this machine (from the detection, never a fixed sentence), what the run
+    measured, and what ``precision="auto"`` picks here."""
+    gain = float(np.median(np.array(ev["bf16"]["rates"]) / np.array(ev["fp32"]["rates"])))
+    choice = choose_precision("auto", device="cpu", hardware=hardware)
+    if choice.ran == "bf16" and gain < 1.0:
+        verdict = "slower than fp32 although the CPU has bf16 units: `auto` would lose on this machine"
+    elif choice.ran == "fp32" and gain > 1.05:
+        verdict = "faster than fp32 although `auto` does not pick bf16 here"
+    else:
+        verdict = "as the flags predict"
+    return [
+        f"What limits bf16: {hardware.bf16_explanation()} The full pipeline also does input preparation, "
+        "fp32 normalisation and the near-tie re-scoring in fp32.",
+        f'In this run bf16 ran at {gain:.2f}x our fp32 ({verdict}). `precision="auto"` picks '
+        f"**{choice.ran}** "
+        f"here: {choice.reason}.",
+    ]
+
+
+def gpu_line(hardware: Hardware) -> str:
+    """The GPU sentence of the section, from the detection."""
+    if not hardware.cuda_name:
+        return "GPU figures: no CUDA device was detected in this run; none are reported."
+    return (
+        f"GPU figures: not part of this CPU benchmark. {hardware.cuda_explanation()} "
+        f'`precision="auto"` on it picks {choose_precision("auto", device="cuda", hardware=hardware).ran}.'
+    )
+
+
+def _eval_lines(ev: dict, threads: int, hardware: Hardware) -> list[str]:
     """The report's heading and its 2AFC evaluation table, with the targets."""
     ref_rate = ev["reference"]["rate"]
     return [
         "## metric: LPIPS evaluation and head training vs the reference `lpips` 0.1.4",
         "",
-        f"Machine: {machine_line()}, torch {torch.__version__}, {threads} threads. Command: `make bench` "
+        f"Machine: {machine_line(hardware)}, torch {torch.__version__}, {threads} threads. "
+        "Command: `make bench` "
         "(`manage.py bench_metric`). Both sides use the same seeded random AlexNet trunk and the official "
         "v0.1 heads; each evaluation runs in a fresh process.",
         "",
@@ -311,10 +344,7 @@ def _eval_lines(ev: dict, threads: int) -> list[str]:
         "backbone work; channels-last layout adds a little); bf16 >= 2.5x with >= 99.9% agreement. fp32: "
         f"**{'met' if ev['fp32']['ratio'] >= 1.25 else 'not met'}**; bf16: "
         f"**{'met' if ev['bf16']['ratio'] >= 2.5 and ev['bf16']['agreement'] >= 0.999 else 'not met'}**.",
-        "What limits bf16: this VM exposes AVX-512 BF16 but no AMX (`/proc/cpuinfo` has no `amx` flags; "
-        "`torch.backends.cpu.get_cpu_capability()` says AVX512). There the AlexNet trunk under bf16 is about "
-        "1.8x faster than fp32 and already near the AVX-512 BF16 peak (25.7 ms of convolutions per 150 "
-        "images); input preparation, fp32 normalisation and the near-tie re-scoring add the rest.",
+        *bf16_lines(hardware, ev),
     ]
 
 
@@ -341,7 +371,7 @@ def _train_lines(tr: dict) -> list[str]:
     ]
 
 
-def _write_numbers(path: Path, ev: dict, tr: dict) -> None:
+def _write_numbers(path: Path, ev: dict, tr: dict, hardware: Hardware) -> None:
     """The raw numbers beside the report (without the per-triplet distances)."""
     path.write_text(
         json.dumps(
@@ -350,6 +380,8 @@ def _write_numbers(path: Path, ev: dict, tr: dict) -> None:
                     k: {kk: vv for kk, vv in v.items() if kk not in ("d0", "d1")} for k, v in ev.items()
                 },
                 "train": tr,
+                "hardware": hardware.describe(),
+                "auto_precision": choose_precision("auto", device="cpu", hardware=hardware).describe(),
             },
             indent=2,
         )

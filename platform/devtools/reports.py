@@ -8,13 +8,25 @@ own markers, ``<!-- name:begin -->`` and ``<!-- name:end -->``, and leaves the o
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
-from distortions.bench import machine_line
+import numpy as np
 
 __all__ = ["machine_line", "section_markers", "write_section"]
 
 HEADER = "# Benchmarks\n\nWritten by `make bench`; numbers are from the machine named in each section.\n"
+
+
+def machine_line(hardware=None) -> str:
+    """The machine line of every section: CPU model, cores, the precision flags and torch's CPU
+    capability, the GPU when there is one (``metric.hardware``: detected, never assumed), Python and
+    numpy. ``hardware``: a ``metric.hardware.Hardware`` already detected (default: detect now)."""
+    if hardware is None:
+        from metric.hardware import detect
+
+        hardware = detect()
+    return f"{hardware.machine_line()}, Python {platform.python_version()}, numpy {np.__version__}"
 
 
 def section_markers(name: str) -> tuple[str, str]:
