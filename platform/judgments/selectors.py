@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import statistics
-from collections import Counter, defaultdict
+from collections import defaultdict
 from datetime import timedelta
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Case, Count, F, FilteredRelation, OuterRef, Q, Subquery, Sum, When, Window
+from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
-from judgments.models import RESPONSES, Assignment, Judgment, Trial, Worker, WorkerReview
+from judgments.models import RESPONSES, Assignment, Judgment, Trial, Worker
 from studies.models import Item, Study
 
 
@@ -86,101 +86,161 @@ def study_stats(*, study: Study) -> dict:
     }
 
 
-def worker_stats(*, study: Study) -> list[dict]:
+WORKERS_PER_PAGE = 50
+
+
+def worker_stats(*, study: Study, offset: int = 0, limit: int | None = None, worker_id=None) -> list[dict]:
     """Per worker: judgments, sentinel accuracy, side bias (share of the first response key), median
     response time, agreement with the majority of the other workers on shared test items, exclusions, and
     the researcher's review (judgments.reviews: approved / rejected with its reason, or None). A worker who
     holds a HIT but has answered nothing yet (practice aside) is listed too, with 0 judgments, so that they
-    can be reviewed before they answer."""
+    can be reviewed before they answer. Ordered by judgments (most first), then hash; `offset`/`limit`
+    select a page, `worker_id` one worker.
+
+    Everything is computed by the database, for the selected workers only: a page costs six queries
+    whatever the study's size (the order needs one count per worker of the study, done in SQL). Python
+    only divides the counts and averages the one or two middle response times of each worker."""
     first = RESPONSES[study.kind][0]
-    rows = list(
-        Judgment.objects.filter(item__study=study)
+    workers = Worker.objects.filter(pk__in=Assignment.objects.filter(study=study).values("worker_id"))
+    if worker_id is not None:
+        workers = workers.filter(pk=worker_id)
+    judgments = (
+        Judgment.objects.filter(worker=OuterRef("pk"), item__study=study)
         .exclude(kind=Trial.Kind.PRACTICE)
+        .order_by()
+        .values("worker")
+    )
+
+    def _count(queryset, **filters):
+        rows = queryset.filter(**filters).annotate(c=Count("pk")).values("c")
+        return Coalesce(Subquery(rows), 0)
+
+    ordered = workers.annotate(n=_count(judgments)).order_by("-n", "external_hash")
+    stop = None if limit is None else offset + limit
+    page = list(ordered.values_list("pk", flat=True)[offset:stop])
+    if not page:
+        return []
+    rows = (
+        Worker.objects.filter(pk__in=page)
+        .annotate(
+            n=_count(judgments),
+            n_sentinels=_count(judgments, kind=Trial.Kind.SENTINEL),
+            n_sentinels_right=_count(judgments, kind=Trial.Kind.SENTINEL, correct=True),
+            n_first=_count(judgments, response=first),
+            n_excluded=_count(
+                Assignment.objects.filter(study=study, worker=OuterRef("pk"), excluded=True)
+                .order_by()
+                .values("worker")
+            ),
+            review=FilteredRelation("reviews", condition=Q(reviews__study=study)),
+        )
         .values(
-            "worker_id",
-            "worker__external_hash",
-            "worker__is_simulated",
-            "item_id",
-            "kind",
-            "choice",
-            "response",
-            "correct",
-            "rt_ms",
-            "assignment__excluded",
+            "pk",
+            "external_hash",
+            "is_simulated",
+            "n",
+            "n_sentinels",
+            "n_sentinels_right",
+            "n_first",
+            "n_excluded",
+            "review__decision",
+            "review__reason",
+            "review__decided_at",
         )
     )
-    votes: dict = defaultdict(Counter)
-    for r in rows:
-        if r["kind"] == Trial.Kind.TEST and not r["assignment__excluded"]:
-            votes[r["item_id"]][r["choice"]] += 1
-    per: dict = defaultdict(list)
-    for r in rows:
-        per[r["worker_id"]].append(r)
-    excluded = Counter(
-        Assignment.objects.filter(study=study, excluded=True).values_list("worker_id", flat=True)
-    )
-    reviews = {
-        r["worker_id"]: r
-        for r in WorkerReview.objects.filter(study=study).values(
-            "worker_id", "decision", "reason", "decided_at"
-        )
-    }
+    by_id = {r["pk"]: r for r in rows}
+    medians = _median_rt(study=study, worker_ids=page)
+    agreement = _majority_agreement(study=study, worker_ids=page)
     out = []
-    for worker_id, items in per.items():
-        review = reviews.get(worker_id)
-        sentinels = [r for r in items if r["kind"] == Trial.Kind.SENTINEL]
-        agree = total = 0
-        for r in items:
-            if r["kind"] != Trial.Kind.TEST:
-                continue
-            others = votes[r["item_id"]].copy()
-            if not r["assignment__excluded"]:
-                others[r["choice"]] -= 1
-            if others[0] != others[1]:
-                total += 1
-                agree += int((others[1] > others[0]) == bool(r["choice"]))
+    for pk in page:
+        r = by_id[pk]
+        n = r["n"]
+        agree, total = agreement.get(pk, (0, 0))
         out.append(
             {
-                "worker": items[0]["worker__external_hash"][:16],
-                "simulated": items[0]["worker__is_simulated"],
-                "judgments": len(items),
-                "sentinel_accuracy": sum(1 for r in sentinels if r["correct"]) / len(sentinels)
-                if sentinels
-                else None,
-                f"fraction_{first}": sum(1 for r in items if r["response"] == first) / len(items),
-                "median_rt_ms": statistics.median(r["rt_ms"] for r in items),
+                "worker": r["external_hash"][:16],
+                "simulated": r["is_simulated"],
+                "judgments": n,
+                "sentinel_accuracy": r["n_sentinels_right"] / r["n_sentinels"] if r["n_sentinels"] else None,
+                f"fraction_{first}": r["n_first"] / n if n else None,
+                "median_rt_ms": medians.get(pk),
                 "majority_agreement": agree / total if total else None,
-                "excluded_assignments": excluded.get(worker_id, 0),
-                "review": review["decision"] if review else None,
-                "review_reason": review["reason"] if review else "",
-                "reviewed_at": review["decided_at"] if review else None,
+                "excluded_assignments": r["n_excluded"],
+                "review": r["review__decision"],
+                "review_reason": r["review__reason"] or "",
+                "reviewed_at": r["review__decided_at"],
             }
         )
-    idle = (
-        Worker.objects.filter(assignments__study=study)
-        .exclude(pk__in=list(per))
-        .distinct()
-        .values("pk", "external_hash", "is_simulated")
-    )
-    for w in idle:
-        review = reviews.get(w["pk"])
-        out.append(
-            {
-                "worker": w["external_hash"][:16],
-                "simulated": w["is_simulated"],
-                "judgments": 0,
-                "sentinel_accuracy": None,
-                f"fraction_{first}": None,
-                "median_rt_ms": None,
-                "majority_agreement": None,
-                "excluded_assignments": excluded.get(w["pk"], 0),
-                "review": review["decision"] if review else None,
-                "review_reason": review["reason"] if review else "",
-                "reviewed_at": review["decided_at"] if review else None,
-            }
-        )
-    out.sort(key=lambda w: -w["judgments"])
     return out
+
+
+def worker_stats_page(*, study: Study, page: int = 1, per_page: int = WORKERS_PER_PAGE) -> dict:
+    """One page of worker_stats: {"count", "page", "pages", "per_page", "results"}. A page past the last
+    gives the last (and page < 1 the first), so that a stale link still shows workers."""
+    count = Assignment.objects.filter(study=study).values("worker_id").distinct().count()
+    pages = max(1, -(-count // per_page))
+    page = min(max(1, page), pages)
+    results = worker_stats(study=study, offset=(page - 1) * per_page, limit=per_page)
+    return {"count": count, "page": page, "pages": pages, "per_page": per_page, "results": results}
+
+
+def _median_rt(*, study: Study, worker_ids: list) -> dict:
+    """worker id -> median response time of their non-practice judgments in the study, as
+    statistics.median gives it (the mean of the two middle values for an even count). PostgreSQL has
+    percentile_cont but SQLite has no median, so the portable form is used on both: the database numbers
+    each worker's judgments by response time (window functions) and returns only the one or two middle
+    rows of each worker; their mean is taken here."""
+    rows = (
+        Judgment.objects.filter(worker_id__in=worker_ids, item__study=study)
+        .exclude(kind=Trial.Kind.PRACTICE)
+        .annotate(
+            rn=Window(RowNumber(), partition_by=[F("worker_id")], order_by=[F("rt_ms").asc()]),
+            cnt=Window(Count("pk"), partition_by=[F("worker_id")]),
+        )
+        .filter(Q(rn=(F("cnt") + 1) / 2) | Q(rn=(F("cnt") + 2) / 2))
+        .values_list("worker_id", "rt_ms")
+    )
+    middle: dict = defaultdict(list)
+    for worker, rt in rows:
+        middle[worker].append(rt)
+    out = {}
+    for worker, values in middle.items():
+        values.sort()
+        out[worker] = values[0] if len(values) == 1 else (values[0] + values[1]) / 2
+    return out
+
+
+def _majority_agreement(*, study: Study, worker_ids: list) -> dict:
+    """worker id -> (agreeing, counted) over their test judgments in the study: whether their choice is the
+    majority choice of the OTHER workers' votes on the same item. Votes are the test judgments of
+    non-excluded assignments; the judgment's own vote is taken out (when it counted), and ties are not
+    counted. In SQL: one correlated count per judgment of the selected workers, `others` = (votes for
+    choice 1) - (votes for choice 0) without their own; it is a tie at 0, and they agree when its sign is
+    their choice's."""
+    votes = (
+        Judgment.objects.filter(item_id=OuterRef("item_id"), kind=Trial.Kind.TEST, assignment__excluded=False)
+        .order_by()
+        .values("item_id")
+        .annotate(d=Sum(Case(When(choice=1, then=1), When(choice=0, then=-1), default=0)))
+        .values("d")
+    )
+    own = Case(
+        When(assignment__excluded=False, choice=1, then=1),
+        When(assignment__excluded=False, choice=0, then=-1),
+        default=0,
+    )
+    rows = (
+        Judgment.objects.filter(worker_id__in=worker_ids, item__study=study, kind=Trial.Kind.TEST)
+        .annotate(others=Coalesce(Subquery(votes), 0) - own)
+        .order_by()
+        .values("worker_id")
+        .annotate(
+            total=Count("pk", filter=~Q(others=0)),
+            agree=Count("pk", filter=(Q(others__gt=0) & ~Q(choice=0)) | Q(others__lt=0, choice=0)),
+        )
+        .values_list("worker_id", "agree", "total")
+    )
+    return {worker: (agree, total) for worker, agree, total in rows}
 
 
 IMAGE_SLOTS = {"2afc": ("left", "ref", "right"), "jnd": ("first", "second")}
