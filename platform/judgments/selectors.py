@@ -9,6 +9,7 @@ from django.db.models import Case, Count, F, FilteredRelation, OuterRef, Q, Subq
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
+from core.exceptions import ApplicationError
 from judgments.models import RESPONSES, Assignment, Judgment, Trial, Worker
 from studies.models import Item, Study
 
@@ -172,6 +173,16 @@ def worker_stats(*, study: Study, offset: int = 0, limit: int | None = None, wor
             }
         )
     return out
+
+
+def worker_page_number(*, value: str | None) -> int:
+    """The ?page= of a workers table: absent means 1; anything but a positive integer (at most 9 digits)
+    is refused with a message (400), never a 500."""
+    if value in (None, ""):
+        return 1
+    if not (value.isascii() and value.isdigit() and len(value) <= 9 and int(value) >= 1):
+        raise ApplicationError("page must be a positive whole number", extra={"field": "page"})
+    return int(value)
 
 
 def worker_stats_page(*, study: Study, page: int = 1, per_page: int = WORKERS_PER_PAGE) -> dict:
