@@ -175,6 +175,31 @@ def worker_stats(*, study: Study, offset: int = 0, limit: int | None = None, wor
     return out
 
 
+def worker_shares(*, study: Study) -> list[dict]:
+    """The two shares the dashboard's QC histograms draw, for every worker with judgments in the study (one
+    GROUP BY query, no per-worker medians or agreement): {"sentinel_accuracy", "fraction_<first key>"}, the
+    same values as worker_stats gives them. Workers without judgments are left out (worker_stats gives
+    them None, which a histogram skips)."""
+    first = RESPONSES[study.kind][0]
+    rows = (
+        Judgment.objects.filter(item__study=study)
+        .exclude(kind=Trial.Kind.PRACTICE)
+        .order_by()
+        .values("worker_id")
+        .annotate(
+            n=Count("pk"),
+            sentinels=Count("pk", filter=Q(kind=Trial.Kind.SENTINEL)),
+            right=Count("pk", filter=Q(kind=Trial.Kind.SENTINEL, correct=True)),
+            firsts=Count("pk", filter=Q(response=first)),
+        )
+        .values_list("n", "sentinels", "right", "firsts")
+    )
+    return [
+        {"sentinel_accuracy": right / sentinels if sentinels else None, f"fraction_{first}": firsts / n}
+        for n, sentinels, right, firsts in rows
+    ]
+
+
 def worker_page_number(*, value: str | None) -> int:
     """The ?page= of a workers table: absent means 1; anything but a positive integer (at most 9 digits)
     is refused with a message (400), never a 500."""

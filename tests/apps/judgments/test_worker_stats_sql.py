@@ -13,7 +13,7 @@ from judgments.assignments import assignment_start
 from judgments.models import RESPONSES, Assignment, Judgment, Trial, Worker, WorkerReview
 from judgments.qc import assignment_submit
 from judgments.reviews import worker_review_set
-from judgments.selectors import worker_stats, worker_stats_page
+from judgments.selectors import worker_shares, worker_stats, worker_stats_page
 from judgments.workers import worker_hash
 
 pytestmark = pytest.mark.django_db
@@ -183,6 +183,18 @@ def test_it_matches_the_python_definition(busy_study):
     assert any(0 < (w["majority_agreement"] or 0) < 1 for w in got)
     assert any(w["sentinel_accuracy"] is not None and w["sentinel_accuracy"] < 1 for w in got)
     assert len({w["judgments"] for w in got}) > 2
+
+
+def test_it_gives_the_histograms_shares_as_worker_stats_does(busy_study):
+    first = f"fraction_{RESPONSES[busy_study.kind][0]}"
+    want = [
+        {"sentinel_accuracy": w["sentinel_accuracy"], first: w[first]}
+        for w in worker_stats(study=busy_study)
+        if w["judgments"]
+    ]
+    got = worker_shares(study=busy_study)
+    key = lambda w: (w[first], w["sentinel_accuracy"] or -1)  # noqa: E731
+    assert len(got) == 6 and sorted(got, key=key) == sorted(want, key=key)
 
 
 def test_it_pages_in_the_same_order(busy_study):
