@@ -98,9 +98,10 @@ def worker_stats(*, study: Study, offset: int = 0, limit: int | None = None, wor
     can be reviewed before they answer. Ordered by judgments (most first), then hash; `offset`/`limit`
     select a page, `worker_id` one worker.
 
-    Everything is computed by the database, for the selected workers only: a page costs six queries
-    whatever the study's size (the order needs one count per worker of the study, done in SQL). Python
-    only divides the counts and averages the one or two middle response times of each worker."""
+    Everything is computed by the database, for the selected workers only: a page costs four queries
+    whatever the study's size (the order, which needs each worker's count of judgments; the counts and the
+    review; the medians; the agreement). Python only divides the counts and averages the one or two middle
+    response times of each worker."""
     first = RESPONSES[study.kind][0]
     workers = Worker.objects.filter(pk__in=Assignment.objects.filter(study=study).values("worker_id"))
     if worker_id is not None:
