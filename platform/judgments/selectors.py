@@ -6,7 +6,7 @@ from collections import defaultdict
 from datetime import timedelta
 
 from django.db.models import Case, Count, F, FilteredRelation, OuterRef, Q, Subquery, Sum, When, Window
-from django.db.models.functions import Coalesce, RowNumber
+from django.db.models.functions import Coalesce, RowNumber, Sign
 from django.utils import timezone
 
 from core.exceptions import ApplicationError
@@ -230,6 +230,7 @@ def _median_rt(*, study: Study, worker_ids: list) -> dict:
     rows = (
         Judgment.objects.filter(worker_id__in=worker_ids, item__study=study)
         .exclude(kind=Trial.Kind.PRACTICE)
+        .order_by()
         .annotate(
             rn=Window(RowNumber(), partition_by=[F("worker_id")], order_by=[F("rt_ms").asc()]),
             cnt=Window(Count("pk"), partition_by=[F("worker_id")]),
@@ -253,7 +254,7 @@ def _majority_agreement(*, study: Study, worker_ids: list) -> dict:
     non-excluded assignments; the judgment's own vote is taken out (when it counted), and ties are not
     counted. In SQL: one correlated count per judgment of the selected workers, `others` = (votes for
     choice 1) - (votes for choice 0) without their own; it is a tie at 0, and they agree when its sign is
-    their choice's."""
+    their choice's (the old Counter definition compared exactly these two counts)."""
     votes = (
         Judgment.objects.filter(item_id=OuterRef("item_id"), kind=Trial.Kind.TEST, assignment__excluded=False)
         .order_by()
@@ -266,18 +267,25 @@ def _majority_agreement(*, study: Study, worker_ids: list) -> dict:
         When(assignment__excluded=False, choice=0, then=-1),
         default=0,
     )
+    # +1 agrees, -1 disagrees, 0 a tie: the sign of `others` times the side of their choice. One expression,
+    # grouped on, so that the correlated count runs once per judgment.
+    outcome = Sign(Coalesce(Subquery(votes), 0) - own) * Case(When(choice=0, then=-1), default=1)
     rows = (
         Judgment.objects.filter(worker_id__in=worker_ids, item__study=study, kind=Trial.Kind.TEST)
-        .annotate(others=Coalesce(Subquery(votes), 0) - own)
         .order_by()
-        .values("worker_id")
-        .annotate(
-            total=Count("pk", filter=~Q(others=0)),
-            agree=Count("pk", filter=(Q(others__gt=0) & ~Q(choice=0)) | Q(others__lt=0, choice=0)),
-        )
-        .values_list("worker_id", "agree", "total")
+        .annotate(outcome=outcome)
+        .values("worker_id", "outcome")
+        .annotate(c=Count("pk"))
+        .values_list("worker_id", "outcome", "c")
     )
-    return {worker: (agree, total) for worker, agree, total in rows}
+    out: dict = {}
+    for worker, result, c in rows:
+        agree, total = out.get(worker, (0, 0))
+        if result:
+            out[worker] = (agree + c * (result > 0), total + c)
+        else:
+            out.setdefault(worker, (0, 0))
+    return out
 
 
 IMAGE_SLOTS = {"2afc": ("left", "ref", "right"), "jnd": ("first", "second")}
