@@ -22,7 +22,7 @@ from exports.services import export_create
 from judgments.apis import stimulus_response  # the annotator API's PNG reply (no validators)
 from judgments.preview import PREVIEW_MAX_TESTS, hit_preview, study_has_image
 from judgments.reviews import HASH_PREFIX, study_worker_get, worker_review_set
-from judgments.selectors import worker_stats
+from judgments.selectors import worker_page_number, worker_stats, worker_stats_page
 from studies.lifecycle import study_close, study_pause, study_start
 from studies.models import Item, Study
 from studies.selectors import study_list_for
@@ -32,6 +32,7 @@ from training.selectors import owned_model_version
 from training.triggers import training_request
 
 STUDIES_PER_PAGE = 25
+STUDY_PAGE_WORKERS = 25  # the study page's Workers section; the rest on the workers page
 
 
 @login_required
@@ -102,6 +103,10 @@ def study_detail(request, study_id):
         "share": share_links(annotator_url=annotator_url, config=config),
         "secure": annotator_url.startswith("https://"),
     }
+    # the Workers section: the first page; the whole table is on the workers page
+    context["workers_page"] = worker_stats_page(study=study, page=1, per_page=STUDY_PAGE_WORKERS)
+    context["workers"] = context["workers_page"]["results"]
+    context["workers_preview"] = True
     return render(request, "dashboard/study.html", context)
 
 
@@ -227,9 +232,15 @@ def _side_key(study) -> str:
 @login_required
 @require_GET
 def study_workers(request, study_id):
-    """The workers table: the fragment htmx loads, or a page of its own."""
+    """The workers table, 50 a page (?page=; a bad one shows the first): the fragment htmx loads, or a page
+    of its own."""
     study = _owned(request, study_id)
-    context = {"study": study, "workers": worker_stats(study=study), "side_key": _side_key(study)}
+    try:
+        number = worker_page_number(value=request.GET.get("page"))
+    except ApplicationError:
+        number = 1  # as the study list's Paginator.get_page: a bad ?page= shows the first page
+    page = worker_stats_page(study=study, page=number)
+    context = {"study": study, "workers": page["results"], "workers_page": page, "side_key": _side_key(study)}
     template = "dashboard/_workers.html" if request.headers.get("HX-Request") else "dashboard/workers.html"
     return render(request, template, context)
 
@@ -262,7 +273,7 @@ def study_worker_review(request, study_id, worker_hash):
     else:
         error = "; ".join(m for msgs in form.errors.values() for m in msgs)
     if request.headers.get("HX-Request"):
-        row = next(w for w in worker_stats(study=study) if w["worker"] == worker_hash)
+        row = worker_stats(study=study, worker_id=worker.pk)[0]
         context = {"study": study, "w": row, "side_key": _side_key(study), "error": error}
         # htmx swaps 2xx answers only: the refusal is in the row (role=alert), with a 200
         return render(request, "dashboard/_worker_row.html", context)

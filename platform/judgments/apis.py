@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
@@ -29,7 +29,14 @@ from judgments.assignments import (
 from judgments.models import Assignment, CrowdPlatform
 from judgments.qc import assignment_submit, completion_for
 from judgments.reviews import HASH_PREFIX, REASON_MAX, worker_review_set
-from judgments.selectors import IMAGE_SLOTS, assignment_trials, slot_image, trial_image, worker_stats
+from judgments.selectors import (
+    IMAGE_SLOTS,
+    assignment_trials,
+    slot_image,
+    trial_image,
+    worker_page_number,
+    worker_stats_page,
+)
 from studies.apis import owned_study
 from studies.models import Item, Study
 
@@ -352,17 +359,42 @@ class StudyExampleImageApi(AnnotatorApi):
 
 # --- researchers ----------------------------------------------------------------------------------------
 class StudyWorkersApi(APIView):
-    """Per-worker QC statistics (hashed ids only)."""
+    """Per-worker QC statistics (hashed ids only), 50 workers a page (?page=, from 1; most judgments
+    first): {"count", "next", "previous", "results"}. A page past the last gives the last."""
 
     @extend_schema(
+        parameters=[OpenApiParameter("page", int, description="page number, from 1")],
         responses=inline_serializer(
-            "WorkerStats",
-            {"worker": serializers.CharField(), "judgments": serializers.IntegerField()},
-            many=True,
-        )
+            "WorkerStatsPage",
+            {
+                "count": serializers.IntegerField(),
+                "next": serializers.URLField(allow_null=True),
+                "previous": serializers.URLField(allow_null=True),
+                "results": inline_serializer(
+                    "WorkerStats",
+                    {"worker": serializers.CharField(), "judgments": serializers.IntegerField()},
+                    many=True,
+                ),
+            },
+        ),
     )
     def get(self, request, study_id):
-        return Response(worker_stats(study=owned_study(request, study_id)))
+        study = owned_study(request, study_id)
+        page = worker_stats_page(study=study, page=worker_page_number(value=request.query_params.get("page")))
+
+        def link(number: int) -> str | None:
+            if not 1 <= number <= page["pages"] or number == page["page"]:
+                return None
+            return request.build_absolute_uri(f"{request.path}?page={number}")
+
+        return Response(
+            {
+                "count": page["count"],
+                "next": link(page["page"] + 1),
+                "previous": link(page["page"] - 1),
+                "results": page["results"],
+            }
+        )
 
 
 class StudyWorkerReviewApi(APIView):

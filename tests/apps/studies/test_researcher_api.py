@@ -133,9 +133,10 @@ def test_start_pause_and_stats(researcher_carol, make_study, answer_trials, trut
     assert stats["sentinel_accuracy"] == 1.0
     workers = carol.get(f"/api/v1/studies/{study.pk}/workers/").json()
     assert (
-        workers[0]["judgments"] == 7
-        and workers[0]["sentinel_accuracy"] == 1.0
-        and len(workers[0]["worker"]) == 16
+        workers["count"] == 1
+        and workers["results"][0]["judgments"] == 7
+        and workers["results"][0]["sentinel_accuracy"] == 1.0
+        and len(workers["results"][0]["worker"]) == 16
     )
     assert carol.post(f"/api/v1/studies/{study.pk}/pause/").json()["status"] == "paused"
     assert (
