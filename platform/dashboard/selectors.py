@@ -13,7 +13,7 @@ from django.utils import timezone
 from dashboard import charts
 from dashboard.rules import exclusion_rule_text, timing_rule_text
 from judgments.models import Judgment, Trial
-from judgments.selectors import study_stats, worker_stats
+from judgments.selectors import study_stats, worker_shares
 from studies.models import Item, Study
 from training.models import Evaluation
 from training.selectors import models_panel
@@ -222,7 +222,7 @@ def agreement_charts(*, study: Study) -> dict:
 
 def dashboard_for(*, study: Study) -> dict:
     stats = study_stats(study=study)
-    workers = worker_stats(study=study)
+    workers = worker_shares(study=study)  # the QC histograms' two shares per worker, one GROUP BY
     first = "fraction_left" if study.kind == "2afc" else "fraction_same"
     coverage = [
         (
@@ -274,7 +274,6 @@ def dashboard_for(*, study: Study) -> dict:
     ]
     return {
         "stats": stats,
-        "workers": workers,
         "side_key": first,
         "progress_charts": progress_charts,
         "qc_charts": qc_charts,
