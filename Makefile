@@ -45,7 +45,7 @@ lint: install ## ruff (lines of at most 110), the formatter's check, and the imp
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
 
-bench: install ## benchmarks (distortion engine, metric vs reference lpips, k-means science check, continuous training); writes docs/benchmarks.md
+bench: install ## benchmarks (distortion engine, metric vs reference lpips, k-means science check, continuous training, new-study preview); writes docs/benchmarks.md
 	@tmp=$$(mktemp -d) && export PERCEPTLAB_DATA_DIR=$$tmp PYTHONPATH=platform:. && \
 	  $(PY) manage.py bench_distortions --out docs/benchmarks.md && \
 	  $(PY) manage.py bench_preview --out docs/benchmarks.md && \
