@@ -13,3 +13,11 @@ def pct(value) -> str:
     if value is None or value == "":
         return "–"
     return _pct(float(value))
+
+
+@register.filter
+def after_name(reason, name) -> str:
+    """A reason that repeats the name it explains ("random: as configured (...)" after "random"), without
+    the repetition: {{ trunk.reason|after_name:trunk.used }} -> "as configured (...)"."""
+    text, prefix = str(reason or ""), f"{name}: "
+    return text[len(prefix) :] if name and text.startswith(prefix) else text

@@ -87,3 +87,20 @@ def test_the_card_is_the_owners_only(client, version, researcher_dave, django_us
     admin = django_user_model.objects.create_superuser(username="root", password="x" * 16)
     client.force_login(admin)
     assert client.get(f"/dashboard/models/{version.pk}/").status_code == 200
+
+
+def test_it_says_why_a_trunk_ran_without_repeating_its_name(version, client, researcher_carol):
+    """Recorded reasons start with the weights' name ("random: as configured (...)"); the card and the models
+    panel show the name once."""
+    version.backbone_info = {
+        "requested": "random",
+        "used": "random",
+        "reason": "random: as configured (torchvision's seeded random initialisation, the paper's control)",
+    }
+    version.save(update_fields=["backbone_info"])
+    client.force_login(researcher_carol)
+    card = client.get(f"/dashboard/models/{version.pk}/").content.decode()
+    study = client.get(f"/dashboard/{version.study_id}/").content.decode()
+    for page in (card, study):
+        assert "as configured (torchvision" in page
+        assert "random: as configured" not in page
