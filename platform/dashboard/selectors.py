@@ -14,6 +14,7 @@ from dashboard import charts
 from dashboard.rules import exclusion_rule_text, timing_rule_text
 from judgments.models import Judgment, Trial
 from judgments.selectors import study_stats, worker_shares
+from studies.imports import study_import_running
 from studies.models import Item, Study
 from training.models import Evaluation
 from training.selectors import models_panel
@@ -291,8 +292,6 @@ def study_build_state(*, study: Study) -> dict:
     job did), or idle; `running` while building or importing, with done / total and `percent` once known
     (None before the first report: an indeterminate bar); the last import's outcome (`last_import`); and the
     study's items by role."""
-    from studies.imports import study_import_running
-
     progress = study.build_progress if isinstance(study.build_progress, dict) else {}
     is_import = progress.get("kind") == "import"
     roles = dict(Item.objects.filter(study=study).values_list("role").annotate(n=Count("pk")))
@@ -323,7 +322,7 @@ def study_build_state(*, study: Study) -> dict:
 
 
 def study_actions(*, study: Study, n_test: int, n_judgments: int) -> dict:
-    """Which lifecycle buttons apply now (the services' own rules, studies.services: start a draft or paused
+    """Which lifecycle buttons apply now (the services' own rules, studies.lifecycle: start a draft or paused
     study that has test items; pause an active one; close any that is not building or closed already;
     retrain and evaluate once there are judgments)."""
     status = study.status

@@ -195,7 +195,8 @@ def study_try_image(request, study_id, name):
 @login_required
 @require_POST
 def study_action(request, study_id, action):
-    study = get_object_or_404(study_list_for(user=request.user), pk=study_id)
+    """start | pause | close | export | evaluate (the route's converter admits no other action)."""
+    study = _owned(request, study_id)
     try:
         if action == "start":
             study_start(study=study)
@@ -214,15 +215,9 @@ def study_action(request, study_id, action):
         elif action == "evaluate":
             training_request(study=study, force=True)
             messages.info(request, "Retraining and evaluation queued.")
-        else:
-            messages.error(request, f"unknown action {action}")
     except ApplicationError as exc:
         messages.error(request, exc.message)
     return redirect("dashboard-study", study_id=study.pk)
-
-
-def _owned(request, study_id):
-    return get_object_or_404(study_list_for(user=request.user), pk=study_id)
 
 
 def _side_key(study) -> str:
