@@ -10,22 +10,13 @@ from collections.abc import Callable
 from core.stimuli import STIMULUS_PATH
 from judgments.assignments import hit_sequence
 from judgments.models import Trial
-from judgments.selectors import IMAGE_SLOTS, slot_image
+from judgments.selectors import IMAGE_SLOTS, practice_answer, slot_image
 from judgments.sql import TRIAL_ITEM_FIELDS
 from studies.collection import completion_redirect
 from studies.models import Item, Study
 
 PREVIEW_MAX_TESTS = 12  # a try-out is short: at most this many of the HIT's test trials
 _rng = random.SystemRandom()
-
-
-def _practice_answer(*, kind: str, item: Item, swap: bool) -> str | None:
-    """The screen answer of a practice trial (as judgments.selectors.assignment_trials gives it)."""
-    if not item.expected:
-        return None
-    if kind == "2afc":
-        return "left" if (item.expected == "p0") != swap else "right"
-    return item.expected
 
 
 def hit_preview(*, study: Study, image_url: Callable[[str], str], rng: random.Random | None = None) -> dict:
@@ -54,8 +45,8 @@ def hit_preview(*, study: Study, image_url: Callable[[str], str], rng: random.Ra
             "answered": False,
             "images": images,
         }
-        answer = _practice_answer(kind=study.kind, item=item, swap=swap) if trial["practice"] else None
-        if answer:
+        answer = practice_answer(kind=study.kind, expected=item.expected, swap=swap)
+        if trial["practice"] and answer:
             trial["answer"] = answer
         trials.append(trial)
     code = config["completion_code"]

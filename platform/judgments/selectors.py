@@ -310,6 +310,16 @@ def _majority_agreement(*, study: Study, worker_ids: list) -> dict:
 IMAGE_SLOTS = {"2afc": ("left", "ref", "right"), "jnd": ("first", "second")}
 
 
+def practice_answer(*, kind: str, expected: str, swap: bool) -> str | None:
+    """A known-answer item's answer as the screen shows it (2AFC: the side the expected patch is on under
+    `swap`; JND: same / different), or None for an item without one. Practice trials carry it."""
+    if not expected:
+        return None
+    if kind == "2afc":
+        return "left" if (expected == "p0") != swap else "right"
+    return expected
+
+
 def image_url(*, token: str, trial_id: str, slot: str) -> str:
     """An image's URL for the annotator: opaque per assignment, trial and screen slot (never the content
     hash of the file, so identical images do not have identical URLs)."""
@@ -379,10 +389,8 @@ def assignment_trials(*, assignment: Assignment, trials: list[Trial] | None = No
                 for slot in IMAGE_SLOTS[kind]
             },
         }
-        if trial.kind == Trial.Kind.PRACTICE and item.expected:
-            if kind == "2afc":
-                entry["answer"] = "left" if (item.expected == "p0") != trial.swap else "right"
-            else:
-                entry["answer"] = item.expected
+        answer = practice_answer(kind=kind, expected=item.expected, swap=trial.swap)
+        if trial.kind == Trial.Kind.PRACTICE and answer:
+            entry["answer"] = answer
         out.append(entry)
     return out
