@@ -44,7 +44,7 @@ def study_new(request):
                 if study.build_config:
                     enqueue_on_commit("studies.study_build_stimuli", str(study.pk))
                     return redirect("dashboard-study", study_id=study.pk)
-                return redirect(f"/dashboard/{study.pk}/import/")
+                return redirect("study-import", study_id=study.pk)
         status = 400
     else:
         kind = request.GET.get("kind")
