@@ -20,7 +20,8 @@ def media(request, path):
     stimuli/<sha256>.png are served, always as image/png with nosniff and a sandboxing CSP, so no file
     under MEDIA_ROOT can run as a page or script from our origin; export archives, uploads, feature caches
     and models stay private (API downloads only). In production a reverse proxy serves MEDIA_ROOT/stimuli
-    unless SERVE_MEDIA is set."""
+    unless SERVE_MEDIA is set. Local media storage only: with an object store (PERCEPTLAB_STORAGE=s3) this
+    folder is empty, and annotators get every image through the per-trial API, which streams it."""
     if not settings.SERVE_MEDIA:
         raise Http404("media are served by the reverse proxy")
     if not STIMULUS_PATH.fullmatch(path):  # content-addressed stimuli; nothing else is public

@@ -17,15 +17,14 @@ from __future__ import annotations
 import random
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from django.conf import settings
 from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
+from core import storage
 from devtools.reports import machine_line, write_section
 from distortions.imageio import write_png
 
@@ -34,12 +33,13 @@ def _pool_of_patches(n: int, seed: int = 0) -> list[str]:
     """n distinct 64x64 PNGs (smooth random fields plus noise) in media storage."""
     rng = np.random.default_rng(seed)
     out = []
-    images = Path(settings.MEDIA_ROOT) / "stimuli"
+    images = storage.local_path("stimuli")
     images.mkdir(parents=True, exist_ok=True)
     for _ in range(n):
         base = rng.random((8, 8, 3))
         img = np.kron(base, np.ones((8, 8, 1))) + rng.normal(0, 0.08, (64, 64, 3))
         out.append("stimuli/" + write_png((np.clip(img, 0, 1) * 255).astype(np.uint8), images)[0])
+    storage.publish_local(out)
     return out
 
 

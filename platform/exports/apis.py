@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from django.conf import settings
-from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -14,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.exceptions import ApplicationError
+from core.storage import stream_response
 from exports.models import Export
 from exports.services import export_create
 from studies.apis import owned_study
@@ -93,11 +90,15 @@ class ExportDownloadApi(APIView):
             raise ApplicationError(
                 f"the export is {export.status}", {"status": export.status}, status_code=409
             )
-        path = Path(settings.MEDIA_ROOT) / export.archive
-        if not path.is_file():
-            raise ApplicationError("the archive file is missing from media storage", status_code=410)
-        response = FileResponse(
-            path.open("rb"), as_attachment=True, filename=path.name, content_type="application/zip"
-        )
+        try:
+            response = stream_response(
+                export.archive,
+                content_type="application/zip",
+                filename=export.archive.rsplit("/", 1)[-1],
+                as_attachment=True,
+            )
+        except FileNotFoundError:
+            missing = "the archive file is missing from media storage"
+            raise ApplicationError(missing, status_code=410) from None
         response["ETag"] = f'"{export.sha256}"'
         return response

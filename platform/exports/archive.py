@@ -1,4 +1,4 @@
-"""Writing export archive members without holding them whole: images are copied from disk in chunks, JSON
+"""Writing export archive members without holding them whole: images are copied from storage in chunks, JSON
 lines are encoded one row at a time. Every member has fixed metadata (date, mode), so that equal content is
 equal bytes, and the bytes are those ``ZipFile.writestr`` gives for the whole member (the local header is
 rewritten with the real sizes and CRC when a member closes, and deflate's output does not depend on how
@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
+
+from core.storage import open_stream
 
 ZIP_DATE = (2018, 1, 1, 0, 0, 0)  # fixed member timestamps: same content, same bytes
 CHUNK = 256 * 1024  # bytes read or written at a time
@@ -34,11 +35,12 @@ def member_add(zf: zipfile.ZipFile, name: str, data: bytes, compress: bool = Tru
     zf.writestr(_info(name, compress=compress), data)
 
 
-def member_add_file(zf: zipfile.ZipFile, name: str, path: Path, compress: bool = False) -> str:
-    """A file copied into the archive in chunks; returns its sha256."""
+def member_add_file(zf: zipfile.ZipFile, name: str, stored: str, compress: bool = False) -> str:
+    """A file of the media storage (core.storage) copied into the archive in chunks; returns its sha256."""
     digest = hashlib.sha256()
-    with open(path, "rb") as source:
-        info = _info(name, compress=compress, size=os.fstat(source.fileno()).st_size)
+    source, size = open_stream(stored)
+    with source:
+        info = _info(name, compress=compress, size=size)
         with zf.open(info, "w") as dest:
             while chunk := source.read(CHUNK):
                 digest.update(chunk)

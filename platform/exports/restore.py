@@ -23,17 +23,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import zipfile
 from datetime import datetime
-from pathlib import Path
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, models, transaction
 
+from core import storage
 from core.exceptions import ApplicationError
 from core.stimuli import STIMULUS_PATH
 from exports.archive import member_add, member_add_file, member_add_lines
@@ -119,14 +118,14 @@ def _media_rel(name: str) -> str | None:
     return rel if name.startswith(MEDIA_PREFIX) and STIMULUS_PATH.fullmatch(rel) else None
 
 
-def stimulus_path(rel: str) -> Path:
-    """The file of an item's image path; only ``stimuli/<sha256>.png`` names one (an export never reads
-    any other file, whatever a row says)."""
+def stimulus_path(rel: str) -> str:
+    """The stored name of an item's image path; only ``stimuli/<sha256>.png`` names one (an export never
+    reads any other file, whatever a row says)."""
     if not isinstance(rel, str) or not STIMULUS_PATH.fullmatch(rel):
         raise ApplicationError(
             f"{rel!r} is not a stimulus path (stimuli/<sha256>.png)", {"path": str(rel)[:200]}
         )
-    return Path(settings.MEDIA_ROOT) / rel
+    return rel
 
 
 def media_paths(items: list[dict]) -> list[str]:
@@ -137,7 +136,7 @@ def media_paths(items: list[dict]) -> list[str]:
 
 def write_restore(zf: zipfile.ZipFile, rows: dict[str, list[dict]]) -> dict:
     """Add restore/ to an archive being written; returns the manifest. Tables are encoded row by row and
-    images copied from disk in chunks (exports.archive), never held whole."""
+    images copied from the media storage in chunks (exports.archive), never held whole."""
     digests, counts = {}, {}
     for table in ("study", *(t for t, _, _ in TABLES)):
         name = f"restore/{table}.jsonl"
@@ -353,8 +352,8 @@ def _refuse_existing(model, table: str, ids: set) -> None:
 
 
 def _check_images(items: list, images: dict[str, str]) -> dict[str, str]:
-    """Every image path of every item is stimuli/<sha256>.png, carried by the archive or already on disk
-    with content that hashes to its name. Returns the archive's images that are not on disk yet."""
+    """Every image path of every item is stimuli/<sha256>.png, carried by the archive or already stored
+    with content that hashes to its name. Returns the archive's images that are not stored yet."""
     referenced = set()
     for n, item in enumerate(items, start=1):
         for key in IMAGE_FIELDS:
@@ -374,12 +373,10 @@ def _check_images(items: list, images: dict[str, str]) -> dict[str, str]:
         raise _refuse(
             f"restore/media/{min(unused)} is not referenced by any item", file=f"restore/media/{min(unused)}"
         )
-    media = Path(settings.MEDIA_ROOT)
     missing = {}
     for rel in sorted(referenced):
-        path = media / rel
-        if path.is_file():
-            if hashlib.sha256(path.read_bytes()).hexdigest() != STIMULUS_PATH.fullmatch(rel)["sha"]:
+        if storage.exists(rel):
+            if hashlib.sha256(storage.read_bytes(rel)).hexdigest() != STIMULUS_PATH.fullmatch(rel)["sha"]:
                 raise ApplicationError(
                     f"{rel} on this server does not hash to its name; an operator must check it "
                     "before this archive can be restored",
@@ -391,19 +388,6 @@ def _check_images(items: list, images: dict[str, str]) -> dict[str, str]:
         else:
             raise _refuse(f"{rel} is neither in the archive nor on this server", file=f"restore/media/{rel}")
     return missing
-
-
-def _write_new_file(path: Path, data: bytes) -> None:
-    """Create a content-addressed file; an existing one is never replaced (os.link fails on it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid4().hex}.part")
-    tmp.write_bytes(data)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass  # written meanwhile by another job: same name, same bytes
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _create(model, objs: list) -> None:
@@ -458,14 +442,13 @@ def _restore_write(zf: zipfile.ZipFile, study: Study, rows: list[tuple], new_ima
             study.created_at = created_at
             for model, objs in rows:
                 _create(model, objs)
-            media = Path(settings.MEDIA_ROOT)
             for rel, member in new_images.items():
                 data = zf.read(member)
                 if (
                     hashlib.sha256(data).hexdigest() != STIMULUS_PATH.fullmatch(rel)["sha"]
                 ):  # the zip changed underneath
                     raise _refuse(f"{member}: content does not hash to its name", file=member)
-                _write_new_file(media / rel, data)
+                storage.save_if_absent(rel, data)  # or written meanwhile: same name, same bytes
     except IntegrityError as exc:
         raise ApplicationError(
             f"the archive's rows conflict with each other or with this database: {exc}",

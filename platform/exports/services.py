@@ -25,7 +25,6 @@ import logging
 import os
 import zipfile
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 from django.conf import settings
@@ -34,6 +33,7 @@ from django.db.models import F, Max, Min
 from django.utils import timezone
 from django.utils.text import slugify
 
+from core import storage
 from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
 from exports.archive import file_digest, member_add, member_add_file, member_add_lines
@@ -194,7 +194,7 @@ def _write_bapps(zf: zipfile.ZipFile, kind: str, groups: dict, votes: dict) -> t
             paths = {}
             for sub, rel in parts.items():
                 path = f"{base}/{sub}/{stem}.png"
-                member_add_file(zf, path, stimulus_path(rel))  # stimuli/<sha256>.png only, copied in chunks
+                member_add_file(zf, path, stimulus_path(rel))  # stimuli/<sha256>.png only, in chunks
                 paths[sub] = path
             npy = io.BytesIO()
             np.save(npy, np.array([positive / total], dtype=np.float32))
@@ -405,8 +405,9 @@ def _given_up_reason(interrupted: int) -> str:
 def export_build(*, export: Export) -> Export:
     """Write the archive for a pending export. A finished export is never rewritten.
 
-    The zip is streamed to ``<name>.zip.part`` next to its final path, fsynced and renamed into place;
-    sha256 and size are read back from the file in chunks. The job is acks_late, so a worker killed
+    The zip is streamed to ``<name>.zip.part`` next to its final path (core.storage.local_path), fsynced and
+    renamed into place, or uploaded to a remote media storage; sha256 and size are read back from the file
+    in chunks. The job is acks_late, so a worker killed
     mid-export (out of memory) gets it redelivered, forever unless bounded: each start counts in
     ``attempts``, and a start past PERCEPTLAB_EXPORT_MAX_ATTEMPTS marks the export failed with the reason
     instead of running it. A try that ends in an error it catches gives its attempt back (Celery's own
@@ -419,7 +420,7 @@ def export_build(*, export: Export) -> Export:
         export.refresh_from_db()
         return export
     rel = _archive_rel(export)
-    path = Path(settings.MEDIA_ROOT) / rel
+    path = storage.local_path(rel)  # the storage's file when local; else a scratch copy, uploaded when done
     tmp = path.with_suffix(".zip.part")
     Export.objects.filter(pk=export.pk).update(attempts=F("attempts") + 1)
     attempts = Export.objects.values_list("attempts", flat=True).get(pk=export.pk)
@@ -446,7 +447,7 @@ def export_build(*, export: Export) -> Export:
             handle.flush()
             os.fsync(handle.fileno())
         sha256, size = file_digest(tmp)
-        os.replace(tmp, path)
+        storage.store_local(rel, tmp)
         Export.objects.filter(pk=export.pk).update(
             status=Export.Status.DONE,
             archive=rel,

@@ -4,7 +4,7 @@ never name items, distortions, categories, sentinels or p0/p1; sides are screen 
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from core.net import client_ip
 from core.parsers import StrictJSONParser
 from core.stimuli import STIMULUS_PATH
+from core.storage import stream_response
 from core.throttling import AssignmentImageThrottle, AssignmentStartThrottle, AssignmentThrottle
 from judgments.answers import ANSWER_FIELDS, answer_input, judgment_submit
 from judgments.assignments import (
@@ -303,7 +304,8 @@ def stimulus_response(path: str | None) -> HttpResponse:
     """A stimulus PNG with nothing that identifies the file: no ETag or Last-Modified (equal files would
     show equal validators), no file name; private caching only (the URL belongs to one assignment). With
     IMAGE_ACCEL_HEADER set, a reverse proxy sends the file (X-Accel-Redirect / X-Sendfile) and must be
-    configured to add no validators either (docs/platform.md, "What a bot can still do")."""
+    configured to add no validators either (docs/platform.md, "What a bot can still do"); it needs the local
+    media storage (an object store has no file for the proxy to send)."""
     if not isinstance(path, str) or not STIMULUS_PATH.fullmatch(path):
         raise Http404("no such image")
     crowd = settings.PERCEPTLAB_CROWD
@@ -311,13 +313,10 @@ def stimulus_response(path: str | None) -> HttpResponse:
         response = HttpResponse(content_type="image/png")
         response[crowd["IMAGE_ACCEL_HEADER"]] = crowd["IMAGE_ACCEL_PREFIX"] + path
     else:
-        try:
-            handle = (settings.MEDIA_ROOT / path).open("rb")
+        try:  # streamed by the app from any backend, never a redirect to a URL naming the content hash
+            response = stream_response(path, content_type="image/png")
         except OSError:
             raise Http404("no such image") from None
-        response = FileResponse(handle, content_type="image/png")
-        if "Content-Disposition" in response:
-            del response["Content-Disposition"]  # it would carry the file's (content-hash) name
     response["Cache-Control"] = "private, max-age=86400, no-transform"
     return response
 

@@ -2,12 +2,12 @@
 
 1. `study_import_start` (the API, synchronous): the zip's directory and every image's header are checked
    (names, counts, sizes, compression ratios, pixel counts) before anything is decoded, and a bad archive
-   gets a 4xx naming the bad file at once. The upload is then kept privately under
-   ``MEDIA_ROOT/imports/<study>/`` (never web-served: the media view serves ``stimuli/<sha256>.png`` only)
-   and the Celery job `studies.study_import_items` is queued.
+   gets a 4xx naming the bad file at once. The upload is then stored privately as
+   ``imports/<study>/<random>.zip`` (core.storage; never web-served: the media view serves
+   ``stimuli/<sha256>.png`` only) and the Celery job `studies.study_import_items` is queued.
 2. `study_import_items` (the job): decodes one triplet at a time (never all the images), writes their PNGs
-   to a private staging folder, and only when every triplet has passed moves them into ``stimuli/`` and
-   inserts the items in one transaction. Progress and the outcome are in ``Study.build_progress``
+   to a private local staging folder, and only when every triplet has passed stores them in ``stimuli/``
+   and inserts the items in one transaction. Progress and the outcome are in ``Study.build_progress``
    (``{"kind": "import", "state": queued|running|done|failed, "done", "total", ...}``).
 
 Limits: ``settings.PERCEPTLAB_LIMITS`` (``import_*``, ``max_compression_ratio``) and
@@ -17,7 +17,6 @@ Limits: ``settings.PERCEPTLAB_LIMITS`` (``import_*``, ``max_compression_ratio``)
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import uuid
@@ -32,6 +31,7 @@ from django.db.models import Max
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from core import storage
 from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
 from distortions.imageio import pixels_sha256, write_png
@@ -232,16 +232,7 @@ def study_import_start(*, study: Study, archive, split: str = "val", category: s
     with _open_zip(archive) as zf:
         plan = import_plan(zf=zf, study=study, split=split, category=category)
     rel = f"{IMPORTS_DIR}/{study.pk}/{uuid.uuid4().hex}.zip"
-    path = Path(settings.MEDIA_ROOT) / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    archive.seek(0)
-    with open(tmp, "wb") as handle:
-        for chunk in (
-            archive.chunks() if hasattr(archive, "chunks") else iter(lambda: archive.read(1 << 20), b"")
-        ):
-            handle.write(chunk)
-    os.replace(tmp, path)
+    storage.save_stream(rel, archive)
     try:
         with transaction.atomic():
             locked = Study.objects.select_for_update().get(pk=study.pk)  # one import at a time per study
@@ -254,7 +245,7 @@ def study_import_start(*, study: Study, archive, split: str = "val", category: s
             progress = _set_progress(study.pk, state="queued", done=0, total=len(plan.groups))
             enqueue_on_commit("studies.study_import_items", str(study.pk), rel, split, category)
     except BaseException:
-        path.unlink(missing_ok=True)
+        storage.delete(rel)
         raise
     return progress
 
@@ -283,15 +274,11 @@ def _stage_triplet(
     return hashes, {part: write_png(images[part], staging)[0] for part in names}
 
 
-def _publish(staging: Path, images_dir: Path) -> None:
-    """Move staged PNGs into stimuli/ under their content-addressed names; never replace a file."""
-    images_dir.mkdir(parents=True, exist_ok=True)
-    for staged in staging.iterdir():
-        target = images_dir / staged.name
-        try:
-            os.link(staged, target)  # fails if the name exists: same name, same bytes (sha256 of the file)
-        except FileExistsError:
-            pass
+def _publish(staging: Path) -> None:
+    """Store staged PNGs in stimuli/ under their content-addressed names; never replace a file (a stored
+    name holds the same bytes: sha256 of the file)."""
+    for staged in sorted(staging.iterdir()):
+        storage.save_if_absent(f"{STIMULI_DIR}/{staged.name}", staged)
 
 
 def _stage_items(
@@ -338,13 +325,15 @@ def _stage_items(
 
 
 def study_import_items(
-    *, study: Study, upload: Path, split: str = "val", category: str = "imported", on_progress=None
+    *, study: Study, upload: str, split: str = "val", category: str = "imported", on_progress=None
 ) -> dict:
-    """The import job: add test items from a checked upload, one triplet at a time, all or nothing. Items
-    already in the study (same pixels) are skipped. Records the outcome in build_progress and returns it."""
-    staging = upload.with_name(upload.stem + ".staged")
+    """The import job: add test items from a checked upload (its stored name), one triplet at a time, all
+    or nothing. Items already in the study (same pixels) are skipped. Records the outcome in build_progress
+    and returns it."""
+    local = storage.local_path(upload)
+    staging = local.with_name(local.stem + ".staged")
     try:
-        with _open_zip(upload) as zf:
+        with _open_zip(storage.local_copy(upload, immutable=True)) as zf:  # a random name, written once
             plan = import_plan(zf=zf, study=study, split=split, category=category)  # the same checks, again
             total = len(plan.groups)
             _set_progress(study.pk, state="running", done=0, total=total)
@@ -359,9 +348,7 @@ def study_import_items(
             Item.objects.bulk_create(
                 [Item(study=study, index=start + n, **row) for n, row in enumerate(rows)], batch_size=500
             )
-            _publish(
-                staging, Path(settings.MEDIA_ROOT) / STIMULI_DIR
-            )  # last: a failure here rolls the rows back
+            _publish(staging)  # last: a failure here rolls the rows back
             result = _set_progress(
                 study.pk,
                 state="done",
@@ -384,11 +371,11 @@ def study_import_items(
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        upload.unlink(missing_ok=True)
+        storage.delete(upload)
 
 
-def upload_path(rel: str) -> Path | None:
-    """The private upload a queued job names, or None if the name is not one of ours."""
+def upload_path(rel: str) -> str | None:
+    """The stored name of the private upload a queued job names, or None if the name is not one of ours."""
     if not re.fullmatch(rf"{IMPORTS_DIR}/[0-9a-f-]{{36}}/[0-9a-f]{{32}}\.zip", rel or ""):
         return None
-    return Path(settings.MEDIA_ROOT) / rel
+    return rel

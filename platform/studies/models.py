@@ -100,7 +100,8 @@ class Item(BaseModel):
 
 class SourcePhotoSet(BaseModel):
     """A researcher's own photographs for building studies (studies.sources). The photos are stored privately
-    (MEDIA_ROOT/sources/<set id>/<sha256>.<png|jpg>, never served); `files` lists them with their sizes."""
+    (sources/<set id>/<sha256>.<png|jpg> in the media storage, never served); `files` lists them with their
+    sizes."""
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="source_sets")
     name = models.CharField(max_length=200)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
 
 import distortions
+from core import storage
 from core.exceptions import ApplicationError
 from studies.collection import collection_config, new_completion_code
 from studies.models import Item, Study
@@ -108,6 +108,11 @@ def _item_from_manifest(study: Study, e: dict) -> Item:
     )
 
 
+def _stimulus_names(entries: list[dict]) -> list[str]:
+    """The stored names of a build manifest's images."""
+    return [f"{STIMULI_DIR}/{name}" for e in entries for name in e["files"].values()]
+
+
 def study_build_stimuli(
     *, study: Study, jobs: int | None = None, progress: bool = False, on_progress=None
 ) -> int:
@@ -125,9 +130,8 @@ def study_build_stimuli(
         raise
     Study.objects.filter(pk=study.pk).update(status=Study.Status.BUILDING, build_error="")
     _register_cnn_pool()
-    media = Path(settings.MEDIA_ROOT)
-    images_dir = media / STIMULI_DIR
-    workdir = media / "builds" / str(study.pk)
+    images_dir = storage.local_path(STIMULI_DIR)  # a local storage's own folder, else the local copies
+    workdir = storage.local_path(f"builds/{study.pk}")
     try:
         summary = distortions.build_study(
             engine_config,
@@ -138,6 +142,7 @@ def study_build_stimuli(
             on_progress=on_progress,
         )
         entries = distortions.read_manifest(workdir / "manifest.jsonl")
+        storage.publish_local(_stimulus_names(entries))  # before any row names them
         with transaction.atomic():
             Item.objects.bulk_create([_item_from_manifest(study, e) for e in entries], batch_size=500)
             Study.objects.filter(pk=study.pk).update(status=Study.Status.ACTIVE)
@@ -347,11 +352,11 @@ def demo_cnn_items_join(*, n_items: int | None = None) -> int:
     _register_cnn_pool()
     n_items = n_items or settings.PERCEPTLAB["DEMO_CNN_ITEMS"]
     engine_config = {**DEMO_BUILD_CONFIG, "seed": 2021, "n_items": n_items, "families": {"cnn": 1}}
-    media = Path(settings.MEDIA_ROOT)
-    workdir = media / "builds" / f"{study.pk}-cnn"
+    workdir = storage.local_path(f"builds/{study.pk}-cnn")
     try:
-        distortions.build_study(engine_config, workdir, jobs=1, images_dir=media / STIMULI_DIR)
+        distortions.build_study(engine_config, workdir, jobs=1, images_dir=storage.local_path(STIMULI_DIR))
         entries = [e for e in distortions.read_manifest(workdir / "manifest.jsonl") if e["role"] == "test"]
+        storage.publish_local(_stimulus_names(entries))
     except distortions.DistortionError as exc:
         raise ApplicationError(f"building the CNN items failed: {exc}") from exc
     finally:

@@ -14,8 +14,9 @@ size in a build config is capped by settings.PERCEPTLAB_BUILD_LIMITS; errors nam
 Source photo sets come from a zip of PNG/JPEG photographs, checked like a hostile archive (archive size,
 member count, member and total sizes, compression ratio, format by content, pixel count read from the
 header before any decoding, smallest side), fully decoded once to prove the engine can read them, then
-stored privately under MEDIA_ROOT/sources/<set id>/<sha256>.<ext> (never served: core.views.media serves
-stimuli/ only). All or nothing: a refused archive leaves no file and no row.
+stored privately as sources/<set id>/<sha256>.<ext> (core.storage; never served: core.views.media serves
+stimuli/ only). All or nothing: a refused archive leaves no file and no row. A build reads a set through
+local copies of its files (core.storage.local_copy: the stored files themselves on a local storage).
 """
 
 from __future__ import annotations
@@ -23,15 +24,14 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import shutil
 import uuid
 import zipfile
-from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 
+from core import storage
 from core.exceptions import ApplicationError
 from studies.models import SourcePhotoSet, Study
 
@@ -191,8 +191,11 @@ def _engine_source(source, owner, patch_size) -> dict:
                 cap=photo_set.min_side,
             )
         folder = _set_dir(photo_set.pk)
-        paths = [folder / f["file"] for f in photo_set.files]
-        if not paths or not all(p.is_file() for p in paths):
+        try:  # content-addressed names: a local copy never goes stale
+            paths = [storage.local_copy(f"{folder}/{f['file']}", immutable=True) for f in photo_set.files]
+        except FileNotFoundError:
+            paths = []
+        if not paths:
             _fail(
                 "build_config.source.id: this source photo set is incomplete; upload it again",
                 "build_config.source.id",
@@ -210,8 +213,8 @@ def engine_build_config(*, study: Study) -> dict:
 
 
 # --- source photo sets --------------------------------------------------------------------------------------
-def _set_dir(set_id) -> Path:
-    return Path(settings.MEDIA_ROOT) / SOURCES_DIR / str(set_id)
+def _set_dir(set_id) -> str:
+    return f"{SOURCES_DIR}/{set_id}"
 
 
 def source_set_list_for(*, user) -> QuerySet[SourcePhotoSet]:
@@ -291,11 +294,9 @@ def source_set_create(*, owner, name: str, archive) -> SourcePhotoSet:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ApplicationError("the upload is not a zip archive", {"field": "archive"}) from exc
     set_id = uuid.uuid4()
-    tmp = Path(settings.MEDIA_ROOT) / SOURCES_DIR / f".upload-{set_id}"
-    tmp.mkdir(parents=True)
     try:
         with zf:
-            files = _store_members(zf, tmp, limits)
+            files = _store_members(zf, _set_dir(set_id), limits)
         digest = hashlib.sha256("\n".join(sorted(f["file"] for f in files)).encode()).hexdigest()
         photo_set = SourcePhotoSet(
             id=set_id,
@@ -308,19 +309,14 @@ def source_set_create(*, owner, name: str, archive) -> SourcePhotoSet:
             digest=digest,
         )
         photo_set.full_clean()
-        tmp.replace(_set_dir(set_id))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
         photo_set.save()
     except BaseException:
-        shutil.rmtree(_set_dir(set_id), ignore_errors=True)
+        storage.delete_tree(_set_dir(set_id))  # nothing names this new folder: no half set is left
         raise
     return photo_set
 
 
-def _store_members(zf: zipfile.ZipFile, folder: Path, limits: dict) -> list[dict]:
+def _store_members(zf: zipfile.ZipFile, folder: str, limits: dict) -> list[dict]:
     members = [
         m
         for m in zf.infolist()
@@ -368,7 +364,7 @@ def _store_members(zf: zipfile.ZipFile, folder: Path, limits: dict) -> list[dict
         stored = f"{sha}.{ext}"
         if stored in files:
             continue  # the same photo twice: stored once
-        (folder / stored).write_bytes(data)
+        storage.save_bytes(f"{folder}/{stored}", data)
         files[stored] = {"file": stored, "name": label, "width": w, "height": h, "bytes": len(data)}
     return sorted(files.values(), key=lambda f: f["name"])
 
@@ -389,4 +385,4 @@ def source_set_delete(*, photo_set: SourcePhotoSet) -> None:
                 status_code=409,
             )
         photo_set.delete()
-    shutil.rmtree(folder, ignore_errors=True)
+    storage.delete_tree(folder)

@@ -47,6 +47,7 @@ def autoencoder_pool_train(
 @shared_task(name="studies.study_import_items", time_limit=3600, soft_time_limit=3500)
 def study_import_items(study_id: str, upload: str, split: str, category: str) -> dict:
     """Import a checked upload (studies.imports.study_import_start stored it); progress in build_progress."""
+    from core import storage
     from studies.imports import study_import_items as run
     from studies.imports import upload_path
     from studies.models import Study
@@ -56,6 +57,6 @@ def study_import_items(study_id: str, upload: str, split: str, category: str) ->
         study = Study.objects.get(pk=study_id)
     except Study.DoesNotExist:
         return {"study": study_id, "status": "gone"}
-    if path is None or not path.is_file():
+    if path is None or not storage.exists(path):
         return {"study": study_id, "status": "gone"}
     return {"study": study_id, **run(study=study, upload=path, split=split, category=category)}

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.exceptions import ApplicationError
+from core.storage import stream_response
 from studies.apis import owned_study
 from training.bundles import bundle_name, model_bundle, model_files
 from training.models import ModelVersion
@@ -127,7 +128,7 @@ class ModelVersionDownloadApi(APIView):
             )
             response["ETag"] = f'"{version.heads_sha256}"'
             return response
-        path = model_bundle(version=version)
-        return FileResponse(
-            path.open("rb"), as_attachment=True, filename=path.name, content_type="application/zip"
+        name = model_bundle(version=version)
+        return stream_response(
+            name, content_type="application/zip", filename=name.rsplit("/", 1)[-1], as_attachment=True
         )

@@ -1,14 +1,13 @@
 """Downloadable models: a ready model version as a metric bundle (zip: heads.pth, trunk.pth when the trunk
 is not torchvision's ImageNet one, model_card.json, MODEL_CARD.md). Built once per version on first
-download under MEDIA_ROOT/models/<study>/bundles/ (a version never changes once ready)."""
+download, stored as models/<study>/bundles/<name>.zip (core.storage; a version never changes once ready)."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-from django.conf import settings
-
+from core import storage
 from core.exceptions import ApplicationError
 from training.models import ModelVersion
 from training.selectors import model_card, ships_trunk
@@ -19,8 +18,12 @@ def bundle_name(version: ModelVersion) -> str:
 
 
 def _stored(rel: str, sha256: str, what: str) -> Path:
-    path = Path(settings.MEDIA_ROOT) / rel
-    if not rel or not path.is_file():
+    """A local path holding the stored file `rel` (core.storage.local_copy), checked against its sha256."""
+    try:
+        path = storage.local_copy(rel, immutable=True) if rel else None  # versioned or content-addressed
+    except FileNotFoundError:
+        path = None
+    if path is None:
         raise ApplicationError(f"the model's {what} file is missing from media storage", status_code=410)
     if sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
         raise ApplicationError(
@@ -52,20 +55,15 @@ def model_files(*, version: ModelVersion) -> tuple[Path, Path | None]:
     return heads, trunk
 
 
-def model_bundle(*, version: ModelVersion) -> Path:
-    """The version's bundle zip, built on first call."""
+def model_bundle(*, version: ModelVersion) -> str:
+    """The stored name of the version's bundle zip, built on first call."""
     from metric.bundle import write_bundle_zip  # torch: only where a bundle is built
 
     heads, trunk = model_files(version=version)
-    path = (
-        Path(settings.MEDIA_ROOT)
-        / "models"
-        / str(version.study_id)
-        / "bundles"
-        / f"{bundle_name(version)}.zip"
-    )
-    if not path.is_file():
-        write_bundle_zip(
-            path, heads=heads, trunk=trunk, card=model_card(version=version), folder=bundle_name(version)
-        )
-    return path
+    name = f"models/{version.study_id}/bundles/{bundle_name(version)}.zip"
+    if not storage.exists(name):
+        with storage.writing(name) as tmp:
+            write_bundle_zip(
+                tmp, heads=heads, trunk=trunk, card=model_card(version=version), folder=bundle_name(version)
+            )
+    return name

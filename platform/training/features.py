@@ -3,22 +3,22 @@ computed once. With them, any set of lin heads scores an item with one dot produ
 re-evaluating never run the backbone again for items already seen.
 
 2AFC items store two rows, stats(ref, p0) and stats(ref, p1); JND pairs store stats(p0, p1) in s0 (s1 is
-a copy). Files live under MEDIA_ROOT/features/<study>/<net>-<backbone digest>.npz. The digest hashes the
-backbone's actual parameters, so a changed backbone (new weights file, other seed, other source) gets a
-new file, and the files of older backbones of the same net are removed.
+a copy). Files are stored (core.storage) as features/<study>/<net>-<backbone digest>.npz. The digest hashes
+the backbone's actual parameters, so a changed backbone (new weights file, other seed, other source) gets a
+new file, and the files of older backbones of the same net are removed. The storage holds the truth; a
+worker reads it through its local copy (fetched again only when the stored file changed) and writes back.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
-from django.conf import settings
 
+from core import storage
 from metric.data import load_patch, to_tensor
 from metric.functional import layer_stats
 from metric.lpips import LPIPS
@@ -39,35 +39,42 @@ def device_for() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def media_patch(name: str, size: int = 64) -> np.ndarray:
+    """A stimulus (media-relative name) as an H x W x 3 uint8 patch, read from the media storage."""
+    return load_patch(io.BytesIO(storage.read_bytes(name)), size)
+
+
 class FeatureCache:
     def __init__(self, study_id, model: LPIPS):
         self.model = model
         self.digest = backbone_digest(model)
-        self.dir = Path(settings.MEDIA_ROOT) / "features" / str(study_id)
-        self.path = self.dir / f"{model.net}-{self.digest}.npz"
+        self.dir = f"features/{study_id}"
+        self.name = f"{self.dir}/{model.net}-{self.digest}.npz"
+        self.path = storage.local_path(self.dir) / f"{model.net}-{self.digest}.npz"  # the local copy
         self.computed = 0
         self.device = "none"  # where the statistics were computed this time (nothing new: none)
 
     def _load(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        if not self.path.is_file():
+        try:
+            path = storage.local_copy(self.name)
+        except FileNotFoundError:
             return {}
-        with np.load(self.path) as data:
+        with np.load(path) as data:
             return {k: (a, b) for k, a, b in zip(data["ids"].tolist(), data["s0"], data["s1"], strict=True)}
 
     def _save(self, table: dict) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
         ids = sorted(table)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(
-            tmp,
-            ids=np.array(ids),
-            s0=np.stack([table[k][0] for k in ids]),
-            s1=np.stack([table[k][1] for k in ids]),
-        )
-        os.replace(tmp, self.path)
-        for old in self.dir.glob(f"{self.model.net}-*.npz"):  # invalidated: another backbone of this net
-            if old != self.path and ".tmp" not in old.name:
-                old.unlink(missing_ok=True)
+        with storage.writing(self.name, keep_local=True) as tmp:
+            np.savez(
+                tmp,
+                ids=np.array(ids),
+                s0=np.stack([table[k][0] for k in ids]),
+                s1=np.stack([table[k][1] for k in ids]),
+            )
+        for old in storage.listdir(self.dir):  # invalidated: another backbone of this net
+            name = f"{self.dir}/{old}"
+            if old.startswith(f"{self.model.net}-") and old.endswith(".npz") and name != self.name:
+                storage.delete(name)
 
     @torch.no_grad()
     def stats(self, items: list[dict], *, kind: str, progress=None) -> tuple[np.ndarray, np.ndarray]:
@@ -77,12 +84,11 @@ class FeatureCache:
         if missing:
             device = device_for()
             model = self.model.to(device).eval()
-            media = Path(settings.MEDIA_ROOT)
             for start in range(0, len(missing), BATCH):
                 chunk = missing[start : start + BATCH]
 
                 def batch(field, chunk=chunk):
-                    return to_tensor(np.stack([load_patch(media / it[field], 64) for it in chunk])).to(device)
+                    return to_tensor(np.stack([media_patch(it[field]) for it in chunk])).to(device)
 
                 if kind == "2afc":
                     fr, f0, f1 = (model.features(batch(f)) for f in ("ref_image", "p0_image", "p1_image"))

@@ -17,9 +17,10 @@ Backbones: each configured {net, weights, seed?} is resolved at every run (metri
 "auto" is ImageNet when torchvision's weights file is present or can be fetched, k-means otherwise). A k-means
 trunk is initialised on a seeded corpus drawn with metric.backbones.kmeans_corpus from all the study's train
 test items (judged or not: the corpus, so the trunk and the feature cache, stay the same across retrains)
-and cached next to the feature cache (MEDIA_ROOT/features/<study>/). ModelVersion.weights holds what ran;
-ModelVersion.backbone_info what was asked, what ran, why, the backbone source and the corpus. A trunk that is
-not torchvision's ImageNet one ships with the model (ModelVersion.trunk_path, content-addressed).
+and stored next to the feature cache (features/<study>/ in the media storage, core.storage).
+ModelVersion.weights holds what ran; ModelVersion.backbone_info what was asked, what ran, why, the backbone
+source and the corpus. A trunk that is not torchvision's ImageNet one ships with the model
+(ModelVersion.trunk_path, content-addressed).
 
 A job trains lin heads on the train split for each configured backbone (features from the cache), writes
 the heads in the lpips file format to a temporary file and renames it into place, evaluates on the val
@@ -30,15 +31,14 @@ the previous ready model current; the half-done version is marked failed by the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
-import os
 import threading
 import uuid
 from collections import defaultdict
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,17 +47,18 @@ from django.db import transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 
+from core import storage
 from core.exceptions import ApplicationError
 from judgments.models import Judgment, Trial
 from metric.backbones import build_backbone, corpus_digest, kmeans_corpus, resolve_weights
 from metric.baselines import BASELINES
-from metric.data import JNDData, TwoAFCData, load_patch
+from metric.data import JNDData, TwoAFCData
 from metric.errors import MetricError
 from metric.lpips import LPIPS
 from metric.scoring import bootstrap_ci, human_ceiling_plugin, jnd_average_precision, two_afc_per_item
 from metric.train import TrainConfig, build_model, train_lin_fast
 from studies.models import Item, Study
-from training.features import FeatureCache
+from training.features import FeatureCache, media_patch
 from training.models import Evaluation, ModelVersion, TrainingState
 from training.triggers import (  # noqa: F401  (re-exported: the trigger API)
     _state,
@@ -95,10 +96,9 @@ def study_items(study: Study, split: str, votes: dict) -> list[dict]:
 
 def dataset_from_items(study: Study, items: list[dict]):
     """TwoAFCData / JNDData with images (for baselines) from media storage."""
-    media = Path(settings.MEDIA_ROOT)
 
     def stack(field):
-        return np.stack([load_patch(media / it[field], 64) for it in items])
+        return np.stack([media_patch(it[field]) for it in items])
 
     p = np.array([it["k"] / it["n"] for it in items], dtype=np.float64)
     n = np.array([it["n"] for it in items], dtype=np.float64)
@@ -129,9 +129,9 @@ def kmeans_patches() -> int:
     return settings.PERCEPTLAB_KMEANS_PATCHES
 
 
-def trunk_cache_dir(study: Study) -> Path:
-    """Where a study's k-means trunks are cached: next to its feature cache."""
-    return Path(settings.MEDIA_ROOT) / "features" / str(study.pk)
+def trunk_cache_dir(study: Study) -> str:
+    """Where a study's k-means trunks are stored: next to its feature cache (media-relative)."""
+    return f"features/{study.pk}"
 
 
 def study_kmeans_corpus(study: Study, *, seed: int, n: int | None = None) -> tuple[torch.Tensor, dict]:
@@ -150,8 +150,7 @@ def study_kmeans_corpus(study: Study, *, seed: int, n: int | None = None) -> tup
         )
     n = max(1, int(n or kmeans_patches()))
     pick = np.sort(np.random.default_rng(seed).permutation(len(items) * len(fields))[:n])
-    media = Path(settings.MEDIA_ROOT)
-    patches = np.stack([load_patch(media / items[j % len(items)][fields[j // len(items)]], 64) for j in pick])
+    patches = np.stack([media_patch(items[j % len(items)][fields[j // len(items)]]) for j in pick])
     corpus = kmeans_corpus(patches, n=len(patches), seed=seed)
     record = {
         "seed": seed,
@@ -181,8 +180,8 @@ class StudyBackbone:
         self.corpus = None
         if self.used == "kmeans":
             self.corpus, self.info["corpus"] = study_kmeans_corpus(study, seed=self.seed)
-            cached = trunk_cache_dir(study) / self._trunk_name(self.info["corpus"]["digest"])
-            self.info["trunk_cached"] = cached.is_file()  # reused from an earlier run
+            cached = f"{trunk_cache_dir(study)}/{self._trunk_name(self.info['corpus']['digest'])}"
+            self.info["trunk_cached"] = storage.exists(cached)  # reused from an earlier run
 
     @property
     def label(self) -> str:
@@ -196,19 +195,23 @@ class StudyBackbone:
         if self.used != "kmeans" or variant == "scratch":
             model = build_model(config)
         else:
+            folder, keep = trunk_cache_dir(self.study), self._trunk_name(self.info["corpus"]["digest"])
+            with contextlib.suppress(FileNotFoundError):  # metric reads it from its cache dir, or draws it
+                storage.local_copy(f"{folder}/{keep}", immutable=True)  # named by the corpus digest
             backbone = build_backbone(
                 self.net,
                 "kmeans",
                 seed=self.seed,
                 tune=variant != "lin",
                 kmeans_corpus=self.corpus,
-                cache_dir=trunk_cache_dir(self.study),
+                cache_dir=storage.local_path(folder),
             )
             model = build_model(config, backbone=backbone)
-            keep = self._trunk_name(self.info["corpus"]["digest"])
-            for old in trunk_cache_dir(self.study).glob(f"{self.net}-seed{self.seed}-*.pth"):
-                if old.name != keep and ".tmp" not in old.name:  # an earlier corpus's trunk
-                    old.unlink(missing_ok=True)
+            if not storage.is_local() and not storage.exists(f"{folder}/{keep}"):  # drawn now: store it
+                storage.save_file(f"{folder}/{keep}", storage.local_path(folder) / keep)
+            for old in storage.listdir(folder):
+                if old.startswith(f"{self.net}-seed{self.seed}-") and old.endswith(".pth") and old != keep:
+                    storage.delete(f"{folder}/{old}")  # an earlier corpus's trunk
         self.info["source"] = model.backbone.source
         return model
 
@@ -320,35 +323,27 @@ class _Heartbeat:
 
 
 def _save_heads(model: LPIPS, rel: str) -> tuple[str, str]:
-    path = Path(settings.MEDIA_ROOT) / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    model.save_heads(tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-        digest = hashlib.sha256(handle.read()).hexdigest()
-    os.replace(tmp, path)
+    with storage.writing(rel) as tmp:
+        model.save_heads(tmp)
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
     return rel, digest
 
 
 def _save_trunk(model: LPIPS, study: Study) -> tuple[str, str]:
     """The trunk's features state dict (loads with backbone_weights=<file>), content-addressed under
-    models/<study>/ so the versions that ran the same trunk share one file; written atomically."""
+    models/<study>/ so the versions that ran the same trunk share one file."""
     buffer = io.BytesIO()
     state = {k: v.detach().cpu().contiguous() for k, v in model.backbone.features.state_dict().items()}
     torch.save(state, buffer)
     data = buffer.getvalue()
     digest = hashlib.sha256(data).hexdigest()
     rel = f"models/{study.pk}/trunk-{model.net}-{digest[:16]}.pth"
-    path = Path(settings.MEDIA_ROOT) / rel
-    if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+    try:
+        stored = hashlib.sha256(storage.read_bytes(rel)).hexdigest()
+    except FileNotFoundError:
+        stored = None
+    if stored != digest:
+        storage.save_bytes(rel, data)
     return rel, digest
 
 

@@ -156,6 +156,41 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(DATA_DIR / "media")))
 # Serve MEDIA_ROOT from Django (embedded default, tests); production leaves it to a reverse proxy.
 SERVE_MEDIA = env_bool("SERVE_MEDIA", False)
 
+# --- Media storage: every stimulus, model, feature cache and export (core.storage) ----------------------
+# PERCEPTLAB_STORAGE=local (default): MEDIA_ROOT on this machine. PERCEPTLAB_STORAGE=s3: an S3-compatible
+# object store shared by every web and worker machine (docs/deployment-storage.md), set by
+# AWS_STORAGE_BUCKET_NAME (required), AWS_S3_ENDPOINT_URL (MinIO, Ceph, R2...; unset for AWS),
+# AWS_S3_REGION_NAME, AWS_S3_ADDRESSING_STYLE (path for most self-hosted servers), AWS_LOCATION (a key
+# prefix), and the credentials AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or boto3's usual chain: an
+# instance role, AWS_PROFILE). Objects stay private: no ACL is set, the app streams what it serves.
+# Processes that need a real file keep a local copy under PERCEPTLAB_STORAGE_CACHE_DIR (a cache only:
+# an empty one is refilled from the bucket).
+PERCEPTLAB_STORAGE = env_str("PERCEPTLAB_STORAGE", "local")
+if PERCEPTLAB_STORAGE == "local":
+    _MEDIA_STORAGE = {"BACKEND": "core.storage.LocalMediaStorage"}
+elif PERCEPTLAB_STORAGE == "s3":
+    if not env_str("AWS_STORAGE_BUCKET_NAME"):
+        raise ImproperlyConfigured("PERCEPTLAB_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME")
+    _MEDIA_STORAGE = {
+        "BACKEND": "core.storage_s3.S3MediaStorage",
+        "OPTIONS": {
+            "bucket_name": env_str("AWS_STORAGE_BUCKET_NAME"),
+            "endpoint_url": env_str("AWS_S3_ENDPOINT_URL"),
+            "region_name": env_str("AWS_S3_REGION_NAME"),
+            "addressing_style": env_str("AWS_S3_ADDRESSING_STYLE"),
+            "location": env_str("AWS_LOCATION", ""),
+        },
+    }
+else:
+    raise ImproperlyConfigured(f"PERCEPTLAB_STORAGE={PERCEPTLAB_STORAGE!r}: use local or s3")
+STORAGES = {
+    "default": _MEDIA_STORAGE,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+PERCEPTLAB_STORAGE_CACHE_DIR = Path(
+    env_str("PERCEPTLAB_STORAGE_CACHE_DIR", str(DATA_DIR / "cache" / "media"))
+).resolve()
+
 LOGIN_URL = "/accounts/login/"
 LOGOUT_REDIRECT_URL = "/"
 LOGIN_REDIRECT_URL = "/dashboard/"
@@ -420,7 +455,7 @@ PERCEPTLAB_BUILD_LIMITS = {
     "seed": 2**63 - 1,
 }
 # Source photo sets: zip archives of PNG/JPEG photographs, checked like a hostile archive, then stored
-# privately under MEDIA_ROOT/sources/ (never served), one content-addressed file per photo.
+# privately in the media storage as sources/<set>/ (never served), one content-addressed file per photo.
 PERCEPTLAB_SOURCE_LIMITS = {
     "max_archive_bytes": 256 * 1024 * 1024,
     "max_files": 200,

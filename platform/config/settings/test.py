@@ -8,10 +8,7 @@ DEBUG = False
 SECRET_KEY = "test-secret-key-not-for-production-0123456789abcdef"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-}
+# Media: base's choice (local unless PERCEPTLAB_STORAGE says otherwise: the S3 integration test's worker).
 # No collected static files in tests: WhiteNoise serves straight from the finders.
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True

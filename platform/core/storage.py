@@ -1,0 +1,285 @@
+"""Every file the platform keeps goes through Django's storage API (``settings.STORAGES["default"]``):
+stimuli, source photo sets, import uploads, feature caches, k-means trunks, models and their bundles,
+exports. Names are media-relative (``stimuli/<sha256>.png``, ``features/<study>/alex-<digest>.npz``), so
+the same rows work on every backend, and a worker on another machine with an empty local disk reads and
+writes the same files as the web process.
+
+Backends (settings ``PERCEPTLAB_STORAGE``; docs/deployment-storage.md):
+
+- ``local`` (default): `LocalMediaStorage`, a FileSystemStorage under MEDIA_ROOT that saves under the exact
+  name asked for, atomically (a temporary file renamed into place): readers never see half a file, and a
+  second save of a name replaces it instead of inventing ``name_AbC12.png``.
+- ``s3``: `core.storage_s3.S3MediaStorage` (django-storages), private objects, signed URLs only.
+
+Code that needs a real file on disk (numpy's .npz, torch.save, zip writers) uses `local_copy` (read
+through: the storage's own file when it is local, else a copy under PERCEPTLAB_STORAGE_CACHE_DIR, checked
+against the object's size and modification time unless the name is content-addressed) and `writing`
+(write back: a temporary local path that becomes the object when the block ends without an error)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from uuid import uuid4
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, Storage, storages
+from django.core.files.utils import validate_file_name
+from django.http import FileResponse
+
+CHUNK = 1024 * 1024
+
+
+class LocalMediaStorage(FileSystemStorage):
+    """MEDIA_ROOT on the local disk, with exact names and atomic saves (see the module docstring)."""
+
+    def get_available_name(self, name, max_length=None):
+        return name  # the platform's names are content-addressed or versioned: a save replaces
+
+    def _save(self, name, content):
+        final = Path(self.path(name))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{uuid4().hex}.part")
+        try:
+            with open(tmp, "wb") as handle:
+                for chunk in content.chunks(CHUNK):
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if self.file_permissions_mode is not None:
+                os.chmod(tmp, self.file_permissions_mode)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return name
+
+    def open_stream(self, name: str):
+        """(binary file, size) for reading in chunks."""
+        handle = open(self.path(name), "rb")  # noqa: SIM115 - the caller (a response) closes it
+        return handle, os.fstat(handle.fileno()).st_size
+
+
+def media() -> Storage:
+    return storages["default"]
+
+
+def is_local() -> bool:
+    """True when the storage is a directory of this machine (no copies needed to read or write)."""
+    return isinstance(media(), FileSystemStorage)
+
+
+def exists(name: str) -> bool:
+    return bool(name) and media().exists(name)
+
+
+def size(name: str) -> int:
+    return media().size(name)
+
+
+def delete(name: str) -> None:
+    """Delete a file; a missing one is no error."""
+    media().delete(name)
+    if not is_local():
+        _cache_path(name).unlink(missing_ok=True)
+
+
+def listdir(prefix: str) -> list[str]:
+    """Names of the files directly under `prefix` (none when it does not exist)."""
+    try:
+        return sorted(media().listdir(prefix)[1])
+    except FileNotFoundError:
+        return []
+
+
+def delete_tree(prefix: str) -> None:
+    """Delete every file under `prefix` (a source set's folder, a study's staging), recursively."""
+    storage = media()
+    try:
+        folders, files = storage.listdir(prefix)
+    except FileNotFoundError:
+        return
+    for name in files:
+        delete(f"{prefix}/{name}")
+    for folder in folders:
+        delete_tree(f"{prefix}/{folder}")
+    if is_local():
+        shutil.rmtree(storage.path(prefix), ignore_errors=True)
+
+
+def read_bytes(name: str) -> bytes:
+    """A whole (small) file: a stimulus, a heads file. FileNotFoundError when it is missing."""
+    with media().open(name, "rb") as handle:
+        return handle.read()
+
+
+def save_bytes(name: str, data: bytes) -> None:
+    """Write `data` under exactly `name`, replacing what was there."""
+    _saved(name, media().save(name, ContentFile(data)))
+
+
+def save_file(name: str, path: Path) -> None:
+    """Copy a local file to `name` (streamed: a multipart upload on S3)."""
+    with open(path, "rb") as handle:
+        _saved(name, media().save(name, File(handle, name=Path(name).name)))
+
+
+def save_stream(name: str, fileobj) -> None:
+    """Copy an open binary file (an upload) to `name` from its start, in chunks."""
+    fileobj.seek(0)
+    _saved(name, media().save(name, File(fileobj, name=Path(name).name)))
+
+
+def save_if_absent(name: str, content: bytes | Path) -> bool:
+    """Store a content-addressed file (bytes, or a local file) unless its name is stored already (same
+    name, same bytes); returns whether it was written. A local storage never replaces the file: it links
+    a complete temporary file into place, which fails when the name exists."""
+    if not is_local():
+        if media().exists(name):
+            return False
+        if isinstance(content, bytes):
+            save_bytes(name, content)
+        else:
+            save_file(name, content)
+        return True
+    target = local_path(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = None
+    if isinstance(content, bytes):
+        tmp = target.with_name(f".{target.name}.{uuid4().hex}.part")
+        tmp.write_bytes(content)
+    try:
+        os.link(tmp or content, target)
+    except FileExistsError:
+        return False
+    except OSError:  # another file system (a build folder elsewhere): copy
+        if target.is_file():
+            return False
+        save_file(name, content)
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    return True
+
+
+def publish_local(names) -> int:
+    """Store the content-addressed files that were written straight into ``local_path(name)`` (a build's
+    stimuli) and that the storage lacks; returns how many were uploaded. Nothing to do when the storage
+    is local: they are in place already."""
+    if is_local():
+        return 0
+    return sum(save_if_absent(name, local_path(name)) for name in sorted(set(names)))
+
+
+def _saved(asked: str, got: str) -> None:
+    if got != asked:  # a backend that renames would orphan every row naming the file
+        raise RuntimeError(f"the media storage saved {asked!r} as {got!r}; it must keep names")
+
+
+def open_stream(name: str):
+    """(binary file, size) to read `name` in chunks without copying it first; FileNotFoundError when it
+    is missing. The caller closes the file."""
+    storage = media()
+    if hasattr(storage, "open_stream"):
+        return storage.open_stream(name)
+    handle = storage.open(name, "rb")
+    return handle, handle.size
+
+
+def stream_response(
+    name: str, *, content_type: str, filename: str | None = None, as_attachment: bool = False
+) -> FileResponse:
+    """A response streaming a stored file from any backend (never a redirect to the storage: on S3 the
+    object's URL would show its content-addressed name). Without `filename` it carries no file name."""
+    handle, length = open_stream(name)
+    response = FileResponse(
+        handle, content_type=content_type, as_attachment=as_attachment, filename=filename or ""
+    )
+    if not filename and "Content-Disposition" in response:
+        del response["Content-Disposition"]  # it would carry the file's (content-hash) name
+    response["Content-Length"] = str(length)
+    return response
+
+
+# --- local files for code that needs a path -------------------------------------------------------------
+def _cache_path(name: str) -> Path:
+    validate_file_name(name, allow_relative_path=True)  # no "..", nothing absolute
+    return Path(settings.PERCEPTLAB_STORAGE_CACHE_DIR) / name
+
+
+def local_path(name: str) -> Path:
+    """Where `local_copy` and `writing` keep the file (or folder) `name` on this machine: the storage's own
+    path when it is local, else under PERCEPTLAB_STORAGE_CACHE_DIR."""
+    if is_local():
+        return Path(media().path(name))
+    return _cache_path(name)
+
+
+def _stamp(name: str) -> tuple[int, int]:
+    storage = media()
+    return storage.size(name), int(storage.get_modified_time(name).timestamp())
+
+
+def local_copy(name: str, *, immutable: bool = False) -> Path:
+    """A local path holding the stored file `name`, for reading (FileNotFoundError when it is not stored).
+    A local storage's own file; else a cached copy, fetched when missing or, unless `immutable` (a
+    content-addressed or versioned name), when its size or modification time differs from the object's."""
+    path = local_path(name)
+    if is_local():
+        if not path.is_file():
+            raise FileNotFoundError(name)
+        return path
+    if path.is_file() and immutable:
+        return path
+    stamp = None if immutable else _stamp(name)
+    if stamp and path.is_file():
+        st = path.stat()
+        if (st.st_size, int(st.st_mtime)) == stamp:
+            return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid4().hex}.part")
+    try:
+        source, _length = open_stream(name)
+        with source, open(tmp, "wb") as handle:
+            while chunk := source.read(CHUNK):
+                handle.write(chunk)
+        if stamp:
+            os.utime(tmp, (stamp[1], stamp[1]))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def store_local(name: str, path: Path, *, keep_local: bool = False) -> None:
+    """Make a finished local file, written under ``local_path(name)``'s folder, the stored file `name`
+    (replacing it): fsynced and renamed into place on a local storage; uploaded otherwise, then removed
+    or, with `keep_local`, kept as the local copy."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+    if not is_local():
+        save_file(name, path)
+        if not keep_local:
+            path.unlink(missing_ok=True)
+            return
+        stamp = _stamp(name)[1]
+        os.utime(path, (stamp, stamp))
+    os.replace(path, local_path(name))
+
+
+@contextmanager
+def writing(name: str, *, keep_local: bool = False) -> Iterator[Path]:
+    """A temporary local path (same suffix as `name`) that becomes the stored file `name` when the block
+    ends without an error (`store_local`). Nothing is stored after an error."""
+    final = local_path(name)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{uuid4().hex}{final.suffix}")
+    try:
+        yield tmp
+        store_local(name, tmp, keep_local=keep_local)
+    finally:
+        tmp.unlink(missing_ok=True)
