@@ -13,11 +13,12 @@ Backends (settings ``PERCEPTLAB_STORAGE``; docs/deployment-storage.md):
 
 Code that needs a real file on disk (numpy's .npz, torch.save, zip writers) uses `local_copy` (read
 through: the storage's own file when it is local, else a copy under PERCEPTLAB_STORAGE_CACHE_DIR, checked
-against the object's size and modification time unless the name is content-addressed) and `writing`
+against the object's fingerprint unless the name is content-addressed or versioned) and `writing`
 (write back: a temporary local path that becomes the object when the block ends without an error)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -86,6 +87,7 @@ def delete(name: str) -> None:
     media().delete(name)
     if not is_local():
         _cache_path(name).unlink(missing_ok=True)
+        _stamp_file(_cache_path(name)).unlink(missing_ok=True)
 
 
 def listdir(prefix: str) -> list[str]:
@@ -219,15 +221,22 @@ def local_path(name: str) -> Path:
     return _cache_path(name)
 
 
-def _stamp(name: str) -> tuple[int, int]:
+def _fingerprint(name: str) -> str:
+    """What changes when a stored file is rewritten: size and ETag on S3 (one HEAD request)."""
     storage = media()
-    return storage.size(name), int(storage.get_modified_time(name).timestamp())
+    if hasattr(storage, "fingerprint"):
+        return storage.fingerprint(name)
+    return f"{storage.size(name)}:{storage.get_modified_time(name).timestamp()}"
+
+
+def _stamp_file(path: Path) -> Path:
+    return path.with_name(f".{path.name}.stamp")
 
 
 def local_copy(name: str, *, immutable: bool = False) -> Path:
     """A local path holding the stored file `name`, for reading (FileNotFoundError when it is not stored).
     A local storage's own file; else a cached copy, fetched when missing or, unless `immutable` (a
-    content-addressed or versioned name), when its size or modification time differs from the object's."""
+    content-addressed or versioned name), when the object's fingerprint differs from the copy's."""
     path = local_path(name)
     if is_local():
         if not path.is_file():
@@ -235,11 +244,11 @@ def local_copy(name: str, *, immutable: bool = False) -> Path:
         return path
     if path.is_file() and immutable:
         return path
-    stamp = None if immutable else _stamp(name)
-    if stamp and path.is_file():
-        st = path.stat()
-        if (st.st_size, int(st.st_mtime)) == stamp:
-            return path
+    stamp = None if immutable else _fingerprint(name)
+    if stamp is not None and path.is_file():
+        with contextlib.suppress(OSError):
+            if _stamp_file(path).read_text() == stamp:
+                return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid4().hex}.part")
     try:
@@ -247,9 +256,10 @@ def local_copy(name: str, *, immutable: bool = False) -> Path:
         with source, open(tmp, "wb") as handle:
             while chunk := source.read(CHUNK):
                 handle.write(chunk)
-        if stamp:
-            os.utime(tmp, (stamp[1], stamp[1]))
+        _stamp_file(path).unlink(missing_ok=True)
         os.replace(tmp, path)
+        if stamp is not None:  # changed since the HEAD? then the next check fetches again
+            _stamp_file(path).write_text(stamp)
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -261,14 +271,17 @@ def store_local(name: str, path: Path, *, keep_local: bool = False) -> None:
     or, with `keep_local`, kept as the local copy."""
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
+    final = local_path(name)
     if not is_local():
         save_file(name, path)
         if not keep_local:
             path.unlink(missing_ok=True)
             return
-        stamp = _stamp(name)[1]
-        os.utime(path, (stamp, stamp))
-    os.replace(path, local_path(name))
+        _stamp_file(final).unlink(missing_ok=True)
+        os.replace(path, final)
+        _stamp_file(final).write_text(_fingerprint(name))
+        return
+    os.replace(path, final)
 
 
 @contextmanager

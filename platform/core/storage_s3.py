@@ -33,3 +33,14 @@ class S3MediaStorage(S3Storage):
                 raise FileNotFoundError(f"File does not exist: {name}") from err
             raise
         return reply["Body"], reply["ContentLength"]
+
+    def fingerprint(self, name: str) -> str:
+        """Size and ETag (one HEAD): a rewritten object gets a new ETag even within the same second."""
+        key = self._normalize_name(clean_name(name))
+        try:
+            head = self.connection.meta.client.head_object(Bucket=self.bucket_name, Key=key)
+        except ClientError as err:
+            if err.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
+                raise FileNotFoundError(f"File does not exist: {name}") from err
+            raise
+        return f"{head['ContentLength']}:{head['ETag']}"
