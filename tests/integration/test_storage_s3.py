@@ -150,6 +150,7 @@ def test_web_and_worker_share_nothing_but_the_database_and_the_bucket(
             wait_for(lambda: Study.objects.get(pk=study.pk).status == Study.Status.ACTIVE, timeout=180)
         except TimeoutError:
             pytest.fail("the worker did not build the study:\n" + worker_log())
+        study.refresh_from_db()
         images = {
             name
             for row in Item.objects.filter(study=study).values("ref_image", "p0_image", "p1_image")
