@@ -441,6 +441,11 @@ PERCEPTLAB_CROWD = {
     "IMAGE_ACCEL_HEADER": env_str("PERCEPTLAB_IMAGE_ACCEL_HEADER"),
     "IMAGE_ACCEL_PREFIX": env_str("PERCEPTLAB_IMAGE_ACCEL_PREFIX", "/internal-media/"),
 }
+if PERCEPTLAB_CROWD["IMAGE_ACCEL_HEADER"] and PERCEPTLAB_STORAGE != "local":
+    raise ImproperlyConfigured(
+        "PERCEPTLAB_IMAGE_ACCEL_HEADER needs PERCEPTLAB_STORAGE=local: a proxy cannot send a file from the "
+        "object store (the app streams images itself)"
+    )
 # --- Build-config sources and limits; training settings and the training claim (security) ----------------
 # A build config (POST /api/v1/studies/ `build_config`) names only the bundled scikit-image photographs or a
 # source photo set its researcher uploaded (POST /api/v1/sources/); every count and size in it has a cap.

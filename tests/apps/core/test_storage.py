@@ -77,7 +77,11 @@ def test_the_settings_select_the_backend_from_the_environment(tmp_path, settings
     assert s3.returncode == 0, s3.stderr
     assert "core.storage_s3.S3MediaStorage" in s3.stdout and "'bucket_name': 'b'" in s3.stdout
     assert "never-in-settings" not in s3.stdout  # boto3 reads the credentials from the environment itself
-    for bad in ({"PERCEPTLAB_STORAGE": "s3"}, {"PERCEPTLAB_STORAGE": "ftp"}):
+    for bad in (
+        {"PERCEPTLAB_STORAGE": "s3"},
+        {"PERCEPTLAB_STORAGE": "ftp"},
+        {**env, "PERCEPTLAB_IMAGE_ACCEL_HEADER": "X-Accel-Redirect"},  # nothing on disk for nginx to send
+    ):
         refused = settings_probe("config.settings.local", {"PERCEPTLAB_DATA_DIR": str(tmp_path), **bad}, expr)
         assert refused.returncode != 0 and "PERCEPTLAB_STORAGE" in refused.stderr
 
