@@ -142,6 +142,9 @@ def test_web_and_worker_share_nothing_but_the_database_and_the_bucket(
                         "baselines": ["l2_lab"],
                         "official_lpips": False,
                         "n_boot": 20,
+                        "epochs": 1,
+                        "epochs_decay": 0,
+                        "min_steps": 0,
                     },
                 },
             )
