@@ -78,10 +78,6 @@ def exists(name: str) -> bool:
     return bool(name) and media().exists(name)
 
 
-def size(name: str) -> int:
-    return media().size(name)
-
-
 def delete(name: str) -> None:
     """Delete a file; a missing one is no error."""
     media().delete(name)
@@ -99,7 +95,7 @@ def listdir(prefix: str) -> list[str]:
 
 
 def delete_tree(prefix: str) -> None:
-    """Delete every file under `prefix` (a source set's folder, a study's staging), recursively."""
+    """Delete every file under `prefix` (a source set's folder), recursively."""
     storage = media()
     try:
         folders, files = storage.listdir(prefix)
@@ -114,8 +110,9 @@ def delete_tree(prefix: str) -> None:
 
 
 def read_bytes(name: str) -> bytes:
-    """A whole (small) file: a stimulus, a heads file. FileNotFoundError when it is missing."""
-    with media().open(name, "rb") as handle:
+    """A whole (small) file: a stimulus, a heads file (one GET on S3). FileNotFoundError when missing."""
+    handle, _size = open_stream(name)
+    with handle:
         return handle.read()
 
 
