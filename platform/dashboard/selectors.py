@@ -13,7 +13,7 @@ from django.utils import timezone
 from dashboard import charts
 from dashboard.rules import exclusion_rule_text, timing_rule_text
 from judgments.models import Judgment, Trial
-from judgments.selectors import study_stats, worker_shares
+from judgments.selectors import split_votes_needed, study_stats, worker_shares
 from studies.imports import study_import_running
 from studies.models import Item, Study
 from training.models import Evaluation
@@ -29,12 +29,12 @@ def study_progress(*, studies) -> dict:
         .values_list("study_id", "split")
         .annotate(items=Count("pk"), accepted=Sum("n_judgments"))
     )
-    targets = {s.pk: s.collection["judgments_per_item"] for s in studies}
+    by_id = {s.pk: s for s in studies}
     out = {s.pk: {"accepted": 0, "needed": 0, "share": None} for s in studies}
     for study_id, split, items, accepted in rows:
-        target = targets[study_id].get(split, max(targets[study_id].values()))
+        study = by_id[study_id]
         out[study_id]["accepted"] += accepted or 0
-        out[study_id]["needed"] += items * target
+        out[study_id]["needed"] += split_votes_needed(study.collection, split, items, study.train_budget)
     for p in out.values():
         p["share"] = p["accepted"] / p["needed"] if p["needed"] else None
     return out

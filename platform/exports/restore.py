@@ -39,6 +39,7 @@ from core.stimuli import STIMULUS_PATH
 from exports.archive import member_add, member_add_file, member_add_lines
 from judgments.models import Assignment, Judgment, Trial, Worker, WorkerReview
 from judgments.privacy import hit_origins, judgment_row_published
+from judgments.stopping import item_counts_fill
 from studies.collection import collection_config
 from studies.images import decode_image
 from studies.models import Item, Study
@@ -297,6 +298,9 @@ def _objects(model, table: str, rows: list[dict], rebind: dict) -> list:
         where = f"restore/{table}.jsonl line {n}"
         values = {}
         for f in fields:
+            if f.attname not in row and f.has_default():  # a field added after the archive was written
+                values[f.attname] = f.get_default()
+                continue
             try:
                 value = _parse(f, row.get(f.attname))
             except (DjangoValidationError, TypeError, ValueError, AttributeError) as exc:
@@ -547,5 +551,7 @@ def _restore(zf: zipfile.ZipFile, owner) -> Study:
     new_images = _check_images(rows[Item], checked.images)
     # all checked: now write, rows first (one transaction), the new image files last inside it
     _restore_write(zf, study, list(rows.items()), new_images)
+    if checked.tables["items"] and "n_target" not in checked.tables["items"][0]:
+        item_counts_fill(study=study)  # an archive from before adaptive collection
     logger.info("restored study %s: %s", study.pk, checked.manifest["rows"])
     return study
