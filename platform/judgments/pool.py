@@ -21,6 +21,7 @@ import hashlib
 import logging
 
 from django.db import connection
+from django.db.models import Count, Q
 
 from studies.models import Item, Study
 
@@ -45,10 +46,11 @@ def _train_tests(study: Study):
 
 
 def pool_refill(*, study: Study, config: dict, free) -> int:
-    """Release candidates when `free` (the starting worker's queue: judgments.assignments._window) holds
-    fewer than WINDOW_HITS HITs' worth of items, up to the study's budget; returns how many were released.
-    Call inside the start's transaction, before leasing."""
+    """Release candidates when the train items of `free` (the starting worker's queue:
+    judgments.assignments._window) are fewer than WINDOW_HITS HITs' worth, up to the study's budget;
+    returns how many were released. Call inside the start's transaction, before leasing."""
     want = WINDOW_HITS * config["hit_size"]
+    free = free.filter(split=Item.Split.TRAIN)
     if free[:want].count() >= want:
         return 0
     study_lock(study.pk, "pool")
@@ -85,11 +87,15 @@ def _release(*, study: Study, config: dict, n: int) -> int:
     return len(chosen)
 
 
+def item_draw(sampler_version: str, propensity: float | None) -> tuple[str, float]:
+    """An item's (sampler version, propensity) as exports and the dashboard report them: an item no pool
+    drew (a val item, any item of a study without a pool) was served for certain, uniformly."""
+    return sampler_version or UNIFORM, 1.0 if propensity is None else propensity
+
+
 def pool_status(*, study: Study) -> dict | None:
     """A pool's size, released items and budget (None for a study without a pool): the dashboard's."""
     if study.train_budget is None:
         return None
-    from django.db.models import Count, Q
-
     row = _train_tests(study).aggregate(size=Count("pk"), released=Count("pk", filter=Q(active=True)))
     return {**row, "budget": study.train_budget}
