@@ -62,6 +62,12 @@ TABLES = (
 )
 # tables a perceptlab-restore/1 archive may lack (written before they existed): restored as empty
 OPTIONAL_TABLES = {"reviews"}
+# fields an archive may lack (written before they existed): their defaults; adaptive collection's item
+# counts are then derived again (judgments.stopping.item_counts_fill)
+ADDED_FIELDS = {
+    "items": {"active", "propensity", "sampler_version", "score", "n_target", "n_ones"},
+    "study": {"train_budget"},
+}
 IMAGE_FIELDS = ("ref_image", "p0_image", "p1_image")
 TABLE_FILE = re.compile(r"restore/(?P<table>study|items|workers|assignments|trials|judgments|reviews)\.jsonl")
 MEDIA_PREFIX = "restore/media/"  # + a stimulus path (core.stimuli): the only image path a row may name
@@ -298,8 +304,8 @@ def _objects(model, table: str, rows: list[dict], rebind: dict) -> list:
         where = f"restore/{table}.jsonl line {n}"
         values = {}
         for f in fields:
-            if f.attname not in row and f.has_default():  # a field added after the archive was written
-                values[f.attname] = f.get_default()
+            if f.attname not in row and f.attname in ADDED_FIELDS.get(table, ()):
+                values[f.attname] = f.get_default()  # an archive written before the field existed
                 continue
             try:
                 value = _parse(f, row.get(f.attname))
