@@ -33,7 +33,9 @@ import math
 import os
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -276,6 +278,21 @@ def simulate(
     return rows
 
 
+_POOL: Pool | None = None
+
+
+def _init_worker(pool: Pool) -> None:
+    global _POOL
+    _POOL = pool
+    torch.set_num_threads(1)
+
+
+def _simulate_task(task: tuple) -> list[dict]:
+    crowd, sampler, seed, kw = task
+    assert _POOL is not None
+    return simulate(_POOL, crowd, sampler, seed=seed, **kw)
+
+
 def run_bench(
     *,
     n_items: int = 3000,
@@ -287,15 +304,16 @@ def run_bench(
     crowds: dict | None = None,
     designs: dict | None = None,
     data_seed: int = 5,
-    threads: int | None = None,
+    jobs: int | None = None,
 ) -> dict:
-    """Every (design, crowd, sampler, seed) run; returns the curves and the verdicts (JSON-ready)."""
+    """Every (design, crowd, sampler, seed) run, `jobs` processes at a time (spawned, one torch thread
+    each); returns the curves and the verdicts."""
     crowds = crowds or CROWDS
     designs = designs or DESIGNS
-    # one thread: the heads are tiny (a few thousand weights), and on a shared machine torch's thread pool
-    # makes each optimiser step an order of magnitude slower instead of faster
-    threads = threads or 1
-    torch.set_num_threads(threads)
+    # one torch thread per process: the heads are tiny (a few thousand weights), and on a shared machine
+    # torch's thread pool makes each optimiser step an order of magnitude slower instead of faster
+    jobs = jobs or min(2, os.cpu_count() or 1)
+    torch.set_num_threads(1)
     t0 = time.perf_counter()
     result: dict = {
         "n_items": n_items,
@@ -306,7 +324,7 @@ def run_bench(
         "crowds": dict(crowds),
         "uniform_share": UNIFORM_SHARE,
         "votes": {"train": VOTES_TRAIN, "val": VOTES_VAL},
-        "threads": threads,
+        "jobs": jobs,
         "designs": {},
     }
     for design, spec in designs.items():
@@ -318,16 +336,14 @@ def run_bench(
             "build_seconds": pool.build_seconds,
             "crowds": {},
         }
+        tasks = [(c, name, s) for c in crowds for name in spec["samplers"] for s in seeds]
+        kw = {"rounds": rounds, "batch": batch, "steps": steps, "n_boot": n_boot}
+        with ProcessPoolExecutor(
+            jobs, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(pool,)
+        ) as ex:
+            done = dict(zip(tasks, ex.map(_simulate_task, [(*t, kw) for t in tasks]), strict=True))
         for crowd in crowds:
-            runs = {
-                sampler: [
-                    simulate(
-                        pool, crowd, sampler, seed=s, rounds=rounds, batch=batch, steps=steps, n_boot=n_boot
-                    )
-                    for s in seeds
-                ]
-                for sampler in spec["samplers"]
-            }
+            runs = {name: [done[crowd, name, s] for s in seeds] for name in spec["samplers"]}
             entry["crowds"][crowd] = summarise(runs, n_boot=n_boot)
         result["designs"][design] = entry
     result["seconds"] = time.perf_counter() - t0
@@ -398,10 +414,9 @@ def render(result: dict, *, plot: str | None = None) -> str:
     lines = [
         "## Adaptive sampling: held-out 2AFC and metric-ranking resolution against judgments spent",
         "",
-        f"Machine: {machine_line()}, torch {torch.__version__}, {result['threads']} threads. Command: "
-        f"`make bench-adaptive` (`python manage.py bench_adaptive`). Whole run: {result['seconds']:.0f} s"
-        + _load_note(result)
-        + ".",
+        f"Machine: {machine_line()}, torch {torch.__version__}, {result['jobs']} processes of one thread. "
+        "Command: `make bench-adaptive` (`python manage.py bench_adaptive`). "
+        f"Whole run: {result['seconds']:.0f} s" + _load_note(result) + ".",
         "",
         f"Each design is built once by the distortion engine ({result['n_items']:,} triplets, the "
         f"engine's train/val split); each sampler collects {result['rounds']} rounds of {result['batch']} "
@@ -485,7 +500,7 @@ def _verdicts(entry: dict) -> list[str]:
 
 def _load_note(result: dict) -> str:
     load = result.get("load_average_end")
-    if load is not None and load > result["threads"] + 0.5:
+    if load is not None and load > result["jobs"] + 0.5:
         return (
             f"; 1-minute load average {load:.1f} at the end on {os.cpu_count()} cores: other work shared "
             "them, so the seconds are no speed figure"
