@@ -295,11 +295,11 @@ def _simulate_task(task: tuple) -> list[dict]:
 
 def run_bench(
     *,
-    n_items: int = 3000,
+    n_items: int = 2500,
     rounds: int = 8,
     batch: int = 100,
-    seeds: tuple[int, ...] = (0, 1, 2, 3),
-    steps: int = 400,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    steps: int = 300,
     n_boot: int = 500,
     crowds: dict | None = None,
     designs: dict | None = None,
