@@ -146,6 +146,8 @@ def test_bad_adaptive_settings_come_back_on_their_field(client, researcher_carol
 
 def test_the_settings_page_keeps_a_range_and_locks_the_built_pool(client, make_study, researcher_carol):
     study = make_study(owner=researcher_carol, n_test=4, config={"judgments_per_item": {"train": [2, 3]}})
+    Study.objects.filter(pk=study.pk).update(build_config={"kind": "2afc", "n_items": 4})  # as if built
+    study.refresh_from_db()
     client.force_login(researcher_carol)
     html = client.get(f"/dashboard/{study.pk}/settings/").content.decode()
     assert re.search(r'name="jpi_train_max"[^>]*value="3"', html)
