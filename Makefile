@@ -45,13 +45,17 @@ lint: install ## ruff (lines of at most 110), the formatter's check, and the imp
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
 
-bench: install ## benchmarks (distortion engine, metric vs reference lpips, k-means science check, continuous training, new-study preview); writes docs/benchmarks.md
+bench: install ## benchmarks (distortion engine, metric vs reference lpips, k-means science check, adaptive sampling, continuous training, new-study preview); writes docs/benchmarks.md
 	@tmp=$$(mktemp -d) && export PERCEPTLAB_DATA_DIR=$$tmp PYTHONPATH=platform:. && \
 	  $(PY) manage.py bench_distortions --out docs/benchmarks.md && \
 	  $(PY) manage.py bench_preview --out docs/benchmarks.md && \
 	  $(PY) manage.py bench_metric --out docs/benchmarks.md && \
 	  $(PY) manage.py bench_kmeans --out docs/benchmarks.md && \
+	  $(PY) manage.py bench_adaptive --out docs/benchmarks.md --plot docs/img/adaptive_curves.svg && \
 	  $(PY) manage.py migrate -v0 && $(PY) manage.py bench_training --out docs/benchmarks.md; rc=$$?; rm -rf $$tmp; exit $$rc
+
+bench-adaptive: install ## adaptive vs uniform sampling on a simulated crowd: learning curves, ranking resolution; writes docs/benchmarks.md and docs/img/adaptive_curves.svg
+	PYTHONPATH=platform:. $(PY) manage.py bench_adaptive --out docs/benchmarks.md --plot docs/img/adaptive_curves.svg
 
 bench-first-run: install ## time make run to its first page on an empty data dir (cold, warm) and the demo's milestones; writes docs/benchmarks.md
 	$(PY) manage.py bench_first_run --out docs/benchmarks.md
@@ -70,4 +74,4 @@ loadtest: install ## load test: 200 simulated annotators vs gunicorn + Postgres 
 	DATABASE_URL=$(LOAD_DATABASE_URL) CACHE_URL=$(LOAD_CACHE_URL) DJANGO_SETTINGS_MODULE=devtools.settings_loadtest PYTHONPATH=platform:. \
 	  $(PY) manage.py loadtest --clients $${CLIENTS:-200} --seconds $${SECONDS_:-30} --out docs/benchmarks.md
 
-.PHONY: help install run test test-fast lint bench bench-first-run loadtest contact-sheet clean
+.PHONY: help install run test test-fast lint bench bench-adaptive bench-first-run loadtest contact-sheet clean

@@ -14,12 +14,21 @@ Config (JSON; every key optional except ``kind``)::
      "category": "auto",                 # auto: traditional / cnn / mix from the ops (BAPPS categories)
      "sentinels": {"n": 15, "light_severity": 0.02, "heavy_severity": 1.0, "identical_fraction": 0.8},
      "practice": {"n": 4},
-     "jnd": {"identical_fraction": 0.1}}
+     "jnd": {"identical_fraction": 0.1},
+     "groups": {"distortions": K}}       # 2afc only, K >= 3: see below
+
+Groups (for ASAP-style info_gain sampling, docs/sampling.md): with ``"groups": {"distortions": K}`` the
+test items come in runs of K(K-1)/2 that share one reference patch (and one split) and are the pairs
+(a, b), a < b, of K distorted versions of it; p0 is member a, p1 member b. Member m's chain is drawn from
+its own stream, spawn_key (first item of the group, STREAM_MEMBER, m), so a member is the same image in
+every pair it appears in. Each such item's entry carries ``"group": {"id", "size", "members": [a, b]}``.
+The last group is cut short when n_items is not a multiple of K(K-1)/2.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
@@ -37,7 +46,16 @@ from distortions.errors import DistortionError
 from distortions.imageio import pixels_sha256, write_png
 from distortions.pipeline import ChainSampler
 from distortions.registry import get
-from distortions.rng import STREAM_LAYOUT, STREAM_P0, STREAM_P1, STREAM_PATCH, item_generator
+from distortions.rng import (
+    STREAM_LAYOUT,
+    STREAM_MEMBER,
+    STREAM_P0,
+    STREAM_P1,
+    STREAM_PATCH,
+    generator_from,
+    item_generator,
+    seed_record,
+)
 from distortions.sources import PatchSource, source_from_dict
 
 logger = logging.getLogger(__name__)
@@ -63,6 +81,7 @@ class StudyConfig:
     sentinels: dict = field(default_factory=dict)
     practice: dict = field(default_factory=dict)
     jnd: dict = field(default_factory=dict)
+    groups: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict) -> StudyConfig:
@@ -98,6 +117,14 @@ class StudyConfig:
             for section in (self.sentinels, self.practice):
                 if key in section and (not isinstance(section[key], int) or section[key] < 0):
                     raise DistortionError(f"{key} must be a non-negative integer in {section!r}")
+        if self.groups:
+            k = self.groups.get("distortions") if isinstance(self.groups, dict) else None
+            if set(self.groups) != {"distortions"} or not isinstance(k, int) or not 3 <= k <= 16:
+                raise DistortionError(
+                    f"groups must be {{'distortions': K}} with K in [3, 16], got {self.groups!r}"
+                )
+            if self.kind != "2afc":
+                raise DistortionError("groups (K distorted versions of one reference) need kind '2afc'")
         self.sampler()  # validates families, distortions, composition, severity range
         source_from_dict(self.source)
 
@@ -117,6 +144,11 @@ class StudyConfig:
     @property
     def n_practice(self) -> int:
         return int(self.practice.get("n", 4 if self.kind == "2afc" else 10))
+
+    @property
+    def group_pairs(self) -> list[tuple[int, int]]:
+        """The member pairs (a, b) of one group in item order; empty without groups."""
+        return list(itertools.combinations(range(self.groups["distortions"]), 2)) if self.groups else []
 
 
 class _Pair(NamedTuple):
@@ -140,6 +172,7 @@ class StudyBuilder:
         split_names = sorted(config.splits)
         weights = np.array([float(config.splits[s]) for s in split_names])
         self.split_names, self.split_probs = split_names, weights / weights.sum()
+        self.group_pairs = config.group_pairs
 
     @property
     def n_total(self) -> int:
@@ -207,20 +240,38 @@ class StudyBuilder:
             images["p1"], records["p1"] = self._distorted(ref, ops1, seed1, patch_meta)
         return _Pair(images, records, category, expected)
 
+    def group_of(self, index: int) -> dict | None:
+        """A grouped test item's place: {"id", "size", "members": [a, b], "first": the group's first item
+        index}; None for every other item."""
+        if not self.group_pairs or self.role_of(index) != "test":
+            return None
+        group, pair = divmod(index - self.config.n_practice - self.config.n_sentinels, len(self.group_pairs))
+        size = self.config.groups["distortions"]
+        return {"id": group, "size": size, "members": list(self.group_pairs[pair]), "first": index - pair}
+
+    def _member(self, first: int, member: int) -> tuple[np.random.Generator, dict]:
+        seed = seed_record(self.config.seed, first, STREAM_MEMBER, member)
+        return generator_from(seed), seed
+
     def build_item(self, index: int) -> dict:
         """Returns the manifest entry; images are in entry['_images'] (name -> uint8 array)."""
         c = self.config
         seed = c.seed
-        patch_rng, patch_seed = item_generator(seed, index, STREAM_PATCH)
+        group = self.group_of(index)
+        anchor = index if group is None else group.pop("first")  # a group shares its patch and split
+        patch_rng, patch_seed = item_generator(seed, anchor, STREAM_PATCH)
         ref, patch_meta = self.source.sample_patch(
             patch_rng, size=c.patch_size, skip_flat=c.skip_flat, flat_threshold=c.flat_threshold
         )
         patch_meta["seed"] = patch_seed
-        layout_rng, _ = item_generator(seed, index, STREAM_LAYOUT)
+        layout_rng, _ = item_generator(seed, anchor, STREAM_LAYOUT)
         split = self.split_names[int(layout_rng.choice(len(self.split_names), p=self.split_probs))]
         role = self.role_of(index)
-        p0 = item_generator(seed, index, STREAM_P0)
-        p1 = item_generator(seed, index, STREAM_P1)
+        if group is None:
+            p0 = item_generator(seed, index, STREAM_P0)
+            p1 = item_generator(seed, index, STREAM_P1)
+        else:
+            p0, p1 = (self._member(anchor, m) for m in group["members"])
         if c.kind == "2afc":
             pair = self._pair_2afc(role, ref, patch_meta, layout_rng, p0, p1)
         else:
@@ -237,6 +288,8 @@ class StudyBuilder:
             "records": pair.records,
             "pixels_sha256": {k: pixels_sha256(v) for k, v in images.items()},
         }
+        if group is not None:
+            entry["group"] = group
         if self.images_dir is not None:
             entry["files"] = {k: write_png(v, self.images_dir)[0] for k, v in images.items()}
         entry["_images"] = images

@@ -13,6 +13,8 @@ STREAM_PATCH = 0
 STREAM_P0 = 1
 STREAM_P1 = 2
 STREAM_LAYOUT = 3
+# A group member's chain (config "groups"): spawn_key (the group's first item index, STREAM_MEMBER, member).
+STREAM_MEMBER = 4
 
 
 def seed_record(entropy: int, *spawn_key: int) -> dict:

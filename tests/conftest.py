@@ -141,6 +141,7 @@ def make_study(settings):
     from distortions.imageio import write_png
     from studies.models import Item, Study
     from studies.services import study_create
+    from studies.targets import item_targets_sync
 
     counter = [0]
 
@@ -189,6 +190,7 @@ def make_study(settings):
                 )
             )
         Item.objects.bulk_create(items)
+        item_targets_sync(study=study)
         if active:
             Study.objects.filter(pk=study.pk).update(status=Study.Status.ACTIVE)
         study.refresh_from_db()

@@ -19,7 +19,15 @@ from core.exceptions import ApplicationError
 from distortions import registry
 from distortions.dataset import StudyConfig
 from judgments.reviews import REASON_MAX
-from studies.collection import DEFAULTS, PLATFORMS, TRAINING_NETS, TRAINING_WEIGHTS, collection_config
+from studies.collection import (
+    DEFAULTS,
+    PLATFORMS,
+    SAMPLERS,
+    TRAINING_NETS,
+    TRAINING_WEIGHTS,
+    collection_config,
+    votes_range,
+)
 from studies.models import Study
 from studies.services import cnn_pool_ready
 from studies.sources import source_set_list_for
@@ -51,8 +59,11 @@ def _collection_fields(kind: str) -> dict:
 
 def _fields_of(c: dict) -> dict:
     excl, timing, training = c["exclusion"], c["timing"], c["training"]
+    sampling, stopping = c["sampling"], c["stopping"]
+    low, high = votes_range(c, "train")
     return {
-        "jpi_train": c["judgments_per_item"].get("train"),
+        "jpi_train": low,
+        "jpi_train_max": high if high > low else None,
         "jpi_val": c["judgments_per_item"].get("val"),
         "hit_size": c["hit_size"],
         "sentinel_rate": _rounded(c["sentinel_rate"]),
@@ -71,6 +82,11 @@ def _fields_of(c: dict) -> dict:
         "platforms": list(c["platforms"]),
         "training_every": training["every"],
         "backbones": [f"{b['net']}:{b['weights']}" for b in training["backbones"]],
+        "sampler": sampling["sampler"],
+        "pool_factor": sampling["pool_factor"],
+        "uniform_share": _rounded(sampling["uniform_share"]),
+        "stopping_confidence": _rounded(stopping["confidence"]),
+        "stopping_tie_width": _rounded(stopping["tie_width"]),
     }
 
 
@@ -97,6 +113,8 @@ SERVICE_FIELDS = {
     "build_config.source": "photos",
     "build_config.families": "families",
     "config.judgments_per_item": "jpi_train",
+    "config.sampling": "sampler",
+    "config.stopping": "stopping_confidence",
     "config.hit_size": "hit_size",
     "config.sentinel_rate": "sentinel_rate",
     "config.practice": "practice",
@@ -111,6 +129,11 @@ SERVICE_FIELDS = {
     "config.training.every": "training_every",
     "config.training.backbones": "backbones",
     "config.training": "training_every",
+}
+# Sections whose messages name the setting they refuse (studies.collection._validate_sampling).
+SUBFIELD_WORDS = {
+    "config.sampling": (("pool_factor", "pool_factor"), ("uniform_share", "uniform_share")),
+    "config.stopping": (("confidence", "stopping_confidence"), ("tie_width", "stopping_tie_width")),
 }
 # The engine's own messages (DistortionError, field "build_config") name what they refuse.
 ENGINE_WORDS = (
@@ -147,7 +170,13 @@ def _float(label: str, help_text: str, **kw) -> forms.FloatField:
 class CollectionForm(forms.Form):
     """The collection settings (studies.collection) of a study of `kind`."""
 
-    jpi_train = _int("Judgments per train item", "How many people judge each train item.")
+    jpi_train = _int(
+        "Judgments per train item", "How many people judge each train item (with a maximum: at least)."
+    )
+    jpi_train_max = _int(
+        "At most, per train item",
+        "Blank: a fixed count. A maximum turns on Bayesian stopping: more votes only where undecided.",
+    )
     jpi_val = _int("Judgments per val item", "How many people judge each val item (more: a tighter ceiling).")
     hit_size = _int("HIT size", "Test trials per assignment (sentinels come on top).")
     sentinel_rate = _float("Sentinel rate", "Share of a HIT's counted trials that are sentinels, below 0.9.")
@@ -208,6 +237,21 @@ class CollectionForm(forms.Form):
         help_text="LPIPS heads trained on each; auto: ImageNet weights when present, else a k-means trunk.",
     )
 
+    sampler = forms.ChoiceField(
+        label="Sampler",
+        required=False,
+        choices=[(name, name) for name in SAMPLERS],
+        help_text="What to ask next from a candidate pool (docs/adaptive.md); uniform: at random.",
+    )
+    pool_factor = _int(
+        "Candidate pool", "Build this many times the train items as candidates; the sampler picks the budget."
+    )
+    uniform_share = _float("Uniform share", "Share of the sampler's draws made at random, 0-1.")
+    stopping_confidence = _float(
+        "Stopping confidence", "With a maximum: stop once the posterior is this sure of the side or a tie."
+    )
+    stopping_tie_width = _float("Tie width", "With a maximum: p within 0.5 +/- half this counts as a tie.")
+
     def __init__(self, *args, kind: str = "2afc", current: dict | None = None, **kwargs):
         """`current`: the study's stored config (the settings page); None: a new study's defaults."""
         self.kind = kind
@@ -236,7 +280,7 @@ class CollectionForm(forms.Form):
             if name not in values:
                 return False
             value = values[name]
-            if value in (None, "") and name not in EXCLUSION_FIELDS and name != "training_every":
+            if value in (None, "") and name not in (*EXCLUSION_FIELDS, "training_every", "jpi_train_max"):
                 return False  # blank: keep it (a new study: the kind's default)
             if isinstance(value, list) and isinstance(shown[name], list):
                 return sorted(value) != sorted(shown[name])
@@ -244,11 +288,27 @@ class CollectionForm(forms.Form):
 
         config: dict = {}
         jpi = dict(before["judgments_per_item"])
-        for split in ("train", "val"):
-            if changed(f"jpi_{split}"):
-                jpi[split] = values[f"jpi_{split}"]
+        if changed("jpi_val"):
+            jpi["val"] = values["jpi_val"]
+        if changed("jpi_train") or changed("jpi_train_max"):
+            low = values["jpi_train"] if changed("jpi_train") else shown["jpi_train"]
+            high = values["jpi_train_max"] if "jpi_train_max" in values else shown["jpi_train_max"]
+            jpi["train"] = low if high is None or high == low else [low, high]
         if jpi != before["judgments_per_item"]:
             config["judgments_per_item"] = jpi
+        for section, names in (
+            (
+                "sampling",
+                (("sampler", "sampler"), ("pool_factor", "pool_factor"), ("uniform_share", "uniform_share")),
+            ),
+            ("stopping", (("confidence", "stopping_confidence"), ("tie_width", "stopping_tie_width"))),
+        ):
+            values_of = dict(before[section])
+            for key, name in names:
+                if changed(name):
+                    values_of[key] = values[name]
+            if values_of != before[section]:
+                config[section] = values_of
         for name in ("hit_size", "sentinel_rate", "practice", "lease_ttl_s", "consent_text", "instructions"):
             if changed(name):
                 config[name] = values[name]
@@ -292,6 +352,8 @@ class CollectionForm(forms.Form):
             name = "jpi_val"
         if key == "config.exclusion" or key == "config.timing":
             name = next((f for f in EXCLUSION_FIELDS + JND_ONLY if f in exc.message), name)
+        if key in SUBFIELD_WORDS:
+            name = next((f for word, f in SUBFIELD_WORDS[key] if word in exc.message), name)
         if key == "build_config":
             name = next((f for word, f in ENGINE_WORDS if word in exc.message), None)
         if name == "families":

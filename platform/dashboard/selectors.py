@@ -13,7 +13,10 @@ from django.utils import timezone
 from dashboard import charts
 from dashboard.rules import exclusion_rule_text, timing_rule_text
 from judgments.models import Judgment, Trial
-from judgments.selectors import study_stats, worker_shares
+from judgments.pool import UNIFORM, item_draw, pool_status
+from judgments.selectors import split_votes_needed, study_stats, worker_shares
+from judgments.stopping import vote_budget_left
+from studies.collection import votes_range
 from studies.imports import study_import_running
 from studies.models import Item, Study
 from training.models import Evaluation
@@ -29,12 +32,12 @@ def study_progress(*, studies) -> dict:
         .values_list("study_id", "split")
         .annotate(items=Count("pk"), accepted=Sum("n_judgments"))
     )
-    targets = {s.pk: s.collection["judgments_per_item"] for s in studies}
+    by_id = {s.pk: s for s in studies}
     out = {s.pk: {"accepted": 0, "needed": 0, "share": None} for s in studies}
     for study_id, split, items, accepted in rows:
-        target = targets[study_id].get(split, max(targets[study_id].values()))
+        study = by_id[study_id]
         out[study_id]["accepted"] += accepted or 0
-        out[study_id]["needed"] += items * target
+        out[study_id]["needed"] += split_votes_needed(study.collection, split, items, study.train_budget)
     for p in out.values():
         p["share"] = p["accepted"] / p["needed"] if p["needed"] else None
     return out
@@ -175,12 +178,22 @@ def _jnd_chart(jnd: list, colors: dict) -> tuple:
 
 
 def _learning_curve_chart(study: Study, split: str, colors: dict) -> tuple | None:
-    """Each metric's overall score per evaluation run against the judgments it saw (None before any)."""
+    """Each metric's overall score per evaluation run against the judgments it saw (None before any). A
+    study that ran several samplers (adaptive collection) gets one curve of each trained metric per
+    sampler, from the sampler its model version trained under."""
+    rows = list(
+        Evaluation.objects.filter(study=study, measure__in=["2afc", "jnd_map"], category="all", split=split)
+        .select_related("model_version")
+        .order_by("created_at")
+    )
+    sampler_of = {
+        r.pk: (r.model_version.train_info or {}).get("sampler") for r in rows if r.model_version is not None
+    }
+    several = len({s for s in sampler_of.values() if s}) > 1
     curve: dict = defaultdict(list)
-    for r in Evaluation.objects.filter(
-        study=study, measure__in=["2afc", "jnd_map"], category="all", split=split
-    ).order_by("created_at"):
-        curve[r.metric].append((float(r.n_judgments), r.score))
+    for r in rows:
+        name = f"{r.metric} ({sampler_of[r.pk]})" if several and sampler_of.get(r.pk) else r.metric
+        curve[name].append((float(r.n_judgments), r.score))
     if not curve:
         return None
     return (
@@ -219,6 +232,46 @@ def agreement_charts(*, study: Study) -> dict:
     out["evaluated_at"] = rows[0].created_at
     out["n_judgments"] = rows[0].n_judgments
     return out
+
+
+def sampling_panel(*, study: Study) -> dict:
+    """Adaptive collection at a glance: the sampler and its uniform share, the pool (size, released,
+    budget; None without one), accepted test judgments by the sampler that drew their items (adaptive vs
+    uniform), and Bayesian stopping's range, extra votes granted and budget left."""
+    config = study.collection
+    by_version: dict = defaultdict(int)
+    for version, n in (
+        Judgment.objects.filter(item__study=study, kind=Trial.Kind.TEST, assignment__excluded=False)
+        .order_by()
+        .values_list("item__sampler_version")
+        .annotate(n=Count("pk"))
+    ):
+        by_version[item_draw(version, None)[0]] += n
+    total = sum(by_version.values())
+    adaptive = sum(n for version, n in by_version.items() if version != UNIFORM)
+    low, high = votes_range(config, Item.Split.TRAIN)
+    stopping = None
+    if low < high:
+        trains = Item.objects.filter(study=study, role=Item.Role.TEST, split=Item.Split.TRAIN)
+        stopping = {
+            "range": (low, high),
+            **config["stopping"],
+            "extra_votes": trains.filter(n_target__gt=low).aggregate(e=Sum("n_target"))["e"] or 0,
+            "items_extended": trains.filter(n_target__gt=low).count(),
+            "budget_left": vote_budget_left(
+                study_id=study.pk, config=config, budget_items=study.train_budget
+            ),
+        }
+        stopping["extra_votes"] -= stopping["items_extended"] * low
+    return {
+        "sampler": config["sampling"]["sampler"],
+        "uniform_share": config["sampling"]["uniform_share"],
+        "pool": pool_status(study=study),
+        "by_version": sorted(by_version.items()),
+        "judgments": total,
+        "adaptive_share": adaptive / total if total else None,
+        "stopping": stopping,
+    }
 
 
 def dashboard_for(*, study: Study) -> dict:
@@ -282,6 +335,7 @@ def dashboard_for(*, study: Study) -> dict:
         "timing_rule": timing_rule_text(config=config),
         "agreement": agreement_charts(study=study),
         "models": models_panel(study=study),
+        "sampling": sampling_panel(study=study),
     }
 
 

@@ -125,6 +125,9 @@ def _settings_form(study, data=None) -> CollectionForm:
     if study.kind != "jnd":
         for name in JND_ONLY:
             del form.fields[name]
+    if study.build_config and study.items.exists():  # an engine study's pool is built with its stimuli
+        form.fields["pool_factor"].disabled = True
+        form.fields["pool_factor"].lock_reason = "the candidate pool was built with the stimuli"
     for key, reason in study_config_locks(study=study).items():
         for name in LOCKED_FIELDS.get(key, ()):
             if name in form.fields:

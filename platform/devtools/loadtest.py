@@ -82,6 +82,7 @@ def loadtest_study(*, n_items: int = 3000, target: int = 3, hit_size: int = 20):
 
     from studies.models import Item, Study
     from studies.services import study_create
+    from studies.targets import item_targets_sync
 
     study = study_create(
         name=f"load test {uuid.uuid4().hex[:6]}",
@@ -127,6 +128,7 @@ def loadtest_study(*, n_items: int = 3000, target: int = 3, hit_size: int = 20):
         for k in range(10)
     ]
     Item.objects.bulk_create(items, batch_size=2000)
+    item_targets_sync(study=study)
     Study.objects.filter(pk=study.pk).update(status=Study.Status.ACTIVE)
     study.refresh_from_db()
     return study

@@ -38,6 +38,7 @@ from core.stimuli import STIMULUS_PATH
 from exports.archive import member_add, member_add_file, member_add_lines
 from judgments.models import Assignment, Judgment, Trial, Worker, WorkerReview
 from judgments.privacy import hit_origins, judgment_row_published
+from judgments.stopping import item_counts_fill
 from studies.collection import collection_config
 from studies.images import decode_image
 from studies.models import Item, Study
@@ -60,6 +61,12 @@ TABLES = (
 )
 # tables a perceptlab-restore/1 archive may lack (written before they existed): restored as empty
 OPTIONAL_TABLES = {"reviews"}
+# fields an archive may lack (written before they existed): their defaults; adaptive collection's item
+# counts are then derived again (judgments.stopping.item_counts_fill)
+ADDED_FIELDS = {
+    "items": {"active", "propensity", "sampler_version", "score", "n_target", "n_ones"},
+    "study": {"train_budget"},
+}
 IMAGE_FIELDS = ("ref_image", "p0_image", "p1_image")
 TABLE_FILE = re.compile(r"restore/(?P<table>study|items|workers|assignments|trials|judgments|reviews)\.jsonl")
 MEDIA_PREFIX = "restore/media/"  # + a stimulus path (core.stimuli): the only image path a row may name
@@ -296,6 +303,9 @@ def _objects(model, table: str, rows: list[dict], rebind: dict) -> list:
         where = f"restore/{table}.jsonl line {n}"
         values = {}
         for f in fields:
+            if f.attname not in row and f.attname in ADDED_FIELDS.get(table, ()):
+                values[f.attname] = f.get_default()  # an archive written before the field existed
+                continue
             try:
                 value = _parse(f, row.get(f.attname))
             except (DjangoValidationError, TypeError, ValueError, AttributeError) as exc:
@@ -530,5 +540,7 @@ def _restore(zf: zipfile.ZipFile, owner) -> Study:
     new_images = _check_images(rows[Item], checked.images)
     # all checked: now write, rows first (one transaction), the new image files last inside it
     _restore_write(zf, study, list(rows.items()), new_images)
+    if checked.tables["items"] and "n_target" not in checked.tables["items"][0]:
+        item_counts_fill(study=study)  # an archive from before adaptive collection
     logger.info("restored study %s: %s", study.pk, checked.manifest["rows"])
     return study

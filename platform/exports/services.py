@@ -40,6 +40,7 @@ from exports.archive import file_digest, member_add, member_add_file, member_add
 from exports.models import Export
 from exports.restore import dump_rows, stimulus_path, write_restore
 from judgments.models import Assignment, Judgment, Trial
+from judgments.pool import item_draw
 from judgments.privacy import display_published, since_origin
 from studies.models import Item, Study
 
@@ -81,6 +82,8 @@ _ITEM_COLUMNS = (
     "p1_image",
     "expected",
     "records",
+    "sampler_version",
+    "propensity",
 )
 _JUDGMENT_COLUMNS = (
     "id",
@@ -209,6 +212,14 @@ def _write_bapps(zf: zipfile.ZipFile, kind: str, groups: dict, votes: dict) -> t
                 **paths,
                 ("p1_votes" if kind == "2afc" else "same_votes"): positive,
                 "n_votes": total,
+                # adaptive collection: who drew the item and with what probability (judgments.pool)
+                **dict(
+                    zip(
+                        ("sampler_version", "propensity"),
+                        item_draw(row["sampler_version"], row["propensity"]),
+                        strict=True,
+                    )
+                ),
                 "records": row["records"],
             }
             item_lines.append(line)

@@ -22,6 +22,7 @@ from judgments import sql
 from judgments.assignments import require_live
 from judgments.models import RESPONSES, Assignment, Judgment, Trial
 from judgments.signals import judgment_accepted
+from judgments.stopping import item_vote_after_answer, stopping_on
 from studies.collection import collection_config
 
 MAX_RT_MS = 3600 * 1000.0
@@ -265,10 +266,13 @@ def _check_answerable(
 
 
 def _store_and_announce(judgment: Judgment, row: sql.AnswerRow, config: dict, *, now) -> None:
-    """Stores the judgment and extends the assignment's lease; a test answer of a study that trains
-    announces itself once the transaction commits."""
+    """Stores the judgment and extends the assignment's lease; a test answer of a study with a train range
+    may earn its item another vote (judgments.stopping); one of a study that trains announces itself once
+    the transaction commits."""
     ttl = config["lease_ttl_s"]
     sql.store_answer(judgment, row, now + timedelta(seconds=ttl), now + timedelta(seconds=ttl / 2))
+    if row.trial_kind == Trial.Kind.TEST and stopping_on(config):
+        item_vote_after_answer(item_id=row.item_id, study_id=row.study_id, config=config)
     if row.trial_kind == Trial.Kind.TEST and config["training"]["every"] is not None:
         study_id = row.study_id  # studies that do not train skip the receivers' reads
         transaction.on_commit(lambda: judgment_accepted.send(sender=Judgment, study_id=study_id))

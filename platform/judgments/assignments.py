@@ -1,7 +1,9 @@
 """The assignment engine: start (leases with overlap), heartbeat, return and expiry of HITs.
 
-Assignment rule (docs/design-notes.md, "Assignment"): a test item is available to a worker when
-``accepted judgments + open leases < target`` for its split and the worker has never had it. An open
+Assignment rule (docs/design-notes.md, "Assignment"): a test item is available to a worker when it is active
+(a candidate pool's items wait inactive until released: judgments.pool), ``accepted judgments + open leases
+< n_target`` (its split's count, raised by Bayesian stopping: judgments.stopping) and the worker has never
+had it. An open
 lease is an unanswered test trial of a started assignment; each item keeps the count in ``n_open``,
 changed only under its row lock (+1 on a start, -1 when answered, returned or expired). Every start first
 expires its study's assignments past their lease, so an expired lease frees its items for that start
@@ -27,12 +29,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, F, IntegerField, Value, When
+from django.db.models import F
 from django.utils import timezone
 
 from core.exceptions import ApplicationError
 from judgments import sql
 from judgments.models import Assignment, CrowdPlatform, Trial, Worker, WorkerReview
+from judgments.pool import pool_refill
 from judgments.sql import TRIAL_ITEM_FIELDS
 from judgments.workers import (
     MTURK_PREVIEW,
@@ -88,72 +91,53 @@ def _expire(*, now, study: Study | None = None, limit: int = 500) -> int:
     return len(ids)
 
 
-def _target(config: dict, split: str) -> int:
-    target = config["judgments_per_item"]
-    return target.get(split, max(target.values()))
-
-
-def _target_case(config: dict):
-    jpi = config["judgments_per_item"]
-    return Case(
-        *[When(split=split, then=Value(n)) for split, n in jpi.items()],
-        default=Value(max(jpi.values())),
-        output_field=IntegerField(),
-    )
-
-
-def _window(*, study: Study, config: dict, worker: Worker, skip: set):
+def _window(*, study: Study, worker: Worker, skip: set):
     """Available test items, least loaded first (breadth-first: accepted judgments plus open leases), as a
-    queryset that follows the index on (study, n_judgments + n_open, index). Expired leases were released
-    just before (assignment_start), so the load counts live leases only."""
+    queryset that follows the index on (study, n_judgments + n_open, index) over the active items (a
+    candidate pool's unreleased items wait inactive: judgments.pool). Expired leases were released just
+    before (assignment_start), so the load counts live leases only."""
     return (
-        Item.objects.filter(study=study, role=Item.Role.TEST)
-        .alias(load=F("n_judgments") + F("n_open"), target=_target_case(config))
-        .filter(load__lt=F("target"))
+        Item.objects.filter(study=study, role=Item.Role.TEST, active=True)
+        .alias(load=F("n_judgments") + F("n_open"))
+        .filter(load__lt=F("n_target"))
         .exclude(pk__in=skip)
         .exclude(pk__in=Trial.objects.filter(worker=worker, kind=Trial.Kind.TEST).values("item_id"))
         .order_by("study_id", "load", "index")
     )
 
 
-def _below_target(items, *, config: dict) -> list[Item]:
-    """The items still below their split's target, least loaded first (the queue's order)."""
-    items = [item for item in items if item.n_judgments + item.n_open < _target(config, item.split)]
+def _below_target(items) -> list[Item]:
+    """The active items still below their target (Item.n_target), least loaded first (the queue's order)."""
+    items = [item for item in items if item.active and item.n_judgments + item.n_open < item.n_target]
     return sorted(items, key=lambda item: (item.n_judgments + item.n_open, item.index))
 
 
-def _still_open(item_ids, *, config: dict) -> list[Item]:
-    """The given items (whose rows this transaction holds), read afresh, still below their split's target."""
-    return _below_target(Item.objects.filter(pk__in=list(item_ids)).only(*TRIAL_ITEM_FIELDS), config=config)
+def _still_open(item_ids) -> list[Item]:
+    """The given items (whose rows this transaction holds), read afresh, still below their target."""
+    return _below_target(Item.objects.filter(pk__in=list(item_ids)).only(*TRIAL_ITEM_FIELDS))
 
 
-def _window_rows(*, study: Study, config: dict, worker: Worker, skip: set, n: int) -> list[Item]:
+def _window_rows(*, study: Study, worker: Worker, skip: set, n: int) -> list[Item]:
     """PostgreSQL: the queue's next n free rows, locked (judgments.sql.window_sql)."""
-    jpi = config["judgments_per_item"]
-    targets = (_target(config, "train"), _target(config, "val"), max(jpi.values()))
-    return sql.window_rows(study_id=study.pk, targets=targets, worker_id=worker.pk, skip=skip, n=n)
+    return sql.window_rows(study_id=study.pk, worker_id=worker.pk, skip=skip, n=n)
 
 
-def _lease_items(*, study: Study, config: dict, worker: Worker, n: int) -> list[Item]:
+def _lease_items(*, study: Study, worker: Worker, n: int) -> list[Item]:
     if not connection.features.has_select_for_update_skip_locked:
         # SQLite: the IMMEDIATE transaction already holds the database write lock; count exactly
-        ids = list(
-            _window(study=study, config=config, worker=worker, skip=set()).values_list("pk", flat=True)[
-                : 4 * n + 8
-            ]
-        )
-        return _still_open(ids, config=config)[:n]
+        ids = list(_window(study=study, worker=worker, skip=set()).values_list("pk", flat=True)[: 4 * n + 8])
+        return _still_open(ids)[:n]
     taken: list[Item] = []
     rejected: set = set()
     delay, deadline = 0.005, time.monotonic() + LOCK_WAIT_S
     while True:
         held = {item.pk for item in taken} | rejected
         # SKIP LOCKED inside the ordered LIMIT: concurrent assigners each get the next rows nobody holds.
-        locked = _window_rows(study=study, config=config, worker=worker, skip=held, n=n - len(taken))
+        locked = _window_rows(study=study, worker=worker, skip=held, n=n - len(taken))
         if locked:
             # Locked rows come back as their latest versions and cannot change under us: this check is exact
             # (and, as the query re-checks its WHERE clause on them, a guard rather than a filter).
-            ok = _below_target(locked, config=config)
+            ok = _below_target(locked)
             taken += ok
             rejected |= {item.pk for item in locked} - {item.pk for item in ok}
             if len(taken) < n:
@@ -164,7 +148,7 @@ def _lease_items(*, study: Study, config: dict, worker: Worker, n: int) -> list[
         if (
             taken
             or time.monotonic() > deadline
-            or not _window(study=study, config=config, worker=worker, skip=held).exists()
+            or not _window(study=study, worker=worker, skip=held).exists()
         ):
             return taken[:n]
         time.sleep(delay)
@@ -406,8 +390,11 @@ def hit_sequence(*, study: Study, config: dict, tests: list[Item], rng) -> list:
 def _hit_create(
     *, study: Study, config: dict, worker: Worker, platform: str, info: dict, client: str, now
 ) -> StartResult:
-    """Lease test items and store a new HIT with its trials. Call inside the start's transaction."""
-    tests = _lease_items(study=study, config=config, worker=worker, n=config["hit_size"])
+    """Lease test items and store a new HIT with its trials (a candidate pool first releases more items
+    when this worker's free window runs low: judgments.pool). Call inside the start's transaction."""
+    if study.train_budget is not None:
+        pool_refill(study=study, config=config, free=_window(study=study, worker=worker, skip=set()))
+    tests = _lease_items(study=study, worker=worker, n=config["hit_size"])
     if not tests:
         raise ApplicationError(
             "no work is available in this study right now", {"code": "no_work"}, status_code=409

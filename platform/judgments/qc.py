@@ -55,8 +55,13 @@ def qc_evaluate(*, assignment: Assignment, rule: dict) -> dict:
 
 
 def _take_back_counts(assignment: Assignment) -> None:
-    items = assignment.judgments.filter(kind=Trial.Kind.TEST).values_list("item_id", flat=True)
-    Item.objects.filter(pk__in=list(items), n_judgments__gt=0).update(n_judgments=F("n_judgments") - 1)
+    """An excluded or rejected assignment's test judgments stop counting: each item's accepted count, and
+    its count of choice-1 votes (Bayesian stopping reads both), go down by its judgment."""
+    rows = list(assignment.judgments.filter(kind=Trial.Kind.TEST).values_list("item_id", "choice"))
+    items = sorted(item_id for item_id, _ in rows)
+    ones = sorted(item_id for item_id, choice in rows if choice == 1)
+    Item.objects.filter(pk__in=items, n_judgments__gt=0).update(n_judgments=F("n_judgments") - 1)
+    Item.objects.filter(pk__in=ones, n_ones__gt=0).update(n_ones=F("n_ones") - 1)
 
 
 def completion_for(assignment: Assignment) -> dict:

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from core.exceptions import ApplicationError
 from judgments.models import RESPONSES, Assignment, Judgment, Trial, Worker
+from studies.collection import train_vote_budget, votes_range
 from studies.models import Item, Study
 
 
@@ -32,25 +33,32 @@ def open_leases(*, study: Study) -> dict:
     )
 
 
+def split_votes_needed(config: dict, split: str, n_items: int, train_budget: int | None) -> int:
+    """Judgments a split is due in all: items x count, or for train the study's train-vote budget over its
+    budgeted items (a pool's budget, or every train item)."""
+    if split == Item.Split.TRAIN:
+        return train_vote_budget(config, n_items if train_budget is None else train_budget)
+    return n_items * votes_range(config, split)[0]
+
+
 def study_stats(*, study: Study) -> dict:
     """Progress and QC summary: items by role, judgment coverage against the targets, workers, rates."""
     config = study.collection
-    targets = config["judgments_per_item"]
     tests = Item.objects.filter(study=study, role=Item.Role.TEST)
     coverage = {}
     for split in Item.Split.values:
-        target = targets.get(split, max(targets.values()))
         row = tests.filter(split=split).aggregate(
             items=Count("pk"),
             accepted=Sum("n_judgments"),
-            complete=Count("pk", filter=Q(n_judgments__gte=target)),
+            complete=Count("pk", filter=Q(active=True, n_judgments__gte=F("n_target"))),
         )
         if row["items"]:
             coverage[split] = {
+                # a candidate pool serves its budget of train items (judgments.pool)
                 "items": row["items"],
-                "target_per_item": target,
+                "target_per_item": config["judgments_per_item"].get(split, max(votes_range(config, split))),
                 "accepted": row["accepted"] or 0,
-                "needed": row["items"] * target,
+                "needed": split_votes_needed(config, split, row["items"], study.train_budget),
                 "complete_items": row["complete"],
             }
     roles = dict(Item.objects.filter(study=study).values_list("role").annotate(n=Count("pk")))

@@ -30,6 +30,8 @@ TRIAL_ITEM_FIELDS = (
     "split",
     "n_judgments",
     "n_open",
+    "active",
+    "n_target",
     "ref_image",
     "p0_image",
     "p1_image",
@@ -47,9 +49,8 @@ def window_sql() -> str:
     item, trial = Item._meta.db_table, Trial._meta.db_table
     columns = ", ".join(Item._meta.get_field(name).column for name in window_fields())
     return (
-        f"SELECT {columns} FROM {item} WHERE study_id = %s AND role = 'test' AND n_judgments + n_open < "
-        f"CASE WHEN split = 'train' THEN %s WHEN split = 'val' THEN %s ELSE %s END "
-        f"AND NOT (id = ANY(%s::uuid[])) "
+        f"SELECT {columns} FROM {item} WHERE study_id = %s AND role = 'test' AND active "
+        f"AND n_judgments + n_open < n_target AND NOT (id = ANY(%s::uuid[])) "
         f"AND id NOT IN (SELECT item_id FROM {trial} WHERE worker_id = %s AND kind = 'test') "
         f"ORDER BY study_id, n_judgments + n_open, index LIMIT %s FOR UPDATE OF {item} SKIP LOCKED"
     )
@@ -61,10 +62,9 @@ def window_fields() -> tuple[str, ...]:
     return tuple(f.attname for f in Item._meta.concrete_fields if f.attname in TRIAL_ITEM_FIELDS)
 
 
-def window_rows(*, study_id, targets: tuple[int, int, int], worker_id, skip: set, n: int) -> list[Item]:
-    """PostgreSQL: lock and return up to n queue items (window_sql). `targets`: judgments per item for the
-    train split, the val split and any other split."""
-    params = [study_id, *targets, sorted(skip), worker_id, n]
+def window_rows(*, study_id, worker_id, skip: set, n: int) -> list[Item]:
+    """PostgreSQL: lock and return up to n queue items (window_sql)."""
+    params = [study_id, sorted(skip), worker_id, n]
     with HotCursor() as cursor:
         cursor.execute(window_sql(), params)
         rows = cursor.fetchall()
@@ -251,7 +251,10 @@ def store_answer_sql(vendor: str, test: bool) -> list[str]:
         f"CASE WHEN lease_expires_at < %s THEN %s ELSE lease_expires_at END WHERE id = %s",
     ]
     if test:  # the lease becomes a judgment: load (n_judgments + n_open) is unchanged
-        writes.append(f"UPDATE {item} SET n_judgments = n_judgments + 1, n_open = n_open - 1 WHERE id = %s")
+        writes.append(
+            f"UPDATE {item} SET n_judgments = n_judgments + 1, n_open = n_open - 1, n_ones = n_ones + %s "
+            f"WHERE id = %s"
+        )
     if vendor != "postgresql":
         return writes
     return ["WITH " + ", ".join(f"w{k} AS ({sql})" for k, sql in enumerate(writes)) + " SELECT 1"]
@@ -271,7 +274,7 @@ def store_answer(judgment: Judgment, row: AnswerRow, lease_expires_at, renew_bef
             prep(lease, lease_expires_at),
             pk(Assignment, row.pk),
         ],
-    ] + ([[pk(Item, row.item_id)]] if test else [])
+    ] + ([[judgment.choice, pk(Item, row.item_id)]] if test else [])
     statements = store_answer_sql(connection.vendor, test)
     if len(statements) == 1:
         params = [[value for group in params for value in group]]

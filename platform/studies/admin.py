@@ -37,7 +37,15 @@ class ItemAdmin(admin.ModelAdmin):
     list_filter = ("split", "category", "role")
     raw_id_fields = ("study",)
     # counters the assignment engine keeps under row locks; hand edits would over- or under-assign
-    readonly_fields = ("n_judgments", "n_open")
+    readonly_fields = (
+        "n_judgments",
+        "n_open",
+        "n_target",
+        "n_ones",
+        "active",
+        "propensity",
+        "sampler_version",
+    )
 
 
 @admin.register(SourcePhotoSet)

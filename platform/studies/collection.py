@@ -70,8 +70,18 @@ COMMON = {
     "simulation": False,
     # Crowd platforms whose participants may start (e.g. ["prolific"]: no anonymous or MTurk starts).
     "platforms": ["prolific", "mturk", "anonymous"],
+    # Adaptive collection (docs/adaptive.md). The build makes pool_factor times the budgeted train items as
+    # candidates; the sampler (metric.sampling) picks which are asked, mixed with a uniform stream at
+    # uniform_share. The val split is always built at its normal size and served uniformly.
+    "sampling": {"sampler": "uniform", "pool_factor": 1, "uniform_share": 0.2},
+    # Bayesian stopping for a judgments_per_item range [min, max] (metric.sampling.need_more_votes): an
+    # item past min gets another vote unless its posterior is this confident about the side or a tie.
+    "stopping": {"confidence": 0.9, "tie_width": 0.1},
 }
 PLATFORMS = ("prolific", "mturk", "anonymous")
+# metric.sampling.SAMPLERS' names, here so that web processes never import torch (a test keeps them equal)
+SAMPLERS = ("uniform", "disagreement", "uncertainty", "info_gain")
+POOL_FACTOR_MAX = 20
 EXCLUSION_KEYS = {"min_sentinel_accuracy", "max_side_bias", "min_median_rt_ms"}
 TIMING_KEYS = {"ref_ms", "gap_ms", "distorted_ms"}
 
@@ -136,10 +146,24 @@ def _validate(kind: str, c: dict) -> None:
     if not isinstance(jpi, dict) or set(jpi) - {"train", "val"}:
         _fail("judgments_per_item maps 'train' and 'val' to a count", "judgments_per_item")
     for split, n in jpi.items():
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 100:
+        if split == "train" and isinstance(n, list):
+            if (
+                len(n) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in n)
+                or not 1 <= n[0] <= n[1] <= 100
+            ):
+                _fail(
+                    f"judgments_per_item['train'] as a range is [min, max] with 1 <= min <= max <= 100, "
+                    f"got {n!r}",
+                    "judgments_per_item",
+                )
+        elif not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 100:
             _fail(
-                f"judgments_per_item[{split!r}] must be an integer in 1..100, got {n!r}", "judgments_per_item"
+                f"judgments_per_item[{split!r}] must be an integer in 1..100"
+                f"{' or a range [min, max]' if split == 'train' else ''}, got {n!r}",
+                "judgments_per_item",
             )
+    _validate_sampling(c["sampling"], c["stopping"])
     hs = c["hit_size"]
     if not isinstance(hs, int) or isinstance(hs, bool) or not 1 <= hs <= 2000:
         _fail(f"hit_size must be an integer in 1..2000, got {hs!r}", "hit_size")
@@ -190,6 +214,42 @@ def _validate(kind: str, c: dict) -> None:
     url = c["prolific_completion_url"]
     if not isinstance(url, str) or not url.startswith("https://") or "{code}" not in url:
         _fail("prolific_completion_url must be an https URL containing {code}", "prolific_completion_url")
+
+
+def _validate_sampling(sampling, stopping) -> None:
+    if not isinstance(sampling, dict) or set(sampling) != set(COMMON["sampling"]):
+        _fail(f"sampling keys are {sorted(COMMON['sampling'])}", "sampling")
+    if sampling["sampler"] not in SAMPLERS:
+        _fail(f"sampling.sampler must be one of {list(SAMPLERS)}, got {sampling['sampler']!r}", "sampling")
+    factor = sampling["pool_factor"]
+    if not isinstance(factor, int) or isinstance(factor, bool) or not 1 <= factor <= POOL_FACTOR_MAX:
+        _fail(f"sampling.pool_factor must be an integer in 1..{POOL_FACTOR_MAX}, got {factor!r}", "sampling")
+    share = sampling["uniform_share"]
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 <= share <= 1:
+        _fail(f"sampling.uniform_share must be a number in [0, 1], got {share!r}", "sampling")
+    if not isinstance(stopping, dict) or set(stopping) != set(COMMON["stopping"]):
+        _fail(f"stopping keys are {sorted(COMMON['stopping'])}", "stopping")
+    for key, low, high in (("confidence", 0.5, 0.999), ("tie_width", 0.0, 0.5)):
+        value = stopping[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+            _fail(f"stopping.{key} must be a number in [{low}, {high}], got {value!r}", "stopping")
+
+
+def votes_range(config: dict, split: str) -> tuple[int, int]:
+    """(min, max) judgments an item of `split` gets: a fixed count n is (n, n); a train range [min, max]
+    turns on Bayesian stopping between the two. A split the config does not name takes the largest."""
+    jpi = config["judgments_per_item"]
+    n = jpi.get(split)
+    if n is None:
+        n = max(v if isinstance(v, int) else v[1] for v in jpi.values())
+    return (n, n) if isinstance(n, int) else (n[0], n[1])
+
+
+def train_vote_budget(config: dict, budget_items: int) -> int:
+    """The study's total of train judgments: budget items x the mean of the range (x n for a fixed count),
+    rounded down. Bayesian stopping never raises an item's target beyond it (judgments.stopping)."""
+    low, high = votes_range(config, "train")
+    return budget_items * low + (budget_items * (high - low)) // 2
 
 
 def completion_url_problem(url) -> str | None:

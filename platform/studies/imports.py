@@ -38,6 +38,7 @@ from distortions.imageio import pixels_sha256, write_png
 from studies.images import READ_ERRORS, decode_image, image_header
 from studies.models import Item, Study
 from studies.services import STIMULI_DIR
+from studies.targets import item_targets_sync
 
 logger = logging.getLogger(__name__)
 
@@ -348,6 +349,7 @@ def study_import_items(
             Item.objects.bulk_create(
                 [Item(study=study, index=start + n, **row) for n, row in enumerate(rows)], batch_size=500
             )
+            item_targets_sync(study=study)
             _publish(staging)  # last: a failure here rolls the rows back
             result = _set_progress(
                 study.pk,

@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 
 from core.exceptions import ApplicationError
-from studies.collection import collection_config
+from studies.collection import collection_config, votes_range
 from studies.models import Item, Study
+from studies.targets import item_targets_sync
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ def study_update_config(*, study: Study, config: dict) -> Study:
     study_config_change_check(study=study, config=merged)  # what may change mid-study (409 otherwise)
     Study.objects.filter(pk=study.pk).update(config=merged)
     study.config = merged
+    item_targets_sync(study=study)  # a raised count raises the items' targets
     return study
 
 
@@ -135,7 +137,13 @@ def study_config_change_check(*, study: Study, config: dict) -> None:
                 status_code=409,
             )
     for key, why in CONFIG_ONLY_RISES.items():
-        lowered = sorted(split for split, n in new[key].items() if n < old[key].get(split, 0))
+        # a count n is the range (n, n); neither end may go down
+        lowered = sorted(
+            split
+            for split in new[key]
+            if split in old[key]
+            and any(a < b for a, b in zip(votes_range(new, split), votes_range(old, split), strict=True))
+        )
         if lowered:
             raise ApplicationError(
                 f"{key}[{lowered[0]!r}] cannot go below {old[key][lowered[0]]}: {why}",

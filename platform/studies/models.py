@@ -36,6 +36,9 @@ class Study(BaseModel):
     build_error = models.TextField(blank=True)
     # {"done": n, "total": m} while the stimulus build runs (read by the API and the dashboard).
     build_progress = models.JSONField(default=dict, blank=True)
+    # Train items the study may serve when its train items are a candidate pool (config sampling.pool_factor
+    # > 1 at the build): the engine's normal train count. Null: every item is served (no pool).
+    train_budget = models.PositiveIntegerField(null=True, blank=True)
 
     @property
     def collection(self) -> dict:
@@ -79,6 +82,18 @@ class Item(BaseModel):
     # Open leases: unanswered test trials of started assignments (denormalised, kept by the assignment
     # engine under the item's row lock). Load = n_judgments + n_open decides who gets the item next.
     n_open = models.PositiveIntegerField(default=0)
+    # Adaptive collection (docs/adaptive.md). The engine serves only active items; a pool's candidates wait
+    # inactive until the sampler releases them (judgments.pool), each with the probability it was drawn
+    # with (propensity, for reweighted estimates) and the sampler that drew it ("disagreement@1").
+    active = models.BooleanField(default=True)
+    propensity = models.FloatField(null=True, blank=True)
+    sampler_version = models.CharField(max_length=32, blank=True)
+    score = models.FloatField(null=True, blank=True)  # the sampler's latest score (training.rescoring)
+    # Judgments the item is due now: the split's count, or a range's min raised one at a time by Bayesian
+    # stopping (judgments.stopping). The engine offers an item while n_judgments + n_open < n_target.
+    # Set by studies.targets.item_targets_sync wherever items are created.
+    n_target = models.PositiveIntegerField(default=1)
+    n_ones = models.PositiveIntegerField(default=0)  # accepted judgments with choice 1 (p1 / "same")
 
     class Meta:
         ordering = ["study", "index"]
@@ -89,7 +104,7 @@ class Item(BaseModel):
                 F("study"),
                 F("n_judgments") + F("n_open"),
                 F("index"),
-                condition=Q(role="test"),
+                condition=Q(role="test", active=True),
                 name="item_load_idx",
             ),
         ]

@@ -14,6 +14,7 @@ from core.exceptions import ApplicationError
 from studies.collection import collection_config, new_completion_code
 from studies.models import Item, Study
 from studies.sources import build_config_check, build_config_check_cnn, engine_build_config
+from studies.targets import item_targets_sync
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,11 @@ def study_create(
         build_config = {}
     config = dict(config or {})
     config.setdefault("completion_code", new_completion_code())
-    collection_config(kind, config, saving=True)  # validates; raises ApplicationError naming the field
+    merged = collection_config(
+        kind, config, saving=True
+    )  # validates; raises ApplicationError naming the field
+    if build_config:
+        _pool_size_check(build_config=build_config, factor=merged["sampling"]["pool_factor"])
     study = Study(
         name=name,
         kind=kind,
@@ -92,6 +97,33 @@ def _register_cnn_pool() -> None:
         add_pool_dir(settings.CNN_POOL_DIR)
 
 
+def _pool_size_check(*, build_config: dict, factor: int) -> None:
+    """A candidate pool builds pool_factor times the items: within the build's item cap."""
+    cap = settings.PERCEPTLAB_BUILD_LIMITS["n_items"]
+    if factor > 1 and build_config.get("n_items", 100) * factor > cap:
+        raise ApplicationError(
+            f"a candidate pool builds n_items x pool_factor items, at most {cap} "
+            f"({build_config.get('n_items', 100)} x {factor} here)",
+            {"field": "config.sampling"},
+        )
+
+
+def _pool_entries(entries: list[dict], n_items: int) -> tuple[list[dict], int]:
+    """A candidate pool's build (n_items x pool_factor test items; item i depends only on the seed and i,
+    so the first n_items test items are the study's normal build): every extra train item joins the pool,
+    extra val items are dropped (the val split keeps its normal size). Returns the entries to store and the
+    train budget (the normal build's train items)."""
+    kept, budget, seen = [], 0, 0
+    for e in entries:
+        if e["role"] == "test":
+            seen += 1
+            if seen > n_items and e["split"] != Item.Split.TRAIN:
+                continue
+            budget += seen <= n_items and e["split"] == Item.Split.TRAIN
+        kept.append(e)
+    return kept, budget
+
+
 def _item_from_manifest(study: Study, e: dict) -> Item:
     """An Item from one line of the engine's manifest (distortions.read_manifest)."""
     return Item(
@@ -129,6 +161,10 @@ def study_build_stimuli(
         Study.objects.filter(pk=study.pk).update(status=Study.Status.FAILED, build_error=exc.message)
         raise
     Study.objects.filter(pk=study.pk).update(status=Study.Status.BUILDING, build_error="")
+    n_items, factor = engine_config.get("n_items", 100), study.collection["sampling"]["pool_factor"]
+    if factor > 1:
+        _pool_size_check(build_config=engine_config, factor=factor)
+        engine_config = {**engine_config, "n_items": n_items * factor}
     _register_cnn_pool()
     images_dir = storage.local_path(STIMULI_DIR)  # a local storage's own folder, else the local copies
     workdir = storage.local_path(f"builds/{study.pk}")
@@ -142,10 +178,19 @@ def study_build_stimuli(
             on_progress=on_progress,
         )
         entries = distortions.read_manifest(workdir / "manifest.jsonl")
+        budget = None
+        if factor > 1:
+            entries, budget = _pool_entries(entries, n_items)
+        items = [_item_from_manifest(study, e) for e in entries]
+        for item in items:  # a pool's train items wait as candidates (judgments.pool releases them)
+            item.active = budget is None or not (
+                item.role == Item.Role.TEST and item.split == Item.Split.TRAIN
+            )
         storage.publish_local(_stimulus_names(entries))  # before any row names them
         with transaction.atomic():
-            Item.objects.bulk_create([_item_from_manifest(study, e) for e in entries], batch_size=500)
-            Study.objects.filter(pk=study.pk).update(status=Study.Status.ACTIVE)
+            Item.objects.bulk_create(items, batch_size=500)
+            item_targets_sync(study=study)
+            Study.objects.filter(pk=study.pk).update(status=Study.Status.ACTIVE, train_budget=budget)
         logger.info(
             "study %s: built %d items (manifest %s)", study.pk, len(entries), summary["manifest_sha256"][:12]
         )
@@ -373,6 +418,7 @@ def demo_cnn_items_join(*, n_items: int | None = None) -> int:
             item.index = start + offset
             items.append(item)
         Item.objects.bulk_create(items, batch_size=500)
+        item_targets_sync(study=locked)
     logger.info("demo study %s: %d CNN items joined", study.pk, len(items))
     return len(items)
 

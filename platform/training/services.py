@@ -641,6 +641,8 @@ def _train_lin(
         "feature_device": cache.device,
         "feature_cache": cache.path.name,
         "computed_features": cache.computed,
+        # the sampler in force when the heads trained: the dashboard's learning curve per sampler
+        "sampler": study.collection["sampling"]["sampler"],
     }
     heads[f"trained {label} lin"] = (
         Evaluation.Kind.TRAINED,

@@ -28,7 +28,24 @@ def study_retrain(self, study_id: str) -> dict:
         raise self.retry(
             countdown=result["retry_in"], max_retries=None
         )  # bounded by the other job's time limit
+    if study.train_budget is not None:  # a candidate pool: its scores follow the new models
+        from core.tasks import enqueue_on_commit
+
+        enqueue_on_commit("training.candidates_rescore", str(study.pk))
     return result
+
+
+@shared_task(name="training.candidates_rescore", acks_late=True, reject_on_worker_lost=True)
+def candidates_rescore(study_id: str) -> dict:
+    """After a retrain: fresh sampler scores for a pool's candidates (training.rescoring). Assignment never
+    waits for it; a lost run only leaves the older scores in place until the next retrain."""
+    from studies.models import Study
+    from training.rescoring import candidates_rescore as rescore
+
+    study = Study.objects.filter(pk=study_id).first()
+    if study is None:
+        return {"study": study_id, "status": "gone"}
+    return rescore(study=study)
 
 
 @shared_task(name="training.retrain_due")

@@ -94,25 +94,135 @@ def test_the_prepared_queue_query_matches_the_portable_one(postgres, make_study)
         n_test=30, n_sentinels=2, config={"judgments_per_item": {"train": 3, "val": 2}, "hit_size": 8}
     )
     items = list(Item.objects.filter(study=study, role="test").order_by("index"))
-    for k, item in enumerate(items):  # loads 0..3 spread over the items
+    for k, item in enumerate(items):  # loads 0..3 spread over the items, targets raised, candidates
         Item.objects.filter(pk=item.pk).update(
-            n_judgments=k % 3, n_open=(k // 3) % 2, split=("train", "val")[k % 2]
+            n_judgments=k % 3,
+            n_open=(k // 3) % 2,
+            split=("train", "val")[k % 2],
+            n_target=(3, 2)[k % 2] + (k % 5 == 0),
+            active=k % 7 != 3,
         )
     first = assignment_start(
         study=study, platform="anonymous", worker_id="w1"
     ).assignment  # w1 holds some items
     worker = Worker.objects.get(pk=first.worker_id)
-    config = study.collection
     skip = {items[5].pk, items[8].pk}
     with transaction.atomic():
-        raw = [
-            i.pk for i in assignments._window_rows(study=study, config=config, worker=worker, skip=skip, n=50)
-        ]
+        raw = [i.pk for i in assignments._window_rows(study=study, worker=worker, skip=skip, n=50)]
         orm = list(
-            assignments._window(study=study, config=config, worker=worker, skip=skip).values_list(
-                "pk", flat=True
-            )[:50]
+            assignments._window(study=study, worker=worker, skip=skip).values_list("pk", flat=True)[:50]
         )
     assert raw == orm, (len(raw), len(orm))
     held = set(Trial.objects.filter(worker=worker, kind="test").values_list("item_id", flat=True))
     assert len(raw) >= 10 and held and not (held | skip) & set(raw)
+
+
+def _worker_loop(study, name: str, rounds: int, acknowledged: list, lock) -> None:
+    """One annotator taking HITs and answering every trial (random sides) until the study has no work."""
+    import random
+
+    from judgments.answers import judgment_submit
+    from judgments.qc import assignment_submit
+
+    rng = random.Random(name)
+    try:
+        for r in range(rounds):
+            try:
+                a = assignment_start(study=study, platform="anonymous", worker_id=f"{name}-{r}").assignment
+            except ApplicationError:
+                return
+            for trial in Trial.objects.filter(assignment=a).order_by("position"):
+                result = judgment_submit(
+                    token=a.token,
+                    trial_id=trial.public_id,
+                    response=rng.choice(["left", "right"]),
+                    rt_ms=900.0,
+                    idempotency_key=f"k-{trial.public_id}",
+                )
+                if result.created and trial.kind == "test":
+                    with lock:
+                        acknowledged.append(result.judgment.pk)
+            assignment_submit(token=a.token)
+    finally:
+        connection.close()
+
+
+def _run_crowd(study, n_threads: int, rounds: int) -> list:
+    acknowledged: list = []
+    lock = threading.Lock()
+    threads = [
+        threading.Thread(target=_worker_loop, args=(study, f"t{n}", rounds, acknowledged, lock))
+        for n in range(n_threads)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    return acknowledged
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bayesian_stopping_under_concurrent_starts_and_answers_keeps_max_budget_and_counts(
+    postgres, make_study
+):
+    """Adaptive votes (judgments.stopping) with many annotators at once: no item past max, the train
+    judgments within the study's vote budget, every acknowledged answer counted exactly once, and the
+    items' counters equal to the rows they count."""
+    from judgments.models import Judgment
+    from studies.collection import train_vote_budget
+    from studies.models import Item
+
+    study = make_study(
+        n_test=12,
+        n_sentinels=0,
+        n_practice=0,
+        val_fraction=0,
+        config={
+            "hit_size": 3,
+            "judgments_per_item": {"train": [2, 6], "val": 1},
+            "stopping": {"confidence": 0.99, "tie_width": 0.05},
+            "exclusion": {"min_sentinel_accuracy": None},
+        },
+    )
+    acknowledged = _run_crowd(study, n_threads=8, rounds=40)
+    budget = train_vote_budget(study.collection, 12)  # 12 x 4 = 48
+    judgments = Judgment.objects.filter(item__study=study, kind="test")
+    assert sorted(judgments.values_list("pk", flat=True)) == sorted(acknowledged)  # each counted once
+    assert len(acknowledged) == budget  # the budget was spent, and not overspent
+    per_item = Counter(judgments.values_list("item_id", flat=True))
+    ones = Counter(judgments.filter(choice=1).values_list("item_id", flat=True))
+    for item in Item.objects.filter(study=study, role="test"):
+        assert item.n_judgments == per_item[item.pk] <= 6 and item.n_ones == ones[item.pk]
+        assert 2 <= item.n_target <= 6 and item.n_open == 0
+    assert sum(Item.objects.filter(study=study).values_list("n_target", flat=True)) == budget
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_refills_of_a_candidate_pool_never_release_beyond_the_budget(postgres, make_study):
+    """judgments.pool under concurrent starts: one refill at a time (advisory lock), the budget holds,
+    every released item carries its propensity, and the val split is served as before."""
+    from studies.models import Item, Study
+
+    study = make_study(
+        n_test=40,
+        n_sentinels=2,
+        n_practice=0,
+        val_fraction=0.25,
+        config={
+            "hit_size": 2,
+            "judgments_per_item": {"train": 1, "val": 2},
+            "sampling": {"sampler": "disagreement", "pool_factor": 1, "uniform_share": 0.2},
+            "exclusion": {"min_sentinel_accuracy": None},
+        },
+    )
+    trains = Item.objects.filter(study=study, role="test", split="train")
+    trains.update(active=False)
+    Study.objects.filter(pk=study.pk).update(train_budget=9)
+    study.refresh_from_db()
+    served, _ = concurrent_starts(study, [f"w{n}" for n in range(16)])
+    assert served
+    released = list(trains.filter(active=True).values_list("propensity", "sampler_version"))
+    assert len(released) == 9
+    assert all(0 < p <= 1 and v == "uniform@1" for p, v in released)  # no scores yet: uniform
+    leased = set(Trial.objects.filter(assignment__study=study, kind="test").values_list("item_id", flat=True))
+    assert not leased & set(trains.filter(active=False).values_list("pk", flat=True))

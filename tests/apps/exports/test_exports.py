@@ -204,3 +204,29 @@ def test_an_export_job_hit_by_a_database_outage_retries_and_finishes(make_study,
     export.refresh_from_db()
     assert len(calls) == 2 and result["status"] == export.status == Export.Status.DONE and export.sha256
     assert export_task.max_retries and OperationalError in export_task.autoretry_for
+
+
+def test_the_manifest_carries_each_items_sampler_version_and_propensity(crowd, make_study, tmp_path):
+    """Adaptive collection (judgments.pool): items.jsonl says who drew each item and with what probability,
+    for reweighted estimates; items outside a pool were served for certain (uniform@1, 1.0). The BAPPS tree
+    is unchanged."""
+    from studies.models import Item, Study
+
+    study = make_study(n_test=12, n_sentinels=2, n_practice=0, val_fraction=0.5, config={"hit_size": 3})
+    trains = Item.objects.filter(study=study, role="test", split="train")
+    trains.update(active=False)
+    Study.objects.filter(pk=study.pk).update(train_budget=4)
+    study.refresh_from_db()
+    crowd(study, 12, lambda t, i: i.expected or "p1")
+    drawn = dict(trains.filter(active=True).values_list("index", "propensity"))
+    assert len(drawn) == 4
+    data, _ = export_archive_bytes(study=study, version=1)
+    root = unzip(data, tmp_path / "x")
+    items = [json.loads(line) for line in (root / "items.jsonl").read_text().splitlines()]
+    for row in items:
+        if row["split"] == "train":
+            assert row["sampler_version"] == "uniform@1" and row["propensity"] == drawn[row["id"]] < 1
+        else:
+            assert (row["sampler_version"], row["propensity"]) == ("uniform@1", 1.0)
+    assert {r["id"] for r in items if r["split"] == "train"} == set(drawn)  # unreleased: no votes, not here
+    assert len(read_bapps_2afc(root / "2afc" / "train" / "traditional", size=None)) == 4

@@ -276,3 +276,41 @@ def test_a_study_exported_from_postgres_restores_into_a_fresh_database(
         timeout=300,
     )
     assert done.returncode != 0 and "already in this database" in done.stderr
+
+
+def test_an_archive_from_before_adaptive_collection_restores_with_its_targets_and_choice_counts(
+    make_study, answer_trials, researcher_carol
+):
+    """Old archives lack the items' active / propensity / sampler_version / score / n_target / n_ones and
+    the study's train_budget: they restore as a study without a pool, every item active at its split's
+    count, n_ones recounted from the accepted judgments."""
+    import hashlib
+    import json
+
+    new = {"active", "propensity", "sampler_version", "score", "n_target", "n_ones"}
+    study = populate(make_study, answer_trials)
+    expected = dict(Item.objects.filter(study=study).values_list("index", "n_ones"))
+    assert any(expected.values())
+    data, _ = export_archive_bytes(study=study)
+    delete_study(study)
+    old = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(old, "w") as dst:
+        manifest = json.loads(src.read("restore/manifest.json"))
+        bodies = {}
+        for name, drop in (("restore/items.jsonl", new), ("restore/study.jsonl", {"train_budget"})):
+            rows = [json.loads(line) for line in src.read(name).decode().splitlines()]
+            assert all(drop <= set(row) for row in rows)  # today's archives carry them
+            bodies[name] = "".join(
+                json.dumps({k: v for k, v in row.items() if k not in drop}) + "\n" for row in rows
+            ).encode()
+            manifest["files"][name] = hashlib.sha256(bodies[name]).hexdigest()
+        for member in src.infolist():
+            body = bodies.get(member.filename) or src.read(member)
+            if member.filename == "restore/manifest.json":
+                body = json.dumps(manifest).encode()
+            dst.writestr(member, body)
+    restored = study_restore(archive=io.BytesIO(old.getvalue()), owner=researcher_carol)
+    assert restored.train_budget is None
+    items = Item.objects.filter(study=restored)
+    assert dict(items.values_list("index", "n_ones")) == expected
+    assert set(items.values_list("n_target", "active", "propensity")) == {(3, True, None)}

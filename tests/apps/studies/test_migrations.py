@@ -61,3 +61,48 @@ def test_open_lease_counts_are_computed_for_existing_trials(migrator):
     counts = dict(apps.get_model("studies", "Item").objects.values_list("index", "n_open"))
     # item 0: workers 0 (open), 2 (open), 4 (returned: not a lease); item 1: 1 (answered), 3 (submitted)
     assert counts == {0: 2, 1: 0, 2: 0}
+
+
+def test_adaptive_collection_fills_targets_from_each_config_and_counts_choice_ones(migrator):
+    """studies 0007: n_target is each item's split count (the study's own or the kind's default), n_ones the
+    accepted test judgments with choice 1 (an excluded assignment's do not count)."""
+    before = [("studies", "0006_study_status_closed"), ("judgments", "0004_workerreview")]
+    after = [("studies", "0007_adaptive_collection")]
+    executor = migrator(connection)
+    executor.migrate(before)
+    apps = executor.loader.project_state(before).apps
+    Study, Item = apps.get_model("studies", "Study"), apps.get_model("studies", "Item")
+    Worker, Assignment, Trial, Judgment = (
+        apps.get_model("judgments", m) for m in ("Worker", "Assignment", "Trial", "Judgment")
+    )
+    custom = Study.objects.create(
+        name="custom", kind="2afc", status="active", config={"judgments_per_item": {"train": 4}}
+    )
+    jnd = Study.objects.create(name="jnd", kind="jnd", status="active", config={})
+    for study in (custom, jnd):
+        for i, split in enumerate(("train", "val")):
+            Item.objects.create(study=study, index=i, split=split, ref_image="r", p0_image="a", p1_image="b")
+    item = Item.objects.get(study=custom, split="train")
+    later = timezone.now() + timezone.timedelta(hours=1)
+    for w, (choice, excluded) in enumerate([(1, False), (1, False), (0, False), (1, True)]):
+        worker = Worker.objects.create(platform="anonymous", external_hash=f"m{w}")
+        a = Assignment.objects.create(
+            study=custom, worker=worker, status="submitted", lease_expires_at=later, platform="anonymous",
+            token=f"m{w}", excluded=excluded,
+        )  # fmt: skip
+        t = Trial.objects.create(
+            assignment=a, worker=worker, item=item, position=0, kind="test", swap=False, answered=True,
+            public_id=f"m{w}",
+        )  # fmt: skip
+        Judgment.objects.create(
+            trial=t, assignment=a, item=item, worker=worker, kind="test", idempotency_key=f"key-{w}",
+            response="right", choice=choice, presented_left="p0", rt_ms=500.0,
+        )  # fmt: skip
+    executor = migrator(connection)
+    executor.migrate(after)
+    apps = executor.loader.project_state(after).apps
+    rows = apps.get_model("studies", "Item").objects.values_list("study__name", "split", "n_target", "n_ones")
+    assert sorted(rows) == [
+        ("custom", "train", 4, 2), ("custom", "val", 5, 0), ("jnd", "train", 3, 0), ("jnd", "val", 3, 0),
+    ]  # fmt: skip
+    assert all(i.active for i in apps.get_model("studies", "Item").objects.all())
