@@ -49,10 +49,10 @@ def _baseline_distances(study: Study, names: list[str], items: list[dict]) -> li
     features/<study>/baselines.npz in the media storage (core.storage)."""
     from training.services import _apply
 
-    name = f"features/{study.pk}/baselines.npz"
+    cache = f"features/{study.pk}/baselines.npz"
     table: dict = {}
-    if storage.exists(name):
-        with np.load(storage.local_copy(name)) as data:
+    if storage.exists(cache):
+        with np.load(storage.local_copy(cache)) as data:
             table = {key: data[key] for key in data.files}
     ids = [str(it["id"]) for it in items]
     out = []
@@ -76,7 +76,7 @@ def _baseline_distances(study: Study, names: list[str], items: list[dict]) -> li
         pairs = np.array([known[i] for i in ids], dtype=np.float64).reshape(len(ids), 2)
         out.append((pairs[:, 0], pairs[:, 1]))
     if changed:
-        with storage.writing(name, keep_local=True) as tmp:
+        with storage.writing(cache, keep_local=True) as tmp:
             np.savez(tmp, **table)
     return out
 
