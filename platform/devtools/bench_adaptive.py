@@ -490,10 +490,23 @@ def _verdicts(entry: dict) -> list[str]:
             ok = [b is not None and (u is None or b <= u / 2) for b, u in pairs]
             if sum(ok) > len(ok) / 2:
                 met_rank.append(name)
+        helped = []
+        for name in met_2afc:
+            d = summary["samplers"][name]["half_minus_uniform_full"]
+            helped.append(
+                f"{name} ({d['diff'] * 100:+.1f} [{d['ci'][0] * 100:+.1f}, {d['ci'][1] * 100:+.1f}])"
+            )
         out.append(
-            f"- `{crowd}`: uniform's full-budget 2AFC within half the judgments: "
-            f"{', '.join(met_2afc) or 'no sampler'}; ranking resolved with at most half of uniform's "
-            f"judgments on most seeds: {', '.join(met_rank) or 'no sampler'}."
+            f"- `{crowd}`: on the mean over seeds, uniform's full-budget 2AFC is reached with at most half "
+            f"the judgments by {', '.join(helped) or 'no sampler'} (half budget minus uniform's full budget, "
+            "paired CI: an interval that includes 0 means within noise); the ranking is resolved with at "
+            f"most half of uniform's judgments on most seeds by {', '.join(met_rank) or 'no sampler'}"
+            + (
+                " (uniform did not resolve it within the budget on any seed)"
+                if all(u is None for u in uniform_res)
+                else ""
+            )
+            + "."
         )
     return out
 
@@ -511,8 +524,14 @@ def _load_note(result: dict) -> str:
 def plot_svg(result: dict) -> str:
     """The learning curves as one SVG: per design and crowd, held-out 2AFC and the share of resolved metric
     pairs against judgments, one line per sampler (dashboard.charts.line_chart panels stacked)."""
-    from dashboard.charts import line_chart
+    from dashboard.charts import PALETTE, line_chart
 
+    colors = {
+        "uniform": PALETTE[7],
+        "disagreement": PALETTE[1],
+        "uncertainty": PALETTE[2],
+        "info_gain": PALETTE[3],
+    }
     panels = []
     for design, entry in result["designs"].items():
         for crowd, summary in entry["crowds"].items():
@@ -526,7 +545,13 @@ def plot_svg(result: dict) -> str:
                 for s, v in summary["samplers"].items()
             }
             panels.append(
-                line_chart(acc, title=f"{design} / {crowd}", x_label="judgments", y_label="held-out 2AFC")
+                line_chart(
+                    acc,
+                    title=f"{design} / {crowd}",
+                    x_label="judgments",
+                    y_label="held-out 2AFC",
+                    colors=colors,
+                )
             )
             panels.append(
                 line_chart(
