@@ -68,6 +68,8 @@ def disagreement_scores(d0: np.ndarray, d1: np.ndarray) -> np.ndarray:
     d0, d1 = _matrix(d0, "d0"), _matrix(d1, "d1")
     if d0.shape != d1.shape:
         raise ValueError(f"d0 and d1 differ in shape: {d0.shape} vs {d1.shape}")
+    if d0.shape[1] == 0:
+        return np.zeros(0)
     margin = d0 - d1
     scale = np.median(np.abs(margin), axis=1, keepdims=True)
     scale = np.where(scale > 0, scale, 1.0)  # a member with all-zero margins votes half each way anyway

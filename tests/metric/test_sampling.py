@@ -63,6 +63,10 @@ def test_disagreement_breaks_ties_among_equal_splits_towards_small_margins():
     assert scores[0] > scores[1] > 0
 
 
+def test_disagreement_of_no_candidates_is_empty():
+    assert disagreement_scores(np.zeros((3, 0)), np.zeros((3, 0))).shape == (0,)
+
+
 def test_disagreement_rejects_mismatched_or_non_finite_input():
     with pytest.raises(ValueError, match="shape"):
         disagreement_scores(np.zeros((2, 3)), np.zeros((2, 4)))
