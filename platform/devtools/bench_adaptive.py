@@ -555,7 +555,11 @@ def plot_svg(result: dict) -> str:
             )
             panels.append(
                 line_chart(
-                    res, title=f"{design} / {crowd}", x_label="judgments", y_label="metric pairs resolved"
+                    res,
+                    title=f"{design} / {crowd}",
+                    x_label="judgments",
+                    y_label="metric pairs resolved",
+                    colors=colors,
                 )
             )
     width, y, body = 1540, 0, []
