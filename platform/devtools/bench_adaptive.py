@@ -211,6 +211,7 @@ def _ranking(
 ):
     """Per pair of ranked metrics: the Des Raj estimate of their 2AFC difference over the whole train pool
     from the served items (in draw order) and a 95 % bootstrap interval over those items."""
+    from metric.sampling import des_raj_terms
     from metric.scoring import two_afc_per_item
 
     agree = {m: two_afc_per_item(pool.distances[m][0][order], pool.distances[m][1][order], p) for m in RANKED}
@@ -218,7 +219,7 @@ def _ranking(
     boot = rng.integers(0, len(order), (n_boot, len(order)))
     for x, y in itertools.combinations(RANKED, 2):
         diff = agree[x] - agree[y]
-        terms = (np.concatenate([[0.0], np.cumsum(diff)[:-1]]) + diff / props) / n_pool  # Des Raj T_t / N
+        terms = des_raj_terms(diff, props, n_pool)
         est = float(terms.mean())
         lo, hi = np.quantile(terms[boot].mean(axis=1), [0.025, 0.975])
         out[f"{x} - {y}"] = {"diff": est, "ci": [float(lo), float(hi)], "resolved": bool(lo > 0 or hi < 0)}
