@@ -14,8 +14,9 @@ A simulated study, replayed once per sampler on the same candidates and the same
 - **Collection**: rounds of ``batch`` train items with 2 votes each, drawn by `metric.sampling.draw` from the
   candidates not yet asked (a 20 % uniform stream), scored by the sampler with what the round before
   learnt. The val split is always uniform, with 5 votes per item.
-- **Learner**: lin heads (the reference recipe on the fast path, lr 1e-3) on a seeded random AlexNet trunk
-  whose features are computed once (no download); ``uncertainty`` adds two bootstrap heads.
+- **Learner**: lin heads (the reference recipe on the fast path, lr 1e-2, about 300 steps per retrain) on
+  a seeded random AlexNet trunk whose features are computed once (no download); ``uncertainty`` adds two
+  bootstrap heads.
 - **Committee** (``disagreement``): ``l2_lab``, ``dssim_lab``, the unweighted LPIPS of the same trunk, and
   the current head once there is one.
 - **Figures**: held-out 2AFC of the head on the val split after each round; and metric-ranking
