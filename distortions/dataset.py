@@ -117,9 +117,9 @@ class StudyConfig:
             for section in (self.sentinels, self.practice):
                 if key in section and (not isinstance(section[key], int) or section[key] < 0):
                     raise DistortionError(f"{key} must be a non-negative integer in {section!r}")
-        if self.groups:
+        if self.groups != {}:
             k = self.groups.get("distortions") if isinstance(self.groups, dict) else None
-            if set(self.groups) != {"distortions"} or not isinstance(k, int) or not 3 <= k <= 16:
+            if k is None or set(self.groups) != {"distortions"} or type(k) is not int or not 3 <= k <= 16:
                 raise DistortionError(
                     f"groups must be {{'distortions': K}} with K in [3, 16], got {self.groups!r}"
                 )

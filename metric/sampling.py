@@ -68,6 +68,8 @@ def disagreement_scores(d0: np.ndarray, d1: np.ndarray) -> np.ndarray:
     d0, d1 = _matrix(d0, "d0"), _matrix(d1, "d1")
     if d0.shape != d1.shape:
         raise ValueError(f"d0 and d1 differ in shape: {d0.shape} vs {d1.shape}")
+    if d0.shape[1] == 0:
+        return np.zeros(0)
     margin = d0 - d1
     scale = np.median(np.abs(margin), axis=1, keepdims=True)
     scale = np.where(scale > 0, scale, 1.0)  # a member with all-zero margins votes half each way anyway
@@ -217,12 +219,13 @@ def draw(
     return np.asarray(picks, dtype=np.int64), np.asarray(props, dtype=np.float64)
 
 
-def des_raj_mean(values: np.ndarray, propensities: np.ndarray, population: int) -> float:
-    """Unbiased estimate of a mean over the whole pool from values in draw order and their propensities.
+def des_raj_terms(values: np.ndarray, propensities: np.ndarray, population: int) -> np.ndarray:
+    """Per draw t, an unbiased estimate of a mean over the whole pool: T_t / N (Des Raj 1956).
 
-    Des Raj (1956) for ordered sampling without replacement: the t-th draw gives the unbiased estimate
-    T_t = sum_{j<t} y_j + y_t / q_t of the pool total, and their average over draws divided by the pool
-    size estimates the mean. With uniform draws (q_t = 1 / (N - t + 1)) it is the plain sample mean.
+    For ordered sampling without replacement, T_t = sum_{j<t} y_j + y_t / q_t estimates the pool total
+    whatever the draw probabilities were, as long as q_t was the probability given the earlier draws (so
+    the scores may change between rounds). values and propensities in draw order; N = population. The
+    terms are uncorrelated, so their standard error, or a bootstrap over them, gives an interval.
     """
     y = np.asarray(values, dtype=np.float64).ravel()
     q = np.asarray(propensities, dtype=np.float64).ravel()
@@ -230,8 +233,17 @@ def des_raj_mean(values: np.ndarray, propensities: np.ndarray, population: int) 
         raise ValueError("values and propensities must be non-empty and of equal length")
     if ((q <= 0) | (q > 1)).any():
         raise ValueError("propensities must lie in (0, 1]")
+    if population < y.size:
+        raise ValueError(f"population ({population}) is smaller than the number of draws ({y.size})")
     before = np.concatenate([[0.0], np.cumsum(y)[:-1]])
-    return float(np.mean(before + y / q) / population)
+    return (before + y / q) / population
+
+
+def des_raj_mean(values: np.ndarray, propensities: np.ndarray, population: int) -> float:
+    """Unbiased estimate of a mean over the whole pool from the served items' values in draw order and their
+    propensities: the average of `des_raj_terms`. Even with uniform draws it differs from the plain sample
+    mean item by item (both are unbiased then); under adaptive draws only this one is."""
+    return float(des_raj_terms(values, propensities, population).mean())
 
 
 def _beta_cdf(x: float, a: int, b: int) -> float:

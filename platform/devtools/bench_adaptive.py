@@ -14,8 +14,9 @@ A simulated study, replayed once per sampler on the same candidates and the same
 - **Collection**: rounds of ``batch`` train items with 2 votes each, drawn by `metric.sampling.draw` from the
   candidates not yet asked (a 20 % uniform stream), scored by the sampler with what the round before
   learnt. The val split is always uniform, with 5 votes per item.
-- **Learner**: lin heads (the reference recipe on the fast path, lr 1e-3) on a seeded random AlexNet trunk
-  whose features are computed once (no download); ``uncertainty`` adds two bootstrap heads.
+- **Learner**: lin heads (the reference recipe on the fast path, lr 1e-2, about 300 steps per retrain) on
+  a seeded random AlexNet trunk whose features are computed once (no download); ``uncertainty`` adds two
+  bootstrap heads.
 - **Committee** (``disagreement``): ``l2_lab``, ``dssim_lab``, the unweighted LPIPS of the same trunk, and
   the current head once there is one.
 - **Figures**: held-out 2AFC of the head on the val split after each round; and metric-ranking
@@ -211,6 +212,7 @@ def _ranking(
 ):
     """Per pair of ranked metrics: the Des Raj estimate of their 2AFC difference over the whole train pool
     from the served items (in draw order) and a 95 % bootstrap interval over those items."""
+    from metric.sampling import des_raj_terms
     from metric.scoring import two_afc_per_item
 
     agree = {m: two_afc_per_item(pool.distances[m][0][order], pool.distances[m][1][order], p) for m in RANKED}
@@ -218,7 +220,7 @@ def _ranking(
     boot = rng.integers(0, len(order), (n_boot, len(order)))
     for x, y in itertools.combinations(RANKED, 2):
         diff = agree[x] - agree[y]
-        terms = (np.concatenate([[0.0], np.cumsum(diff)[:-1]]) + diff / props) / n_pool  # Des Raj T_t / N
+        terms = des_raj_terms(diff, props, n_pool)
         est = float(terms.mean())
         lo, hi = np.quantile(terms[boot].mean(axis=1), [0.025, 0.975])
         out[f"{x} - {y}"] = {"diff": est, "ci": [float(lo), float(hi)], "resolved": bool(lo > 0 or hi < 0)}
@@ -490,10 +492,23 @@ def _verdicts(entry: dict) -> list[str]:
             ok = [b is not None and (u is None or b <= u / 2) for b, u in pairs]
             if sum(ok) > len(ok) / 2:
                 met_rank.append(name)
+        helped = []
+        for name in met_2afc:
+            d = summary["samplers"][name]["half_minus_uniform_full"]
+            helped.append(
+                f"{name} ({d['diff'] * 100:+.1f} [{d['ci'][0] * 100:+.1f}, {d['ci'][1] * 100:+.1f}])"
+            )
         out.append(
-            f"- `{crowd}`: uniform's full-budget 2AFC within half the judgments: "
-            f"{', '.join(met_2afc) or 'no sampler'}; ranking resolved with at most half of uniform's "
-            f"judgments on most seeds: {', '.join(met_rank) or 'no sampler'}."
+            f"- `{crowd}`: on the mean over seeds, uniform's full-budget 2AFC is reached with at most half "
+            f"the judgments by {', '.join(helped) or 'no sampler'} (half budget minus uniform's full budget, "
+            "paired CI: an interval that includes 0 means within noise); the ranking is resolved with at "
+            f"most half of uniform's judgments on most seeds by {', '.join(met_rank) or 'no sampler'}"
+            + (
+                " (uniform did not resolve it within the budget on any seed)"
+                if all(u is None for u in uniform_res)
+                else ""
+            )
+            + "."
         )
     return out
 
@@ -511,8 +526,14 @@ def _load_note(result: dict) -> str:
 def plot_svg(result: dict) -> str:
     """The learning curves as one SVG: per design and crowd, held-out 2AFC and the share of resolved metric
     pairs against judgments, one line per sampler (dashboard.charts.line_chart panels stacked)."""
-    from dashboard.charts import line_chart
+    from dashboard.charts import PALETTE, line_chart
 
+    colors = {
+        "uniform": PALETTE[7],
+        "disagreement": PALETTE[1],
+        "uncertainty": PALETTE[2],
+        "info_gain": PALETTE[3],
+    }
     panels = []
     for design, entry in result["designs"].items():
         for crowd, summary in entry["crowds"].items():
@@ -526,11 +547,21 @@ def plot_svg(result: dict) -> str:
                 for s, v in summary["samplers"].items()
             }
             panels.append(
-                line_chart(acc, title=f"{design} / {crowd}", x_label="judgments", y_label="held-out 2AFC")
+                line_chart(
+                    acc,
+                    title=f"{design} / {crowd}",
+                    x_label="judgments",
+                    y_label="held-out 2AFC",
+                    colors=colors,
+                )
             )
             panels.append(
                 line_chart(
-                    res, title=f"{design} / {crowd}", x_label="judgments", y_label="metric pairs resolved"
+                    res,
+                    title=f"{design} / {crowd}",
+                    x_label="judgments",
+                    y_label="metric pairs resolved",
+                    colors=colors,
                 )
             )
     width, y, body = 1540, 0, []

@@ -56,6 +56,9 @@ def test_groups_are_reproducible_and_leave_ungrouped_studies_unchanged(tmp_path)
         ({"distortions": "4"}, "K in"),
         ({"references": 4}, "groups must be"),
         ([4], "groups must be"),
+        (5, "groups must be"),
+        (None, "groups must be"),
+        ({"distortions": True}, "K in"),
     ],
 )
 def test_bad_groups_fail_clearly(groups, message):

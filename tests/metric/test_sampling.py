@@ -63,6 +63,10 @@ def test_disagreement_breaks_ties_among_equal_splits_towards_small_margins():
     assert scores[0] > scores[1] > 0
 
 
+def test_disagreement_of_no_candidates_is_empty():
+    assert disagreement_scores(np.zeros((3, 0)), np.zeros((3, 0))).shape == (0,)
+
+
 def test_disagreement_rejects_mismatched_or_non_finite_input():
     with pytest.raises(ValueError, match="shape"):
         disagreement_scores(np.zeros((2, 3)), np.zeros((2, 4)))
@@ -208,6 +212,17 @@ def test_des_raj_reweights_an_adaptive_sample_back_to_the_pool_mean():
     se = np.std(weighted) / np.sqrt(len(weighted))
     assert abs(np.mean(weighted) - y.mean()) < 3 * se
     assert np.mean(naive) - y.mean() > 10 * se
+
+
+def test_des_raj_matches_a_hand_computation_and_rejects_bad_input():
+    y = np.array([3.0, 1.0, 4.0, 1.0])
+    q = 1 / np.array([10, 9, 8, 7])  # uniform draws from a pool of 10
+    # T = 3*10, 3 + 1*9, 4 + 4*8, 8 + 1*7 = 30, 12, 36, 15; mean 23.25 over N = 10
+    assert des_raj_mean(y, q, 10) == pytest.approx(2.325)
+    with pytest.raises(ValueError, match="propensities"):
+        des_raj_mean(y, np.zeros(4), 10)
+    with pytest.raises(ValueError, match="population"):
+        des_raj_mean(y, q, 3)
 
 
 # ---- need_more_votes ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ triplets, simulated observers and trained heads is `make bench-adaptive` (docs/b
 import numpy as np
 from scipy.special import ndtr
 
-from metric.sampling import des_raj_mean, disagreement_scores, draw
+from metric.sampling import des_raj_mean, des_raj_terms, disagreement_scores, draw
 from metric.scoring import two_afc_per_item
 
 POOL, BUDGET, VOTES, LAPSE = 3000, 150, 2, 0.05
@@ -40,8 +40,8 @@ def _collect(sampler: str, seed: int):
     p = rng.binomial(VOTES, p_true[picks]) / VOTES
     agree = {m: two_afc_per_item(dist[m][0][picks], dist[m][1][picks], p) for m in ("a", "b")}
     diff = agree["a"] - agree["b"]
+    terms = des_raj_terms(diff, props, POOL)
     est = des_raj_mean(diff, props, POOL)
-    terms = (np.concatenate([[0.0], np.cumsum(diff)[:-1]]) + diff / props) / POOL  # Des Raj's T_t / N
     boot = np.random.default_rng([seed, 9]).integers(0, BUDGET, (1000, BUDGET))
     lo, hi = np.quantile(terms[boot].mean(axis=1), [0.025, 0.975])
     truth = float((two_afc_per_item(*dist["a"], p_true) - two_afc_per_item(*dist["b"], p_true)).mean())
