@@ -23,6 +23,7 @@ from distortions.dataset import StudyBuilder
 from distortions.errors import DistortionError
 from distortions.sources import PatchSource, source_from_dict
 from studies.services import study_build_config_check
+from studies.sources import source_photos
 
 PREVIEW_MAX_ITEMS = 4
 PREVIEW_MAX_PHOTOS = 4  # of an uploaded source set (its first ones; a photo may have 16 megapixels)
@@ -34,14 +35,15 @@ _sources_lock = threading.Lock()
 def _source(spec: dict) -> PatchSource:
     """The loaded photo source for an engine source spec; the most recent ones are kept, up to
     _SOURCES_KEPT_BYTES of pixels (an upload set's stored files are content-addressed, so a spec always names
-    the same pixels)."""
+    the same pixels). `spec` names stored photos; only the ones it lists are read."""
     key = json.dumps(spec, sort_keys=True)
     with _sources_lock:
         if key in _sources:
             _sources.move_to_end(key)
             return _sources[key]
-    source = source_from_dict(spec)
-    source.images  # noqa: B018  (load the photos once, here)
+    with source_photos(spec) as photos:  # an upload set's photos copied only while they load
+        source = source_from_dict(photos)
+        source.images  # noqa: B018  (load the photos once, here)
     with _sources_lock:
         _sources[key] = source
         while len(_sources) > 1 and sum(_nbytes(s) for s in _sources.values()) > _SOURCES_KEPT_BYTES:

@@ -13,7 +13,7 @@ from core import storage
 from core.exceptions import ApplicationError
 from studies.collection import collection_config, new_completion_code
 from studies.models import Item, Study
-from studies.sources import build_config_check, build_config_check_cnn, engine_build_config
+from studies.sources import build_config_check, build_config_check_cnn, engine_build_config, source_photos
 from studies.targets import item_targets_sync
 
 logger = logging.getLogger(__name__)
@@ -169,14 +169,15 @@ def study_build_stimuli(
     images_dir = storage.local_path(STIMULI_DIR)  # a local storage's own folder, else the local copies
     workdir = storage.local_path(f"builds/{study.pk}")
     try:
-        summary = distortions.build_study(
-            engine_config,
-            workdir,
-            jobs=jobs,
-            progress=progress,
-            images_dir=images_dir,
-            on_progress=on_progress,
-        )
+        with source_photos(engine_config["source"]) as photos:  # an upload set's photos, readable here
+            summary = distortions.build_study(
+                {**engine_config, "source": photos},
+                workdir,
+                jobs=jobs,
+                progress=progress,
+                images_dir=images_dir,
+                on_progress=on_progress,
+            )
         entries = distortions.read_manifest(workdir / "manifest.jsonl")
         budget = None
         if factor > 1:

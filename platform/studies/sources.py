@@ -15,8 +15,12 @@ Source photo sets come from a zip of PNG/JPEG photographs, checked like a hostil
 member count, member and total sizes, compression ratio, format by content, pixel count read from the
 header before any decoding, smallest side), fully decoded once to prove the engine can read them, then
 stored privately as sources/<set id>/<sha256>.<ext> (core.storage; never served: core.views.media serves
-stimuli/ only). All or nothing: a refused archive leaves no file and no row. A build reads a set through
-local copies of its files (core.storage.local_copy: the stored files themselves on a local storage).
+stimuli/ only). All or nothing: a refused archive leaves no file and no row.
+
+Checking a config names the set's stored files without reading one (a study create on the web fetches no
+photo). `source_photos` gives the engine readable files only where it draws: the stored files themselves
+on a local storage, else copies of just the photos it needs in a temporary folder removed afterwards, so no
+machine keeps a researcher's photos after the set is deleted.
 """
 
 from __future__ import annotations
@@ -24,8 +28,12 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import tempfile
 import uuid
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -191,17 +199,34 @@ def _engine_source(source, owner, patch_size) -> dict:
                 cap=photo_set.min_side,
             )
         folder = _set_dir(photo_set.pk)
-        try:  # content-addressed names: a local copy never goes stale
-            paths = [storage.local_copy(f"{folder}/{f['file']}", immutable=True) for f in photo_set.files]
-        except FileNotFoundError:
-            paths = []
-        if not paths:
+        names = [f["file"] for f in photo_set.files]
+        if not names or not set(names) <= set(storage.listdir(folder)):  # one listing, no photo read
             _fail(
                 "build_config.source.id: this source photo set is incomplete; upload it again",
                 "build_config.source.id",
             )
-        return {"type": "files", "paths": [str(p) for p in paths]}
+        return {"type": "files", "paths": [f"{folder}/{name}" for name in names]}  # stored names
     _fail(REFUSED_SOURCE, "build_config.source")
+
+
+@contextmanager
+def source_photos(source: dict, limit: int | None = None) -> Iterator[dict]:
+    """The engine source for a checked config's `source`, with files the engine can read while the block
+    runs. A checked "files" source names an upload set's stored photos: on a local storage they are read
+    in place; else the first `limit` (all by default) are copied to a temporary folder, removed when the
+    block ends. File names are kept (the engine names a photo by its file name: the same items anywhere)."""
+    if source.get("type") != "files":
+        yield source
+        return
+    names = source["paths"][:limit]
+    if storage.is_local():
+        yield {"type": "files", "paths": [str(storage.local_path(name)) for name in names]}
+        return
+    with tempfile.TemporaryDirectory(prefix="perceptlab-photos-") as folder:
+        paths = [Path(folder) / name.rsplit("/", 1)[-1] for name in names]
+        for name, path in zip(names, paths, strict=True):
+            storage.download(name, path)
+        yield {"type": "files", "paths": [str(p) for p in paths]}
 
 
 def engine_build_config(*, study: Study) -> dict:

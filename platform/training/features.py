@@ -12,7 +12,6 @@ worker reads it through its local copy (fetched again only when the stored file 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 
 import numpy as np
@@ -40,8 +39,9 @@ def device_for() -> torch.device:
 
 
 def media_patch(name: str, size: int = 64) -> np.ndarray:
-    """A stimulus (media-relative name) as an H x W x 3 uint8 patch, read from the media storage."""
-    return load_patch(io.BytesIO(storage.read_bytes(name)), size)
+    """A stimulus (media-relative name) as an H x W x 3 uint8 patch, read from its local copy: the name is
+    content-addressed, so it is fetched once per machine, never again on a retrain."""
+    return load_patch(storage.local_copy(name, immutable=True), size)
 
 
 class FeatureCache:

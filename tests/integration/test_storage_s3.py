@@ -46,6 +46,7 @@ def s3_endpoint():
 def _s3_env(endpoint: str) -> dict:
     return {
         "PERCEPTLAB_STORAGE": "s3",
+        "PERCEPTLAB_TEST_STORAGE": "s3",  # config.settings.test ignores PERCEPTLAB_STORAGE
         "AWS_STORAGE_BUCKET_NAME": BUCKET,
         "AWS_S3_ENDPOINT_URL": endpoint,
         "AWS_S3_REGION_NAME": "us-east-1",

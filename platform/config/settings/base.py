@@ -277,7 +277,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {  # the S3 client logs every credential lookup and connection at INFO
+        name: {"level": "WARNING"} for name in ("django.db.backends", "botocore", "s3transfer", "urllib3")
+    },
 }
 
 # The CNN-autoencoder pool (distortions.cnn) the engine draws the "cnn" family from.

@@ -1,14 +1,20 @@
 """Fast settings for the test suite. DATABASE_URL / CELERY_BROKER_URL from the environment select the
 integration tier (Postgres + Redis); without them tests run on SQLite."""
 
-from .base import *  # noqa: F403
-from .base import env_str
+import os
+
+# Media: local, whatever PERCEPTLAB_STORAGE the shell exports (a developer's S3 settings must never send the
+# suite's files to a real bucket). A process opts in with the test-only PERCEPTLAB_TEST_STORAGE=s3 (the S3
+# integration test's worker; its AWS_* variables then apply). Set before base reads it, for base's checks too.
+os.environ["PERCEPTLAB_STORAGE"] = os.environ.get("PERCEPTLAB_TEST_STORAGE", "local")
+
+from .base import *  # noqa: E402, F403
+from .base import env_str  # noqa: E402
 
 DEBUG = False
 SECRET_KEY = "test-secret-key-not-for-production-0123456789abcdef"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-# Media: base's choice (local unless PERCEPTLAB_STORAGE says otherwise: the S3 integration test's worker).
 # No collected static files in tests: WhiteNoise serves straight from the finders.
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True

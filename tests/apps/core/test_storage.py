@@ -86,6 +86,20 @@ def test_the_settings_select_the_backend_from_the_environment(tmp_path, settings
         assert refused.returncode != 0 and "PERCEPTLAB_STORAGE" in refused.stderr
 
 
+def test_the_test_settings_ignore_the_shells_storage_and_opt_in_with_their_own_variable(
+    tmp_path, settings_probe
+):
+    """A developer's exported S3 settings must not send the suite's files to their bucket."""
+    expr = "settings.STORAGES['default']['BACKEND'], settings.PERCEPTLAB_STORAGE"
+    shell = {"PERCEPTLAB_DATA_DIR": str(tmp_path), "PERCEPTLAB_STORAGE": "s3", "AWS_STORAGE_BUCKET_NAME": "b"}
+    followed = settings_probe("config.settings.test", shell, expr)
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout.split() == ["core.storage.LocalMediaStorage", "local"]
+    chosen = settings_probe("config.settings.test", {**shell, "PERCEPTLAB_TEST_STORAGE": "s3"}, expr)
+    assert chosen.returncode == 0, chosen.stderr
+    assert "core.storage_s3.S3MediaStorage" in chosen.stdout
+
+
 # --- S3 (moto's in-process mock) ---------------------------------------------------------------------------
 @pytest.fixture
 def s3(settings, tmp_path, monkeypatch):
