@@ -21,7 +21,7 @@ class Command(BaseCommand):
             measured = profile_answer.profile(hits=hits, items=items, study_id=study_id)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        command = f"make profile-answer (manage.py profile_answer --hits {hits} --items {items})"
+        command = f"`make profile-answer` (`manage.py profile_answer --hits {hits} --items {items}`)"
         text = profile_answer.report(measured, command=command)
         self.stdout.write(text)
         if out:
