@@ -599,11 +599,27 @@ def _command(p: dict) -> str:
     )
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _load_note() -> str:
+    """The machine's load when the report is written: other jobs on the cores make every figure lower."""
+    one, five, _ = os.getloadavg()
+    return (
+        f"Load average when this was written: {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} "
+        "cores; above the test's own processes, other jobs shared the machine and the figures are low."
+        if five > 1.5 * os.cpu_count()
+        else f"Load average when this was written: {one:.1f} (1 min), {five:.1f} (5 min)."
+    )
+
+
 def _servers(p: dict) -> str:
     if p["web_instances"] == 1:
-        return f"gunicorn gthread ({p['workers']} workers x {p['threads']} threads) on loopback"
+        return f"gunicorn gthread ({_plural(p['workers'], 'worker')} x {p['threads']} threads) on loopback"
     return (
-        f"{p['web_instances']} gunicorn instances ({p['workers']} workers x {p['threads']} threads each) "
+        f"{p['web_instances']} gunicorn instances ({_plural(p['workers'], 'worker')} x "
+        f"{p['threads']} threads each) "
         "behind one loopback address (devtools.balancer: round robin per connection, in its own process, "
         "as a load balancer in front of several web machines)"
     )
@@ -718,6 +734,7 @@ def report(measured: dict) -> str:
     target = _paced_target(measured)
     if target:
         lines += ["", target]
+    lines += ["", _load_note()]
     return "\n".join(lines)
 
 
@@ -751,7 +768,8 @@ def instances_report(by_instances: dict[int, dict]) -> str:
             f"Machine: {machine_line()}. Command: `make loadtest-instances` "
             f"(`{_command(by_instances[most]['params'])}`, which runs the back-to-back ceiling against 1 "
             f"instance, then {most}). Each instance is a "
-            f"separate gunicorn ({p['workers']} workers x {p['threads']} threads) on its own port, as on its "
+            f"separate gunicorn ({_plural(p['workers'], 'worker')} x {p['threads']} threads) on its own "
+            "port, as on its "
             "own machine; with more than one, devtools.balancer (a round-robin TCP balancer, its own "
             "process) gives them one address, and every client's keep-alive connection stays on one "
             "instance. "
@@ -766,7 +784,8 @@ def instances_report(by_instances: dict[int, dict]) -> str:
             "workers of every instance, PostgreSQL, Redis, the balancer and the load generator. Adding "
             "instances on the same cores adds processes, not CPU; throughput adds up where each instance "
             "gets its own cores (its own machine), and PostgreSQL's CPU per judgment (the shared part) "
-            "bounds the sum: one PostgreSQL core serves about 1000 / (its ms per judgment) judgments/s.",
+            "bounds the sum: one PostgreSQL core serves about 1000 / (its ms per judgment) judgments/s. "
+            + _load_note(),
         ]
     )
 
