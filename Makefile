@@ -74,4 +74,16 @@ loadtest: install ## load test: 200 simulated annotators vs gunicorn + Postgres 
 	DATABASE_URL=$(LOAD_DATABASE_URL) CACHE_URL=$(LOAD_CACHE_URL) DJANGO_SETTINGS_MODULE=devtools.settings_loadtest PYTHONPATH=platform:. \
 	  $(PY) manage.py loadtest --clients $${CLIENTS:-200} --seconds $${SECONDS_:-30} --out docs/benchmarks.md
 
-.PHONY: help install run test test-fast lint bench bench-adaptive bench-first-run loadtest contact-sheet clean
+loadtest-instances: install ## load test: the back-to-back ceiling against 1 gunicorn instance, then 2 behind one address (round-robin balancer); writes docs/benchmarks.md
+	psql "$(dir $(LOAD_DATABASE_URL))postgres" -qc "DROP DATABASE IF EXISTS $(notdir $(LOAD_DATABASE_URL))" -c "CREATE DATABASE $(notdir $(LOAD_DATABASE_URL))"
+	DATABASE_URL=$(LOAD_DATABASE_URL) PYTHONPATH=platform:. $(PY) manage.py migrate -v0
+	DATABASE_URL=$(LOAD_DATABASE_URL) CACHE_URL=$(LOAD_CACHE_URL) DJANGO_SETTINGS_MODULE=devtools.settings_loadtest PYTHONPATH=platform:. \
+	  $(PY) manage.py loadtest --web-instances 2 --workers $${WORKERS:-1} --clients $${CLIENTS:-200} --seconds $${SECONDS_:-30} --out docs/benchmarks.md
+
+profile-answer: install ## where the answer path's web CPU goes: starts, answers, completions through the WSGI app under cProfile (Postgres + Redis); writes docs/benchmarks.md
+	psql "$(dir $(LOAD_DATABASE_URL))postgres" -qc "DROP DATABASE IF EXISTS $(notdir $(LOAD_DATABASE_URL))" -c "CREATE DATABASE $(notdir $(LOAD_DATABASE_URL))"
+	DATABASE_URL=$(LOAD_DATABASE_URL) PYTHONPATH=platform:. $(PY) manage.py migrate -v0
+	DATABASE_URL=$(LOAD_DATABASE_URL) CACHE_URL=$(LOAD_CACHE_URL) DJANGO_SETTINGS_MODULE=devtools.settings_loadtest PYTHONPATH=platform:. \
+	  $(PY) manage.py profile_answer --out docs/benchmarks.md
+
+.PHONY: help install run test test-fast lint bench bench-adaptive bench-first-run loadtest loadtest-instances profile-answer contact-sheet clean

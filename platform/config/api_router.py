@@ -30,6 +30,23 @@ from studies.source_apis import SourceSetDetailApi, SourceSetListApi
 from training.apis import ModelVersionDetailApi, ModelVersionDownloadApi, StudyModelListApi, StudyTrainApi
 
 urlpatterns = [
+    # annotators (authorised by the assignment token) first, the answer and the start first of all: the
+    # resolver tries patterns in order, and these take most requests (no pattern here overlaps another).
+    path("assignments/<handle:token>/judgments/", JudgmentSubmitApi.as_view(), name="api-judgment-submit"),
+    path("studies/<uuid:study_id>/assignments/", AssignmentStartApi.as_view(), name="api-assignment-start"),
+    path("assignments/<handle:token>/", AssignmentDetailApi.as_view(), name="api-assignment-detail"),
+    path(
+        "assignments/<handle:token>/heartbeat/",
+        AssignmentHeartbeatApi.as_view(),
+        name="api-assignment-heartbeat",
+    ),
+    path("assignments/<handle:token>/submit/", AssignmentSubmitApi.as_view(), name="api-assignment-submit"),
+    path("assignments/<handle:token>/return/", AssignmentReturnApi.as_view(), name="api-assignment-return"),
+    path(
+        "assignments/<handle:token>/trials/<handle:trial_id>/<slug:slot>/",
+        AssignmentTrialImageApi.as_view(),
+        name="api-assignment-image",
+    ),
     path("ping/", PingApi.as_view(), name="api-ping"),
     # researchers
     path("studies/", StudyListApi.as_view(), name="api-study-list"),
@@ -54,22 +71,6 @@ urlpatterns = [
     path("exports/<uuid:export_id>/download/", ExportDownloadApi.as_view(), name="api-export-download"),
     path("sources/", SourceSetListApi.as_view(), name="api-source-list"),
     path("sources/<uuid:set_id>/", SourceSetDetailApi.as_view(), name="api-source-detail"),
-    # annotators (authorised by the assignment token)
-    path("studies/<uuid:study_id>/assignments/", AssignmentStartApi.as_view(), name="api-assignment-start"),
-    path("assignments/<handle:token>/", AssignmentDetailApi.as_view(), name="api-assignment-detail"),
-    path(
-        "assignments/<handle:token>/heartbeat/",
-        AssignmentHeartbeatApi.as_view(),
-        name="api-assignment-heartbeat",
-    ),
-    path("assignments/<handle:token>/judgments/", JudgmentSubmitApi.as_view(), name="api-judgment-submit"),
-    path("assignments/<handle:token>/submit/", AssignmentSubmitApi.as_view(), name="api-assignment-submit"),
-    path("assignments/<handle:token>/return/", AssignmentReturnApi.as_view(), name="api-assignment-return"),
-    path(
-        "assignments/<handle:token>/trials/<handle:trial_id>/<slug:slot>/",
-        AssignmentTrialImageApi.as_view(),
-        name="api-assignment-image",
-    ),
     path(
         "studies/<uuid:study_id>/examples/<int:n>/<slug:slot>/",
         StudyExampleImageApi.as_view(),

@@ -134,6 +134,29 @@ def loadtest_study(*, n_items: int = 3000, target: int = 3, hit_size: int = 20):
     return study
 
 
+def existing_study(study_id):
+    """The active 2AFC study `study_id`, for a run against a study that exists already (a large one built
+    by another command) instead of a fresh one; ValueError saying why it cannot serve."""
+    from django.core.exceptions import ValidationError
+
+    from studies.models import Study
+
+    try:
+        study = Study.objects.get(pk=study_id)
+    except (Study.DoesNotExist, ValidationError, ValueError) as exc:
+        raise ValueError(f"no study {study_id!r}") from exc
+    if study.kind != "2afc" or study.status != Study.Status.ACTIVE:
+        raise ValueError(
+            f"study {study_id} is {study.kind}, {study.status}: the load test needs an active 2AFC study"
+        )
+    if not study.collection["simulation"]:
+        raise ValueError(
+            f"study {study_id} takes real workers; the load test's clients are simulated workers "
+            "(a study with config simulation=true)"
+        )
+    return study
+
+
 @contextlib.contextmanager
 def autoanalyze(every_s: float = 10.0):
     """When PostgreSQL's autovacuum is off (as on the CI machine), ANALYZE the engine's tables every
@@ -173,17 +196,57 @@ def autoanalyze(every_s: float = 10.0):
         thread.join()
 
 
-def cpu_snapshot(web_pid: int) -> dict:
-    """CPU seconds so far of the web server (master and workers), PostgreSQL's processes on this machine,
-    and this process (the load generator). Differences of two snapshots split a run's CPU between them."""
+def cpu_snapshot(web_pids: list[int], balancer_pid: int | None = None) -> dict:
+    """CPU seconds so far of the web servers (each gunicorn master and its workers), PostgreSQL's processes
+    on this machine, the balancer in front of several web servers (when there is one) and this process
+    (the load generator). Differences of two snapshots split a run's CPU between them."""
     procs = processes()
-    web = [pid for pid, ppid, _ in procs if pid == web_pid or ppid == web_pid]
+    web = [pid for pid, ppid, _ in procs if pid in web_pids or ppid in web_pids]
     postgres = [pid for pid, _, name in procs if name.startswith("postgres")]
-    return {
+    out = {
         "web": sum(map(cpu_seconds, web)),
         "postgres": sum(map(cpu_seconds, postgres)),
         "load generator": time.process_time(),
     }
+    if balancer_pid is not None:
+        out["balancer"] = cpu_seconds(balancer_pid)
+    return out
+
+
+@contextlib.contextmanager
+def web_servers(env: dict, *, instances: int = 1, workers: int = 2, threads: int = 2, log_dir: Path):
+    """`instances` gunicorns (each `workers` x `threads`) on their own loopback ports; with more than one,
+    a round-robin TCP balancer (devtools.balancer, its own process) gives them one address. Yields
+    (base_url, gunicorn master pids, balancer pid or None)."""
+    with contextlib.ExitStack() as stack:
+        started = [
+            stack.enter_context(
+                gunicorn(
+                    env, workers=workers, threads=threads, log_path=log_dir / f"loadtest-gunicorn-{k}.log"
+                )
+            )
+            for k in range(instances)
+        ]
+        pids = [proc.pid for _, proc in started]
+        if instances == 1:
+            yield started[0][0], pids, None
+            return
+        port = free_port()
+        backends = [url.rsplit(":", 1)[1] for url, _ in started]
+        argv = [sys.executable, "-m", "devtools.balancer", str(port), *backends]
+        balancer = stack.enter_context(
+            child_process(argv, env=env, log_path=log_dir / "loadtest-balancer.log")
+        )
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if balancer.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("the balancer did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}", pids, balancer.pid
 
 
 class Recorder:
@@ -446,6 +509,9 @@ def verify(study, acknowledged: list[tuple[str, str]]) -> dict:
     }
 
 
+RUNS = ("back to back", "paced")
+
+
 def run(
     *,
     clients: int = 200,
@@ -456,9 +522,14 @@ def run(
     items: int = 4000,
     rate: float = 300.0,
     ramp: float | None = None,
+    web_instances: int = 1,
+    study_id: str | None = None,
+    runs: tuple[str, ...] = RUNS,
 ) -> dict:
-    """Start gunicorn, measure the bare endpoint, then a back-to-back and a paced run against fresh
-    studies. Returns {"runs", "checks", "bare", "analyzing", "params"}; `report` renders it."""
+    """Start gunicorn (`web_instances` of them behind one balanced address), measure the bare endpoint,
+    then a back-to-back and a paced run (or those named in `runs`), each against a fresh study, or all
+    against the existing active 2AFC simulation study `study_id` (existing_study). Returns {"runs",
+    "checks", "bare", "analyzing", "params"}; `report` renders it."""
     db = settings.DATABASES["default"]
     env = {
         k: os.environ[k]
@@ -466,27 +537,35 @@ def run(
         if k in os.environ
     }
     env.update({"DJANGO_SETTINGS_MODULE": "devtools.settings_loadtest"})
-    log = Path(settings.DATA_DIR) / "loadtest-gunicorn.log"
+    given = existing_study(study_id) if study_id else None
+    config = {"hit_size": hit_size, "sentinel_rate": SENTINEL_RATE} if given is None else given.collection
+    hit_size = config["hit_size"]
     think = clients / rate
-    per_hit = hit_size + sentinels_per_hit({"hit_size": hit_size, "sentinel_rate": SENTINEL_RATE})
+    per_hit = hit_size + sentinels_per_hit(config)
     ramp = per_hit * think if ramp is None else ramp
-    runs, checks, analyzing = {}, {}, False
-    with gunicorn(env, workers=workers, threads=threads, log_path=log) as (url, proc):
+    measured, checks, analyzing = {}, {}, False
+    servers = web_servers(
+        env, instances=web_instances, workers=workers, threads=threads, log_dir=Path(settings.DATA_DIR)
+    )
+    with servers as (url, web_pids, balancer_pid):
         bare = run_bare(url, clients=clients, seconds=min(10.0, seconds))
-        for name, think_s in (("back to back", 0.0), (f"paced ({rate:g}/s offered)", think)):
-            study = loadtest_study(n_items=items, hit_size=hit_size)
+        for kind in runs:
+            name, think_s = (
+                ("back to back", 0.0) if kind == "back to back" else (f"paced ({rate:g}/s offered)", think)
+            )
+            study = given or loadtest_study(n_items=items, hit_size=hit_size)
             if connection.vendor == "postgresql":
                 with connection.cursor() as cursor:  # what autovacuum does in service (it may be off here)
                     cursor.execute("VACUUM ANALYZE")
             with autoanalyze() as analyzing:
-                before = cpu_snapshot(proc.pid)
+                before = cpu_snapshot(web_pids, balancer_pid)
                 result = run_load(
                     url, str(study.pk), clients=clients, seconds=seconds, think_s=think_s, ramp_s=ramp
                 )
-                after = cpu_snapshot(proc.pid)
+                after = cpu_snapshot(web_pids, balancer_pid)
             n = max(len(result["acknowledged"]), 1)  # the CPU covers the whole run, ramp included
             result["cpu_ms"] = {k: 1000 * (after[k] - before[k]) / n for k in before}
-            runs[name], checks[name] = result, verify(study, result["acknowledged"])
+            measured[name], checks[name] = result, verify(study, result["acknowledged"])
     params = {
         "clients": clients,
         "seconds": seconds,
@@ -498,22 +577,71 @@ def run(
         "think": think,
         "per_hit": per_hit,
         "engine": db["ENGINE"].rsplit(".", 1)[-1],
+        "web_instances": web_instances,
+        "runs": tuple(runs),
+        "items": items,
+        "study": None if given is None else {"id": str(given.pk), "items": given.items.count()},
     }
-    return {"runs": runs, "checks": checks, "bare": bare, "analyzing": analyzing, "params": params}
+    return {"runs": measured, "checks": checks, "bare": bare, "analyzing": analyzing, "params": params}
+
+
+def _command(p: dict) -> str:
+    """The command line that reproduces a run with parameters `p`."""
+    extra = ""
+    if p["web_instances"] > 1:
+        extra += f" --web-instances {p['web_instances']}"
+    if p["study"]:
+        extra += f" --study-id {p['study']['id']}"
+    if tuple(p["runs"]) != RUNS:
+        extra += "".join(f" --run {'paced' if k == 'paced' else 'back-to-back'}" for k in p["runs"])
+    return (
+        f"manage.py loadtest --clients {p['clients']} --seconds {p['seconds']:g} --workers {p['workers']} "
+        f"--threads {p['threads']} --hit-size {p['hit_size']} --rate {p['rate']:g} --ramp {p['ramp']:g}"
+        + extra
+    )
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _load_note() -> str:
+    """The machine's load when the report is written: other jobs on the cores make every figure lower."""
+    one, five, _ = os.getloadavg()
+    return (
+        f"Load average when this was written: {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} "
+        "cores; above the test's own processes, other jobs shared the machine and the figures are low."
+        if five > 1.5 * os.cpu_count()
+        else f"Load average when this was written: {one:.1f} (1 min), {five:.1f} (5 min)."
+    )
+
+
+def _servers(p: dict) -> str:
+    if p["web_instances"] == 1:
+        return f"gunicorn gthread ({_plural(p['workers'], 'worker')} x {p['threads']} threads) on loopback"
+    return (
+        f"{p['web_instances']} gunicorn instances ({_plural(p['workers'], 'worker')} x "
+        f"{p['threads']} threads each) "
+        "behind one loopback address (devtools.balancer: round robin per connection, in its own process, "
+        "as a load balancer in front of several web machines)"
+    )
 
 
 def _method(p: dict, analyzing: bool) -> str:
     """The paragraph that says how the load test ran."""
-    clients, seconds, workers, threads = p["clients"], p["seconds"], p["workers"], p["threads"]
+    seconds = p["seconds"]
     hit_size, rate, ramp, think, per_hit = p["hit_size"], p["rate"], p["ramp"], p["think"], p["per_hit"]
+    study = (
+        f"Every run uses the existing study {p['study']['id']} ({p['study']['items']:,} items). "
+        if p["study"]
+        else f"Each run gets a fresh study of {p['items']:,} items. "
+    )
     return (
-        f"Machine: {machine_line()}. Command: `make loadtest` "
-        f"(`manage.py loadtest --clients {clients} --seconds {seconds:g} --workers {workers} "
-        f"--threads {threads} --hit-size {hit_size} --rate {rate:g} --ramp {ramp:g}`): "
-        "gunicorn gthread on loopback, throttles counted in Redis, the load generator on the same "
-        f"machine (it shares the two cores). Each client starts a HIT ({hit_size} test trials and "
-        f"{per_hit - hit_size} sentinels), answers every trial, submits, repeats. The clients arrive "
-        f"at random times over the first {ramp:.0f} s; the table covers the {seconds:g} s after that "
+        f"Machine: {machine_line()}. Command: `make loadtest` (`{_command(p)}`): {_servers(p)}, throttles "
+        "counted in Redis, the load generator on the same "
+        f"machine (it shares the {os.cpu_count()} cores). {study}Each client starts a HIT ({hit_size} test "
+        f"trials and {per_hit - hit_size} sentinels), answers every trial, submits, repeats. The clients "
+        f"arrive at random times over the first {ramp:.0f} s; the table covers the {seconds:g} s after that "
         "(requests sent in that window). Back to back: no pause between answers (the server's "
         "ceiling; with 200 clients and no pause, latency is queueing by design). Paced: each client "
         f"answers 0.5-1.5 x {think:.2f} s after its previous answer was due, as the annotator page "
@@ -536,8 +664,22 @@ def _results_table(runs: dict, checks: dict) -> list[str]:
         return f"| {label} | " + " | ".join(fn(r, checks[k]) for k, r in runs.items()) + " |"
 
     def pct(op):
-        return lambda r, c: "{p50:.0f} / {p95:.0f} / {p99:.0f} ms".format(**r["latency_ms"][op])
+        def cell(r, c):
+            if op not in r["latency_ms"]:  # a short window can hold no start of a back-to-back run
+                return "none sent in the window"
+            return "{p50:.0f} / {p95:.0f} / {p99:.0f} ms".format(**r["latency_ms"][op])
 
+        return cell
+
+    sides = ["web", "postgres", "load generator"]
+    if any("balancer" in r["cpu_ms"] for r in runs.values()):
+        sides.insert(2, "balancer")
+    labels = {
+        "web": "web",
+        "postgres": "PostgreSQL",
+        "balancer": "balancer",
+        "load generator": "load generator",
+    }
     return [
         "| measure | " + " | ".join(runs) + " |",
         "|---|" + "---|" * len(runs),
@@ -545,10 +687,8 @@ def _results_table(runs: dict, checks: dict) -> list[str]:
         row("submit latency p50 / p95 / p99", pct("submit")),
         row("next-batch latency p50 / p95 / p99", pct("next_batch")),
         row(
-            "CPU per judgment: web / PostgreSQL / load generator",
-            lambda r, c: (
-                " / ".join(f"{r['cpu_ms'][k]:.1f}" for k in ("web", "postgres", "load generator")) + " ms"
-            ),
+            "CPU per judgment: " + " / ".join(labels[k] for k in sides),
+            lambda r, c: " / ".join(f"{r['cpu_ms'].get(k, 0.0):.1f}" for k in sides) + " ms",
         ),
         row("HITs completed, errors", lambda r, c: f"{r['hits']}, {len(r['errors'])}"),
         row(
@@ -558,15 +698,25 @@ def _results_table(runs: dict, checks: dict) -> list[str]:
     ]
 
 
+def _paced_target(measured: dict) -> str | None:
+    """Whether the paced run met the target, as the report's last line (None without a paced run)."""
+    rate = measured["params"]["rate"]
+    paced = measured["runs"].get(f"paced ({rate:g}/s offered)")
+    if paced is None:
+        return None
+    met = paced["judgments_per_s"] >= 0.97 * rate and all(
+        op in paced["latency_ms"] and paced["latency_ms"][op]["p99"] < 200 for op in ("submit", "next_batch")
+    )
+    return (
+        f"Target ({rate:g} judgments/s with p99 submit and next-batch latency under 200 ms, paced run): "
+        f"**{'met' if met else 'NOT met'}**."
+    )
+
+
 def report(measured: dict) -> str:
     """The "loadtest" section of the benchmark report, as Markdown (without its markers)."""
     runs, checks, bare, analyzing = (measured[k] for k in ("runs", "checks", "bare", "analyzing"))
     p = measured["params"]
-    rate = p["rate"]
-    paced = runs[f"paced ({rate:g}/s offered)"]
-    met = paced["judgments_per_s"] >= 0.97 * rate and all(
-        paced["latency_ms"][op]["p99"] < 200 for op in ("submit", "next_batch")
-    )
     lines = [
         "## Load test: annotators against gunicorn + " + p["engine"],
         "",
@@ -575,14 +725,71 @@ def report(measured: dict) -> str:
         *_results_table(runs, checks),
         "",
         "Bare Django JSON endpoint (`/livez`), same clients and server: "
-        f"{bare['requests_per_s']:.0f} requests/s "
-        f"(p99 {bare['latency_ms']['p99']:.0f} ms); back-to-back judgments/s are "
-        f"{runs['back to back']['judgments_per_s'] / bare['requests_per_s']:.2f} of that.",
-        "",
-        f"Target ({rate:g} judgments/s with p99 submit and next-batch latency under 200 ms, paced run): "
-        f"**{'met' if met else 'NOT met'}**.",
+        f"{bare['requests_per_s']:.0f} requests/s (p99 {bare['latency_ms']['p99']:.0f} ms)"
+        + (
+            "; back-to-back judgments/s are "
+            f"{runs['back to back']['judgments_per_s'] / bare['requests_per_s']:.2f} of that."
+            if "back to back" in runs
+            else "."
+        ),
     ]
+    target = _paced_target(measured)
+    if target:
+        lines += ["", target]
+    lines += ["", _load_note()]
     return "\n".join(lines)
+
+
+def instances_report(by_instances: dict[int, dict]) -> str:
+    """The "loadtest-instances" section: the same back-to-back run against 1..N gunicorn instances behind
+    one address (`by_instances`: instances -> run's measurements), and what limits the sum on this machine."""
+    first = by_instances[min(by_instances)]
+    p = first["params"]
+    cores = os.cpu_count()
+    rows = [
+        "| web instances | workers in all | judgments/s | /livez requests/s | "
+        "CPU per judgment: web / PostgreSQL / balancer / load generator | errors | missing / duplicated |",
+        "|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for n, m in sorted(by_instances.items()):
+        r, c = m["runs"]["back to back"], m["checks"]["back to back"]
+        cpu = " / ".join(
+            f"{r['cpu_ms'].get(k, 0.0):.1f}" for k in ("web", "postgres", "balancer", "load generator")
+        )
+        rows.append(
+            f"| {n} | {n * p['workers']} | {r['judgments_per_s']:.0f} | {m['bare']['requests_per_s']:.0f} | "
+            f"{cpu} ms | {len(r['errors'])} | {c['missing']} / {c['duplicated']} |"
+        )
+    one = by_instances[min(by_instances)]["runs"]["back to back"]["judgments_per_s"]
+    most = max(by_instances)
+    many = by_instances[most]["runs"]["back to back"]["judgments_per_s"]
+    return "\n".join(
+        [
+            "## Load test: one web address, several gunicorn instances",
+            "",
+            f"Machine: {machine_line()}. Command: `make loadtest-instances` "
+            f"(`{_command(by_instances[most]['params'])}`, which runs the back-to-back ceiling against 1 "
+            f"instance, then {most}). Each instance is a "
+            f"separate gunicorn ({_plural(p['workers'], 'worker')} x {p['threads']} threads) on its own "
+            "port, as on its "
+            "own machine; with more than one, devtools.balancer (a round-robin TCP balancer, its own "
+            "process) gives them one address, and every client's keep-alive connection stays on one "
+            "instance. "
+            "They share only PostgreSQL and Redis, as web machines behind a load balancer do. "
+            f"{p['clients']} clients, no pause between answers, {p['seconds']:g} s measured after a "
+            f"{p['ramp']:.0f} s ramp; a fresh study per run.",
+            "",
+            *rows,
+            "",
+            f"{most} instances stored {many / one:.2f}x the judgments/s of one. What limits the sum here: "
+            f"this machine has {cores} cores, and every process of the test runs on them: the gunicorn "
+            "workers of every instance, PostgreSQL, Redis, the balancer and the load generator. Adding "
+            "instances on the same cores adds processes, not CPU; throughput adds up where each instance "
+            "gets its own cores (its own machine), and PostgreSQL's CPU per judgment (the shared part) "
+            "bounds the sum: one PostgreSQL core serves about 1000 / (its ms per judgment) judgments/s. "
+            + _load_note(),
+        ]
+    )
 
 
 def problems(measured: dict) -> list:

@@ -3,6 +3,8 @@ never name items, distortions, categories, sentinels or p0/p1; sides are screen 
 
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -273,7 +275,14 @@ class JudgmentSubmitApi(AnnotatorApi):
             "n_trials": result.n_trials,
             "correct": judgment.correct if judgment.kind == "practice" else None,
         }
-        return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+        # Written as JSONRenderer writes it (compact, UTF-8), without DRF's Response: its rendering machinery
+        # cost more than the body on every answer (docs/benchmarks.md, "Where the answer path's CPU goes").
+        # Errors still come from DRF's exception handler.
+        return HttpResponse(
+            json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+            content_type="application/json",
+            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        )
 
 
 class AssignmentSubmitApi(AnnotatorApi):

@@ -378,27 +378,25 @@ def assignment_trials(*, assignment: Assignment, trials: list[Trial] | None = No
     them); otherwise one query reads them."""
     kind = assignment.study.kind
     token = assignment.token
-    if trials is None:
-        trials = (
-            assignment.trials.select_related("item")
-            .order_by("position")
-            .only("assignment", "public_id", "position", "kind", "answered", "swap", "item__expected")
+    if trials is None:  # plain rows, not model instances: a completion reads every trial of the HIT
+        rows = assignment.trials.order_by("position").values_list(
+            "public_id", "position", "kind", "answered", "swap", "item__expected"
         )
+    else:
+        rows = [(t.public_id, t.position, t.kind, t.answered, t.swap, t.item.expected) for t in trials]
     out = []
-    for trial in trials:
-        item = trial.item
+    for public_id, position, trial_kind, answered, swap, expected in rows:
         entry = {
-            "id": trial.public_id,
-            "position": trial.position,
-            "practice": trial.kind == Trial.Kind.PRACTICE,
-            "answered": trial.answered,
+            "id": public_id,
+            "position": position,
+            "practice": trial_kind == Trial.Kind.PRACTICE,
+            "answered": answered,
             "images": {
-                slot: image_url(token=token, trial_id=trial.public_id, slot=slot)
-                for slot in IMAGE_SLOTS[kind]
+                slot: image_url(token=token, trial_id=public_id, slot=slot) for slot in IMAGE_SLOTS[kind]
             },
         }
-        answer = practice_answer(kind=kind, expected=item.expected, swap=trial.swap)
-        if trial.kind == Trial.Kind.PRACTICE and answer:
+        answer = practice_answer(kind=kind, expected=expected, swap=swap)
+        if trial_kind == Trial.Kind.PRACTICE and answer:
             entry["answer"] = answer
         out.append(entry)
     return out

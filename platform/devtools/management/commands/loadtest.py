@@ -3,7 +3,7 @@ section of docs/benchmarks.md."""
 
 import os
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from devtools import loadtest
 from devtools.reports import write_section
@@ -44,16 +44,52 @@ class Command(BaseCommand):
             help="seconds over which the clients arrive, before the measured window (default: "
             "one HIT's length at the paced rate)",
         )
+        parser.add_argument(
+            "--web-instances",
+            type=int,
+            default=1,
+            help="more than 1: run the back-to-back ceiling against 1 gunicorn instance, then against this "
+            "many behind one address (devtools.balancer), each of --workers x --threads; writes the "
+            "loadtest-instances section",
+        )
+        parser.add_argument(
+            "--study-id",
+            default=None,
+            help="run against this existing active 2AFC simulation study instead of a fresh study per run "
+            "(its hit size applies); writes the loadtest-study section",
+        )
+        parser.add_argument(
+            "--run",
+            dest="runs",
+            action="append",
+            choices=["back-to-back", "paced"],
+            help="the runs to make (repeatable; default both)",
+        )
         parser.add_argument("--out", default=None, help="benchmarks markdown file to update")
 
-    def handle(self, *args, out, **options):
+    def handle(self, *args, out, web_instances, study_id, runs, **options):
+        if web_instances < 1:
+            raise CommandError("--web-instances must be at least 1")
         keys = ("clients", "seconds", "workers", "threads", "hit_size", "items", "rate", "ramp")
-        measured = loadtest.run(**{k: options[k] for k in keys})
-        text = loadtest.report(measured)
+        params = {k: options[k] for k in keys}
+        params["runs"] = tuple(k.replace("-", " ") for k in runs) if runs else loadtest.RUNS
+        try:
+            if web_instances > 1:
+                params["runs"] = ("back to back",)
+                measured = {
+                    n: loadtest.run(**params, web_instances=n, study_id=study_id) for n in (1, web_instances)
+                }
+                section, text = "loadtest-instances", loadtest.instances_report(measured)
+            else:
+                measured = {1: loadtest.run(**params, study_id=study_id)}
+                section = "loadtest-study" if study_id else "loadtest"
+                text = loadtest.report(measured[1])
+        except ValueError as exc:  # an unusable --study-id
+            raise CommandError(str(exc)) from exc
         self.stdout.write(text)
         if out:
-            write_section(out, "loadtest", text)
-        problems = loadtest.problems(measured)
+            write_section(out, section, text)
+        problems = [problem for m in measured.values() for problem in loadtest.problems(m)]
         if problems:
             self.stderr.write(f"problems: {problems}")
             raise SystemExit(1)

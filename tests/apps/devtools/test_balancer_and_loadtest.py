@@ -1,0 +1,139 @@
+"""The load test's balancer (one address in front of several web servers) and its report/arguments; the
+load itself runs in tests/integration/test_load_short.py and `make loadtest`."""
+
+import http.client
+import http.server
+import threading
+
+import pytest
+
+from devtools import balancer, loadtest
+from devtools.processes import free_port
+
+
+def _server(name: str) -> tuple[int, http.server.ThreadingHTTPServer]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # noqa: N802 - the stdlib's hook name
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            reply = name.encode() + b":" + body
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1], server
+
+
+def test_balancer_hands_connections_round_robin_and_keeps_each_on_its_backend():
+    (port_a, a), (port_b, b) = _server("a"), _server("b")
+    port, ready = free_port(), threading.Event()
+    threading.Thread(target=balancer.serve, args=(port, [port_a, port_b], ready), daemon=True).start()
+    assert ready.wait(5)
+    try:
+        seen = []
+        for k in range(4):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            replies = []
+            for j in range(3):  # keep-alive: every request of one connection reaches the same backend
+                body = f"{k}-{j}".encode() * 1000  # larger than one segment: bytes are copied whole
+                conn.request("POST", "/", body=body)
+                reply = conn.getresponse().read()
+                assert reply.split(b":", 1)[1] == body
+                replies.append(reply[:1])
+            conn.close()
+            assert len(set(replies)) == 1
+            seen.append(replies[0])
+        assert seen == [b"a", b"b", b"a", b"b"]
+    finally:
+        a.shutdown()
+        b.shutdown()
+
+
+def test_a_dead_backend_drops_the_connection_instead_of_hanging():
+    port_a, a = _server("a")
+    dead = free_port()  # nothing listens here
+    port, ready = free_port(), threading.Event()
+    threading.Thread(target=balancer.serve, args=(port, [dead, port_a], ready), daemon=True).start()
+    assert ready.wait(5)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        with pytest.raises((http.client.HTTPException, OSError)):
+            conn.request("POST", "/", body=b"x")
+            conn.getresponse().read()
+        conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)  # the next connection goes to a
+        conn.request("POST", "/", body=b"y")
+        assert conn.getresponse().read() == b"a:y"
+        conn.close()
+    finally:
+        a.shutdown()
+
+
+@pytest.mark.django_db
+def test_existing_study_must_be_an_active_2afc_simulation_study():
+    from studies.models import Study
+    from studies.services import study_create
+
+    study = loadtest.loadtest_study(n_items=5, hit_size=2)
+    assert loadtest.existing_study(str(study.pk)).pk == study.pk
+    for bad in ("not-a-uuid", "00000000-0000-0000-0000-000000000000"):
+        with pytest.raises(ValueError, match="no study"):
+            loadtest.existing_study(bad)
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.PAUSED)
+    with pytest.raises(ValueError, match="active 2AFC"):
+        loadtest.existing_study(str(study.pk))
+    real = study_create(name="real", kind="2afc", build_config={}, config={})
+    Study.objects.filter(pk=real.pk).update(status=Study.Status.ACTIVE)
+    with pytest.raises(ValueError, match="simulated workers"):
+        loadtest.existing_study(str(real.pk))
+
+
+def _measured(n: int, per_s: float) -> dict:
+    run = {
+        "judgments_per_s": per_s,
+        "latency_ms": {"submit": {"p50": 1, "p95": 2, "p99": 3}},  # no start sent in the window
+        "cpu_ms": {"web": 2.0, "postgres": 1.0, "load generator": 0.5} | ({"balancer": 0.3} if n > 1 else {}),
+        "hits": 10,
+        "errors": [],
+    }
+    check = {"missing": 0, "duplicated": 0, "items_over_target_or_miscounted": 0}
+    params = {
+        "clients": 200,
+        "seconds": 15.0,
+        "workers": 1,
+        "threads": 2,
+        "hit_size": 20,
+        "rate": 300.0,
+        "ramp": 16.0,
+        "think": 0.67,
+        "per_hit": 24,
+        "engine": "postgresql",
+        "web_instances": n,
+        "runs": ("back to back",),
+        "items": 4000,
+        "study": None,
+    }
+    return {
+        "runs": {"back to back": run},
+        "checks": {"back to back": check},
+        "bare": {"requests_per_s": 1000.0, "latency_ms": {"p99": 5.0}},
+        "analyzing": False,
+        "params": params,
+    }
+
+
+def test_reports_name_the_command_and_say_what_limits_the_sum():
+    text = loadtest.instances_report({1: _measured(1, 300.0), 2: _measured(2, 450.0)})
+    assert "--web-instances 2" in text and "--run back-to-back" in text
+    assert "2 instances stored 1.50x the judgments/s of one" in text
+    assert "| 2 | 2 | 450 | 1000 | 2.0 / 1.0 / 0.3 / 0.5 ms | 0 | 0 / 0 |" in text
+    single = loadtest.report(_measured(1, 300.0))
+    assert "none sent in the window" in single  # a short run without a start still reports
+    assert "Target" not in single  # no paced run, no verdict on the paced target
