@@ -1,0 +1,153 @@
+"""The BAPPS-scale study (issue 19, crowdsim.scale): the paper's split, the bulk writer proven equivalent to
+the real answer path, and at 5k items the pages and the export keep their shape (queries that do not grow
+with the study; the export read in chunks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crowdsim import scale
+from crowdsim.scale import BAPPS_2AFC, BAPPS_ITEMS, ScaleCrowd, ScaleParams, bapps_split
+from distortions.imageio import write_png
+from judgments import assignments
+from judgments.models import Assignment, Judgment, Trial
+from studies.models import Item, Study
+from studies.services import study_create
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_split_is_the_papers():
+    """docs/science.md "Sizes": 151.4k train triplets (traditional, cnn, mix) and 36.3k val (six sets)."""
+    assert BAPPS_ITEMS == 187_700
+    assert bapps_split(BAPPS_ITEMS) == list(BAPPS_2AFC)
+    train = sum(n for split, _, n in bapps_split(BAPPS_ITEMS) if split == "train")
+    assert train == 151_400
+    small = bapps_split(5_000)
+    assert sum(n for _, _, n in small) == 5_000
+    assert {(s, c) for s, c, _ in small} == {(s, c) for s, c, _ in BAPPS_2AFC}
+    assert dict(((s, c), n) for s, c, n in small)[("train", "traditional")] == 1509  # 5000 x 56,640/187,700
+
+
+def _entries(settings, *, n_test: int, n_sentinels: int, n_practice: int) -> list[dict]:
+    """Engine-manifest entries (distortions.read_manifest's shape) over small random PNGs: the engine itself
+    is not under test here."""
+    images = Path(settings.MEDIA_ROOT) / "stimuli"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    roles = ["practice"] * n_practice + ["sentinel"] * n_sentinels + ["test"] * n_test
+    out = []
+    for index, role in enumerate(roles):
+        base = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+        noise = rng.integers(0, 60 if role == "test" else 120, (2, 16, 16, 3), dtype=np.uint8)
+        p0 = base if role == "sentinel" else base // 2 + noise[0] // 2  # a sentinel: p0 is the reference
+        files = [write_png(img, images)[0] for img in (base, p0, base // 2 + noise[1])]
+        out.append(
+            {
+                "index": index,
+                "role": role,
+                "expected": "p0" if role != "test" else None,
+                "files": dict(zip(("ref", "p0", "p1"), files, strict=True)),
+                "patch": {"i": index},
+                "records": {},
+                "pixels_sha256": "",
+            }
+        )
+    return out
+
+
+def _study(params: ScaleParams, entries: list[dict], name: str) -> Study:
+    study = study_create(name=name, kind="2afc", build_config={}, config=params.config())
+    scale.scale_items_write(study, params, entries)
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.ACTIVE)
+    study.refresh_from_db()
+    return study
+
+
+def _content(study: Study) -> dict:
+    """Everything the two writers must agree on: every row of the study but ids, tokens, public ids and
+    times (HITs in order; trials by position; the item counters)."""
+    hits = list(Assignment.objects.filter(study=study).order_by("created_at").select_related("worker"))
+    order = {a.pk: k for k, a in enumerate(hits)}
+    code = study.collection["completion_code"]  # each study draws its own
+    return {
+        "items": list(
+            Item.objects.filter(study=study)
+            .order_by("index")
+            .values_list("index", "role", "split", "n_judgments", "n_open")
+        ),
+        "hits": [
+            (
+                a.worker.external_hash,
+                a.status,
+                a.n_trials,
+                a.n_answered,
+                a.excluded,
+                a.qc,
+                a.completion_code == code,
+            )
+            for a in hits
+        ],
+        "trials": sorted(
+            (order[t.assignment_id], t.position, t.item.index, t.kind, t.swap, t.answered)
+            for t in Trial.objects.filter(assignment__study=study).select_related("item")
+        ),
+        "judgments": sorted(
+            (
+                order[j.assignment_id],
+                j.trial.position,
+                j.item.index,
+                j.kind,
+                j.idempotency_key,
+                j.response,
+                j.choice,
+                j.presented_left,
+                j.correct,
+                j.rt_ms,
+                j.durations,
+                j.display,
+                j.timing_flagged,
+                j.worker_id == j.trial.worker_id == j.assignment.worker_id,
+            )
+            for j in Judgment.objects.filter(assignment__study=study).select_related(
+                "trial", "item", "assignment"
+            )
+        ),
+    }
+
+
+def test_the_bulk_writer_stores_what_the_real_answer_path_stores(settings, monkeypatch, captured_tasks):
+    """Same seeds, two studies with the same items: one answered through assignment_start, judgment_submit
+    and assignment_submit, the other by crowd_run_bulk. Every row and counter agrees, QC exclusions (a third
+    of the crowd spams) and the end of the work (no_work) included."""
+    params = ScaleParams(items=60, judgments=10**6, workers=6, spammers=0.34, hit_size=10, sentinel_rate=0.2)
+    entries = _entries(settings, n_test=12, n_sentinels=6, n_practice=2)
+    real, bulk = _study(params, entries, "real"), _study(params, entries, "bulk")
+    distances = scale.item_distances(real)
+    assert distances == scale.item_distances(bulk)
+
+    monkeypatch.setattr(assignments, "_rng", scale.hit_rng(params))
+    stored_real = scale.crowd_run_services(real, ScaleCrowd(params, distances))
+    stored_bulk = scale.crowd_run_bulk(bulk, ScaleCrowd(params, distances))
+
+    a, b = _content(real), _content(bulk)
+    assert stored_real == stored_bulk > 0
+    assert a["items"] == b["items"] and a["hits"] == b["hits"]
+    assert a["trials"] == b["trials"] and a["judgments"] == b["judgments"]
+    # the run exercised what makes the rule subtle: exclusions given back, and a study filled to its targets
+    assert any(h[4] for h in a["hits"]) and not all(h[4] for h in a["hits"])
+    targets = {"train": 2, "val": 5}
+    assert all(n == targets[split] for _, role, split, n, _ in a["items"] if role == "test")
+    assert all(n_open == 0 for *_, n_open in a["items"])
+
+
+def test_a_judgment_budget_stops_the_crowd_after_the_hit_that_reaches_it(settings):
+    params = ScaleParams(items=60, judgments=27, workers=3, spammers=0.0, hit_size=10, sentinel_rate=0.2)
+    study = _study(params, _entries(settings, n_test=12, n_sentinels=6, n_practice=2), "budget")
+    stored = scale.crowd_run_bulk(study, ScaleCrowd(params, scale.item_distances(study)))
+    assert stored == 39  # three HITs of 10 tests and 3 sentinels: two give 26, the third passes 27
+    assert Judgment.objects.filter(assignment__study=study).exclude(kind="practice").count() == 39
+    assert Assignment.objects.filter(study=study).count() == 3
