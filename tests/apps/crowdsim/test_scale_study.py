@@ -4,14 +4,20 @@ with the study; the export read in chunks)."""
 
 from __future__ import annotations
 
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
 
 from crowdsim import scale
 from crowdsim.scale import BAPPS_2AFC, BAPPS_ITEMS, ScaleCrowd, ScaleParams, bapps_split
 from distortions.imageio import write_png
+from exports.services import export_archive_write
 from judgments import assignments
 from judgments.models import Assignment, Judgment, Trial
 from studies.models import Item, Study
@@ -59,8 +65,8 @@ def _entries(settings, *, n_test: int, n_sentinels: int, n_practice: int) -> lis
     return out
 
 
-def _study(params: ScaleParams, entries: list[dict], name: str) -> Study:
-    study = study_create(name=name, kind="2afc", build_config={}, config=params.config())
+def _study(params: ScaleParams, entries: list[dict], name: str, owner=None) -> Study:
+    study = study_create(name=name, kind="2afc", build_config={}, config=params.config(), owner=owner)
     scale.scale_items_write(study, params, entries)
     Study.objects.filter(pk=study.pk).update(status=Study.Status.ACTIVE)
     study.refresh_from_db()
@@ -151,3 +157,68 @@ def test_a_judgment_budget_stops_the_crowd_after_the_hit_that_reaches_it(setting
     assert stored == 39  # three HITs of 10 tests and 3 sentinels: two give 26, the third passes 27
     assert Judgment.objects.filter(assignment__study=study).exclude(kind="practice").count() == 39
     assert Assignment.objects.filter(study=study).count() == 3
+
+
+@pytest.fixture
+def sizes(settings, researcher_carol):
+    """Carol's scale studies at two sizes: 200 items with ~600 judgments, and 5k items with ~14k judgments
+    (the suite's small version of the BAPPS-scale study)."""
+    entries = _entries(settings, n_test=40, n_sentinels=15, n_practice=4)
+    out = {}
+    for name, items, judgments in (("small", 200, 600), ("large", 5_000, 14_000)):
+        params = ScaleParams(items=items, judgments=judgments, workers=60)
+        study = _study(params, entries, name, owner=researcher_carol)
+        scale.crowd_run_bulk(study, ScaleCrowd(params, scale.item_distances(study)))
+        out[name] = study
+    return out
+
+
+def _queries(client, url: str) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(url)
+    assert response.status_code == 200, url
+    return len(ctx.captured_queries)
+
+
+def test_the_pages_cost_the_same_queries_at_5k_items_as_at_200(sizes, client, researcher_carol):
+    """The study page (progress, QC histograms, the first workers), the workers table and the API's study
+    and workers reads: aggregates in SQL and pages of workers, so their query count does not grow with the
+    study's items, judgments or workers."""
+    small, large = sizes["small"], sizes["large"]
+    assert (
+        Judgment.objects.filter(assignment__study=large).count()
+        > 10 * Judgment.objects.filter(assignment__study=small).count()
+    )
+    client.force_login(researcher_carol)
+    api = APIClient()
+    api.force_authenticate(researcher_carol)
+    for page in ("/dashboard/{}/", "/dashboard/{}/workers/", "/dashboard/{}/workers/?page=2"):
+        assert _queries(client, page.format(small.pk)) == _queries(client, page.format(large.pk)), page
+    for path in ("/api/v1/studies/{}/", "/api/v1/studies/{}/workers/?page=2"):
+        assert _queries(api, path.format(small.pk)) == _queries(api, path.format(large.pk)), path
+
+
+def test_the_export_reads_its_rows_in_chunks(sizes, monkeypatch, tmp_path):
+    """At 5k items the export holds a chunk of rows at a time, not the study (it held every row before):
+    with chunks of 100 rows its peak Python memory while writing the archive to a file stays below the size
+    of its judgment rows alone as JSON text (as Python dicts they take several times that). What it does
+    hold grows with the items: their votes and BAPPS paths, and zipfile's directory entry of each member
+    (~400 B each, 4 members per item), kept until the central directory is written."""
+    from exports import restore, services
+
+    large = sizes["large"]
+    monkeypatch.setattr(services, "ROWS_PER_FETCH", 100)
+    monkeypatch.setattr(restore, "ROWS_PER_FETCH", 100)
+    path = tmp_path / "export.zip"
+    tracemalloc.start()
+    try:
+        with open(path, "wb") as handle:
+            summary = export_archive_write(study=large, fileobj=handle)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    with zipfile.ZipFile(path) as zf:
+        rows_bytes = zf.getinfo("judgments.jsonl").file_size + zf.getinfo("restore/judgments.jsonl").file_size
+        assert len(zf.read("judgments.jsonl").splitlines()) == summary["n_judgments"]
+    assert summary["n_judgments"] > 10_000 and summary["n_items"] == 5_000
+    assert peak < rows_bytes, (peak, rows_bytes)
