@@ -39,7 +39,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import reset_queries, transaction
 from django.utils import timezone
 
 from core.exceptions import ApplicationError
@@ -171,11 +171,14 @@ def scale_items_write(study: Study, params: ScaleParams, entries: list[dict], pr
             index += 1
             if len(batch) == 5000:
                 sql.insert_rows(batch)
+                reset_queries()  # DEBUG keeps every statement's text otherwise (GBs at this size)
                 batch = []
                 if progress:
-                    progress(index)
+                    progress(index - len(extra))
     if batch:
         sql.insert_rows(batch)
+    if progress:
+        progress(params.items)
     return index
 
 
@@ -480,6 +483,7 @@ def _bulk_flush(hits: list[_BulkHit]) -> None:
     sql.insert_rows([h.assignment for h in hits])
     sql.insert_rows([t for h in hits for t in h.trials])
     sql.insert_rows([j for h in hits for j in h.judgments])
+    reset_queries()  # DEBUG keeps every statement's text otherwise (GBs at this size)
 
 
 # --- the command's entry point --------------------------------------------------------------------------
