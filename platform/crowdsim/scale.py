@@ -43,7 +43,6 @@ from django.db import reset_queries, transaction
 from django.utils import timezone
 
 from core.exceptions import ApplicationError
-from crowdsim.simulation import Observer, _personas, answer_2afc, decode_png
 from judgments import sql
 from judgments.answers import judgment_build, judgment_submit
 from judgments.assignments import assignment_start, hit_pools, hit_sequence
@@ -196,6 +195,8 @@ class _DistanceTable:
 def item_distances(study: Study) -> dict:
     """item index -> {"p0": d(ref, p0), "p1": d(ref, p1)} under the hidden l2_lab observer, measured once
     per distinct triplet."""
+    from crowdsim.simulation import Observer, decode_png  # torch: only where answers are simulated
+
     observer, media, by_files, out = Observer("l2_lab"), Path(settings.MEDIA_ROOT), {}, {}
     for index, ref, p0, p1 in (
         Item.objects.filter(study=study)
@@ -221,6 +222,8 @@ class ScaleCrowd:
     rngs: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        from crowdsim.simulation import _personas
+
         self.personas = _personas(
             self.params.workers,
             seed=self.params.seed,
@@ -230,6 +233,9 @@ class ScaleCrowd:
             left_bias=0.0,
         )
         self.observer = _DistanceTable(self.distances)
+        from crowdsim.simulation import answer_2afc
+
+        self.answer_2afc = answer_2afc
 
     def worker_of(self, hit: int) -> int:
         return hit % self.params.workers
@@ -242,7 +248,7 @@ class ScaleCrowd:
         rng = self.rngs.setdefault(w, random.Random(self.params.seed * 100_003 + w))
         persona = self.personas[w]
         left, right = ("p1", "p0") if swap else ("p0", "p1")
-        response = answer_2afc(self.observer, persona, rng, left, item_index, right)
+        response = self.answer_2afc(self.observer, persona, rng, left, item_index, right)
         return response, max(150.0, rng.gauss(persona.rt_ms, persona.rt_ms / 4))
 
 

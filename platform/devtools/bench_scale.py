@@ -54,7 +54,7 @@ def _pages(study) -> dict:
     user, _ = get_user_model().objects.get_or_create(
         username=BENCH_USER, defaults={"is_superuser": True, "is_staff": True}
     )
-    web, api = Client(), APIClient()
+    web, api = Client(HTTP_HOST="localhost"), APIClient(HTTP_HOST="localhost")  # an ALLOWED_HOSTS name
     web.force_login(user)
     api.force_authenticate(user)
     n_workers = study.assignments.values("worker_id").distinct().count()
@@ -127,7 +127,7 @@ def figure(name: str, study_id: str) -> dict:
 
 def _child(name: str, study_id: str) -> dict:
     """figure() in a fresh process (its own peak RSS)."""
-    manage = Path(settings.BASE_DIR) / "manage.py"
+    manage = Path(__file__).resolve().parents[2] / "manage.py"  # the checkout's root
     done = subprocess.run(
         [sys.executable, str(manage), "bench_scale", "--figure", name, "--study", str(study_id)],
         capture_output=True,
