@@ -39,7 +39,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import reset_queries, transaction
+from django.db import connection, reset_queries, transaction
 from django.utils import timezone
 
 from core.exceptions import ApplicationError
@@ -518,6 +518,10 @@ def scale_study_build(params: ScaleParams, *, owner=None, progress_factory=None)
         crowd = ScaleCrowd(params, item_distances(study))
         bar = progress_factory(params.judgments, "judgments") if progress_factory else None
         crowd_run_bulk(study, crowd, progress=bar)
+    if connection.vendor == "postgresql":  # plans for the new rows now, not when autoanalyze gets to them
+        with connection.cursor() as cursor:
+            for model in (Item, Assignment, Trial, Judgment):
+                cursor.execute(f"ANALYZE {model._meta.db_table}")
     return study, True
 
 
