@@ -39,18 +39,21 @@ def open_leases(*, study: Study) -> dict:
 TALLY_KEYS = ("n", "tests", "sentinels", "right", "firsts", "flagged", "last_hour")
 
 
-def study_tallies(*, study: Study) -> dict:
+def study_tallies(*, study: Study, worker_ids: list | None = None) -> dict:
     """worker id -> counts of their judgments in the study, in one GROUP BY: n (practice aside), tests,
     sentinels, right (sentinels answered right), firsts (practice aside, the first response key), flagged
     (timing-flagged, any kind), last_hour (practice aside). The study's totals (study_stats), the QC
-    histograms (worker_shares) and the workers' order (worker_stats) all derive from it, so a dashboard page
-    reads the study's judgments once for the three; pass it to each."""
+    histograms (worker_shares) and the workers' order and counts (worker_stats) all derive from it, so a
+    dashboard page reads the study's judgments once for the three; pass it to each. `worker_ids`: those
+    workers' counts only."""
     first = RESPONSES[study.kind][0]
     hour_ago = timezone.now() - timedelta(hours=1)
     counted = ~Q(kind=Trial.Kind.PRACTICE)
+    judgments = Judgment.objects.filter(assignment__study=study)
+    if worker_ids is not None:  # some workers only (one worker's row after a review)
+        judgments = judgments.filter(worker_id__in=worker_ids)
     rows = (
-        Judgment.objects.filter(assignment__study=study)
-        .order_by()
+        judgments.order_by()
         .values("worker_id")
         .annotate(
             n=Count("pk", filter=counted),
@@ -138,54 +141,37 @@ def worker_stats(
 
     Everything is computed by the database: a page costs five queries whatever the study's size (each
     worker's counts, one GROUP BY shared with the page's other reads through `tallies`; the study's workers,
-    sorted here by those counts; the page's counts and reviews; its medians; its agreement). Python only
-    sorts the workers, divides the counts and averages the one or two middle response times of each."""
+    sorted here by those counts; the page's exclusions and reviews; its medians; its agreement). Python
+    only sorts the workers, divides the counts and averages the one or two middle response times of each.
+    (Counts per worker as correlated subqueries cost 4 s for a page of 50 at 500k judgments.)"""
     first = RESPONSES[study.kind][0]
     workers = Worker.objects.filter(pk__in=Assignment.objects.filter(study=study).values("worker_id"))
     if worker_id is not None:
-        workers = workers.filter(pk=worker_id)
-    judgments = (
-        Judgment.objects.filter(worker=OuterRef("pk"), assignment__study=study)
-        .exclude(kind=Trial.Kind.PRACTICE)
-        .order_by()
-        .values("worker")
-    )
-
-    def _count(queryset, **filters):
-        rows = queryset.filter(**filters).annotate(c=Count("pk")).values("c")
-        return Coalesce(Subquery(rows), 0)
-
-    if worker_id is not None:
-        page = list(workers.values_list("pk", flat=True))
+        page = list(workers.filter(pk=worker_id).values_list("pk", flat=True))
+        tallies = study_tallies(study=study, worker_ids=page)
     else:
         tallies = study_tallies(study=study) if tallies is None else tallies
-        page = _worker_order(workers=workers, tallies=tallies)[
-            offset : None if limit is None else offset + limit
-        ]
+        stop = None if limit is None else offset + limit
+        page = _worker_order(workers=workers, tallies=tallies)[offset:stop]
     if not page:
         return []
+    excluded = (
+        Assignment.objects.filter(study=study, worker=OuterRef("pk"), excluded=True)
+        .order_by()
+        .values("worker")
+        .annotate(c=Count("pk"))
+        .values("c")
+    )
     rows = (
         Worker.objects.filter(pk__in=page)
         .annotate(
-            n=_count(judgments),
-            n_sentinels=_count(judgments, kind=Trial.Kind.SENTINEL),
-            n_sentinels_right=_count(judgments, kind=Trial.Kind.SENTINEL, correct=True),
-            n_first=_count(judgments, response=first),
-            n_excluded=_count(
-                Assignment.objects.filter(study=study, worker=OuterRef("pk"), excluded=True)
-                .order_by()
-                .values("worker")
-            ),
+            n_excluded=Coalesce(Subquery(excluded), 0),
             review=FilteredRelation("reviews", condition=Q(reviews__study=study)),
         )
         .values(
             "pk",
             "external_hash",
             "is_simulated",
-            "n",
-            "n_sentinels",
-            "n_sentinels_right",
-            "n_first",
             "n_excluded",
             "review__decision",
             "review__reason",
@@ -196,17 +182,18 @@ def worker_stats(
     medians = _median_rt(study=study, worker_ids=page)
     agreement = _majority_agreement(study=study, worker_ids=page)
     out = []
+    none = dict.fromkeys(TALLY_KEYS, 0)
     for pk in page:
-        r = by_id[pk]
-        n = r["n"]
+        r, t = by_id[pk], tallies.get(pk, none)
+        n = t["n"]
         agree, total = agreement.get(pk, (0, 0))
         out.append(
             {
                 "worker": r["external_hash"][:16],
                 "simulated": r["is_simulated"],
                 "judgments": n,
-                "sentinel_accuracy": r["n_sentinels_right"] / r["n_sentinels"] if r["n_sentinels"] else None,
-                f"fraction_{first}": r["n_first"] / n if n else None,
+                "sentinel_accuracy": t["right"] / t["sentinels"] if t["sentinels"] else None,
+                f"fraction_{first}": t["firsts"] / n if n else None,
                 "median_rt_ms": medians.get(pk),
                 "majority_agreement": agree / total if total else None,
                 "excluded_assignments": r["n_excluded"],
