@@ -222,3 +222,13 @@ def test_the_export_reads_its_rows_in_chunks(sizes, monkeypatch, tmp_path):
         assert len(zf.read("judgments.jsonl").splitlines()) == summary["n_judgments"]
     assert summary["n_judgments"] > 10_000 and summary["n_items"] == 5_000
     assert peak < rows_bytes, (peak, rows_bytes)
+
+
+def test_the_exports_stem_rule_is_the_metric_readers():
+    """exports.services.bapps_stem repeats metric.data.bapps_stem so that an export does not load torch."""
+    from exports.services import bapps_stem
+    from metric.data import bapps_stem as metric_stem
+
+    for n in (1, 9, 10, 999_999, 1_000_000, 187_700, 12_345_678):
+        for i in (0, 1, n // 2, n - 1):
+            assert bapps_stem(i, n) == metric_stem(i, n)
