@@ -221,9 +221,9 @@ def report(studies: dict, results: dict, *, params: dict, seconds: float) -> str
         "val items' images (three PNG reads each) and bootstraps CIs over the val items. So the N-th "
         "judgment costs O(items) at any N; it grows with judgments only as they reach new items.",
         "",
-        "Export size: the archive holds each item's three PNGs under its BAPPS path, so with reused "
-        "triplets its size is what a 187k-item study's archive would be only in rows and members, not in "
-        "image bytes (an engine-built study's PNGs are ~3 KB each at 64x64: add ~1.7 GB at 187k items).",
+        "Export size: the BAPPS tree copies every item's three PNGs, reused or not, so it has a 187k-item "
+        "study's size; `restore/media` holds each distinct image once, so it holds the reused triplets' "
+        "images only, where an engine-built study's would hold ~560k more (about 7 KB each at 64x64).",
         "",
         "Load test (assignment start and answer p99 against this study): run `manage.py loadtest "
         "--study-id <scale study id>` (and without it, for its own small study) on an idle machine.",
