@@ -161,19 +161,22 @@ def scale_items_write(study: Study, params: ScaleParams, entries: list[dict], pr
     ]
     sql.insert_rows(rows)
     index, batch = len(rows), []
-    for split, category, n in bapps_split(params.items):
-        for _ in range(n):
-            e = tests[(index - len(extra)) % len(tests)]
-            item = _item(study, index, e, split=split, category=category, role="test")
-            item.records["copy_of"] = e["index"]
-            batch.append(item)
-            index += 1
-            if len(batch) == 5000:
-                sql.insert_rows(batch)
-                reset_queries()  # DEBUG keeps every statement's text otherwise (GBs at this size)
-                batch = []
-                if progress:
-                    progress(index - len(extra))
+    # splits and categories interleaved in index order (seeded), as the engine draws them: the queue takes
+    # items by index, so a crowd that stops early has judged every set, not the first category only
+    labels = [(split, category) for split, category, n in bapps_split(params.items) for _ in range(n)]
+    random.Random(params.seed).shuffle(labels)
+    for split, category in labels:
+        e = tests[(index - len(extra)) % len(tests)]
+        item = _item(study, index, e, split=split, category=category, role="test")
+        item.records["copy_of"] = e["index"]
+        batch.append(item)
+        index += 1
+        if len(batch) == 5000:
+            sql.insert_rows(batch)
+            reset_queries()  # DEBUG keeps every statement's text otherwise (GBs at this size)
+            batch = []
+            if progress:
+                progress(index - len(extra))
     if batch:
         sql.insert_rows(batch)
     if progress:
