@@ -14,7 +14,7 @@ from dashboard import charts
 from dashboard.rules import exclusion_rule_text, timing_rule_text
 from judgments.models import Judgment, Trial
 from judgments.pool import UNIFORM, item_draw, pool_status
-from judgments.selectors import split_votes_needed, study_stats, worker_shares
+from judgments.selectors import split_votes_needed, study_stats, study_tallies, worker_shares
 from judgments.stopping import vote_budget_left
 from studies.collection import votes_range
 from studies.imports import study_import_running
@@ -64,10 +64,10 @@ def study_list_rows(*, studies) -> list[dict]:
     progress = study_progress(studies=studies)
     hour_ago = timezone.now() - timedelta(hours=1)
     last_hour = dict(
-        Judgment.objects.filter(item__study_id__in=ids, created_at__gte=hour_ago)
+        Judgment.objects.filter(assignment__study_id__in=ids, created_at__gte=hour_ago)
         .exclude(kind=Trial.Kind.PRACTICE)
         .order_by()
-        .values_list("item__study_id")
+        .values_list("assignment__study_id")
         .annotate(n=Count("pk"))
     )
     runs = [s.last_run for s in studies if getattr(s, "last_run", None)]
@@ -100,7 +100,7 @@ def judgments_per_hour(*, study: Study, hours: int = 24) -> list[tuple[str, floa
     now = timezone.now().replace(minute=0, second=0, microsecond=0)
     since = now - timedelta(hours=hours - 1)
     rows = dict(
-        Judgment.objects.filter(item__study=study, created_at__gte=since)
+        Judgment.objects.filter(assignment__study=study, created_at__gte=since)
         .exclude(kind=Trial.Kind.PRACTICE)
         .annotate(hour=TruncHour("created_at"))
         .values_list("hour")
@@ -275,8 +275,9 @@ def sampling_panel(*, study: Study) -> dict:
 
 
 def dashboard_for(*, study: Study) -> dict:
-    stats = study_stats(study=study)
-    workers = worker_shares(study=study)  # the QC histograms' two shares per worker, one GROUP BY
+    tallies = study_tallies(study=study)  # the study's judgments read once for the totals and the QC
+    stats = study_stats(study=study, tallies=tallies)
+    workers = worker_shares(study=study, tallies=tallies)  # the QC histograms' two shares per worker
     first = "fraction_left" if study.kind == "2afc" else "fraction_same"
     coverage = [
         (
@@ -328,6 +329,7 @@ def dashboard_for(*, study: Study) -> dict:
     ]
     return {
         "stats": stats,
+        "tallies": tallies,  # for the page's first workers (worker_stats_page)
         "side_key": first,
         "progress_charts": progress_charts,
         "qc_charts": qc_charts,
@@ -340,15 +342,16 @@ def dashboard_for(*, study: Study) -> dict:
 
 
 # --- the study page's build panel and actions (runstudy) -------------------------------------------------
-def study_build_state(*, study: Study) -> dict:
+def study_build_state(*, study: Study, roles: dict | None = None) -> dict:
     """What the build panel shows: `phase` building (the engine runs), importing (a zip import is queued or
     running), failed (the build failed: `message`), import_failed (`message`, naming the bad file when the
     job did), or idle; `running` while building or importing, with done / total and `percent` once known
     (None before the first report: an indeterminate bar); the last import's outcome (`last_import`); and the
-    study's items by role."""
+    study's items by role (`roles`: the caller's count of them, as study_stats gives it)."""
     progress = study.build_progress if isinstance(study.build_progress, dict) else {}
     is_import = progress.get("kind") == "import"
-    roles = dict(Item.objects.filter(study=study).values_list("role").annotate(n=Count("pk")))
+    if roles is None:
+        roles = dict(Item.objects.filter(study=study).values_list("role").annotate(n=Count("pk")))
     state = {
         "phase": "idle",
         "running": False,

@@ -25,7 +25,7 @@ from judgments.reviews import HASH_PREFIX, study_worker_get, worker_review_set
 from judgments.selectors import worker_page_number, worker_stats, worker_stats_page
 from studies.lifecycle import study_close, study_pause, study_start
 from studies.models import Item, Study
-from studies.selectors import study_list_for
+from studies.selectors import studies_visible_to, study_list_for
 from studies.views import annotator_context
 from training.selectors import model_card as model_card_of
 from training.selectors import owned_model_version
@@ -54,7 +54,7 @@ def study_list(request):
 
 def _owned(request, study_id) -> Study:
     """The researcher's own study, or 404 (never 403: other researchers' ids are not confirmed)."""
-    return get_object_or_404(study_list_for(user=request.user), pk=study_id)
+    return get_object_or_404(studies_visible_to(user=request.user), pk=study_id)
 
 
 PROLIFIC_QUERY = "PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
@@ -89,7 +89,7 @@ def study_detail(request, study_id):
     annotator_url = request.build_absolute_uri(f"/s/{study.pk}/")
     config = study.collection
     dashboard = dashboard_for(study=study)
-    build = study_build_state(study=study)
+    build = study_build_state(study=study, roles=dashboard["stats"]["items"])
     context = {
         "study": study,
         "config": config,
@@ -104,7 +104,9 @@ def study_detail(request, study_id):
         "secure": annotator_url.startswith("https://"),
     }
     # the Workers section: the first page; the whole table is on the workers page
-    context["workers_page"] = worker_stats_page(study=study, page=1, per_page=STUDY_PAGE_WORKERS)
+    context["workers_page"] = worker_stats_page(
+        study=study, page=1, per_page=STUDY_PAGE_WORKERS, tallies=dashboard["tallies"]
+    )
     context["workers"] = context["workers_page"]["results"]
     context["workers_preview"] = True
     return render(request, "dashboard/study.html", context)

@@ -37,7 +37,7 @@ from core.exceptions import ApplicationError
 from core.stimuli import STIMULUS_PATH
 from exports.archive import member_add, member_add_file, member_add_lines
 from judgments.models import Assignment, Judgment, Trial, Worker, WorkerReview
-from judgments.privacy import hit_origins, judgment_row_published
+from judgments.privacy import judgment_row_published
 from judgments.stopping import item_counts_fill
 from studies.collection import collection_config
 from studies.images import decode_image
@@ -91,13 +91,36 @@ def _parse(field: models.Field, value):
     return target.to_python(value)
 
 
-def dump_rows(study: Study, *, include_user_agent: bool = False) -> dict[str, list[dict]]:
-    """Every row of the study, table by table (call inside the export's snapshot transaction)."""
+ROWS_PER_FETCH = 2000  # rows an export reads from the database at a time (never a whole table)
+
+
+def hit_origins_of(study: Study) -> dict[str, float]:
+    """assignment id (str) -> its HIT's earliest client timestamp (judgments.privacy.hit_origins), from one
+    GROUP BY over the study's judgments, practice included: client times are published relative to it."""
+    origins = {}
+    for a, shown, answered in (
+        Judgment.objects.filter(assignment__study=study)
+        .order_by()
+        .values("assignment_id")
+        .annotate(s=models.Min("client_shown_at"), a=models.Min("client_answered_at"))
+        .values_list("assignment_id", "s", "a")
+    ):
+        first = min((t for t in (shown, answered) if t is not None), default=None)
+        if first is not None:
+            origins[str(a)] = first
+    return origins
+
+
+def dump_rows(study: Study, *, origins: dict, include_user_agent: bool = False) -> dict[str, tuple]:
+    """Every row of the study, table by table, as (row count, rows): the rows are read ROWS_PER_FETCH at a
+    time while they are written (call inside the export's snapshot transaction; `origins`:
+    hit_origins_of)."""
     study_fields = [f.attname for f in _fields(Study)]
     out = {
-        "study": [
-            {k: _cell(v) for k, v in Study.objects.filter(pk=study.pk).values(*study_fields).get().items()}
-        ]
+        "study": (
+            1,
+            [{k: _cell(v) for k, v in Study.objects.filter(pk=study.pk).values(*study_fields).get().items()}],
+        )
     }
     scopes = {
         "items": {"study": study},
@@ -109,13 +132,16 @@ def dump_rows(study: Study, *, include_user_agent: bool = False) -> dict[str, li
     }
     for table, model, ordering in TABLES:
         names = [f.attname for f in _fields(model)]
-        rows = model.objects.filter(**scopes[table]).distinct().order_by(*ordering).values(*names)
-        out[table] = [{k: _cell(v) for k, v in row.items()} for row in rows]
-    origins = hit_origins(out["judgments"])
-    out["judgments"] = [
-        judgment_row_published(row, origins, include_user_agent=include_user_agent)
-        for row in out["judgments"]
-    ]
+        query = model.objects.filter(**scopes[table]).distinct()
+        rows = (
+            {k: _cell(v) for k, v in row.items()}
+            for row in query.order_by(*ordering).values(*names).iterator(chunk_size=ROWS_PER_FETCH)
+        )
+        if table == "judgments":
+            rows = (
+                judgment_row_published(row, origins, include_user_agent=include_user_agent) for row in rows
+            )
+        out[table] = (query.count(), rows)
     return out
 
 
@@ -135,21 +161,27 @@ def stimulus_path(rel: str) -> str:
     return rel
 
 
-def media_paths(items: list[dict]) -> list[str]:
-    return sorted(
-        {row[key] for row in items for key in ("ref_image", "p0_image", "p1_image") if row.get(key)}
-    )
+def media_paths(study: Study) -> list[str]:
+    """The distinct image paths the study's items name, sorted."""
+    paths = set()
+    for field in IMAGE_FIELDS:
+        paths.update(
+            Item.objects.filter(study=study).exclude(**{field: ""}).values_list(field, flat=True).distinct()
+        )
+    return sorted(paths)
 
 
-def write_restore(zf: zipfile.ZipFile, rows: dict[str, list[dict]]) -> dict:
-    """Add restore/ to an archive being written; returns the manifest. Tables are encoded row by row and
-    images copied from the media storage in chunks (exports.archive), never held whole."""
+def write_restore(zf: zipfile.ZipFile, study: Study, rows: dict[str, tuple]) -> dict:
+    """Add restore/ to an archive being written from dump_rows; returns the manifest. Tables are read and
+    encoded a chunk of rows at a time and images copied from the media storage in chunks (exports.archive),
+    never held whole."""
     digests, counts = {}, {}
     for table in ("study", *(t for t, _, _ in TABLES)):
         name = f"restore/{table}.jsonl"
-        digests[name] = member_add_lines(zf, name, rows[table], len(rows[table]))
-        counts[table] = len(rows[table])
-    for rel in media_paths(rows["items"]):
+        n, table_rows = rows[table]
+        digests[name] = member_add_lines(zf, name, table_rows, n)
+        counts[table] = n
+    for rel in media_paths(study):
         name = f"restore/media/{rel}"
         digests[name] = member_add_file(zf, name, stimulus_path(rel), compress=False)
     manifest = {"format": FORMAT, "rows": counts, "files": digests}

@@ -25,11 +25,12 @@ import logging
 import os
 import zipfile
 from collections import defaultdict
+from contextlib import contextmanager
 
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Max, Min
+from django.db.models import Count, F, Max, Sum
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -38,7 +39,7 @@ from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
 from exports.archive import file_digest, member_add, member_add_file, member_add_lines
 from exports.models import Export
-from exports.restore import dump_rows, stimulus_path, write_restore
+from exports.restore import ROWS_PER_FETCH, dump_rows, hit_origins_of, stimulus_path, write_restore
 from judgments.models import Assignment, Judgment, Trial
 from judgments.pool import item_draw
 from judgments.privacy import display_published, since_origin
@@ -104,6 +105,9 @@ _JUDGMENT_COLUMNS = (
     "worker__external_hash",
     "worker__is_simulated",
     "assignment__excluded",
+    "item__index",
+    "item__split",
+    "item__category",
 )
 _ASSIGNMENT_COLUMNS = (
     "id",
@@ -120,110 +124,127 @@ _ASSIGNMENT_COLUMNS = (
 )
 
 
-def _hit_origins(study: Study) -> dict:
-    """Assignment id -> each HIT's first client timestamp (practice included): client times are published
-    relative to it."""
-    origins = {}
-    for a, shown, answered in (
-        Judgment.objects.filter(assignment__study=study)
-        .order_by()
-        .values("assignment_id")
-        .annotate(s=Min("client_shown_at"), a=Min("client_answered_at"))
-        .values_list("assignment_id", "s", "a")
-    ):
-        first = min((t for t in (shown, answered) if t is not None), default=None)
-        if first is not None:
-            origins[str(a)] = first
-    return origins
-
-
-def _snapshot_rows(study: Study, include_user_agent: bool = False) -> dict:
-    items = list(Item.objects.filter(study=study).order_by("index").values(*_ITEM_COLUMNS))
-    judgments = list(
-        Judgment.objects.filter(item__study=study)
-        .exclude(kind=Trial.Kind.PRACTICE)
-        .order_by("created_at", "id")
-        .values(*_JUDGMENT_COLUMNS)
-    )
-    assignments = list(
-        Assignment.objects.filter(study=study).order_by("created_at", "id").values(*_ASSIGNMENT_COLUMNS)
-    )
-    return {
-        "items": items,
-        "judgments": judgments,
-        "assignments": assignments,
-        "origins": _hit_origins(study),
-        "restore": dump_rows(study, include_user_agent=include_user_agent),
-    }
-
-
-def _read_snapshot(study: Study, include_user_agent: bool = False) -> dict:
-    outer = connection.in_atomic_block  # inside an outer transaction the isolation level is already fixed
+@contextmanager
+def _snapshot():
+    """One consistent view of the study for the whole export: REPEATABLE READ on Postgres (SQLite's
+    transaction is a snapshot already). Inside an outer transaction the isolation level is already fixed."""
+    outer = connection.in_atomic_block
     with transaction.atomic():
-        if connection.vendor == "postgresql" and not outer:
+        if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        return _snapshot_rows(study, include_user_agent)
+                if not outer:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                # the rows are read through server-side cursors (iterator()), which PostgreSQL plans for
+                # their first 10 % by default: fast-start nested loops that cost a third of the export
+                cursor.execute("SET LOCAL cursor_tuple_fraction = 1.0")
+        yield
 
 
 def _iso(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _counted_votes(judgments: list[dict], include_excluded: bool) -> dict:
-    """item id -> [positive votes, counted votes] over the counted test judgments."""
+def _counted_votes(study: Study, include_excluded: bool) -> dict:
+    """item id -> [positive votes, counted votes] over the counted test judgments, in one GROUP BY."""
+    counted = Judgment.objects.filter(item__study=study, kind=Trial.Kind.TEST)
+    if not include_excluded:
+        counted = counted.filter(assignment__excluded=False)
     votes: dict = defaultdict(lambda: [0, 0])
-    for j in judgments:
-        if j["kind"] == Trial.Kind.TEST and (include_excluded or not j["assignment__excluded"]):
-            votes[j["item_id"]][0] += j["choice"]  # 2AFC: chose p1; JND: said same
-            votes[j["item_id"]][1] += 1
+    for item_id, positive, total in (
+        counted.order_by()
+        .values("item_id")
+        .annotate(p=Sum("choice"), n=Count("pk"))
+        .values_list("item_id", "p", "n")
+    ):
+        votes[item_id] = [positive, total]  # 2AFC: chose p1; JND: said same
     return votes
 
 
-def _write_bapps(zf: zipfile.ZipFile, kind: str, groups: dict, votes: dict) -> tuple[list[dict], dict]:
-    """The BAPPS tree (images and vote fractions per split and category); returns the items.jsonl lines and
-    item id -> BAPPS path stem."""
-    from metric.data import bapps_stem  # imports torch: only in the worker that builds exports
+def _bapps_groups(study: Study, votes: dict) -> dict:
+    """(split, category) -> the ids of the test items with at least one counted vote, in index order: what
+    the BAPPS tree holds (ids only: the rows are read group by group as they are written)."""
+    groups: dict = defaultdict(list)
+    for pk, split, category in (
+        Item.objects.filter(study=study, role=Item.Role.TEST)
+        .order_by("index")
+        .values_list("id", "split", "category")
+        .iterator(chunk_size=ROWS_PER_FETCH)
+    ):
+        if votes[pk][1] > 0:
+            groups[(split, category)].append(pk)
+    return groups
 
-    item_lines, paths_of = [], {}
-    for (split, category), group in sorted(groups.items()):
+
+def bapps_stem(i: int, n: int) -> str:
+    """metric.data.bapps_stem's rule (zero-padded, at least 6 digits), which the BAPPS readers depend on.
+    Not imported: importing metric loads torch, 0.9 GB of an export's peak RSS of 1 GB at 5k items. A test
+    (tests/apps/crowdsim/test_scale_study.py) pins the two equal."""
+    return f"{i:0{max(6, len(str(n)))}d}"
+
+
+def _bapps_rows(study: Study, groups: dict):
+    """(split, category, stem, item row) of every item in the BAPPS tree, group by group, in index order,
+    read ROWS_PER_FETCH at a time."""
+    for (split, category), ids in sorted(groups.items()):
+        members = set(ids)
+        rows = (
+            Item.objects.filter(study=study, role=Item.Role.TEST, split=split, category=category)
+            .order_by("index")
+            .values(*_ITEM_COLUMNS)
+            .iterator(chunk_size=ROWS_PER_FETCH)
+        )
+        n = 0
+        for row in rows:
+            if row["id"] in members:
+                yield split, category, bapps_stem(n, len(ids)), row
+                n += 1
+
+
+def _write_bapps(zf: zipfile.ZipFile, kind: str, study: Study, groups: dict, votes: dict) -> dict:
+    """The BAPPS tree (images and vote fractions per split and category); returns item id -> BAPPS path
+    stem."""
+    paths_of = {}
+    for split, category, stem, row in _bapps_rows(study, groups):
         base = f"{kind}/{split}/{category}"
-        for n, row in enumerate(group):
-            stem = bapps_stem(n, len(group))
-            positive, total = votes[row["id"]]
-            parts = {"ref": row["ref_image"], "p0": row["p0_image"], "p1": row["p1_image"]}
-            if kind == "jnd":
-                parts.pop("ref")
-            paths = {}
-            for sub, rel in parts.items():
-                path = f"{base}/{sub}/{stem}.png"
-                member_add_file(zf, path, stimulus_path(rel))  # stimuli/<sha256>.png only, in chunks
-                paths[sub] = path
-            npy = io.BytesIO()
-            np.save(npy, np.array([positive / total], dtype=np.float32))
-            member_add(zf, f"{base}/{'judge' if kind == '2afc' else 'same'}/{stem}.npy", npy.getvalue())
-            paths_of[row["id"]] = f"{split}/{category}/{stem}"
-            line = {
-                "kind": kind,
-                "id": row["index"],
-                "split": split,
-                "category": category,
-                "stem": stem,
-                **paths,
-                ("p1_votes" if kind == "2afc" else "same_votes"): positive,
-                "n_votes": total,
-                # adaptive collection: who drew the item and with what probability (judgments.pool)
-                **dict(
-                    zip(
-                        ("sampler_version", "propensity"),
-                        item_draw(row["sampler_version"], row["propensity"]),
-                        strict=True,
-                    )
-                ),
-                "records": row["records"],
-            }
-            item_lines.append(line)
-    return item_lines, paths_of
+        positive, total = votes[row["id"]]
+        parts = {"ref": row["ref_image"], "p0": row["p0_image"], "p1": row["p1_image"]}
+        if kind == "jnd":
+            parts.pop("ref")
+        for sub, rel in parts.items():
+            # stimuli/<sha256>.png only, copied in chunks
+            member_add_file(zf, f"{base}/{sub}/{stem}.png", stimulus_path(rel))
+        npy = io.BytesIO()
+        np.save(npy, np.array([positive / total], dtype=np.float32))
+        member_add(zf, f"{base}/{'judge' if kind == '2afc' else 'same'}/{stem}.npy", npy.getvalue())
+        paths_of[row["id"]] = f"{split}/{category}/{stem}"
+    return paths_of
+
+
+def _item_lines(kind: str, study: Study, groups: dict, votes: dict):
+    """The items.jsonl lines, in the BAPPS tree's order (read again, a chunk at a time)."""
+    for split, category, stem, row in _bapps_rows(study, groups):
+        base = f"{kind}/{split}/{category}"
+        positive, total = votes[row["id"]]
+        subs = ("p0", "p1") if kind == "jnd" else ("ref", "p0", "p1")
+        yield {
+            "kind": kind,
+            "id": row["index"],
+            "split": split,
+            "category": category,
+            "stem": stem,
+            **{sub: f"{base}/{sub}/{stem}.png" for sub in subs},
+            ("p1_votes" if kind == "2afc" else "same_votes"): positive,
+            "n_votes": total,
+            # adaptive collection: who drew the item and with what probability (judgments.pool)
+            **dict(
+                zip(
+                    ("sampler_version", "propensity"),
+                    item_draw(row["sampler_version"], row["propensity"]),
+                    strict=True,
+                )
+            ),
+            "records": row["records"],
+        }
 
 
 def _judgment_line(
@@ -280,16 +301,6 @@ def _assignment_line(a: dict) -> dict:
     }
 
 
-def _bapps_groups(items: list[dict], votes: dict) -> dict:
-    """(split, category) -> the test items with at least one counted vote, in index order: what the BAPPS
-    tree holds."""
-    groups: dict = defaultdict(list)
-    for row in items:
-        if row["role"] == Item.Role.TEST and votes[row["id"]][1] > 0:
-            groups[(row["split"], row["category"])].append(row)
-    return groups
-
-
 def _summary(
     study: Study,
     *,
@@ -323,25 +334,31 @@ def export_archive_write(
     """Write the archive to a seekable binary file from one consistent snapshot; returns the summary. Client
     times relative to each HIT, no user agent unless asked for (judgments.privacy).
 
-    Memory: images are copied from disk in chunks and JSON lines encoded row by row (exports.archive), so
-    neither the images nor the archive are ever held. The snapshot's rows are (one dict per row of each
-    table, bounded by the study's row counts, not by its bytes)."""
-    rows = _read_snapshot(study, include_user_agent)
-    origins = rows["origins"]
+    Memory: images are copied from disk in chunks, and the rows are read from the database ROWS_PER_FETCH
+    at a time and encoded row by row (exports.archive) while the snapshot's transaction stays open, so
+    neither the images, the rows nor the archive are ever held. What is held grows with the study by a
+    few small values per item (its votes and BAPPS path) and per assignment (its HIT's first client
+    time)."""
     kind = study.kind
-    items = {row["id"]: row for row in rows["items"]}
-    votes = _counted_votes(rows["judgments"], include_excluded)
-    groups = _bapps_groups(rows["items"], votes)
     counted = [0]
-
-    with zipfile.ZipFile(fileobj, "w") as zf:
-        item_lines, paths_of = _write_bapps(zf, kind, groups, votes)
+    with _snapshot(), zipfile.ZipFile(fileobj, "w") as zf:
+        origins = hit_origins_of(study)
+        votes = _counted_votes(study, include_excluded)
+        groups = _bapps_groups(study, votes)
+        paths_of = _write_bapps(zf, kind, study, groups, votes)
+        judgments = (
+            Judgment.objects.filter(item__study=study)
+            .exclude(kind=Trial.Kind.PRACTICE)
+            .order_by("created_at", "id")
+        )
+        assignments = Assignment.objects.filter(study=study).order_by("created_at", "id")
 
         def judgment_lines():
-            for j in rows["judgments"]:
+            for j in judgments.values(*_JUDGMENT_COLUMNS).iterator(chunk_size=ROWS_PER_FETCH):
+                item = {"index": j["item__index"], "split": j["item__split"], "category": j["item__category"]}
                 line = _judgment_line(
                     j,
-                    items[j["item_id"]],
+                    item,
                     kind=kind,
                     bapps=paths_of.get(j["item_id"]),
                     origin=origins.get(str(j["assignment_id"])),
@@ -351,19 +368,26 @@ def export_archive_write(
                 counted[0] += line["counted"]
                 yield line
 
+        counts = {
+            "n_items": len(paths_of),
+            "n_judgments": judgments.count(),
+            "n_counted_judgments": 0,
+            "n_assignments": assignments.count(),
+            "n_excluded_assignments": assignments.filter(excluded=True).count(),
+        }
         tables = {
-            "items.jsonl": (item_lines, len(item_lines)),
-            "judgments.jsonl": (judgment_lines(), len(rows["judgments"])),
-            "assignments.jsonl": (map(_assignment_line, rows["assignments"]), len(rows["assignments"])),
+            "items.jsonl": (_item_lines(kind, study, groups, votes), counts["n_items"]),
+            "judgments.jsonl": (judgment_lines(), counts["n_judgments"]),
+            "assignments.jsonl": (
+                map(
+                    _assignment_line,
+                    assignments.values(*_ASSIGNMENT_COLUMNS).iterator(chunk_size=ROWS_PER_FETCH),
+                ),
+                counts["n_assignments"],
+            ),
         }
         digests = {name: member_add_lines(zf, name, lines, n) for name, (lines, n) in tables.items()}
-        counts = {
-            "n_items": len(item_lines),
-            "n_judgments": len(rows["judgments"]),
-            "n_counted_judgments": counted[0],
-            "n_assignments": len(rows["assignments"]),
-            "n_excluded_assignments": sum(1 for a in rows["assignments"] if a["excluded"]),
-        }
+        counts["n_counted_judgments"] = counted[0]
         summary = _summary(
             study,
             version=version,
@@ -373,7 +397,8 @@ def export_archive_write(
             groups=groups,
             digests=digests,
         )
-        summary["restore_rows"] = write_restore(zf, rows["restore"])["rows"]
+        restore = dump_rows(study, origins=origins, include_user_agent=include_user_agent)
+        summary["restore_rows"] = write_restore(zf, study, restore)["rows"]
         meta = {
             **summary,
             "collection_config": study.collection,

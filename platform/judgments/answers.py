@@ -195,7 +195,7 @@ def _row_missing(*, token: str, idempotency_key: str) -> ApplicationError:
     return ApplicationError("this trial is not part of the assignment", {"field": "trial"})
 
 
-def _judgment_build(
+def judgment_build(
     row: sql.AnswerRow,
     config: dict,
     *,
@@ -310,7 +310,7 @@ def judgment_submit(
             if replay is not None:
                 return replay
             config = collection_config(row.study_kind, row.study_config)
-            judgment = _judgment_build(
+            judgment = judgment_build(
                 row,
                 config,
                 now=now,

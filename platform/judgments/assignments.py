@@ -366,17 +366,24 @@ def _resume(
     return None
 
 
-def hit_sequence(*, study: Study, config: dict, tests: list[Item], rng) -> list:
-    """A HIT's trial sequence for these test items (hit_compose): the study's practice items when it uses
-    practice, then the tests with the sentinels a HIT of that many tests gets, sides balanced in 2AFC. Used
-    by a real start and by the researcher's try-it preview (judgments.preview), which stores nothing."""
+def hit_pools(*, study: Study) -> tuple[list[Item], list[Item]]:
+    """The study's sentinel pool and practice items, in index order: what every HIT draws from."""
     extra = list(
         Item.objects.filter(study=study, role__in=(Item.Role.SENTINEL, Item.Role.PRACTICE))
         .only(*TRIAL_ITEM_FIELDS)
         .order_by("index")
     )
-    sentinel_pool = [item for item in extra if item.role == Item.Role.SENTINEL]
-    practice = [item for item in extra if item.role == Item.Role.PRACTICE] if config["practice"] else []
+    sentinels = [item for item in extra if item.role == Item.Role.SENTINEL]
+    return sentinels, [item for item in extra if item.role == Item.Role.PRACTICE]
+
+
+def hit_sequence(*, study: Study, config: dict, tests: list[Item], rng, pools=None) -> list:
+    """A HIT's trial sequence for these test items (hit_compose): the study's practice items when it uses
+    practice, then the tests with the sentinels a HIT of that many tests gets, sides balanced in 2AFC. Used
+    by a real start, by the researcher's try-it preview (judgments.preview), which stores nothing, and by
+    the scale study's bulk writer (crowdsim.scale), which passes `pools` (hit_pools, read once)."""
+    sentinel_pool, practice = pools if pools is not None else hit_pools(study=study)
+    practice = practice if config["practice"] else []
     return hit_compose(
         tests=tests,
         sentinel_pool=sentinel_pool,

@@ -25,10 +25,16 @@ def qc_evaluate(*, assignment: Assignment, rule: dict) -> dict:
     rows = list(
         assignment.judgments.exclude(kind=Trial.Kind.PRACTICE).values("kind", "correct", "response", "rt_ms")
     )
+    return qc_summary(rows=rows, kind=assignment.study.kind, rule=rule)
+
+
+def qc_summary(*, rows: list[dict], kind: str, rule: dict) -> dict:
+    """qc_evaluate over given rows (kind, correct, response, rt_ms of the non-practice judgments), so that
+    a writer that holds them (crowdsim.scale's bulk path) applies the same rule without reading them back."""
     sentinels = [r for r in rows if r["kind"] == Trial.Kind.SENTINEL]
     n_correct = sum(1 for r in sentinels if r["correct"])
     accuracy = n_correct / len(sentinels) if sentinels else None
-    first = RESPONSES[assignment.study.kind][0]
+    first = RESPONSES[kind][0]
     side = sum(1 for r in rows if r["response"] == first) / len(rows) if rows else None
     rts = sorted(r["rt_ms"] for r in rows)
     median_rt = (rts[(len(rts) - 1) // 2] + rts[len(rts) // 2]) / 2 if rts else None

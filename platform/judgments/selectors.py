@@ -1,4 +1,8 @@
-"""Reads for studies' crowd data: progress, QC and per-worker statistics."""
+"""Reads for studies' crowd data: progress, QC and per-worker statistics.
+
+A study's judgments are found through their assignment (a narrow table, one row per HIT), not their item:
+items are wide (their records), and joining them cost three times as much in every study-wide aggregate
+at BAPPS scale (187k items, 500k judgments; docs/benchmarks.md, "BAPPS scale")."""
 
 from __future__ import annotations
 
@@ -41,38 +45,70 @@ def split_votes_needed(config: dict, split: str, n_items: int, train_budget: int
     return n_items * votes_range(config, split)[0]
 
 
-def study_stats(*, study: Study) -> dict:
-    """Progress and QC summary: items by role, judgment coverage against the targets, workers, rates."""
+TALLY_KEYS = ("n", "tests", "sentinels", "right", "firsts", "flagged", "last_hour")
+
+
+def study_tallies(*, study: Study, worker_ids: list | None = None) -> dict:
+    """worker id -> counts of their judgments in the study, in one GROUP BY: n (practice aside), tests,
+    sentinels, right (sentinels answered right), firsts (practice aside, the first response key), flagged
+    (timing-flagged, any kind), last_hour (practice aside). The study's totals (study_stats), the QC
+    histograms (worker_shares) and the workers' order and counts (worker_stats) all derive from it, so a
+    dashboard page reads the study's judgments once for the three; pass it to each. `worker_ids`: those
+    workers' counts only."""
+    first = RESPONSES[study.kind][0]
+    hour_ago = timezone.now() - timedelta(hours=1)
+    counted = ~Q(kind=Trial.Kind.PRACTICE)
+    judgments = Judgment.objects.filter(assignment__study=study)
+    if worker_ids is not None:  # some workers only (one worker's row after a review)
+        judgments = judgments.filter(worker_id__in=worker_ids)
+    rows = (
+        judgments.order_by()
+        .values("worker_id")
+        .annotate(
+            n=Count("pk", filter=counted),
+            tests=Count("pk", filter=Q(kind=Trial.Kind.TEST)),
+            sentinels=Count("pk", filter=Q(kind=Trial.Kind.SENTINEL)),
+            right=Count("pk", filter=Q(kind=Trial.Kind.SENTINEL, correct=True)),
+            firsts=Count("pk", filter=counted & Q(response=first)),
+            flagged=Count("pk", filter=Q(timing_flagged=True)),
+            last_hour=Count("pk", filter=counted & Q(created_at__gte=hour_ago)),
+        )
+        .values_list("worker_id", *TALLY_KEYS)
+    )
+    return {row[0]: dict(zip(TALLY_KEYS, row[1:], strict=True)) for row in rows}
+
+
+def study_stats(*, study: Study, tallies: dict | None = None) -> dict:
+    """Progress and QC summary: items by role, judgment coverage against the targets, workers, rates.
+    `tallies`: study_tallies, when the caller holds them."""
     config = study.collection
-    tests = Item.objects.filter(study=study, role=Item.Role.TEST)
+    complete = Q(active=True, n_judgments__gte=F("n_target"))
+    # one pass over the study's items for the coverage of each split and the items by role
+    rows = {
+        (role, split): (n, accepted, done)
+        for role, split, n, accepted, done in Item.objects.filter(study=study)
+        .order_by()
+        .values_list("role", "split")
+        .annotate(n=Count("pk"), accepted=Sum("n_judgments"), done=Count("pk", filter=complete))
+    }
     coverage = {}
     for split in Item.Split.values:
-        row = tests.filter(split=split).aggregate(
-            items=Count("pk"),
-            accepted=Sum("n_judgments"),
-            complete=Count("pk", filter=Q(active=True, n_judgments__gte=F("n_target"))),
-        )
-        if row["items"]:
+        n, accepted, done = rows.get((Item.Role.TEST.value, split), (0, 0, 0))
+        if n:
             coverage[split] = {
                 # a candidate pool serves its budget of train items (judgments.pool)
-                "items": row["items"],
+                "items": n,
                 "target_per_item": config["judgments_per_item"].get(split, max(votes_range(config, split))),
-                "accepted": row["accepted"] or 0,
-                "needed": split_votes_needed(config, split, row["items"], study.train_budget),
-                "complete_items": row["complete"],
+                "accepted": accepted or 0,
+                "needed": split_votes_needed(config, split, n, study.train_budget),
+                "complete_items": done,
             }
-    roles = dict(Item.objects.filter(study=study).values_list("role").annotate(n=Count("pk")))
+    roles: dict = {}
+    for (role, _), (n, _, _) in rows.items():
+        roles[role] = roles.get(role, 0) + n
     by_status = dict(Assignment.objects.filter(study=study).values_list("status").annotate(n=Count("pk")))
-    judgments = Judgment.objects.filter(item__study=study)
-    hour_ago = timezone.now() - timedelta(hours=1)
-    agg = judgments.aggregate(
-        total=Count("pk", filter=~Q(kind=Trial.Kind.PRACTICE)),
-        tests=Count("pk", filter=Q(kind=Trial.Kind.TEST)),
-        last_hour=Count("pk", filter=Q(created_at__gte=hour_ago) & ~Q(kind=Trial.Kind.PRACTICE)),
-        sentinels=Count("pk", filter=Q(kind=Trial.Kind.SENTINEL)),
-        sentinels_correct=Count("pk", filter=Q(kind=Trial.Kind.SENTINEL, correct=True)),
-        flagged=Count("pk", filter=Q(timing_flagged=True)),
-    )
+    tallies = study_tallies(study=study) if tallies is None else tallies
+    agg = {key: sum(t[key] for t in tallies.values()) for key in TALLY_KEYS}
     submitted = Assignment.objects.filter(
         study=study, status__in=[Assignment.Status.SUBMITTED, Assignment.Status.REJECTED]
     )
@@ -83,12 +119,12 @@ def study_stats(*, study: Study) -> dict:
             "practice": roles.get("practice", 0),
         },
         "coverage": coverage,
-        "judgments": agg["total"],
+        "judgments": agg["n"],
         "test_judgments": agg["tests"],
         "accepted_judgments": sum(c["accepted"] for c in coverage.values()),
         "judgments_last_hour": agg["last_hour"],
         "timing_flagged": agg["flagged"],
-        "sentinel_accuracy": agg["sentinels_correct"] / agg["sentinels"] if agg["sentinels"] else None,
+        "sentinel_accuracy": agg["right"] / agg["sentinels"] if agg["sentinels"] else None,
         "workers": Assignment.objects.filter(study=study).values("worker").distinct().count(),
         "assignments": {status: by_status.get(status, 0) for status in Assignment.Status.values},
         "excluded_assignments": submitted.filter(excluded=True).count(),
@@ -99,60 +135,49 @@ def study_stats(*, study: Study) -> dict:
 WORKERS_PER_PAGE = 50
 
 
-def worker_stats(*, study: Study, offset: int = 0, limit: int | None = None, worker_id=None) -> list[dict]:
+def worker_stats(
+    *, study: Study, offset: int = 0, limit: int | None = None, worker_id=None, tallies: dict | None = None
+) -> list[dict]:
     """Per worker: judgments, sentinel accuracy, side bias (share of the first response key), median
     response time, agreement with the majority of the other workers on shared test items, exclusions, and
     the researcher's review (judgments.reviews: approved / rejected with its reason, or None). A worker who
     holds a HIT but has answered nothing yet (practice aside) is listed too, with 0 judgments, so that they
     can be reviewed before they answer. Ordered by judgments (most first), then hash; `offset`/`limit`
-    select a page, `worker_id` one worker.
+    select a page, `worker_id` one worker; `tallies`: study_tallies, when the caller holds them.
 
-    Everything is computed by the database, for the selected workers only: a page costs four queries
-    whatever the study's size (the order, which needs each worker's count of judgments; the counts and the
-    review; the medians; the agreement). Python only divides the counts and averages the one or two middle
-    response times of each worker."""
+    Everything is computed by the database: a page costs five queries whatever the study's size (each
+    worker's counts, one GROUP BY shared with the page's other reads through `tallies`; the study's workers,
+    sorted here by those counts; the page's exclusions and reviews; its medians; its agreement). Python
+    only sorts the workers, divides the counts and averages the one or two middle response times of each.
+    (Counts per worker as correlated subqueries cost 4 s for a page of 50 at 500k judgments.)"""
     first = RESPONSES[study.kind][0]
     workers = Worker.objects.filter(pk__in=Assignment.objects.filter(study=study).values("worker_id"))
     if worker_id is not None:
-        workers = workers.filter(pk=worker_id)
-    judgments = (
-        Judgment.objects.filter(worker=OuterRef("pk"), item__study=study)
-        .exclude(kind=Trial.Kind.PRACTICE)
-        .order_by()
-        .values("worker")
-    )
-
-    def _count(queryset, **filters):
-        rows = queryset.filter(**filters).annotate(c=Count("pk")).values("c")
-        return Coalesce(Subquery(rows), 0)
-
-    ordered = workers.annotate(n=_count(judgments)).order_by("-n", "external_hash")
-    stop = None if limit is None else offset + limit
-    page = list(ordered.values_list("pk", flat=True)[offset:stop])
+        page = list(workers.filter(pk=worker_id).values_list("pk", flat=True))
+        tallies = study_tallies(study=study, worker_ids=page)
+    else:
+        tallies = study_tallies(study=study) if tallies is None else tallies
+        stop = None if limit is None else offset + limit
+        page = _worker_order(workers=workers, tallies=tallies)[offset:stop]
     if not page:
         return []
+    excluded = (
+        Assignment.objects.filter(study=study, worker=OuterRef("pk"), excluded=True)
+        .order_by()
+        .values("worker")
+        .annotate(c=Count("pk"))
+        .values("c")
+    )
     rows = (
         Worker.objects.filter(pk__in=page)
         .annotate(
-            n=_count(judgments),
-            n_sentinels=_count(judgments, kind=Trial.Kind.SENTINEL),
-            n_sentinels_right=_count(judgments, kind=Trial.Kind.SENTINEL, correct=True),
-            n_first=_count(judgments, response=first),
-            n_excluded=_count(
-                Assignment.objects.filter(study=study, worker=OuterRef("pk"), excluded=True)
-                .order_by()
-                .values("worker")
-            ),
+            n_excluded=Coalesce(Subquery(excluded), 0),
             review=FilteredRelation("reviews", condition=Q(reviews__study=study)),
         )
         .values(
             "pk",
             "external_hash",
             "is_simulated",
-            "n",
-            "n_sentinels",
-            "n_sentinels_right",
-            "n_first",
             "n_excluded",
             "review__decision",
             "review__reason",
@@ -163,17 +188,18 @@ def worker_stats(*, study: Study, offset: int = 0, limit: int | None = None, wor
     medians = _median_rt(study=study, worker_ids=page)
     agreement = _majority_agreement(study=study, worker_ids=page)
     out = []
+    none = dict.fromkeys(TALLY_KEYS, 0)
     for pk in page:
-        r = by_id[pk]
-        n = r["n"]
+        r, t = by_id[pk], tallies.get(pk, none)
+        n = t["n"]
         agree, total = agreement.get(pk, (0, 0))
         out.append(
             {
                 "worker": r["external_hash"][:16],
                 "simulated": r["is_simulated"],
                 "judgments": n,
-                "sentinel_accuracy": r["n_sentinels_right"] / r["n_sentinels"] if r["n_sentinels"] else None,
-                f"fraction_{first}": r["n_first"] / n if n else None,
+                "sentinel_accuracy": t["right"] / t["sentinels"] if t["sentinels"] else None,
+                f"fraction_{first}": t["firsts"] / n if n else None,
                 "median_rt_ms": medians.get(pk),
                 "majority_agreement": agree / total if total else None,
                 "excluded_assignments": r["n_excluded"],
@@ -185,28 +211,29 @@ def worker_stats(*, study: Study, offset: int = 0, limit: int | None = None, wor
     return out
 
 
-def worker_shares(*, study: Study) -> list[dict]:
-    """The two shares the dashboard's QC histograms draw, for every worker with judgments in the study (one
-    GROUP BY query, no per-worker medians or agreement): {"sentinel_accuracy", "fraction_<first key>"}, the
+def _worker_order(*, workers, tallies: dict) -> list:
+    """The ids of `workers` by judgments in the study (practice aside; most first), then hash: the counts
+    come from study_tallies, the order from sorting the study's workers (thousands at most) here. A count
+    per worker as a correlated subquery ran once per worker over the judgments (5 s at 500k judgments)."""
+    rows = workers.values_list("pk", "external_hash")
+    n = {pk: t["n"] for pk, t in tallies.items()}
+    return [pk for pk, _ in sorted(rows, key=lambda row: (-n.get(row[0], 0), row[1]))]
+
+
+def worker_shares(*, study: Study, tallies: dict | None = None) -> list[dict]:
+    """The two shares the dashboard's QC histograms draw, for every worker with judgments in the study (from
+    study_tallies: no per-worker medians or agreement): {"sentinel_accuracy", "fraction_<first key>"}, the
     same values as worker_stats gives them. Workers without judgments are left out (worker_stats gives
     them None, which a histogram skips)."""
     first = RESPONSES[study.kind][0]
-    rows = (
-        Judgment.objects.filter(item__study=study)
-        .exclude(kind=Trial.Kind.PRACTICE)
-        .order_by()
-        .values("worker_id")
-        .annotate(
-            n=Count("pk"),
-            sentinels=Count("pk", filter=Q(kind=Trial.Kind.SENTINEL)),
-            right=Count("pk", filter=Q(kind=Trial.Kind.SENTINEL, correct=True)),
-            firsts=Count("pk", filter=Q(response=first)),
-        )
-        .values_list("n", "sentinels", "right", "firsts")
-    )
+    tallies = study_tallies(study=study) if tallies is None else tallies
     return [
-        {"sentinel_accuracy": right / sentinels if sentinels else None, f"fraction_{first}": firsts / n}
-        for n, sentinels, right, firsts in rows
+        {
+            "sentinel_accuracy": t["right"] / t["sentinels"] if t["sentinels"] else None,
+            f"fraction_{first}": t["firsts"] / t["n"],
+        }
+        for t in tallies.values()
+        if t["n"]
     ]
 
 
@@ -220,13 +247,15 @@ def worker_page_number(*, value: str | None) -> int:
     return int(value)
 
 
-def worker_stats_page(*, study: Study, page: int = 1, per_page: int = WORKERS_PER_PAGE) -> dict:
+def worker_stats_page(
+    *, study: Study, page: int = 1, per_page: int = WORKERS_PER_PAGE, tallies: dict | None = None
+) -> dict:
     """One page of worker_stats: {"count", "page", "pages", "per_page", "results"}. A page past the last
     gives the last (and page < 1 the first), so that a stale link still shows workers."""
     count = Assignment.objects.filter(study=study).values("worker_id").distinct().count()
     pages = max(1, -(-count // per_page))
     page = min(max(1, page), pages)
-    results = worker_stats(study=study, offset=(page - 1) * per_page, limit=per_page)
+    results = worker_stats(study=study, offset=(page - 1) * per_page, limit=per_page, tallies=tallies)
     return {"count": count, "page": page, "pages": pages, "per_page": per_page, "results": results}
 
 
@@ -237,7 +266,7 @@ def _median_rt(*, study: Study, worker_ids: list) -> dict:
     each worker's judgments by response time (window functions) and returns only the one or two middle
     rows of each worker; their mean is taken here."""
     rows = (
-        Judgment.objects.filter(worker_id__in=worker_ids, item__study=study)
+        Judgment.objects.filter(worker_id__in=worker_ids, assignment__study=study)
         .exclude(kind=Trial.Kind.PRACTICE)
         .order_by()
         .annotate(
@@ -269,7 +298,7 @@ def _majority_agreement(*, study: Study, worker_ids: list) -> dict:
     judgments); here the votes of the page's items are counted once, in one grouped pass, and joined."""
     if not worker_ids:
         return {}
-    judgment, assignment, item = (m._meta.db_table for m in (Judgment, Assignment, Item))
+    judgment, assignment = (m._meta.db_table for m in (Judgment, Assignment))
     pk = Worker._meta.pk
     placeholders = ", ".join(["%s"] * len(worker_ids))
     sql = f"""
@@ -279,8 +308,7 @@ def _majority_agreement(*, study: Study, worker_ids: list) -> dict:
                         WHEN a.excluded = %s AND j.choice = 0 THEN -1 ELSE 0 END AS own
             FROM {judgment} j
             JOIN {assignment} a ON a.id = j.assignment_id
-            JOIN {item} i ON i.id = j.item_id
-            WHERE i.study_id = %s AND j.kind = %s AND j.worker_id IN ({placeholders})
+            WHERE a.study_id = %s AND j.kind = %s AND j.worker_id IN ({placeholders})
         ), votes AS (
             SELECT v.item_id,
                    SUM(CASE WHEN v.choice = 1 THEN 1 WHEN v.choice = 0 THEN -1 ELSE 0 END) AS d
