@@ -40,6 +40,8 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import connection, reset_queries, transaction
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core.exceptions import ApplicationError
@@ -50,6 +52,7 @@ from judgments.models import Assignment, CrowdPlatform, Judgment, Trial, Worker
 from judgments.qc import assignment_submit, qc_summary
 from judgments.workers import worker_hash
 from studies.models import Item, Study
+from studies.targets import item_targets_sync
 
 # (split, category, triplets): the paper's 2AFC sets (docs/science.md, "Sizes")
 BAPPS_2AFC = (
@@ -179,6 +182,7 @@ def scale_items_write(study: Study, params: ScaleParams, entries: list[dict], pr
                 progress(index - len(extra))
     if batch:
         sql.insert_rows(batch)
+    item_targets_sync(study=study)  # each item's n_target: its split's count, as a build sets it
     if progress:
         progress(params.items)
     return index
@@ -483,7 +487,22 @@ def crowd_run_bulk(study: Study, crowd: ScaleCrowd, *, start=None, progress=None
         ids = [s.pk for i, s in queue.slots.items() if queue.load[i] == n]
         for k in range(0, len(ids), 5000):
             Item.objects.filter(pk__in=ids[k : k + 5000]).update(n_judgments=n)
+    _choice_counts_set(study)
     return stored
+
+
+def _choice_counts_set(study: Study) -> None:
+    """Each test item's n_ones (its accepted votes for p1, which the answer path keeps) in one UPDATE."""
+    ones = (
+        Judgment.objects.filter(
+            item=OuterRef("pk"), kind=Trial.Kind.TEST, choice=1, assignment__excluded=False
+        )
+        .order_by()
+        .values("item")
+        .annotate(c=Count("pk"))
+        .values("c")
+    )
+    Item.objects.filter(study=study, role=Item.Role.TEST).update(n_ones=Coalesce(Subquery(ones), 0))
 
 
 def _bulk_flush(hits: list[_BulkHit]) -> None:

@@ -83,7 +83,7 @@ def _content(study: Study) -> dict:
         "items": list(
             Item.objects.filter(study=study)
             .order_by("index")
-            .values_list("index", "role", "split", "n_judgments", "n_open")
+            .values_list("index", "role", "split", "n_judgments", "n_open", "n_target", "n_ones")
         ),
         "hits": [
             (
@@ -146,10 +146,10 @@ def test_the_bulk_writer_stores_what_the_real_answer_path_stores(settings, monke
     # the run exercised what makes the rule subtle: exclusions given back, and a study filled to its targets
     assert any(h[4] for h in a["hits"]) and not all(h[4] for h in a["hits"])
     targets = {"train": 2, "val": 5}
-    tests = [(split, n) for _, role, split, n, _ in a["items"] if role == "test"]
+    tests = [(split, n) for _, role, split, n, *_ in a["items"] if role == "test"]
     assert all(n <= targets[split] for split, n in tests)  # the run went on until a worker found no work
     assert sum(n == targets[split] for split, n in tests) >= 0.9 * len(tests)
-    assert all(n_open == 0 for *_, n_open in a["items"])
+    assert all(n_open == 0 for _, _, _, _, n_open, _, _ in a["items"])
 
 
 def test_a_judgment_budget_stops_the_crowd_after_the_hit_that_reaches_it(settings):
