@@ -11,12 +11,16 @@ judgment brings the item to its target. The budget check and the raise run under
 
 from __future__ import annotations
 
+import logging
+
 from django.db.models import Count, F, Sum
 
 from judgments.pool import study_lock
 from studies.collection import train_vote_budget, votes_range
 from studies.models import Item, Study
 from studies.targets import item_targets_sync
+
+logger = logging.getLogger(__name__)
 
 
 def stopping_on(config: dict) -> bool:
@@ -54,14 +58,22 @@ def item_vote_after_answer(*, item_id, study_id, config: dict) -> bool:
     n, k, target = row
     low, high = votes_range(config, Item.Split.TRAIN)
     stopping = config["stopping"]
-    if n < target or not need_more_votes(
-        k,
-        n,
-        min_votes=low,
-        max_votes=high,
-        confidence=stopping["confidence"],
-        tie_width=stopping["tie_width"],
-    ):
+    if n < target:
+        return False
+    try:
+        more = need_more_votes(
+            k,
+            n,
+            min_votes=low,
+            max_votes=high,
+            confidence=stopping["confidence"],
+            tie_width=stopping["tie_width"],
+        )
+    except ValueError:  # counts or settings no validation let through (an old config, a hand-edited row):
+        # never fail the answer for it; the item just keeps its target
+        logger.exception("study %s: stopping rule refused item %s's counts or settings", study_id, item_id)
+        return False
+    if not more:
         return False
     study_lock(study_id, "votes")
     if vote_budget_left(study_id=study_id, config=config) <= 0:
