@@ -65,7 +65,7 @@ def test_a_pool_factor_raised_before_the_build_is_held_to_the_build_cap(settings
 
 
 def test_a_build_refused_by_the_pool_cap_ends_failed_not_building(settings, researcher_carol):
-    """study_build_stimuli runs _pool_size_check after marking the study BUILDING and outside the try that
+    """study_build_stimuli ran _pool_size_check after marking the study BUILDING and outside the try that
     marks failures FAILED: a pool over the cap at build time (a PATCH as above, or a lowered cap) leaves the
     study 'building' for good."""
     study = study_create(name="x", kind="2afc", build_config={"n_items": 12}, owner=researcher_carol)
