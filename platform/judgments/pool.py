@@ -12,7 +12,10 @@ Before the first rescoring no candidate has a score: the draw is then uniform an
 
 Concurrency: a refill runs inside the start's transaction under a per-study lock (pg_advisory_xact_lock
 on PostgreSQL; SQLite's IMMEDIATE transaction already serialises writers), so concurrent starts never
-release past the budget; starts that find enough free items never take the lock.
+release past the budget; starts that find enough free items never take the lock. A refill reads the
+candidates FOR UPDATE SKIP LOCKED and the rescoring writes scores in short per-batch transactions that skip
+rows a refill holds, so neither waits on the other (a candidate a rescoring batch holds sits out that one
+draw; the propensities are those of the draw actually made, among the candidates it saw).
 """
 
 from __future__ import annotations
@@ -67,7 +70,9 @@ def _release(*, study: Study, config: dict, n: int) -> int:
 
     from metric import sampling  # numpy; imports the metric package (torch) on a process's first refill
 
-    rows = list(_train_tests(study).filter(active=False).order_by("index").values_list("pk", "score"))
+    # candidates a rescoring batch holds right now are skipped, not waited for (training.rescoring)
+    candidates = _train_tests(study).filter(active=False).select_for_update(skip_locked=True)
+    rows = list(candidates.order_by("index").values_list("pk", "score"))
     if not rows:
         return 0
     known = [score for _, score in rows if score is not None]
