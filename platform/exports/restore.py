@@ -64,7 +64,7 @@ OPTIONAL_TABLES = {"reviews"}
 # fields an archive may lack (written before they existed): their defaults; adaptive collection's item
 # counts are then derived again (judgments.stopping.item_counts_fill)
 ADDED_FIELDS = {
-    "items": {"active", "propensity", "sampler_version", "score", "n_target", "n_ones"},
+    "items": {"active", "propensity", "sampler_version", "score", "n_target", "n_ones", "draw"},
     "study": {"train_budget"},
 }
 IMAGE_FIELDS = ("ref_image", "p0_image", "p1_image")
