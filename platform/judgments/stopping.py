@@ -82,6 +82,41 @@ def item_vote_after_answer(*, item_id, study_id, config: dict) -> bool:
     return True
 
 
+def item_targets_after_take_back(*, item_ids, config: dict) -> int:
+    """Re-run the stopping rule for train items whose counts an exclusion or rejection just lowered (their
+    rows locked by the caller's update): a target raised on a vote taken back drops to what the remaining
+    votes earn (min; or one more than the accepted votes while undecided), never below the votes accepted
+    or leased. Targets are only lowered here; returns how many changed."""
+    from metric.sampling import need_more_votes
+
+    low, high = votes_range(config, Item.Split.TRAIN)
+    if low == high:
+        return 0
+    stopping, changed = config["stopping"], 0
+    rows = (
+        Item.objects.filter(pk__in=item_ids, split=Item.Split.TRAIN, n_target__gt=low)
+        .order_by("pk")
+        .values_list("pk", "n_judgments", "n_ones", "n_open", "n_target")
+    )
+    for pk, n, k, n_open, target in rows:
+        try:
+            more = n >= low and need_more_votes(
+                k,
+                n,
+                min_votes=low,
+                max_votes=high,
+                confidence=stopping["confidence"],
+                tie_width=stopping["tie_width"],
+            )
+        except ValueError:  # counts or settings the rule refuses: leave the target as it is
+            logger.exception("item %s: stopping rule refused its counts after a take-back", pk)
+            continue
+        due = min(target, max(low, n + n_open, n + 1 if more else 0))
+        if due < target:
+            changed += Item.objects.filter(pk=pk).update(n_target=due)
+    return changed
+
+
 def item_counts_fill(*, study: Study) -> None:
     """Targets and choice-1 counts of items written without them (a restored archive from before adaptive
     collection): targets from the config, n_ones from the accepted test judgments."""
