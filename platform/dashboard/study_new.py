@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
 from dashboard.forms import EXCLUSION_FIELDS, JND_ONLY, CollectionForm, StudyNewForm
-from studies.lifecycle import study_config_locks, study_started, study_update_config
+from studies.lifecycle import study_config_locks, study_pool_built, study_started, study_update_config
 from studies.preview import PREVIEW_MAX_ITEMS, study_preview
 from studies.selectors import study_list_for
 from studies.services import study_create
@@ -125,7 +125,7 @@ def _settings_form(study, data=None) -> CollectionForm:
     if study.kind != "jnd":
         for name in JND_ONLY:
             del form.fields[name]
-    if study.build_config and study.items.exists():  # an engine study's pool is built with its stimuli
+    if study_pool_built(study=study):  # a pool is built with the stimuli (the API's PATCH refuses it too)
         form.fields["pool_factor"].disabled = True
         form.fields["pool_factor"].lock_reason = "the candidate pool was built with the stimuli"
     for key, reason in study_config_locks(study=study).items():

@@ -39,7 +39,7 @@ from exports.archive import member_add, member_add_file, member_add_lines
 from judgments.models import Assignment, Judgment, Trial, Worker, WorkerReview
 from judgments.privacy import judgment_row_published
 from judgments.stopping import item_counts_fill
-from studies.collection import collection_config
+from studies.collection import collection_config, votes_range
 from studies.images import decode_image
 from studies.models import Item, Study
 
@@ -64,7 +64,7 @@ OPTIONAL_TABLES = {"reviews"}
 # fields an archive may lack (written before they existed): their defaults; adaptive collection's item
 # counts are then derived again (judgments.stopping.item_counts_fill)
 ADDED_FIELDS = {
-    "items": {"active", "propensity", "sampler_version", "score", "n_target", "n_ones"},
+    "items": {"active", "propensity", "sampler_version", "score", "n_target", "n_ones", "draw"},
     "study": {"train_budget"},
 }
 IMAGE_FIELDS = ("ref_image", "p0_image", "p1_image")
@@ -510,12 +510,36 @@ def _checked_study(rows: list[dict], owner) -> Study:
     return study
 
 
+def _check_adaptive(items: list, study: Study) -> None:
+    """Counts and propensities no collection could produce are refused: n_ones beyond n_judgments (the
+    stopping rule would fail every answer on the item), a target past its split's maximum (served past the
+    vote budget), a propensity outside (0, 1] (exports and the Des Raj estimator take it as a probability)."""
+    config = study.collection
+    for n, item in enumerate(items, start=1):
+        _, high = votes_range(config, item.split)
+        problem = (
+            (
+                item.n_ones > item.n_judgments
+                and f"n_ones {item.n_ones} exceeds n_judgments {item.n_judgments}"
+            )
+            or (item.n_target > high and f"n_target {item.n_target} exceeds its split's maximum {high}")
+            or (
+                item.propensity is not None
+                and not 0 < item.propensity <= 1
+                and f"propensity {item.propensity} is not in (0, 1]"
+            )
+        )
+        if problem:
+            raise _refuse(f"restore/items.jsonl line {n}: {problem}", file="restore/items.jsonl", line=n)
+
+
 def _checked_rows(tables: dict[str, list[dict]], study: Study) -> dict:
     """Model -> the objects to create, in write order (rows before the rows that reference them). Every
     row is parsed and validated, every id is unique, every reference points into the archive (or at the
     worker identity a worker was matched to)."""
     rebound = {"study_id": {study.pk: study.pk}}  # every row joins the restored study, whatever it names
     items = _objects(Item, "items", _rebind(tables["items"], study), rebound)
+    _check_adaptive(items, study)
     item_ids = _check_ids("items", items)
     worker_map, new_workers = _restore_workers(tables["workers"])
     same = {i: i for i in item_ids}

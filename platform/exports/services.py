@@ -85,6 +85,7 @@ _ITEM_COLUMNS = (
     "records",
     "sampler_version",
     "propensity",
+    "draw",
 )
 _JUDGMENT_COLUMNS = (
     "id",
@@ -243,6 +244,7 @@ def _item_lines(kind: str, study: Study, groups: dict, votes: dict):
                     strict=True,
                 )
             ),
+            "draw": row["draw"],  # the place in the draw order the Des Raj estimator reads (None: no pool)
             "records": row["records"],
         }
 

@@ -3,16 +3,20 @@ times its budgeted train items, all inactive (Study.train_budget: the engine's n
 assignment engine serves active items only; when a start finds its worker's free window low, this module
 releases more candidates, drawn by metric.sampling.draw from the scores the rescoring job keeps
 (Item.score) mixed with a uniform stream at sampling.uniform_share. Each released item keeps the
-probability it was drawn with (propensity) and the sampler that drew it (sampler_version), so estimates
-can be reweighted. Never beyond the budget. The val split is never a candidate: built at its normal size,
-all active, propensity 1.
+probability it was drawn with (propensity), the sampler that drew it (sampler_version) and its place in
+the study's draw order (draw: 1, 2, ... across releases), so estimates can be reweighted (the Des Raj
+estimator, docs/sampling.md). Never beyond the budget. The val split is never a candidate: built at its
+normal size, all active, propensity 1.
 
 Before the first rescoring no candidate has a score: the draw is then uniform and says so
 (sampler_version "uniform@1" whatever the configured sampler).
 
 Concurrency: a refill runs inside the start's transaction under a per-study lock (pg_advisory_xact_lock
 on PostgreSQL; SQLite's IMMEDIATE transaction already serialises writers), so concurrent starts never
-release past the budget; starts that find enough free items never take the lock.
+release past the budget; starts that find enough free items never take the lock. A refill reads the
+candidates FOR UPDATE SKIP LOCKED and the rescoring writes scores in short per-batch transactions that skip
+rows a refill holds, so neither waits on the other (a candidate a rescoring batch holds sits out that one
+draw; the propensities are those of the draw actually made, among the candidates it saw).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import hashlib
 import logging
 
 from django.db import connection
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q
 
 from studies.models import Item, Study
 
@@ -67,7 +71,9 @@ def _release(*, study: Study, config: dict, n: int) -> int:
 
     from metric import sampling  # numpy; imports the metric package (torch) on a process's first refill
 
-    rows = list(_train_tests(study).filter(active=False).order_by("index").values_list("pk", "score"))
+    # candidates a rescoring batch holds right now are skipped, not waited for (training.rescoring)
+    candidates = _train_tests(study).filter(active=False).select_for_update(skip_locked=True)
+    rows = list(candidates.order_by("index").values_list("pk", "score"))
     if not rows:
         return 0
     known = [score for _, score in rows if score is not None]
@@ -79,10 +85,13 @@ def _release(*, study: Study, config: dict, n: int) -> int:
     else:  # no scores yet (before the first retrain), or the uniform sampler: a uniform draw
         scores, share, version = np.ones(len(rows)), 1.0, UNIFORM
     picks, propensities = sampling.draw(scores, n, uniform_share=share, rng=np.random.default_rng())
+    last = _train_tests(study).aggregate(last=Max("draw"))["last"] or 0  # under the pool lock
     chosen = []
-    for index, q in zip(picks.tolist(), propensities.tolist(), strict=True):
-        chosen.append(Item(pk=rows[index][0], active=True, propensity=float(q), sampler_version=version))
-    Item.objects.bulk_update(chosen, ["active", "propensity", "sampler_version"], batch_size=500)
+    for t, (index, q) in enumerate(zip(picks.tolist(), propensities.tolist(), strict=True), start=1):
+        chosen.append(
+            Item(pk=rows[index][0], active=True, propensity=float(q), sampler_version=version, draw=last + t)
+        )
+    Item.objects.bulk_update(chosen, ["active", "propensity", "sampler_version", "draw"], batch_size=500)
     logger.info("study %s: released %d candidates (%s)", study.pk, len(chosen), version)
     return len(chosen)
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 from core.exceptions import ApplicationError
 from judgments.assignments import locked_assignment, release_leases, require_live
 from judgments.models import RESPONSES, Assignment, CrowdPlatform, Trial
+from judgments.stopping import item_targets_after_take_back
 from judgments.workers import mturk_submit_host_ok
 from studies.collection import completion_redirect
 from studies.models import Item
@@ -62,12 +63,14 @@ def qc_summary(*, rows: list[dict], kind: str, rule: dict) -> dict:
 
 def _take_back_counts(assignment: Assignment) -> None:
     """An excluded or rejected assignment's test judgments stop counting: each item's accepted count, and
-    its count of choice-1 votes (Bayesian stopping reads both), go down by its judgment."""
+    its count of choice-1 votes (Bayesian stopping reads both), go down by its judgment; a target that a
+    taken-back vote raised goes back down (judgments.stopping.item_targets_after_take_back)."""
     rows = list(assignment.judgments.filter(kind=Trial.Kind.TEST).values_list("item_id", "choice"))
     items = sorted(item_id for item_id, _ in rows)
     ones = sorted(item_id for item_id, choice in rows if choice == 1)
     Item.objects.filter(pk__in=items, n_judgments__gt=0).update(n_judgments=F("n_judgments") - 1)
     Item.objects.filter(pk__in=ones, n_ones__gt=0).update(n_ones=F("n_ones") - 1)
+    item_targets_after_take_back(item_ids=items, config=assignment.study.collection)
 
 
 def completion_for(assignment: Assignment) -> dict:

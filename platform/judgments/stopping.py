@@ -11,12 +11,16 @@ judgment brings the item to its target. The budget check and the raise run under
 
 from __future__ import annotations
 
+import logging
+
 from django.db.models import Count, F, Sum
 
 from judgments.pool import study_lock
 from studies.collection import train_vote_budget, votes_range
 from studies.models import Item, Study
 from studies.targets import item_targets_sync
+
+logger = logging.getLogger(__name__)
 
 
 def stopping_on(config: dict) -> bool:
@@ -54,20 +58,63 @@ def item_vote_after_answer(*, item_id, study_id, config: dict) -> bool:
     n, k, target = row
     low, high = votes_range(config, Item.Split.TRAIN)
     stopping = config["stopping"]
-    if n < target or not need_more_votes(
-        k,
-        n,
-        min_votes=low,
-        max_votes=high,
-        confidence=stopping["confidence"],
-        tie_width=stopping["tie_width"],
-    ):
+    if n < target:
+        return False
+    try:
+        more = need_more_votes(
+            k,
+            n,
+            min_votes=low,
+            max_votes=high,
+            confidence=stopping["confidence"],
+            tie_width=stopping["tie_width"],
+        )
+    except ValueError:  # counts or settings no validation let through (an old config, a hand-edited row):
+        # never fail the answer for it; the item just keeps its target
+        logger.exception("study %s: stopping rule refused item %s's counts or settings", study_id, item_id)
+        return False
+    if not more:
         return False
     study_lock(study_id, "votes")
     if vote_budget_left(study_id=study_id, config=config) <= 0:
         return False
     Item.objects.filter(pk=item_id).update(n_target=F("n_target") + 1)
     return True
+
+
+def item_targets_after_take_back(*, item_ids, config: dict) -> int:
+    """Re-run the stopping rule for train items whose counts an exclusion or rejection just lowered (their
+    rows locked by the caller's update): a target raised on a vote taken back drops to what the remaining
+    votes earn (min; or one more than the accepted votes while undecided), never below the votes accepted
+    or leased. Targets are only lowered here; returns how many changed."""
+    from metric.sampling import need_more_votes
+
+    low, high = votes_range(config, Item.Split.TRAIN)
+    if low == high:
+        return 0
+    stopping, changed = config["stopping"], 0
+    rows = (
+        Item.objects.filter(pk__in=item_ids, split=Item.Split.TRAIN, n_target__gt=low)
+        .order_by("pk")
+        .values_list("pk", "n_judgments", "n_ones", "n_open", "n_target")
+    )
+    for pk, n, k, n_open, target in rows:
+        try:
+            more = n >= low and need_more_votes(
+                k,
+                n,
+                min_votes=low,
+                max_votes=high,
+                confidence=stopping["confidence"],
+                tie_width=stopping["tie_width"],
+            )
+        except ValueError:  # counts or settings the rule refuses: leave the target as it is
+            logger.exception("item %s: stopping rule refused its counts after a take-back", pk)
+            continue
+        due = min(target, max(low, n + n_open, n + 1 if more else 0))
+        if due < target:
+            changed += Item.objects.filter(pk=pk).update(n_target=due)
+    return changed
 
 
 def item_counts_fill(*, study: Study) -> None:

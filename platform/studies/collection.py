@@ -94,13 +94,18 @@ def collection_config(kind: str, config: dict | None, *, saving: bool = False) -
     """The full, validated collection config for a study of `kind` (defaults merged under `config`): a
     fresh dict the caller may change. Every answer reads it, so valid configs are remembered (as JSON text,
     by kind and config) and decoded instead of merged and validated again; invalid ones raise every time.
-    `saving`: also apply the rules a config must meet when it is saved (the completion URL's), which rows
-    stored before those rules existed need not meet to be read."""
+    `saving`: also apply the rules a config must meet when it is saved (the completion URL's, stopping's
+    open lower ends), which rows stored before those rules existed need not meet to be read."""
     if saving:
         merged = _collection_config(kind, config)
         problem = completion_url_problem(merged["prolific_completion_url"])
         if problem:
             _fail(problem, "prolific_completion_url")
+        # need_more_votes takes neither lower end (they decide nothing); stored rows may still hold them
+        for key, low, high in (("confidence", 0.5, 0.999), ("tie_width", 0, 0.5)):
+            if merged["stopping"][key] <= low:
+                got = merged["stopping"][key]
+                _fail(f"stopping.{key} must be a number in ({low}, {high}], got {got!r}", "stopping")
         return merged
     try:
         key = (kind, json.dumps(config, sort_keys=True))

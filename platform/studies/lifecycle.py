@@ -8,6 +8,7 @@ import logging
 from core.exceptions import ApplicationError
 from studies.collection import collection_config, votes_range
 from studies.models import Item, Study
+from studies.services import pool_size_check
 from studies.targets import item_targets_sync
 
 logger = logging.getLogger(__name__)
@@ -64,8 +65,10 @@ def study_close(*, study: Study) -> Study:
 def study_update_config(*, study: Study, config: dict) -> Study:
     """Change collection settings (merged over the current ones, validated)."""
     merged = {**study.config, **config}
-    collection_config(study.kind, merged, saving=True)
+    full = collection_config(study.kind, merged, saving=True)
     study_config_change_check(study=study, config=merged)  # what may change mid-study (409 otherwise)
+    if study.build_config:  # a pool still to be built must fit the build cap, as at creation
+        pool_size_check(build_config=study.build_config, factor=full["sampling"]["pool_factor"])
     Study.objects.filter(pk=study.pk).update(config=merged)
     study.config = merged
     item_targets_sync(study=study)  # a raised count raises the items' targets
@@ -86,7 +89,8 @@ def study_update(*, study: Study, name: str | None = None, config: dict | None =
 # Once a study has started (active, paused or closed, or it holds any judgment), a setting that would make
 # earlier and later judgments incomparable is locked; the others (consent, instructions, HIT size, sentinel
 # rate, practice, lease TTL, completion code and URL, platforms, training) may change. Both doors (the API's
-# PATCH and the dashboard's settings page) go through study_update_config, which applies this rule.
+# PATCH and the dashboard's settings page) go through study_update_config, which applies this rule, and
+# locks sampling.pool_factor once the stimuli exist (the candidate pool was built with them).
 CONFIG_LOCKS = {
     "timing": "the stimulus presentation times: judgments made under other timings are not comparable",
     "exclusion": "the exclusion rule: earlier workers' QC was decided under the old rule",
@@ -110,6 +114,11 @@ def study_started(*, study: Study) -> bool:
     ) or study_has_judgments(study=study)
 
 
+def study_pool_built(*, study: Study) -> bool:
+    """Whether sampling.pool_factor is locked: the stimuli exist (a pool, if any, was built with them)."""
+    return study.items.exists()
+
+
 def study_config_locks(*, study: Study) -> dict[str, str]:
     """The collection settings locked now, with why: {} before the study starts. `simulation` locks with
     the first judgment only (marking an opened but unanswered study as a simulation is harmless)."""
@@ -124,11 +133,17 @@ def study_config_locks(*, study: Study) -> dict[str, str]:
 def study_config_change_check(*, study: Study, config: dict) -> None:
     """Refuse (409, naming the field and why) a new config that changes a locked setting of a started
     study or lowers its judgments per item."""
+    old = collection_config(study.kind, study.config)
+    new = collection_config(study.kind, config)
+    if old["sampling"]["pool_factor"] != new["sampling"]["pool_factor"] and study_pool_built(study=study):
+        raise ApplicationError(
+            "sampling.pool_factor cannot change once the stimuli exist: the pool was built with them",
+            {"field": "config.sampling", "code": "locked"},
+            status_code=409,
+        )
     locks = study_config_locks(study=study)
     if not locks:
         return
-    old = collection_config(study.kind, study.config)
-    new = collection_config(study.kind, config)
     for key, why in locks.items():
         if old[key] != new[key]:
             raise ApplicationError(

@@ -89,6 +89,9 @@ class Item(BaseModel):
     propensity = models.FloatField(null=True, blank=True)
     sampler_version = models.CharField(max_length=32, blank=True)
     score = models.FloatField(null=True, blank=True)  # the sampler's latest score (training.rescoring)
+    # The item's place in the study's draw order (1, 2, ... across all releases): the Des Raj estimator
+    # (docs/sampling.md) reads the propensities in this order. Null for an item no pool drew.
+    draw = models.PositiveIntegerField(null=True, blank=True)
     # Judgments the item is due now: the split's count, or a range's min raised one at a time by Bayesian
     # stopping (judgments.stopping). The engine offers an item while n_judgments + n_open < n_target.
     # Set by studies.targets.item_targets_sync wherever items are created.

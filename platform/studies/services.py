@@ -35,7 +35,7 @@ def study_create(
         kind, config, saving=True
     )  # validates; raises ApplicationError naming the field
     if build_config:
-        _pool_size_check(build_config=build_config, factor=merged["sampling"]["pool_factor"])
+        pool_size_check(build_config=build_config, factor=merged["sampling"]["pool_factor"])
     study = Study(
         name=name,
         kind=kind,
@@ -97,7 +97,7 @@ def _register_cnn_pool() -> None:
         add_pool_dir(settings.CNN_POOL_DIR)
 
 
-def _pool_size_check(*, build_config: dict, factor: int) -> None:
+def pool_size_check(*, build_config: dict, factor: int) -> None:
     """A candidate pool builds pool_factor times the items: within the build's item cap."""
     cap = settings.PERCEPTLAB_BUILD_LIMITS["n_items"]
     if factor > 1 and build_config.get("n_items", 100) * factor > cap:
@@ -155,15 +155,16 @@ def study_build_stimuli(
     if not study.build_config:
         raise ApplicationError("this study has no distortion-engine config; import its items instead")
 
-    try:  # the platform's source rules and caps, again; an upload source becomes its stored files
+    factor = study.collection["sampling"]["pool_factor"]
+    try:  # the platform's source rules and caps, again (the pool's too); an upload source becomes its files
         engine_config = engine_build_config(study=study)
+        pool_size_check(build_config=engine_config, factor=factor)
     except ApplicationError as exc:
         Study.objects.filter(pk=study.pk).update(status=Study.Status.FAILED, build_error=exc.message)
         raise
     Study.objects.filter(pk=study.pk).update(status=Study.Status.BUILDING, build_error="")
-    n_items, factor = engine_config.get("n_items", 100), study.collection["sampling"]["pool_factor"]
+    n_items = engine_config.get("n_items", 100)
     if factor > 1:
-        _pool_size_check(build_config=engine_config, factor=factor)
         engine_config = {**engine_config, "n_items": n_items * factor}
     _register_cnn_pool()
     images_dir = storage.local_path(STIMULI_DIR)  # a local storage's own folder, else the local copies

@@ -1,7 +1,8 @@
 """Re-scoring a candidate pool as the models change (docs/adaptive.md): after each retrain, the inactive
 candidates of a study with a pool get fresh Item.score values from the configured sampler
 (metric.sampling), which judgments.pool draws from. Assignment never waits on it: until the first scores
-exist the pool is drawn uniformly, and later draws use whatever scores are stored.
+exist the pool is drawn uniformly, later draws use whatever scores are stored, and the scores are written in
+short per-batch transactions that skip candidates a refill holds (both sides use SKIP LOCKED).
 
 The committee, all from what training keeps anyway:
 - the study's baselines (training.baselines), their distances on the candidates' images, cached per item
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from django.db import transaction
 from django.db.models import Count, Sum
 
 from core import storage
@@ -178,9 +180,26 @@ def candidates_rescore(*, study: Study) -> dict:
             d0 = np.stack([d0 for d0, _ in members])
             d1 = np.stack([d1 for _, d1 in members])
             scores = sampling.disagreement_scores(d0, d1)
-    rows = [Item(pk=it["id"], score=float(s)) for it, s in zip(items, scores.tolist(), strict=True)]
-    Item.objects.bulk_update(rows, ["score"], batch_size=500)
+    scored = _scores_write(study, {it["id"]: float(s) for it, s in zip(items, scores.tolist(), strict=True)})
     logger.info(
-        "study %s: rescored %d candidates (%s, committee of %d)", study.pk, len(rows), sampler, committee
+        "study %s: rescored %d candidates (%s, committee of %d)", study.pk, scored, sampler, committee
     )
-    return {"study": str(study.pk), "status": "done", "scored": len(rows), "committee": committee}
+    return {"study": str(study.pk), "status": "done", "scored": scored, "committee": committee}
+
+
+def _scores_write(study: Study, scores: dict, batch: int = 500) -> int:
+    """Store the scores, one short transaction per batch that skips (and leaves unscored) the candidates a
+    refill holds or has released meanwhile, so a start's refill never waits on a rescoring (judgments.pool
+    reads candidates FOR UPDATE SKIP LOCKED in turn). Returns how many were written."""
+    ids, written = list(scores), 0
+    for at in range(0, len(ids), batch):
+        with transaction.atomic():
+            free = list(
+                Item.objects.filter(pk__in=ids[at : at + batch], active=False)
+                .order_by("pk")  # Item's default ordering joins (and would lock) the study row
+                .select_for_update(skip_locked=True)
+                .values_list("pk", flat=True)
+            )
+            Item.objects.bulk_update([Item(pk=pk, score=scores[pk]) for pk in free], ["score"])
+        written += len(free)
+    return written

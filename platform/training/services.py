@@ -37,7 +37,7 @@ import io
 import logging
 import threading
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import timedelta
 
 import numpy as np
@@ -50,6 +50,7 @@ from django.utils import timezone
 from core import storage
 from core.exceptions import ApplicationError
 from judgments.models import Judgment, Trial
+from judgments.pool import item_draw
 from metric.backbones import build_backbone, corpus_digest, kmeans_corpus, resolve_weights
 from metric.baselines import BASELINES
 from metric.data import JNDData, TwoAFCData
@@ -608,6 +609,21 @@ def _lin_train_config(backbone: StudyBackbone, config: dict, n_train_items: int)
     )
 
 
+def _trained_samplers(study: Study, train_items: list[dict]) -> dict:
+    """{"sampler": the sampler that drew most of `train_items`, "samplers": {sampler version: items}}. Read
+    from the items (judgments.pool.item_draw), not the configured sampler: a study without a pool, and a
+    pool's rounds before the first rescoring, are drawn uniformly whatever the setting says."""
+    ids = {it["id"] for it in train_items}
+    rows = Item.objects.filter(study=study, role=Item.Role.TEST, split=Item.Split.TRAIN).order_by()
+    mix = Counter(
+        item_draw(version, propensity)[0]
+        for pk, version, propensity in rows.values_list("pk", "sampler_version", "propensity")
+        if pk in ids
+    )
+    top = mix.most_common(1)[0][0] if mix else item_draw("", None)[0]
+    return {"sampler": top.split("@")[0], "samplers": dict(sorted(mix.items()))}
+
+
 def _train_lin(
     study: Study,
     backbone: StudyBackbone,
@@ -641,8 +657,8 @@ def _train_lin(
         "feature_device": cache.device,
         "feature_cache": cache.path.name,
         "computed_features": cache.computed,
-        # the sampler in force when the heads trained: the dashboard's learning curve per sampler
-        "sampler": study.collection["sampling"]["sampler"],
+        # what drew the train items the heads learnt from: the dashboard's learning curve per sampler
+        **_trained_samplers(study, train_items),
     }
     heads[f"trained {label} lin"] = (
         Evaluation.Kind.TRAINED,
