@@ -20,8 +20,8 @@ tell nothing about the two baselines; and the first round is spent before any sc
 asserts the margins that hold on every seed: the split share more than doubles, the interval is narrower,
 and it decides the comparison.
 
-The platform stores each released item's propensity but not the order of the draws within a release, which
-Des Raj needs; the test records that order by wrapping metric.sampling.draw, which also seeds the draws
+Des Raj needs the order of the draws; the test records it (the platform now stores it too, as Item.draw) by
+wrapping metric.sampling.draw, which also seeds the draws
 (the platform draws from system entropy) so a run is reproducible. The wrapper calls the real draw with the
 platform's scores and uniform share.
 """
