@@ -43,21 +43,4 @@ def __getattr__(name: str):
     return value
 
 
-__all__ = [
-    "BACKBONES",
-    "LPIPS",
-    "Backbone",
-    "LinearHeads",
-    "MetricError",
-    "OfficialHeadsWarning",
-    "TrainConfig",
-    "TrainResult",
-    "WeightsUnavailableError",
-    "backbone_spec",
-    "build_backbone",
-    "corpus_digest",
-    "kmeans_corpus",
-    "resolve_weights",
-    "save_trunk",
-    "train_heads",
-]
+__all__ = sorted(_LAZY)
