@@ -8,8 +8,7 @@ import pytest
 from django.core.exceptions import SuspiciousFileOperation
 
 from core import storage
-
-BUCKET = "perceptlab-unit"
+from tests.apps.core.conftest import S3_BUCKET as BUCKET
 
 
 def _leftovers(root) -> list[str]:
@@ -101,22 +100,6 @@ def test_the_test_settings_ignore_the_shells_storage_and_opt_in_with_their_own_v
 
 
 # --- S3 (moto's in-process mock) ---------------------------------------------------------------------------
-@pytest.fixture
-def s3(settings, tmp_path, monkeypatch):
-    moto = pytest.importorskip("moto")
-    boto3 = pytest.importorskip("boto3")
-    with moto.mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        settings.PERCEPTLAB_STORAGE_CACHE_DIR = tmp_path / "cache"
-        settings.STORAGES = {
-            **settings.STORAGES,
-            "default": {
-                "BACKEND": "core.storage_s3.S3MediaStorage",
-                "OPTIONS": {"bucket_name": BUCKET, "region_name": "us-east-1"},
-            },
-        }
-        yield client
 
 
 def test_s3_objects_are_private_and_named_as_asked(s3, settings):

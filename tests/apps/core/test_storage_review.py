@@ -12,26 +12,7 @@ from botocore.exceptions import ClientError
 from rest_framework.test import APIClient
 
 from core import storage
-
-BUCKET = "perceptlab-review"
-
-
-@pytest.fixture
-def s3(settings, tmp_path):
-    moto = pytest.importorskip("moto")
-    boto3 = pytest.importorskip("boto3")
-    with moto.mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        settings.PERCEPTLAB_STORAGE_CACHE_DIR = tmp_path / "cache"
-        settings.STORAGES = {
-            **settings.STORAGES,
-            "default": {
-                "BACKEND": "core.storage_s3.S3MediaStorage",
-                "OPTIONS": {"bucket_name": BUCKET, "region_name": "us-east-1"},
-            },
-        }
-        yield client
+from tests.apps.core.conftest import S3_BUCKET as BUCKET
 
 
 def _storage_events():

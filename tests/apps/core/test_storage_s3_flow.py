@@ -12,29 +12,11 @@ import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
-BUCKET = "perceptlab-flow"
-
-
-@pytest.fixture
-def s3_media(settings, tmp_path):
-    moto = pytest.importorskip("moto")
-    boto3 = pytest.importorskip("boto3")
-    with moto.mock_aws():
-        bucket = boto3.resource("s3", region_name="us-east-1").Bucket(BUCKET)
-        bucket.create()
-        settings.PERCEPTLAB_STORAGE_CACHE_DIR = tmp_path / "cache"
-        settings.STORAGES = {
-            **settings.STORAGES,
-            "default": {
-                "BACKEND": "core.storage_s3.S3MediaStorage",
-                "OPTIONS": {"bucket_name": BUCKET, "region_name": "us-east-1"},
-            },
-        }
-        yield bucket
+from tests.apps.core.conftest import S3_BUCKET as BUCKET
 
 
 @pytest.mark.django_db
-def test_a_study_lives_in_the_bucket(s3_media, settings, researcher_carol, crowd, captured_tasks):
+def test_a_study_lives_in_the_bucket(s3, settings, researcher_carol, crowd, captured_tasks):
     from exports.models import Export
     from exports.services import export_build, export_create
     from studies.services import study_build_stimuli, study_create
@@ -44,7 +26,7 @@ def test_a_study_lives_in_the_bucket(s3_media, settings, researcher_carol, crowd
     settings.PERCEPTLAB_KMEANS_PATCHES = 16
 
     def keys() -> set[str]:
-        return {obj.key for obj in s3_media.objects.all()}
+        return {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
 
     study = study_create(
         name="flow",

@@ -6,25 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from core import storage
-
-BUCKET = "perceptlab-import"
-
-
-@pytest.fixture
-def s3(settings):
-    moto = pytest.importorskip("moto")
-    boto3 = pytest.importorskip("boto3")
-    with moto.mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        settings.STORAGES = {
-            **settings.STORAGES,
-            "default": {
-                "BACKEND": "core.storage_s3.S3MediaStorage",
-                "OPTIONS": {"bucket_name": BUCKET, "region_name": "us-east-1"},
-            },
-        }
-        yield client
+from tests.apps.core.conftest import S3_BUCKET as BUCKET
 
 
 # --- regression guards: the S3 paths the storage change's own tests do not run ------------------------------
