@@ -58,6 +58,7 @@ def pool_refill(*, study: Study, config: dict, free) -> int:
     if free[:want].count() >= want:
         return 0
     study_lock(study.pk, "pool")
+    # counted again under the lock: a start that held it before may have released items for this one too
     released = _train_tests(study).filter(active=True).count()
     n = min(want - free[:want].count(), study.train_budget - released)
     if n <= 0:
@@ -69,7 +70,7 @@ def _release(*, study: Study, config: dict, n: int) -> int:
     """Draw n inactive train candidates and activate them with their propensities."""
     import numpy as np
 
-    from metric import sampling  # numpy; imports the metric package (torch) on a process's first refill
+    from metric import sampling  # numpy and scipy (metric's torch parts load lazily)
 
     # candidates a rescoring batch holds right now are skipped, not waited for (training.rescoring)
     candidates = _train_tests(study).filter(active=False).select_for_update(skip_locked=True)
