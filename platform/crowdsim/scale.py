@@ -45,7 +45,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core.exceptions import ApplicationError
-from judgments import sql
+from judgments import sql, tallies
 from judgments.answers import judgment_build, judgment_submit
 from judgments.assignments import assignment_start, hit_pools, hit_sequence
 from judgments.models import Assignment, CrowdPlatform, Judgment, Trial, Worker
@@ -425,6 +425,7 @@ class _BulkHit:
         )
         self.trials.append(trial)
         self.judgments.append(judgment)
+        tallies.add_to(self.assignment, judgment)  # what store_answer's update adds
         return judgment
 
     def submit(self, study, config, now) -> bool:
@@ -540,10 +541,13 @@ def scale_study_build(params: ScaleParams, *, owner=None, progress_factory=None)
         crowd = ScaleCrowd(params, item_distances(study))
         bar = progress_factory(params.judgments, "judgments") if progress_factory else None
         crowd_run_bulk(study, crowd, progress=bar)
-    if connection.vendor == "postgresql":  # plans for the new rows now, not when autoanalyze gets to them
+    if connection.vendor == "postgresql" and connection.get_autocommit():
+        # what autovacuum does after a bulk load, now: plans for the new rows, the items' dead versions (the
+        # build updates each item's counters) cleared, and the visibility map set, which the dashboard's
+        # index-only scans of the items (item_tally_idx) need
         with connection.cursor() as cursor:
             for model in (Item, Assignment, Trial, Judgment):
-                cursor.execute(f"ANALYZE {model._meta.db_table}")
+                cursor.execute(f"VACUUM (ANALYZE) {model._meta.db_table}")
     return study, True
 
 

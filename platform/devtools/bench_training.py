@@ -124,6 +124,7 @@ def _synthetic_answers(
 
 def make_synthetic_study(n_judgments: int, *, seed: int = 0, every: int = 500):
     """A 2AFC study with about n_judgments accepted judgments (2 per train item, 5 per val item)."""
+    from judgments import tallies
     from judgments.models import Assignment, CrowdPlatform, Judgment, Trial, Worker
     from studies.models import Item, Study
 
@@ -156,6 +157,7 @@ def make_synthetic_study(n_judgments: int, *, seed: int = 0, every: int = 500):
         trials, judgments = _synthetic_answers(items, workers, assignments, rnd)
         Trial.objects.bulk_create(trials, batch_size=5000)
         Judgment.objects.bulk_create(judgments, batch_size=5000)
+        tallies.resync(study_id=study.pk)  # the assignments' counts, as the answer path keeps them
         Study.objects.filter(pk=study.pk).update(status="active")
     study.refresh_from_db()
     return study, len(judgments), n_items
@@ -213,6 +215,10 @@ def _add_judgments(study, n: int, seed: int) -> None:
                 for k, t in enumerate(trials)
             ],
             batch_size=5000,
+        )
+        # the assignment's counts as the answer path keeps them (judgments.tallies): tests, all "left"
+        Assignment.objects.filter(pk=assignment.pk).update(
+            n_answered=len(trials), n_tests=len(trials), n_first_key=len(trials)
         )
         Item.objects.filter(pk__in=[i.pk for i in items]).update(n_judgments=F("n_judgments") + 1)
 

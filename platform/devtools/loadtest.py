@@ -471,9 +471,10 @@ def percentiles(latency: dict[str, list[float]]) -> dict:
 
 def verify(study, acknowledged: list[tuple[str, str]]) -> dict:
     """Every acknowledged answer exists exactly once; no item holds more accepted judgments than its target,
-    and the items' denormalised counts (n_judgments, n_open) match the rows they count."""
+    and the denormalised counts (items' n_judgments and n_open, the HITs' tallies) match what they count."""
     from django.db.models import Count
 
+    from judgments import tallies
     from judgments.models import Judgment, Trial
     from judgments.selectors import open_leases
     from studies.models import Item
@@ -504,7 +505,10 @@ def verify(study, acknowledged: list[tuple[str, str]]) -> dict:
         "acknowledged": len(trial_ids),
         "missing": len(missing),
         "duplicated": len(duplicated),
-        "items_over_target_or_miscounted": len(over) + (n_open != open_leases(study=study)),
+        # the HITs' judgment counters (judgments.tallies) against the judgments, and the items' open leases
+        "items_over_target_or_miscounted": len(over)
+        + (n_open != open_leases(study=study))
+        + len(tallies.mismatches(study_id=study.pk)),
         "open_trials": open_trials,
     }
 

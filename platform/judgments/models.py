@@ -80,6 +80,14 @@ class Assignment(BaseModel):
     # Quality control, applied when the assignment is submitted.
     excluded = models.BooleanField(default=False, db_index=True)
     qc = models.JSONField(default=dict, blank=True)
+    # Tallies of the assignment's judgments (judgments.tallies), kept by the statement that stores each
+    # answer: the dashboard's per-worker and study-wide counts sum these, one row per HIT, instead of
+    # counting a study's judgments. Unindexed, so keeping them leaves the answer's update heap-only.
+    n_tests = models.PositiveIntegerField(default=0)
+    n_sentinels = models.PositiveIntegerField(default=0)
+    n_sentinels_right = models.PositiveIntegerField(default=0)
+    n_first_key = models.PositiveIntegerField(default=0)  # practice aside: answers with RESPONSES[kind][0]
+    n_flagged = models.PositiveIntegerField(default=0)  # timing-flagged, any kind
 
     class Meta:
         ordering = ["-created_at"]

@@ -107,5 +107,5 @@ def pool_status(*, study: Study) -> dict | None:
     """A pool's size, released items and budget (None for a study without a pool): the dashboard's."""
     if study.train_budget is None:
         return None
-    row = _train_tests(study).aggregate(size=Count("pk"), released=Count("pk", filter=Q(active=True)))
+    row = _train_tests(study).aggregate(size=Count("*"), released=Count("active", filter=Q(active=True)))
     return {**row, "budget": study.train_budget}

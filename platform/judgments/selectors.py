@@ -15,6 +15,7 @@ from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from core.exceptions import ApplicationError
+from judgments import tallies
 from judgments.models import RESPONSES, Assignment, Judgment, Trial, Worker
 from studies.collection import train_vote_budget, votes_range
 from studies.models import Item, Study
@@ -45,37 +46,38 @@ def split_votes_needed(config: dict, split: str, n_items: int, train_budget: int
     return n_items * votes_range(config, split)[0]
 
 
-TALLY_KEYS = ("n", "tests", "sentinels", "right", "firsts", "flagged", "last_hour")
+TALLY_KEYS = ("n", "tests", "sentinels", "right", "firsts", "flagged")
 
 
 def study_tallies(*, study: Study, worker_ids: list | None = None) -> dict:
-    """worker id -> counts of their judgments in the study, in one GROUP BY: n (practice aside), tests,
-    sentinels, right (sentinels answered right), firsts (practice aside, the first response key), flagged
-    (timing-flagged, any kind), last_hour (practice aside). The study's totals (study_stats), the QC
-    histograms (worker_shares) and the workers' order and counts (worker_stats) all derive from it, so a
-    dashboard page reads the study's judgments once for the three; pass it to each. `worker_ids`: those
-    workers' counts only."""
-    first = RESPONSES[study.kind][0]
-    hour_ago = timezone.now() - timedelta(hours=1)
-    counted = ~Q(kind=Trial.Kind.PRACTICE)
-    judgments = Judgment.objects.filter(assignment__study=study)
+    """worker id -> counts of their judgments in the study: n (practice aside), tests, sentinels, right
+    (sentinels answered right), firsts (practice aside, the first response key), flagged (timing-flagged,
+    any kind). Summed from the counters each answer keeps on its assignment (judgments.tallies): one GROUP
+    BY over the study's HITs, never its judgments. The study's totals (study_stats), the QC histograms
+    (worker_shares) and the workers' order and counts (worker_stats) all derive from it; pass it to each.
+    `worker_ids`: those workers' counts only."""
+    assignments = Assignment.objects.filter(study=study)
     if worker_ids is not None:  # some workers only (one worker's row after a review)
-        judgments = judgments.filter(worker_id__in=worker_ids)
+        assignments = assignments.filter(worker_id__in=worker_ids)
+    sums = {key: Sum(field) for key, field in tallies.FIELDS.items()}
     rows = (
-        judgments.order_by()
-        .values("worker_id")
-        .annotate(
-            n=Count("pk", filter=counted),
-            tests=Count("pk", filter=Q(kind=Trial.Kind.TEST)),
-            sentinels=Count("pk", filter=Q(kind=Trial.Kind.SENTINEL)),
-            right=Count("pk", filter=Q(kind=Trial.Kind.SENTINEL, correct=True)),
-            firsts=Count("pk", filter=counted & Q(response=first)),
-            flagged=Count("pk", filter=Q(timing_flagged=True)),
-            last_hour=Count("pk", filter=counted & Q(created_at__gte=hour_ago)),
-        )
-        .values_list("worker_id", *TALLY_KEYS)
+        assignments.order_by().values("worker_id").annotate(**sums).values_list("worker_id", *tallies.FIELDS)
     )
-    return {row[0]: dict(zip(TALLY_KEYS, row[1:], strict=True)) for row in rows}
+    out = {}
+    for worker_id, *counts in rows:
+        row = dict(zip(tallies.FIELDS, counts, strict=True))
+        out[worker_id] = {"n": row["tests"] + row["sentinels"], **row}
+    return out
+
+
+def judgments_since(*, study: Study, since) -> int:
+    """The study's judgments (practice aside) stored at or after `since`: a range of the judgments' time
+    index, so its cost follows the collection's rate over the window, not the study's size."""
+    return (
+        Judgment.objects.filter(assignment__study=study, created_at__gte=since)
+        .exclude(kind=Trial.Kind.PRACTICE)
+        .count()
+    )
 
 
 def study_stats(*, study: Study, tallies: dict | None = None) -> dict:
@@ -83,13 +85,14 @@ def study_stats(*, study: Study, tallies: dict | None = None) -> dict:
     `tallies`: study_tallies, when the caller holds them."""
     config = study.collection
     complete = Q(active=True, n_judgments__gte=F("n_target"))
-    # one pass over the study's items for the coverage of each split and the items by role
+    # one pass over the study's items for the coverage of each split and the items by role; it counts
+    # columns of item_tally_idx only (not the pk), so that PostgreSQL answers it from the index
     rows = {
         (role, split): (n, accepted, done)
         for role, split, n, accepted, done in Item.objects.filter(study=study)
         .order_by()
         .values_list("role", "split")
-        .annotate(n=Count("pk"), accepted=Sum("n_judgments"), done=Count("pk", filter=complete))
+        .annotate(n=Count("*"), accepted=Sum("n_judgments"), done=Count("n_target", filter=complete))
     }
     coverage = {}
     for split in Item.Split.values:
@@ -122,7 +125,7 @@ def study_stats(*, study: Study, tallies: dict | None = None) -> dict:
         "judgments": agg["n"],
         "test_judgments": agg["tests"],
         "accepted_judgments": sum(c["accepted"] for c in coverage.values()),
-        "judgments_last_hour": agg["last_hour"],
+        "judgments_last_hour": judgments_since(study=study, since=timezone.now() - timedelta(hours=1)),
         "timing_flagged": agg["flagged"],
         "sentinel_accuracy": agg["right"] / agg["sentinels"] if agg["sentinels"] else None,
         "workers": Assignment.objects.filter(study=study).values("worker").distinct().count(),

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
+from judgments import tallies
 from judgments.models import Assignment, Judgment, Trial
 from studies.models import Item, Study
 
@@ -243,8 +244,8 @@ def answer_row(token: str, trial_id: str) -> AnswerRow | None:
 @functools.lru_cache
 def store_answer_sql(vendor: str, test: bool) -> list[str]:
     """The answer path's writes (built once per process): the judgment, the trial marked answered, the
-    assignment's count and lease, and for a test trial the item's counts. On PostgreSQL one statement (the
-    writes as data-modifying CTEs, each run exactly once): one round trip instead of four."""
+    assignment's counts (judgments.tallies) and lease, and for a test trial the item's counts. On PostgreSQL
+    one statement (the writes as data-modifying CTEs, each run exactly once): one round trip, not four."""
     trial, assignment, item = (model._meta.db_table for model in (Trial, Assignment, Item))
     writes = [
         insert_sql(Judgment, vendor),
@@ -252,8 +253,11 @@ def store_answer_sql(vendor: str, test: bool) -> list[str]:
         # The lease moves forward only once less than half of it is left, so that most answers leave every
         # indexed column of the assignment alone (a heap-only update).
         # last_answer_at (unindexed) bounds what heartbeats may extend the lease to.
-        f"UPDATE {assignment} SET n_answered = n_answered + 1, last_answer_at = %s, lease_expires_at = "
-        f"CASE WHEN lease_expires_at < %s THEN %s ELSE lease_expires_at END WHERE id = %s",
+        # The judgment's tallies (judgments.tallies) are kept in the same statement.
+        f"UPDATE {assignment} SET n_answered = n_answered + 1, "
+        + "".join(f"{field} = {field} + %s, " for field in tallies.FIELDS.values())
+        + "last_answer_at = %s, lease_expires_at = "
+        "CASE WHEN lease_expires_at < %s THEN %s ELSE lease_expires_at END WHERE id = %s",
     ]
     if test:  # the lease becomes a judgment: load (n_judgments + n_open) is unchanged
         writes.append(
@@ -274,6 +278,12 @@ def store_answer(judgment: Judgment, row: AnswerRow, lease_expires_at, renew_bef
         insert_params([judgment]),
         [True, pk(Trial, row.trial_id)],
         [
+            *tallies.increments(
+                trial_kind=row.trial_kind,
+                response=judgment.response,
+                correct=judgment.correct,
+                flagged=judgment.timing_flagged,
+            ),
             prep(lease, judgment.created_at),
             prep(lease, renew_before),
             prep(lease, lease_expires_at),

@@ -110,6 +110,14 @@ class Item(BaseModel):
                 condition=Q(role="test", active=True),
                 name="item_load_idx",
             ),
+            # the dashboard's coverage and sampler counts (judgments.selectors.study_stats, sampling_panel)
+            # read these columns of a study's items only: on PostgreSQL an index-only scan, where a scan of
+            # the items themselves (wide: their records) took 0.4 s at 187k items
+            models.Index(
+                fields=["study", "role", "split", "sampler_version"],
+                include=["n_judgments", "n_target", "active"],
+                name="item_tally_idx",
+            ),
         ]
 
     def __str__(self) -> str:

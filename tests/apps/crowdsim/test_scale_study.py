@@ -18,7 +18,7 @@ from crowdsim import scale
 from crowdsim.scale import BAPPS_2AFC, BAPPS_ITEMS, ScaleCrowd, ScaleParams, bapps_split
 from distortions.imageio import write_png
 from exports.services import export_archive_write
-from judgments import assignments
+from judgments import assignments, tallies
 from judgments.models import Assignment, Judgment, Trial
 from studies.models import Item, Study
 from studies.services import study_create
@@ -91,6 +91,7 @@ def _content(study: Study) -> dict:
                 a.status,
                 a.n_trials,
                 a.n_answered,
+                *(getattr(a, field) for field in tallies.FIELDS.values()),
                 a.excluded,
                 a.qc,
                 a.completion_code == code,
@@ -144,7 +145,11 @@ def test_the_bulk_writer_stores_what_the_real_answer_path_stores(settings, monke
     assert a["items"] == b["items"] and a["hits"] == b["hits"]
     assert a["trials"] == b["trials"] and a["judgments"] == b["judgments"]
     # the run exercised what makes the rule subtle: exclusions given back, and a study filled to its targets
-    assert any(h[4] for h in a["hits"]) and not all(h[4] for h in a["hits"])
+    excluded = 4 + len(tallies.FIELDS)  # the hits' column
+    assert any(h[excluded] for h in a["hits"]) and not all(h[excluded] for h in a["hits"])
+    # the HITs' judgment counters (the dashboard's tallies) are the judgments' own, on both writers
+    assert tallies.mismatches(study_id=real.pk) == {} and tallies.mismatches(study_id=bulk.pk) == {}
+    assert all(sum(h[4:excluded]) > 0 for h in a["hits"])
     targets = {"train": 2, "val": 5}
     tests = [(split, n) for _, role, split, n, *_ in a["items"] if role == "test"]
     assert all(n <= targets[split] for split, n in tests)  # the run went on until a worker found no work

@@ -106,3 +106,53 @@ def test_adaptive_collection_fills_targets_from_each_config_and_counts_choice_on
         ("custom", "train", 4, 2), ("custom", "val", 5, 0), ("jnd", "train", 3, 0), ("jnd", "val", 3, 0),
     ]  # fmt: skip
     assert all(i.active for i in apps.get_model("studies", "Item").objects.all())
+
+
+def test_hit_tallies_are_counted_from_the_judgments_already_stored(migrator):
+    """judgments 0005: each assignment's counters (judgments.tallies) from its judgments: tests, sentinels and
+    those right, first-key answers with practice aside, and timing flags of any kind."""
+    before = [("studies", "0008_item_draw"), ("judgments", "0004_workerreview")]
+    after = [("judgments", "0005_tallies")]
+    executor = migrator(connection)
+    executor.migrate(before)
+    apps = executor.loader.project_state(before).apps
+    Study, Item = apps.get_model("studies", "Study"), apps.get_model("studies", "Item")
+    Worker, Assignment, Trial, Judgment = (
+        apps.get_model("judgments", m) for m in ("Worker", "Assignment", "Trial", "Judgment")
+    )
+    study = Study.objects.create(name="jnd", kind="jnd", status="active", config={})
+    items = [
+        Item.objects.create(study=study, index=i, ref_image="r", p0_image="a", p1_image="b") for i in range(5)
+    ]
+    later = timezone.now() + timezone.timedelta(hours=1)
+    answers = [  # kind, response, correct, flagged
+        ("practice", "same", True, True),
+        ("sentinel", "same", True, False),
+        ("sentinel", "different", False, True),
+        ("test", "same", None, True),
+        ("test", "different", None, False),
+    ]
+    tokens = []
+    for w in range(2):
+        worker = Worker.objects.create(platform="anonymous", external_hash=f"t{w}")
+        a = Assignment.objects.create(
+            study=study, worker=worker, status="submitted", lease_expires_at=later, platform="anonymous",
+            token=f"t{w}",
+        )  # fmt: skip
+        tokens.append(a.token)
+        for pos, (kind, response, correct, flagged) in enumerate(answers[: 5 - 2 * w]):
+            t = Trial.objects.create(
+                assignment=a, worker=worker, item=items[pos], position=pos, kind=kind, swap=False,
+                answered=True, public_id=f"t{w}-{pos}",
+            )  # fmt: skip
+            Judgment.objects.create(
+                trial=t, assignment=a, item=items[pos], worker=worker, kind=kind,
+                idempotency_key=f"key-{w}-{pos}", response=response, choice=int(response == "same"),
+                presented_left="p0", rt_ms=500.0, correct=correct, timing_flagged=flagged,
+            )  # fmt: skip
+    executor = migrator(connection)
+    executor.migrate(after)
+    apps = executor.loader.project_state(after).apps
+    rows = apps.get_model("judgments", "Assignment").objects.order_by("token")
+    got = [(a.n_tests, a.n_sentinels, a.n_sentinels_right, a.n_first_key, a.n_flagged) for a in rows]
+    assert got == [(2, 2, 1, 2, 3), (0, 2, 1, 1, 2)]
