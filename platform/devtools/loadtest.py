@@ -744,6 +744,53 @@ def report(measured: dict) -> str:
     return "\n".join(lines)
 
 
+STUDY_RATIO_TARGET = 1.5  # issue 19: start and answer p99 on a BAPPS-scale study within 1.5x a fresh one's
+
+
+def study_report(fresh: dict, given: dict) -> str:
+    """The "loadtest-study" section: the same runs against a fresh study and against an existing (large)
+    one, side by side, with the large one's p99s as multiples of the fresh one's."""
+    from judgments.models import Judgment
+
+    p = given["params"]
+    n_judgments = Judgment.objects.filter(assignment__study_id=p["study"]["id"]).exclude(kind="practice")
+    lines = [
+        "## Load test: an existing large study next to a fresh one",
+        "",
+        _method(p, given["analyzing"]),
+        f"First the same runs against a fresh study of {fresh['params']['items']:,} items with the same HIT "
+        f"shape; then against the existing study, which held {n_judgments.count():,} judgments (practice "
+        "aside) when this was written, the run's own included.",
+        "",
+    ]
+    for kind in given["runs"]:
+        a, b = fresh["runs"][kind], given["runs"][kind]
+        lines += [
+            f"### {kind}",
+            "",
+            *_results_table(
+                {"fresh study": a, "existing study": b},
+                {"fresh study": fresh["checks"][kind], "existing study": given["checks"][kind]},
+            ),
+            "",
+        ]
+        verdicts = []
+        for op, label in (("next_batch", "start (next batch)"), ("submit", "answer (submit)")):
+            if op in a["latency_ms"] and op in b["latency_ms"]:
+                ratio = b["latency_ms"][op]["p99"] / max(a["latency_ms"][op]["p99"], 1e-9)
+                met = "met" if ratio <= STUDY_RATIO_TARGET else "NOT met"
+                verdicts.append(f"{label} p99 {ratio:.2f}x the fresh study's ({met})")
+        if verdicts:
+            lines += [
+                f"Target (p99 within {STUDY_RATIO_TARGET:g}x of the fresh study): "
+                + "; ".join(verdicts)
+                + ".",
+                "",
+            ]
+    lines.append(_load_note())
+    return "\n".join(lines)
+
+
 def instances_report(by_instances: dict[int, dict]) -> str:
     """The "loadtest-instances" section: the same back-to-back run against 1..N gunicorn instances behind
     one address (`by_instances`: instances -> run's measurements), and what limits the sum on this machine."""

@@ -137,3 +137,21 @@ def test_reports_name_the_command_and_say_what_limits_the_sum():
     single = loadtest.report(_measured(1, 300.0))
     assert "none sent in the window" in single  # a short run without a start still reports
     assert "Target" not in single  # no paced run, no verdict on the paced target
+
+
+@pytest.mark.django_db
+def test_the_study_report_sets_a_large_study_beside_a_fresh_one(make_study):
+    study = make_study(n_test=6, config={"simulation": True})
+    fresh, given = _measured(1, 300.0), _measured(1, 290.0)
+    for m, start_p99, submit_p99 in ((fresh, 40.0, 20.0), (given, 80.0, 25.0)):
+        m["runs"]["back to back"]["latency_ms"] = {
+            "next_batch": {"p50": 1, "p95": 2, "p99": start_p99},
+            "submit": {"p50": 1, "p95": 2, "p99": submit_p99},
+        }
+    given["params"] = {**given["params"], "study": {"id": str(study.pk), "items": 6}}
+    text = loadtest.study_report(fresh, given)
+    assert f"--study-id {study.pk}" in text
+    assert "| judgments/s (acknowledged) | 300 | 290 |" in text
+    # start: 80 / 40 = 2.00x, over the 1.5x target; answer: 25 / 20 = 1.25x, within it
+    assert "start (next batch) p99 2.00x the fresh study's (NOT met)" in text
+    assert "answer (submit) p99 1.25x the fresh study's (met)" in text

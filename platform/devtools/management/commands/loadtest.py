@@ -55,8 +55,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--study-id",
             default=None,
-            help="run against this existing active 2AFC simulation study instead of a fresh study per run "
-            "(its hit size applies); writes the loadtest-study section",
+            help="run against this existing active 2AFC simulation study (its hit size applies), after the "
+            "same runs against a fresh study of that hit size; writes the loadtest-study section, which "
+            "sets the two side by side",
         )
         parser.add_argument(
             "--run",
@@ -80,10 +81,16 @@ class Command(BaseCommand):
                     n: loadtest.run(**params, web_instances=n, study_id=study_id) for n in (1, web_instances)
                 }
                 section, text = "loadtest-instances", loadtest.instances_report(measured)
+            elif study_id:  # the existing study next to a fresh one of the same HIT shape
+                given = loadtest.existing_study(study_id)
+                measured = {
+                    "fresh": loadtest.run(**{**params, "hit_size": given.collection["hit_size"]}),
+                    "given": loadtest.run(**params, study_id=study_id),
+                }
+                section, text = "loadtest-study", loadtest.study_report(measured["fresh"], measured["given"])
             else:
-                measured = {1: loadtest.run(**params, study_id=study_id)}
-                section = "loadtest-study" if study_id else "loadtest"
-                text = loadtest.report(measured[1])
+                measured = {1: loadtest.run(**params)}
+                section, text = "loadtest", loadtest.report(measured[1])
         except ValueError as exc:  # an unusable --study-id
             raise CommandError(str(exc)) from exc
         self.stdout.write(text)
