@@ -89,7 +89,7 @@ profile-answer: install ## where the answer path's web CPU goes: starts, answers
 SCALE_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/perceptlab_scale
 SCALE_DATA_DIR ?= $(CURDIR)/var/scale
 SCALE_ENV := DATABASE_URL=$(SCALE_DATABASE_URL) PERCEPTLAB_DATA_DIR=$(SCALE_DATA_DIR) PYTHONPATH=platform:.
-scale-study: install ## the BAPPS-scale study (187,700 2AFC items, 500k simulated judgments) in PostgreSQL; built once (about 15 min), found on reruns
+scale-study: install ## the BAPPS-scale study (187,700 2AFC items, 500k simulated judgments) in PostgreSQL; built once (about 5 min), found on reruns
 	psql "$(dir $(SCALE_DATABASE_URL))postgres" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$(notdir $(SCALE_DATABASE_URL))'" | grep -q 1 || \
 	  psql "$(dir $(SCALE_DATABASE_URL))postgres" -qc "CREATE DATABASE $(notdir $(SCALE_DATABASE_URL))"
 	$(SCALE_ENV) $(PY) manage.py migrate -v0
@@ -98,4 +98,8 @@ scale-study: install ## the BAPPS-scale study (187,700 2AFC items, 500k simulate
 bench-scale: scale-study ## dashboard, workers, QC reads, export and retrain on the scale study next to a small one, with peak RSS; writes docs/benchmarks.md
 	$(SCALE_ENV) $(PY) manage.py bench_scale --out docs/benchmarks.md
 
-.PHONY: help install run test test-fast lint bench bench-adaptive bench-first-run loadtest loadtest-instances profile-answer contact-sheet clean scale-study bench-scale
+loadtest-scale: scale-study ## paced load test against the scale study beside a fresh study of its HIT size (start and answer p99); writes docs/benchmarks.md
+	$(SCALE_ENV) CACHE_URL=$(LOAD_CACHE_URL) DJANGO_SETTINGS_MODULE=devtools.settings_loadtest $(PY) manage.py loadtest \
+	  --study-id $$($(SCALE_ENV) $(PY) manage.py scale_study --id-only 2>/dev/null | tail -1) --run paced --seconds $${SECONDS_:-60} --out docs/benchmarks.md
+
+.PHONY: help install run test test-fast lint bench bench-adaptive bench-first-run loadtest loadtest-instances profile-answer contact-sheet clean scale-study bench-scale loadtest-scale

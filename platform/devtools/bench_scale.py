@@ -12,8 +12,8 @@ own:
   view, its queries and its template; no network), median of 3 after one warm-up, with their queries;
 - export: the whole study's archive written to a file (exports.services.export_archive_write).
 
-The load test's figures (assignment start and answer p99) come from `manage.py loadtest --study-id`,
-run against the scale study (docs/benchmarks.md says how).
+The load test's figures (assignment start and answer p99) come from `make loadtest-scale` (`manage.py
+loadtest --study-id`), run against the scale study beside a fresh one.
 """
 
 from __future__ import annotations
@@ -238,8 +238,8 @@ def report(studies: dict, results: dict, *, params: dict, seconds: float) -> str
         "study's size; `restore/media` holds each distinct image once, so it holds the reused triplets' "
         "images only, where an engine-built study's would hold ~560k more (about 7 KB each at 64x64).",
         "",
-        "Load test (assignment start and answer p99 against this study): run `manage.py loadtest "
-        "--study-id <scale study id>` (and without it, for its own small study) on an idle machine.",
+        "Load test (assignment start and answer p99 against this study, beside a fresh study of its HIT "
+        "size): `make loadtest-scale`, section \"Load test: an existing large study next to a fresh one\".",
     ]
     return "\n".join(lines)
 

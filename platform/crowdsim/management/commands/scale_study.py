@@ -42,8 +42,11 @@ class Command(BaseCommand):
         parser.add_argument("--spammers", type=float, default=d.spammers)
         parser.add_argument("--seed", type=int, default=d.seed)
         parser.add_argument("--owner", default="", help="username of the researcher who owns the study")
+        parser.add_argument(
+            "--id-only", action="store_true", help="print the study's id only (for scripts: make loadtest-scale)"
+        )
 
-    def handle(self, *args, items, judgments, distinct, workers, spammers, seed, owner, **options):
+    def handle(self, *args, items, judgments, distinct, workers, spammers, seed, owner, id_only, **options):
         if items < 1 or judgments < 0 or distinct < 1 or workers < 1 or not 0 <= spammers <= 1:
             raise CommandError("--items, --distinct and --workers must be positive, --spammers in [0, 1]")
         user = None
@@ -55,7 +58,10 @@ class Command(BaseCommand):
             items=items, judgments=judgments, seed=seed, distinct=distinct, workers=workers, spammers=spammers
         )
         t0 = time.perf_counter()
-        study, built = scale_study_build(params, owner=user, progress_factory=_bar)
+        study, built = scale_study_build(params, owner=user, progress_factory=None if id_only else _bar)
+        if id_only:
+            self.stdout.write(str(study.pk))
+            return
         what = "built" if built else "found (built earlier with these parameters)"
         self.stdout.write(
             self.style.SUCCESS(
