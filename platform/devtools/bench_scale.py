@@ -239,7 +239,7 @@ def report(studies: dict, results: dict, *, params: dict, seconds: float) -> str
         "images only, where an engine-built study's would hold ~560k more (about 7 KB each at 64x64).",
         "",
         "Load test (assignment start and answer p99 against this study, beside a fresh study of its HIT "
-        "size): `make loadtest-scale`, section \"Load test: an existing large study next to a fresh one\".",
+        'size): `make loadtest-scale`, section "Load test: an existing large study next to a fresh one".',
     ]
     return "\n".join(lines)
 

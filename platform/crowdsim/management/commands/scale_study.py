@@ -43,7 +43,9 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=d.seed)
         parser.add_argument("--owner", default="", help="username of the researcher who owns the study")
         parser.add_argument(
-            "--id-only", action="store_true", help="print the study's id only (for scripts: make loadtest-scale)"
+            "--id-only",
+            action="store_true",
+            help="print the study's id only (for scripts: make loadtest-scale)",
         )
 
     def handle(self, *args, items, judgments, distinct, workers, spammers, seed, owner, id_only, **options):
