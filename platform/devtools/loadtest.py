@@ -641,7 +641,8 @@ def _method(p: dict, analyzing: bool) -> str:
         else f"Each run gets a fresh study of {p['items']:,} items. "
     )
     return (
-        f"Machine: {machine_line()}. Command: `make loadtest` (`{_command(p)}`): {_servers(p)}, throttles "
+        f"Machine: {machine_line()}. Command: `{'make loadtest-scale' if p['study'] else 'make loadtest'}` "
+        f"(`{_command(p)}`): {_servers(p)}, throttles "
         "counted in Redis, the load generator on the same "
         f"machine (it shares the {os.cpu_count()} cores). {study}Each client starts a HIT ({hit_size} test "
         f"trials and {per_hit - hit_size} sentinels), answers every trial, submits, repeats. The clients "

@@ -83,8 +83,11 @@ class Command(BaseCommand):
                 section, text = "loadtest-instances", loadtest.instances_report(measured)
             elif study_id:  # the existing study next to a fresh one of the same HIT shape
                 given = loadtest.existing_study(study_id)
+                hit_size = given.collection["hit_size"]
+                # enough items that the fresh study never runs out of work for the clients' HITs
+                items = max(params["items"], 2 * params["clients"] * hit_size)
                 measured = {
-                    "fresh": loadtest.run(**{**params, "hit_size": given.collection["hit_size"]}),
+                    "fresh": loadtest.run(**{**params, "hit_size": hit_size, "items": items}),
                     "given": loadtest.run(**params, study_id=study_id),
                 }
                 section, text = "loadtest-study", loadtest.study_report(measured["fresh"], measured["given"])
