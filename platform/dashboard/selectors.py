@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from datetime import timedelta
@@ -22,6 +23,8 @@ from studies.imports import study_import_running
 from studies.models import Item, Study
 from training.models import Evaluation
 from training.selectors import models_panel
+
+logger = logging.getLogger(__name__)
 
 
 def study_progress(*, studies) -> dict:
@@ -111,9 +114,14 @@ def judgments_per_hour(*, study: Study, hours: int = 24) -> list[tuple[str, floa
     current = now.replace(minute=0, second=0, microsecond=0)
     since = current - timedelta(hours=hours - 1)
     starts = [since + timedelta(hours=h) for h in range(hours)]
-    key = lambda hour: f"perceptlab:judgments-per-hour:{study.pk}:{hour:%Y%m%d%H}"  # noqa: E731
+    keys = {hour: f"perceptlab:judgments-per-hour:{study.pk}:{hour:%Y%m%d%H}" for hour in starts}
     final = [hour for hour in starts if hour + timedelta(hours=1) <= now - HOUR_FINAL_AFTER]
-    counts = {hour: n for hour in final if (n := cache.get(key(hour))) is not None}
+    try:  # the cache is an optimisation: without it (Redis down) every hour is counted
+        cached = cache.get_many([keys[hour] for hour in final])
+    except Exception:  # noqa: BLE001 - any cache backend's failure
+        logger.warning("judgments per hour: the cache is unavailable; counting every hour", exc_info=True)
+        cached = {}
+    counts = {hour: cached[keys[hour]] for hour in final if keys[hour] in cached}
     missing = [hour for hour in final if hour not in counts]
     live_from = missing[0] if missing else (final[-1] + timedelta(hours=1) if final else since)
     judgments = Judgment.objects.filter(assignment__study=study, created_at__gte=live_from).exclude(
@@ -125,11 +133,14 @@ def judgments_per_hour(*, study: Study, hours: int = 24) -> list[tuple[str, floa
         .values_list("hour")
         .annotate(n=Count("pk"))
     )
-    for hour in starts:
-        if hour >= live_from:
-            counts[hour] = rows.get(hour, 0)
-            if hour in final:
-                cache.set(key(hour), counts[hour], timeout=(hours + 1) * 3600)
+    counted = {hour: rows.get(hour, 0) for hour in starts if hour >= live_from}
+    counts.update(counted)
+    done = {keys[hour]: n for hour, n in counted.items() if hour in final}
+    if done:
+        try:
+            cache.set_many(done, timeout=(hours + 1) * 3600)
+        except Exception:  # noqa: BLE001
+            logger.warning("judgments per hour: could not cache finished hours", exc_info=True)
     return [(hour.strftime("%H:00"), float(counts.get(hour, 0))) for hour in starts]
 
 

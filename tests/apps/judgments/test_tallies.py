@@ -138,3 +138,18 @@ def test_an_hour_that_just_ended_is_still_counted_live(make_study, monkeypatch):
     n_b = Judgment.objects.filter(assignment=b).exclude(kind=Trial.Kind.PRACTICE).count()
     second = dashboard_selectors.judgments_per_hour(study=study)
     assert second[-2][1] == n + n_b
+
+
+def test_the_chart_counts_every_hour_when_the_cache_fails(make_study, monkeypatch):
+    cache.clear()
+    study = make_study(n_test=10, n_sentinels=2, n_practice=1, config={"hit_size": 6})
+    a = _answer_all(study, 0)
+    n = Judgment.objects.filter(assignment=a).exclude(kind=Trial.Kind.PRACTICE).count()
+    Judgment.objects.filter(assignment=a).update(created_at=timezone.now() - timedelta(hours=3))
+
+    def down(*args, **kwargs):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(dashboard_selectors.cache, "get_many", down)
+    monkeypatch.setattr(dashboard_selectors.cache, "set_many", down)
+    assert dashboard_selectors.judgments_per_hour(study=study)[-4][1] == n
