@@ -100,7 +100,8 @@ class FeatureCache:
         self.computed = 0
         self.device = "none"  # where the statistics were computed this time (nothing new: none)
         self._parts: dict[str, np.ndarray] | None = None  # part name -> records, read once per instance
-        self._index: dict[bytes, tuple[str, int]] = {}
+        self._index: dict[bytes, int] = {}  # item id -> row in the parts one after the other
+        self._starts: list[tuple[int, str]] = []  # (first row, part name), in that order
 
     @property
     def name(self) -> str:
@@ -111,14 +112,16 @@ class FeatureCache:
         return [n for n in storage.listdir(self.dir) if n.startswith(self.prefix) and n.endswith(".npy")]
 
     def _add_part(self, name: str, records: np.ndarray) -> None:
+        start = self._starts[-1][0] + len(self._parts[self._starts[-1][1]]) if self._starts else 0
         self._parts[name] = records
-        for row, key in enumerate(records["id"].tolist()):
-            self._index.setdefault(key, (name, row))
+        self._starts.append((start, name))
+        for row, key in enumerate(records["id"].tolist(), start):
+            self._index.setdefault(key, row)  # an item in two parts (two jobs at once): the first
 
     def _load(self) -> None:
         if self._parts is not None:
             return
-        self._parts, self._index = {}, {}
+        self._parts, self._index, self._starts = {}, {}, []
         for name in self.part_names():
             full = f"{self.dir}/{name}"
             try:
@@ -158,12 +161,12 @@ class FeatureCache:
         merged = np.concatenate([np.asarray(self._parts[n]) for n in small])
         _, first = np.unique(merged["id"], return_index=True)
         self._write_part(merged[np.sort(first)])
-        for n in small:
-            del self._parts[n]
-            storage.delete(f"{self.dir}/{n}")
-        self._index = {}
-        for n, records in list(self._parts.items()):
+        kept = [(n, r) for n, r in self._parts.items() if n not in small]
+        self._parts, self._index, self._starts = {}, {}, []
+        for n, records in kept:
             self._add_part(n, records)
+        for n in small:
+            storage.delete(f"{self.dir}/{n}")
 
     def _remove_other_backbones(self) -> None:
         for old in storage.listdir(self.dir):  # invalidated: another backbone of this net
@@ -181,18 +184,17 @@ class FeatureCache:
         self._remove_other_backbones()
 
     def _gather(self, items: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-        where = [self._index[str(it["id"]).encode()] for it in items]
-        channels = next(iter(self._parts.values())).dtype["s0"].shape[0]
+        rows = np.fromiter((self._index[str(it["id"]).encode()] for it in items), np.int64, len(items))
+        first = np.array([start for start, _ in self._starts])
+        part_of = np.searchsorted(first, rows, side="right") - 1
+        channels = self._parts[self._starts[0][1]].dtype["s0"].shape[0]
         s0 = np.empty((len(items), channels), np.float32)
         s1 = np.empty((len(items), channels), np.float32)
-        by_part: dict[str, tuple[list[int], list[int]]] = {}
-        for k, (name, row) in enumerate(where):
-            out, rows = by_part.setdefault(name, ([], []))
-            out.append(k)
-            rows.append(row)
-        for name, (out, rows) in by_part.items():
-            records, rows = self._parts[name], np.asarray(rows)
-            s0[out], s1[out] = records["s0"][rows], records["s1"][rows]
+        for k, (start, name) in enumerate(self._starts):
+            out = np.flatnonzero(part_of == k)
+            if len(out):
+                records, local = self._parts[name], rows[out] - start
+                s0[out], s1[out] = records["s0"][local], records["s1"][local]
         return s0, s1
 
     @torch.no_grad()
