@@ -1,7 +1,7 @@
 """Every file the platform keeps goes through Django's storage API (``settings.STORAGES["default"]``):
 stimuli, source photo sets, import uploads, feature caches, k-means trunks, models and their bundles,
-exports. Names are media-relative (``stimuli/<sha256>.png``, ``features/<study>/alex-<digest>.npz``), so
-the same rows work on every backend, and a worker on another machine with an empty local disk reads and
+exports. Names are media-relative (``stimuli/<sha256>.png``, ``features/<study>/alex-<digest>-<part>.npy``),
+so the same rows work on every backend, and a worker on another machine with an empty local disk reads and
 writes the same files as the web process.
 
 Backends (settings ``PERCEPTLAB_STORAGE``; docs/deployment-storage.md):

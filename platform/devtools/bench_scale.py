@@ -227,12 +227,14 @@ def report(studies: dict, results: dict, *, params: dict, seconds: float) -> str
         ]
     lines += [""] + [line for note in notes for line in (note, "")]
     lines += [
-        "How the retrain grows: with features cached it never runs the trunk for an item seen before, but it "
-        "still does work in proportion to the study's judged items, not to the new judgments: it loads the "
-        "feature cache of every item (two rows of 1,152 float32 per 2AFC item for AlexNet: ~9 KB an item), "
-        "fits the lin heads for a number of epochs over every train item, evaluates the baselines on the "
-        "val items' images (three PNG reads each) and bootstraps CIs over the val items. So the N-th "
-        "judgment costs O(items) at any N; it grows with judgments only as they reach new items.",
+        "How the retrain grows: with features cached it never runs the trunk for an item seen before, nor "
+        "reads an image (the baselines' distances are cached per item too), but it still does work in "
+        "proportion to the study's judged items, not to the new judgments: it gathers every judged item's "
+        "cached statistics (two rows of 1,152 float32 per 2AFC item for AlexNet: ~9 KB an item, from "
+        "memory-mapped parts), fits the lin heads for a number of epochs over every train item (most of "
+        "the time: one optimiser step per 50 items per epoch), and bootstraps CIs over the val items; "
+        "counting the votes reads every judgment row once. So the N-th judgment costs O(items) at any N "
+        "(plus O(judgments) for the vote count); it grows with judgments as they reach new items.",
         "",
         "Export size: the BAPPS tree copies every item's three PNGs, reused or not, so it has a 187k-item "
         "study's size; `restore/media` holds each distinct image once, so it holds the reused triplets' "

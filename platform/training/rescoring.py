@@ -29,9 +29,8 @@ from django.db.models import Count, Sum
 from core import storage
 from judgments.models import Judgment, Trial
 from metric import sampling
-from metric.baselines import BASELINES
 from studies.models import Item, Study
-from training.features import FeatureCache, media_patch
+from training.features import FeatureCache, baseline_distances
 from training.models import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -48,39 +47,8 @@ def _candidates(study: Study) -> list[dict]:
 
 def _baseline_distances(study: Study, names: list[str], items: list[dict]) -> list[tuple]:
     """(d0, d1) per baseline over `items`, computed once per item and kept in
-    features/<study>/baselines.npz in the media storage (core.storage)."""
-    from training.services import _apply
-
-    cache = f"features/{study.pk}/baselines.npz"
-    table: dict = {}
-    if storage.exists(cache):
-        with np.load(storage.local_copy(cache)) as data:
-            table = {key: data[key] for key in data.files}
-    ids = [str(it["id"]) for it in items]
-    out = []
-    changed = False
-    for name in names:
-        stored = table.get(f"{name}:ids", np.array([])).tolist()
-        known = dict(zip(stored, table.get(name, np.zeros((len(stored), 2))), strict=True))
-        missing = [it for it in items if str(it["id"]) not in known]
-        if missing:
-
-            def stack(field, rows=missing):
-                return np.stack([media_patch(it[field]) for it in rows])
-
-            ref = stack("ref_image")
-            d0 = _apply(BASELINES[name], ref, stack("p0_image"))
-            d1 = _apply(BASELINES[name], ref, stack("p1_image"))
-            known.update({str(it["id"]): (a, b) for it, a, b in zip(missing, d0, d1, strict=True)})
-            table[f"{name}:ids"] = np.array(sorted(known))
-            table[name] = np.array([known[k] for k in sorted(known)], dtype=np.float64)
-            changed = True
-        pairs = np.array([known[i] for i in ids], dtype=np.float64).reshape(len(ids), 2)
-        out.append((pairs[:, 0], pairs[:, 1]))
-    if changed:
-        with storage.writing(cache, keep_local=True) as tmp:
-            np.savez(tmp, **table)
-    return out
+    features/<study>/baselines.npz in the media storage (training.features.baseline_distances)."""
+    return baseline_distances(study.pk, study.kind, names, items)
 
 
 def _head_distances(study: Study, items: list[dict]) -> list[tuple]:

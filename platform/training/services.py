@@ -52,14 +52,13 @@ from core.exceptions import ApplicationError
 from judgments.models import Judgment, Trial
 from judgments.pool import item_draw
 from metric.backbones import build_backbone, corpus_digest, kmeans_corpus, resolve_weights
-from metric.baselines import BASELINES
 from metric.data import JNDData, TwoAFCData
 from metric.errors import MetricError
 from metric.lpips import LPIPS
 from metric.scoring import bootstrap_ci, human_ceiling_plugin, jnd_average_precision, two_afc_per_item
 from metric.train import TrainConfig, build_model, train_lin_fast
 from studies.models import Item, Study
-from training.features import FeatureCache, media_patch
+from training.features import FeatureCache, baseline_distances, media_patch
 from training.models import Evaluation, ModelVersion, TrainingState
 from training.triggers import (  # noqa: F401  (re-exported: the trigger API)
     _state,
@@ -476,11 +475,11 @@ def _retrain(study: Study, progress, variants: list[str] = ()) -> dict:
 
 
 def _evaluate_on_images(study: Study, config: dict, val_items: list[dict], add) -> None:
-    """The human ceiling (plug-in, as the paper) and the baselines, computed on the val images."""
+    """The human ceiling (plug-in, as the paper) and the baselines on the val images (their distances
+    cached per item: training.features.baseline_distances; the images are read for new items only)."""
     n_boot = int(config["n_boot"])
-    data = dataset_from_items(study, val_items)
     if study.kind == "2afc":
-        p = data.p
+        p = np.array([it["k"] / it["n"] for it in val_items], dtype=np.float64)
         ceil = {
             c: human_ceiling_plugin(p[[i for i, it in enumerate(val_items) if it["category"] == c]])
             for c in sorted({it["category"] for it in val_items})
@@ -493,20 +492,12 @@ def _evaluate_on_images(study: Study, config: dict, val_items: list[dict], add) 
             "val",
             {c: (v, None, None, len(val_items)) for c, v in ceil.items()},
         )
-    for name in config["baselines"]:
-        fn = BASELINES[name]
+    names = list(config["baselines"])
+    for name, (d0, d1) in zip(names, baseline_distances(study.pk, study.kind, names, val_items), strict=True):
         if study.kind == "2afc":
-            d0 = _apply(fn, data.ref, data.p0)
-            d1 = _apply(fn, data.ref, data.p1)
             add(name, Evaluation.Kind.BASELINE, "2afc", "val", _scores_2afc(d0, d1, val_items, n_boot))
         else:
-            add(
-                name,
-                Evaluation.Kind.BASELINE,
-                "jnd_map",
-                "val",
-                _jnd_map(_apply(fn, data.p0, data.p1), val_items, n_boot),
-            )
+            add(name, Evaluation.Kind.BASELINE, "jnd_map", "val", _jnd_map(d0, val_items, n_boot))
 
 
 def _evaluate_backbone(
@@ -655,7 +646,7 @@ def _train_lin(
     version.train_info = {
         "losses": [float(x) for x in losses][-5:],
         "feature_device": cache.device,
-        "feature_cache": cache.path.name,
+        "feature_cache": cache.name,
         "computed_features": cache.computed,
         # what drew the train items the heads learnt from: the dashboard's learning curve per sampler
         **_trained_samplers(study, train_items),
@@ -705,15 +696,6 @@ def _train_deep_variant(
         version,
     )
     return version
-
-
-def _apply(fn, a: np.ndarray, b: np.ndarray, batch: int = 100) -> np.ndarray:
-    from metric.data import to_tensor
-
-    out = []
-    for s in range(0, len(a), batch):
-        out.append(fn(to_tensor(a[s : s + batch]), to_tensor(b[s : s + batch])).flatten().double().numpy())
-    return np.concatenate(out)
 
 
 def current_model(*, study: Study, backbone: str = "alex", weights: str | None = None) -> ModelVersion | None:

@@ -191,7 +191,7 @@ def test_web_and_worker_share_nothing_but_the_database_and_the_bucket(
         stored = keys()
         assert {first.heads_path, first.trunk_path} <= stored
         features = {k for k in stored if k.startswith(f"features/{study.pk}/")}
-        assert any(k.endswith(".npz") for k in features) and any(k.endswith(".pth") for k in features)
+        assert any(k.endswith(".npy") for k in features) and any(k.endswith(".pth") for k in features)
         assert first.train_info["computed_features"] > 0
 
         # a worker with an empty disk (another machine) retrains from the bucket alone: nothing recomputed

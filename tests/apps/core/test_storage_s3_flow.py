@@ -58,7 +58,7 @@ def test_a_study_lives_in_the_bucket(s3, settings, researcher_carol, crowd, capt
     study_retrain(study=study)
     first = ModelVersion.objects.get(study=study, status="ready")
     assert {first.heads_path, first.trunk_path} <= keys() and first.train_info["computed_features"] > 0
-    assert any(k.startswith(f"features/{study.pk}/alex-") and k.endswith(".npz") for k in keys())
+    assert any(k.startswith(f"features/{study.pk}/alex-") and k.endswith(".npy") for k in keys())
 
     shutil.rmtree(settings.PERCEPTLAB_STORAGE_CACHE_DIR)  # another machine, with an empty disk
     study_retrain(study=study)
