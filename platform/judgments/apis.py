@@ -21,6 +21,7 @@ from core.parsers import StrictJSONParser
 from core.stimuli import STIMULUS_PATH
 from core.storage import stream_response
 from core.throttling import AssignmentImageThrottle, AssignmentStartThrottle, AssignmentThrottle
+from judgments import sql
 from judgments.answers import ANSWER_FIELDS, answer_input, judgment_submit
 from judgments.assignments import (
     N_EXAMPLES,
@@ -157,7 +158,9 @@ class AssignmentStartApi(AnnotatorApi):
         request=InputSerializer, responses={200: AssignmentOutputSerializer, 201: AssignmentOutputSerializer}
     )
     def post(self, request, study_id):
-        study = get_object_or_404(Study, pk=study_id)
+        study = sql.model_get(Study, study_id)
+        if study is None:
+            raise Http404("no such study")
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
