@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.net import client_ip
-from core.parsers import StrictJSONParser
+from core.parsers import StrictJSONParser, json_body
 from core.stimuli import STIMULUS_PATH
 from core.storage import stream_response
 from core.throttling import AssignmentImageThrottle, AssignmentStartThrottle, AssignmentThrottle
@@ -257,7 +257,7 @@ class JudgmentSubmitApi(AnnotatorApi):
     def post(self, request, token):
         # The hottest endpoint: the body is checked by hand (answer_input; the service checks ranges and
         # sizes) rather than by instantiating InputSerializer; both come from ANSWER_FIELDS.
-        v = answer_input(request.data)
+        v = answer_input(json_body(request))  # request.data, without DRF's machinery (JsonOnlyNegotiation)
         result = judgment_submit(
             token=token,
             trial_id=v["trial"],

@@ -1,4 +1,5 @@
-"""The hand-written SQL, in one place: the assignment queue's locking read (PostgreSQL) and the answer path.
+"""The hand-written SQL, in one place: the assignment queue's locking read (PostgreSQL), the answer path, and
+the start's and the completion's reads and writes (model_rows, insert_rows and the statements at the end).
 
 Storing an answer is the platform's hottest write (one per trial per annotator). It runs five short
 statements written out here instead of through the query compiler, whose per-statement cost was most of
@@ -230,17 +231,38 @@ def insert_params(objs) -> list:
 
 
 @functools.lru_cache
-def insert_unnest_sql(model) -> str:
-    """PostgreSQL: INSERT of every column of `model` from one array per column (unnest), in concrete-field
-    order. One statement, and one parameter per column, for any number of rows: psycopg parses a statement
-    of many parameters afresh on every call (it caches only those of at most 50), and PostgreSQL would
-    plan each row count anew."""
+def insert_unnest_sql(model, constant: tuple) -> str:
+    """PostgreSQL: INSERT of every column of `model`, in concrete-field order, from one parameter per
+    column: a value for the columns `constant` marks (the same in every row: a start's assignment,
+    worker, timestamps), else an array (unnest), the constants' parameters first. One statement whatever
+    the number of rows: psycopg parses a statement of many parameters afresh on every call (it caches only
+    those of at most 50), and PostgreSQL would plan each row count anew; and dumping an array costs
+    psycopg several Python calls per element, which the constants skip."""
     quote, fields = connection.ops.quote_name, model._meta.concrete_fields
-    arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)
+    typed = [f"%s::{field.db_type(connection)}" for field in fields]
+    select = [typed[c] if constant[c] else f"u.c{c}" for c in range(len(fields))]
+    arrays = [f"{typed[c]}[]" for c in range(len(fields)) if not constant[c]]
+    names = [f"c{c}" for c in range(len(fields)) if not constant[c]]
+    source = f" FROM unnest({', '.join(arrays)}) AS u({', '.join(names)})" if arrays else ""
     return (
         f"INSERT INTO {model._meta.db_table} ({', '.join(quote(f.column) for f in fields)}) "
-        f"SELECT * FROM unnest({arrays})"
+        f"SELECT {', '.join(select)}{source}"
     )
+
+
+def _unnest_params(values: list, width: int) -> tuple[tuple, list]:
+    """(which columns are constant, the parameters) for insert_unnest_sql. With one row every column is a
+    constant; with more, a column whose values are all equal is one (never all columns: the rows would
+    collapse into one)."""
+    columns = [values[c::width] for c in range(width)]
+    if len(columns[0]) == 1:
+        return (True,) * width, [column[0] for column in columns]
+    constant = tuple(column.count(column[0]) == len(column) for column in columns)
+    if all(constant):
+        constant = (False,) * width
+    return constant, [column[0] for column, same in zip(columns, constant, strict=True) if same] + [
+        column for column, same in zip(columns, constant, strict=True) if not same
+    ]
 
 
 def insert_rows(objs: list, batch: int = 500) -> None:
@@ -254,7 +276,8 @@ def insert_rows(objs: list, batch: int = 500) -> None:
             chunk = objs[k : k + batch]
             values = insert_params(chunk)
             if connection.vendor == "postgresql":
-                cursor.execute(insert_unnest_sql(model), [values[c::width] for c in range(width)])
+                constant, params = _unnest_params(values, width)
+                cursor.execute(insert_unnest_sql(model, constant), params)
             else:
                 cursor.execute(insert_sql(model, connection.vendor, len(chunk)), values)
     for obj in objs:
@@ -433,15 +456,21 @@ def items_open_add(*, item_ids: list, n: int) -> None:
 
 
 @functools.lru_cache
-def _trial_attnames() -> tuple:
-    return tuple(f.attname for f in Trial._meta.concrete_fields)
+def _attnames(model) -> tuple:
+    return tuple(f.attname for f in model._meta.concrete_fields)
+
+
+def model_new(model, values: dict):
+    """An unsaved instance of `model` from every concrete field's value by attname (foreign keys as ids),
+    built as Model.from_db builds one, from positional values: the keyword constructor's per-field work
+    (defaults, related-object descriptors) is most of its cost on the answer path."""
+    return model(*[values[name] for name in _attnames(model)])
 
 
 def trials_build(*, assignment: Assignment, worker, sequence: list, now) -> list[Trial]:
     """A new assignment's Trial instances (unsaved) for its sequence of (item, kind, swap), each with its
     item attached (the start's response reads it): built from their column values, as Model.from_db does,
     without the keyword constructor's per-field cost."""
-    names = _trial_attnames()
     trials = []
     for position, (item, kind, swap) in enumerate(sequence):
         values = {
@@ -457,7 +486,7 @@ def trials_build(*, assignment: Assignment, worker, sequence: list, now) -> list
             "public_id": new_token(),
             "answered": False,
         }
-        trial = Trial(*[values[name] for name in names])
+        trial = model_new(Trial, values)
         trial._state.fields_cache.update(item=item, assignment=assignment, worker=worker)
         trials.append(trial)
     return trials
