@@ -1,9 +1,22 @@
 """Security headers Django does not set by itself: a Content-Security-Policy (everything from our own
-origin; no CDN, no inline scripts) and a Permissions-Policy. Annotator pages may be framed by MTurk."""
+origin; no CDN, no inline scripts) and a Permissions-Policy. Annotator pages may be framed by MTurk.
+
+The cookie-based middleware (sessions, CSRF, authentication, messages) comes from here as subclasses of
+Django's that stand aside for the annotator's token API (TOKEN_API): those endpoints are authorised by the
+assignment token in their URL, never by a cookie, and take most requests (every answer), so they neither
+read a session nor attach a user. Everything else, the researcher's API and dashboard included, runs
+Django's middleware unchanged, CSRF checks and all. A cookie-authenticated view on a TOKEN_API path would
+find no user and refuse the request (DRF's SessionAuthentication reads the user this skips), so the skip
+can never turn into a CSRF hole; tests/apps/core/test_token_api_middleware.py pins the route table to it."""
 
 import logging
+import re
 
 from django.conf import settings
+from django.contrib.auth.middleware import AuthenticationMiddleware as DjangoAuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware as DjangoMessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+from django.middleware.csrf import CsrfViewMiddleware as DjangoCsrfViewMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -60,3 +73,42 @@ class DatabaseUnavailableMiddleware:
         )
         response["Retry-After"] = "1"
         return response
+
+
+# The annotator's token API (judgments.apis.AnnotatorApi): /api/v1/assignments/<token>/..., a study's start
+# (/api/v1/studies/<id>/assignments/) and an MTurk preview's example images. Anchored at both ends where a
+# researcher route shares the prefix.
+TOKEN_API = re.compile(r"/api/v1/(?:assignments/|studies/[^/]+/(?:assignments/\Z|examples/\d+/[^/]+/\Z))")
+
+
+def is_token_api(path: str) -> bool:
+    """Whether a request path (request.path_info) is one of the annotator's token endpoints."""
+    return TOKEN_API.match(path) is not None
+
+
+class _SkipForTokenApi:
+    """Mixin for a cookie-based middleware: on a TOKEN_API path its request and response hooks do nothing."""
+
+    def __call__(self, request):
+        if TOKEN_API.match(request.path_info):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+class SessionMiddleware(_SkipForTokenApi, DjangoSessionMiddleware):
+    pass
+
+
+class CsrfViewMiddleware(_SkipForTokenApi, DjangoCsrfViewMiddleware):
+    def process_view(self, request, callback, callback_args, callback_kwargs):
+        if TOKEN_API.match(request.path_info):
+            return None  # (the annotator views are csrf_exempt anyway: DRF's, with no session authentication)
+        return super().process_view(request, callback, callback_args, callback_kwargs)
+
+
+class AuthenticationMiddleware(_SkipForTokenApi, DjangoAuthenticationMiddleware):
+    pass
+
+
+class MessageMiddleware(_SkipForTokenApi, DjangoMessageMiddleware):
+    pass

@@ -225,26 +225,29 @@ def judgment_build(
         choice = int(response == "same")
         correct = None if not row.expected else (response == row.expected)
         flagged = timing_flagged(timing=config["timing"], durations=durations, display=display)
-    return Judgment(
-        id=uuid.uuid4(),
-        created_at=now,
-        updated_at=now,
-        trial_id=row.trial_id,
-        assignment_id=row.pk,
-        item_id=row.item_id,
-        worker_id=row.worker_id,
-        kind=row.trial_kind,
-        idempotency_key=idempotency_key,
-        response=response,
-        choice=choice,
-        presented_left="p1" if row.swap else "p0",
-        correct=correct if row.trial_kind != Trial.Kind.TEST else None,
-        rt_ms=rt,
-        client_shown_at=shown,
-        client_answered_at=answered_at,
-        durations=durations,
-        timing_flagged=flagged,
-        display=display,
+    return sql.model_new(
+        Judgment,
+        {
+            "id": uuid.uuid4(),
+            "created_at": now,
+            "updated_at": now,
+            "trial_id": row.trial_id,
+            "assignment_id": row.pk,
+            "item_id": row.item_id,
+            "worker_id": row.worker_id,
+            "kind": row.trial_kind,
+            "idempotency_key": idempotency_key,
+            "response": response,
+            "choice": choice,
+            "presented_left": "p1" if row.swap else "p0",
+            "correct": correct if row.trial_kind != Trial.Kind.TEST else None,
+            "rt_ms": rt,
+            "client_shown_at": shown,
+            "client_answered_at": answered_at,
+            "durations": durations,
+            "timing_flagged": flagged,
+            "display": display,
+        },
     )
 
 

@@ -17,10 +17,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.net import client_ip
-from core.parsers import StrictJSONParser
+from core.parsers import StrictJSONParser, json_body
 from core.stimuli import STIMULUS_PATH
 from core.storage import stream_response
 from core.throttling import AssignmentImageThrottle, AssignmentStartThrottle, AssignmentThrottle
+from judgments import sql
 from judgments.answers import ANSWER_FIELDS, answer_input, judgment_submit
 from judgments.assignments import (
     N_EXAMPLES,
@@ -157,7 +158,9 @@ class AssignmentStartApi(AnnotatorApi):
         request=InputSerializer, responses={200: AssignmentOutputSerializer, 201: AssignmentOutputSerializer}
     )
     def post(self, request, study_id):
-        study = get_object_or_404(Study, pk=study_id)
+        study = sql.model_get(Study, study_id)
+        if study is None:
+            raise Http404("no such study")
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
@@ -254,7 +257,7 @@ class JudgmentSubmitApi(AnnotatorApi):
     def post(self, request, token):
         # The hottest endpoint: the body is checked by hand (answer_input; the service checks ranges and
         # sizes) rather than by instantiating InputSerializer; both come from ANSWER_FIELDS.
-        v = answer_input(request.data)
+        v = answer_input(json_body(request))  # request.data, without DRF's machinery (JsonOnlyNegotiation)
         result = judgment_submit(
             token=token,
             trial_id=v["trial"],

@@ -79,7 +79,9 @@ def _expire(*, now, study: Study | None = None, limit: int = 500) -> int:
     stale = Assignment.objects.filter(status=Assignment.Status.STARTED, lease_expires_at__lte=now)
     if study is not None:
         stale = stale.filter(study=study)
-    if not stale.exists():  # the common case: one index probe, no transaction
+        if not sql.stale_exists(study_id=study.pk, now=now):  # every start: one index probe, no transaction
+            return 0
+    elif not stale.exists():
         return 0
     with transaction.atomic():
         locked = stale.order_by("pk")
@@ -311,9 +313,15 @@ def _check_admission(*, config: dict, platform: str) -> None:
 
 def _check_not_rejected(*, study: Study, worker: Worker) -> None:
     """A worker the researcher rejected in this study (judgments.reviews) takes no more HITs there."""
-    if WorkerReview.objects.filter(
-        study=study, worker=worker, decision=WorkerReview.Decision.REJECTED
-    ).exists():
+    if sql.execute(
+        f"SELECT 1 FROM {WorkerReview._meta.db_table} WHERE study_id = %s AND worker_id = %s "
+        f"AND decision = %s",
+        [
+            sql.prep(WorkerReview, "study_id", study.pk),
+            sql.prep(WorkerReview, "worker_id", worker.pk),
+            WorkerReview.Decision.REJECTED.value,
+        ],
+    ):
         raise ApplicationError(
             "the researcher of this study rejected your work here, so you cannot take more of its tasks",
             {"code": "worker_rejected"},
@@ -326,11 +334,13 @@ def _resume(
 ) -> StartResult | None:
     """The worker's live HIT in this session (its lease extended), or the outcome of this platform session's
     submitted or rejected HIT; None when a new HIT is due. Call inside the start's transaction."""
-    active = (
-        Assignment.objects.select_for_update()
-        .filter(study=study, worker=worker, status=Assignment.Status.STARTED)
-        .first()
+    active = sql.model_rows(  # at most one (assignment_one_active_per_worker)
+        Assignment,
+        "study_id = %s AND worker_id = %s AND status = %s",
+        [sql.prep(Assignment, "study_id", study.pk), sql.prep(Assignment, "worker_id", worker.pk), "started"],
+        tail="FOR UPDATE" if connection.features.has_select_for_update else "",
     )
+    active = active[0] if active else None
     if active is not None:
         superseded = (
             session_key is not None and platform_session(platform, active.platform_info) != session_key
@@ -368,10 +378,12 @@ def _resume(
 
 def hit_pools(*, study: Study) -> tuple[list[Item], list[Item]]:
     """The study's sentinel pool and practice items, in index order: what every HIT draws from."""
-    extra = list(
-        Item.objects.filter(study=study, role__in=(Item.Role.SENTINEL, Item.Role.PRACTICE))
-        .only(*TRIAL_ITEM_FIELDS)
-        .order_by("index")
+    extra = sql.model_rows(
+        Item,
+        "study_id = %s AND role IN (%s, %s)",
+        [sql.prep(Item, "study_id", study.pk), Item.Role.SENTINEL.value, Item.Role.PRACTICE.value],
+        fields=sql.window_fields(),
+        tail=f"ORDER BY {connection.ops.quote_name('index')}",
     )
     sentinels = [item for item in extra if item.role == Item.Role.SENTINEL]
     return sentinels, [item for item in extra if item.role == Item.Role.PRACTICE]
@@ -406,9 +418,12 @@ def _hit_create(
         raise ApplicationError(
             "no work is available in this study right now", {"code": "no_work"}, status_code=409
         )
-    Item.objects.filter(pk__in=sorted(item.pk for item in tests)).update(n_open=F("n_open") + 1)
+    sql.items_open_add(item_ids=[item.pk for item in tests], n=1)
     sequence = hit_sequence(study=study, config=config, tests=tests, rng=_rng)
-    assignment = Assignment.objects.create(
+    created = timezone.now()  # as Assignment.objects.create stamps it
+    assignment = Assignment(
+        created_at=created,
+        updated_at=created,
         study=study,
         worker=worker,
         platform=platform,
@@ -417,19 +432,8 @@ def _hit_create(
         lease_expires_at=now + timedelta(seconds=_first_lease_s(config)),
         client_hash=client,
     )
-    trials = [
-        Trial(
-            assignment=assignment,
-            worker=worker,
-            item=item,
-            position=pos,
-            kind=kind,
-            swap=swap,
-            created_at=now,
-            updated_at=now,
-        )
-        for pos, (item, kind, swap) in enumerate(sequence)
-    ]
+    sql.insert_rows([assignment])  # what Assignment.objects.create writes (no signal listens)
+    trials = sql.trials_build(assignment=assignment, worker=worker, sequence=sequence, now=now)
     sql.insert_rows(trials)
     return StartResult(assignment, True, trials)
 
@@ -499,13 +503,20 @@ def assignment_start(
 
 
 def locked_assignment(token: str) -> Assignment:
-    # of=("self",): lock the assignment row only. Without it the joined study row is locked too, which
-    # serialises every answer in a study and deadlocks against assignment starts' foreign-key checks.
-    assignment = (
-        Assignment.objects.select_for_update(of=("self",)).select_related("study").filter(token=token).first()
+    """The assignment with this token, its row locked (only that row: locking the study's too would
+    serialise every answer in a study and deadlock against starts' foreign-key checks), its study
+    attached. Two short reads without the query compiler (judgments.sql.model_rows): every completion,
+    heartbeat and return comes here."""
+    found = sql.model_rows(
+        Assignment,
+        "token = %s",
+        [token],
+        tail="FOR UPDATE" if connection.features.has_select_for_update else "",
     )
-    if assignment is None:
+    if not found:
         raise ApplicationError("assignment not found", status_code=404)
+    assignment = found[0]
+    assignment._state.fields_cache["study"] = sql.model_get(Study, assignment.study_id)
     return assignment
 
 

@@ -6,26 +6,32 @@ from __future__ import annotations
 
 import logging
 
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
 from core.exceptions import ApplicationError
+from judgments import sql
 from judgments.assignments import locked_assignment, release_leases, require_live
-from judgments.models import RESPONSES, Assignment, CrowdPlatform, Trial
+from judgments.models import RESPONSES, Assignment, CrowdPlatform, Judgment, Trial
 from judgments.stopping import item_targets_after_take_back
 from judgments.workers import mturk_submit_host_ok
 from studies.collection import completion_redirect
 from studies.models import Item
 
 logger = logging.getLogger(__name__)
+POSITION = connection.ops.quote_name("position")
 
 
 def qc_evaluate(*, assignment: Assignment, rule: dict) -> dict:
     """Sentinel accuracy, side bias and median RT of one assignment, and whether the rule excludes it."""
-    rows = list(
-        assignment.judgments.exclude(kind=Trial.Kind.PRACTICE).values("kind", "correct", "response", "rt_ms")
-    )
+    rows = [
+        {"kind": kind, "correct": correct, "response": response, "rt_ms": rt_ms}
+        for kind, correct, response, rt_ms in sql.execute(
+            f"SELECT kind, correct, response, rt_ms FROM {Judgment._meta.db_table} "
+            f"WHERE assignment_id = %s AND kind <> %s ORDER BY created_at",
+            [sql.prep(Judgment, "assignment_id", assignment.pk), Trial.Kind.PRACTICE.value],
+        )
+    ]
     return qc_summary(rows=rows, kind=assignment.study.kind, rule=rule)
 
 
@@ -65,11 +71,14 @@ def _take_back_counts(assignment: Assignment) -> None:
     """An excluded or rejected assignment's test judgments stop counting: each item's accepted count, and
     its count of choice-1 votes (Bayesian stopping reads both), go down by its judgment; a target that a
     taken-back vote raised goes back down (judgments.stopping.item_targets_after_take_back)."""
-    rows = list(assignment.judgments.filter(kind=Trial.Kind.TEST).values_list("item_id", "choice"))
-    items = sorted(item_id for item_id, _ in rows)
-    ones = sorted(item_id for item_id, choice in rows if choice == 1)
-    Item.objects.filter(pk__in=items, n_judgments__gt=0).update(n_judgments=F("n_judgments") - 1)
-    Item.objects.filter(pk__in=ones, n_ones__gt=0).update(n_ones=F("n_ones") - 1)
+    rows = sql.execute(
+        f"SELECT item_id, choice FROM {Judgment._meta.db_table} WHERE assignment_id = %s AND kind = %s",
+        [sql.prep(Judgment, "assignment_id", assignment.pk), Trial.Kind.TEST.value],
+    )
+    items = sorted(sql.loaded(Item, "id", item_id) for item_id, _ in rows)
+    ones = sorted(sql.loaded(Item, "id", item_id) for item_id, choice in rows if choice == 1)
+    sql.items_count_down(item_ids=items, column="n_judgments")
+    sql.items_count_down(item_ids=ones, column="n_ones")
     item_targets_after_take_back(item_ids=items, config=assignment.study.collection)
 
 
@@ -107,7 +116,14 @@ def assignment_submit(*, token: str) -> Assignment:
         if assignment.status == Assignment.Status.SUBMITTED:
             return assignment
         require_live(assignment, timezone.now())
-        missing = list(assignment.trials.filter(answered=False).values_list("position", flat=True)[:20])
+        missing = [
+            position
+            for (position,) in sql.execute(
+                f"SELECT {POSITION} FROM {Trial._meta.db_table} WHERE assignment_id = %s AND answered = %s "
+                f"ORDER BY {POSITION} LIMIT 20",
+                [sql.prep(Trial, "assignment_id", assignment.pk), False],
+            )
+        ]
         if missing:
             raise ApplicationError(
                 f"{assignment.n_trials - assignment.n_answered} trials are not stored yet",
@@ -118,12 +134,13 @@ def assignment_submit(*, token: str) -> Assignment:
         config = study.collection
         qc = qc_evaluate(assignment=assignment, rule=config["exclusion"])
         assignment.status = Assignment.Status.SUBMITTED
-        assignment.submitted_at = timezone.now()
+        assignment.submitted_at = assignment.updated_at = timezone.now()
         assignment.completion_code = config["completion_code"] or ""
         assignment.excluded = qc["excluded"]
         assignment.qc = qc
-        assignment.save(
-            update_fields=["status", "submitted_at", "completion_code", "excluded", "qc", "updated_at"]
+        # what save(update_fields=...) writes, as one hand-written UPDATE (no signal listens)
+        sql.update_fields(
+            assignment, ["status", "submitted_at", "completion_code", "excluded", "qc", "updated_at"]
         )
         if assignment.excluded:
             _take_back_counts(assignment)

@@ -15,7 +15,7 @@ from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from core.exceptions import ApplicationError
-from judgments import tallies
+from judgments import sql, tallies
 from judgments.models import RESPONSES, Assignment, Judgment, Trial, Worker
 from studies.collection import train_vote_budget, votes_range
 from studies.models import Item, Study
@@ -410,8 +410,11 @@ def assignment_trials(*, assignment: Assignment, trials: list[Trial] | None = No
     kind = assignment.study.kind
     token = assignment.token
     if trials is None:  # plain rows, not model instances: a completion reads every trial of the HIT
-        rows = assignment.trials.order_by("position").values_list(
-            "public_id", "position", "kind", "answered", "swap", "item__expected"
+        rows = sql.execute(
+            'SELECT t.public_id, t."position", t.kind, t.answered, t.swap, i.expected '
+            f"FROM {Trial._meta.db_table} t JOIN {Item._meta.db_table} i ON i.id = t.item_id "
+            'WHERE t.assignment_id = %s ORDER BY t."position"',
+            [sql.prep(Trial, "assignment_id", assignment.pk)],
         )
     else:
         rows = [(t.public_id, t.position, t.kind, t.answered, t.swap, t.item.expected) for t in trials]
@@ -421,7 +424,7 @@ def assignment_trials(*, assignment: Assignment, trials: list[Trial] | None = No
             "id": public_id,
             "position": position,
             "practice": trial_kind == Trial.Kind.PRACTICE,
-            "answered": answered,
+            "answered": bool(answered),  # (SQLite's rows hold 0 and 1)
             "images": {
                 slot: image_url(token=token, trial_id=public_id, slot=slot) for slot in IMAGE_SLOTS[kind]
             },

@@ -1,4 +1,5 @@
-"""The hand-written SQL, in one place: the assignment queue's locking read (PostgreSQL) and the answer path.
+"""The hand-written SQL, in one place: the assignment queue's locking read (PostgreSQL), the answer path, and
+the start's and the completion's reads and writes (model_rows, insert_rows and the statements at the end).
 
 Storing an answer is the platform's hottest write (one per trial per annotator). It runs five short
 statements written out here instead of through the query compiler, whose per-statement cost was most of
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +22,7 @@ from datetime import UTC, datetime
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from judgments import tallies
-from judgments.models import Assignment, Judgment, Trial
+from judgments.models import Assignment, Judgment, Trial, new_token
 from studies.models import Item, Study
 
 # What a start reads of an item: its queue position and what the annotator's page shows (not the records).
@@ -103,7 +105,8 @@ class HotCursor:
     """Runs the answer path's statements. On PostgreSQL: a server-side-binding psycopg cursor whose
     statements are prepared once per connection (planning them cost PostgreSQL more than running them;
     Django leaves prepared statements off, and apps.py enables them for statements that ask); errors come
-    out as Django's. Elsewhere: Django's cursor."""
+    out as Django's, and they are logged as Django logs its own (DEBUG, or a test capturing queries), so
+    query counts include them. Elsewhere: Django's cursor."""
 
     def __enter__(self):
         db = _db()
@@ -115,15 +118,22 @@ class HotCursor:
             self.errors = db.wrap_database_errors
             self.errors.__enter__()
             self.cursor = psycopg.Cursor(db.connection)
+            self.log = db.queries_log if db.queries_logged else None
         else:
             self.cursor = db.cursor()
         return self
 
     def execute(self, sql: str, params: list) -> None:
-        if self.prepared:
+        if not self.prepared:
+            self.cursor.execute(sql, params)
+        elif self.log is None:
             self.cursor.execute(sql, params, prepare=True)
         else:
-            self.cursor.execute(sql, params)
+            start = time.monotonic()
+            try:
+                self.cursor.execute(sql, params, prepare=True)
+            finally:
+                self.log.append({"sql": sql, "time": f"{time.monotonic() - start:.3f}"})
 
     def fetchone(self):
         return self.cursor.fetchone()
@@ -176,20 +186,101 @@ def insert_sql(model, vendor: str, rows: int = 1) -> str:
     )
 
 
+# The Python types PostgreSQL's columns take as they are, by field type: for a value of exactly this type
+# (or None), Django's get_db_prep_save on PostgreSQL returns the value itself (a timezone-aware datetime:
+# DateTimeField's check of naive values aside, adapt_datetimefield_value is the identity there). Integer
+# fields are left out (psycopg 3 gets them wrapped in a sized type), as are JSON fields (wrapped in Jsonb).
+AS_IS = {
+    "UUIDField": uuid.UUID,
+    "CharField": str,
+    "TextField": str,
+    "BooleanField": bool,
+    "FloatField": float,
+    "DateTimeField": datetime,
+}
+
+
+@functools.lru_cache
+def column_plan(model, vendor: str) -> tuple:
+    """(attname, field, the type its values pass as they are or None) per concrete field of `model`, in
+    column order; on other databases than PostgreSQL every value goes through its field."""
+    plan = []
+    for field in model._meta.concrete_fields:
+        kind = (field.target_field if field.is_relation else field).get_internal_type()
+        plan.append((field.attname, field, AS_IS.get(kind) if vendor == "postgresql" else None))
+    return tuple(plan)
+
+
 def insert_params(objs) -> list:
-    """Every column's value of each object, prepared by its model field (what `save()` would write)."""
-    fields, db = type(objs[0])._meta.concrete_fields, _db()
-    return [f.get_db_prep_save(getattr(obj, f.attname), db) for obj in objs for f in fields]
+    """Every column's value of each object, prepared by its model field (what `save()` would write), or
+    as it is where that is what the field would return (column_plan)."""
+    db = _db()
+    plan, out = column_plan(type(objs[0]), db.vendor), []
+    append = out.append
+    for obj in objs:
+        values = obj.__dict__
+        for attname, field, as_is in plan:
+            value = values[attname] if attname in values else getattr(obj, attname)
+            if as_is is not None and (
+                value is None
+                or (type(value) is as_is and (as_is is not datetime or value.tzinfo is not None))
+            ):
+                append(value)
+            else:
+                append(field.get_db_prep_save(value, db))
+    return out
+
+
+@functools.lru_cache
+def insert_unnest_sql(model, constant: tuple) -> str:
+    """PostgreSQL: INSERT of every column of `model`, in concrete-field order, from one parameter per
+    column: a value for the columns `constant` marks (the same in every row: a start's assignment,
+    worker, timestamps), else an array (unnest), the constants' parameters first. One statement whatever
+    the number of rows: psycopg parses a statement of many parameters afresh on every call (it caches only
+    those of at most 50), and PostgreSQL would plan each row count anew; and dumping an array costs
+    psycopg several Python calls per element, which the constants skip."""
+    quote, fields = connection.ops.quote_name, model._meta.concrete_fields
+    typed = [f"%s::{field.db_type(connection)}" for field in fields]
+    select = [typed[c] if constant[c] else f"u.c{c}" for c in range(len(fields))]
+    arrays = [f"{typed[c]}[]" for c in range(len(fields)) if not constant[c]]
+    names = [f"c{c}" for c in range(len(fields)) if not constant[c]]
+    source = f" FROM unnest({', '.join(arrays)}) AS u({', '.join(names)})" if arrays else ""
+    return (
+        f"INSERT INTO {model._meta.db_table} ({', '.join(quote(f.column) for f in fields)}) "
+        f"SELECT {', '.join(select)}{source}"
+    )
+
+
+def _unnest_params(values: list, width: int) -> tuple[tuple, list]:
+    """(which columns are constant, the parameters) for insert_unnest_sql. With one row every column is a
+    constant; with more, a column whose values are all equal is one (never all columns: the rows would
+    collapse into one)."""
+    columns = [values[c::width] for c in range(width)]
+    if len(columns[0]) == 1:
+        return (True,) * width, [column[0] for column in columns]
+    constant = tuple(column.count(column[0]) == len(column) for column in columns)
+    if all(constant):
+        constant = (False,) * width
+    return constant, [column[0] for column, same in zip(columns, constant, strict=True) if same] + [
+        column for column, same in zip(columns, constant, strict=True) if not same
+    ]
 
 
 def insert_rows(objs: list, batch: int = 500) -> None:
-    """Insert model instances (primary keys and timestamps already set) with multi-row INSERTs: the
-    assignment start's trials, without the query compiler's per-row cost."""
+    """Insert model instances (primary keys and timestamps already set) in one statement per `batch` rows:
+    the assignment start's trials, without the query compiler's per-row cost (PostgreSQL: one array per
+    column, insert_unnest_sql; elsewhere a multi-row VALUES)."""
     model = type(objs[0])
+    width = len(model._meta.concrete_fields)
     with HotCursor() as cursor:
         for k in range(0, len(objs), batch):
             chunk = objs[k : k + batch]
-            cursor.execute(insert_sql(model, connection.vendor, len(chunk)), insert_params(chunk))
+            values = insert_params(chunk)
+            if connection.vendor == "postgresql":
+                constant, params = _unnest_params(values, width)
+                cursor.execute(insert_unnest_sql(model, constant), params)
+            else:
+                cursor.execute(insert_sql(model, connection.vendor, len(chunk)), values)
     for obj in objs:
         obj._state.adding, obj._state.db = False, connection.alias
 
@@ -298,3 +389,151 @@ def store_answer(judgment: Judgment, row: AnswerRow, lease_expires_at, renew_bef
             cursor.execute(sql, values)
     judgment._state.adding = False
     judgment._state.db = connection.alias
+
+
+# --- model rows without the query compiler --------------------------------------------------------------
+@functools.lru_cache
+def _select_plan(model, fields: tuple | None, vendor: str) -> tuple:
+    """(column list, attnames, [(position, converters, column)]) for reading `fields` (attnames; all
+    concrete fields when None) of `model`: the converters the query compiler would apply to each column
+    (the backend's and the field's: JSON decoded, SQLite's UUIDs and datetimes parsed)."""
+    table = model._meta.db_table
+    chosen = [f for f in model._meta.concrete_fields if fields is None or f.attname in fields]
+    quote = connection.ops.quote_name
+    plan = []
+    for position, field in enumerate(chosen):
+        col = field.get_col(table)
+        converters = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+        if converters:
+            plan.append((position, tuple(converters), col))
+    columns = ", ".join(f"{quote(table)}.{quote(f.column)}" for f in chosen)
+    return columns, tuple(f.attname for f in chosen), tuple(plan)
+
+
+def model_rows(model, where: str, params: list, *, fields: tuple | None = None, tail: str = "") -> list:
+    """Instances of `model` (Model.from_db, as a queryset makes them: converters applied, not `adding`)
+    from `SELECT <its columns> FROM <its table> WHERE <where> <tail>`, run as a HotCursor statement: what
+    the hot annotator paths read, without the query compiler's cost. `fields`: attnames to load (the others
+    deferred), None for every concrete field. Params must be prepared for the database (prep)."""
+    db = _db()
+    columns, names, plan = _select_plan(model, fields, db.vendor)
+    with HotCursor() as cursor:
+        cursor.execute(f"SELECT {columns} FROM {model._meta.db_table} WHERE {where} {tail}", params)
+        rows = cursor.fetchall()
+    out = []
+    for row in rows:
+        if plan:
+            row = list(row)
+            for position, converters, col in plan:
+                for convert in converters:
+                    row[position] = convert(row[position], col, db)
+        out.append(model.from_db(db.alias, names, row))
+    return out
+
+
+def prep(model, attname: str, value):
+    """A value for `model`'s field `attname` in a hand-written statement (UUIDs as SQLite stores them...)."""
+    return model._meta.get_field(attname).get_db_prep_value(value, _db(), prepared=False)
+
+
+def execute(sql_text: str, params: list):
+    """Run one hand-written statement; returns the cursor's rows (a list, empty for a write)."""
+    with HotCursor() as cursor:
+        cursor.execute(sql_text, params)
+        return cursor.fetchall() if cursor.cursor.description else []
+
+
+# --- the start's statements ----------------------------------------------------------------------------
+def stale_exists(*, study_id, now) -> bool:
+    """Whether the study has a started assignment past its lease (judgments.assignments._expire's probe)."""
+    table = Assignment._meta.db_table
+    return bool(
+        execute(
+            f"SELECT 1 FROM {table} WHERE study_id = %s AND status = %s AND lease_expires_at <= %s LIMIT 1",
+            [prep(Assignment, "study_id", study_id), "started", prep(Assignment, "lease_expires_at", now)],
+        )
+    )
+
+
+def items_open_add(*, item_ids: list, n: int) -> None:
+    """n_open += n on these items (rows the caller's transaction has locked), in id order."""
+    ids = sorted(item_ids)
+    marks = ", ".join(["%s"] * len(ids))
+    execute(
+        f"UPDATE {Item._meta.db_table} SET n_open = n_open + %s WHERE id IN ({marks})",
+        [n, *(prep(Item, "id", pk) for pk in ids)],
+    )
+
+
+@functools.lru_cache
+def _attnames(model) -> tuple:
+    return tuple(f.attname for f in model._meta.concrete_fields)
+
+
+def model_new(model, values: dict):
+    """An unsaved instance of `model` from every concrete field's value by attname (foreign keys as ids),
+    built as Model.from_db builds one, from positional values: the keyword constructor's per-field work
+    (defaults, related-object descriptors) is most of its cost on the answer path."""
+    return model(*[values[name] for name in _attnames(model)])
+
+
+def trials_build(*, assignment: Assignment, worker, sequence: list, now) -> list[Trial]:
+    """A new assignment's Trial instances (unsaved) for its sequence of (item, kind, swap), each with its
+    item attached (the start's response reads it): built from their column values, as Model.from_db does,
+    without the keyword constructor's per-field cost."""
+    trials = []
+    for position, (item, kind, swap) in enumerate(sequence):
+        values = {
+            "id": uuid.uuid4(),
+            "created_at": now,
+            "updated_at": now,
+            "assignment_id": assignment.pk,
+            "worker_id": worker.pk,
+            "item_id": item.pk,
+            "position": position,
+            "kind": kind,
+            "swap": swap,
+            "public_id": new_token(),
+            "answered": False,
+        }
+        trial = model_new(Trial, values)
+        trial._state.fields_cache.update(item=item, assignment=assignment, worker=worker)
+        trials.append(trial)
+    return trials
+
+
+def model_get(model, pk):
+    """`model`'s row with this primary key (model_rows), or None."""
+    found = model_rows(model, f"{model._meta.pk.column} = %s", [model._meta.pk.get_db_prep_value(pk, _db())])
+    return found[0] if found else None
+
+
+def loaded(model, attname: str, value):
+    """A value read by a hand-written statement, as the field holds it (SQLite's UUID strings parsed)."""
+    field = model._meta.get_field(attname)
+    return field.to_python(value) if isinstance(value, str) else value
+
+
+def items_count_down(*, item_ids: list, column: str) -> None:
+    """column -= 1 on these items where it is above 0 (an excluded or rejected HIT's votes taken back)."""
+    if not item_ids:
+        return
+    if column not in ("n_judgments", "n_ones"):
+        raise ValueError(f"not a count column: {column}")
+    marks = ", ".join(["%s"] * len(item_ids))
+    execute(
+        f"UPDATE {Item._meta.db_table} SET {column} = {column} - 1 WHERE id IN ({marks}) AND {column} > 0",
+        [prep(Item, "id", pk) for pk in item_ids],
+    )
+
+
+def update_fields(obj, attnames: list) -> None:
+    """UPDATE these columns of obj's row to obj's values, prepared by their fields: what
+    obj.save(update_fields=...) writes, updated_at included when listed (set it on obj first)."""
+    model, db = type(obj), _db()
+    fields = [model._meta.get_field(name) for name in attnames]
+    sets = ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in fields)
+    execute(
+        f"UPDATE {model._meta.db_table} SET {sets} WHERE {model._meta.pk.column} = %s",
+        [f.get_db_prep_save(getattr(obj, f.attname), db) for f in fields] + [prep(model, "id", obj.pk)],
+    )

@@ -42,9 +42,11 @@ def worker_get_or_create(*, platform: str, external_id: str, is_simulated: bool 
     if not 1 <= len(external_id) <= 128:
         raise ApplicationError("a worker id of 1-128 characters is required", {"field": "worker_id"})
     digest = worker_hash(platform=platform, external_id=external_id)
-    worker = Worker.objects.filter(platform=platform, external_hash=digest).first()
-    if worker is not None:  # a returning worker: one read
-        return worker
+    from judgments import sql
+
+    found = sql.model_rows(Worker, "platform = %s AND external_hash = %s", [platform, digest])
+    if found:  # a returning worker: one read (worker_unique_identity: at most one row)
+        return found[0]
     try:
         with transaction.atomic():
             return Worker.objects.create(platform=platform, external_hash=digest, is_simulated=is_simulated)

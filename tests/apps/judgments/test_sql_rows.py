@@ -1,0 +1,67 @@
+"""judgments.sql's hand-written reads and writes against the ORM they stand in for: values passed as they
+are equal what the fields would prepare, model_rows builds the instances a queryset builds, and the rows a
+start inserts (one unnest statement on PostgreSQL) read back as written. Meaningful on both databases; the
+as-is shortcut and the unnest INSERT exist on PostgreSQL only (the integration tier)."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+
+from judgments import sql
+from judgments.answers import judgment_submit
+from judgments.assignments import assignment_start
+from judgments.models import Assignment, Judgment, Trial, Worker
+from studies.models import Item, Study
+
+pytestmark = pytest.mark.django_db
+
+
+def _comparable(value):
+    return getattr(value, "obj", value)  # psycopg's Jsonb wrapper holds the value in .obj
+
+
+def _fields_own(obj) -> list:
+    return [
+        _comparable(f.get_db_prep_save(getattr(obj, f.attname), connection))
+        for f in type(obj)._meta.concrete_fields
+    ]
+
+
+@pytest.fixture
+def started(make_study):
+    study = make_study(n_test=6, n_sentinels=2, n_practice=1, config={"hit_size": 5})
+    return assignment_start(study=study, platform="anonymous", worker_id="w-1")
+
+
+def test_insert_params_equal_what_the_fields_prepare(started):
+    trial = started.trials[-1]
+    judgment_submit(
+        token=started.assignment.token, trial_id=trial.public_id, response="left", rt_ms=500,
+        idempotency_key="k" * 12, display={"refresh_hz": 60},
+    )  # fmt: skip
+    for obj in [started.assignment, *started.trials, Judgment.objects.get()]:
+        assert [_comparable(v) for v in sql.insert_params([obj])] == _fields_own(obj)
+
+
+def _values(obj) -> dict:
+    return {f.attname: getattr(obj, f.attname) for f in type(obj)._meta.concrete_fields}
+
+
+def test_model_rows_build_what_a_queryset_builds(started):
+    a = started.assignment
+    for model, pk in ((Assignment, a.pk), (Study, a.study_id), (Worker, a.worker_id)):
+        ours, orm = sql.model_get(model, pk), model.objects.get(pk=pk)
+        assert _values(ours) == _values(orm) and not ours._state.adding
+    items = sql.model_rows(
+        Item, "study_id = %s", [sql.prep(Item, "study_id", a.study_id)], fields=("id", "role")
+    )
+    assert {(i.pk, i.role) for i in items} == set(Item.objects.values_list("pk", "role"))
+    assert items[0].get_deferred_fields() >= {"ref_image", "records"}
+
+
+def test_a_starts_rows_read_back_as_written(started):
+    for trial in started.trials:
+        assert _values(Trial.objects.get(pk=trial.pk)) == _values(trial)
+    assert _values(Assignment.objects.get(pk=started.assignment.pk)) == _values(started.assignment)
+    assert [t.item_id for t in started.trials] == [t.item.pk for t in started.trials]
