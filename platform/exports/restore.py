@@ -36,6 +36,7 @@ from core import storage
 from core.exceptions import ApplicationError
 from core.stimuli import STIMULUS_PATH
 from exports.archive import member_add, member_add_file, member_add_lines
+from judgments import tallies
 from judgments.models import Assignment, Judgment, Trial, Worker, WorkerReview
 from judgments.privacy import judgment_row_published
 from judgments.stopping import item_counts_fill
@@ -62,9 +63,10 @@ TABLES = (
 # tables a perceptlab-restore/1 archive may lack (written before they existed): restored as empty
 OPTIONAL_TABLES = {"reviews"}
 # fields an archive may lack (written before they existed): their defaults; adaptive collection's item
-# counts are then derived again (judgments.stopping.item_counts_fill)
+# counts are then derived again (judgments.stopping.item_counts_fill), and the HITs' tallies always are
 ADDED_FIELDS = {
     "items": {"active", "propensity", "sampler_version", "score", "n_target", "n_ones", "draw"},
+    "assignments": set(tallies.FIELDS.values()),  # counted again from the judgments once written
     "study": {"train_budget"},
 }
 IMAGE_FIELDS = ("ref_image", "p0_image", "p1_image")
@@ -484,6 +486,9 @@ def _restore_write(zf: zipfile.ZipFile, study: Study, rows: list[tuple], new_ima
             study.created_at = created_at
             for model, objs in rows:
                 _create(model, objs)
+            # the HITs' judgment counters are counted from the restored judgments, never taken on trust
+            # from the archive (one written before they existed has none)
+            tallies.resync(study_id=study.pk)
             for rel, member in new_images.items():
                 data = zf.read(member)
                 if (

@@ -314,3 +314,45 @@ def test_an_archive_from_before_adaptive_collection_restores_with_its_targets_an
     items = Item.objects.filter(study=restored)
     assert dict(items.values_list("index", "n_ones")) == expected
     assert set(items.values_list("n_target", "active", "propensity")) == {(3, True, None)}
+
+
+def test_hit_tallies_are_counted_again_on_restore_from_an_archive_without_or_with_wrong_ones(
+    make_study, answer_trials, researcher_carol
+):
+    """An archive written before the HITs kept judgment counters (judgments.tallies) restores, and a
+    hand-edited counter is not believed: the restore counts them from the restored judgments."""
+    import hashlib
+    import json
+
+    from judgments import tallies
+
+    study = populate(make_study, answer_trials)
+    kept = sorted(Assignment.objects.filter(study=study).values_list("pk", *tallies.FIELDS.values()))
+    assert any(sum(row[1:]) for row in kept)
+    data, _ = export_archive_bytes(study=study)
+    delete_study(study)
+
+    name = "restore/assignments.jsonl"
+    edited = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(edited, "w") as dst:
+        rows = [json.loads(line) for line in src.read(name).decode().splitlines() if line]
+        for k, row in enumerate(rows):
+            for field in tallies.FIELDS.values():
+                if k == 0:
+                    row[field] = 999  # hand-edited
+                else:
+                    row.pop(field)  # written before the counters existed
+        body = "".join(json.dumps(row) + "\n" for row in rows).encode()
+        manifest = json.loads(src.read("restore/manifest.json"))
+        manifest["files"][name] = hashlib.sha256(body).hexdigest()
+        for member in src.infolist():
+            if member.filename == name:
+                dst.writestr(member, body)
+            elif member.filename == "restore/manifest.json":
+                dst.writestr(member, json.dumps(manifest).encode())
+            else:
+                dst.writestr(member, src.read(member))
+    restored = study_restore(archive=io.BytesIO(edited.getvalue()), owner=researcher_carol)
+    assert tallies.mismatches(study_id=restored.pk) == {}
+    again = sorted(Assignment.objects.filter(study=restored).values_list("pk", *tallies.FIELDS.values()))
+    assert again == kept

@@ -153,3 +153,26 @@ def test_the_chart_counts_every_hour_when_the_cache_fails(make_study, monkeypatc
     monkeypatch.setattr(dashboard_selectors.cache, "get_many", down)
     monkeypatch.setattr(dashboard_selectors.cache, "set_many", down)
     assert dashboard_selectors.judgments_per_hour(study=study)[-4][1] == n
+
+
+def test_the_check_command_finds_and_repairs_wrong_counters(make_study):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    study = make_study(n_test=6, n_sentinels=2, n_practice=0, config={"hit_size": 4})
+    a = _answer_all(study, 0)
+    out = StringIO()
+    call_command("tallies_check", stdout=out)
+    assert "match" in out.getvalue()
+    Assignment.objects.filter(pk=a.pk).update(n_sentinels=7)
+    with pytest.raises(SystemExit) as exit_:
+        call_command("tallies_check", "--study", str(study.pk), stdout=StringIO())
+    assert exit_.value.code == 1
+    out = StringIO()
+    call_command("tallies_check", "--study", str(study.pk), "--repair", stdout=out)
+    assert "1 HIT(s) with wrong counters" in out.getvalue() and "repaired 1" in out.getvalue()
+    assert tallies.mismatches(study_id=study.pk) == {}
+    for bad in ("not-a-uuid", "00000000-0000-0000-0000-000000000000"):
+        with pytest.raises(CommandError, match="no study"):
+            call_command("tallies_check", "--study", bad, stdout=StringIO())
