@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 
+from django.core.exceptions import RequestDataTooBig
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
@@ -44,12 +45,35 @@ class StrictJSONParser(JSONParser):
         return data
 
 
-def json_body(request):
+MAX_BODY_BYTES = 64 * 1024  # json_body's cap: an answer is under 5 kB (durations and display are capped)
+
+
+def json_body(request, max_bytes: int = MAX_BODY_BYTES):
     """What request.data gives a JSON-only endpoint (one whose negotiation picks StrictJSONParser whatever
     the Content-Type), parsed straight from the body: on the answer path DRF's request.data machinery
     (stream wrapping, parser selection, form and file handling) cost as much as the parse itself. An empty
-    body is {}, as there."""
-    body = request.body
+    body is {}, as there. A body over `max_bytes` is a 413 and a Content-Length that is not a number a 400,
+    each with a message, before the body is read (Django's own limit answered an HTML page and logged a
+    traceback for each)."""
+    from core.exceptions import ApplicationError  # (core.exceptions imports DRF, whose settings import us)
+
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if not (length.isascii() and length.isdigit()):
+        raise ApplicationError("Content-Length must be a whole number of bytes", {"field": "body"})
+    if int(length) > max_bytes:
+        raise ApplicationError(
+            f"the request body may hold at most {max_bytes} bytes", {"field": "body"}, status_code=413
+        )
+    try:
+        body = request.body
+    except RequestDataTooBig as exc:  # a body longer than it said
+        raise ApplicationError(
+            f"the request body may hold at most {max_bytes} bytes", {"field": "body"}, status_code=413
+        ) from exc
+    if len(body) > max_bytes:
+        raise ApplicationError(
+            f"the request body may hold at most {max_bytes} bytes", {"field": "body"}, status_code=413
+        )
     if not body:
         return {}
     return StrictJSONParser().parse(io.BytesIO(body))

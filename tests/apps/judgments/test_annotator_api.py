@@ -336,3 +336,30 @@ def test_a_new_assignment_body_from_memory_equals_the_stored_one(make_study, dja
     stored = assignment_output(Assignment.objects.select_related("study").get(pk=result.assignment.pk))
     assert fresh == stored and len(fresh["trials"]) == result.assignment.n_trials
     assert any(t["practice"] and "answer" in t for t in fresh["trials"])
+
+
+def test_an_oversized_or_mislabelled_answer_body_gets_a_json_4xx_and_stores_nothing(make_study):
+    """The answer parses its own body (core.parsers.json_body): over 64 KiB it is a 413, a Content-Length
+    that is not a number a 400, each with a message (not Django's HTML page, and no traceback logged)."""
+    from rest_framework.test import APIClient
+
+    from core.parsers import MAX_BODY_BYTES
+    from judgments.assignments import assignment_start
+
+    study = make_study(n_test=2, n_sentinels=0, n_practice=0)
+    a = assignment_start(study=study, platform="anonymous", worker_id="w").assignment
+    trial = a.trials.first()
+    url = f"/api/v1/assignments/{a.token}/judgments/"
+    body = {"trial": trial.public_id, "response": "left", "rt_ms": 700, "idempotency_key": "abcdefgh12"}
+    client = APIClient()
+    big = json.dumps({**body, "display": {"pad": "x" * MAX_BODY_BYTES}})
+    r = client.post(url, big, content_type="application/json")
+    assert r.status_code == 413 and "at most" in r.json()["message"], r.content
+    huge = json.dumps({**body, "display": {"pad": "x" * 3_000_000}})  # past Django's own 2.5 MB limit too
+    r = client.post(url, huge, content_type="application/json")
+    assert r.status_code == 413 and r.json()["extra"]["field"] == "body"
+    r = client.post(url, json.dumps(body), content_type="application/json", CONTENT_LENGTH="12abc")
+    assert r.status_code == 400 and "Content-Length" in r.json()["message"]
+    assert not trial.__class__.objects.get(pk=trial.pk).answered
+    r = client.post(url, json.dumps(body), content_type="application/json")
+    assert r.status_code == 201, r.content
