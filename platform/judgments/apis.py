@@ -56,6 +56,7 @@ class JsonOnlyNegotiation(BaseContentNegotiation):
 
 
 class AnnotatorApi(APIView):
+    TOKEN_API_VIEW = True  # core.middleware: the cookie middleware stands aside for these views' paths
     authentication_classes: list = []
     permission_classes = [AllowAny]
     throttle_classes = [AssignmentThrottle]

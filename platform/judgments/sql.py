@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -231,6 +232,9 @@ def insert_params(objs) -> list:
     return out
 
 
+LENGTH = re.compile(r"\(\d+\)$")  # a type's length modifier: varchar(32) -> varchar
+
+
 @functools.lru_cache
 def insert_unnest_sql(model, constant: tuple) -> str:
     """PostgreSQL: INSERT of every column of `model`, in concrete-field order, from one parameter per
@@ -240,7 +244,9 @@ def insert_unnest_sql(model, constant: tuple) -> str:
     those of at most 50), and PostgreSQL would plan each row count anew; and dumping an array costs
     psycopg several Python calls per element, which the constants skip."""
     quote, fields = connection.ops.quote_name, model._meta.concrete_fields
-    typed = [f"%s::{field.db_type(connection)}" for field in fields]
+    # each parameter cast to its column's base type: varchar, not varchar(n), whose explicit cast would cut an
+    # over-long value where the column's own (assignment) cast refuses it, as the ORM's insert does
+    typed = ["%s::" + LENGTH.sub("", field.db_type(connection)) for field in fields]
     select = [typed[c] if constant[c] else f"u.c{c}" for c in range(len(fields))]
     arrays = [f"{typed[c]}[]" for c in range(len(fields)) if not constant[c]]
     names = [f"c{c}" for c in range(len(fields)) if not constant[c]]

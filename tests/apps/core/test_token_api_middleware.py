@@ -37,6 +37,53 @@ def test_the_token_api_is_exactly_the_annotator_routes(pattern):
         assert view.authentication_classes == []
 
 
+def _every_route(resolver=None, prefix: str = "/"):
+    """(sample path, view) for every route of the whole URL configuration, included modules and the admin's
+    too; a regex route's sample is its pattern with the anchors and groups taken out (a lower bound: such a
+    route has no fixed sample, so only its literal prefix is checked)."""
+    from django.urls import URLResolver, get_resolver
+
+    for entry in (resolver or get_resolver()).url_patterns:
+        text = str(entry.pattern)
+        text = re.sub(r"<(\w+):\w+>", lambda m: SAMPLES.get(m.group(1), "x"), text)
+        text = re.sub(r"<\w+>", "x", text)
+        text = re.sub(r"\(\?P<\w+>[^)]*\)|[\^$]", "", text)  # regex routes: groups and anchors out
+        if isinstance(entry, URLResolver):
+            yield from _every_route(entry, prefix + text)
+        else:
+            yield prefix + text, entry.callback
+
+
+def test_no_route_outside_the_annotator_api_falls_under_the_skip():
+    """Every route of the whole configuration (not only config.api_router's) whose path the skip matches is
+    an annotator view, so a cookie-authenticated view added later under such a path fails this test."""
+    checked = 0
+    for path, callback in _every_route():
+        view = getattr(callback, "view_class", None)
+        if is_token_api(path):
+            assert view is not None and issubclass(view, AnnotatorApi), (path, callback)
+            checked += 1
+    assert checked >= 5  # the start, the examples and the assignment routes were found
+
+
+def test_csrf_still_applies_to_a_cookie_view_that_lands_on_a_skipped_path(rf):
+    """Defence in depth: on a token path CSRF stands aside only for an annotator view; any other view there
+    is checked as everywhere (an unsafe request without the token is refused)."""
+    from django.http import HttpResponse
+
+    from core.middleware import CsrfViewMiddleware
+
+    def cookie_view(request):
+        return HttpResponse("ok")
+
+    request = rf.post(f"/api/v1/assignments/{SAMPLES['handle']}/judgments/", {})
+    request.COOKIES["csrftoken"] = "x" * 32
+    middleware = CsrfViewMiddleware(lambda r: HttpResponse("ok"))
+    refused = middleware.process_view(request, cookie_view, (), {})
+    assert refused is not None and refused.status_code == 403
+    assert middleware.process_view(request, apis.JudgmentSubmitApi.as_view(), (), {}) is None
+
+
 @pytest.mark.parametrize(
     "path",
     [

@@ -28,8 +28,17 @@ def _fields_own(obj) -> list:
     ]
 
 
+@pytest.fixture(params=["default", pytest.param("postgresql", marks=pytest.mark.integration)])
+def database(request):
+    """Each test twice: on the unit tier's database (SQLite), and in the integration tier on PostgreSQL,
+    where the as-is values and the unnest INSERT are what runs."""
+    if request.param == "postgresql":
+        request.getfixturevalue("postgres")  # required there (fails under CI=true without it)
+    return connection.vendor
+
+
 @pytest.fixture
-def started(make_study):
+def started(database, make_study):
     study = make_study(n_test=6, n_sentinels=2, n_practice=1, config={"hit_size": 5})
     return assignment_start(study=study, platform="anonymous", worker_id="w-1")
 
@@ -65,3 +74,32 @@ def test_a_starts_rows_read_back_as_written(started):
         assert _values(Trial.objects.get(pk=trial.pk)) == _values(trial)
     assert _values(Assignment.objects.get(pk=started.assignment.pk)) == _values(started.assignment)
     assert [t.item_id for t in started.trials] == [t.item.pk for t in started.trials]
+
+
+def test_an_over_long_value_is_refused_not_cut(started):
+    """The unnest INSERT casts each parameter to its column's base type (varchar, not varchar(32), whose
+    explicit cast would silently cut the value): a value too long for its column is refused, as the ORM's
+    insert refuses it."""
+    from django.db import DataError, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite keeps a string of any length; the cast exists on PostgreSQL only")
+    trial = started.trials[0]
+    unused = (
+        Item.objects.filter(study=trial.item.study).exclude(trials__assignment=trial.assignment_id).first()
+    )
+    assert unused is not None  # (so that no unique constraint, only the length, can refuse the row)
+    extra = Trial(
+        assignment_id=trial.assignment_id,
+        worker_id=trial.worker_id,
+        item_id=unused.pk,
+        position=999,
+        kind=trial.kind,
+        swap=False,
+        public_id="p" * 40,  # the column holds 32
+        created_at=trial.created_at,
+        updated_at=trial.updated_at,
+    )
+    with pytest.raises(DataError), transaction.atomic():
+        sql.insert_rows([extra])
+    assert not Trial.objects.filter(position=999).exists()
