@@ -108,6 +108,14 @@ def _media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
 
 
+@pytest.fixture(autouse=True)
+def _training_holds():
+    """Each test starts without the retrain trigger's per-process holds (training.triggers)."""
+    from training.triggers import holds_clear
+
+    holds_clear()
+
+
 @pytest.fixture
 def researcher_carol(django_user_model):
     return django_user_model.objects.create_user(username="carol", password="carol-pass-123")

@@ -3,10 +3,10 @@ from django.apps import AppConfig
 
 def _judgment_accepted(sender, *, study_id, **kwargs) -> None:
     """Continuous training: after each committed test judgment in a study that trains, the debounced
-    trigger decides whether a retrain is due (training.triggers)."""
-    from training.triggers import judgments_added
+    trigger decides whether a retrain is due (training.triggers: held per process while none can be)."""
+    from training.triggers import judgment_announced
 
-    judgments_added(study_id=study_id)
+    judgment_announced(study_id=study_id)
 
 
 class TrainingConfig(AppConfig):
