@@ -123,7 +123,17 @@ def login(browser, base_url: str, username: str = "carol", password: str = "caro
     browser.find_element("id", "id_username").send_keys(username)
     browser.find_element("id", "id_password").send_keys(password)
     browser.find_element("id", "login-submit").click()
-    wait_until(browser, lambda d: d.current_url.rstrip("/").endswith("/dashboard"), what="the studies list")
+    wait_until(browser, on_dashboard, what="the studies list")
+
+
+def on_dashboard(driver) -> bool:
+    """A wait condition: the browser shows the studies list (its path, not the login page's ?next= query)
+    and the list has loaded."""
+    from urllib.parse import urlparse
+
+    if urlparse(driver.current_url).path.rstrip("/") != "/dashboard":
+        return False
+    return bool(driver.find_elements("css selector", "a#new-study"))
 
 
 def _say(what) -> str:

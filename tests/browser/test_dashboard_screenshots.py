@@ -3,10 +3,14 @@ and inside the page, no two tick labels overlap, long metric names are whole, an
 chart land in artifacts/dashboard/ for a person to look at."""
 
 import re
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from researcher import on_dashboard, wait_until  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "dashboard"
@@ -154,6 +158,9 @@ def _login(browser, live_server):
     browser.find_element("id", "id_username").send_keys("carol")
     browser.find_element("id", "id_password").send_keys("carol-pass-123")
     browser.find_element("id", "login-submit").click()
+    # the login's redirect must land before the next page is asked for, or that request goes without the
+    # session (the page asked for is then the login page)
+    wait_until(browser, on_dashboard, what="the studies list after the login")
 
 
 @pytest.mark.parametrize("window", [1200, 800])
