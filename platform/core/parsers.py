@@ -60,20 +60,15 @@ def json_body(request, max_bytes: int = MAX_BODY_BYTES):
     length = request.META.get("CONTENT_LENGTH") or "0"
     if not (length.isascii() and length.isdigit()):
         raise ApplicationError("Content-Length must be a whole number of bytes", {"field": "body"})
+    too_big = ApplicationError(
+        f"the request body may hold at most {max_bytes} bytes", {"field": "body"}, status_code=413
+    )
     if int(length) > max_bytes:
-        raise ApplicationError(
-            f"the request body may hold at most {max_bytes} bytes", {"field": "body"}, status_code=413
-        )
+        raise too_big
     try:
-        body = request.body
-    except RequestDataTooBig as exc:  # a body longer than it said
-        raise ApplicationError(
-            f"the request body may hold at most {max_bytes} bytes", {"field": "body"}, status_code=413
-        ) from exc
-    if len(body) > max_bytes:
-        raise ApplicationError(
-            f"the request body may hold at most {max_bytes} bytes", {"field": "body"}, status_code=413
-        )
+        body = request.body  # at most Content-Length bytes
+    except RequestDataTooBig as exc:  # (Django's own limit, were max_bytes set above it)
+        raise too_big from exc
     if not body:
         return {}
     return StrictJSONParser().parse(io.BytesIO(body))
