@@ -21,3 +21,20 @@ class PingApi(APIView):
     @extend_schema(responses=OutputSerializer)
     def get(self, request):
         return Response(self.OutputSerializer(system_status()).data)
+
+
+def paged(request, page: dict) -> dict:
+    """The body of one page of a list API: {"count", "next", "previous", "results"}, the links absolute
+    (?page= on this path) or null at either end. `page` has "count", "page", "pages" and "results"."""
+
+    def link(number: int) -> str | None:
+        if not 1 <= number <= page["pages"] or number == page["page"]:
+            return None
+        return request.build_absolute_uri(f"{request.path}?page={number}")
+
+    return {
+        "count": page["count"],
+        "next": link(page["page"] + 1),
+        "previous": link(page["page"] - 1),
+        "results": page["results"],
+    }

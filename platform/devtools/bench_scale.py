@@ -74,7 +74,8 @@ def _pages(study) -> dict:
         "workers page, middle": (web, f"/dashboard/{study.pk}/workers/?page={middle}"),
         "API study (progress, QC)": (api, f"/api/v1/studies/{study.pk}/"),
         "API workers page, middle": (api, f"/api/v1/studies/{study.pk}/workers/?page={middle}"),
-        "API completions (every HIT)": (api, f"/api/v1/studies/{study.pk}/completions/"),
+        "API completions page 1": (api, f"/api/v1/studies/{study.pk}/completions/"),
+        "completions CSV (every HIT, streamed)": (api, f"/api/v1/studies/{study.pk}/completions/?format=csv"),
     }
     out = {}
     for name, (client, url) in reads.items():
@@ -83,6 +84,8 @@ def _pages(study) -> dict:
             with CaptureQueriesContext(connection) as queries:
                 t0 = time.perf_counter()
                 response = client.get(url)
+                if response.streaming:  # the time to the last byte
+                    sum(len(piece) for piece in response.streaming_content)
                 seconds.append(time.perf_counter() - t0)
             if response.status_code != 200:
                 raise RuntimeError(f"GET {url}: {response.status_code}")
@@ -192,7 +195,7 @@ def report(studies: dict, results: dict, *, params: dict, seconds: float) -> str
     notes: list[str] = []
     for name in [k for k in small.get("pages", {}) if k != "peak_rss_mb"]:
         a, b = small["pages"][name], large["pages"][name]
-        target = "" if "completions" in name else ("< 1 s: " + ("met" if b["s"] < 1 else "NOT met"))
+        target = "" if "every HIT" in name else ("< 1 s: " + ("met" if b["s"] < 1 else "NOT met"))
         lines.append(
             f"| {name}: server time (queries) | {_fmt_s(a['s'])} ({a['queries']}) | "
             f"{_fmt_s(b['s'])} ({b['queries']}) | {target} |"

@@ -16,6 +16,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.apis import paged
 from core.net import client_ip
 from core.parsers import StrictJSONParser, json_body
 from core.stimuli import STIMULUS_PATH
@@ -393,20 +394,7 @@ class StudyWorkersApi(APIView):
     def get(self, request, study_id):
         study = owned_study(request, study_id)
         page = worker_stats_page(study=study, page=worker_page_number(value=request.query_params.get("page")))
-
-        def link(number: int) -> str | None:
-            if not 1 <= number <= page["pages"] or number == page["page"]:
-                return None
-            return request.build_absolute_uri(f"{request.path}?page={number}")
-
-        return Response(
-            {
-                "count": page["count"],
-                "next": link(page["page"] + 1),
-                "previous": link(page["page"] - 1),
-                "results": page["results"],
-            }
-        )
+        return Response(paged(request, page))
 
 
 class StudyWorkerReviewApi(APIView):

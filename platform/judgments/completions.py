@@ -4,21 +4,26 @@ instead: every submitted (or later rejected) assignment with the platform's own 
 (Prolific SESSION_ID, MTurk assignmentId; never the worker id, which is stored only as a salted hash), its
 status, whether QC excluded it and why. `approve` is true for submitted assignments QC kept.
 
-GET /api/v1/studies/<id>/completions/ (JSON), `?format=csv` (or Accept: text/csv) for a spreadsheet.
+GET /api/v1/studies/<id>/completions/ (JSON, COMPLETIONS_PER_PAGE a page, `?page=`), `?format=csv` (or
+Accept: text/csv) for a spreadsheet of every row, streamed (a BAPPS-size study has tens of thousands).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.apis import paged
 from judgments.models import Assignment, CrowdPlatform
+from judgments.selectors import worker_page_number
 from studies.apis import owned_study
 from studies.models import Study
 
@@ -38,13 +43,20 @@ COLUMNS = (
 # the platform_info keys that name the submission (to approve or reject) and the platform's study / HIT
 SESSION_KEY = {CrowdPlatform.PROLIFIC: "session_id", CrowdPlatform.MTURK: "assignment_id"}
 STUDY_KEY = {CrowdPlatform.PROLIFIC: "study_id", CrowdPlatform.MTURK: "hit_id"}
+COMPLETIONS_PER_PAGE = 500
 
 
-def study_completions(*, study: Study) -> list[dict]:
+def _completed(study: Study):
+    return Assignment.objects.filter(
+        study=study, status__in=[Assignment.Status.SUBMITTED, Assignment.Status.REJECTED]
+    )
+
+
+def study_completions(*, study: Study, start: int = 0, stop: int | None = None) -> Iterator[dict]:
+    """The study's submitted and rejected HITs in order of submission, rows [start, stop) of them, read
+    in chunks (a spreadsheet of every row holds memory to a chunk)."""
     rows = (
-        Assignment.objects.filter(
-            study=study, status__in=[Assignment.Status.SUBMITTED, Assignment.Status.REJECTED]
-        )
+        _completed(study)
         .order_by("submitted_at", "id")
         .values(
             "id",
@@ -56,13 +68,12 @@ def study_completions(*, study: Study) -> list[dict]:
             "submitted_at",
             "n_answered",
             "n_trials",
-        )
+        )[start:stop]
     )
-    out = []
-    for a in rows.iterator():
+    for a in rows.iterator(chunk_size=2000):
         info = a["platform_info"] if isinstance(a["platform_info"], dict) else {}
         qc = a["qc"] if isinstance(a["qc"], dict) else {}
-        out.append(
+        yield (
             {
                 "assignment": str(a["id"]),
                 "platform": a["platform"],
@@ -77,7 +88,17 @@ def study_completions(*, study: Study) -> list[dict]:
                 "n_trials": a["n_trials"],
             }
         )
-    return out
+
+
+def study_completions_page(*, study: Study, page: int = 1, per_page: int = COMPLETIONS_PER_PAGE) -> dict:
+    """One page of study_completions: {"count", "page", "pages", "per_page", "results"}. A page past the
+    last gives the last, as the workers table does."""
+    count = _completed(study).count()
+    pages = max(1, -(-count // per_page))
+    page = min(max(page, 1), pages)
+    start = (page - 1) * per_page
+    results = list(study_completions(study=study, start=start, stop=start + per_page))
+    return {"count": count, "page": page, "pages": pages, "per_page": per_page, "results": results}
 
 
 def _cell(value) -> str:
@@ -88,55 +109,87 @@ def _cell(value) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+def _csv_lines(header, rows) -> Iterator[str]:
+    """CSV text in pieces of about 64 KiB: the header, then each row of cells (defused: _cell)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for cells in rows:
+        writer.writerow([_cell(value) for value in cells])
+        if buffer.tell() >= 65536:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def completions_csv(rows) -> Iterator[str]:
+    return _csv_lines(COLUMNS, ([row.get(c) for c in COLUMNS] for row in rows))
+
+
 class CompletionsCsvRenderer(BaseRenderer):
+    """Renders the API's errors as CSV (the rows themselves stream: StudyCompletionsApi)."""
+
     media_type = "text/csv"
     format = "csv"
     charset = "utf-8"
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
         if isinstance(data, list):
-            writer.writerow(COLUMNS)
-            writer.writerows([_cell(row.get(c)) for c in COLUMNS] for row in data)
-        else:  # an error body {"message", "extra"}
-            writer.writerow(["message"])
-            writer.writerow([_cell((data or {}).get("message", ""))])
-        return buffer.getvalue().encode(self.charset)
+            return "".join(completions_csv(data)).encode(self.charset)
+        # an error body {"message", "extra"}
+        return "".join(_csv_lines(["message"], [[(data or {}).get("message", "")]])).encode(self.charset)
 
 
 class StudyCompletionsApi(APIView):
     """Submitted assignments with their platform submission id (Prolific SESSION_ID, MTurk assignmentId),
-    status, QC exclusion and reasons: approve on the platform only the rows with `approve` true. JSON, or
-    CSV with `?format=csv`."""
+    status, QC exclusion and reasons: approve on the platform only the rows with `approve` true. JSON,
+    COMPLETIONS_PER_PAGE rows a page (?page=, from 1; in order of submission): {"count", "next",
+    "previous", "results"}; a page past the last gives the last. Or every row as CSV with `?format=csv`."""
 
     renderer_classes = [JSONRenderer, CompletionsCsvRenderer]
 
     @extend_schema(
+        parameters=[OpenApiParameter("page", int, description="page number, from 1 (JSON only)")],
         responses=inline_serializer(
-            "Completion",
+            "CompletionsPage",
             {
-                "assignment": serializers.UUIDField(),
-                "platform": serializers.CharField(),
-                "session_id": serializers.CharField(help_text="Prolific SESSION_ID or MTurk assignmentId"),
-                "platform_study": serializers.CharField(help_text="Prolific STUDY_ID or MTurk HITId"),
-                "status": serializers.CharField(),
-                "excluded": serializers.BooleanField(),
-                "reasons": serializers.ListField(child=serializers.CharField()),
-                "approve": serializers.BooleanField(),
-                "submitted_at": serializers.DateTimeField(allow_null=True),
-                "n_answered": serializers.IntegerField(),
-                "n_trials": serializers.IntegerField(),
+                "count": serializers.IntegerField(),
+                "next": serializers.URLField(allow_null=True),
+                "previous": serializers.URLField(allow_null=True),
+                "results": inline_serializer(
+                    "Completion",
+                    {
+                        "assignment": serializers.UUIDField(),
+                        "platform": serializers.CharField(),
+                        "session_id": serializers.CharField(
+                            help_text="Prolific SESSION_ID or MTurk assignmentId"
+                        ),
+                        "platform_study": serializers.CharField(help_text="Prolific STUDY_ID or MTurk HITId"),
+                        "status": serializers.CharField(),
+                        "excluded": serializers.BooleanField(),
+                        "reasons": serializers.ListField(child=serializers.CharField()),
+                        "approve": serializers.BooleanField(),
+                        "submitted_at": serializers.DateTimeField(allow_null=True),
+                        "n_answered": serializers.IntegerField(),
+                        "n_trials": serializers.IntegerField(),
+                    },
+                    many=True,
+                ),
             },
-            many=True,
-        )
+        ),
     )
     def get(self, request, study_id, format=None):
         study = owned_study(request, study_id)
-        response = Response(study_completions(study=study))
         if (
             getattr(request, "accepted_renderer", None) is not None
             and request.accepted_renderer.format == "csv"
-        ):
+        ):  # every row, streamed as it is read
+            response = StreamingHttpResponse(
+                completions_csv(study_completions(study=study)), content_type="text/csv; charset=utf-8"
+            )
             response["Content-Disposition"] = f'attachment; filename="completions-{study.pk}.csv"'
-        return response
+            return response
+        number = worker_page_number(value=request.query_params.get("page"))
+        page = study_completions_page(study=study, page=number, per_page=COMPLETIONS_PER_PAGE)
+        return Response(paged(request, page))

@@ -68,7 +68,8 @@ def test_only_real_kept_submissions_are_approved(
     client.force_authenticate(researcher_carol)
     r = client.get(f"/api/v1/studies/{study.pk}/completions/")
     assert r.status_code == 200
-    rows = {row["session_id"]: row for row in r.json()}
+    assert r.json()["count"] == 4 and r.json()["next"] is None
+    rows = {row["session_id"]: row for row in r.json()["results"]}
     # the freeloader who only pasted the code, and the unfinished HIT, are not there to approve
     assert set(rows) == {"SESSION-1", "SESSION-2", "SESSION-3", "ASSIGN9"}
     assert {s for s, row in rows.items() if row["approve"]} == {"SESSION-1", "ASSIGN9"}
@@ -81,7 +82,7 @@ def test_only_real_kept_submissions_are_approved(
     # as a spreadsheet
     r = client.get(f"/api/v1/studies/{study.pk}/completions/?format=csv")
     assert r.status_code == 200 and r["Content-Type"].startswith("text/csv")
-    table = list(csv.DictReader(io.StringIO(r.content.decode())))
+    table = list(csv.DictReader(io.StringIO(b"".join(r.streaming_content).decode())))
     assert {row["session_id"]: row["approve"] for row in table} == {
         "SESSION-1": "true",
         "SESSION-2": "false",
@@ -110,7 +111,6 @@ def test_a_crafted_session_id_cannot_run_in_the_researchers_spreadsheet(
     assignment_submit(token=a.token)
     client = APIClient()
     client.force_authenticate(researcher_carol)
-    (row,) = csv.DictReader(
-        io.StringIO(client.get(f"/api/v1/studies/{study.pk}/completions/?format=csv").content.decode())
-    )
+    r = client.get(f"/api/v1/studies/{study.pk}/completions/?format=csv")
+    (row,) = csv.DictReader(io.StringIO(b"".join(r.streaming_content).decode()))
     assert row["session_id"] == "'" + evil
