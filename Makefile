@@ -80,6 +80,12 @@ loadtest-instances: install ## load test: the back-to-back ceiling against 1 gun
 	DATABASE_URL=$(LOAD_DATABASE_URL) CACHE_URL=$(LOAD_CACHE_URL) DJANGO_SETTINGS_MODULE=devtools.settings_loadtest PYTHONPATH=platform:. \
 	  $(PY) manage.py loadtest --web-instances 2 --workers $${WORKERS:-1} --clients $${CLIENTS:-200} --seconds $${SECONDS_:-30} --out docs/benchmarks.md
 
+loadtest-servers: install ## load test: the paced run against gunicorn (production) and granian in turn, 3 rounds: the web server's share of the CPU per judgment; writes docs/benchmarks.md
+	psql "$(dir $(LOAD_DATABASE_URL))postgres" -qc "DROP DATABASE IF EXISTS $(notdir $(LOAD_DATABASE_URL))" -c "CREATE DATABASE $(notdir $(LOAD_DATABASE_URL))"
+	DATABASE_URL=$(LOAD_DATABASE_URL) PYTHONPATH=platform:. $(PY) manage.py migrate -v0
+	DATABASE_URL=$(LOAD_DATABASE_URL) CACHE_URL=$(LOAD_CACHE_URL) DJANGO_SETTINGS_MODULE=devtools.settings_loadtest PYTHONPATH=platform:. \
+	  $(PY) manage.py loadtest --compare-servers $${ROUNDS:-3} --clients $${CLIENTS:-200} --seconds $${SECONDS_:-30} --out docs/benchmarks.md
+
 profile-answer: install ## where the answer path's web CPU goes: starts, answers, completions through the WSGI app under cProfile (Postgres + Redis); writes docs/benchmarks.md
 	psql "$(dir $(LOAD_DATABASE_URL))postgres" -qc "DROP DATABASE IF EXISTS $(notdir $(LOAD_DATABASE_URL))" -c "CREATE DATABASE $(notdir $(LOAD_DATABASE_URL))"
 	DATABASE_URL=$(LOAD_DATABASE_URL) PYTHONPATH=platform:. $(PY) manage.py migrate -v0
@@ -98,8 +104,8 @@ scale-study: install ## the BAPPS-scale study (187,700 2AFC items, 500k simulate
 bench-scale: scale-study ## dashboard, workers, QC reads, export and retrain on the scale study next to a small one, with peak RSS; writes docs/benchmarks.md
 	$(SCALE_ENV) $(PY) manage.py bench_scale --out docs/benchmarks.md
 
-loadtest-scale: scale-study ## paced load test against the scale study beside a fresh study of its HIT size (start and answer p99); writes docs/benchmarks.md
+loadtest-scale: scale-study ## paced load test against the scale study beside a fresh study of its HIT size, 3 rounds in turn (start and answer p99, median ratio); writes docs/benchmarks.md
 	$(SCALE_ENV) CACHE_URL=$(LOAD_CACHE_URL) DJANGO_SETTINGS_MODULE=devtools.settings_loadtest $(PY) manage.py loadtest \
-	  --study-id $$($(SCALE_ENV) $(PY) manage.py scale_study --id-only 2>/dev/null | tail -1) --run paced --seconds $${SECONDS_:-60} --out docs/benchmarks.md
+	  --study-id $$($(SCALE_ENV) $(PY) manage.py scale_study --id-only 2>/dev/null | tail -1) --run paced --seconds $${SECONDS_:-30} --rounds $${ROUNDS:-3} --out docs/benchmarks.md
 
-.PHONY: help install run test test-fast lint bench bench-adaptive bench-first-run loadtest loadtest-instances profile-answer contact-sheet clean scale-study bench-scale loadtest-scale
+.PHONY: help install run test test-fast lint bench bench-adaptive bench-first-run loadtest loadtest-instances loadtest-servers profile-answer contact-sheet clean scale-study bench-scale loadtest-scale

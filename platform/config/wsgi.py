@@ -13,4 +13,8 @@ application = get_wsgi_application()
 # `gunicorn --preload` the workers also share these pages copy-on-write. Objects that requests create
 # are collected as usual.
 _ = get_resolver().url_patterns
+# The answer path's stopping rule (judgments.stopping) imports it on first use: scipy, 0.25 s of CPU that
+# a worker's first adaptive answer or first HIT submitted would otherwise wait for.
+import metric.sampling  # noqa: E402, F401
+
 gc.freeze()

@@ -87,11 +87,11 @@ def item_targets_after_take_back(*, item_ids, config: dict) -> int:
     rows locked by the caller's update): a target raised on a vote taken back drops to what the remaining
     votes earn (min; or one more than the accepted votes while undecided), never below the votes accepted
     or leased. Targets are only lowered here; returns how many changed."""
-    from metric.sampling import need_more_votes
-
     low, high = votes_range(config, Item.Split.TRAIN)
     if low == high:
         return 0
+    from metric.sampling import need_more_votes
+
     stopping, changed = config["stopping"], 0
     rows = (
         Item.objects.filter(pk__in=item_ids, split=Item.Split.TRAIN, n_target__gt=low)

@@ -13,7 +13,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_short_load_run_loses_and_duplicates_nothing(settings, postgres, tmp_path):
+@pytest.mark.parametrize("server", ["gunicorn", "granian"])
+def test_a_short_load_run_loses_and_duplicates_nothing(settings, postgres, tmp_path, server):
+    """Under either web server `make loadtest-servers` compares (gunicorn: production)."""
     from devtools import loadtest
 
     env = {
@@ -22,7 +24,8 @@ def test_a_short_load_run_loses_and_duplicates_nothing(settings, postgres, tmp_p
         "PERCEPTLAB_DATA_DIR": str(tmp_path),
     }
     study = loadtest.loadtest_study(n_items=60, target=2, hit_size=10)  # small: the items fill up mid-run
-    with loadtest.gunicorn(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as (base_url, _):
+    start = loadtest.gunicorn if server == "gunicorn" else loadtest.granian
+    with start(env, workers=2, threads=4, log_path=tmp_path / f"{server}.log") as (base_url, _):
         result = loadtest.run_load(base_url, str(study.pk), clients=16, seconds=6, finish_hits=True)
     assert result["errors"] == [], result["errors"][:5]
     assert result["judgments"] > 0 and result["latency_ms"]["submit"]["n"] >= result["judgments"]

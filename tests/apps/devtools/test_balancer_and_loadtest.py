@@ -149,9 +149,61 @@ def test_the_study_report_sets_a_large_study_beside_a_fresh_one(make_study):
             "submit": {"p50": 1, "p95": 2, "p99": submit_p99},
         }
     given["params"] = {**given["params"], "study": {"id": str(study.pk), "items": 6}}
-    text = loadtest.study_report(fresh, given)
+    text = loadtest.study_report([(fresh, given)])
     assert f"--study-id {study.pk}" in text
     assert "| judgments/s (acknowledged) | 300 | 290 |" in text
     # start: 80 / 40 = 2.00x, over the 1.5x target; answer: 25 / 20 = 1.25x, within it
     assert "start (next batch) p99 2.00x the fresh study's (NOT met)" in text
     assert "answer (submit) p99 1.25x the fresh study's (met)" in text
+    assert "round" not in text  # one round: no per-round lines, no median
+
+    # three rounds: each round's ratio is shown, and the verdict is on the median (1.2x start, 2.0x answer)
+    def pair(start_ratio, answer_ratio):
+        f, g = _measured(1, 300.0), _measured(1, 300.0)
+        for m, start_p99, submit_p99 in ((f, 40.0, 20.0), (g, 40.0 * start_ratio, 20.0 * answer_ratio)):
+            m["runs"]["back to back"]["latency_ms"] = {
+                "next_batch": {"p50": 1, "p95": 2, "p99": start_p99},
+                "submit": {"p50": 1, "p95": 2, "p99": submit_p99},
+            }
+        g["params"] = given["params"]
+        return f, g
+
+    text = loadtest.study_report([pair(1.2, 2.0), pair(3.0, 0.5), pair(1.0, 2.5)])
+    assert "`--rounds 3`" in text and "### back to back, round 3" in text
+    assert "Round 2: start (next batch) p99 3.00x the fresh study's; answer (submit) p99 0.50x" in text
+    assert "start (next batch) p99 1.20x the fresh study's (median of 3 rounds) (met)" in text
+    assert "answer (submit) p99 2.00x the fresh study's (median of 3 rounds) (NOT met)" in text
+
+
+def test_the_servers_report_alternates_servers_and_gives_each_servers_mean():
+    def paced(server: str, web_ms: float) -> dict:
+        m = _measured(1, 300.0)
+        run = {**m["runs"]["back to back"], "cpu_ms": {"web": web_ms, "postgres": 0.9, "load generator": 0.4}}
+        run["latency_ms"] = {
+            "submit": {"p50": 4, "p95": 10, "p99": 17},
+            "next_batch": {"p50": 13, "p95": 23, "p99": 30},
+        }
+        m["runs"], m["checks"] = {"paced (300/s offered)": run}, {"paced (300/s offered)": m["checks"]}
+        m["params"] = {**m["params"], "runs": ("paced",), "server": server}
+        return m
+
+    rounds = [
+        {"gunicorn": paced("gunicorn", 2.2), "granian": paced("granian", 1.8)},
+        {"gunicorn": paced("gunicorn", 2.4), "granian": paced("granian", 2.0)},
+    ]
+    text = loadtest.servers_report(rounds)
+    assert "--compare-servers 2" in text and "--run paced" in text
+    assert "| 1 | gunicorn | 300 | 17 / 30 ms | 2.20 / 0.90 / 0.40 ms | 1000 | 0 |" in text
+    assert "| 2 | granian | 300 | 17 / 30 ms | 2.00 / 0.90 / 0.40 ms | 1000 | 0 |" in text
+    assert "gunicorn 2.30 ms (range 2.20-2.40); granian 1.90 ms (range 1.80-2.00)" in text
+
+
+def test_a_run_names_its_server_and_an_unknown_server_is_refused(tmp_path):
+    m = _measured(1, 300.0)
+    m["params"] = {**m["params"], "server": "granian"}
+    text = loadtest.report(m)
+    assert "against granian + postgresql" in text and "--server granian" in text
+    assert "--server" not in loadtest.report(_measured(1, 300.0))  # gunicorn is the default
+    with pytest.raises(ValueError, match="unknown web server 'uwsgi'"):
+        with loadtest.web_servers({}, server="uwsgi", log_dir=tmp_path):
+            pass

@@ -1,5 +1,5 @@
-"""`make loadtest`: N simulated annotators against gunicorn on loopback (devtools.loadtest); writes a
-section of docs/benchmarks.md."""
+"""`make loadtest`: N simulated annotators against gunicorn (or granian, `--server`) on loopback
+(devtools.loadtest); writes a section of docs/benchmarks.md."""
 
 import os
 
@@ -11,7 +11,7 @@ from devtools.reports import write_section
 
 class Command(BaseCommand):
     help = (
-        "Load test: judgments/s and next-batch/submit latency percentiles against gunicorn; "
+        "Load test: judgments/s and next-batch/submit latency percentiles against gunicorn (or granian); "
         "optional markdown out."
     )
 
@@ -60,22 +60,56 @@ class Command(BaseCommand):
             "sets the two side by side",
         )
         parser.add_argument(
+            "--rounds",
+            type=int,
+            default=1,
+            help="with --study-id: run the fresh study and the existing one in turn this many times; the "
+            "target is judged on the median ratio",
+        )
+        parser.add_argument(
             "--run",
             dest="runs",
             action="append",
             choices=["back-to-back", "paced"],
             help="the runs to make (repeatable; default both)",
         )
+        parser.add_argument(
+            "--server",
+            choices=loadtest.SERVERS,
+            default="gunicorn",
+            help="the web server (gunicorn: production, docker-compose; granian: for comparison)",
+        )
+        parser.add_argument(
+            "--compare-servers",
+            type=int,
+            default=0,
+            metavar="ROUNDS",
+            help="run the paced run against each web server in turn, ROUNDS times; writes the "
+            "loadtest-servers section (web CPU per judgment per server)",
+        )
         parser.add_argument("--out", default=None, help="benchmarks markdown file to update")
 
-    def handle(self, *args, out, web_instances, study_id, runs, **options):
+    def handle(self, *args, out, web_instances, study_id, runs, server, compare_servers, rounds, **options):
         if web_instances < 1:
             raise CommandError("--web-instances must be at least 1")
+        if rounds < 1:
+            raise CommandError("--rounds must be at least 1")
+        if compare_servers < 0:
+            raise CommandError("--compare-servers must be at least 1 (or 0: no comparison)")
         keys = ("clients", "seconds", "workers", "threads", "hit_size", "items", "rate", "ramp")
         params = {k: options[k] for k in keys}
         params["runs"] = tuple(k.replace("-", " ") for k in runs) if runs else loadtest.RUNS
+        params["server"] = server
         try:
-            if web_instances > 1:
+            if compare_servers:
+                params["runs"] = ("paced",)
+                by_round = [
+                    {s: loadtest.run(**{**params, "server": s}) for s in loadtest.SERVERS}
+                    for _ in range(compare_servers)
+                ]
+                measured = {f"{s} {k}": m for k, by in enumerate(by_round, 1) for s, m in by.items()}
+                section, text = "loadtest-servers", loadtest.servers_report(by_round)
+            elif web_instances > 1:
                 params["runs"] = ("back to back",)
                 measured = {
                     n: loadtest.run(**params, web_instances=n, study_id=study_id) for n in (1, web_instances)
@@ -86,11 +120,19 @@ class Command(BaseCommand):
                 hit_size = given.collection["hit_size"]
                 # enough items that the fresh study never runs out of work for the clients' HITs
                 items = max(params["items"], 2 * params["clients"] * hit_size)
+                pairs = [
+                    (
+                        loadtest.run(**{**params, "hit_size": hit_size, "items": items}),
+                        loadtest.run(**params, study_id=study_id),
+                    )
+                    for _ in range(rounds)
+                ]
                 measured = {
-                    "fresh": loadtest.run(**{**params, "hit_size": hit_size, "items": items}),
-                    "given": loadtest.run(**params, study_id=study_id),
+                    f"{side} {k}": m
+                    for k, pair in enumerate(pairs, 1)
+                    for side, m in zip(("fresh", "given"), pair, strict=True)
                 }
-                section, text = "loadtest-study", loadtest.study_report(measured["fresh"], measured["given"])
+                section, text = "loadtest-study", loadtest.study_report(pairs)
             else:
                 measured = {1: loadtest.run(**params)}
                 section, text = "loadtest", loadtest.report(measured[1])
