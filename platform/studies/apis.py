@@ -14,7 +14,7 @@ from core.exceptions import ApplicationError
 from core.tasks import enqueue_on_commit
 from studies import imports, lifecycle, services
 from studies.models import Item, Study
-from studies.selectors import study_list_for, study_stats
+from studies.selectors import studies_visible_to, study_item_counts, study_list_for, study_stats
 
 
 class StudyOutputSerializer(serializers.Serializer):
@@ -47,8 +47,18 @@ class StudyDetailOutputSerializer(StudyOutputSerializer):
 
 
 def owned_study(request, study_id) -> Study:
-    """The requester's study, or 404 (never 403: other researchers' study ids are not confirmed)."""
-    return get_object_or_404(study_list_for(user=request.user), id=study_id)
+    """The requester's study, or 404 (never 403: other researchers' study ids are not confirmed). Without
+    study_list_for's item counts, a join over the study's items (0.3 s at 187k items) that every study
+    API paid; study_detail adds them where they are shown."""
+    return get_object_or_404(studies_visible_to(user=request.user), id=study_id)
+
+
+def study_detail(request, study_id) -> dict:
+    """StudyDetailOutputSerializer's body for the requester's study (404 as owned_study)."""
+    study = owned_study(request, study_id)
+    for name, value in study_item_counts(study=study).items():
+        setattr(study, name, value)
+    return StudyDetailOutputSerializer(study).data
 
 
 class StudyListApi(APIView):
@@ -82,9 +92,7 @@ class StudyListApi(APIView):
         )
         if study.build_config:
             enqueue_on_commit("studies.study_build_stimuli", str(study.pk))
-        return Response(
-            StudyDetailOutputSerializer(owned_study(request, study.pk)).data, status=status.HTTP_201_CREATED
-        )
+        return Response(study_detail(request, study.pk), status=status.HTTP_201_CREATED)
 
 
 class StudyDetailApi(APIView):
@@ -96,7 +104,7 @@ class StudyDetailApi(APIView):
 
     @extend_schema(responses=StudyDetailOutputSerializer)
     def get(self, request, study_id):
-        return Response(StudyDetailOutputSerializer(owned_study(request, study_id)).data)
+        return Response(study_detail(request, study_id))
 
     @extend_schema(request=InputSerializer, responses=StudyDetailOutputSerializer)
     def patch(self, request, study_id):
@@ -104,21 +112,21 @@ class StudyDetailApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         lifecycle.study_update(study=study, **data.validated_data)
-        return Response(StudyDetailOutputSerializer(owned_study(request, study_id)).data)
+        return Response(study_detail(request, study_id))
 
 
 class StudyStartApi(APIView):
     @extend_schema(request=None, responses=StudyDetailOutputSerializer)
     def post(self, request, study_id):
         lifecycle.study_start(study=owned_study(request, study_id))
-        return Response(StudyDetailOutputSerializer(owned_study(request, study_id)).data)
+        return Response(study_detail(request, study_id))
 
 
 class StudyPauseApi(APIView):
     @extend_schema(request=None, responses=StudyDetailOutputSerializer)
     def post(self, request, study_id):
         lifecycle.study_pause(study=owned_study(request, study_id))
-        return Response(StudyDetailOutputSerializer(owned_study(request, study_id)).data)
+        return Response(study_detail(request, study_id))
 
 
 class StudyCloseApi(APIView):
@@ -128,7 +136,7 @@ class StudyCloseApi(APIView):
     @extend_schema(request=None, responses=StudyDetailOutputSerializer)
     def post(self, request, study_id):
         lifecycle.study_close(study=owned_study(request, study_id))
-        return Response(StudyDetailOutputSerializer(owned_study(request, study_id)).data)
+        return Response(study_detail(request, study_id))
 
 
 class StudyImportApi(APIView):
