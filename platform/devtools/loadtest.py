@@ -668,6 +668,8 @@ def _command(p: dict) -> str:
         extra += f" --web-instances {p['web_instances']}"
     if p["study"]:
         extra += f" --study-id {p['study']['id']}"
+    if p.get("rounds", 1) > 1:
+        extra += f" --rounds {p['rounds']}"
     if tuple(p["runs"]) != RUNS:
         extra += "".join(f" --run {'paced' if k == 'paced' else 'back-to-back'}" for k in p["runs"])
     return (
@@ -851,14 +853,17 @@ def study_report(rounds: list[tuple[dict, dict]]) -> str:
     ops = (("next_batch", "start (next batch)"), ("submit", "answer (submit)"))
     for kind in given["runs"]:
         ratios = {op: [] for op, _ in ops}
-        for k, (fresh, given) in enumerate(rounds, 1):
-            a, b = fresh["runs"][kind], given["runs"][kind]
+        for k, (round_fresh, round_given) in enumerate(rounds, 1):
+            a, b = round_fresh["runs"][kind], round_given["runs"][kind]
             lines += [
                 f"### {kind}" + (f", round {k}" if n > 1 else ""),
                 "",
                 *_results_table(
                     {"fresh study": a, "existing study": b},
-                    {"fresh study": fresh["checks"][kind], "existing study": given["checks"][kind]},
+                    {
+                        "fresh study": round_fresh["checks"][kind],
+                        "existing study": round_given["checks"][kind],
+                    },
                 ),
                 "",
             ]
@@ -969,6 +974,7 @@ def servers_report(rounds: list[dict[str, dict]]) -> str:
     means = "; ".join(
         f"{server} {float(np.mean(v)):.2f} ms (range {min(v):.2f}-{max(v):.2f})" for server, v in web.items()
     )
+    spread = max(max(v) - min(v) for v in web.values())
     return "\n".join(
         [
             "## Load test: the web server's share of the CPU per judgment",
@@ -977,8 +983,8 @@ def servers_report(rounds: list[dict[str, dict]]) -> str:
             f"{len(rounds)}`): the paced run against gunicorn gthread (the production server, "
             "docker-compose) and against granian (a Rust HTTP server running the same WSGI application in "
             f"blocking threads), each {_plural(p['workers'], 'worker')} x {p['threads']} threads, in turn, "
-            f"{len(rounds)} times; a fresh study per run. One run's web CPU per judgment varies by about "
-            "0.3 ms on this machine, so the servers alternate and the mean counts.",
+            f"{len(rounds)} times; a fresh study per run. The same server's runs differed by up to "
+            f"{spread:.2f} ms of web CPU per judgment here, so the servers alternate and the means count.",
             "",
             *rows,
             "",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Iterator
 
 from django.http import StreamingHttpResponse
@@ -52,9 +53,12 @@ def _completed(study: Study):
     )
 
 
-def study_completions(*, study: Study, start: int = 0, stop: int | None = None) -> Iterator[dict]:
-    """The study's submitted and rejected HITs in order of submission, rows [start, stop) of them, read
-    in chunks (a spreadsheet of every row holds memory to a chunk)."""
+def study_completions(
+    *, study: Study, start: int = 0, stop: int | None = None, chunked: bool = False
+) -> Iterator[dict]:
+    """The study's submitted and rejected HITs in order of submission, rows [start, stop) of them;
+    `chunked`: read through a server-side cursor a chunk at a time (a spreadsheet of every row holds
+    memory to a chunk), else in one fetch (a page)."""
     rows = (
         _completed(study)
         .order_by("submitted_at", "id")
@@ -70,7 +74,7 @@ def study_completions(*, study: Study, start: int = 0, stop: int | None = None) 
             "n_trials",
         )[start:stop]
     )
-    for a in rows.iterator(chunk_size=2000):
+    for a in rows.iterator(chunk_size=2000) if chunked else rows:
         info = a["platform_info"] if isinstance(a["platform_info"], dict) else {}
         qc = a["qc"] if isinstance(a["qc"], dict) else {}
         yield (
@@ -185,8 +189,13 @@ class StudyCompletionsApi(APIView):
             getattr(request, "accepted_renderer", None) is not None
             and request.accepted_renderer.format == "csv"
         ):  # every row, streamed as it is read
+            pieces = completions_csv(study_completions(study=study, chunked=True))
+            # the first piece is read here, so that a database that is down gets the API's 503 (the
+            # handlers see the view's exceptions, not the stream's); a failure later cuts the chunked
+            # download short, which the client sees as an incomplete transfer
+            first = next(pieces)
             response = StreamingHttpResponse(
-                completions_csv(study_completions(study=study)), content_type="text/csv; charset=utf-8"
+                itertools.chain([first], pieces), content_type="text/csv; charset=utf-8"
             )
             response["Content-Disposition"] = f'attachment; filename="completions-{study.pk}.csv"'
             return response

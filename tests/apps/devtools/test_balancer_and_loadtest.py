@@ -165,11 +165,12 @@ def test_the_study_report_sets_a_large_study_beside_a_fresh_one(make_study):
                 "next_batch": {"p50": 1, "p95": 2, "p99": start_p99},
                 "submit": {"p50": 1, "p95": 2, "p99": submit_p99},
             }
-        g["params"] = given["params"]
+        g["params"] = {**given["params"], "rounds": 3}
         return f, g
 
     text = loadtest.study_report([pair(1.2, 2.0), pair(3.0, 0.5), pair(1.0, 2.5)])
     assert "`--rounds 3`" in text and "### back to back, round 3" in text
+    assert f"--study-id {study.pk} --rounds 3" in text  # the command line reproduces the run
     assert "Round 2: start (next batch) p99 3.00x the fresh study's; answer (submit) p99 0.50x" in text
     assert "start (next batch) p99 1.20x the fresh study's (median of 3 rounds) (met)" in text
     assert "answer (submit) p99 2.00x the fresh study's (median of 3 rounds) (NOT met)" in text
@@ -196,6 +197,26 @@ def test_the_servers_report_alternates_servers_and_gives_each_servers_mean():
     assert "| 1 | gunicorn | 300 | 17 / 30 ms | 2.20 / 0.90 / 0.40 ms | 1000 | 0 |" in text
     assert "| 2 | granian | 300 | 17 / 30 ms | 2.00 / 0.90 / 0.40 ms | 1000 | 0 |" in text
     assert "gunicorn 2.30 ms (range 2.20-2.40); granian 1.90 ms (range 1.80-2.00)" in text
+    assert "differed by up to 0.20 ms" in text  # the spread measured, not a fixed figure
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--compare-servers", "2", "--study-id", "x"], "--compare-servers makes paced runs"),
+        (["--compare-servers", "2", "--web-instances", "2"], "--compare-servers makes paced runs"),
+        (["--compare-servers", "2", "--run", "back-to-back"], "--compare-servers makes paced runs"),
+        (["--compare-servers", "2", "--server", "granian"], "--compare-servers makes paced runs"),
+        (["--compare-servers", "-1"], "--compare-servers must be at least 1"),
+        (["--rounds", "3"], "--rounds repeats the --study-id comparison"),
+        (["--rounds", "0", "--study-id", "x"], "--rounds must be at least 1"),
+    ],
+)
+def test_the_command_refuses_options_it_would_ignore(argv, message):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match=message):
+        call_command("loadtest", *argv)
 
 
 def test_a_run_names_its_server_and_an_unknown_server_is_refused(tmp_path):

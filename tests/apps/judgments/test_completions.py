@@ -112,3 +112,20 @@ def test_a_study_api_does_not_count_the_studys_items(submitted):
     detail = client.get(f"/api/v1/studies/{study.pk}/").json()
     (listed,) = [s for s in client.get("/api/v1/studies/").json() if s["id"] == str(study.pk)]
     assert (detail["n_items"], detail["n_sentinels"]) == (listed["n_items"], listed["n_sentinels"]) == (31, 1)
+
+
+def test_a_database_lost_mid_csv_is_the_apis_503_not_a_broken_download(submitted, monkeypatch):
+    """The CSV's first rows are read inside the view, so an outage gets the API's answer (503 +
+    Retry-After), not a stream that fails after its 200 was sent."""
+    from django.db import OperationalError, connections
+
+    study, client = submitted
+
+    def down(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+        yield  # a generator, as study_completions is
+
+    monkeypatch.setattr(completions, "study_completions", down)
+    monkeypatch.setattr(connections["default"], "vendor", "postgresql")
+    r = client.get(f"/api/v1/studies/{study.pk}/completions/?format=csv")
+    assert r.status_code == 503 and r["Retry-After"] == "1"

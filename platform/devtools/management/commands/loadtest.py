@@ -96,6 +96,13 @@ class Command(BaseCommand):
             raise CommandError("--rounds must be at least 1")
         if compare_servers < 0:
             raise CommandError("--compare-servers must be at least 1 (or 0: no comparison)")
+        if compare_servers and (study_id or web_instances > 1 or runs or server != "gunicorn"):
+            raise CommandError(
+                "--compare-servers makes paced runs against every server on a fresh study; it takes none "
+                "of --study-id, --web-instances, --run and --server"
+            )
+        if rounds > 1 and not study_id:
+            raise CommandError("--rounds repeats the --study-id comparison; give --study-id")
         keys = ("clients", "seconds", "workers", "threads", "hit_size", "items", "rate", "ramp")
         params = {k: options[k] for k in keys}
         params["runs"] = tuple(k.replace("-", " ") for k in runs) if runs else loadtest.RUNS
@@ -127,6 +134,8 @@ class Command(BaseCommand):
                     )
                     for _ in range(rounds)
                 ]
+                for m in (m for pair in pairs for m in pair):
+                    m["params"]["rounds"] = rounds  # for the report's command line
                 measured = {
                     f"{side} {k}": m
                     for k, pair in enumerate(pairs, 1)
