@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -38,3 +38,16 @@ def paged(request, page: dict) -> dict:
         "previous": link(page["page"] - 1),
         "results": page["results"],
     }
+
+
+def paged_schema(name: str, results) -> serializers.Serializer:
+    """The OpenAPI shape of `paged`'s body, its results described by the serializer `results` (many)."""
+    return inline_serializer(
+        name,
+        {
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": results,
+        },
+    )

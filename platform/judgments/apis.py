@@ -16,7 +16,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.apis import paged
+from core.apis import paged, paged_schema
 from core.net import client_ip
 from core.parsers import StrictJSONParser, json_body
 from core.stimuli import STIMULUS_PATH
@@ -377,18 +377,13 @@ class StudyWorkersApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("page", int, description="page number, from 1")],
-        responses=inline_serializer(
+        responses=paged_schema(
             "WorkerStatsPage",
-            {
-                "count": serializers.IntegerField(),
-                "next": serializers.URLField(allow_null=True),
-                "previous": serializers.URLField(allow_null=True),
-                "results": inline_serializer(
-                    "WorkerStats",
-                    {"worker": serializers.CharField(), "judgments": serializers.IntegerField()},
-                    many=True,
-                ),
-            },
+            inline_serializer(
+                "WorkerStats",
+                {"worker": serializers.CharField(), "judgments": serializers.IntegerField()},
+                many=True,
+            ),
         ),
     )
     def get(self, request, study_id):

@@ -22,7 +22,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.apis import paged
+from core.apis import paged, paged_schema
 from judgments.models import Assignment, CrowdPlatform
 from judgments.selectors import worker_page_number
 from studies.apis import owned_study
@@ -155,32 +155,27 @@ class StudyCompletionsApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("page", int, description="page number, from 1 (JSON only)")],
-        responses=inline_serializer(
+        responses=paged_schema(
             "CompletionsPage",
-            {
-                "count": serializers.IntegerField(),
-                "next": serializers.URLField(allow_null=True),
-                "previous": serializers.URLField(allow_null=True),
-                "results": inline_serializer(
-                    "Completion",
-                    {
-                        "assignment": serializers.UUIDField(),
-                        "platform": serializers.CharField(),
-                        "session_id": serializers.CharField(
-                            help_text="Prolific SESSION_ID or MTurk assignmentId"
-                        ),
-                        "platform_study": serializers.CharField(help_text="Prolific STUDY_ID or MTurk HITId"),
-                        "status": serializers.CharField(),
-                        "excluded": serializers.BooleanField(),
-                        "reasons": serializers.ListField(child=serializers.CharField()),
-                        "approve": serializers.BooleanField(),
-                        "submitted_at": serializers.DateTimeField(allow_null=True),
-                        "n_answered": serializers.IntegerField(),
-                        "n_trials": serializers.IntegerField(),
-                    },
-                    many=True,
-                ),
-            },
+            inline_serializer(
+                "Completion",
+                {
+                    "assignment": serializers.UUIDField(),
+                    "platform": serializers.CharField(),
+                    "session_id": serializers.CharField(
+                        help_text="Prolific SESSION_ID or MTurk assignmentId"
+                    ),
+                    "platform_study": serializers.CharField(help_text="Prolific STUDY_ID or MTurk HITId"),
+                    "status": serializers.CharField(),
+                    "excluded": serializers.BooleanField(),
+                    "reasons": serializers.ListField(child=serializers.CharField()),
+                    "approve": serializers.BooleanField(),
+                    "submitted_at": serializers.DateTimeField(allow_null=True),
+                    "n_answered": serializers.IntegerField(),
+                    "n_trials": serializers.IntegerField(),
+                },
+                many=True,
+            ),
         ),
     )
     def get(self, request, study_id, format=None):
