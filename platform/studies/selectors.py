@@ -1,6 +1,7 @@
 from collections.abc import Callable
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from studies.models import Item, Study
 
@@ -23,13 +24,13 @@ def study_stats(*, study: Study) -> dict:
 def study_list_public() -> QuerySet[Study]:
     """What the public home page lists: the local demo study only. Real studies are reached through their
     crowd links; listing their ids would let anyone start (and hold) their work."""
-    return Study.objects.filter(status=Study.Status.ACTIVE, is_demo=True).annotate(n_items=Count("items"))
+    return Study.objects.filter(status=Study.Status.ACTIVE, is_demo=True).annotate(n_items=_item_count())
 
 
 def demo_simulated_studies() -> list[Study]:
     """The simulated crowd's demo studies, whatever their status (the home page links their dashboards,
     which need a login; nobody can answer them: a simulation study takes only simulated workers)."""
-    qs = Study.objects.filter(is_demo=True).annotate(n_items=Count("items")).order_by("created_at")
+    qs = Study.objects.filter(is_demo=True).annotate(n_items=_item_count()).order_by("created_at")
     return [s for s in qs if s.config.get("simulation")]
 
 
@@ -39,16 +40,19 @@ def studies_visible_to(*, user) -> QuerySet[Study]:
     return Study.objects.all() if user.is_superuser else Study.objects.filter(owner=user)
 
 
-def study_item_counts(*, study: Study) -> dict:
-    """{"n_items", "n_sentinels"} of one study (the numbers study_list_for annotates), counted by role: on
-    PostgreSQL an index-only scan of item_tally_idx, which leads with (study, role)."""
-    by_role = dict(Item.objects.filter(study=study).order_by().values_list("role").annotate(n=Count("role")))
-    return {"n_items": sum(by_role.values()), "n_sentinels": by_role.get(Item.Role.SENTINEL, 0)}
+def _item_count(**filters) -> Coalesce:
+    """Each study's items (matching `filters`) as a subquery per listed study: the database counts only
+    the studies a page shows, each on item_tally_idx (which leads with study and role; index-only on
+    PostgreSQL). A join over the items counted every item of every visible study before the page was
+    cut (0.3 s for a study of 187k items, on every study list and every study API call)."""
+    items = Item.objects.filter(study=OuterRef("pk"), **filters).order_by().values("study")
+    return Coalesce(Subquery(items.annotate(n=Count("role")).values("n")), 0)
 
 
 def study_list_for(*, user) -> QuerySet[Study]:
+    """studies_visible_to with each study's item and sentinel counts (n_items, n_sentinels)."""
     return studies_visible_to(user=user).annotate(
-        n_items=Count("items"), n_sentinels=Count("items", filter=Q(items__role=Item.Role.SENTINEL))
+        n_items=_item_count(), n_sentinels=_item_count(role=Item.Role.SENTINEL)
     )
 
 

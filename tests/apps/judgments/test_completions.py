@@ -129,3 +129,15 @@ def test_a_database_lost_mid_csv_is_the_apis_503_not_a_broken_download(submitted
     monkeypatch.setattr(connections["default"], "vendor", "postgresql")
     r = client.get(f"/api/v1/studies/{study.pk}/completions/?format=csv")
     assert r.status_code == 503 and r["Retry-After"] == "1"
+
+
+def test_the_study_list_counts_items_without_joining_them(submitted, make_study, researcher_carol):
+    """The lists count each shown study's items in a subquery on item_tally_idx, not through a join that
+    counts every item of every visible study; the numbers are the same."""
+    study, client = submitted
+    other = make_study(n_test=4, n_sentinels=2, n_practice=0, owner=researcher_carol)
+    with CaptureQueriesContext(connection) as queries:
+        listed = {s["id"]: (s["n_items"], s["n_sentinels"]) for s in client.get("/api/v1/studies/").json()}
+    assert listed[str(study.pk)] == (31, 1) and listed[str(other.pk)] == (6, 2)
+    (query,) = [q["sql"] for q in queries.captured_queries if "studies_item" in q["sql"]]
+    assert "JOIN" not in query.upper()
