@@ -117,9 +117,13 @@ def _export(study) -> dict:
 
 
 def _retrain(study) -> dict:
+    from core import storage
     from dashboard.selectors import dashboard_for
     from training.services import study_retrain
 
+    # the first retrain computes every item's features: a cache left by an earlier run goes first (the
+    # parts, the baseline distances and their local copies), else "cold" would read it
+    storage.delete_tree(f"features/{study.pk}")
     t0 = time.perf_counter()
     cold = study_retrain(study=study)
     cold_s = time.perf_counter() - t0

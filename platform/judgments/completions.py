@@ -132,16 +132,14 @@ def completions_csv(rows) -> Iterator[str]:
 
 
 class CompletionsCsvRenderer(BaseRenderer):
-    """Renders the API's errors as CSV (the rows themselves stream: StudyCompletionsApi)."""
+    """Renders the API's errors as CSV; the rows themselves stream (StudyCompletionsApi.get)."""
 
     media_type = "text/csv"
     format = "csv"
     charset = "utf-8"
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
-        if isinstance(data, list):
-            return "".join(completions_csv(data)).encode(self.charset)
-        # an error body {"message", "extra"}
+        # only an error body {"message", "extra"} comes here
         return "".join(_csv_lines(["message"], [[(data or {}).get("message", "")]])).encode(self.charset)
 
 

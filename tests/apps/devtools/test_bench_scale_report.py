@@ -43,3 +43,26 @@ def test_it_reports_each_figure_against_its_target(make_study):
     assert "< 1 GB: NOT met" in rows["export: peak RSS"]
     assert "<= 120 s: met" in rows["N-th judgment -> updated dashboard (features cached)"]
     assert "first view in a fresh process took 3.6 s" in text
+
+
+def test_the_cold_retrain_starts_without_the_feature_cache_of_an_earlier_run(make_study, monkeypatch):
+    """`make bench-scale` reruns on the same study: its "first retrain" must compute every feature again,
+    not read the parts an earlier run left (which made a 457 s cold retrain read as 43 s)."""
+    from core import storage
+    from dashboard import selectors as dashboard_selectors
+    from devtools import bench_scale
+    from training import services
+
+    study = make_study(n_test=3)
+    with storage.writing(f"features/{study.pk}/alex-abc-1.npy") as tmp:
+        tmp.write_bytes(b"left by an earlier run")
+    seen = []
+
+    def retrain(*, study):
+        seen.append(storage.listdir(f"features/{study.pk}"))
+        return {"status": "done", "n_judgments": 0}
+
+    monkeypatch.setattr(services, "study_retrain", retrain)
+    monkeypatch.setattr(dashboard_selectors, "dashboard_for", lambda *, study: {})
+    assert bench_scale._retrain(study)["n_judgments"] == 0
+    assert seen == [[], []]  # gone before the cold retrain
