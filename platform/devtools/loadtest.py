@@ -29,8 +29,6 @@ from devtools.processes import child_process, cpu_seconds, free_port, processes
 from devtools.reports import machine_line
 from studies.collection import sentinels_per_hit
 
-SERVERS = ("gunicorn", "granian")  # the production server first (docker-compose), then the one compared
-
 
 @contextlib.contextmanager
 def gunicorn(
@@ -96,6 +94,11 @@ def granian(
     ]
     with _serving(argv, env=env, port=port, clients=2 * workers * threads, log_path=log_path) as served:
         yield served
+
+
+# name -> the context manager that starts it: the production server first (docker-compose), then the one
+# compared (make loadtest-servers)
+SERVERS = {"gunicorn": gunicorn, "granian": granian}
 
 
 @contextlib.contextmanager
@@ -282,7 +285,7 @@ def web_servers(
     one address. Yields (base_url, the servers' main pids, balancer pid or None)."""
     if server not in SERVERS:
         raise ValueError(f"unknown web server {server!r}; one of {', '.join(SERVERS)}")
-    start = gunicorn if server == "gunicorn" else granian
+    start = SERVERS[server]
     with contextlib.ExitStack() as stack:
         started = [
             stack.enter_context(
@@ -949,7 +952,7 @@ def servers_report(rounds: list[dict[str, dict]]) -> str:
     """The "loadtest-servers" section: paced runs against each web server of SERVERS in turn, `rounds`
     times over (each round: server -> that run's measurements), so that the machine's drift falls on both
     alike; the web CPU per judgment of each run, and each server's mean."""
-    first = rounds[0][SERVERS[0]]
+    first = rounds[0][next(iter(SERVERS))]
     p = first["params"]
     kind = f"paced ({p['rate']:g}/s offered)"
     rows = [

@@ -24,8 +24,10 @@ def test_a_short_load_run_loses_and_duplicates_nothing(settings, postgres, tmp_p
         "PERCEPTLAB_DATA_DIR": str(tmp_path),
     }
     study = loadtest.loadtest_study(n_items=60, target=2, hit_size=10)  # small: the items fill up mid-run
-    start = loadtest.gunicorn if server == "gunicorn" else loadtest.granian
-    with start(env, workers=2, threads=4, log_path=tmp_path / f"{server}.log") as (base_url, _):
+    with loadtest.SERVERS[server](env, workers=2, threads=4, log_path=tmp_path / f"{server}.log") as (
+        base_url,
+        _,
+    ):
         result = loadtest.run_load(base_url, str(study.pk), clients=16, seconds=6, finish_hits=True)
     assert result["errors"] == [], result["errors"][:5]
     assert result["judgments"] > 0 and result["latency_ms"]["submit"]["n"] >= result["judgments"]

@@ -75,7 +75,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--server",
-            choices=loadtest.SERVERS,
+            choices=list(loadtest.SERVERS),
             default="gunicorn",
             help="the web server (gunicorn: production, docker-compose; granian: for comparison)",
         )
