@@ -328,6 +328,7 @@ class Recorder:
         self.errors: list[str] = []
         self.server_errors = 0
         self.hits = 0
+        self.started: list[str] = []  # the tokens of the HITs started (resumed ones too)
 
     def add(self, op: str, sent: float, seconds: float) -> None:
         """`sent`: time.perf_counter() when the request went out."""
@@ -418,6 +419,8 @@ def _client(
                 rec.errors.append(f"start {status} {str(data)[:200]}")
                 return
             token = data["token"]
+            with rec.lock:
+                rec.started.append(token)
             if not _answer_hit(http, token, data["trials"], deadline, rec, rng, finish_hits, think_s):
                 return
             t = time.perf_counter()
@@ -452,7 +455,10 @@ def run_load(
     measurement window: judgments/s and latencies count the requests sent in it. Each annotator answers
     back to back (think_s 0: the server's ceiling) or at their own pace, 0.5-1.5 x think_s per answer, so
     the crowd offers about clients / think_s judgments/s. Answers acknowledged outside the window are
-    still returned in `acknowledged` for the exactly-once check."""
+    still returned in `acknowledged` for the exactly-once check. The annotators' worker ids are new on
+    every call (`workers` in the result: their prefix), so a run against a study that earlier runs used
+    starts no annotator mid-HIT or with a history there. `started`: the tokens of the HITs they started."""
+    prefix = f"load-{uuid.uuid4().hex[:8]}-"
     start = time.perf_counter()
     window = (start + ramp_s, start + ramp_s + seconds)
     rec = Recorder(*window)
@@ -463,7 +469,7 @@ def run_load(
             args=(
                 base_url,
                 study_id,
-                f"load-{seed}-{c}",
+                f"{prefix}{c}",
                 start + arrivals.uniform(0, ramp_s),
                 window[1],
                 rec,
@@ -492,6 +498,7 @@ def run_load(
         "retried_requests": rec.server_errors,
         "latency_ms": percentiles(rec.latency),
         "acknowledged": rec.acknowledged,
+        "started": rec.started,
     }
 
 
@@ -579,6 +586,23 @@ def verify(study, acknowledged: list[tuple[str, str]]) -> dict:
     }
 
 
+def release_open(study, tokens: list[str]) -> int:
+    """Give back the HITs of `tokens` (run_load's "started") that a run left open in `study`: its annotators
+    stop mid-HIT when the window closes. The next run against the same study then finds none of this run's
+    leases to expire and no items held by it. Returns how many it gave back."""
+    from judgments.assignments import assignment_return
+    from judgments.models import Assignment
+
+    still = list(
+        Assignment.objects.filter(
+            study=study, status=Assignment.Status.STARTED, token__in=set(tokens)
+        ).values_list("token", flat=True)
+    )
+    for token in still:
+        assignment_return(token=token)
+    return len(still)
+
+
 RUNS = ("back to back", "paced")
 
 
@@ -642,6 +666,7 @@ def run(
             n = max(len(result["acknowledged"]), 1)  # the CPU covers the whole run, ramp included
             result["cpu_ms"] = {k: 1000 * (after[k] - before[k]) / n for k in before}
             measured[name], checks[name] = result, verify(study, result["acknowledged"])
+            release_open(study, result["started"])
     params = {
         "clients": clients,
         "seconds": seconds,
