@@ -12,6 +12,7 @@ from judgments.apis import (
     AssignmentStartApi,
     AssignmentSubmitApi,
     AssignmentTrialImageApi,
+    JudgmentBatchApi,
     JudgmentSubmitApi,
     StudyExampleImageApi,
     StudyWorkerReviewApi,
@@ -33,6 +34,9 @@ urlpatterns = [
     # annotators (authorised by the assignment token) first, the answer and the start first of all: the
     # resolver tries patterns in order, and these take most requests (no pattern here overlaps another).
     path("assignments/<handle:token>/judgments/", JudgmentSubmitApi.as_view(), name="api-judgment-submit"),
+    path(
+        "assignments/<handle:token>/judgments/batch/", JudgmentBatchApi.as_view(), name="api-judgment-batch"
+    ),
     path("studies/<uuid:study_id>/assignments/", AssignmentStartApi.as_view(), name="api-assignment-start"),
     path("assignments/<handle:token>/", AssignmentDetailApi.as_view(), name="api-assignment-detail"),
     path(

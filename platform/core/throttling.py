@@ -22,17 +22,19 @@ from core.net import client_address
 logger = logging.getLogger(__name__)
 _last_warning = [0.0]
 
-# KEYS: this window's counter, the previous window's; ARGV: limit, weight of the previous window, ttl.
-# Allowed requests are counted (refused ones are not, as in DRF). Returns {allowed, current, previous}.
+# KEYS: this window's counter, the previous window's; ARGV: limit, weight of the previous window, ttl, the
+# request's cost (1, or a batch's answers). Allowed requests are counted (refused ones are not, as in DRF).
+# Returns {allowed, current, previous}.
 _SLIDING_WINDOW = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local previous = tonumber(redis.call('GET', KEYS[2]) or '0')
-if math.ceil(previous * tonumber(ARGV[2])) + current >= tonumber(ARGV[1]) then
+local cost = tonumber(ARGV[4])
+if math.ceil(previous * tonumber(ARGV[2])) + current + cost > tonumber(ARGV[1]) then
   return {0, current, previous}
 end
-redis.call('INCR', KEYS[1])
+redis.call('INCRBY', KEYS[1], cost)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return {1, current + 1, previous}
+return {1, current + cost, previous}
 """
 
 
@@ -51,15 +53,22 @@ def _redis_script():
 
 
 class _SharedThrottle(SimpleRateThrottle):
+    """A view's `throttle_weight` (set before the throttles run; 1 when absent) is what one request costs:
+    the answer batch endpoint counts its answers (at most the whole rate)."""
+
     def allow_request(self, request, view):
+        cost = getattr(view, "throttle_weight", 1)
         try:
             redis = _redis_script()
-            if redis is None or self.rate is None:
-                return super().allow_request(request, view)
+            if self.rate is None:
+                return True
+            cost = min(cost, self.num_requests)  # a batch larger than the rate fits an empty window
+            if redis is None:
+                return self._allow_local(request, view, cost)
             key = self.get_cache_key(request, view)
             if key is None:
                 return True
-            return self._allow_sliding(redis, key)
+            return self._allow_sliding(redis, key, cost)
         except (RedisError, OSError) as exc:
             now = time.monotonic()
             if now - _last_warning[0] > 60:
@@ -67,26 +76,43 @@ class _SharedThrottle(SimpleRateThrottle):
                 logger.warning("throttle cache unreachable, requests are not throttled: %r", exc)
             return True
 
-    def _allow_sliding(self, redis, key: str) -> bool:
+    def _allow_local(self, request, view, cost: int) -> bool:
+        """DRF's timestamp-list throttle (any cache but Redis); a request of `cost` counts that many."""
+        if cost == 1:
+            return super().allow_request(request, view)
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        self.history = self.cache.get(self.key, [])
+        self.now = self.timer()
+        while self.history and self.history[-1] <= self.now - self.duration:
+            self.history.pop()
+        if len(self.history) + cost > self.num_requests:
+            return self.throttle_failure()
+        self.history[:0] = [self.now] * cost
+        self.cache.set(self.key, self.history, self.duration)
+        return True
+
+    def _allow_sliding(self, redis, key: str, cost: int = 1) -> bool:
         backend, script = redis
         now = self.timer()
         window, into = divmod(now, self.duration)
         keys = [backend.make_and_validate_key(f"{key}:{int(window) - k}") for k in (0, 1)]
         allowed, current, previous = script(
-            keys=keys, args=[self.num_requests, 1 - into / self.duration, 2 * self.duration + 1]
+            keys=keys, args=[self.num_requests, 1 - into / self.duration, 2 * self.duration + 1, cost]
         )
         if not allowed:
-            self._retry_after = self._sliding_wait(into, int(current), int(previous))
+            self._retry_after = self._sliding_wait(into, int(current), int(previous), cost)
         return bool(allowed)
 
-    def _sliding_wait(self, into: float, current: int, previous: int) -> float:
-        """Seconds until one more request fits: while the previous window's share decays, or (when this
-        window alone is full) into the next window, as this window's count decays in turn."""
+    def _sliding_wait(self, into: float, current: int, previous: int, cost: int = 1) -> float:
+        """Seconds until a request of `cost` fits: while the previous window's share decays, or (when this
+        window alone is too full) into the next window, as this window's count decays in turn."""
         d, n = self.duration, self.num_requests
-        if current < n:  # the previous window's share must fall to n - current - 1 (or lower)
-            need = 1 - (n - current - 1) / previous if previous else 0.0
+        if current + cost <= n:  # the previous window's share must fall to n - current - cost (or lower)
+            need = 1 - (n - current - cost) / previous if previous else 0.0
             return max(0.0, need * d - into) + 1e-3
-        return (d - into) + max(0.0, 1 - (n - 1) / current) * d + 1e-3
+        return (d - into) + max(0.0, 1 - (n - cost) / current) * d + 1e-3
 
     def get_ident(self, request):
         """The client as core.net counts it (X-Forwarded-For only from trusted proxies; an IPv6 /48 is one

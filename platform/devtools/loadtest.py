@@ -342,21 +342,46 @@ class Recorder:
             self.in_window += self.window[0] <= sent < self.window[1]
 
 
-def _answer(http: HttpClient, token: str, trial: dict, rec: Recorder, rng: random.Random) -> None:
-    """POST one trial's answer, timed; an acknowledged answer is kept for the exactly-once check."""
-    body = {
+def _answer_body(trial: dict, rng: random.Random) -> dict:
+    return {
         "trial": trial["id"],
         "response": rng.choice(("left", "right")),
         "rt_ms": rng.uniform(300, 3000),
         "idempotency_key": uuid.uuid4().hex,
     }
+
+
+def _answer(http: HttpClient, token: str, trial: dict, rec: Recorder, rng: random.Random) -> None:
+    """POST one trial's answer to the single-answer endpoint, timed; an acknowledged answer is kept for the
+    exactly-once check."""
     t = time.perf_counter()
-    status, answer = http.request("POST", f"/api/v1/assignments/{token}/judgments/", body, attempts=60)
+    status, answer = http.request(
+        "POST", f"/api/v1/assignments/{token}/judgments/", _answer_body(trial, rng), attempts=60
+    )
     rec.add("submit", t, time.perf_counter() - t)
     if status in (200, 201):
         rec.acknowledge(token, trial["id"], t)
     else:
         rec.errors.append(f"judgment {status} {str(answer)[:200]}")
+
+
+def _answer_batch(
+    http: HttpClient, token: str, trials: list[dict], rec: Recorder, rng: random.Random
+) -> None:
+    """POST answers to `trials` in one batch, as the annotator page sends its outbox, timed; each answer the
+    server stored is kept for the exactly-once check."""
+    t = time.perf_counter()
+    body = {"answers": [_answer_body(trial, rng) for trial in trials]}
+    status, data = http.request("POST", f"/api/v1/assignments/{token}/judgments/batch/", body, attempts=60)
+    rec.add("submit", t, time.perf_counter() - t)
+    if status != 200:
+        rec.errors.append(f"judgment batch {status} {str(data)[:200]}")
+        return
+    for result in data["results"]:
+        if result["status"] in (200, 201):
+            rec.acknowledge(token, result["trial"], t)
+        else:
+            rec.errors.append(f"judgment {result['status']} {result.get('message', '')[:200]}")
 
 
 def _answer_hit(
@@ -368,21 +393,49 @@ def _answer_hit(
     rng: random.Random,
     finish_hits: bool,
     think_s: float,
+    flush_s: float = 0.0,
 ) -> bool:
     """Answer the HIT's open trials, back to back or at the annotator's pace. False when the deadline
-    stops the annotator first (unless finish_hits)."""
+    stops the annotator first (unless finish_hits). With flush_s, answers go as the annotator page sends
+    them: in batches, when the oldest unsent one has waited flush_s, when BATCH_MAX are waiting, and at
+    once at the HIT's end; flush_s 0: one request per answer to the single-answer endpoint."""
+    from judgments.answers import BATCH_MAX
+
+    pending: list[dict] = []
+    oldest = 0.0  # when the oldest pending answer was given
+
+    def send() -> None:
+        _answer_batch(http, token, pending, rec, rng)
+        pending.clear()
+
     due = time.perf_counter()
     for trial in trials:
         if trial["answered"]:
             continue
         if think_s:  # the annotator looks at the patches before answering
             due += rng.uniform(0.5, 1.5) * think_s
+            if pending and oldest + flush_s <= due:  # the page's timer fires first
+                time.sleep(max(0.0, oldest + flush_s - time.perf_counter()))
+                send()
             if due >= deadline and not finish_hits:
+                if pending:
+                    send()
                 return False
             time.sleep(max(0.0, due - time.perf_counter()))
         elif time.perf_counter() >= deadline and not finish_hits:
+            if pending:
+                send()
             return False
-        _answer(http, token, trial, rec, rng)
+        if flush_s <= 0:
+            _answer(http, token, trial, rec, rng)
+            continue
+        if not pending:
+            oldest = time.perf_counter()
+        pending.append(trial)
+        if len(pending) >= BATCH_MAX:
+            send()
+    if pending:
+        send()
     return True
 
 
@@ -396,11 +449,12 @@ def _client(
     rng: random.Random,
     finish_hits: bool,
     think_s: float = 0.0,
+    flush_s: float = 0.0,
 ) -> None:
     """One annotator: arrives at `arrive` (perf_counter time), then starts HITs and answers them until
     `deadline`. With think_s, answers follow the annotator's own pace (0.5-1.5 x think_s apart), as the
     annotator page does: the next trial is already loaded and answers queue in an outbox that posts them in
-    order, so a slow response delays the post, not the annotator."""
+    order (in batches: flush_s, _answer_hit), so a slow response delays the post, not the annotator."""
     time.sleep(max(0.0, arrive - time.perf_counter()))
     http = HttpClient(base_url, timeout=60)
     try:
@@ -421,7 +475,9 @@ def _client(
             token = data["token"]
             with rec.lock:
                 rec.started.append(token)
-            if not _answer_hit(http, token, data["trials"], deadline, rec, rng, finish_hits, think_s):
+            if not _answer_hit(
+                http, token, data["trials"], deadline, rec, rng, finish_hits, think_s, flush_s
+            ):
                 return
             t = time.perf_counter()
             status, done = http.request("POST", f"/api/v1/assignments/{token}/submit/", attempts=60)
@@ -449,6 +505,7 @@ def run_load(
     finish_hits: bool = False,
     think_s: float = 0.0,
     ramp_s: float = 0.0,
+    flush_s: float | None = None,
 ) -> dict:
     """`clients` simulated annotators. They arrive at random times spread evenly over the first `ramp_s`
     seconds (a crowd does not press start in the same millisecond), then work for `seconds` more, the
@@ -456,8 +513,11 @@ def run_load(
     back to back (think_s 0: the server's ceiling) or at their own pace, 0.5-1.5 x think_s per answer, so
     the crowd offers about clients / think_s judgments/s. Answers acknowledged outside the window are
     still returned in `acknowledged` for the exactly-once check. The annotators' worker ids are new on
-    every call (`workers` in the result: their prefix), so a run against a study that earlier runs used
-    starts no annotator mid-HIT or with a history there. `started`: the tokens of the HITs they started."""
+    every call, so a run against a study that earlier runs used starts no annotator mid-HIT or with a
+    history there. `started`: the tokens of the HITs they started. flush_s: how the annotators send their
+    answers (_answer_hit); None: as the annotator page does (settings ANSWER_FLUSH_MS)."""
+    if flush_s is None:
+        flush_s = settings.PERCEPTLAB_CROWD["ANSWER_FLUSH_MS"] / 1000
     prefix = f"load-{uuid.uuid4().hex[:8]}-"
     start = time.perf_counter()
     window = (start + ramp_s, start + ramp_s + seconds)
@@ -476,6 +536,7 @@ def run_load(
                 random.Random(seed * 7919 + c),
                 finish_hits,
                 think_s,
+                flush_s,
             ),
             daemon=True,
         )
@@ -620,11 +681,16 @@ def run(
     study_id: str | None = None,
     runs: tuple[str, ...] = RUNS,
     server: str = "gunicorn",
+    flush_ms: int | None = None,
 ) -> dict:
     """Start the web server `server` (`web_instances` of them behind one balanced address), measure the
     bare endpoint, then a back-to-back and a paced run (or those named in `runs`), each against a fresh
-    study, or all against the existing active 2AFC simulation study `study_id` (existing_study). Returns
-    {"runs", "checks", "bare", "analyzing", "params"}; `report` renders it."""
+    study, or all against the existing active 2AFC simulation study `study_id` (existing_study). The
+    annotators send their answers as the annotator page does (flush_ms None: settings ANSWER_FLUSH_MS; 0:
+    one request per answer). Returns {"runs", "checks", "bare", "analyzing", "params"}; `report` renders
+    it."""
+    if flush_ms is None:
+        flush_ms = settings.PERCEPTLAB_CROWD["ANSWER_FLUSH_MS"]
     db = settings.DATABASES["default"]
     env = {
         k: os.environ[k]
@@ -660,7 +726,13 @@ def run(
             with autoanalyze() as analyzing:
                 before = cpu_snapshot(web_pids, balancer_pid)
                 result = run_load(
-                    url, str(study.pk), clients=clients, seconds=seconds, think_s=think_s, ramp_s=ramp
+                    url,
+                    str(study.pk),
+                    clients=clients,
+                    seconds=seconds,
+                    think_s=think_s,
+                    ramp_s=ramp,
+                    flush_s=flush_ms / 1000,
                 )
                 after = cpu_snapshot(web_pids, balancer_pid)
             n = max(len(result["acknowledged"]), 1)  # the CPU covers the whole run, ramp included
@@ -680,6 +752,7 @@ def run(
         "engine": db["ENGINE"].rsplit(".", 1)[-1],
         "web_instances": web_instances,
         "server": server,
+        "flush_ms": flush_ms,
         "runs": tuple(runs),
         "items": items,
         "study": None if given is None else {"id": str(given.pk), "items": given.items.count()},
@@ -702,8 +775,8 @@ def _command(p: dict) -> str:
         extra += "".join(f" --run {'paced' if k == 'paced' else 'back-to-back'}" for k in p["runs"])
     return (
         f"manage.py loadtest --clients {p['clients']} --seconds {p['seconds']:g} --workers {p['workers']} "
-        f"--threads {p['threads']} --hit-size {p['hit_size']} --rate {p['rate']:g} --ramp {p['ramp']:g}"
-        + extra
+        f"--threads {p['threads']} --hit-size {p['hit_size']} --rate {p['rate']:g} --ramp {p['ramp']:g} "
+        f"--flush-ms {p.get('flush_ms', 0)}" + extra
     )
 
 
@@ -735,6 +808,24 @@ def _servers(p: dict) -> str:
     )
 
 
+def _sending(p: dict) -> str:
+    """How the run's annotators send their answers (run's flush_ms)."""
+    flush_ms = p.get("flush_ms", 0)
+    if not flush_ms:
+        return "Each answer is its own request (`--flush-ms 0`), and the submit latency is that request's."
+    return (
+        f"Answers go as the annotator page sends them (ANSWER_FLUSH_MS {flush_ms}): in batches to the batch "
+        f"endpoint, once the oldest unsent answer has waited {flush_ms / 1000:g} s, once {_batch_max()} "
+        "wait (back to back), and at once at the HIT's end; the submit latency is a batch request's."
+    )
+
+
+def _batch_max() -> int:
+    from judgments.answers import BATCH_MAX
+
+    return BATCH_MAX
+
+
 def _method(p: dict, analyzing: bool) -> str:
     """The paragraph that says how the load test ran."""
     seconds = p["seconds"]
@@ -755,8 +846,8 @@ def _method(p: dict, analyzing: bool) -> str:
         "ceiling; with 200 clients and no pause, latency is queueing by design). Paced: each client "
         f"answers 0.5-1.5 x {think:.2f} s after its previous answer was due, as the annotator page "
         "does (the next trial is already loaded; answers post in order from an outbox), so the "
-        f"crowd offers {rate:g} judgments/s. CPU per judgment is each side's CPU time over the run "
-        "divided by the judgments stored."
+        f"crowd offers {rate:g} judgments/s. {_sending(p)} CPU per judgment is each side's CPU time over "
+        "the run divided by the judgments stored."
         + (
             " PostgreSQL's autovacuum is off on this machine, so the run ANALYZEs the engine's tables "
             "every 10 s, as autovacuum would in service (its CPU counts in the PostgreSQL column)."

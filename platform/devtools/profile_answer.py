@@ -17,6 +17,7 @@ from __future__ import annotations
 import cProfile
 import io
 import json
+import math
 import pstats
 import random
 import time
@@ -128,11 +129,15 @@ class WsgiClient:
 
 
 OPS = ("start", "answer", "complete")
+OP_NAMES = {"start": "start", "answer": "answer batch", "complete": "completion"}
 
 
-def run_hit(client: WsgiClient, study_id, worker: str, rng: random.Random, profiles: dict | None) -> int:
+def run_hit(
+    client: WsgiClient, study_id, worker: str, rng: random.Random, profiles: dict | None, batch: int = 1
+) -> int:
     """Start a HIT, answer every trial, complete it; each request under its op's profiler when given.
-    Returns the answers stored."""
+    batch 1: one request per answer to the single-answer endpoint; more: the answers in batches of that
+    many to the batch endpoint, as the annotator page sends them. Returns the answers stored."""
 
     def call(op, path, body=None):
         if profiles is not None:
@@ -148,15 +153,24 @@ def run_hit(client: WsgiClient, study_id, worker: str, rng: random.Random, profi
     if status not in (200, 201):
         raise RuntimeError(f"start answered {status}: {hit}")
     token = hit["token"]
-    for trial in hit["trials"]:
-        answer = {
+    answers = [
+        {
             "trial": trial["id"],
             "response": rng.choice(("left", "right")),
             "rt_ms": rng.uniform(300, 3000),
             "idempotency_key": uuid.uuid4().hex,
         }
-        status, out = call("answer", f"/api/v1/assignments/{token}/judgments/", answer)
-        if status != 201:
+        for trial in hit["trials"]
+    ]
+    for k in range(0, len(answers), batch):
+        if batch == 1:
+            status, out = call("answer", f"/api/v1/assignments/{token}/judgments/", answers[k])
+        else:
+            body = {"answers": answers[k : k + batch]}
+            status, out = call("answer", f"/api/v1/assignments/{token}/judgments/batch/", body)
+            if status == 200 and any(r["status"] != 201 for r in out["results"]):
+                status = 400
+        if status not in (200, 201):
             raise RuntimeError(f"answer answered {status}: {out}")
     status, out = call("complete", f"/api/v1/assignments/{token}/submit/")
     if status != 200:
@@ -164,8 +178,9 @@ def run_hit(client: WsgiClient, study_id, worker: str, rng: random.Random, profi
     return len(hit["trials"])
 
 
-def _cpu_per_request(client, study_id, hits: int, rng) -> dict[str, float]:
-    """CPU seconds per start, answer and completion without a profiler (each request timed alone)."""
+def _cpu_per_request(client, study_id, hits: int, rng, batch: int = 1) -> dict[str, float]:
+    """CPU seconds per start, answer request (`batch` answers) and completion without a profiler (each
+    request timed alone)."""
     spent: dict[str, list[float]] = {op: [] for op in OPS}
 
     class Timer:
@@ -180,14 +195,24 @@ def _cpu_per_request(client, study_id, hits: int, rng) -> dict[str, float]:
 
     timers = {op: Timer(op) for op in OPS}
     for h in range(hits):
-        run_hit(client, study_id, f"plain-{h}-{uuid.uuid4().hex[:6]}", rng, timers)
+        run_hit(client, study_id, f"plain-{h}-{uuid.uuid4().hex[:6]}", rng, timers, batch)
     return {op: sum(v) / len(v) for op, v in spent.items()}
 
 
-def profile(*, hits: int = 40, warmup: int = 5, items: int = 4000, study_id=None, hit_size: int = 20) -> dict:
+def profile(
+    *,
+    hits: int = 40,
+    warmup: int = 5,
+    items: int = 4000,
+    study_id=None,
+    hit_size: int = 20,
+    batch: int = 3,
+) -> dict:
     """Profile `hits` HITs (after `warmup` unprofiled ones) of a fresh load-test study, or of the active
-    2AFC study `study_id`. Returns per-op CPU (ms, unprofiled), per-op part breakdowns (ms, scaled to the
-    unprofiled CPU) and the per-judgment mix."""
+    2AFC study `study_id`, their answers sent in batches of `batch` (1: one request each, to the single-
+    answer endpoint). Returns per-op CPU (ms, unprofiled), per-op part breakdowns (ms, scaled to the
+    unprofiled CPU), the per-judgment mix, and the CPU per judgment with one request per answer
+    ("single", unprofiled) for comparison."""
     from django.core.wsgi import get_wsgi_application
 
     from devtools.loadtest import existing_study, loadtest_study
@@ -197,13 +222,15 @@ def profile(*, hits: int = 40, warmup: int = 5, items: int = 4000, study_id=None
     rng = random.Random(0)
     for h in range(warmup):
         run_hit(client, study.pk, f"warm-{h}-{uuid.uuid4().hex[:6]}", rng, None)
-    cpu = _cpu_per_request(client, study.pk, hits, rng)
+    cpu = _cpu_per_request(client, study.pk, hits, rng, batch)
+    single = _cpu_per_request(client, study.pk, hits, rng, 1) if batch > 1 else cpu
     profiles = {op: cProfile.Profile(time.process_time) for op in OPS}
     answers = 0
     for h in range(hits):
-        answers += run_hit(client, study.pk, f"prof-{h}-{uuid.uuid4().hex[:6]}", rng, profiles)
+        answers += run_hit(client, study.pk, f"prof-{h}-{uuid.uuid4().hex[:6]}", rng, profiles, batch)
     per_hit = answers / hits
-    requests = {"start": hits, "answer": answers, "complete": hits}
+    answer_requests = hits * math.ceil(per_hit / batch)
+    requests = {"start": hits, "answer": answer_requests, "complete": hits}
     parts, top, calls = {}, {}, {}
     for op, prof in profiles.items():
         stats = pstats.Stats(prof)
@@ -212,8 +239,12 @@ def profile(*, hits: int = 40, warmup: int = 5, items: int = 4000, study_id=None
         total = sum(own.values()) or 1.0
         parts[op] = {part: 1000 * cpu[op] * s / total for part, s in own.items()}
         top[op] = _top_functions(stats, total, 1000 * cpu[op])
-    mix = {"start": 1 / per_hit, "answer": 1.0, "complete": 1 / per_hit}
+    mix = {"start": 1 / per_hit, "answer": answer_requests / answers, "complete": 1 / per_hit}
+    single_mix = {**mix, "answer": 1.0}
     return {
+        "batch": batch,
+        "single_ms": 1000 * sum(single[op] * single_mix[op] for op in OPS),
+        "single_answer_ms": 1000 * single["answer"],
         "cpu_ms": {op: 1000 * v for op, v in cpu.items()},
         "parts_ms": parts,
         "calls": calls,
@@ -247,7 +278,7 @@ def report(measured: dict, *, command: str) -> str:
     """The "answer-profile" section of docs/benchmarks.md."""
     from devtools.reports import machine_line
 
-    cpu, parts, mix = measured["cpu_ms"], measured["parts_ms"], measured["mix"]
+    cpu, parts, mix, batch = measured["cpu_ms"], measured["parts_ms"], measured["mix"], measured["batch"]
     per_judgment = sum(cpu[op] * mix[op] for op in OPS)
     calls = measured["calls"]
     calls_per_judgment = sum(calls[op] * mix[op] for op in OPS)
@@ -267,14 +298,18 @@ def report(measured: dict, *, command: str) -> str:
         "caller (devtools/profile_answer.py). Not here: gunicorn's own HTTP work and the kernel's "
         "socket time, which the load test's web column includes.",
         "",
-        f"CPU per request: start {cpu['start']:.2f} ms, answer {cpu['answer']:.2f} ms, completion "
-        f"{cpu['complete']:.2f} ms; per judgment (one answer plus 1/{measured['per_hit']:.0f} of a start and "
-        f"of a completion): **{per_judgment:.2f} ms**. Python function calls per request, a count that "
+        f"The answers go as the annotator page sends them, in batches (here of {batch}: what a paced "
+        "annotator's page sends at the default ANSWER_FLUSH_MS of 2 s) to the batch endpoint. CPU per "
+        f"request: start {cpu['start']:.2f} ms, answer batch {cpu['answer']:.2f} ms, completion "
+        f"{cpu['complete']:.2f} ms; per judgment (1/{batch} of a batch plus 1/{measured['per_hit']:.0f} of "
+        f"a start and of a completion): **{per_judgment:.2f} ms**. With one request per answer (`--batch "
+        f"1`, the single-answer endpoint): {measured['single_answer_ms']:.2f} ms per answer, "
+        f"{measured['single_ms']:.2f} ms per judgment. Python function calls per request, a count that "
         "other jobs on the machine cannot inflate: "
-        f"start {calls['start']:,.0f}, answer {calls['answer']:,.0f}, completion {calls['complete']:,.0f}; "
-        f"per judgment {calls_per_judgment:,.0f}.",
+        f"start {calls['start']:,.0f}, answer batch {calls['answer']:,.0f}, completion "
+        f"{calls['complete']:,.0f}; per judgment {calls_per_judgment:,.0f}.",
         "",
-        "| part | answer (ms) | start (ms) | completion (ms) | per judgment (ms) | share |",
+        f"| part | answer batch of {batch} (ms) | start (ms) | completion (ms) | per judgment (ms) | share |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name in names:
@@ -288,9 +323,9 @@ def report(measured: dict, *, command: str) -> str:
         top = measured["top"][op]
         lines += [
             "",
-            f"One {op}: {top['outside_view_ms']:.2f} ms outside the view (WSGI handler, the middleware "
-            f"chain, URL resolution, closing the response), {top['view_ms']:.2f} ms in DRF's dispatch "
-            "(throttle, parsing, the view, rendering). Largest inclusive costs inside it (ms):",
+            f"One {OP_NAMES[op]}: {top['outside_view_ms']:.2f} ms outside the view (WSGI handler, the "
+            f"middleware chain, URL resolution, closing the response), {top['view_ms']:.2f} ms in DRF's "
+            "dispatch (throttle, parsing, the view, rendering). Largest inclusive costs inside it (ms):",
             "",
         ]
         lines += [f"- `{label}`: {ms:.3f}" for label, ms in top["functions"]]

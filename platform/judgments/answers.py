@@ -330,3 +330,65 @@ def judgment_submit(
         # a concurrent request with the same key (a client retry) or for the same trial committed first
         return _replay(token=token, trial_id=trial_id, idempotency_key=idempotency_key)
     return SubmitResult(judgment, True, row.n_answered + 1, row.n_trials)
+
+
+# --- several answers in one request ---------------------------------------------------------------------
+BATCH_MAX = 20  # answers per batch: about a minute of a fast annotator's work
+BATCH_MAX_BYTES = 128 * 1024  # BATCH_MAX answers of a few kB each (durations and display are capped)
+
+
+@dataclass
+class BatchOutcome:
+    """One answer of a batch: stored (`result`, a replay included) or refused (`error`)."""
+
+    trial: str
+    result: SubmitResult | None = None
+    error: ApplicationError | None = None
+
+
+def batch_input(data) -> list[dict]:
+    """A batch body, {"answers": [answer, ...]}: 1-BATCH_MAX answers, each checked as answer_input checks
+    one, no trial twice. A 400 naming the answer otherwise, before anything is stored."""
+    answers = data.get("answers") if isinstance(data, dict) else None
+    if not isinstance(answers, list) or not 1 <= len(answers) <= BATCH_MAX:
+        raise ApplicationError(
+            f'send {{"answers": [...]}}: a list of 1-{BATCH_MAX} answers', {"field": "answers"}
+        )
+    out = []
+    for k, answer in enumerate(answers):
+        try:
+            out.append(answer_input(answer))
+        except ApplicationError as exc:
+            raise ApplicationError(f"answers[{k}]: {exc.message}", {**exc.extra, "index": k}) from exc
+    if len({v["trial"] for v in out}) != len(out):
+        raise ApplicationError("a batch may hold each trial once", {"field": "answers"})
+    return out
+
+
+def judgments_submit_batch(*, token: str, answers: list[dict]) -> list[BatchOutcome]:
+    """Store a batch's answers (batch_input) in order, each exactly as judgment_submit stores one: in its own
+    transaction, idempotent by its key, acknowledged once committed. One refused answer (already answered,
+    out of range, ...) is reported and the rest still go in; an unknown token refuses the whole batch (404).
+    Several answers per request spare the per-request work (HTTP, middleware, throttle), which costs more
+    than storing an answer (docs/benchmarks.md, "Where the answer path's CPU goes")."""
+    outcomes = []
+    for v in answers:
+        try:
+            result = judgment_submit(
+                token=token,
+                trial_id=v["trial"],
+                response=v["response"],
+                rt_ms=v["rt_ms"],
+                idempotency_key=v["idempotency_key"],
+                client_shown_at=v.get("client_shown_at"),
+                client_answered_at=v.get("client_answered_at"),
+                durations=v.get("durations"),
+                display=v.get("display"),
+            )
+        except ApplicationError as exc:
+            if exc.status_code == 404:  # no such assignment: nothing in the batch can be stored
+                raise
+            outcomes.append(BatchOutcome(v["trial"], error=exc))
+        else:
+            outcomes.append(BatchOutcome(v["trial"], result=result))
+    return outcomes

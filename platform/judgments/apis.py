@@ -23,7 +23,15 @@ from core.stimuli import STIMULUS_PATH
 from core.storage import stream_response
 from core.throttling import AssignmentImageThrottle, AssignmentStartThrottle, AssignmentThrottle
 from judgments import sql
-from judgments.answers import ANSWER_FIELDS, answer_input, judgment_submit
+from judgments.answers import (
+    ANSWER_FIELDS,
+    BATCH_MAX,
+    BATCH_MAX_BYTES,
+    answer_input,
+    batch_input,
+    judgment_submit,
+    judgments_submit_batch,
+)
 from judgments.assignments import (
     N_EXAMPLES,
     Preview,
@@ -271,23 +279,88 @@ class JudgmentSubmitApi(AnnotatorApi):
             durations=v.get("durations"),
             display=v.get("display"),
         )
-        judgment = result.judgment
-        body = {
-            "trial": v["trial"],
-            "stored": True,
-            "replayed": not result.created,
-            "n_answered": result.n_answered,
-            "n_trials": result.n_trials,
-            "correct": judgment.correct if judgment.kind == "practice" else None,
-        }
-        # Written as JSONRenderer writes it (compact, UTF-8), without DRF's Response: its rendering machinery
-        # cost more than the body on every answer (docs/benchmarks.md, "Where the answer path's CPU goes").
-        # Errors still come from DRF's exception handler.
-        return HttpResponse(
-            json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-            content_type="application/json",
-            status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+        return _json_response(
+            _answer_body(v["trial"], result),
+            status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
         )
+
+
+def _answer_body(trial: str, result) -> dict:
+    """JudgmentSubmitApi.OutputSerializer's body for one stored answer (judgments.answers.SubmitResult)."""
+    judgment = result.judgment
+    return {
+        "trial": trial,
+        "stored": True,
+        "replayed": not result.created,
+        "n_answered": result.n_answered,
+        "n_trials": result.n_trials,
+        "correct": judgment.correct if judgment.kind == "practice" else None,
+    }
+
+
+def _json_response(body: dict, status_code: int) -> HttpResponse:
+    """Written as JSONRenderer writes it (compact, UTF-8), without DRF's Response: its rendering machinery
+    cost more than the body on every answer (docs/benchmarks.md, "Where the answer path's CPU goes").
+    Errors still come from DRF's exception handler."""
+    return HttpResponse(
+        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        content_type="application/json",
+        status=status_code,
+    )
+
+
+class JudgmentBatchApi(AnnotatorApi):
+    """Store several answered trials of the HIT in one request, in order, each exactly as the single answer
+    endpoint stores it (own idempotency key; a retried batch replays). One refused answer does not stop the
+    others: each gets its own result, with the status the single endpoint would answer. The annotator page
+    sends its outbox this way. Throttled by answers, not requests: a batch of n counts n."""
+
+    class InputSerializer(serializers.Serializer):
+        answers = JudgmentSubmitApi.InputSerializer(many=True, min_length=1, max_length=BATCH_MAX)
+
+    class ResultSerializer(serializers.Serializer):
+        trial = serializers.CharField()
+        status = serializers.IntegerField(help_text="what the single answer endpoint would answer")
+        stored = serializers.BooleanField(help_text="false: refused (message, extra)")
+        replayed = serializers.BooleanField(required=False)
+        n_answered = serializers.IntegerField(required=False)
+        n_trials = serializers.IntegerField(required=False)
+        correct = serializers.BooleanField(required=False, allow_null=True, help_text="practice trials only")
+        message = serializers.CharField(required=False)
+        extra = serializers.DictField(required=False)
+
+    def check_throttles(self, request):
+        # The body is read first, so that the throttle counts the batch's answers (bounded by BATCH_MAX).
+        self.body = json_body(request, max_bytes=BATCH_MAX_BYTES)
+        answers = self.body.get("answers") if isinstance(self.body, dict) else None
+        self.throttle_weight = min(len(answers), BATCH_MAX) if isinstance(answers, list) and answers else 1
+        super().check_throttles(request)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=inline_serializer("JudgmentBatchResults", {"results": ResultSerializer(many=True)}),
+    )
+    def post(self, request, token):
+        outcomes = judgments_submit_batch(token=token, answers=batch_input(self.body))
+        results = []
+        for outcome in outcomes:
+            if outcome.error is None:
+                created = outcome.result.created
+                results.append(
+                    {"status": 201 if created else 200, **_answer_body(outcome.trial, outcome.result)}
+                )
+            else:
+                error = outcome.error
+                results.append(
+                    {
+                        "trial": outcome.trial,
+                        "status": error.status_code,
+                        "stored": False,
+                        "message": error.message,
+                        "extra": error.extra,
+                    }
+                )
+        return _json_response({"results": results}, status.HTTP_200_OK)
 
 
 class AssignmentSubmitApi(AnnotatorApi):

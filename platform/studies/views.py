@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.clickjacking import xframe_options_exempt
 
@@ -54,6 +55,7 @@ def annotator_context(study: Study, *, params: dict, preview: dict | None = None
         "patch_px": PATCH_DISPLAY_PX,
         "params": params,
         "api": "/api/v1/",
+        "flush_ms": settings.PERCEPTLAB_CROWD["ANSWER_FLUSH_MS"],
     }
     if preview is not None:
         page["preview"] = preview

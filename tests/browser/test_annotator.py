@@ -112,6 +112,35 @@ def test_a_full_2afc_hit_with_a_reload_mid_way(live_server, browser, settings):
     browser.save_screenshot(str(ARTIFACTS / "annotator_done.png"))
 
 
+OUTBOX = "return JSON.parse(localStorage.getItem(Object.keys(localStorage).find(k => k.endsWith(':outbox'))) || '[]')"
+
+
+def test_answers_unsent_at_a_reload_are_sent_after_it_once_each(live_server, browser, settings):
+    """The page batches answers (ANSWER_FLUSH_MS); here they wait a minute, so a reload finds them unsent in
+    localStorage only. The reloaded page sends them at once, and the HIT ends with each stored once."""
+    from selenium.webdriver.common.keys import Keys
+
+    from judgments.models import Assignment, Judgment
+    from studies.services import demo_study_ensure
+
+    settings.PERCEPTLAB_CROWD = {**settings.PERCEPTLAB_CROWD, "ANSWER_FLUSH_MS": 60000}
+    study, _ = demo_study_ensure(n_items=6)
+    consent_and_start(browser, f"{live_server.url}/s/{study.pk}/")
+    given, state = answer_trials(browser, [Keys.ARROW_LEFT], stop_after=4)
+    assert state == "trial"
+    time.sleep(0.5)
+    assert len(browser.execute_script(OUTBOX)) == 4 and not Judgment.objects.exists()  # none sent yet
+    browser.refresh()
+    wait(browser, OUTBOX + ".length === 0", what="the reloaded page to send the kept answers")
+    assert Judgment.objects.count() == 4
+    more, state = answer_trials(browser, [Keys.ARROW_RIGHT])
+    assert state == "done", state  # the HIT's end sends the rest at once
+    assignment = Assignment.objects.get()
+    assert assignment.status == "submitted" and assignment.n_answered == assignment.n_trials == given + more
+    assert Judgment.objects.count() == assignment.n_trials
+    assert len(set(Judgment.objects.values_list("trial_id", flat=True))) == assignment.n_trials
+
+
 def test_patches_are_shown_at_a_fixed_size_without_smoothing(live_server, browser):
     from studies.services import demo_study_ensure
 

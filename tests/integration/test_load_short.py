@@ -30,16 +30,19 @@ def test_a_short_load_run_loses_and_duplicates_nothing(settings, postgres, tmp_p
     ):
         result = loadtest.run_load(base_url, str(study.pk), clients=16, seconds=6, finish_hits=True)
     assert result["errors"] == [], result["errors"][:5]
-    assert result["judgments"] > 0 and result["latency_ms"]["submit"]["n"] >= result["judgments"]
+    # the annotators send answers as the page does: in batches, so fewer requests than answers
+    assert 0 < result["latency_ms"]["submit"]["n"] < result["judgments"]
     check = loadtest.verify(study, result["acknowledged"])
     assert check["missing"] == check["duplicated"] == check["items_over_target_or_miscounted"] == 0, check
     assert check["open_trials"] == 0  # every client finished its HIT
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_paced_run_with_a_ramp_measures_its_window_only(settings, postgres, tmp_path):
+@pytest.mark.parametrize("flush_s", [0.0, 0.5])
+def test_a_paced_run_with_a_ramp_measures_its_window_only(settings, postgres, tmp_path, flush_s):
     """Clients arrive over 2 s, then answer about every 0.1 s each for a 4 s window; answers outside the
-    window are stored and checked but not counted in judgments/s or the latencies."""
+    window are stored and checked but not counted in judgments/s or the latencies. flush_s 0: one request
+    per answer; 0.5: batches of the answers given within 0.5 s (about 5)."""
     from devtools import loadtest
 
     env = {
@@ -50,14 +53,25 @@ def test_a_paced_run_with_a_ramp_measures_its_window_only(settings, postgres, tm
     study = loadtest.loadtest_study(n_items=400, target=2, hit_size=10)
     with loadtest.gunicorn(env, workers=2, threads=4, log_path=tmp_path / "gunicorn.log") as (base_url, _):
         result = loadtest.run_load(
-            base_url, str(study.pk), clients=8, seconds=4, ramp_s=2, think_s=0.1, finish_hits=True
+            base_url,
+            str(study.pk),
+            clients=8,
+            seconds=4,
+            ramp_s=2,
+            think_s=0.1,
+            finish_hits=True,
+            flush_s=flush_s,
         )
     assert result["errors"] == [], result["errors"][:5]
     acknowledged = len(result["acknowledged"])
     # 8 clients x ~10 answers/s offered for 4 s: the window holds most of them, not the ramp's or the tail's
     assert 0.6 * 8 * 4 / 0.1 <= result["judgments"] < acknowledged, (result["judgments"], acknowledged)
     assert result["judgments_per_s"] == pytest.approx(result["judgments"] / 4)
-    assert result["latency_ms"]["submit"]["n"] == result["judgments"]
+    requests = result["latency_ms"]["submit"]["n"]
+    if flush_s:
+        assert 2 * requests < result["judgments"], (requests, result["judgments"])
+    else:
+        assert requests == result["judgments"]
     check = loadtest.verify(study, result["acknowledged"])
     assert check["missing"] == check["duplicated"] == check["items_over_target_or_miscounted"] == 0, check
 

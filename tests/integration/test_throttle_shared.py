@@ -78,3 +78,40 @@ def test_the_redis_throttle_is_a_sliding_window(settings, redis_url):
         assert [ask()[0] for _ in range(6)] == [True] * 5 + [False]
     finally:
         SimpleRateThrottle.THROTTLE_RATES = saved
+
+
+def test_the_redis_throttle_counts_a_batch_by_its_answers(settings, redis_url):
+    """A view's throttle_weight is what its request costs in the Redis sliding window (the answer batch
+    endpoint's answers); a batch larger than the whole rate still fits an empty window."""
+    import redis
+    from rest_framework.settings import api_settings
+    from rest_framework.throttling import SimpleRateThrottle
+
+    from core.throttling import AssignmentThrottle
+
+    cache_url = redis_url.rsplit("/", 1)[0] + "/11"
+    redis.Redis.from_url(cache_url).flushdb()
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": cache_url}
+    }
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"judgments": "5/min"}}
+    saved = SimpleRateThrottle.THROTTLE_RATES
+    SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    clock = [700 * 60 + 30.0]  # 30 s into a minute
+
+    def ask(cost, token="b" * 40):
+        view = type("View", (), {"kwargs": {"token": token}, "throttle_weight": cost})()
+        throttle = AssignmentThrottle()
+        throttle.timer = lambda: clock[0]
+        return throttle.allow_request(None, view), throttle
+
+    try:
+        assert ask(4)[0] is True
+        refused, throttle = ask(2)
+        # next minute, 15 s in: ceil(4 x 0.75) + 2 = 5
+        assert refused is False and throttle.wait() == pytest.approx(30 + 15, abs=0.01)
+        assert ask(1)[0] is True and ask(1)[0] is False
+        assert ask(20, token="c" * 40)[0] is True  # 20 > 5: counts as the whole rate
+        assert ask(1, token="c" * 40)[0] is False
+    finally:
+        SimpleRateThrottle.THROTTLE_RATES = saved

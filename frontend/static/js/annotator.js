@@ -1,9 +1,10 @@
 /* perceptlab annotator: landing -> consent -> instructions -> practice (feedback) -> trials -> completion.
  *
- * Data safety (docs/design-notes.md, "Annotator data safety and timing"): every trial is POSTed as soon
- * as it ends, with an idempotency key that is stored before the first attempt, and retried with
- * exponential backoff; unsent answers live in localStorage, so a reload re-sends them and resumes at the
- * first trial the server does not hold.
+ * Data safety (docs/design-notes.md, "Annotator data safety and timing"): every answer goes into
+ * localStorage as the trial ends, with an idempotency key stored before the first attempt; answers are
+ * POSTed in batches (at most page.flush_ms after the oldest unsent one, at once at the HIT's end, on a
+ * reload and when the page is hidden) and retried with exponential backoff, so a reload re-sends what was
+ * unsent and resumes at the first trial the server does not hold.
  * The completion code / redirect comes from the server only after it holds every trial.
  * Timing: response times use performance.now(); JND flashes are scheduled with requestAnimationFrame
  * against the measured refresh rate, and the measured on-screen duration of each phase is sent along.
@@ -145,35 +146,53 @@
     for (const t of trials.slice(from, from + PREFETCH)) urlsOf(t).forEach((u) => load(u).catch(() => {}));
   }
 
-  // ---- the outbox: one POST per trial, idempotent, persisted ------------------------------------------
+  // ---- the outbox: answers persisted at once, sent in idempotent batches ---------------------------------
+  // An answer waits at most page.flush_ms (while no send is in flight) for others to join it, so that one
+  // request carries several: the server's work per request costs more than storing an answer. The HIT's
+  // end, a reload and a page being hidden send at once; unsent answers survive a reload in localStorage.
+  const BATCH_MAX = 20;
+  const FLUSH_MS = Number.isFinite(page.flush_ms) ? page.flush_ms : 2000;
   let outbox = [];
   let sending = null;
+  let timer = null;
+  function kick() { // send now; the promise of the send in flight (null: nothing to send)
+    clearTimeout(timer);
+    timer = null;
+    if (outbox.length && !sending) {
+      // after a refusal nothing is rescheduled: the HIT's end (drain) tries once more and shows the reason
+      sending = flush().then(() => { sending = null; schedule(); }, (err) => { sending = null; throw err; });
+    }
+    return sending;
+  }
+  const kickQuietly = () => { const p = kick(); if (p) p.catch(() => {}); };
+  function schedule() {
+    if (sending || timer || !outbox.length) return;
+    if (outbox.length >= BATCH_MAX || FLUSH_MS <= 0) kickQuietly();
+    else timer = setTimeout(kickQuietly, FLUSH_MS);
+  }
   function enqueue(payload) {
     if (preview) return; // preview: the answer is shown nowhere and sent nowhere
     outbox.push(payload);
     store.set("outbox", outbox);
-    if (!sending) sending = flush().finally(() => { sending = null; });
+    schedule();
   }
   async function flush() {
-    while (outbox.length) {
-      const payload = outbox[0];
-      const { status, data } = await api("POST", `assignments/${A.token}/judgments/`, payload, 30);
-      if (status === 201 || status === 200 || (status === 409 && data.extra && data.extra.code === "answered")) {
-        outbox.shift();
-        store.set("outbox", outbox);
-      } else if (status === 410 || status === 409) {
-        throw new Error(data.message || "this assignment can no longer take answers");
-      } else {
-        throw new Error(data.message || `an answer was refused (${status})`);
-      }
+    const batch = outbox.slice(0, BATCH_MAX);
+    const { status, data } = await api("POST", `assignments/${A.token}/judgments/batch/`, { answers: batch }, 30);
+    if (status !== 200) throw new Error(data.message || `the answers were refused (${status})`);
+    const done = new Set();
+    for (const r of data.results || []) {
+      if (r.stored || (r.status === 409 && r.extra && r.extra.code === "answered")) done.add(r.trial);
+      else throw new Error(r.message || `an answer was refused (${r.status})`);
     }
+    if (batch.some((o) => !done.has(o.trial))) throw new Error("the server did not take every answer; please retry");
+    outbox = outbox.filter((o) => !done.has(o.trial));
+    store.set("outbox", outbox);
   }
   async function drain() {
-    while (outbox.length || sending) {
-      if (!sending) sending = flush().finally(() => { sending = null; });
-      await sending;
-    }
+    while (outbox.length || sending) await (kick() || sending);
   }
+  document.addEventListener("visibilitychange", () => { if (document.visibilityState === "hidden") kickQuietly(); });
 
   // ---- assignment state -------------------------------------------------------------------------------
   let A = null;
@@ -418,7 +437,7 @@
     if (data.status !== "started") { store.del("token"); return false; }
     if (!trials.some((t) => t.answered)) { showExample(); show("instructions"); return true; }
     say("Welcome back: continuing where you stopped.");
-    if (outbox.length && !sending) sending = flush().finally(() => { sending = null; });
+    kickQuietly(); // answers left unsent before the reload
     await runAll();
     return true;
   }

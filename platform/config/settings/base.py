@@ -434,12 +434,19 @@ if not 32 <= PERCEPTLAB_IPV6_CLIENT_PREFIX <= 64:
 _open_per_client = env_str("PERCEPTLAB_OPEN_PER_CLIENT", "3")
 if not _open_per_client.isdigit():
     raise ImproperlyConfigured("PERCEPTLAB_OPEN_PER_CLIENT must be a whole number (0: no cap)")
+_flush_ms = env_str("PERCEPTLAB_ANSWER_FLUSH_MS", "2000")
+if not (_flush_ms.isdigit() and int(_flush_ms) <= 60000):
+    raise ImproperlyConfigured("PERCEPTLAB_ANSWER_FLUSH_MS must be a whole number of ms in 0..60000")
 PERCEPTLAB_CROWD = {
     # started assignments one client address (IPv4, or IPv6 network of PERCEPTLAB_IPV6_CLIENT_PREFIX bits)
     # may hold open in one study; 0: no cap
     "OPEN_PER_CLIENT": int(_open_per_client),
     # a new assignment's lease until its first answer (at most the study's lease_ttl_s)
     "FIRST_LEASE_S": 300,
+    # the annotator page sends its answers in batches: an answer waits at most this long (while no send is in
+    # flight) for others to go with it; it is in the browser's localStorage from the moment it is given, and
+    # a HIT's last answer, a page the participant leaves and a reload send at once (0: each answer at once)
+    "ANSWER_FLUSH_MS": int(_flush_ms),
     # stimulus images through a reverse proxy: e.g. "X-Accel-Redirect" (nginx) or "X-Sendfile" (Apache);
     # the header's value is IMAGE_ACCEL_PREFIX + the media-relative path (an internal location)
     "IMAGE_ACCEL_HEADER": env_str("PERCEPTLAB_IMAGE_ACCEL_HEADER"),

@@ -60,6 +60,7 @@ ANNOTATOR_ROUTES = {
     "api-assignment-detail": [("get", "/api/v1/assignments/{token}/", None)],
     "api-assignment-heartbeat": [("post", "/api/v1/assignments/{token}/heartbeat/", {})],
     "api-judgment-submit": [("post", "/api/v1/assignments/{token}/judgments/", "judgment")],
+    "api-judgment-batch": [("post", "/api/v1/assignments/{token}/judgments/batch/", "batch")],
     "api-assignment-submit": [("post", "/api/v1/assignments/{token}/submit/", {})],
     "api-assignment-return": [("post", "/api/v1/assignments/{token}/return/", {})],
     "api-assignment-image": [("get", "/api/v1/assignments/{token}/trials/{trial}/left/", None)],
@@ -111,6 +112,10 @@ DASHBOARD_ROUTES["study-exports"] = [("get", "/dashboard/{sa}/exports/", None)]
 # researcher pages addressed by another id than the study's: their own test below
 # (test_people_pages_are_the_owners_only)
 PUBLIC_OR_FILTERED |= {"model-card", "api-token"}
+
+
+# what a stranger without the token sends to the answer endpoints
+FAKE_ANSWER = {"trial": "t" * 20, "response": "left", "rt_ms": 800, "idempotency_key": "matrix-key-02"}
 
 
 def _names(patterns, prefix=""):
@@ -205,14 +210,17 @@ def _call(client, method, template, body, world, token=None):
             zf.writestr("notes.txt", "x")
         buf.name = "x.zip"
         return client.post(path, {"archive": buf}, format="multipart")
-    if body == "judgment":
+    if body in ("judgment", "batch"):
         trial = Assignment.objects.get(token=world["token"]).trials.order_by("position").first()
-        body = {
+        answer = {
             "trial": trial.public_id,
             "response": "left",
             "rt_ms": 800,
             "idempotency_key": "matrix-key-01",
         }
+        body = answer if body == "judgment" else {"answers": [answer]}
+    elif isinstance(body, dict) and body.get("answers") == "fake":
+        body = {"answers": [{**FAKE_ANSWER, "idempotency_key": "matrix-key-04"}]}
     return (
         getattr(client, method)(path, body, format="json")
         if body is not None
@@ -276,14 +284,9 @@ def test_assignment_endpoints_open_only_with_the_token(world, persona):
                 _client(persona, world),
                 method,
                 template,
-                body
-                if body != "judgment"
-                else {
-                    "trial": "t" * 20,
-                    "response": "left",
-                    "rt_ms": 800,
-                    "idempotency_key": "matrix-key-02",
-                },
+                {"judgment": FAKE_ANSWER, "batch": {"answers": "fake"}}.get(body, body)
+                if isinstance(body, str)
+                else body,
                 world,
                 token=wrong,
             )

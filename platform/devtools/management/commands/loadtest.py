@@ -87,6 +87,14 @@ class Command(BaseCommand):
             help="run the paced run against each web server in turn, ROUNDS times; writes the "
             "loadtest-servers section (web CPU per judgment per server)",
         )
+        parser.add_argument(
+            "--flush-ms",
+            type=int,
+            default=None,
+            help="how the annotators send answers: as the annotator page does, in batches once the oldest "
+            "unsent answer has waited this long (default: settings ANSWER_FLUSH_MS); 0: one request per "
+            "answer to the single-answer endpoint",
+        )
         parser.add_argument("--out", default=None, help="benchmarks markdown file to update")
 
     def handle(self, *args, out, web_instances, study_id, runs, server, compare_servers, rounds, **options):
@@ -103,7 +111,9 @@ class Command(BaseCommand):
             )
         if rounds > 1 and not study_id:
             raise CommandError("--rounds repeats the --study-id comparison; give --study-id")
-        keys = ("clients", "seconds", "workers", "threads", "hit_size", "items", "rate", "ramp")
+        if options["flush_ms"] is not None and not 0 <= options["flush_ms"] <= 60000:
+            raise CommandError("--flush-ms must be in 0..60000")
+        keys = ("clients", "seconds", "workers", "threads", "hit_size", "items", "rate", "ramp", "flush_ms")
         params = {k: options[k] for k in keys}
         params["runs"] = tuple(k.replace("-", " ") for k in runs) if runs else loadtest.RUNS
         params["server"] = server

@@ -14,14 +14,23 @@ class Command(BaseCommand):
         parser.add_argument("--hits", type=int, default=40, help="HITs profiled (after 5 warm-up HITs)")
         parser.add_argument("--items", type=int, default=4000, help="items of the fresh study")
         parser.add_argument("--study-id", default=None, help="profile this active 2AFC study instead")
+        parser.add_argument(
+            "--batch",
+            type=int,
+            default=3,
+            help="answers per request, as the annotator page batches them (1: the single-answer endpoint)",
+        )
         parser.add_argument("--out", default=None, help="benchmarks markdown file to update")
 
-    def handle(self, *args, hits, items, study_id, out, **options):
+    def handle(self, *args, hits, items, study_id, out, batch, **options):
+        if not 1 <= batch <= 20:
+            raise CommandError("--batch must be in 1..20")
         try:
-            measured = profile_answer.profile(hits=hits, items=items, study_id=study_id)
+            measured = profile_answer.profile(hits=hits, items=items, study_id=study_id, batch=batch)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        command = f"`make profile-answer` (`manage.py profile_answer --hits {hits} --items {items}`)"
+        args = f"--hits {hits} --items {items} --batch {batch}"
+        command = f"`make profile-answer` (`manage.py profile_answer {args}`)"
         text = profile_answer.report(measured, command=command)
         self.stdout.write(text)
         if out:
