@@ -114,6 +114,15 @@ def test_gunicorn_access_log_has_no_query_strings_referers_or_user_agents():
     assert "--access-logfile" in argv
     fmt = argv[argv.index("--access-logformat") + 1]
     assert fmt == GUNICORN_ACCESS_LOG_FORMAT
+    # the load test runs gunicorn with production's keep-alive, which outlasts the proxy's idle upstream
+    # connections (a POST is never sent on a connection gunicorn is closing)
+    from devtools.loadtest import GUNICORN_KEEPALIVE_S
+
+    assert argv[argv.index("--keep-alive") + 1] == str(GUNICORN_KEEPALIVE_S)
+    caddy = re.search(
+        r"transport http \{\s*keepalive (\d+)s\s*\}", (ROOT / "deploy" / "Caddyfile").read_text()
+    )
+    assert caddy and int(caddy.group(1)) < GUNICORN_KEEPALIVE_S
     assert "%(U)s" in fmt
     for leaky in (
         "%(r)s",

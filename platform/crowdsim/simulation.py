@@ -127,6 +127,10 @@ def answer_jnd(observer: Observer, persona: Persona, rng: random.Random, first, 
 # --- the HTTP driver ------------------------------------------------------------------------------------
 
 
+# what sending on a kept-alive connection that the server has closed raises
+STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
 class HttpClient:
     """A keep-alive JSON client with the browser's retry rule: network errors, 5xx and 429 are retried
     with exponential backoff; other answers are returned."""
@@ -147,7 +151,9 @@ class HttpClient:
 
     def request(self, method: str, path: str, body=None, *, attempts: int = 12, raw: bool = False):
         delay = 0.2
+        stale_retry = True
         for attempt in range(attempts):
+            reused = self.conn is not None
             try:
                 conn = self._connection()
                 headers = {"Accept": "application/json"}
@@ -162,10 +168,15 @@ class HttpClient:
                     if raw:
                         return resp.status, payload
                     return resp.status, (json.loads(payload) if payload else {})
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as exc:
                 if self.conn is not None:
                     self.conn.close()
                 self.conn = None
+                if reused and stale_retry and isinstance(exc, STALE_CONNECTION):
+                    # the server closed the kept-alive connection while it was idle: reconnect at once, as
+                    # a browser does, without counting a retry (once per request)
+                    stale_retry = False
+                    continue
             self.retries += 1
             if attempt + 1 < attempts:
                 time.sleep(delay)

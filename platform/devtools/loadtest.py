@@ -29,6 +29,12 @@ from devtools.processes import child_process, cpu_seconds, free_port, processes
 from devtools.reports import machine_line
 from studies.collection import sentinels_per_hit
 
+# gunicorn's keep-alive (its default is 2 s), as docker-compose runs it: the annotator page sends its answers
+# about every ANSWER_FLUSH_MS (2 s), so with the default most sends found their connection closed and paid a
+# new one; and a proxy that keeps idle upstream connections longer than gunicorn (deploy/Caddyfile) would
+# send a POST on a connection gunicorn is closing. Idle connections wait in gthread's poller (no thread).
+GUNICORN_KEEPALIVE_S = 75
+
 
 @contextlib.contextmanager
 def gunicorn(
@@ -53,6 +59,8 @@ def gunicorn(
         "5",
         "--timeout",
         "60",
+        "--keep-alive",
+        str(GUNICORN_KEEPALIVE_S),
         "--log-level",
         "warning",
         "--preload",

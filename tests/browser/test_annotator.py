@@ -112,7 +112,10 @@ def test_a_full_2afc_hit_with_a_reload_mid_way(live_server, browser, settings):
     browser.save_screenshot(str(ARTIFACTS / "annotator_done.png"))
 
 
-OUTBOX = "return JSON.parse(localStorage.getItem(Object.keys(localStorage).find(k => k.endsWith(':outbox'))) || '[]')"
+OUTBOX = (
+    "return JSON.parse(localStorage.getItem(Object.keys(localStorage).find(k => k.endsWith(':outbox'))) "
+    "|| '[]')"
+)
 
 
 def test_answers_unsent_at_a_reload_are_sent_after_it_once_each(live_server, browser, settings):

@@ -66,7 +66,12 @@ def test_a_retried_batch_replays_every_answer_and_stores_nothing_twice(client, m
     answers = [one(t) for t in body["trials"]]
     assert [r["status"] for r in batch(client, body["token"], answers[:2]).json()["results"]] == [201, 201]
     again = batch(client, body["token"], answers).json()["results"]  # the lost response's batch, and more
-    assert [(r["status"], r["replayed"]) for r in again] == [(200, True), (200, True), (201, False), (201, False)]
+    assert [(r["status"], r["replayed"]) for r in again] == [
+        (200, True),
+        (200, True),
+        (201, False),
+        (201, False),
+    ]
     assert Judgment.objects.count() == 4
     assert Assignment.objects.get(token=body["token"]).n_answered == 4
 
