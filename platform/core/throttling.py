@@ -87,7 +87,9 @@ class _SharedThrottle(SimpleRateThrottle):
         self.now = self.timer()
         while self.history and self.history[-1] <= self.now - self.duration:
             self.history.pop()
-        if len(self.history) + cost > self.num_requests:
+        excess = len(self.history) + cost - self.num_requests
+        if excess > 0:  # the oldest `excess` requests must leave the window first (history: newest first)
+            self._retry_after = max(0.0, self.history[-excess] + self.duration - self.now) + 1e-3
             return self.throttle_failure()
         self.history[:0] = [self.now] * cost
         self.cache.set(self.key, self.history, self.duration)

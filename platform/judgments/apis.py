@@ -10,6 +10,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.exceptions import ParseError
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
@@ -17,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.apis import paged, paged_schema
+from core.exceptions import ApplicationError
 from core.net import client_ip
 from core.parsers import StrictJSONParser, json_body
 from core.stimuli import STIMULUS_PATH
@@ -330,8 +332,14 @@ class JudgmentBatchApi(AnnotatorApi):
         extra = serializers.DictField(required=False)
 
     def check_throttles(self, request):
-        # The body is read first, so that the throttle counts the batch's answers (bounded by BATCH_MAX).
-        self.body = json_body(request, max_bytes=BATCH_MAX_BYTES)
+        # The body is read first, so that the throttle counts the batch's answers (bounded by BATCH_MAX); a
+        # body that cannot be read still counts one before its error is answered.
+        try:
+            self.body = json_body(request, max_bytes=BATCH_MAX_BYTES)
+        except (ApplicationError, ParseError):
+            self.throttle_weight = 1
+            super().check_throttles(request)
+            raise
         answers = self.body.get("answers") if isinstance(self.body, dict) else None
         self.throttle_weight = min(len(answers), BATCH_MAX) if isinstance(answers, list) and answers else 1
         super().check_throttles(request)

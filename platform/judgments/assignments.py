@@ -8,7 +8,7 @@ lease is an unanswered test trial of a started assignment; each item keeps the c
 changed only under its row lock (+1 on a start, -1 when answered, returned or expired). Every start first
 expires its study's assignments past their lease, so an expired lease frees its items for that start
 without waiting for the periodic sweep. Candidates come breadth-first (least loaded first) from the index
-on ``(study, n_judgments + n_open, index)``.
+on ``(study, n_judgments + n_open, index)`` over the items still below their target (item_queue_idx).
 
 Concurrency: on Postgres the candidate rows are locked with ``SELECT ... FOR UPDATE SKIP LOCKED`` and then
 re-read; since every count change needs the item's row lock, the re-read of locked rows is exact, and
@@ -95,13 +95,13 @@ def _expire(*, now, study: Study | None = None, limit: int = 500) -> int:
 
 def _window(*, study: Study, worker: Worker, skip: set):
     """Available test items, least loaded first (breadth-first: accepted judgments plus open leases), as a
-    queryset that follows the index on (study, n_judgments + n_open, index) over the active items (a
+    queryset that follows the index on (study, n_judgments + n_open, index) over the open active items (a
     candidate pool's unreleased items wait inactive: judgments.pool). Expired leases were released just
     before (assignment_start), so the load counts live leases only."""
     return (
         Item.objects.filter(study=study, role=Item.Role.TEST, active=True)
         .alias(load=F("n_judgments") + F("n_open"))
-        .filter(load__lt=F("n_target"))
+        .filter(n_target__gt=F("n_judgments") + F("n_open"))  # as item_queue_idx's condition reads
         .exclude(pk__in=skip)
         .exclude(pk__in=Trial.objects.filter(worker=worker, kind=Trial.Kind.TEST).values("item_id"))
         .order_by("study_id", "load", "index")

@@ -48,13 +48,14 @@ def window_sql() -> str:
     """PostgreSQL: the queue (judgments.assignments._window) as one prepared statement that locks and
     returns up to n items, with the fields a start needs. Rows that SELECT ... FOR UPDATE returns are
     their latest committed versions, re-checked against the WHERE clause once locked (PostgreSQL's
-    documented READ COMMITTED behaviour), so no second read is needed. Ordered like item_load_idx, which
-    serves it."""
+    documented READ COMMITTED behaviour), so no second read is needed. Ordered like item_queue_idx, which
+    serves it: its condition (open items only) is written as the index's, so the planner sees that it
+    applies."""
     item, trial = Item._meta.db_table, Trial._meta.db_table
     columns = ", ".join(Item._meta.get_field(name).column for name in window_fields())
     return (
         f"SELECT {columns} FROM {item} WHERE study_id = %s AND role = 'test' AND active "
-        f"AND n_judgments + n_open < n_target AND NOT (id = ANY(%s::uuid[])) "
+        f"AND n_target > n_judgments + n_open AND NOT (id = ANY(%s::uuid[])) "
         f"AND id NOT IN (SELECT item_id FROM {trial} WHERE worker_id = %s AND kind = 'test') "
         f"ORDER BY study_id, n_judgments + n_open, index LIMIT %s FOR UPDATE OF {item} SKIP LOCKED"
     )

@@ -71,7 +71,7 @@
   function fail(msg) { $("error-message").textContent = msg; show("error"); }
 
   // ---- HTTP with retries ------------------------------------------------------------------------------
-  async function api(method, path, body, retries = 8) {
+  async function api(method, path, body, retries = 8, keepalive = false) {
     let delay = 400;
     for (let attempt = 0; ; attempt++) {
       let resp = null;
@@ -82,6 +82,7 @@
           body: body === undefined ? undefined : JSON.stringify(body),
           credentials: "same-origin",
           cache: "no-store",
+          keepalive,
         });
       } catch (e) { resp = null; } // network error: retry
       if (resp && resp.status < 500 && resp.status !== 429) {
@@ -147,52 +148,64 @@
   }
 
   // ---- the outbox: answers persisted at once, sent in idempotent batches ---------------------------------
-  // An answer waits at most page.flush_ms (while no send is in flight) for others to join it, so that one
-  // request carries several: the server's work per request costs more than storing an answer. The HIT's
-  // end, a reload and a page being hidden send at once; unsent answers survive a reload in localStorage.
+  // The oldest unsent answer waits at most page.flush_ms for others to join it (longer only while a send is
+  // in flight), so that one request carries several: the server's work per request costs more than storing
+  // an answer. The HIT's end, a reload and a page being hidden send at once; unsent answers survive a reload
+  // in localStorage. An answer the server can never take (400: not this HIT's, out of range) is dropped;
+  // one the HIT can no longer take (it expired, was returned) stops the HIT with the server's reason.
   const BATCH_MAX = 20;
   const FLUSH_MS = Number.isFinite(page.flush_ms) ? page.flush_ms : 2000;
   let outbox = [];
+  const queuedAt = new Map(); // trial -> when its answer was given (this page load only)
   let sending = null;
   let timer = null;
-  function kick() { // send now; the promise of the send in flight (null: nothing to send)
+  function kick(leaving = false) { // send now; the promise of the send in flight (null: nothing to send)
     clearTimeout(timer);
     timer = null;
     if (outbox.length && !sending) {
       // after a refusal nothing is rescheduled: the HIT's end (drain) tries once more and shows the reason
-      sending = flush().then(() => { sending = null; schedule(); }, (err) => { sending = null; throw err; });
+      sending = flush(leaving).then(() => { sending = null; schedule(); }, (err) => { sending = null; throw err; });
     }
     return sending;
   }
-  const kickQuietly = () => { const p = kick(); if (p) p.catch(() => {}); };
+  const kickQuietly = (leaving = false) => { const p = kick(leaving); if (p) p.catch(() => {}); };
   function schedule() {
     if (sending || timer || !outbox.length) return;
-    if (outbox.length >= BATCH_MAX || FLUSH_MS <= 0) kickQuietly();
-    else timer = setTimeout(kickQuietly, FLUSH_MS);
+    // the oldest unsent answer waits at most FLUSH_MS in all (an answer kept from before a reload: none)
+    const waited = performance.now() - (queuedAt.get(outbox[0].trial) ?? -Infinity);
+    if (outbox.length >= BATCH_MAX || waited >= FLUSH_MS) kickQuietly();
+    else timer = setTimeout(kickQuietly, FLUSH_MS - waited);
   }
   function enqueue(payload) {
     if (preview) return; // preview: the answer is shown nowhere and sent nowhere
     outbox.push(payload);
+    queuedAt.set(payload.trial, performance.now());
     store.set("outbox", outbox);
     schedule();
   }
-  async function flush() {
+  async function flush(leaving) {
     const batch = outbox.slice(0, BATCH_MAX);
-    const { status, data } = await api("POST", `assignments/${A.token}/judgments/batch/`, { answers: batch }, 30);
+    // leaving: the page is being hidden (maybe closed); keepalive lets the request outlive it
+    const { status, data } = await api("POST", `assignments/${A.token}/judgments/batch/`, { answers: batch }, leaving ? 0 : 30, leaving);
     if (status !== 200) throw new Error(data.message || `the answers were refused (${status})`);
     const done = new Set();
+    let refusal = null;
     for (const r of data.results || []) {
       if (r.stored || (r.status === 409 && r.extra && r.extra.code === "answered")) done.add(r.trial);
-      else throw new Error(r.message || `an answer was refused (${r.status})`);
+      else if (r.status === 400) { done.add(r.trial); console.warn("an answer the server can never take was dropped:", r.message); }
+      else refusal = refusal || r; // the HIT takes no more answers (expired, returned, ...)
     }
-    if (batch.some((o) => !done.has(o.trial))) throw new Error("the server did not take every answer; please retry");
+    const answered = new Set((data.results || []).map((r) => r.trial));
     outbox = outbox.filter((o) => !done.has(o.trial));
     store.set("outbox", outbox);
+    done.forEach((trial) => queuedAt.delete(trial));
+    if (refusal) throw new Error(refusal.message || `an answer was refused (${refusal.status})`);
+    if (batch.some((o) => !answered.has(o.trial))) throw new Error("the server did not take every answer; please retry");
   }
   async function drain() {
     while (outbox.length || sending) await (kick() || sending);
   }
-  document.addEventListener("visibilitychange", () => { if (document.visibilityState === "hidden") kickQuietly(); });
+  document.addEventListener("visibilitychange", () => { if (document.visibilityState === "hidden") kickQuietly(true); });
 
   // ---- assignment state -------------------------------------------------------------------------------
   let A = null;
@@ -203,6 +216,9 @@
     A = assignment;
     trials = assignment.trials;
     store.set("token", A.token);
+    const ids = new Set(trials.map((t) => t.id));
+    const stale = outbox.filter((o) => !ids.has(o.trial)); // answers of an earlier HIT, which is over
+    if (stale.length) { outbox = outbox.filter((o) => ids.has(o.trial)); store.set("outbox", outbox); }
     const pendingIds = new Set(outbox.map((o) => o.trial));
     for (const t of trials) if (pendingIds.has(t.id)) t.answered = true; // sent before the reload
     if (!heartbeat && !preview) {

@@ -12,6 +12,7 @@ from .base import (
     DATABASES,
     DEBUG,
     PERCEPTLAB_TRUSTED_PROXIES,
+    REST_FRAMEWORK,
     SECRET_KEY,
     env_bool,
     require_secret_key,
@@ -26,6 +27,14 @@ except ImproperlyConfigured as exc:
     problems.append(str(exc))
 if not ALLOWED_HOSTS or "*" in ALLOWED_HOSTS:
     problems.append("ALLOWED_HOSTS must list the real host names (no '*')")
+# The annotator page sends up to 20 answers in one batch (judgments.answers.BATCH_MAX), which the judgments
+# throttle counts as 20: a lower rate would hold such a batch back for good.
+_number, _, _period = REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["judgments"].partition("/")
+if not (_number.isdigit() and int(_number) >= 20 and _period[:1] in ("s", "m", "h", "d")):
+    problems.append(
+        "THROTTLE_JUDGMENTS must be a rate like 240/min allowing at least 20 requests per period (a batch "
+        "of answers counts each)"
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     problems.append("DATABASE_URL must point at PostgreSQL (SQLite is the embedded default only)")
 if CELERY_BROKER_URL.startswith("filesystem"):

@@ -59,6 +59,10 @@ def test_production_refuses_unsafe_defaults(tmp_path, settings_probe):
         assert problem in r.stderr
     r = settings_probe("config.settings.production", {**SAFE_PROD, "ALLOWED_HOSTS": "*"}, "1")
     assert "ALLOWED_HOSTS" in r.stderr and r.returncode != 0
+    # a judgments rate below one full batch of answers (20) would hold the annotator page's batches back
+    for rate in ("10/min", "lots"):
+        r = settings_probe("config.settings.production", {**SAFE_PROD, "THROTTLE_JUDGMENTS": rate}, "1")
+        assert "THROTTLE_JUDGMENTS" in r.stderr and r.returncode != 0
 
 
 def test_production_starts_with_safe_settings(settings_probe):

@@ -173,6 +173,45 @@ def test_the_throttle_counts_a_batch_by_its_answers(client, make_study, settings
         assert Judgment.objects.count() == 4
         assert batch(client, body["token"], [one(t[4])]).status_code == 200  # the fifth still fits
         assert client.post(f"/api/v1/assignments/{body['token']}/heartbeat/").status_code == 429
+        # a body that cannot even be read still counts, before its error is answered
+        other = start(client, study, worker_id="someone-else")["token"]
+        url = f"/api/v1/assignments/{other}/judgments/batch/"
+        codes = [client.post(url, "{nope", content_type="application/json").status_code for _ in range(6)]
+        assert codes == [400] * 5 + [429]
+    finally:
+        SimpleRateThrottle.THROTTLE_RATES = saved
+        cache.clear()
+
+
+def test_the_local_throttle_tells_a_refused_batch_when_it_fits(settings):
+    """Without Redis (DRF's timestamp list): a batch of 3 when 4 of 5 are used must wait for the two oldest
+    to leave the window, not for one."""
+    from django.core.cache import cache
+    from rest_framework.settings import api_settings
+    from rest_framework.throttling import SimpleRateThrottle
+
+    from core.throttling import AssignmentThrottle
+
+    cache.clear()
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"judgments": "5/min"}}
+    saved = SimpleRateThrottle.THROTTLE_RATES
+    SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    clock = [1000.0]
+
+    def ask(cost):
+        view = type("View", (), {"kwargs": {"token": "d" * 40}, "throttle_weight": cost})()
+        throttle = AssignmentThrottle()
+        throttle.timer = lambda: clock[0]
+        return throttle.allow_request(None, view), throttle
+
+    try:
+        for _ in range(4):  # one a second: 1000, 1001, 1002, 1003
+            assert ask(1)[0] is True
+            clock[0] += 1
+        allowed, throttle = ask(3)  # at 1004: 4 + 3 > 5, the two oldest (1000, 1001) must go
+        assert allowed is False and throttle.wait() == pytest.approx(1001 + 60 - 1004, abs=0.01)
+        clock[0] = 1001 + 60.01
+        assert ask(3)[0] is True
     finally:
         SimpleRateThrottle.THROTTLE_RATES = saved
         cache.clear()
