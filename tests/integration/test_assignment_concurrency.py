@@ -226,3 +226,45 @@ def test_concurrent_refills_of_a_candidate_pool_never_release_beyond_the_budget(
     assert all(0 < p <= 1 and v == "uniform@1" for p, v in released)  # no scores yet: uniform
     leased = set(Trial.objects.filter(assignment__study=study, kind="test").values_list("item_id", flat=True))
     assert not leased & set(trains.filter(active=False).values_list("pk", flat=True))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_queue_never_walks_past_full_items(postgres, make_study):
+    """The scale path in small: 2,000 test items, the least-loaded level (load 2) almost all full (train
+    items at their target of 2) with a few val items wanting 5 among them, as a BAPPS-shaped study becomes.
+    The queue statement, as a generic prepared plan, reads its rows from item_queue_idx (open items only)
+    and filters out none of the full ones; with the full items in the index it filtered out about 1,900."""
+    import json
+
+    from judgments import sql
+    from studies.models import Item
+
+    study = make_study(n_test=2000, n_sentinels=2, n_practice=0, val_fraction=0.0)
+    tests = Item.objects.filter(study=study, role="test")
+    tests.update(split="train", n_judgments=2, n_target=2)
+    val = list(tests.order_by("index").values_list("pk", flat=True)[::20])  # every 20th: 100 open items
+    Item.objects.filter(pk__in=val).update(split="val", n_target=5)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE studies_item")
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        cursor.execute(
+            "PREPARE queue_probe(uuid, uuid[], uuid, int) AS "
+            + sql.window_sql().replace("%s::uuid[]", "$2").replace("%s", "${}").format(1, 3, 4)
+        )
+        cursor.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE queue_probe(%s, '{}', gen_random_uuid(), 85)", [study.pk]
+        )
+        plan = cursor.fetchone()[0]
+        cursor.execute("DEALLOCATE queue_probe")
+        cursor.execute("RESET plan_cache_mode")
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+
+    def scans(node):
+        if node.get("Relation Name") == "studies_item":
+            yield node
+        for child in node.get("Plans", []):
+            yield from scans(child)
+
+    (scan,) = scans(plan[0]["Plan"])
+    assert scan.get("Index Name") == "item_queue_idx", scan
+    assert scan["Actual Rows"] == 85 and scan.get("Rows Removed by Filter", 0) == 0, scan
