@@ -344,3 +344,24 @@ def production_probe():
     return lambda env, expr: _settings_probe(
         "config.settings.production", {**SAFE_PRODUCTION_ENV, **env}, expr
     )
+
+
+@pytest.fixture
+def throttle_rates(settings):
+    """throttle_rates({"judgments": "5/min", ...}) sets DRF's throttle rates for this test: the setting, and
+    SimpleRateThrottle's class attribute, which DRF reads once at import. Each call and the teardown clear
+    the default cache (the throttles' counts); the teardown restores the rates."""
+    from django.core.cache import cache
+    from rest_framework.settings import api_settings
+    from rest_framework.throttling import SimpleRateThrottle
+
+    saved = SimpleRateThrottle.THROTTLE_RATES
+
+    def set_rates(rates: dict) -> None:
+        cache.clear()
+        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
+        SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+
+    yield set_rates
+    SimpleRateThrottle.THROTTLE_RATES = saved
+    cache.clear()

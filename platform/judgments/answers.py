@@ -332,6 +332,22 @@ def judgment_submit(
     return SubmitResult(judgment, True, row.n_answered + 1, row.n_trials)
 
 
+def answer_submit(*, token: str, answer: dict) -> SubmitResult:
+    """judgment_submit for one checked request body (answer_input's dict): what the single answer endpoint
+    and each answer of a batch store."""
+    return judgment_submit(
+        token=token,
+        trial_id=answer["trial"],
+        response=answer["response"],
+        rt_ms=answer["rt_ms"],
+        idempotency_key=answer["idempotency_key"],
+        client_shown_at=answer.get("client_shown_at"),
+        client_answered_at=answer.get("client_answered_at"),
+        durations=answer.get("durations"),
+        display=answer.get("display"),
+    )
+
+
 # --- several answers in one request ---------------------------------------------------------------------
 BATCH_MAX = 20  # answers per batch: about a minute of a fast annotator's work
 BATCH_MAX_BYTES = 128 * 1024  # BATCH_MAX answers of a few kB each (durations and display are capped)
@@ -374,17 +390,7 @@ def judgments_submit_batch(*, token: str, answers: list[dict]) -> list[BatchOutc
     outcomes = []
     for v in answers:
         try:
-            result = judgment_submit(
-                token=token,
-                trial_id=v["trial"],
-                response=v["response"],
-                rt_ms=v["rt_ms"],
-                idempotency_key=v["idempotency_key"],
-                client_shown_at=v.get("client_shown_at"),
-                client_answered_at=v.get("client_answered_at"),
-                durations=v.get("durations"),
-                display=v.get("display"),
-            )
+            result = answer_submit(token=token, answer=v)
         except ApplicationError as exc:
             if exc.status_code == 404:  # no such assignment: nothing in the batch can be stored
                 raise

@@ -30,8 +30,8 @@ from judgments.answers import (
     BATCH_MAX,
     BATCH_MAX_BYTES,
     answer_input,
+    answer_submit,
     batch_input,
-    judgment_submit,
     judgments_submit_batch,
 )
 from judgments.assignments import (
@@ -270,17 +270,7 @@ class JudgmentSubmitApi(AnnotatorApi):
         # The hottest endpoint: the body is checked by hand (answer_input; the service checks ranges and
         # sizes) rather than by instantiating InputSerializer; both come from ANSWER_FIELDS.
         v = answer_input(json_body(request))  # request.data, without DRF's machinery (JsonOnlyNegotiation)
-        result = judgment_submit(
-            token=token,
-            trial_id=v["trial"],
-            response=v["response"],
-            rt_ms=v["rt_ms"],
-            idempotency_key=v["idempotency_key"],
-            client_shown_at=v.get("client_shown_at"),
-            client_answered_at=v.get("client_answered_at"),
-            durations=v.get("durations"),
-            display=v.get("display"),
-        )
+        result = answer_submit(token=token, answer=v)
         return _json_response(
             _answer_body(v["trial"], result),
             status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,

@@ -42,22 +42,23 @@ def test_two_web_processes_share_one_throttle_budget(settings, postgres, redis_u
     assert any(b"throttle_judgments_" in key for key in redis.Redis.from_url(cache_url).keys("*"))
 
 
-def test_the_redis_throttle_is_a_sliding_window(settings, redis_url):
-    """One minute at 5/min, on a fake clock: the previous window's count fades as it slides out."""
+def _redis_throttle_at_5_per_min(settings, redis_url, throttle_rates) -> None:
+    """The default cache on an empty Redis database, the judgments throttle at 5/min."""
     import redis
-    from rest_framework.settings import api_settings
-    from rest_framework.throttling import SimpleRateThrottle
-
-    from core.throttling import AssignmentThrottle
 
     cache_url = redis_url.rsplit("/", 1)[0] + "/11"
     redis.Redis.from_url(cache_url).flushdb()
     settings.CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": cache_url}
     }
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"judgments": "5/min"}}
-    saved = SimpleRateThrottle.THROTTLE_RATES
-    SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    throttle_rates({"judgments": "5/min"})
+
+
+def test_the_redis_throttle_is_a_sliding_window(settings, redis_url, throttle_rates):
+    """One minute at 5/min, on a fake clock: the previous window's count fades as it slides out."""
+    from core.throttling import AssignmentThrottle
+
+    _redis_throttle_at_5_per_min(settings, redis_url, throttle_rates)
     view = type("View", (), {"kwargs": {"token": "t" * 40}})()
     clock = [600 * 60 + 10.0]  # 10 s into a minute
 
@@ -66,37 +67,23 @@ def test_the_redis_throttle_is_a_sliding_window(settings, redis_url):
         throttle.timer = lambda: clock[0]
         return throttle.allow_request(None, view), throttle
 
-    try:
-        assert [ask()[0] for _ in range(6)] == [True] * 5 + [False]
-        assert ask()[1].wait() == pytest.approx(50 + 12, abs=0.01)  # next minute, 12 s in: ceil(5 x 0.8) = 4
-        clock[0] += 80  # 30 s into the next minute: ceil(5 x 0.5) = 3 still count
-        assert [ask()[0] for _ in range(3)] == [True, True, False]
-        assert ask()[1].wait() == pytest.approx(6, abs=0.01)  # at 36 s, ceil(5 x 0.4) = 2
-        clock[0] += 6.01
-        assert [ask()[0] for _ in range(2)] == [True, False]
-        clock[0] += 120  # two minutes later everything has faded
-        assert [ask()[0] for _ in range(6)] == [True] * 5 + [False]
-    finally:
-        SimpleRateThrottle.THROTTLE_RATES = saved
+    assert [ask()[0] for _ in range(6)] == [True] * 5 + [False]
+    assert ask()[1].wait() == pytest.approx(50 + 12, abs=0.01)  # next minute, 12 s in: ceil(5 x 0.8) = 4
+    clock[0] += 80  # 30 s into the next minute: ceil(5 x 0.5) = 3 still count
+    assert [ask()[0] for _ in range(3)] == [True, True, False]
+    assert ask()[1].wait() == pytest.approx(6, abs=0.01)  # at 36 s, ceil(5 x 0.4) = 2
+    clock[0] += 6.01
+    assert [ask()[0] for _ in range(2)] == [True, False]
+    clock[0] += 120  # two minutes later everything has faded
+    assert [ask()[0] for _ in range(6)] == [True] * 5 + [False]
 
 
-def test_the_redis_throttle_counts_a_batch_by_its_answers(settings, redis_url):
+def test_the_redis_throttle_counts_a_batch_by_its_answers(settings, redis_url, throttle_rates):
     """A view's throttle_weight is what its request costs in the Redis sliding window (the answer batch
     endpoint's answers); a batch larger than the whole rate still fits an empty window."""
-    import redis
-    from rest_framework.settings import api_settings
-    from rest_framework.throttling import SimpleRateThrottle
-
     from core.throttling import AssignmentThrottle
 
-    cache_url = redis_url.rsplit("/", 1)[0] + "/11"
-    redis.Redis.from_url(cache_url).flushdb()
-    settings.CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": cache_url}
-    }
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"judgments": "5/min"}}
-    saved = SimpleRateThrottle.THROTTLE_RATES
-    SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    _redis_throttle_at_5_per_min(settings, redis_url, throttle_rates)
     clock = [700 * 60 + 30.0]  # 30 s into a minute
 
     def ask(cost, token="b" * 40):
@@ -105,13 +92,10 @@ def test_the_redis_throttle_counts_a_batch_by_its_answers(settings, redis_url):
         throttle.timer = lambda: clock[0]
         return throttle.allow_request(None, view), throttle
 
-    try:
-        assert ask(4)[0] is True
-        refused, throttle = ask(2)
-        # next minute, 15 s in: ceil(4 x 0.75) + 2 = 5
-        assert refused is False and throttle.wait() == pytest.approx(30 + 15, abs=0.01)
-        assert ask(1)[0] is True and ask(1)[0] is False
-        assert ask(20, token="c" * 40)[0] is True  # 20 > 5: counts as the whole rate
-        assert ask(1, token="c" * 40)[0] is False
-    finally:
-        SimpleRateThrottle.THROTTLE_RATES = saved
+    assert ask(4)[0] is True
+    refused, throttle = ask(2)
+    # next minute, 15 s in: ceil(4 x 0.75) + 2 = 5
+    assert refused is False and throttle.wait() == pytest.approx(30 + 15, abs=0.01)
+    assert ask(1)[0] is True and ask(1)[0] is False
+    assert ask(20, token="c" * 40)[0] is True  # 20 > 5: counts as the whole rate
+    assert ask(1, token="c" * 40)[0] is False

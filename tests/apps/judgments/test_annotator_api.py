@@ -189,29 +189,14 @@ def test_heartbeat_and_return(client, make_study):
     assert client.post(f"/api/v1/assignments/{token}/heartbeat/").status_code == 409
 
 
-def test_submits_are_throttled_per_assignment(client, make_study, settings):
-    from django.core.cache import cache
-
-    cache.clear()
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"judgments": "3/min", "assignment_start": "100/min"},
-    }
-    from rest_framework.settings import api_settings
-    from rest_framework.throttling import SimpleRateThrottle
-
-    saved = SimpleRateThrottle.THROTTLE_RATES
-    SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
-    try:
-        study = make_study(n_test=2)
-        token = start(client, study).json()["token"]
-        codes = [client.post(f"/api/v1/assignments/{token}/heartbeat/").status_code for _ in range(5)]
-        assert codes[:3] == [200, 200, 200] and codes[3] == 429
-        other = start(client, study, worker_id="someone-else").json()["token"]
-        assert client.post(f"/api/v1/assignments/{other}/heartbeat/").status_code == 200  # its own budget
-    finally:
-        SimpleRateThrottle.THROTTLE_RATES = saved
-        cache.clear()
+def test_submits_are_throttled_per_assignment(client, make_study, throttle_rates):
+    throttle_rates({"judgments": "3/min", "assignment_start": "100/min"})
+    study = make_study(n_test=2)
+    token = start(client, study).json()["token"]
+    codes = [client.post(f"/api/v1/assignments/{token}/heartbeat/").status_code for _ in range(5)]
+    assert codes[:3] == [200, 200, 200] and codes[3] == 429
+    other = start(client, study, worker_id="someone-else").json()["token"]
+    assert client.post(f"/api/v1/assignments/{other}/heartbeat/").status_code == 200  # its own budget
 
 
 def test_annotator_endpoints_take_json_only(client, make_study):

@@ -151,51 +151,30 @@ def test_an_oversized_batch_body_is_a_413_before_it_is_read(client, make_study):
     assert not Judgment.objects.exists()
 
 
-def test_the_throttle_counts_a_batch_by_its_answers(client, make_study, settings):
-    from django.core.cache import cache
-    from rest_framework.settings import api_settings
-    from rest_framework.throttling import SimpleRateThrottle
-
-    cache.clear()
-    settings.REST_FRAMEWORK = {
-        **settings.REST_FRAMEWORK,
-        "DEFAULT_THROTTLE_RATES": {"judgments": "5/min", "assignment_start": "100/min"},
-    }
-    saved = SimpleRateThrottle.THROTTLE_RATES
-    SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
-    try:
-        study = make_study(n_test=8, n_sentinels=0, n_practice=0)
-        body = start(client, study)
-        t = body["trials"]
-        assert batch(client, body["token"], [one(x) for x in t[:4]]).status_code == 200  # 4 of 5
-        refused = batch(client, body["token"], [one(x) for x in t[4:6]])  # 2 more would make 6
-        assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
-        assert Judgment.objects.count() == 4
-        assert batch(client, body["token"], [one(t[4])]).status_code == 200  # the fifth still fits
-        assert client.post(f"/api/v1/assignments/{body['token']}/heartbeat/").status_code == 429
-        # a body that cannot even be read still counts, before its error is answered
-        other = start(client, study, worker_id="someone-else")["token"]
-        url = f"/api/v1/assignments/{other}/judgments/batch/"
-        codes = [client.post(url, "{nope", content_type="application/json").status_code for _ in range(6)]
-        assert codes == [400] * 5 + [429]
-    finally:
-        SimpleRateThrottle.THROTTLE_RATES = saved
-        cache.clear()
+def test_the_throttle_counts_a_batch_by_its_answers(client, make_study, throttle_rates):
+    throttle_rates({"judgments": "5/min", "assignment_start": "100/min"})
+    study = make_study(n_test=8, n_sentinels=0, n_practice=0)
+    body = start(client, study)
+    t = body["trials"]
+    assert batch(client, body["token"], [one(x) for x in t[:4]]).status_code == 200  # 4 of 5
+    refused = batch(client, body["token"], [one(x) for x in t[4:6]])  # 2 more would make 6
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+    assert Judgment.objects.count() == 4
+    assert batch(client, body["token"], [one(t[4])]).status_code == 200  # the fifth still fits
+    assert client.post(f"/api/v1/assignments/{body['token']}/heartbeat/").status_code == 429
+    # a body that cannot even be read still counts, before its error is answered
+    other = start(client, study, worker_id="someone-else")["token"]
+    url = f"/api/v1/assignments/{other}/judgments/batch/"
+    codes = [client.post(url, "{nope", content_type="application/json").status_code for _ in range(6)]
+    assert codes == [400] * 5 + [429]
 
 
-def test_the_local_throttle_tells_a_refused_batch_when_it_fits(settings):
+def test_the_local_throttle_tells_a_refused_batch_when_it_fits(throttle_rates):
     """Without Redis (DRF's timestamp list): a batch of 3 when 4 of 5 are used must wait for the two oldest
     to leave the window, not for one."""
-    from django.core.cache import cache
-    from rest_framework.settings import api_settings
-    from rest_framework.throttling import SimpleRateThrottle
-
     from core.throttling import AssignmentThrottle
 
-    cache.clear()
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"judgments": "5/min"}}
-    saved = SimpleRateThrottle.THROTTLE_RATES
-    SimpleRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+    throttle_rates({"judgments": "5/min"})
     clock = [1000.0]
 
     def ask(cost):
@@ -204,14 +183,10 @@ def test_the_local_throttle_tells_a_refused_batch_when_it_fits(settings):
         throttle.timer = lambda: clock[0]
         return throttle.allow_request(None, view), throttle
 
-    try:
-        for _ in range(4):  # one a second: 1000, 1001, 1002, 1003
-            assert ask(1)[0] is True
-            clock[0] += 1
-        allowed, throttle = ask(3)  # at 1004: 4 + 3 > 5, the two oldest (1000, 1001) must go
-        assert allowed is False and throttle.wait() == pytest.approx(1001 + 60 - 1004, abs=0.01)
-        clock[0] = 1001 + 60.01
-        assert ask(3)[0] is True
-    finally:
-        SimpleRateThrottle.THROTTLE_RATES = saved
-        cache.clear()
+    for _ in range(4):  # one a second: 1000, 1001, 1002, 1003
+        assert ask(1)[0] is True
+        clock[0] += 1
+    allowed, throttle = ask(3)  # at 1004: 4 + 3 > 5, the two oldest (1000, 1001) must go
+    assert allowed is False and throttle.wait() == pytest.approx(1001 + 60 - 1004, abs=0.01)
+    clock[0] = 1001 + 60.01
+    assert ask(3)[0] is True
