@@ -192,7 +192,7 @@ def test_the_annotator_api_answers_503_while_the_database_is_down(make_study, mo
     def down(**kwargs):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(apis, "judgment_submit", down)
+    monkeypatch.setattr(apis, "answer_submit", down)
     monkeypatch.setattr(connections["default"], "vendor", "postgresql")
     a = _answer(Client(), r.json()["token"], r.json()["trials"][0])
     assert a.status_code == 503 and a["Retry-After"] == "1" and a.json()["extra"]["code"] == "db_unavailable"
