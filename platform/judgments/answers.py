@@ -9,6 +9,7 @@ The statements that store an answer are hand-written (judgments.sql). A stored t
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from dataclasses import dataclass
@@ -123,13 +124,16 @@ def _check_sizes(*, token, trial_id, idempotency_key, durations: dict, display: 
             f"idempotency_key must be {key.min_length}-{key.max_length} characters",
             {"field": "idempotency_key"},
         )
-    if (
-        not isinstance(durations, dict)
-        or not isinstance(display, dict)
-        or len(str(display)) > DISPLAY_MAX_CHARS
-        or len(str(durations)) > DURATIONS_MAX_CHARS
+    for name, value, most in (
+        ("durations", durations, DURATIONS_MAX_CHARS),
+        ("display", display, DISPLAY_MAX_CHARS),
     ):
-        raise ApplicationError("durations and display must be small JSON objects", {"field": "display"})
+        try:  # a number past float's range parsed as infinity, which neither JSON nor jsonb can hold
+            written = json.dumps(value, allow_nan=False) if isinstance(value, dict) else None
+        except ValueError:
+            raise ApplicationError(f"{name} holds a number out of range", {"field": name}) from None
+        if written is None or len(written) > most:
+            raise ApplicationError("durations and display must be small JSON objects", {"field": name})
     if not isinstance(trial_id, str) or not isinstance(token, str):
         raise ApplicationError("trial and token must be strings", {"field": "trial"})
 
@@ -141,6 +145,15 @@ class SubmitResult:
     created: bool
     n_answered: int
     n_trials: int
+
+
+@dataclass
+class BatchOutcome:
+    """One answer of a batch: stored (`result`, a replay included) or refused (`error`)."""
+
+    trial: str
+    result: SubmitResult | None = None
+    error: ApplicationError | None = None
 
 
 def timing_flagged(*, timing: dict, durations: dict, display: dict) -> bool:
@@ -268,17 +281,71 @@ def _check_answerable(
     return None
 
 
-def _store_and_announce(judgment: Judgment, row: sql.AnswerRow, config: dict, *, now) -> None:
-    """Stores the judgment and extends the assignment's lease; a test answer of a study with a train range
-    may earn its item another vote (judgments.stopping); one of a study that trains announces itself once
+def _announce_and_vote(judgments: list[Judgment], config: dict, *, study_id) -> None:
+    """After test judgments are stored: in a study with a train range each item may earn another vote
+    (judgments.stopping; its row is locked by this transaction); a study that trains announces itself once
     the transaction commits."""
-    ttl = config["lease_ttl_s"]
-    sql.store_answer(judgment, row, now + timedelta(seconds=ttl), now + timedelta(seconds=ttl / 2))
-    if row.trial_kind == Trial.Kind.TEST and stopping_on(config):
-        item_vote_after_answer(item_id=row.item_id, study_id=row.study_id, config=config)
-    if row.trial_kind == Trial.Kind.TEST and config["training"]["every"] is not None:
-        study_id = row.study_id  # studies that do not train skip the receivers' reads
+    tests = sorted({judgment.item_id for judgment in judgments if judgment.kind == Trial.Kind.TEST})
+    if not tests:
+        return
+    if stopping_on(config):
+        for item_id in tests:  # in id order, as the items were locked
+            item_vote_after_answer(item_id=item_id, study_id=study_id, config=config)
+    if config["training"]["every"] is not None:  # studies that do not train skip the receivers' reads
         transaction.on_commit(lambda: judgment_accepted.send(sender=Judgment, study_id=study_id))
+
+
+def _store_together(*, token: str, answers: list[dict], now) -> list[BatchOutcome]:
+    """Answers of one assignment (answer_input's dicts) in one transaction: one read of their trials (the
+    assignment's row locked), each answer checked and built on its own (a refused one is reported and the
+    rest go on), then every new judgment in one write (judgments.sql.store_answers). Raises a 404 for an
+    unknown token; an IntegrityError when a concurrent request stored one of them first."""
+    outcomes = [BatchOutcome(v["trial"]) for v in answers]
+    built, row, config = [], None, None
+    with transaction.atomic():
+        rows = sql.answer_rows(token, [v["trial"] for v in answers])
+        for outcome, v in zip(outcomes, answers, strict=True):
+            try:
+                _check_sizes(
+                    token=token,
+                    trial_id=v["trial"],
+                    idempotency_key=v["idempotency_key"],
+                    durations=v.get("durations") or {},
+                    display=v.get("display") or {},
+                )
+                found = rows.get(v["trial"])
+                outcome.result = _check_answerable(
+                    found, token=token, idempotency_key=v["idempotency_key"], now=now
+                )
+                if outcome.result is not None:
+                    continue
+                if config is None:
+                    row, config = found, collection_config(found.study_kind, found.study_config)
+                judgment = judgment_build(
+                    found,
+                    config,
+                    now=now,
+                    response=v["response"],
+                    rt_ms=v["rt_ms"],
+                    idempotency_key=v["idempotency_key"],
+                    client_shown_at=v.get("client_shown_at"),
+                    client_answered_at=v.get("client_answered_at"),
+                    durations=v.get("durations") or {},
+                    display=v.get("display") or {},
+                )
+            except ApplicationError as exc:
+                if exc.status_code == 404:  # no such assignment: nothing can be stored
+                    raise
+                outcome.error = exc
+            else:
+                built.append(judgment)
+                outcome.result = SubmitResult(judgment, True, row.n_answered + len(built), row.n_trials)
+        if built:
+            ttl = config["lease_ttl_s"]
+            sql.items_lock(sorted({j.item_id for j in built if j.kind == Trial.Kind.TEST}))
+            sql.store_answers(built, row, now + timedelta(seconds=ttl), now + timedelta(seconds=ttl / 2))
+            _announce_and_vote(built, config, study_id=row.study_id)
+    return outcomes
 
 
 def judgment_submit(
@@ -300,36 +367,20 @@ def judgment_submit(
     row (only that row), so answers to one assignment are serialised and answers to others never wait.
     The unique constraints (one judgment per trial; one per assignment and key) are the final word: an
     insert they refuse is resolved as a replay or a conflict."""
-    durations = durations or {}
-    display = display or {}
-    _check_sizes(
-        token=token, trial_id=trial_id, idempotency_key=idempotency_key, durations=durations, display=display
-    )
-    now = timezone.now()
-    try:
-        with transaction.atomic():
-            row = sql.answer_row(token, trial_id)
-            replay = _check_answerable(row, token=token, idempotency_key=idempotency_key, now=now)
-            if replay is not None:
-                return replay
-            config = collection_config(row.study_kind, row.study_config)
-            judgment = judgment_build(
-                row,
-                config,
-                now=now,
-                response=response,
-                rt_ms=rt_ms,
-                idempotency_key=idempotency_key,
-                client_shown_at=client_shown_at,
-                client_answered_at=client_answered_at,
-                durations=durations,
-                display=display,
-            )
-            _store_and_announce(judgment, row, config, now=now)
-    except IntegrityError:
-        # a concurrent request with the same key (a client retry) or for the same trial committed first
-        return _replay(token=token, trial_id=trial_id, idempotency_key=idempotency_key)
-    return SubmitResult(judgment, True, row.n_answered + 1, row.n_trials)
+    answer = {
+        "trial": trial_id,
+        "response": response,
+        "rt_ms": rt_ms,
+        "idempotency_key": idempotency_key,
+        "client_shown_at": client_shown_at,
+        "client_answered_at": client_answered_at,
+        "durations": durations,
+        "display": display,
+    }
+    (outcome,) = judgments_submit_batch(token=token, answers=[answer])
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.result
 
 
 def answer_submit(*, token: str, answer: dict) -> SubmitResult:
@@ -353,15 +404,6 @@ BATCH_MAX = 20  # answers per batch: about a minute of a fast annotator's work
 BATCH_MAX_BYTES = 128 * 1024  # BATCH_MAX answers of a few kB each (durations and display are capped)
 
 
-@dataclass
-class BatchOutcome:
-    """One answer of a batch: stored (`result`, a replay included) or refused (`error`)."""
-
-    trial: str
-    result: SubmitResult | None = None
-    error: ApplicationError | None = None
-
-
 def batch_input(data) -> list[dict]:
     """A batch body, {"answers": [answer, ...]}: 1-BATCH_MAX answers, each checked as answer_input checks
     one, no trial twice. A 400 naming the answer otherwise, before anything is stored."""
@@ -382,19 +424,21 @@ def batch_input(data) -> list[dict]:
 
 
 def judgments_submit_batch(*, token: str, answers: list[dict]) -> list[BatchOutcome]:
-    """Store a batch's answers (batch_input) in order, each exactly as judgment_submit stores one: in its own
-    transaction, idempotent by its key, acknowledged once committed. One refused answer (already answered,
-    out of range, ...) is reported and the rest still go in; an unknown token refuses the whole batch (404).
-    Several answers per request spare the per-request work (HTTP, middleware, throttle), which costs more
-    than storing an answer (docs/benchmarks.md, "Where the answer path's CPU goes")."""
-    outcomes = []
-    for v in answers:
-        try:
-            result = answer_submit(token=token, answer=v)
-        except ApplicationError as exc:
-            if exc.status_code == 404:  # no such assignment: nothing in the batch can be stored
-                raise
-            outcomes.append(BatchOutcome(v["trial"], error=exc))
-        else:
-            outcomes.append(BatchOutcome(v["trial"], result=result))
-    return outcomes
+    """Store answers of one assignment (answer_input's dicts; batch_input's for a batch), each idempotent by
+    its key, all acknowledged once their transaction commits. One refused answer (already answered, out
+    of range, ...) is reported and the rest still go in; an unknown token refuses the whole batch (404).
+    The batch is one transaction with one read and one write, so that answer n+1 costs less than the
+    first (docs/benchmarks.md, "Where the answer path's CPU goes"). When a concurrent request (a client's
+    retry) stored one of them first, each answer is tried again on its own: it replays or is refused."""
+    now = timezone.now()
+    try:
+        return _store_together(token=token, answers=answers, now=now)
+    except IntegrityError:
+        if len(answers) > 1:
+            return [judgments_submit_batch(token=token, answers=[v])[0] for v in answers]
+    v = answers[0]
+    try:
+        result = _replay(token=token, trial_id=v["trial"], idempotency_key=v["idempotency_key"])
+    except ApplicationError as exc:
+        return [BatchOutcome(v["trial"], error=exc)]
+    return [BatchOutcome(v["trial"], result=result)]

@@ -161,16 +161,19 @@ def _aware(value):
 
 
 @functools.lru_cache
-def answer_sql(for_update: bool) -> str:
-    """The answer path's read (built once per process)."""
+def answer_sql(vendor: str, n: int, for_update: bool) -> str:
+    """The answer path's read of n trials of one assignment (built once per process; on PostgreSQL, n=0:
+    one statement for any number, the trials' public ids as an array)."""
     t, a, s, i, j = (model._meta.db_table for model in (Trial, Assignment, Study, Item, Judgment))
+    trials = f"t.public_id IN ({', '.join(['%s'] * n)})" if n else "t.public_id = ANY(%s)"
+    config = "s.config::text" if vendor == "postgresql" else "s.config"  # decoded once, not once per row
     sql = (
         f"SELECT t.id, t.kind, t.swap, t.answered, t.item_id, a.id, a.status, a.lease_expires_at, "
         f"a.worker_id, "
-        f"a.n_answered, a.n_trials, s.id, s.kind, s.config, i.expected, j.id, j.idempotency_key "
+        f"a.n_answered, a.n_trials, s.id, s.kind, {config}, i.expected, j.id, j.idempotency_key, t.public_id "
         f"FROM {t} t JOIN {a} a ON a.id = t.assignment_id JOIN {s} s ON s.id = a.study_id "
         f"JOIN {i} i ON i.id = t.item_id LEFT JOIN {j} j ON j.trial_id = t.id "
-        f"WHERE a.token = %s AND t.public_id = %s"
+        f"WHERE a.token = %s AND {trials}"
     )
     # FOR UPDATE OF a: the assignment row only, so answers to other assignments never wait
     return sql + " FOR UPDATE OF a" if for_update else sql
@@ -292,110 +295,211 @@ def insert_rows(objs: list, batch: int = 500) -> None:
         obj._state.adding, obj._state.db = False, connection.alias
 
 
-def answer_row(token: str, trial_id: str) -> AnswerRow | None:
-    sql = answer_sql(connection.features.has_select_for_update_of)
+def answer_rows(token: str, trial_ids: list[str]) -> dict[str, AnswerRow]:
+    """trial public id -> AnswerRow, for those of `trial_ids` that belong to the assignment `token` (its row
+    locked, on PostgreSQL)."""
+    db = _db()
+    postgres = db.vendor == "postgresql"
+    sql = answer_sql(db.vendor, 0 if postgres else len(trial_ids), db.features.has_select_for_update_of)
     with HotCursor() as cursor:
-        cursor.execute(sql, [token, trial_id])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    (
-        t_id,
-        t_kind,
-        swap,
-        answered,
-        item_id,
-        a_id,
-        status,
-        lease,
-        worker_id,
-        n_answered,
-        n_trials,
-        s_id,
-        s_kind,
-        config,
-        expected,
-        j_id,
-        j_key,
-    ) = row
-    return AnswerRow(
-        _uuid(t_id),
-        t_kind,
-        bool(swap),
-        bool(answered),
-        _uuid(item_id),
-        _uuid(a_id),
-        status,
-        _aware(lease),
-        _uuid(worker_id),
-        n_answered,
-        n_trials,
-        _uuid(s_id),
-        s_kind,
-        json.loads(config) if isinstance(config, str) else config,
-        expected,
-        _uuid(j_id),
-        j_key,
-    )
+        cursor.execute(sql, [token, list(trial_ids)] if postgres else [token, *trial_ids])
+        found = cursor.fetchall()
+    out, decoded = {}, None
+    for row in found:
+        (
+            t_id,
+            t_kind,
+            swap,
+            answered,
+            item_id,
+            a_id,
+            status,
+            lease,
+            worker_id,
+            n_answered,
+            n_trials,
+            s_id,
+            s_kind,
+            config,
+            expected,
+            j_id,
+            j_key,
+            public_id,
+        ) = row
+        if decoded is None:  # one study: its config decoded once (read as text on PostgreSQL)
+            decoded = json.loads(config) if isinstance(config, str) else config
+        out[public_id] = AnswerRow(
+            _uuid(t_id),
+            t_kind,
+            bool(swap),
+            bool(answered),
+            _uuid(item_id),
+            _uuid(a_id),
+            status,
+            _aware(lease),
+            _uuid(worker_id),
+            n_answered,
+            n_trials,
+            _uuid(s_id),
+            s_kind,
+            decoded,
+            expected,
+            _uuid(j_id),
+            j_key,
+        )
+    return out
+
+
+def items_lock(item_ids: list) -> None:
+    """Lock these items' rows in id order (PostgreSQL). A transaction that will update several items locks
+    them first, in the order every other writer of several items takes them (judgments.assignments'
+    releases, items_open_add), so that two such transactions never wait on each other in a cycle."""
+    if len(item_ids) > 1 and _db().vendor == "postgresql":
+        # FOR NO KEY UPDATE: the lock the UPDATE itself takes, which leaves other answers' judgments free
+        # to reference the items (their foreign-key checks take KEY SHARE, which FOR UPDATE would block)
+        table = Item._meta.db_table
+        execute(f"SELECT 1 FROM {table} WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE", [item_ids])
+
+
+# How a column's value travels in store_answers' JSON document on PostgreSQL, by field type: as JSON has
+# it (None: strings, numbers, booleans, null, and a JSONField's object), or through this function first.
+JSON_VALUE = {
+    "UUIDField": str,
+    "DateTimeField": datetime.isoformat,
+    "CharField": None,
+    "TextField": None,
+    "BooleanField": None,
+    "FloatField": None,
+    "PositiveSmallIntegerField": None,
+    "IntegerField": None,
+    "JSONField": None,
+}
 
 
 @functools.lru_cache
-def store_answer_sql(vendor: str, test: bool) -> list[str]:
-    """The answer path's writes (built once per process): the judgment, the trial marked answered, the
-    assignment's counts (judgments.tallies) and lease, and for a test trial the item's counts. On PostgreSQL
-    one statement (the writes as data-modifying CTEs, each run exactly once): one round trip, not four."""
-    trial, assignment, item = (model._meta.db_table for model in (Trial, Assignment, Item))
-    writes = [
-        insert_sql(Judgment, vendor),
-        f"UPDATE {trial} SET answered = %s WHERE id = %s",
+def json_plan(model) -> tuple[tuple, str]:
+    """((attname, column, its JSON_VALUE function) per concrete field, the record type jsonb_to_recordset
+    reads them as): PostgreSQL builds `model`'s rows from one JSON parameter. A field type that JSON_VALUE
+    does not list is an error here, where a test meets it, not a wrong value later."""
+    quote, plan, record = connection.ops.quote_name, [], []
+    for field in model._meta.concrete_fields:
+        kind = (field.target_field if field.is_relation else field).get_internal_type()
+        if kind not in JSON_VALUE:
+            raise TypeError(f"{model.__name__}.{field.name}: no JSON form for {kind}")
+        plan.append((field.attname, field.column, JSON_VALUE[kind]))
+        record.append(f"{quote(field.column)} {LENGTH.sub('', field.db_type(connection))}")
+    return tuple(plan), ", ".join(record)
+
+
+def json_rows(objs) -> str:
+    """The JSON document (an array of objects keyed by column) that json_plan's record reads `objs` from."""
+    plan, _ = json_plan(type(objs[0]))
+    rows = []
+    for obj in objs:
+        values = obj.__dict__
+        rows.append(
+            {
+                column: value if to_json is None or value is None else to_json(value)
+                for attname, column, to_json in plan
+                for value in (values[attname],)
+            }
+        )
+    return json.dumps(rows, separators=(",", ":"), allow_nan=False)
+
+
+@functools.lru_cache
+def store_answers_sql(vendor: str, n: int, n_items: int) -> list[str]:
+    """The answer path's writes for n answers of one assignment, to n_items test items (built once per
+    process; on PostgreSQL n and n_items are 0): the judgments, their trials marked answered, the
+    assignment's counts (judgments.tallies) and lease, and the items' counts. On PostgreSQL one statement
+    for any n, the writes as data-modifying CTEs (each run exactly once): the judgments come as one JSON
+    parameter (json_rows; psycopg dumps a string at C speed, where an array costs it several Python calls
+    per element), the trials and items follow from the inserted rows. Elsewhere one statement per write
+    and per item."""
+    tables = (model._meta.db_table for model in (Judgment, Trial, Assignment, Item))
+    judgment, trial, assignment, item = tables
+    quote = connection.ops.quote_name
+    assignment_write = (
         # The lease moves forward only once less than half of it is left, so that most answers leave every
         # indexed column of the assignment alone (a heap-only update).
         # last_answer_at (unindexed) bounds what heartbeats may extend the lease to.
-        # The judgment's tallies (judgments.tallies) are kept in the same statement.
-        f"UPDATE {assignment} SET n_answered = n_answered + 1, "
+        f"UPDATE {assignment} SET n_answered = n_answered + %s, "
         + "".join(f"{field} = {field} + %s, " for field in tallies.FIELDS.values())
         + "last_answer_at = %s, lease_expires_at = "
-        "CASE WHEN lease_expires_at < %s THEN %s ELSE lease_expires_at END WHERE id = %s",
-    ]
-    if test:  # the lease becomes a judgment: load (n_judgments + n_open) is unchanged
-        writes.append(
-            f"UPDATE {item} SET n_judgments = n_judgments + 1, n_open = n_open - 1, n_ones = n_ones + %s "
-            f"WHERE id = %s"
-        )
+        "CASE WHEN lease_expires_at < %s THEN %s ELSE lease_expires_at END WHERE id = %s"
+    )
     if vendor != "postgresql":
-        return writes
+        return [
+            insert_sql(Judgment, vendor, n),
+            f"UPDATE {trial} SET answered = %s WHERE id IN ({', '.join(['%s'] * n)})",
+            assignment_write,
+        ] + [
+            f"UPDATE {item} SET n_judgments = n_judgments + %s, n_open = n_open - %s, n_ones = n_ones + %s "
+            "WHERE id = %s"
+        ] * n_items
+    _, record = json_plan(Judgment)
+    columns = ", ".join(quote(f.column) for f in Judgment._meta.concrete_fields)
+    writes = [
+        f"INSERT INTO {judgment} ({columns}) SELECT {columns} "
+        f"FROM jsonb_to_recordset(%s::jsonb) AS r({record}) RETURNING trial_id, item_id, kind, choice",
+        f"UPDATE {trial} SET answered = true FROM w0 WHERE {trial}.id = w0.trial_id",
+        assignment_write,
+        # each test item's lease becomes a judgment: its load (n_judgments + n_open) is unchanged
+        f"UPDATE {item} SET n_judgments = n_judgments + v.n, n_open = n_open - v.n, n_ones = n_ones + v.ones "
+        f"FROM (SELECT item_id, count(*) AS n, sum(choice) AS ones FROM w0 WHERE kind = 'test' "
+        f"GROUP BY item_id) AS v WHERE {item}.id = v.item_id",
+    ]
     return ["WITH " + ", ".join(f"w{k} AS ({sql})" for k, sql in enumerate(writes)) + " SELECT 1"]
 
 
-def store_answer(judgment: Judgment, row: AnswerRow, lease_expires_at, renew_before) -> None:
-    prep = lambda field, value: field.get_db_prep_save(value, connection)  # noqa: E731
-    pk = lambda model, value: model._meta.pk.get_db_prep_value(value, connection)  # noqa: E731
+def store_answers(judgments: list[Judgment], row: AnswerRow, lease_expires_at, renew_before) -> None:
+    """Store these new judgments of the assignment `row` describes (one transaction's, its row locked),
+    as store_answers_sql writes them. A caller storing answers to several test items locks them first
+    (items_lock)."""
+    db = _db()
+    prep = lambda field, value: field.get_db_prep_save(value, db)  # noqa: E731
+    pk = lambda model, value: model._meta.pk.get_db_prep_value(value, db)  # noqa: E731
     lease = Assignment._meta.get_field("lease_expires_at")
-    test = row.trial_kind == Trial.Kind.TEST
-    params = [
-        insert_params([judgment]),
-        [True, pk(Trial, row.trial_id)],
-        [
-            *tallies.increments(
-                trial_kind=row.trial_kind,
-                response=judgment.response,
-                correct=judgment.correct,
-                flagged=judgment.timing_flagged,
-            ),
-            prep(lease, judgment.created_at),
-            prep(lease, renew_before),
-            prep(lease, lease_expires_at),
-            pk(Assignment, row.pk),
-        ],
-    ] + ([[judgment.choice, pk(Item, row.item_id)]] if test else [])
-    statements = store_answer_sql(connection.vendor, test)
-    if len(statements) == 1:
-        params = [[value for group in params for value in group]]
+    added = [0] * len(tallies.FIELDS)
+    per_item: dict = {}  # item id -> [judgments, ones]
+    for judgment in judgments:
+        counts = tallies.increments(
+            trial_kind=judgment.kind,
+            response=judgment.response,
+            correct=judgment.correct,
+            flagged=judgment.timing_flagged,
+        )
+        added = [a + b for a, b in zip(added, counts, strict=True)]
+        if judgment.kind == Trial.Kind.TEST:
+            counted = per_item.setdefault(judgment.item_id, [0, 0])
+            counted[0] += 1
+            counted[1] += judgment.choice
+    assignment_params = [
+        len(judgments),
+        *added,
+        prep(lease, judgments[0].created_at),
+        prep(lease, renew_before),
+        prep(lease, lease_expires_at),
+        pk(Assignment, row.pk),
+    ]
+    postgres = db.vendor == "postgresql"
+    n, n_items = (0, 0) if postgres else (len(judgments), len(per_item))
+    statements = store_answers_sql(db.vendor, n, n_items)
+    if postgres:
+        params = [[json_rows(judgments), *assignment_params]]
+    else:
+        items = sorted(per_item)
+        params = [
+            insert_params(judgments),
+            [True, *(pk(Trial, judgment.trial_id) for judgment in judgments)],
+            assignment_params,
+        ] + [[n, n, ones, pk(Item, item_id)] for item_id in items for n, ones in [per_item[item_id]]]
     with HotCursor() as cursor:
-        for sql, values in zip(statements, params, strict=True):
-            cursor.execute(sql, values)
-    judgment._state.adding = False
-    judgment._state.db = connection.alias
+        for sql, group in zip(statements, params, strict=True):
+            cursor.execute(sql, group)
+    for judgment in judgments:
+        judgment._state.adding = False
+        judgment._state.db = db.alias
 
 
 # --- model rows without the query compiler --------------------------------------------------------------

@@ -268,3 +268,69 @@ def test_the_queue_never_walks_past_full_items(postgres, make_study):
     (scan,) = scans(plan[0]["Plan"])
     assert scan.get("Index Name") == "item_queue_idx", scan
     assert scan["Actual Rows"] == 85 and scan.get("Rows Removed by Filter", 0) == 0, scan
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_takes_its_items_in_id_order_before_it_writes(postgres, make_study):
+    """Transactions that update several items must take them in one order, or each can hold what the other
+    waits for (a deadlock, which PostgreSQL breaks after a second by failing one of them). A batch of
+    answers locks its test items in id order before writing: while another transaction holds one, the
+    batch waits for it holding exactly the lower ones; once it is let go, every answer is stored."""
+    import psycopg
+
+    from judgments.answers import answer_input, judgments_submit_batch
+    from studies.models import Item
+
+    study = make_study(n_test=8, n_sentinels=0, n_practice=0, config={"hit_size": 6})
+    started = assignment_start(study=study, platform="anonymous", worker_id="w-lock")
+    tests = [t for t in started.trials if t.kind == "test"]
+    ids = sorted(t.item_id for t in tests)
+    assert len(ids) >= 4
+    answers = [
+        answer_input(
+            {"trial": t.public_id, "response": "left", "rt_ms": 500, "idempotency_key": f"lock-key-{k:03d}"}
+        )
+        for k, t in enumerate(tests)
+    ]
+    dsn = connection.get_connection_params()
+    table = Item._meta.db_table
+    holder = psycopg.connect(**dsn)
+    middle = len(ids) // 2
+    holder.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR NO KEY UPDATE", [ids[middle]])
+    outcomes = []
+
+    def send():
+        try:
+            outcomes.extend(judgments_submit_batch(token=started.assignment.token, answers=answers))
+        finally:
+            connection.close()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        with psycopg.connect(**dsn, autocommit=True) as probe:
+            waiting = 0
+            for _ in range(200):  # until the batch waits on the held row
+                waiting = probe.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = %s",
+                    [dsn["dbname"]],
+                ).fetchone()[0]
+                if waiting:
+                    break
+                threading.Event().wait(0.05)
+            assert waiting == 1
+            held = []
+            for item_id in ids:
+                try:
+                    with probe.transaction():
+                        probe.execute(
+                            f"SELECT 1 FROM {table} WHERE id = %s FOR NO KEY UPDATE NOWAIT", [item_id]
+                        )
+                except psycopg.errors.LockNotAvailable:
+                    held.append(item_id)
+            assert held == ids[: middle + 1]  # the lower ones by the batch, the middle one by the holder
+    finally:
+        holder.rollback()
+        holder.close()
+        sender.join(30)
+    assert [o.error for o in outcomes] == [None] * len(tests) and all(o.result.created for o in outcomes)

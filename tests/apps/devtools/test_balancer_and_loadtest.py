@@ -139,6 +139,23 @@ def test_reports_name_the_command_and_say_what_limits_the_sum():
     assert "Target" not in single  # no paced run, no verdict on the paced target
 
 
+@pytest.mark.parametrize("web, verdict", [(1.5, "met"), (2.1, "NOT met")])
+def test_the_paced_target_counts_the_web_cpu_and_scales_it_to_the_slower_machine(web, verdict):
+    measured = _measured(1, 300.0)
+    paced = {
+        **measured["runs"]["back to back"],
+        "latency_ms": {op: {"p50": 9, "p95": 20, "p99": 50} for op in ("submit", "next_batch")},
+        "cpu_ms": {"web": web, "postgres": 1.0, "load generator": 0.3},
+    }
+    measured["runs"] = {"paced (300/s offered)": paced}
+    measured["checks"] = {"paced (300/s offered)": measured["checks"]["back to back"]}
+    measured["bare"]["requests_per_s"] = 2592.0  # 1.25x the reference machine's /livez rate
+    text = loadtest.report(measured)
+    assert f"web CPU per judgment at most 2 ms; paced run): **{verdict}**" in text
+    assert f"(bare `/livez` 2,073 requests/s, here 2,592): {web * 2592 / 2073:.2f} ms" in text
+    assert f"| {web:.2f} / 1.00 / 0.30 ms |" in text
+
+
 @pytest.mark.django_db
 def test_the_study_report_sets_a_large_study_beside_a_fresh_one(make_study):
     study = make_study(n_test=6, config={"simulation": True})

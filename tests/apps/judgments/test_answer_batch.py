@@ -2,6 +2,7 @@
 stores it (own key, replayable), refusals reported per answer, malformed batches refused whole, the throttle
 counting answers."""
 
+import json
 import uuid
 
 import pytest
@@ -190,3 +191,26 @@ def test_the_local_throttle_tells_a_refused_batch_when_it_fits(throttle_rates):
     assert allowed is False and throttle.wait() == pytest.approx(1001 + 60 - 1004, abs=0.01)
     clock[0] = 1001 + 60.01
     assert ask(3)[0] is True
+
+
+@pytest.mark.parametrize("where", ["display", "durations"])
+def test_a_number_json_cannot_write_back_is_a_400_not_a_500(client, make_study, where):
+    """1e309 parses as infinity, which neither JSON nor a jsonb column can hold: refused with the field
+    named, on both endpoints, and nothing stored."""
+    study = make_study(n_test=2, n_sentinels=0, n_practice=0)
+    body = start(client, study)
+    answer = json.dumps({**one(body["trials"][0]), where: {}}).replace(
+        f'"{where}": {{}}', f'"{where}": {{"x": 1e309}}'
+    )
+    token = body["token"]
+    single = client.post(f"/api/v1/assignments/{token}/judgments/", answer, content_type="application/json")
+    assert single.status_code == 400 and where in single.json()["message"], single.content
+    r = client.post(
+        f"/api/v1/assignments/{token}/judgments/batch/",
+        f'{{"answers": [{answer}]}}',
+        content_type="application/json",
+    )
+    assert r.status_code in (200, 400), r.content
+    if r.status_code == 200:
+        assert r.json()["results"][0]["status"] == 400
+    assert not Judgment.objects.exists()

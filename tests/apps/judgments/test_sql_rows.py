@@ -103,3 +103,65 @@ def test_an_over_long_value_is_refused_not_cut(started):
     with pytest.raises(DataError), transaction.atomic():
         sql.insert_rows([extra])
     assert not Trial.objects.filter(position=999).exists()
+
+
+def _answer(trial, key: str, response: str = "left") -> dict:
+    return {
+        "trial": trial.public_id,
+        "response": response,
+        "rt_ms": 640.5,
+        "idempotency_key": key,
+        "client_shown_at": 1.7e12,
+        "client_answered_at": None,
+        "durations": {},
+        "display": {"refresh_hz": 60, "viewport": [1280, 720], "note": 'quote " and \\ slash', "dpr": 1.25},
+    }
+
+
+def test_a_batch_is_stored_as_the_orm_would_store_each_answer_and_counted_once(started):
+    """One transaction, one write (a JSON document on PostgreSQL): every judgment reads back as the instance
+    the answer path built (what Judgment.objects.create would write), and each counter (the items', the
+    trials', the assignment's tallies and n_answered) moves exactly as one answer at a time moves it."""
+    from judgments import tallies
+    from judgments.answers import answer_input, judgments_submit_batch
+
+    a = started.assignment
+    trials = started.trials  # practice, sentinels and tests
+    answers = [
+        answer_input(_answer(t, f"key-{k:04d}", "right" if k % 2 else "left")) for k, t in enumerate(trials)
+    ]
+    outcomes = judgments_submit_batch(token=a.token, answers=answers)
+    assert [o.error for o in outcomes] == [None] * len(trials)
+    assert [o.result.n_answered for o in outcomes] == list(range(1, len(trials) + 1))
+    for outcome in outcomes:
+        assert _values(Judgment.objects.get(pk=outcome.result.judgment.pk)) == _values(
+            outcome.result.judgment
+        )
+    stored = Judgment.objects.get(trial__public_id=trials[0].public_id)
+    assert stored.display["note"] == 'quote " and \\ slash' and stored.rt_ms == 640.5
+    assert stored.client_shown_at == 1.7e12 and stored.client_answered_at is None
+    assert not Trial.objects.filter(assignment=a, answered=False).exists()
+    fresh = Assignment.objects.get(pk=a.pk)
+    assert fresh.n_answered == len(trials) and tallies.mismatches(study_id=a.study_id) == {}
+    for item in Item.objects.filter(trials__assignment=a, role="test"):
+        mine = Judgment.objects.filter(item=item)
+        assert (item.n_judgments, item.n_open) == (mine.count(), 0)
+        assert item.n_ones == sum(j.choice for j in mine)
+    again = judgments_submit_batch(token=a.token, answers=answers)  # the client's retry: replays only
+    assert [o.result.created for o in again] == [False] * len(trials)
+    assert Judgment.objects.count() == len(trials) and Assignment.objects.get(pk=a.pk).n_answered == len(
+        trials
+    )
+
+
+def test_two_answers_of_a_batch_under_one_key_store_the_first_and_refuse_the_second(started):
+    """The write is refused whole by the unique key; each answer then goes again on its own."""
+    from judgments.answers import answer_input, judgments_submit_batch
+
+    t = [tr for tr in started.trials if tr.kind == "test"]
+    answers = [answer_input(_answer(t[0], "same-key-1")), answer_input(_answer(t[1], "same-key-1"))]
+    answers.append(answer_input(_answer(t[2], "other-key-2")))
+    outcomes = judgments_submit_batch(token=started.assignment.token, answers=answers)
+    assert outcomes[0].result.created and outcomes[2].result.created
+    assert outcomes[1].error.status_code == 409 and "another trial" in outcomes[1].error.message
+    assert Judgment.objects.count() == 2 and Assignment.objects.get(pk=started.assignment.pk).n_answered == 2
