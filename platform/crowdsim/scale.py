@@ -425,7 +425,7 @@ class _BulkHit:
         )
         self.trials.append(trial)
         self.judgments.append(judgment)
-        tallies.add_to(self.assignment, judgment)  # what store_answer's update adds
+        tallies.add_to(self.assignment, judgment)  # what store_answers' update adds
         return judgment
 
     def submit(self, study, config, now) -> bool:

@@ -342,7 +342,6 @@ def _store_together(*, token: str, answers: list[dict], now) -> list[BatchOutcom
                 outcome.result = SubmitResult(judgment, True, row.n_answered + len(built), row.n_trials)
         if built:
             ttl = config["lease_ttl_s"]
-            sql.items_lock(sorted({j.item_id for j in built if j.kind == Trial.Kind.TEST}))
             sql.store_answers(built, row, now + timedelta(seconds=ttl), now + timedelta(seconds=ttl / 2))
             _announce_and_vote(built, config, study_id=row.study_id)
     return outcomes

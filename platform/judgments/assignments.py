@@ -76,11 +76,11 @@ def release_leases(assignment_ids) -> None:
 def _expire(*, now, study: Study | None = None, limit: int = 500) -> int:
     """Mark started assignments past their lease expired and release their items; each assignment is
     expired by exactly one caller (rows another transaction holds are skipped and left to it)."""
+    if study is not None and not sql.stale_exists(study_id=study.pk, now=now):
+        return 0  # every start: one index probe, no transaction, no queryset built
     stale = Assignment.objects.filter(status=Assignment.Status.STARTED, lease_expires_at__lte=now)
     if study is not None:
         stale = stale.filter(study=study)
-        if not sql.stale_exists(study_id=study.pk, now=now):  # every start: one index probe, no transaction
-            return 0
     elif not stale.exists():
         return 0
     with transaction.atomic():

@@ -160,23 +160,42 @@ def _aware(value):
     return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
 
 
+ANSWER_COLUMNS = (
+    "t.id, t.kind, t.swap, t.answered, t.item_id, a.id, a.status, a.lease_expires_at, a.worker_id, "
+    "a.n_answered, a.n_trials, s.id, s.kind, {config}, i.expected, j.id, j.idempotency_key, t.public_id"
+)
+
+
 @functools.lru_cache
 def answer_sql(vendor: str, n: int, for_update: bool) -> str:
     """The answer path's read of n trials of one assignment (built once per process; on PostgreSQL, n=0:
-    one statement for any number, the trials' public ids as an array)."""
+    one statement for any number, the trials' public ids as an array).
+
+    With `for_update` (PostgreSQL) it also takes the locks the answers' write needs, in one round trip and
+    in the order every writer of an assignment and its items takes them: the assignment's row first (only
+    that row, so answers to other assignments never wait), then the trials' test items in id order (FOR
+    NO KEY UPDATE, the lock the write's UPDATE takes, which leaves other answers free to reference the
+    items). Two transactions that lock several items in one order never wait on each other in a cycle;
+    the items' CTE reads the assignment's, so the assignment is locked before any item."""
     t, a, s, i, j = (model._meta.db_table for model in (Trial, Assignment, Study, Item, Judgment))
-    trials = f"t.public_id IN ({', '.join(['%s'] * n)})" if n else "t.public_id = ANY(%s)"
-    config = "s.config::text" if vendor == "postgresql" else "s.config"  # decoded once, not once per row
-    sql = (
-        f"SELECT t.id, t.kind, t.swap, t.answered, t.item_id, a.id, a.status, a.lease_expires_at, "
-        f"a.worker_id, "
-        f"a.n_answered, a.n_trials, s.id, s.kind, {config}, i.expected, j.id, j.idempotency_key, t.public_id "
-        f"FROM {t} t JOIN {a} a ON a.id = t.assignment_id JOIN {s} s ON s.id = a.study_id "
-        f"JOIN {i} i ON i.id = t.item_id LEFT JOIN {j} j ON j.trial_id = t.id "
-        f"WHERE a.token = %s AND {trials}"
+    columns = ANSWER_COLUMNS.format(config="s.config::text" if vendor == "postgresql" else "s.config")
+    joins = (
+        f"JOIN {s} s ON s.id = a.study_id JOIN {i} i ON i.id = t.item_id LEFT JOIN {j} j ON j.trial_id = t.id"
     )
-    # FOR UPDATE OF a: the assignment row only, so answers to other assignments never wait
-    return sql + " FOR UPDATE OF a" if for_update else sql
+    if not for_update:
+        trials = f"t.public_id IN ({', '.join(['%s'] * n)})" if n else "t.public_id = ANY(%s)"
+        return (
+            f"SELECT {columns} FROM {t} t JOIN {a} a ON a.id = t.assignment_id {joins} "
+            f"WHERE a.token = %s AND {trials}"
+        )
+    return (
+        f"WITH a AS (SELECT * FROM {a} WHERE token = %s FOR UPDATE), "
+        f"lk AS (SELECT id FROM {i} WHERE id IN (SELECT item_id FROM {t} "
+        f"WHERE assignment_id = (SELECT id FROM a) AND public_id = ANY(%s) AND kind = 'test') "
+        "ORDER BY id FOR NO KEY UPDATE) "
+        f"SELECT {columns} FROM {t} t JOIN a ON a.id = t.assignment_id {joins} "
+        f"CROSS JOIN (SELECT count(*) FROM lk) AS locked WHERE t.public_id = ANY(%s)"
+    )
 
 
 @functools.lru_cache
@@ -300,9 +319,14 @@ def answer_rows(token: str, trial_ids: list[str]) -> dict[str, AnswerRow]:
     locked, on PostgreSQL)."""
     db = _db()
     postgres = db.vendor == "postgresql"
-    sql = answer_sql(db.vendor, 0 if postgres else len(trial_ids), db.features.has_select_for_update_of)
+    for_update = db.features.has_select_for_update_of
+    sql = answer_sql(db.vendor, 0 if postgres else len(trial_ids), for_update)
+    if for_update:  # answer_sql's locking form: the token, then the trials twice (the items' lock, the read)
+        params = [token, list(trial_ids), list(trial_ids)]
+    else:
+        params = [token, list(trial_ids)] if postgres else [token, *trial_ids]
     with HotCursor() as cursor:
-        cursor.execute(sql, [token, list(trial_ids)] if postgres else [token, *trial_ids])
+        cursor.execute(sql, params)
         found = cursor.fetchall()
     out, decoded = {}, None
     for row in found:
@@ -348,17 +372,6 @@ def answer_rows(token: str, trial_ids: list[str]) -> dict[str, AnswerRow]:
             j_key,
         )
     return out
-
-
-def items_lock(item_ids: list) -> None:
-    """Lock these items' rows in id order (PostgreSQL). A transaction that will update several items locks
-    them first, in the order every other writer of several items takes them (judgments.assignments'
-    releases, items_open_add), so that two such transactions never wait on each other in a cycle."""
-    if len(item_ids) > 1 and _db().vendor == "postgresql":
-        # FOR NO KEY UPDATE: the lock the UPDATE itself takes, which leaves other answers' judgments free
-        # to reference the items (their foreign-key checks take KEY SHARE, which FOR UPDATE would block)
-        table = Item._meta.db_table
-        execute(f"SELECT 1 FROM {table} WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE", [item_ids])
 
 
 # How a column's value travels in store_answers' JSON document on PostgreSQL, by field type: as JSON has
@@ -453,9 +466,8 @@ def store_answers_sql(vendor: str, n: int, n_items: int) -> list[str]:
 
 
 def store_answers(judgments: list[Judgment], row: AnswerRow, lease_expires_at, renew_before) -> None:
-    """Store these new judgments of the assignment `row` describes (one transaction's, its row locked),
-    as store_answers_sql writes them. A caller storing answers to several test items locks them first
-    (items_lock)."""
+    """Store these new judgments of the assignment `row` describes, as store_answers_sql writes them, in the
+    transaction whose answer_rows locked the assignment and the items."""
     db = _db()
     prep = lambda field, value: field.get_db_prep_save(value, db)  # noqa: E731
     pk = lambda model, value: model._meta.pk.get_db_prep_value(value, db)  # noqa: E731

@@ -1,7 +1,7 @@
 """Counts of a study's judgments, kept as they are stored instead of counted when a page asks.
 
 Every answer adds its judgment to five counters on its assignment (Assignment.n_tests, n_sentinels,
-n_sentinels_right, n_first_key, n_flagged) in the same statement that stores it (judgments.sql.store_answer),
+n_sentinels_right, n_first_key, n_flagged) in the same statement that stores it (judgments.sql.store_answers),
 so a judgment and its tally commit together or not at all, and a replayed answer, which stores nothing,
 adds nothing. Judgments are never edited in the fields counted here, and never deleted while their
 assignment lives, so the counters stay exact. The dashboard's per-worker counts and the study's totals
