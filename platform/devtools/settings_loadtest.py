@@ -10,5 +10,4 @@ REST_FRAMEWORK = {
     **REST_FRAMEWORK,  # noqa: F405
     "DEFAULT_THROTTLE_RATES": {"judgments": "100000/min", "assignment_start": "100000/min"},
 }
-DATABASES["default"]["CONN_MAX_AGE"] = 60  # noqa: F405
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405

@@ -1,4 +1,5 @@
-"""The answer path: one answered trial stored (judgment_submit), idempotent on the client's key.
+"""The answer path: answered trials of one HIT stored (judgments_submit_batch; judgment_submit for one),
+each idempotent on the client's key, together in one transaction.
 
 The answer's fields are defined once, in ANSWER_FIELDS: `answer_input` checks a request body's types
 against it (the API's hand check, kept because the endpoint is the hottest one: no serializer per answer),

@@ -1,13 +1,15 @@
 """The hand-written SQL, in one place: the assignment queue's locking read (PostgreSQL), the answer path, and
 the start's and the completion's reads and writes (model_rows, insert_rows and the statements at the end).
 
-Storing an answer is the platform's hottest write (one per trial per annotator). It runs five short
-statements written out here instead of through the query compiler, whose per-statement cost was most of
-an answer's CPU time (docs/platform.md, "Performance"). The statements are plain SQL that PostgreSQL and
-SQLite both run; values are prepared by the models' own fields, and the INSERT covers every column of
-Judgment, so the row is what `Judgment.objects.create` would write. The ORM definitions these statements
-must match are the queue in judgments.assignments (`_window`) and `Judgment.objects.create`; the parity
-tests (tests/integration/test_assignment_concurrency.py, tests/apps/judgments) pin them together.
+Storing answers is the platform's hottest write (one per trial per annotator). A batch of them (one answer
+included) is one read and one write written out here (answer_rows, store_answers) instead of through the
+query compiler, whose per-statement cost was most of an answer's CPU time (docs/platform.md,
+"Performance"). The statements are plain SQL that PostgreSQL and SQLite both run; values are prepared by
+the models' own fields (on PostgreSQL the judgments travel as one JSON document, json_rows), and the INSERT
+covers every column of Judgment, so the row is what `Judgment.objects.create` would write. The ORM
+definitions these statements must match are the queue in judgments.assignments (`_window`) and
+`Judgment.objects.create`; the parity tests (tests/integration/test_assignment_concurrency.py,
+tests/apps/judgments) pin them together.
 """
 
 from __future__ import annotations
