@@ -174,6 +174,12 @@ def timing_flagged(*, timing: dict, durations: dict, display: dict) -> bool:
     return False
 
 
+def _key_used() -> ApplicationError:
+    return ApplicationError(
+        "idempotency_key was already used for another trial", {"field": "idempotency_key"}, status_code=409
+    )
+
+
 def _replay(*, token: str, trial_id: str, idempotency_key: str) -> SubmitResult:
     """After a refused insert: the answer stored under this key (a retry that raced the first attempt),
     or the reason it cannot be stored."""
@@ -184,11 +190,7 @@ def _replay(*, token: str, trial_id: str, idempotency_key: str) -> SubmitResult:
     )
     if existing is not None:
         if existing.trial.public_id != trial_id:
-            raise ApplicationError(
-                "idempotency_key was already used for another trial",
-                {"field": "idempotency_key"},
-                status_code=409,
-            )
+            raise _key_used()
         return SubmitResult(existing, False, existing.assignment.n_answered, existing.assignment.n_trials)
     raise ApplicationError(
         "this trial was already answered", {"field": "trial", "code": "answered"}, status_code=409
@@ -201,11 +203,7 @@ def _row_missing(*, token: str, idempotency_key: str) -> ApplicationError:
     if not Assignment.objects.filter(token=token).exists():
         return ApplicationError("assignment not found", status_code=404)
     if Judgment.objects.filter(assignment__token=token, idempotency_key=idempotency_key).exists():
-        return ApplicationError(
-            "idempotency_key was already used for another trial",
-            {"field": "idempotency_key"},
-            status_code=409,
-        )
+        return _key_used()
     return ApplicationError("this trial is not part of the assignment", {"field": "trial"})
 
 
@@ -286,14 +284,14 @@ def _announce_and_vote(judgments: list[Judgment], config: dict, *, study_id) -> 
     """After test judgments are stored: in a study with a train range each item may earn another vote
     (judgments.stopping; its row is locked by this transaction); a study that trains announces itself once
     the transaction commits."""
-    tests = sorted({judgment.item_id for judgment in judgments if judgment.kind == Trial.Kind.TEST})
-    if not tests:
+    n = sum(1 for judgment in judgments if judgment.kind == Trial.Kind.TEST)
+    if not n:
         return
     if stopping_on(config):
-        for item_id in tests:  # in id order, as the items were locked
+        for item_id in sorted({j.item_id for j in judgments if j.kind == Trial.Kind.TEST}):  # as locked
             item_vote_after_answer(item_id=item_id, study_id=study_id, config=config)
     if config["training"]["every"] is not None:  # studies that do not train skip the receivers' reads
-        transaction.on_commit(lambda: judgment_accepted.send(sender=Judgment, study_id=study_id))
+        transaction.on_commit(lambda: judgment_accepted.send(sender=Judgment, study_id=study_id, n=n))
 
 
 def _store_together(*, token: str, answers: list[dict], now) -> list[BatchOutcome]:
@@ -302,9 +300,11 @@ def _store_together(*, token: str, answers: list[dict], now) -> list[BatchOutcom
     rest go on), then every new judgment in one write (judgments.sql.store_answers). Raises a 404 for an
     unknown token; an IntegrityError when a concurrent request stored one of them first."""
     outcomes = [BatchOutcome(v["trial"]) for v in answers]
-    built, row, config = [], None, None
+    built, row, config, keys = [], None, None, set()
     with transaction.atomic():
         rows = sql.answer_rows(token, [v["trial"] for v in answers])
+        if not rows and not Assignment.objects.filter(token=token).exists():
+            raise ApplicationError("assignment not found", status_code=404)
         for outcome, v in zip(outcomes, answers, strict=True):
             try:
                 _check_sizes(
@@ -320,6 +320,8 @@ def _store_together(*, token: str, answers: list[dict], now) -> list[BatchOutcom
                 )
                 if outcome.result is not None:
                     continue
+                if v["idempotency_key"] in keys:  # the batch's own answer under this key is stored first
+                    raise _key_used()
                 if config is None:
                     row, config = found, collection_config(found.study_kind, found.study_config)
                 judgment = judgment_build(
@@ -340,7 +342,11 @@ def _store_together(*, token: str, answers: list[dict], now) -> list[BatchOutcom
                 outcome.error = exc
             else:
                 built.append(judgment)
+                keys.add(v["idempotency_key"])
                 outcome.result = SubmitResult(judgment, True, row.n_answered + len(built), row.n_trials)
+        for outcome in outcomes:  # a replay reports the count after the batch, as it would after it
+            if outcome.result is not None and not outcome.result.created and built:
+                outcome.result.n_answered = row.n_answered + len(built)
         if built:
             ttl = config["lease_ttl_s"]
             sql.store_answers(built, row, now + timedelta(seconds=ttl), now + timedelta(seconds=ttl / 2))
@@ -423,6 +429,22 @@ def batch_input(data) -> list[dict]:
     return out
 
 
+# the unique constraints a concurrent request storing the same answer runs into (judgments.models.Judgment:
+# one judgment per HIT and key; the trial's one-to-one column, which PostgreSQL names <table>_trial_id_key)
+ANSWER_UNIQUE = "judgment_unique_idempotency"
+
+
+def _answer_conflict(exc: IntegrityError) -> bool:
+    """Whether the write met another request's judgment for one of its trials or keys (PostgreSQL names the
+    constraint; SQLite names the columns)."""
+    diag = getattr(exc.__cause__, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    if name is not None:
+        return name == ANSWER_UNIQUE or name.startswith(f"{Judgment._meta.db_table}_trial_id")
+    text = str(exc)
+    return "UNIQUE" in text and ("trial_id" in text or "idempotency_key" in text)
+
+
 def judgments_submit_batch(*, token: str, answers: list[dict]) -> list[BatchOutcome]:
     """Store answers of one assignment (answer_input's dicts; batch_input's for a batch), each idempotent by
     its key, all acknowledged once their transaction commits. One refused answer (already answered, out
@@ -433,7 +455,9 @@ def judgments_submit_batch(*, token: str, answers: list[dict]) -> list[BatchOutc
     now = timezone.now()
     try:
         return _store_together(token=token, answers=answers, now=now)
-    except IntegrityError:
+    except IntegrityError as exc:
+        if not _answer_conflict(exc):  # a broken invariant (a CHECK, a foreign key) is not a replay
+            raise
         if len(answers) > 1:
             return [judgments_submit_batch(token=token, answers=[v])[0] for v in answers]
     v = answers[0]

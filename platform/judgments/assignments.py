@@ -66,6 +66,7 @@ def release_leases(assignment_ids) -> None:
         .values_list("item_id", flat=True)
     ):
         per_item[item_id] = per_item.get(item_id, 0) + 1
+    sql.items_lock(per_item)  # in id order, as every writer of several items takes them
     by_count: dict = {}
     for item_id, n in per_item.items():
         by_count.setdefault(n, []).append(item_id)

@@ -77,6 +77,7 @@ def _take_back_counts(assignment: Assignment) -> None:
     )
     items = sorted(sql.loaded(Item, "id", item_id) for item_id, _ in rows)
     ones = sorted(sql.loaded(Item, "id", item_id) for item_id, choice in rows if choice == 1)
+    sql.items_lock(items)  # in id order, as every writer of several items takes them
     sql.items_count_down(item_ids=items, column="n_judgments")
     sql.items_count_down(item_ids=ones, column="n_ones")
     item_targets_after_take_back(item_ids=items, config=assignment.study.collection)

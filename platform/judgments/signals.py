@@ -3,6 +3,7 @@ AppConfig.ready())."""
 
 from django.dispatch import Signal
 
-# A test judgment was stored and its transaction committed, in a study whose collection config trains
-# (training.every set): sent with study_id. Studies that do not train send nothing, so they pay no reads.
+# Test judgments were stored and their transaction committed, in a study whose collection config trains
+# (training.every set): sent once per transaction with study_id and n, how many (a batch of answers stores
+# several). Studies that do not train send nothing, so they pay no reads.
 judgment_accepted = Signal()

@@ -376,6 +376,17 @@ def answer_rows(token: str, trial_ids: list[str]) -> dict[str, AnswerRow]:
     return out
 
 
+def items_lock(item_ids) -> None:
+    """Lock these items' rows in id order (PostgreSQL; FOR NO KEY UPDATE, the lock an UPDATE of their counts
+    takes). Every transaction that waits for several items takes them so before it writes (the answer read
+    locks its test items the same way: answer_sql), so that two such transactions never wait on each other
+    in a cycle; an UPDATE ... WHERE id IN (...) alone locks rows in whatever order its plan reads them."""
+    ids = sorted(set(item_ids))
+    if len(ids) > 1 and _db().vendor == "postgresql":
+        table = Item._meta.db_table
+        execute(f"SELECT 1 FROM {table} WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE", [ids])
+
+
 # How a column's value travels in store_answers' JSON document on PostgreSQL, by field type: as JSON has
 # it (None: strings, numbers, booleans, null, and a JSONField's object), or through this function first.
 JSON_VALUE = {

@@ -78,13 +78,14 @@ HOLD_MAX_S = 30.0
 _holds: dict = {}  # study id -> (monotonic time the hold ends, judgments this process announces before it)
 
 
-def judgment_announced(*, study_id) -> bool:
-    """The answer path's trigger (training.apps: after each committed test judgment): judgments_added,
-    unless this process's hold says nothing can be due yet. Returns whether it queued a retrain."""
+def judgment_announced(*, study_id, n: int = 1) -> bool:
+    """The answer path's trigger (training.apps: after each committed transaction that stored test judgments,
+    `n` of them: a batch of answers announces once): judgments_added, unless this process's hold says nothing
+    can be due yet. Returns whether it queued a retrain."""
     now = time.monotonic()
     hold = _holds.get(study_id)
-    if hold is not None and now < hold[0] and hold[1] > 1:
-        _holds[study_id] = (hold[0], hold[1] - 1)
+    if hold is not None and now < hold[0] and hold[1] > n:
+        _holds[study_id] = (hold[0], hold[1] - n)
         return False
     outcome, value = _check(study_id)
     if outcome == "short":

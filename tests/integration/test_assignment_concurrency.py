@@ -270,15 +270,22 @@ def test_the_queue_never_walks_past_full_items(postgres, make_study):
     assert scan["Actual Rows"] == 85 and scan.get("Rows Removed by Filter", 0) == 0, scan
 
 
+@pytest.mark.parametrize("writer", ["answer batch", "expiry"])
 @pytest.mark.django_db(transaction=True)
-def test_a_batch_takes_its_items_in_id_order_before_it_writes(postgres, make_study):
+def test_writers_of_several_items_take_them_in_id_order(postgres, make_study, writer):
     """Transactions that update several items must take them in one order, or each can hold what the other
     waits for (a deadlock, which PostgreSQL breaks after a second by failing one of them). A batch of
-    answers locks its test items in id order before writing: while another transaction holds one, the
-    batch waits for it holding exactly the lower ones; once it is let go, every answer is stored."""
+    answers and an expiry sweep (which releases an expired HIT's items) both lock the items in id order
+    before writing: while another transaction holds one, the writer waits for it holding exactly the lower
+    ones; once it is let go, the write completes."""
+    from datetime import timedelta
+
     import psycopg
+    from django.utils import timezone
 
     from judgments.answers import answer_input, judgments_submit_batch
+    from judgments.assignments import _expire
+    from judgments.models import Assignment
     from studies.models import Item
 
     study = make_study(n_test=8, n_sentinels=0, n_practice=0, config={"hit_size": 6})
@@ -292,25 +299,31 @@ def test_a_batch_takes_its_items_in_id_order_before_it_writes(postgres, make_stu
         )
         for k, t in enumerate(tests)
     ]
+    if writer == "expiry":
+        past = timezone.now() - timedelta(seconds=1)
+        Assignment.objects.filter(pk=started.assignment.pk).update(lease_expires_at=past)
     dsn = connection.get_connection_params()
     table = Item._meta.db_table
     holder = psycopg.connect(**dsn)
     middle = len(ids) // 2
     holder.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR NO KEY UPDATE", [ids[middle]])
-    outcomes = []
+    done = []
 
-    def send():
+    def write():
         try:
-            outcomes.extend(judgments_submit_batch(token=started.assignment.token, answers=answers))
+            if writer == "expiry":
+                done.append(_expire(now=timezone.now(), study=study))
+            else:
+                done.extend(judgments_submit_batch(token=started.assignment.token, answers=answers))
         finally:
             connection.close()
 
-    sender = threading.Thread(target=send)
-    sender.start()
+    thread = threading.Thread(target=write)
+    thread.start()
     try:
         with psycopg.connect(**dsn, autocommit=True) as probe:
             waiting = 0
-            for _ in range(200):  # until the batch waits on the held row
+            for _ in range(200):  # until the writer waits on the held row
                 waiting = probe.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = %s",
                     [dsn["dbname"]],
@@ -328,9 +341,12 @@ def test_a_batch_takes_its_items_in_id_order_before_it_writes(postgres, make_stu
                         )
                 except psycopg.errors.LockNotAvailable:
                     held.append(item_id)
-            assert held == ids[: middle + 1]  # the lower ones by the batch, the middle one by the holder
+            assert held == ids[: middle + 1]  # the lower ones by the writer, the middle one by the holder
     finally:
         holder.rollback()
         holder.close()
-        sender.join(30)
-    assert [o.error for o in outcomes] == [None] * len(tests) and all(o.result.created for o in outcomes)
+        thread.join(30)
+    if writer == "expiry":
+        assert done == [1] and set(Item.objects.filter(pk__in=ids).values_list("n_open", flat=True)) == {0}
+    else:
+        assert [o.error for o in done] == [None] * len(tests) and all(o.result.created for o in done)

@@ -72,14 +72,17 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
 else:
     # Each web thread and worker process keeps its connection (DATABASE_CONN_MAX_AGE seconds; 0 opens one per
-    # request, Django's default), checked at the first query of each request, so that a restarted server
-    # costs no request. Opening one per request started a PostgreSQL backend and authenticated for every
-    # answer, and planned the answer path's prepared statements afresh each time.
+    # request, Django's default). Opening one per request started a PostgreSQL backend and authenticated for
+    # every answer, and planned the answer path's prepared statements afresh each time. After a PostgreSQL
+    # restart, a thread's next request meets its dropped connection and answers 503 (core.middleware; the
+    # clients retry) and the thread connects again; DATABASE_CONN_HEALTH_CHECKS=true checks the connection
+    # at each request's first query instead, a round trip per request (about 0.1 ms of web CPU per judgment
+    # in `make loadtest`).
     _max_age = env_str("DATABASE_CONN_MAX_AGE", "60")
     if not _max_age.isdigit():
         raise ImproperlyConfigured(f"DATABASE_CONN_MAX_AGE={_max_age!r} is not a number of seconds")
     DATABASES["default"]["CONN_MAX_AGE"] = int(_max_age)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("DATABASE_CONN_HEALTH_CHECKS", False)
 # PostgreSQL: the annotators' answer path uses prepared statements (judgments.apps); turn off behind a
 # connection pooler in transaction mode (PgBouncer < 1.21).
 PREPARED_STATEMENTS = env_bool("PERCEPTLAB_PREPARED_STATEMENTS", True)

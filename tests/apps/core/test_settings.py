@@ -80,9 +80,9 @@ def test_bad_boolean_is_a_clear_error(tmp_path, settings_probe):
     assert r.returncode != 0 and "DEBUG='maybe' is not a boolean" in r.stderr
 
 
-def test_postgresql_connections_are_kept_and_checked_per_request(tmp_path, settings_probe):
+def test_postgresql_connections_are_kept(tmp_path, settings_probe):
     """Opening a connection per request (Django's default) started a PostgreSQL backend for every answer and
-    planned the answer path's prepared statements again each time."""
+    planned the answer path's prepared statements again each time. Health checks are a choice."""
     env = {"PERCEPTLAB_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgres://u@h:5433/db"}
     expr = (
         "settings.DATABASES['default']['CONN_MAX_AGE'], settings.DATABASES['default']['CONN_HEALTH_CHECKS']"
@@ -90,8 +90,9 @@ def test_postgresql_connections_are_kept_and_checked_per_request(tmp_path, setti
     for module in ("config.settings.local", "devtools.settings_loadtest"):
         r = settings_probe(module, env, expr)
         assert r.returncode == 0, r.stderr
-        assert r.stdout.split() == ["60", "True"]
-    r = settings_probe("config.settings.production", {**SAFE_PROD, "DATABASE_CONN_MAX_AGE": "300"}, expr)
+        assert r.stdout.split() == ["60", "False"]
+    prod = {**SAFE_PROD, "DATABASE_CONN_MAX_AGE": "300", "DATABASE_CONN_HEALTH_CHECKS": "true"}
+    r = settings_probe("config.settings.production", prod, expr)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["300", "True"]
     bad = settings_probe("config.settings.local", {**env, "DATABASE_CONN_MAX_AGE": "forever"}, "1")

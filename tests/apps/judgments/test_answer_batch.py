@@ -214,3 +214,50 @@ def test_a_number_json_cannot_write_back_is_a_400_not_a_500(client, make_study, 
     if r.status_code == 200:
         assert r.json()["results"][0]["status"] == 400
     assert not Judgment.objects.exists()
+
+
+def test_a_replay_in_a_batch_reports_the_count_after_the_batch(client, make_study):
+    study = make_study(n_test=3, n_sentinels=0, n_practice=0)
+    body = start(client, study)
+    t = body["trials"]
+    first = one(t[0], key="replayed-key-0")
+    assert batch(client, body["token"], [first]).status_code == 200
+    results = batch(client, body["token"], [one(t[1]), first]).json()["results"]
+    assert [r["status"] for r in results] == [201, 200]
+    assert [r["n_answered"] for r in results] == [2, 2]  # as the single endpoint would say after both
+
+
+def test_a_key_used_twice_in_one_batch_stores_the_first_and_refuses_the_second(client, make_study):
+    study = make_study(n_test=3, n_sentinels=0, n_practice=0)
+    body = start(client, study)
+    t = body["trials"]
+    results = batch(client, body["token"], [one(t[0], key="same-key-99"), one(t[1], key="same-key-99")])
+    assert [r["status"] for r in results.json()["results"]] == [201, 409]
+    assert "another trial" in results.json()["results"][1]["message"]
+    assert Judgment.objects.count() == 1
+
+
+def test_an_unknown_token_is_a_404_whatever_its_answers(client, make_study):
+    make_study(n_test=2, n_sentinels=0, n_practice=0)
+    r = batch(client, "no-such-token", [{**one({"id": "x"}), "idempotency_key": "short"}])
+    assert r.status_code == 404
+
+
+def test_a_broken_invariant_is_not_reported_as_a_replay(make_study, monkeypatch):
+    """Only another request's judgment for the same trial or key makes the write fall back to replays; any
+    other refused write (a CHECK, a foreign key) is a bug, raised as it is, not a 409 'already answered'."""
+    from django.db import IntegrityError
+
+    from judgments import sql
+    from judgments.answers import answer_input, judgments_submit_batch
+
+    study = make_study(n_test=2, n_sentinels=0, n_practice=0)
+    client = APIClient()
+    body = start(client, study)
+
+    def broken(*args, **kwargs):
+        raise IntegrityError("CHECK constraint failed: item_n_open_not_negative")
+
+    monkeypatch.setattr(sql, "store_answers", broken)
+    with pytest.raises(IntegrityError):
+        judgments_submit_batch(token=body["token"], answers=[answer_input(one(body["trials"][0]))])

@@ -265,8 +265,8 @@ def test_a_test_judgment_sends_judgment_accepted_after_commit_in_studies_that_tr
     a = begin(study)
     received = []
 
-    def receiver(sender, study_id, **kwargs):
-        received.append(study_id)
+    def receiver(sender, study_id, n, **kwargs):
+        received.append((study_id, n))
 
     judgment_accepted.connect(receiver, dispatch_uid="test-judgment-accepted")
     try:
@@ -278,4 +278,33 @@ def test_a_test_judgment_sends_judgment_accepted_after_commit_in_studies_that_tr
             callback()
     finally:
         judgment_accepted.disconnect(dispatch_uid="test-judgment-accepted")
-    assert received == [study.pk] * sent
+    assert received == [(study.pk, 1)] * sent
+
+
+def test_a_batch_announces_its_test_judgments_once_with_their_number(
+    make_study, django_capture_on_commit_callbacks
+):
+    from judgments.answers import answer_input, judgments_submit_batch
+    from judgments.signals import judgment_accepted
+
+    study = make_study(n_test=3, n_sentinels=2, n_practice=0, config={"training": {"every": 10}})
+    a = begin(study)
+    received = []
+
+    def receiver(sender, study_id, n, **kwargs):
+        received.append((study_id, n))
+
+    answers = [
+        answer_input(
+            {"trial": t.public_id, "response": "left", "rt_ms": 500, "idempotency_key": f"key-n-{k:04d}"}
+        )
+        for k, t in enumerate(a.trials.order_by("position"))
+    ]
+    judgment_accepted.connect(receiver, dispatch_uid="test-judgment-accepted-n")
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            judgments_submit_batch(token=a.token, answers=answers)
+    finally:
+        judgment_accepted.disconnect(dispatch_uid="test-judgment-accepted-n")
+    tests = a.trials.filter(kind="test").count()
+    assert tests >= 2 and received == [(study.pk, tests)]  # sentinels are not counted

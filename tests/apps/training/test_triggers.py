@@ -57,6 +57,19 @@ def test_the_nth_judgment_checks_and_the_ones_before_it_read_nothing(
             assert not triggers.judgment_announced(study_id=study.pk)
 
 
+def test_a_batch_announces_its_judgments_at_once(study, clock, captured_tasks, django_assert_num_queries):
+    """A batch of answers commits once and announces its n test judgments together: the hold counts them
+    all, so the judgment that makes the N-th still checks."""
+    _accept(study, 1)
+    assert not triggers.judgment_announced(study_id=study.pk)  # 4 more needed: held
+    _accept(study, 3)
+    with django_assert_num_queries(0):
+        assert not triggers.judgment_announced(study_id=study.pk, n=3)  # 1 more needed
+    _accept(study, 2)
+    assert triggers.judgment_announced(study_id=study.pk, n=2)  # past the 5th: checked, queued
+    assert TrainingState.objects.get(study=study).queued
+
+
 def test_judgments_counted_by_another_process_are_seen_when_the_hold_ends(study, clock, captured_tasks):
     _accept(study, 1)
     assert not triggers.judgment_announced(study_id=study.pk)  # held: 4 more needed
