@@ -76,8 +76,8 @@ else:
     # every answer, and planned the answer path's prepared statements afresh each time. After a PostgreSQL
     # restart, a thread's next request meets its dropped connection and answers 503 (core.middleware; the
     # clients retry) and the thread connects again; DATABASE_CONN_HEALTH_CHECKS=true checks the connection
-    # at each request's first query instead, a round trip per request (about 0.1 ms of web CPU per judgment
-    # in `make loadtest`).
+    # at each request's first query instead: a round trip per request (+0.03 and +0.06 ms of web CPU per
+    # judgment in two alternating pairs of `make loadtest` paced runs, inside their run-to-run spread).
     _max_age = env_str("DATABASE_CONN_MAX_AGE", "60")
     if not _max_age.isdigit():
         raise ImproperlyConfigured(f"DATABASE_CONN_MAX_AGE={_max_age!r} is not a number of seconds")
