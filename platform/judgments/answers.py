@@ -369,10 +369,11 @@ def judgment_submit(
     """Store one answered trial. Idempotent: the same key returns the stored judgment (created=False);
     a second answer to an answered trial is refused. Acknowledged only after the transaction commits.
 
-    One statement finds the trial, its item, any stored answer and the study, and locks the assignment
-    row (only that row), so answers to one assignment are serialised and answers to others never wait.
-    The unique constraints (one judgment per trial; one per assignment and key) are the final word: an
-    insert they refuse is resolved as a replay or a conflict."""
+    A batch of one (judgments_submit_batch): one statement finds the trial, its item, any stored answer and
+    the study, and locks the assignment's row, then the test item (judgments.sql.answer_sql), so answers to
+    one assignment are serialised and answers to others wait only on a shared item. The unique constraints
+    (one judgment per trial; one per assignment and key) are the final word: an insert they refuse is
+    resolved as a replay or a conflict."""
     answer = {
         "trial": trial_id,
         "response": response,

@@ -302,10 +302,10 @@ def _json_response(body: dict, status_code: int) -> HttpResponse:
 
 
 class JudgmentBatchApi(AnnotatorApi):
-    """Store 1-20 answered trials of the HIT in one request, in order, each exactly as the single answer
-    endpoint stores it (own idempotency key; a retried batch replays). One refused answer does not stop the
-    others: each gets its own result, with the status the single endpoint would answer. The annotator page
-    sends its outbox this way. Throttled by answers, not requests: a batch of n counts n."""
+    """Store 1-20 answered trials of the HIT in one request and one transaction, each under its own
+    idempotency key (a retried batch replays). One refused answer does not stop the others: each gets its
+    own result, with the status the single endpoint would answer. The annotator page sends its outbox this
+    way. Throttled by answers, not requests: a batch of n counts n."""
 
     class InputSerializer(serializers.Serializer):
         answers = JudgmentSubmitApi.InputSerializer(many=True, min_length=1, max_length=BATCH_MAX)
