@@ -198,10 +198,8 @@ def _replay(*, token: str, trial_id: str, idempotency_key: str) -> SubmitResult:
 
 
 def _row_missing(*, token: str, idempotency_key: str) -> ApplicationError:
-    """Why the answer path found no trial: no such assignment, a key spent on another trial, or a trial
-    of another assignment."""
-    if not Assignment.objects.filter(token=token).exists():
-        return ApplicationError("assignment not found", status_code=404)
+    """Why the answer path found no trial of an existing assignment (_store_together answers 404 for an
+    unknown one first): a key spent on another trial, or a trial of another assignment."""
     if Judgment.objects.filter(assignment__token=token, idempotency_key=idempotency_key).exists():
         return _key_used()
     return ApplicationError("this trial is not part of the assignment", {"field": "trial"})
@@ -306,13 +304,14 @@ def _store_together(*, token: str, answers: list[dict], now) -> list[BatchOutcom
         if not rows and not Assignment.objects.filter(token=token).exists():
             raise ApplicationError("assignment not found", status_code=404)
         for outcome, v in zip(outcomes, answers, strict=True):
+            durations, display = v.get("durations") or {}, v.get("display") or {}
             try:
                 _check_sizes(
                     token=token,
                     trial_id=v["trial"],
                     idempotency_key=v["idempotency_key"],
-                    durations=v.get("durations") or {},
-                    display=v.get("display") or {},
+                    durations=durations,
+                    display=display,
                 )
                 found = rows.get(v["trial"])
                 outcome.result = _check_answerable(
@@ -333,12 +332,10 @@ def _store_together(*, token: str, answers: list[dict], now) -> list[BatchOutcom
                     idempotency_key=v["idempotency_key"],
                     client_shown_at=v.get("client_shown_at"),
                     client_answered_at=v.get("client_answered_at"),
-                    durations=v.get("durations") or {},
-                    display=v.get("display") or {},
+                    durations=durations,
+                    display=display,
                 )
             except ApplicationError as exc:
-                if exc.status_code == 404:  # no such assignment: nothing can be stored
-                    raise
                 outcome.error = exc
             else:
                 built.append(judgment)
@@ -374,36 +371,28 @@ def judgment_submit(
     one assignment are serialised and answers to others wait only on a shared item. The unique constraints
     (one judgment per trial; one per assignment and key) are the final word: an insert they refuse is
     resolved as a replay or a conflict."""
-    answer = {
-        "trial": trial_id,
-        "response": response,
-        "rt_ms": rt_ms,
-        "idempotency_key": idempotency_key,
-        "client_shown_at": client_shown_at,
-        "client_answered_at": client_answered_at,
-        "durations": durations,
-        "display": display,
-    }
+    return answer_submit(
+        token=token,
+        answer={
+            "trial": trial_id,
+            "response": response,
+            "rt_ms": rt_ms,
+            "idempotency_key": idempotency_key,
+            "client_shown_at": client_shown_at,
+            "client_answered_at": client_answered_at,
+            "durations": durations,
+            "display": display,
+        },
+    )
+
+
+def answer_submit(*, token: str, answer: dict) -> SubmitResult:
+    """Store one answer (answer_input's dict) as a batch of one; raises its refusal: what the single answer
+    endpoint stores."""
     (outcome,) = judgments_submit_batch(token=token, answers=[answer])
     if outcome.error is not None:
         raise outcome.error
     return outcome.result
-
-
-def answer_submit(*, token: str, answer: dict) -> SubmitResult:
-    """judgment_submit for one checked request body (answer_input's dict): what the single answer endpoint
-    and each answer of a batch store."""
-    return judgment_submit(
-        token=token,
-        trial_id=answer["trial"],
-        response=answer["response"],
-        rt_ms=answer["rt_ms"],
-        idempotency_key=answer["idempotency_key"],
-        client_shown_at=answer.get("client_shown_at"),
-        client_answered_at=answer.get("client_answered_at"),
-        durations=answer.get("durations"),
-        display=answer.get("display"),
-    )
 
 
 # --- several answers in one request ---------------------------------------------------------------------

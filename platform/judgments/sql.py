@@ -486,7 +486,6 @@ def store_answers(judgments: list[Judgment], row: AnswerRow, lease_expires_at, r
     pk = lambda model, value: model._meta.pk.get_db_prep_value(value, db)  # noqa: E731
     lease = Assignment._meta.get_field("lease_expires_at")
     added = [0] * len(tallies.FIELDS)
-    per_item: dict = {}  # item id -> [judgments, ones]
     for judgment in judgments:
         counts = tallies.increments(
             trial_kind=judgment.kind,
@@ -495,10 +494,6 @@ def store_answers(judgments: list[Judgment], row: AnswerRow, lease_expires_at, r
             flagged=judgment.timing_flagged,
         )
         added = [a + b for a, b in zip(added, counts, strict=True)]
-        if judgment.kind == Trial.Kind.TEST:
-            counted = per_item.setdefault(judgment.item_id, [0, 0])
-            counted[0] += 1
-            counted[1] += judgment.choice
     assignment_params = [
         len(judgments),
         *added,
@@ -507,18 +502,22 @@ def store_answers(judgments: list[Judgment], row: AnswerRow, lease_expires_at, r
         prep(lease, lease_expires_at),
         pk(Assignment, row.pk),
     ]
-    postgres = db.vendor == "postgresql"
-    n, n_items = (0, 0) if postgres else (len(judgments), len(per_item))
-    statements = store_answers_sql(db.vendor, n, n_items)
-    if postgres:
+    if db.vendor == "postgresql":  # the items' counts are summed by the statement itself
+        statements = store_answers_sql(db.vendor, 0, 0)
         params = [[json_rows(judgments), *assignment_params]]
     else:
-        items = sorted(per_item)
+        per_item: dict = {}  # item id -> [judgments, ones]
+        for judgment in judgments:
+            if judgment.kind == Trial.Kind.TEST:
+                counted = per_item.setdefault(judgment.item_id, [0, 0])
+                counted[0] += 1
+                counted[1] += judgment.choice
+        statements = store_answers_sql(db.vendor, len(judgments), len(per_item))
         params = [
             insert_params(judgments),
             [True, *(pk(Trial, judgment.trial_id) for judgment in judgments)],
             assignment_params,
-        ] + [[n, n, ones, pk(Item, item_id)] for item_id in items for n, ones in [per_item[item_id]]]
+        ] + [[count, count, ones, pk(Item, item_id)] for item_id, (count, ones) in sorted(per_item.items())]
     with HotCursor() as cursor:
         for sql, group in zip(statements, params, strict=True):
             cursor.execute(sql, group)
