@@ -86,6 +86,10 @@ loadtest-servers: install ## load test: the paced run against gunicorn (producti
 	DATABASE_URL=$(LOAD_DATABASE_URL) CACHE_URL=$(LOAD_CACHE_URL) DJANGO_SETTINGS_MODULE=devtools.settings_loadtest PYTHONPATH=platform:. \
 	  $(PY) manage.py loadtest --compare-servers $${ROUNDS:-3} --clients $${CLIENTS:-200} --seconds $${SECONDS_:-30} --out docs/benchmarks.md
 
+loadtest-reference: install ## load test of the tree issue 19 measured (commit 9029131) and of this tree in turn, 2 rounds (about 9 min): today's web CPU per judgment estimated on the issue's slower Xeon VM; writes docs/benchmarks.md
+	DATABASE_URL=$(LOAD_DATABASE_URL) CACHE_URL=$(LOAD_CACHE_URL) PYTHONPATH=platform:. \
+	  $(PY) -m devtools.reference_loadtest --rounds $${ROUNDS:-2} --out docs/benchmarks.md
+
 profile-answer: install ## where the answer path's web CPU goes: starts, answers, completions through the WSGI app under cProfile (Postgres + Redis); writes docs/benchmarks.md
 	psql "$(dir $(LOAD_DATABASE_URL))postgres" -qc "DROP DATABASE IF EXISTS $(notdir $(LOAD_DATABASE_URL))" -c "CREATE DATABASE $(notdir $(LOAD_DATABASE_URL))"
 	DATABASE_URL=$(LOAD_DATABASE_URL) PYTHONPATH=platform:. $(PY) manage.py migrate -v0
@@ -108,4 +112,4 @@ loadtest-scale: scale-study ## paced load test against the scale study beside a 
 	$(SCALE_ENV) CACHE_URL=$(LOAD_CACHE_URL) DJANGO_SETTINGS_MODULE=devtools.settings_loadtest $(PY) manage.py loadtest \
 	  --study-id $$($(SCALE_ENV) $(PY) manage.py scale_study --id-only 2>/dev/null | tail -1) --run paced --seconds $${SECONDS_:-30} --rounds $${ROUNDS:-3} --out docs/benchmarks.md
 
-.PHONY: help install run test test-fast lint bench bench-adaptive bench-first-run loadtest loadtest-instances loadtest-servers profile-answer contact-sheet clean scale-study bench-scale loadtest-scale
+.PHONY: help install run test test-fast lint bench bench-adaptive bench-first-run loadtest loadtest-instances loadtest-servers loadtest-reference profile-answer contact-sheet clean scale-study bench-scale loadtest-scale

@@ -114,6 +114,7 @@ def test_gunicorn_access_log_has_no_query_strings_referers_or_user_agents():
     assert "--access-logfile" in argv
     fmt = argv[argv.index("--access-logformat") + 1]
     assert fmt == GUNICORN_ACCESS_LOG_FORMAT
+    assert argv[argv.index("--logger-class") + 1] == "core.access_log.GunicornLogger"  # no HIT tokens
     # the load test runs gunicorn with production's keep-alive, which outlasts the proxy's idle upstream
     # connections (a POST is never sent on a connection gunicorn is closing)
     from devtools.loadtest import GUNICORN_KEEPALIVE_S

@@ -1,30 +1,49 @@
-"""Request logs keep paths, never query strings: the annotator's crowd link carries PROLIFIC_PID / workerId,
-and raw platform ids are never stored (they are kept as salted hashes only; docs/platform.md, "What we store
-about a participant"). gunicorn logs with GUNICORN_ACCESS_LOG_FORMAT (docker-compose.yml, the load test):
+"""Request logs keep paths, never query strings or HIT tokens.
+
+The annotator's crowd link carries PROLIFIC_PID / workerId, and raw platform ids are never stored (they are
+kept as salted hashes only; docs/platform.md, "What we store about a participant"). A HIT's token is the
+annotator's credential (whoever holds it may answer for them), and it is part of every annotator API path
+(/api/v1/assignments/<token>/...): logs show `~` and the first 8 hex digits of its SHA-256 instead, enough to
+follow one HIT's requests, and the throttle's key for that HIT starts with the same digits.
+
+gunicorn logs with GUNICORN_ACCESS_LOG_FORMAT through GunicornLogger (docker-compose.yml, the load test):
 method, path without the query (%(U)s), status, size, duration; no request line (%(r)s), query (%(q)s),
-referer (%(f)s: the annotator page's own URL, query included) or user agent (%(a)s). Django's runserver
-(`make run`) logs through `django.server`, whose handler carries NoQueryStrings (settings LOGGING)."""
+referer (%(f)s: the annotator page's own URL, query included) or user agent (%(a)s). Django's own records
+(runserver's request log under `make run`, django.request's line for each 4xx and 5xx answer) pass through
+RedactedRequests on their handlers (settings LOGGING)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 
 GUNICORN_ACCESS_LOG_FORMAT = "%(h)s %(t)s %(m)s %(U)s %(H)s %(s)s %(B)s %(M)sms"
 _QUERY = re.compile(r"\?[^\s\"]*")
+_TOKEN = re.compile(r"(/api/v1/assignments/)([^~/?\s\"][^/?\s\"]*)")  # a digest (~...) stays
 
 
-def without_query(text: str) -> str:
-    """`GET /s/x/?PROLIFIC_PID=abc HTTP/1.1` -> `GET /s/x/ HTTP/1.1`."""
-    return _QUERY.sub("", text)
+def _token_digest(match: re.Match) -> str:
+    return f"{match[1]}~{hashlib.sha256(match[2].encode()).hexdigest()[:8]}"
 
 
-class NoQueryStrings(logging.Filter):
-    """Drop query strings from a log record's message and arguments (runserver logs the request line)."""
+def redacted(text: str) -> str:
+    """Query strings dropped, HIT tokens replaced by their digest: `GET /api/v1/assignments/<token>/?x=1
+    HTTP/1.1` -> `GET /api/v1/assignments/~1a2b3c4d/ HTTP/1.1`. A digest already there stays."""
+    if "?" in text:
+        text = _QUERY.sub("", text)
+    if "/assignments/" in text:
+        text = _TOKEN.sub(_token_digest, text)
+    return text
+
+
+class RedactedRequests(logging.Filter):
+    """Redact a log record's message and string arguments (runserver logs the request line, django.request
+    the path of every 4xx and 5xx answer)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and "?" in record.msg:
-            record.msg = without_query(record.msg)
-        if isinstance(record.args, tuple) and any(isinstance(a, str) and "?" in a for a in record.args):
-            record.args = tuple(without_query(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redacted(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redacted(a) if isinstance(a, str) else a for a in record.args)
         return True

@@ -34,6 +34,7 @@ from studies.collection import sentinels_per_hit
 # new one; and a proxy that keeps idle upstream connections longer than gunicorn (deploy/Caddyfile) would
 # send a POST on a connection gunicorn is closing. Idle connections wait in gthread's poller (no thread).
 GUNICORN_KEEPALIVE_S = 75
+GRANIAN_ACCESS_LOG_FORMAT = "%(addr)s [%(time)s] %(method)s %(path)s %(protocol)s %(status)d %(dt_ms).0fms"
 
 
 @contextlib.contextmanager
@@ -64,6 +65,11 @@ def gunicorn(
         "--log-level",
         "warning",
         "--preload",
+        # every request logged to the server's output, as docker-compose runs it (its CPU is production's)
+        "--access-logfile",
+        "-",
+        "--logger-class",
+        "core.access_log.GunicornLogger",
         "--access-logformat",
         GUNICORN_ACCESS_LOG_FORMAT,
     ]
@@ -99,6 +105,11 @@ def granian(
         "--no-ws",
         "--log-level",
         "warning",
+        # an access log like gunicorn's (GUNICORN_ACCESS_LOG_FORMAT: the path without its query), so that
+        # both servers pay for one
+        "--access-log",
+        "--access-log-fmt",
+        GRANIAN_ACCESS_LOG_FORMAT,
     ]
     with _serving(argv, env=env, port=port, clients=2 * workers * threads, log_path=log_path) as served:
         yield served

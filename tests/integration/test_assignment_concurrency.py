@@ -270,14 +270,15 @@ def test_the_queue_never_walks_past_full_items(postgres, make_study):
     assert scan["Actual Rows"] == 85 and scan.get("Rows Removed by Filter", 0) == 0, scan
 
 
-@pytest.mark.parametrize("writer", ["answer batch", "expiry"])
+@pytest.mark.parametrize("writer", ["answer batch", "expiry", "targets sync"])
 @pytest.mark.django_db(transaction=True)
 def test_writers_of_several_items_take_them_in_id_order(postgres, make_study, writer):
     """Transactions that update several items must take them in one order, or each can hold what the other
     waits for (a deadlock, which PostgreSQL breaks after a second by failing one of them). A batch of
-    answers and an expiry sweep (which releases an expired HIT's items) both lock the items in id order
-    before writing: while another transaction holds one, the writer waits for it holding exactly the lower
-    ones; once it is let go, the write completes."""
+    answers, an expiry sweep (which releases an expired HIT's items) and a targets sync (a study's counts
+    raised: every item below them) all lock the items in id order before writing: while another
+    transaction holds one, the writer waits for it holding exactly the lower ones; once it is let go, the
+    write completes."""
     from datetime import timedelta
 
     import psycopg
@@ -287,6 +288,7 @@ def test_writers_of_several_items_take_them_in_id_order(postgres, make_study, wr
     from judgments.assignments import _expire
     from judgments.models import Assignment
     from studies.models import Item
+    from studies.targets import item_targets_sync
 
     study = make_study(n_test=8, n_sentinels=0, n_practice=0, config={"hit_size": 6})
     started = assignment_start(study=study, platform="anonymous", worker_id="w-lock")
@@ -302,6 +304,9 @@ def test_writers_of_several_items_take_them_in_id_order(postgres, make_study, wr
     if writer == "expiry":
         past = timezone.now() - timedelta(seconds=1)
         Assignment.objects.filter(pk=started.assignment.pk).update(lease_expires_at=past)
+    if writer == "targets sync":  # these items fell below their split's count (the others stay at it)
+        targets = dict(Item.objects.filter(pk__in=ids).values_list("pk", "n_target"))
+        Item.objects.filter(pk__in=ids).update(n_target=0)
     dsn = connection.get_connection_params()
     table = Item._meta.db_table
     holder = psycopg.connect(**dsn)
@@ -313,6 +318,8 @@ def test_writers_of_several_items_take_them_in_id_order(postgres, make_study, wr
         try:
             if writer == "expiry":
                 done.append(_expire(now=timezone.now(), study=study))
+            elif writer == "targets sync":
+                done.append(item_targets_sync(study=study))
             else:
                 done.extend(judgments_submit_batch(token=started.assignment.token, answers=answers))
         finally:
@@ -348,5 +355,10 @@ def test_writers_of_several_items_take_them_in_id_order(postgres, make_study, wr
         thread.join(30)
     if writer == "expiry":
         assert done == [1] and set(Item.objects.filter(pk__in=ids).values_list("n_open", flat=True)) == {0}
+    elif writer == "targets sync":
+        assert (
+            done == [len(ids)]
+            and dict(Item.objects.filter(pk__in=ids).values_list("pk", "n_target")) == targets
+        )
     else:
         assert [o.error for o in done] == [None] * len(tests) and all(o.result.created for o in done)

@@ -1,11 +1,14 @@
-"""Attack: read the web server's logs to recover participants' raw platform ids. Crowd links open
-`/s/<study>/?PROLIFIC_PID=...&SESSION_ID=...` (MTurk: `workerId=...`), and every later request of that page
-sends the same URL as its Referer; raw ids are never stored. gunicorn (compose, the load test) and Django's
-runserver (`make run`) are started for real here and asked for such URLs; their logs keep the paths only."""
+"""Attack: read the web server's logs to recover participants' raw platform ids or their HITs' tokens.
+Crowd links open `/s/<study>/?PROLIFIC_PID=...&SESSION_ID=...` (MTurk: `workerId=...`), and every later
+request of that page sends the same URL as its Referer; raw ids are never stored. A HIT's token is the
+annotator's credential and part of every annotator API path. gunicorn (compose, the load test) and Django's
+runserver (`make run`) are started for real here and asked for such URLs; their logs keep the paths only,
+each token replaced by a digest of it."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import subprocess
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from core.logs import GUNICORN_ACCESS_LOG_FORMAT, NoQueryStrings
+from core.logs import GUNICORN_ACCESS_LOG_FORMAT, RedactedRequests, redacted
 from devtools.processes import child_process, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +32,9 @@ CROWD_PATHS = [
     f"/s/{STUDY}/?assignmentId=A1&hitId=H1&workerId={WORKER}&turkSubmitTo=https%3A%2F%2Fwww.mturk.com",
     f"/livez?PROLIFIC_PID={PID}",
 ]
+TOKEN = "hItT0kenS3cret_ABCDEFGHIJKLMNOPQRS"  # an unknown HIT: a 404 that Django logs too (django.request)
+TOKEN_PATHS = [f"/api/v1/assignments/{TOKEN}/", f"/api/v1/assignments/{TOKEN}/judgments/?x={PID}"]
+TOKEN_DIGEST = "/api/v1/assignments/~" + hashlib.sha256(TOKEN.encode()).hexdigest()[:8] + "/"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +60,7 @@ def site_env(tmp_path_factory):
 
 
 def _visit(base: str) -> None:
-    for path in CROWD_PATHS:
+    for path in CROWD_PATHS + TOKEN_PATHS:
         request = urllib.request.Request(base + path, headers={"Referer": base + CROWD_PATHS[0]})
         with contextlib.suppress(urllib.error.HTTPError):
             urllib.request.urlopen(request, timeout=30).read()
@@ -73,14 +79,17 @@ def _serve_and_read_log(argv: list[str], env: dict, port: int, log: Path) -> str
                 time.sleep(0.3)
         _visit(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 30
-        while log.read_text().count(f"/s/{STUDY}/") < 2 and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (
+            log.read_text().count(f"/s/{STUDY}/") < 2 or f"{TOKEN_DIGEST}judgments/" not in log.read_text()
+        ):
             time.sleep(0.2)  # wait for the log lines (not a timing assertion)
     return log.read_text()
 
 
 def _assert_no_ids(text: str) -> None:
     assert text.count(f"/s/{STUDY}/") >= 2, text  # the requests were logged, by path
-    for secret in (PID, SESSION, WORKER, "PROLIFIC_PID", "workerId"):
+    assert TOKEN_DIGEST in text, text  # the annotator API's requests too, by their token's digest
+    for secret in (PID, SESSION, WORKER, "PROLIFIC_PID", "workerId", TOKEN):
         assert secret not in text, f"{secret} in the log:\n{text}"
 
 
@@ -97,12 +106,17 @@ def test_gunicorn_access_log_keeps_no_crowd_ids(site_env, tmp_path):
         "1",
         "--access-logfile",
         "-",
+        "--logger-class",
+        "core.access_log.GunicornLogger",
         "--access-logformat",
         GUNICORN_ACCESS_LOG_FORMAT,
     ]
     text = _serve_and_read_log(argv, site_env, port, tmp_path / "gunicorn.log")
     _assert_no_ids(text)
     assert f"GET /s/{STUDY}/ HTTP/1.1 404" in text
+    assert f"GET {TOKEN_DIGEST} HTTP/1.1 404" in text  # gunicorn's line
+    assert f"Not Found: {TOKEN_DIGEST}\n" in text  # Django's (django.request)
+    assert f"Method Not Allowed: {TOKEN_DIGEST}judgments/" in text
 
 
 def test_runserver_request_log_keeps_no_crowd_ids(site_env, tmp_path):
@@ -113,7 +127,7 @@ def test_runserver_request_log_keeps_no_crowd_ids(site_env, tmp_path):
     assert f'"GET /s/{STUDY}/ HTTP/1.1" 404' in text
 
 
-def test_the_filter_strips_query_strings_from_messages_and_arguments():
+def test_the_filter_strips_query_strings_and_tokens_from_messages_and_arguments():
     record = logging.LogRecord(
         "django.server",
         logging.INFO,
@@ -123,8 +137,13 @@ def test_the_filter_strips_query_strings_from_messages_and_arguments():
         (f"GET /s/x/?PROLIFIC_PID={PID} HTTP/1.1", "200", "512"),
         None,
     )
-    assert NoQueryStrings().filter(record) and record.getMessage() == '"GET /s/x/ HTTP/1.1" 200 512'
+    assert RedactedRequests().filter(record) and record.getMessage() == '"GET /s/x/ HTTP/1.1" 200 512'
     record = logging.LogRecord(
         "x", logging.WARNING, __file__, 1, f"odd /s/x/?workerId={WORKER} seen", None, None
     )
-    assert NoQueryStrings().filter(record) and record.getMessage() == "odd /s/x/ seen"
+    assert RedactedRequests().filter(record) and record.getMessage() == "odd /s/x/ seen"
+    record = logging.LogRecord(
+        "django.request", logging.WARNING, __file__, 1, "Not Found: %s", (TOKEN_PATHS[1],), None
+    )
+    assert RedactedRequests().filter(record) and record.getMessage() == f"Not Found: {TOKEN_DIGEST}judgments/"
+    assert redacted(redacted(TOKEN_PATHS[0])) == TOKEN_DIGEST  # a second pass (logger, then handler) keeps it

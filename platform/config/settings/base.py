@@ -413,10 +413,13 @@ AUTH_PASSWORD_VALIDATORS = [
 # Prolific completion URLs must point at one of these hosts (https, exactly one {code}).
 PROLIFIC_COMPLETION_HOSTS = env_list("PROLIFIC_COMPLETION_HOSTS", ["app.prolific.com", "app.prolific.co"])
 
-# runserver's request log (`make run`) never shows query strings: the crowd link carries
-# PROLIFIC_PID/workerId. gunicorn gets the same rule from --access-logformat
-# (core.logs.GUNICORN_ACCESS_LOG_FORMAT, docker-compose.yml).
-LOGGING["filters"] = {**LOGGING.get("filters", {}), "no_query_strings": {"()": "core.logs.NoQueryStrings"}}
+# Logs never show query strings (the crowd link carries PROLIFIC_PID/workerId) or HIT tokens (the annotator
+# API's paths): runserver's request log (`make run`) and django.request's line for each 4xx/5xx answer pass
+# through core.logs.RedactedRequests. gunicorn's access log gets the same rule from its format and logger
+# class (core.logs.GUNICORN_ACCESS_LOG_FORMAT, core.access_log.GunicornLogger, docker-compose.yml).
+LOGGING["filters"] = {**LOGGING.get("filters", {}), "redacted": {"()": "core.logs.RedactedRequests"}}
+LOGGING["handlers"]["console"]["filters"] = ["redacted"]
+LOGGING["loggers"]["django.request"] = {"filters": ["redacted"]}  # before Django's own handlers too
 LOGGING["formatters"]["django.server"] = {
     "()": "django.utils.log.ServerFormatter",
     "format": "[{server_time}] {message}",
@@ -425,7 +428,7 @@ LOGGING["formatters"]["django.server"] = {
 LOGGING["handlers"]["django.server"] = {
     "class": "logging.StreamHandler",
     "formatter": "django.server",
-    "filters": ["no_query_strings"],
+    "filters": ["redacted"],
 }
 LOGGING["loggers"]["django.server"] = {"handlers": ["django.server"], "level": "INFO", "propagate": False}
 # --- The annotator side (judgments, core.net): client identity, per-client caps, leases, stimulus images ---
