@@ -49,6 +49,10 @@ def trunk_of(version: ModelVersion) -> dict:
     return info
 
 
+def _score(row: Evaluation) -> dict:
+    return {"score": row.score, "ci_low": row.ci_low, "ci_high": row.ci_high, "n_items": row.n_items}
+
+
 def held_out(*, version: ModelVersion) -> dict:
     """The held-out evaluation of the run that trained ``version``: its own rows and every other metric of
     that run (human ceiling, baselines, controls), per category."""
@@ -77,10 +81,7 @@ def held_out(*, version: ModelVersion) -> dict:
         "measure": first.measure,
         "n_items": all_row.n_items,
         "n_judgments": first.n_judgments,
-        "this_model": {
-            r.category: {"score": r.score, "ci_low": r.ci_low, "ci_high": r.ci_high, "n_items": r.n_items}
-            for r in own
-        },
+        "this_model": {r.category: _score(r) for r in own},
         "human_ceiling": {m["category"]: m["score"] for m in metrics if m["kind"] == Evaluation.Kind.HUMAN},
         "metrics": metrics,
     }
@@ -123,10 +124,24 @@ def model_card(*, version: ModelVersion) -> dict:
 
 def models_panel(*, study: Study) -> list[dict]:
     """The dashboard's Models panel: each ready version (newest first, at most 20), its trunk and why, data
-    and held-out score; `current` marks the newest of each backbone, trunk and variant."""
+    and held-out score (as held_out reports them: the version's own rows, and its run's human ceiling over
+    all categories); `current` marks the newest of each backbone, trunk and variant. Three queries however
+    many versions there are."""
+    versions = list(model_versions_for(study=study, ready_only=True)[:20])
+    own: dict = {}
+    for row in Evaluation.objects.filter(model_version__in=versions).order_by("category"):
+        own.setdefault(row.model_version_id, []).append(row)
+    ceilings = dict(  # per run; as in held_out, the last HUMAN metric by name wins
+        Evaluation.objects.filter(
+            run__in={rows[0].run for rows in own.values()}, kind=Evaluation.Kind.HUMAN, category="all"
+        )
+        .order_by("metric")
+        .values_list("run", "score")
+    )
     out, seen = [], set()
-    for version in model_versions_for(study=study, ready_only=True)[:20]:
-        ev = held_out(version=version)
+    for version in versions:
+        rows = own.get(version.pk, [])
+        every = {r.category: r for r in rows}.get("all")  # as held_out's this_model
         key = (version.backbone, version.weights, version.variant)
         out.append(
             {
@@ -137,9 +152,9 @@ def models_panel(*, study: Study) -> list[dict]:
                 "trunk": trunk_of(version),
                 "n_train_items": version.n_train_items,
                 "n_train_judgments": version.n_train_judgments,
-                "measure": ev.get("measure", ""),
-                "score": ev["this_model"].get("all"),
-                "ceiling": ev.get("human_ceiling", {}).get("all"),
+                "measure": rows[0].measure if rows else "",
+                "score": None if every is None else _score(every),
+                "ceiling": ceilings.get(rows[0].run) if rows else None,
                 "download_url": f"/api/v1/models/{version.pk}/download/",
                 "heads_url": f"/api/v1/models/{version.pk}/download/?part=heads",
             }

@@ -104,3 +104,54 @@ def test_it_says_why_a_trunk_ran_without_repeating_its_name(version, client, res
     for page in (card, study):
         assert "as configured (torchvision" in page
         assert "random: as configured" not in page
+
+
+def test_the_models_panel_reads_what_each_card_reads_in_three_queries(version, django_assert_num_queries):
+    """The panel reports each version's held-out score and its run's human ceiling as held_out (the card)
+    does, with a constant number of queries however many versions there are (it was three per version)."""
+    from training.selectors import held_out, models_panel
+
+    study = version.study
+    for k in range(3, 8):  # more versions: some evaluated in their own runs, some with categories, one not
+        other = ModelVersion.objects.create(
+            study=study,
+            backbone="alex",
+            weights="kmeans" if k % 2 else "random",
+            version=k,
+            status="ready",
+            n_train_judgments=10 * k,
+            n_train_items=k,
+            finished_at=timezone.now(),
+        )
+        if k == 7:
+            continue
+        run = uuid.uuid4()
+        common = {"study": study, "run": run, "measure": "2afc", "split": "val", "n_judgments": 40}
+        for category, score in (("all", 0.6 + k / 100), ("blur", 0.5 + k / 100)):
+            Evaluation.objects.create(
+                **common,
+                model_version=other,
+                metric=f"v{k}",
+                kind="trained",
+                category=category,
+                score=score,
+                n_items=10,
+                ci_low=score - 0.05,
+                ci_high=score + 0.05,
+            )
+        Evaluation.objects.create(
+            **common, metric="human", kind="human", category="all", score=0.8 + k / 100, n_items=10
+        )
+    with django_assert_num_queries(3):
+        panel = models_panel(study=study)
+    assert len(panel) == 6
+    for row in panel:
+        ev = held_out(version=ModelVersion.objects.get(pk=row["id"]))
+        assert row["measure"] == ev.get("measure", "")
+        assert row["score"] == ev["this_model"].get("all")
+        assert row["ceiling"] == ev.get("human_ceiling", {}).get("all")
+    scored = {row["name"]: row for row in panel}
+    assert scored["alex-kmeans-lin v2"]["score"]["score"] == pytest.approx(0.71234)
+    assert scored["alex-kmeans-lin v2"]["ceiling"] == pytest.approx(0.83)
+    assert scored["alex-kmeans-lin v7"]["score"] is None and scored["alex-kmeans-lin v7"]["ceiling"] is None
+    assert scored["alex-random-lin v4"]["ceiling"] == pytest.approx(0.84)
