@@ -19,7 +19,7 @@ import logging
 import re
 
 GUNICORN_ACCESS_LOG_FORMAT = "%(h)s %(t)s %(m)s %(U)s %(H)s %(s)s %(B)s %(M)sms"
-_QUERY = re.compile(r"\?[^\s\"]*")
+_QUERY = re.compile(r"(/[^\s\"?]*)\?[^\s\"]*")  # a query after a path (a question in prose stays)
 _TOKEN = re.compile(r"(/api/v1/assignments/)([^~/?\s\"][^/?\s\"]*)")  # a digest (~...) stays
 
 
@@ -31,19 +31,27 @@ def redacted(text: str) -> str:
     """Query strings dropped, HIT tokens replaced by their digest: `GET /api/v1/assignments/<token>/?x=1
     HTTP/1.1` -> `GET /api/v1/assignments/~1a2b3c4d/ HTTP/1.1`. A digest already there stays."""
     if "?" in text:
-        text = _QUERY.sub("", text)
+        text = _QUERY.sub(r"\1", text)
     if "/assignments/" in text:
         text = _TOKEN.sub(_token_digest, text)
     return text
 
 
 class RedactedRequests(logging.Filter):
-    """Redact a log record's message and string arguments (runserver logs the request line, django.request
-    the path of every 4xx and 5xx answer)."""
+    """Redact a log record's text: its message with the arguments put in (whatever their type: a request's
+    repr names its path), its traceback and its stack (runserver logs the request line, django.request the
+    path of every 4xx and 5xx answer, gunicorn the URI of a request it failed to handle)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redacted(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(redacted(a) if isinstance(a, str) else a for a in record.args)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # arguments that do not fit the message: logging reports it
+            return True
+        record.msg, record.args = redacted(message), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redacted(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redacted(record.stack_info)
         return True

@@ -125,8 +125,8 @@ def model_card(*, version: ModelVersion) -> dict:
 def models_panel(*, study: Study) -> list[dict]:
     """The dashboard's Models panel: each ready version (newest first, at most 20), its trunk and why, data
     and held-out score (as held_out reports them: the version's own rows, and its run's human ceiling over
-    all categories); `current` marks the newest of each backbone, trunk and variant. Three queries however
-    many versions there are."""
+    all categories); `current` marks the newest of each backbone, trunk and variant. At most three queries
+    however many versions there are."""
     versions = list(model_versions_for(study=study, ready_only=True)[:20])
     own: dict = {}
     for row in Evaluation.objects.filter(model_version__in=versions).order_by("category"):

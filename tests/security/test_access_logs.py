@@ -147,3 +147,65 @@ def test_the_filter_strips_query_strings_and_tokens_from_messages_and_arguments(
     )
     assert RedactedRequests().filter(record) and record.getMessage() == f"Not Found: {TOKEN_DIGEST}judgments/"
     assert redacted(redacted(TOKEN_PATHS[0])) == TOKEN_DIGEST  # a second pass (logger, then handler) keeps it
+
+
+def _record(msg, args=(), exc_info=None):
+    return logging.LogRecord("x", logging.WARNING, __file__, 1, msg, args, exc_info)
+
+
+def test_the_filter_redacts_the_text_logging_writes_whatever_the_arguments():
+    class Request:  # a request's repr names its path (django.request passes the request along)
+        def __repr__(self):
+            return f"<WSGIRequest: GET '{TOKEN_PATHS[1]}'>"
+
+    record = _record("odd request %r", (Request(),))
+    assert (
+        RedactedRequests().filter(record)
+        and TOKEN not in record.getMessage()
+        and PID not in record.getMessage()
+    )
+    record = _record("%s?%s", ("/s/x/", f"PROLIFIC_PID={PID}"))  # a query put together by the arguments
+    assert RedactedRequests().filter(record) and record.getMessage() == "/s/x/"
+    record = _record("is the worker %s done? yes", ("w-1",))  # a question in prose keeps its mark
+    assert RedactedRequests().filter(record) and record.getMessage() == "is the worker w-1 done? yes"
+    try:
+        raise ValueError(f"bad path {TOKEN_PATHS[0]}")
+    except ValueError:
+        record = _record("failed", exc_info=sys.exc_info())
+    assert RedactedRequests().filter(record)
+    text = logging.Formatter().format(record)
+    assert "ValueError: bad path" in text and TOKEN not in text and TOKEN_DIGEST in text
+
+
+def test_gunicorns_error_log_names_no_token():
+    """gunicorn logs the raw URI (query included) of a request it failed to handle, on its error log."""
+    import io
+
+    from gunicorn.config import Config
+
+    from core.access_log import GunicornLogger
+
+    logger = GunicornLogger(Config())
+    out = io.StringIO()
+    logger.error_log.addHandler(logging.StreamHandler(out))
+    try:
+        raise OSError("connection reset")
+    except OSError:
+        logger.exception("Error handling request %s %s", "GET", TOKEN_PATHS[1])
+    assert "Error handling request GET" in out.getvalue() and TOKEN_DIGEST in out.getvalue()
+    assert TOKEN not in out.getvalue() and PID not in out.getvalue()
+
+
+def test_djangos_records_reach_only_filtered_handlers():
+    """Django's default logging puts handlers on "django" (a console handler under DEBUG, mail_admins) that
+    no filter guards; the settings leave "django" none, so its records reach the root's console handler,
+    which redacts."""
+    reached = []
+    for name in ("django.security.csrf", "django.request", "django.server"):
+        logger = logging.getLogger(name)
+        while logger is not None:
+            reached += [h for h in logger.handlers if not type(h).__module__.startswith("_pytest")]
+            logger = logger.parent if logger.propagate else None
+    assert reached
+    for handler in reached:
+        assert any(isinstance(f, RedactedRequests) for f in handler.filters), handler

@@ -414,12 +414,15 @@ AUTH_PASSWORD_VALIDATORS = [
 PROLIFIC_COMPLETION_HOSTS = env_list("PROLIFIC_COMPLETION_HOSTS", ["app.prolific.com", "app.prolific.co"])
 
 # Logs never show query strings (the crowd link carries PROLIFIC_PID/workerId) or HIT tokens (the annotator
-# API's paths): runserver's request log (`make run`) and django.request's line for each 4xx/5xx answer pass
-# through core.logs.RedactedRequests. gunicorn's access log gets the same rule from its format and logger
-# class (core.logs.GUNICORN_ACCESS_LOG_FORMAT, core.access_log.GunicornLogger, docker-compose.yml).
+# API's paths): every record of the console handler (django.request's line for each 4xx/5xx answer among
+# them) and runserver's request log (`make run`) pass through core.logs.RedactedRequests. gunicorn's logs
+# get the same rule from their format and logger class (core.logs.GUNICORN_ACCESS_LOG_FORMAT,
+# core.access_log.GunicornLogger, docker-compose.yml).
 LOGGING["filters"] = {**LOGGING.get("filters", {}), "redacted": {"()": "core.logs.RedactedRequests"}}
 LOGGING["handlers"]["console"]["filters"] = ["redacted"]
-LOGGING["loggers"]["django.request"] = {"filters": ["redacted"]}  # before Django's own handlers too
+# Django's records reach that handler alone (through the root logger), not the handlers Django's default
+# logging puts on "django" (a console handler under DEBUG, mail_admins), which no filter guards
+LOGGING["loggers"]["django"] = {"handlers": [], "level": "NOTSET", "propagate": True}
 LOGGING["formatters"]["django.server"] = {
     "()": "django.utils.log.ServerFormatter",
     "format": "[{server_time}] {message}",

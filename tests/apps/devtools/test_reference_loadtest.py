@@ -129,3 +129,21 @@ def test_the_reference_tree_comes_from_the_repositorys_history():
     assert not tree.exists()
     with pytest.raises(SystemExit, match="not in this clone"), reference_loadtest.reference_tree("0" * 40):
         pass
+
+
+def test_a_back_to_back_run_without_latencies_still_reads():
+    text = REFERENCE_OUTPUT.replace("418 / 551 / 599 ms", "none sent in the window")
+    parsed = parse_report(text)
+    assert parsed["back to back"]["p99_ms"] is None and parsed["paced"]["p99_ms"] == (85, 110)
+    with pytest.raises(ReportError, match="paced latencies"):
+        parse_report(REFERENCE_OUTPUT.replace("12 / 66 / 85 ms", "none sent in the window"))
+
+
+def test_each_tree_gets_its_own_database_never_the_load_tests():
+    url, maintenance, name = reference_loadtest._database_url(
+        "postgres://postgres@127.0.0.1:5432/perceptlab_load", "reference"
+    )
+    assert name == "perceptlab_load_reference" and url.endswith("/perceptlab_load_reference")
+    assert maintenance.endswith("/postgres")
+    with pytest.raises(SystemExit, match="63 bytes"):  # PostgreSQL would cut it back to the base name
+        reference_loadtest._database_url("postgres://h/" + "x" * 60, "reference")
