@@ -9,6 +9,7 @@ import pytest
 
 from devtools import balancer, loadtest
 from devtools.processes import free_port
+from tests.apps.devtools.conftest import loadtest_measured
 
 
 def _server(name: str) -> tuple[int, http.server.ThreadingHTTPServer]:
@@ -103,30 +104,7 @@ def _measured(n: int, per_s: float) -> dict:
         "hits": 10,
         "errors": [],
     }
-    check = {"missing": 0, "duplicated": 0, "items_over_target_or_miscounted": 0}
-    params = {
-        "clients": 200,
-        "seconds": 15.0,
-        "workers": 1,
-        "threads": 2,
-        "hit_size": 20,
-        "rate": 300.0,
-        "ramp": 16.0,
-        "think": 0.67,
-        "per_hit": 24,
-        "engine": "postgresql",
-        "web_instances": n,
-        "runs": ("back to back",),
-        "items": 4000,
-        "study": None,
-    }
-    return {
-        "runs": {"back to back": run},
-        "checks": {"back to back": check},
-        "bare": {"requests_per_s": 1000.0, "latency_ms": {"p99": 5.0}},
-        "analyzing": False,
-        "params": params,
-    }
+    return loadtest_measured({"back to back": run}, web_instances=n)
 
 
 def test_reports_name_the_command_and_say_what_limits_the_sum():

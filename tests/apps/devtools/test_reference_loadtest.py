@@ -8,6 +8,7 @@ import pytest
 
 from devtools import loadtest, reference_loadtest
 from devtools.reference_loadtest import REFERENCE, ReportError, estimate, parse_report, report
+from tests.apps.devtools.conftest import loadtest_measured
 
 # What `manage.py loadtest` of the reference commit printed (its report; the method paragraph shortened)
 REFERENCE_OUTPUT = """## Load test: annotators against gunicorn + postgresql
@@ -54,32 +55,9 @@ def _run(per_s: float, web: float) -> dict:
 def test_todays_report_is_read_the_same_way():
     """Today's load test report (loadtest.report) must stay readable here: a change of its table's layout
     fails this test, not a 9-minute benchmark run."""
-    check = {"missing": 0, "duplicated": 0, "items_over_target_or_miscounted": 0}
     runs = {"back to back": _run(1396.0, 0.69), "paced (300/s offered)": _run(308.0, 1.51)}
-    params = {
-        "clients": 200,
-        "seconds": 30.0,
-        "workers": 2,
-        "threads": 2,
-        "hit_size": 20,
-        "rate": 300.0,
-        "ramp": 16.0,
-        "think": 0.67,
-        "per_hit": 24,
-        "engine": "postgresql",
-        "web_instances": 1,
-        "runs": loadtest.RUNS,
-        "items": 4000,
-        "study": None,
-        "flush_ms": 2000,
-    }
-    measured = {
-        "runs": runs,
-        "checks": dict.fromkeys(runs, check),
-        "bare": {"requests_per_s": 3093.0, "latency_ms": {"p99": 101.0}},
-        "analyzing": False,
-        "params": params,
-    }
+    bare = {"requests_per_s": 3093.0, "latency_ms": {"p99": 101.0}}
+    measured = loadtest_measured(runs, bare=bare, seconds=30.0, workers=2, flush_ms=2000)
     parsed = parse_report(loadtest.report(measured))
     assert parsed["livez"] == 3093
     assert parsed["back to back"]["judgments_per_s"] == 1396
